@@ -1,0 +1,40 @@
+"""The `xmargin` command: one click group, thin commands over the library API."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from engine.errors import XmarginError
+
+
+class _Group(click.Group):
+    """Prints XmarginError messages without a traceback and exits 2 (usage/config problem)."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except XmarginError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+
+
+@click.group(cls=_Group)
+@click.version_option(package_name="xmargin")
+def main():
+    """Backtest crypto-derivatives hedges across exchange collateral silos."""
+
+
+def _register():
+    from engine.dataset.commands import data
+
+    main.add_command(data)
+    try:
+        from engine.run_commands import register
+    except ImportError:  # engine core not present yet
+        return
+    register(main)
+
+
+_register()

@@ -1,0 +1,147 @@
+"""`dataset.toml`: what a dataset is, where it came from, and which instruments it declares."""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from pathlib import Path
+
+import attrs
+
+from engine.errors import DatasetError
+from engine.instruments import Instrument
+
+KINDS = ("bars", "mark", "index", "funding")
+MANIFEST_NAME = "dataset.toml"
+
+BAR_COLUMNS = {
+    "ts": "Datetime(ns, UTC)",
+    "exchange": "String",
+    "symbol": "String",
+    "market": "String",
+    "timeframe": "String",
+    "open": "Float64",
+    "high": "Float64",
+    "low": "Float64",
+    "close": "Float64",
+    "volume": "Float64",
+}
+PRICE_COLUMNS = {k: v for k, v in BAR_COLUMNS.items() if k != "volume"}  # mark/ and index/
+FUNDING_COLUMNS = {
+    "ts": "Datetime(ns, UTC)",
+    "exchange": "String",
+    "symbol": "String",
+    "market": "String",
+    "funding_rate": "Float64",
+}
+COLUMNS_BY_KIND = {"bars": BAR_COLUMNS, "mark": PRICE_COLUMNS, "index": PRICE_COLUMNS, "funding": FUNDING_COLUMNS}
+
+
+@attrs.frozen
+class Source:
+    """Where part of a dataset came from (repository, commit, path) and under which licence."""
+
+    name: str
+    licence: str
+    repository: str = ""
+    commit: str = ""
+    path: str = ""
+    notes: str = ""
+
+
+@attrs.frozen
+class DatasetManifest:
+    """The parsed `dataset.toml`."""
+
+    name: str
+    description: str
+    kind: str = attrs.field(validator=attrs.validators.in_(("real", "synthetic")))
+    instruments: tuple[Instrument, ...]
+    sources: tuple[Source, ...] = ()
+
+    def instrument(self, key: str) -> Instrument:
+        for instrument in self.instruments:
+            if instrument.key == key:
+                return instrument
+        raise KeyError(key)
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return tuple(i.key for i in self.instruments)
+
+
+def read_manifest(folder: str | Path) -> DatasetManifest:
+    """Read and validate `<folder>/dataset.toml`; errors name the file and the entry."""
+    path = Path(folder) / MANIFEST_NAME
+    if not Path(folder).is_dir():
+        raise DatasetError(f"{folder}: not a folder. A dataset is a folder holding {MANIFEST_NAME} and bars/.")
+    if not path.is_file():
+        raise DatasetError(f"{path}: missing. Every dataset folder needs a {MANIFEST_NAME} "
+                           "(see README, 'Dataset format'), e.g. one written by `xmargin data import`.")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise DatasetError(f"{path}: not valid TOML ({exc}). Fix the syntax at the position given.") from exc
+    for key in ("name", "kind", "instruments"):
+        if key not in data:
+            raise DatasetError(f"{path}: key '{key}' is missing. Add it (see README, 'Dataset format').")
+    instruments = []
+    for n, entry in enumerate(data["instruments"], start=1):
+        try:
+            instruments.append(Instrument.from_mapping(entry))
+        except (TypeError, ValueError) as exc:
+            raise DatasetError(f"{path}: [[instruments]] entry {n} ({entry.get('symbol', '?')}): {exc}. "
+                               "Fix that entry.") from exc
+    keys = [i.key for i in instruments]
+    duplicated = sorted({k for k in keys if keys.count(k) > 1})
+    if duplicated:
+        raise DatasetError(f"{path}: instruments declared twice: {duplicated}. Keep one entry each.")
+    try:
+        sources = tuple(Source(**s) for s in data.get("sources", []))
+    except TypeError as exc:
+        raise DatasetError(f"{path}: a [[sources]] entry is malformed ({exc}).") from exc
+    try:
+        return DatasetManifest(name=data["name"], description=data.get("description", ""), kind=data["kind"],
+                               instruments=tuple(instruments), sources=sources)
+    except ValueError as exc:
+        raise DatasetError(f"{path}: {exc}. 'kind' is 'real' or 'synthetic'.") from exc
+
+
+def _toml_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"cannot write non-finite number {value} to TOML")
+        return repr(value)
+    if isinstance(value, str):
+        escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+        return f'"{escaped}"'
+    raise TypeError(f"unsupported TOML value {value!r}")
+
+
+def manifest_to_toml(manifest: DatasetManifest) -> str:
+    """Render a manifest as TOML with a stable key order (so `synth` output is byte-identical)."""
+    lines = [f"name = {_toml_value(manifest.name)}",
+             f"description = {_toml_value(manifest.description)}",
+             f"kind = {_toml_value(manifest.kind)}", ""]
+    for source in manifest.sources:
+        lines.append("[[sources]]")
+        for key, value in attrs.asdict(source).items():
+            if value != "" or key in ("name", "licence"):
+                lines.append(f"{key} = {_toml_value(value)}")
+        lines.append("")
+    for instrument in manifest.instruments:
+        lines.append("[[instruments]]")
+        for key, value in instrument.to_mapping().items():
+            lines.append(f"{key} = {_toml_value(value)}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_manifest(folder: str | Path, manifest: DatasetManifest) -> Path:
+    path = Path(folder) / MANIFEST_NAME
+    path.write_text(manifest_to_toml(manifest))
+    return path

@@ -1,0 +1,40 @@
+"""Lazy scans of a dataset's Parquet tables, filtered by time range and instruments."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+import polars as pl
+
+from engine.dataset.manifest import KINDS
+
+
+def table_files(folder: str | Path, kind: str) -> list[Path]:
+    """The Parquet files of one table kind (`bars`, `mark`, `index`, `funding`), sorted by path."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown table kind {kind!r}; one of {KINDS}")
+    root = Path(folder) / kind
+    if not root.is_dir():
+        return []
+    return sorted(root.rglob("*.parquet"))
+
+
+def scan(folder: str | Path, kind: str, start: datetime | None = None, end: datetime | None = None,
+         instruments: list[str] | None = None) -> pl.LazyFrame | None:
+    """One LazyFrame over all files of `kind`, or None when the dataset has no such table.
+
+    `start` is inclusive and `end` exclusive (UTC); `instruments` are `exchange:symbol` keys.
+    Filters are pushed down into the Parquet scan.
+    """
+    files = table_files(folder, kind)
+    if not files:
+        return None
+    frame = pl.scan_parquet([str(f) for f in files])
+    if start is not None:
+        frame = frame.filter(pl.col("ts") >= pl.lit(start).dt.cast_time_unit("ns").dt.replace_time_zone("UTC"))
+    if end is not None:
+        frame = frame.filter(pl.col("ts") < pl.lit(end).dt.cast_time_unit("ns").dt.replace_time_zone("UTC"))
+    if instruments is not None:
+        frame = frame.filter((pl.col("exchange") + ":" + pl.col("symbol")).is_in(list(instruments)))
+    return frame

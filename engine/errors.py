@@ -1,0 +1,25 @@
+"""Errors raised at the edges (data, config, rules, CLI).
+
+Every message names where the problem is (file, row or column, key), what is wrong and how to
+fix it. Inside a run, a broken command is never an exception: it becomes a rejection event.
+"""
+
+
+class XmarginError(Exception):
+    """Base class: a user-facing error whose message is meant to be printed as is."""
+
+
+class DatasetError(XmarginError):
+    """A dataset folder, its `dataset.toml` or one of its tables is unusable."""
+
+
+class ConfigError(XmarginError):
+    """A run config (TOML or command-line override) names a bad key or value."""
+
+
+class RulesError(XmarginError):
+    """An exchange rule file is malformed or incomplete."""
+
+
+class RunError(XmarginError):
+    """A run folder is missing, incomplete or inconsistent."""

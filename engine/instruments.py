@@ -1,0 +1,78 @@
+"""Instrument: one tradable market on one exchange, as declared in a dataset's `dataset.toml`."""
+
+from __future__ import annotations
+
+import attrs
+
+MARKETS = ("spot", "perp", "future")
+CONTRACTS = ("linear", "inverse")
+
+
+def _one_of(options):
+    def check(instance, attribute, value):
+        if value not in options:
+            raise ValueError(f"{attribute.name} must be one of {', '.join(options)}, got {value!r}")
+
+    return check
+
+
+def _non_negative(instance, attribute, value):
+    if value is not None and not value >= 0:
+        raise ValueError(f"{attribute.name} must be >= 0, got {value!r}")
+
+
+@attrs.frozen
+class Instrument:
+    """A market on one exchange.
+
+    `symbol` is the ccxt unified symbol (`BTC/USDT:USDT` linear perp, `BTC/USD:BTC` inverse perp,
+    `BTC/USDT` spot). Quantities are in base units times `contract_size` (contracts for inverse).
+    `lot_size` is the quantity step, `min_notional` the smallest order value in the quote asset,
+    `tick_size` the price step (0 means not enforced).
+    """
+
+    exchange: str
+    symbol: str
+    market: str = attrs.field(validator=_one_of(MARKETS))
+    base: str
+    quote: str
+    settle: str
+    contract: str = attrs.field(default="linear", validator=_one_of(CONTRACTS))
+    contract_size: float = attrs.field(default=1.0, converter=float, validator=_non_negative)
+    funding_interval_hours: float | None = None
+    lot_size: float = attrs.field(default=0.0, converter=float, validator=_non_negative)
+    min_notional: float = attrs.field(default=0.0, converter=float, validator=_non_negative)
+    tick_size: float = attrs.field(default=0.0, converter=float, validator=_non_negative)
+
+    @property
+    def key(self) -> str:
+        """Unique id across exchanges: `exchange:symbol`."""
+        return f"{self.exchange}:{self.symbol}"
+
+    @property
+    def is_derivative(self) -> bool:
+        return self.market != "spot"
+
+    @property
+    def is_inverse(self) -> bool:
+        return self.contract == "inverse"
+
+    @property
+    def native_id(self) -> str:
+        """Exchange-style id without separators (`BTCUSDT`), used to look up rule brackets."""
+        return f"{self.base}{self.quote}"
+
+    @classmethod
+    def from_mapping(cls, data: dict) -> "Instrument":
+        """Build from a `dataset.toml` `[[instruments]]` table; unknown keys are an error."""
+        known = {a.name for a in attrs.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown keys {unknown}; allowed: {sorted(known)}")
+        values = dict(data)
+        if "settle" not in values:
+            values["settle"] = values.get("quote", "")
+        return cls(**values)
+
+    def to_mapping(self) -> dict:
+        return {k: v for k, v in attrs.asdict(self).items() if v is not None}
