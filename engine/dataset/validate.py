@@ -1,0 +1,422 @@
+"""`validate_dataset`: every check a dataset must pass before a run, as vectorised polars scans.
+
+Each finding is a `Problem` naming the file, instrument, timestamp or row, column, what is
+wrong and how to fix it. A dataset is usable when the report holds no errors (warnings allowed).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from pathlib import Path
+
+import attrs
+import polars as pl
+
+from engine.dataset.manifest import COLUMNS_BY_KIND, KINDS, MANIFEST_NAME, DatasetManifest, read_manifest
+from engine.dataset.tables import table_files
+from engine.errors import DatasetError
+
+ERROR = "error"
+WARNING = "warning"
+DEFAULT_MAX_FUNDING_RATE = 0.05  # fraction per funding interval (5 %)
+DEFAULT_MARK_DEVIATION = 0.05  # |mark close / last close - 1|
+DEFAULT_LISTED_PER_CHECK = 5
+PRICE_NAMES = ("open", "high", "low", "close")
+TIMEFRAME_PATTERN = re.compile(r"^(\d+)([smhdw])$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_timeframe(timeframe: str) -> timedelta:
+    """`"1m"`, `"1h"`, `"8h"`, `"1d"`, `"1w"` -> timedelta; ValueError for anything else."""
+    match = TIMEFRAME_PATTERN.match(str(timeframe))
+    if not match or int(match.group(1)) == 0:
+        raise ValueError(f"timeframe {timeframe!r} is not '<positive integer><s|m|h|d|w>', e.g. '1m', '1h', '8h'")
+    return timedelta(seconds=int(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+
+
+def dtype_name(dtype: pl.DataType) -> str:
+    """Polars dtype in the notation of `manifest.COLUMNS_BY_KIND` (e.g. `Datetime(ns, UTC)`)."""
+    if isinstance(dtype, pl.Datetime):
+        return f"Datetime({dtype.time_unit}, {dtype.time_zone})"
+    return str(dtype)
+
+
+def polars_schema(kind: str) -> pl.Schema:
+    """The exact polars schema of a table kind, for writers (synth, import, sample)."""
+    mapping = {"Datetime(ns, UTC)": pl.Datetime("ns", "UTC"), "String": pl.String, "Float64": pl.Float64}
+    return pl.Schema({name: mapping[dtype] for name, dtype in COLUMNS_BY_KIND[kind].items()})
+
+
+@attrs.frozen
+class Problem:
+    """One finding. `ts` (ISO text) or `row` (0-based within `file`) locate it when known."""
+
+    severity: str = attrs.field(validator=attrs.validators.in_((ERROR, WARNING)))
+    check: str
+    message: str
+    fix: str
+    file: str = ""
+    instrument: str = ""
+    column: str = ""
+    ts: str = ""
+    row: int | None = None
+
+    def __str__(self) -> str:
+        where = [self.file or MANIFEST_NAME]
+        if self.instrument:
+            where.append(self.instrument)
+        if self.row is not None:
+            where.append(f"row {self.row}")
+        if self.ts:
+            where.append(f"ts {self.ts}")
+        if self.column:
+            where.append(f"column '{self.column}'")
+        return f"{self.severity}: {', '.join(where)}: {self.message}. Fix: {self.fix}"
+
+
+@attrs.frozen
+class KindSummary:
+    """Row count and time range of one table kind (ranges as ISO text, UTC)."""
+
+    kind: str
+    files: int
+    rows: int
+    start: str
+    end: str
+    instruments: int
+
+
+@attrs.frozen
+class Report:
+    """What `validate_dataset` found. `ok` is True when the dataset is usable (no errors)."""
+
+    path: str
+    problems: tuple[Problem, ...]
+    summaries: tuple[KindSummary, ...] = ()
+    instruments: tuple[str, ...] = ()
+
+    @property
+    def errors(self) -> tuple[Problem, ...]:
+        return tuple(p for p in self.problems if p.severity == ERROR)
+
+    @property
+    def warnings(self) -> tuple[Problem, ...]:
+        return tuple(p for p in self.problems if p.severity == WARNING)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def format(self) -> str:
+        """Human-readable text: problems first, then a one-line verdict and the summary."""
+        lines = [str(p) for p in self.problems]
+        verdict = "usable" if self.ok else "NOT usable"
+        lines.append(f"{self.path}: {verdict} ({len(self.errors)} errors, {len(self.warnings)} warnings)")
+        if self.instruments:
+            lines.append(f"instruments ({len(self.instruments)}): {', '.join(self.instruments)}")
+        for s in self.summaries:
+            lines.append(f"{s.kind:<8} {s.files:>4} files {s.rows:>12,} rows  {s.instruments:>3} instruments  "
+                         f"{s.start} -> {s.end}")
+        return "\n".join(lines)
+
+
+class _Collector:
+    """Collects problems, listing at most `limit` rows per check and summing up the rest."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.problems: list[Problem] = []
+
+    def add(self, **fields) -> None:
+        self.problems.append(Problem(**fields))
+
+    def rows(self, found: pl.DataFrame, *, severity: str, check: str, column: str, message, fix: str,
+             kind_label: str = "") -> None:
+        """One problem per offending row in `found` (columns file, row, instrument, ts), capped."""
+        if found.height == 0:
+            return
+        for record in found.head(self.limit).iter_rows(named=True):
+            text = message(record) if callable(message) else message
+            self.add(severity=severity, check=check, message=text, fix=fix, file=record.get("file", ""),
+                     instrument=record.get("instrument", ""), column=column, ts=_iso(record.get("ts")),
+                     row=record.get("row"))
+        if found.height > self.limit:
+            first = found.row(0, named=True)
+            self.add(severity=severity, check=check, column=column,
+                     message=f"... and {found.height - self.limit} more rows with the same problem "
+                             f"({check}{kind_label})",
+                     fix=fix, file=first.get("file", "") if found["file"].n_unique() == 1 else "(several files)")
+
+
+def _iso(value) -> str:
+    if value is None:
+        return ""
+    return value.strftime("%Y-%m-%d %H:%M:%S") if hasattr(value, "strftime") else str(value)
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return str(path.relative_to(root))
+    except ValueError:
+        return str(path)
+
+
+def _scan_files(files: list[Path], root: Path, columns: list[str]) -> pl.LazyFrame:
+    """Concatenate files lazily, each with its own `file` and 0-based `row` columns."""
+    frames = [pl.scan_parquet(str(f)).select(columns).with_row_index("row")
+              .with_columns(file=pl.lit(_relative(f, root)), instrument=pl.col("exchange") + ":" + pl.col("symbol"))
+              for f in files]
+    return pl.concat(frames, how="vertical")
+
+
+def _check_schema(files: list[Path], kind: str, root: Path, out: _Collector) -> list[Path]:
+    """Columns and dtypes of each file against COLUMNS_BY_KIND; returns the files that match."""
+    expected = COLUMNS_BY_KIND[kind]
+    good = []
+    for f in files:
+        name = _relative(f, root)
+        try:
+            schema = pl.scan_parquet(str(f)).collect_schema()
+        except Exception as exc:  # unreadable Parquet
+            out.add(severity=ERROR, check="readable", file=name, message=f"cannot read Parquet ({exc})",
+                    fix="rewrite the file as Parquet (e.g. polars DataFrame.write_parquet)")
+            continue
+        found = {col: dtype_name(dtype) for col, dtype in schema.items()}
+        bad = False
+        for col, dtype in expected.items():
+            if col not in found:
+                bad = True
+                out.add(severity=ERROR, check="schema", file=name, column=col,
+                        message=f"column missing from {kind} table (expected {dtype}; found columns {list(found)})",
+                        fix=f"add column '{col}' of type {dtype}")
+            elif found[col] != dtype:
+                bad = True
+                out.add(severity=ERROR, check="schema", file=name, column=col,
+                        message=f"dtype is {found[col]}, expected {dtype}",
+                        fix=f"cast '{col}' to {dtype} before writing"
+                            + (" (pl.col('ts').dt.cast_time_unit('ns').dt.replace_time_zone('UTC'))"
+                               if col == "ts" else ""))
+        extra = [c for c in found if c not in expected]
+        if extra:
+            out.add(severity=WARNING, check="schema", file=name, column=", ".join(extra),
+                    message=f"extra columns not used by {kind} tables", fix="drop them to save space (harmless)")
+        if not bad:
+            good.append(f)
+    return good
+
+
+def _check_table(kind: str, frame: pl.LazyFrame, out: _Collector, max_funding_rate: float) -> pl.DataFrame:
+    """Content checks of one kind; returns per-instrument stats (instrument, timeframe, rows, start, end)."""
+    key = ["file", "row", "instrument", "ts"]
+    label = f" in {kind}"
+    nulls = [c for c in COLUMNS_BY_KIND[kind] if c not in ("volume",)]
+    null_rows = frame.filter(pl.any_horizontal([pl.col(c).is_null() for c in nulls]))
+    null_df = null_rows.select(key + [c for c in nulls if c not in key]).collect()
+    for col in nulls:
+        out.rows(null_df.filter(pl.col(col).is_null()), severity=ERROR, check="missing value", column=col,
+                 message=f"{col} is empty (null)", fix="fill or drop the row at the source, then re-import",
+                 kind_label=label)
+
+    # Timestamps strictly increasing per instrument, in file order.
+    step = frame.with_columns(previous=pl.col("ts").shift(1).over("instrument"))
+    order = step.filter(pl.col("ts") <= pl.col("previous")).select(key + ["previous"]).collect()
+    out.rows(order.filter(pl.col("ts") < pl.col("previous")), severity=ERROR, check="unsorted", column="ts",
+             message=lambda r: f"timestamp goes backwards (previous row of this instrument is at {_iso(r['previous'])})",
+             fix="sort rows by ts per instrument (and order files by time) before writing", kind_label=label)
+    out.rows(order.filter(pl.col("ts") == pl.col("previous")), severity=ERROR, check="duplicate ts", column="ts",
+             message="duplicate timestamp for this instrument",
+             fix="drop duplicates, keeping one row per ts (e.g. .unique(['exchange','symbol','ts'], keep='last'))",
+             kind_label=label)
+
+    if kind == "funding":
+        rate = pl.col("funding_rate")
+        bad = frame.filter(~rate.is_finite() | (rate.abs() > max_funding_rate)).select(key + ["funding_rate"]).collect()
+        out.rows(bad, severity=ERROR, check="funding rate", column="funding_rate",
+                 message=lambda r: f"funding rate {r['funding_rate']!r} is not finite or beyond ±{max_funding_rate} "
+                                   "per interval",
+                 fix="rates are fractions per funding interval (0.0001 = 0.01 %), not percent or annualised; "
+                     "divide by 100 or fix the source (or raise --max-funding-rate if genuine)", kind_label=label)
+    else:
+        for col in PRICE_NAMES:
+            c = pl.col(col)
+            bad = frame.filter(c.is_not_null() & (~c.is_finite() | (c <= 0))).select(key + [col]).collect()
+            out.rows(bad, severity=ERROR, check="bad price", column=col,
+                     message=lambda r, col=col: f"{col} = {r[col]!r} (prices must be finite and > 0)",
+                     fix="drop or repair the row at the source", kind_label=label)
+        if kind == "bars":
+            v = pl.col("volume")
+            bad = frame.filter(v.is_not_null() & (~v.is_finite() | (v < 0))).select(key + ["volume"]).collect()
+            out.rows(bad, severity=ERROR, check="bad volume", column="volume",
+                     message=lambda r: f"volume = {r['volume']!r} (must be finite and >= 0)",
+                     fix="set volume to 0 when unknown", kind_label=label)
+        bad = frame.filter(pl.col("high") < pl.col("low")).select(key + ["high", "low"]).collect()
+        out.rows(bad, severity=ERROR, check="high < low", column="high",
+                 message=lambda r: f"high {r['high']} is below low {r['low']}",
+                 fix="swap or repair high/low at the source", kind_label=label)
+        for col in ("open", "close"):
+            c = pl.col(col)
+            bad = (frame.filter((c < pl.col("low")) | (c > pl.col("high")))
+                   .select(key + [col, "low", "high"]).collect())
+            out.rows(bad, severity=ERROR, check=f"{col} outside range", column=col,
+                     message=lambda r, col=col: f"{col} {r[col]} is outside [low {r['low']}, high {r['high']}]",
+                     fix="repair the bar so that low <= open, close <= high", kind_label=label)
+
+    if kind == "funding":
+        stats = frame.group_by("instrument").agg(
+            rows=pl.len(), start=pl.col("ts").min(), end=pl.col("ts").max(),
+            exchange=pl.col("exchange").first(), market=pl.col("market").first(),
+            markets=pl.col("market").unique().sort(), file=pl.col("file").first(),
+            timeframes=pl.lit(None, dtype=pl.List(pl.String))).collect()
+        return stats
+
+    stats = frame.group_by("instrument").agg(
+        rows=pl.len(), start=pl.col("ts").min(), end=pl.col("ts").max(),
+        exchange=pl.col("exchange").first(), market=pl.col("market").first(),
+        markets=pl.col("market").unique().sort(), file=pl.col("file").first(),
+        timeframes=pl.col("timeframe").unique().sort()).collect()
+    for record in stats.sort("instrument").iter_rows(named=True):
+        frames = [t for t in record["timeframes"] if t is not None]
+        for timeframe in frames:
+            try:
+                parse_timeframe(timeframe)
+            except ValueError as exc:
+                out.add(severity=ERROR, check="timeframe", file=record["file"], instrument=record["instrument"],
+                        column="timeframe", message=str(exc), fix="write the bar length as e.g. '1m', '5m', '1h', '8h', '1d'")
+        if len(frames) > 1:
+            out.add(severity=ERROR, check="timeframe", file=record["file"], instrument=record["instrument"],
+                    column="timeframe", message=f"several timeframes in the {kind} table: {frames}",
+                    fix=f"keep one timeframe per instrument in {kind}/ (move the others to another dataset)")
+    return stats
+
+
+def _check_gaps(kind: str, frame: pl.LazyFrame, stats: pl.DataFrame, out: _Collector) -> None:
+    """Warn (with counts) where consecutive bars are further apart than the timeframe."""
+    durations = {}
+    for record in stats.iter_rows(named=True):
+        frames = record["timeframes"] or []
+        if len(frames) == 1:
+            try:
+                durations[record["instrument"]] = int(parse_timeframe(frames[0]).total_seconds() * 1e9)
+            except ValueError:
+                pass
+    if not durations:
+        return
+    lookup = pl.DataFrame({"instrument": list(durations), "step_ns": list(durations.values())})
+    gaps = (frame.select("file", "row", "instrument", "ts")
+            .join(lookup.lazy(), on="instrument", how="inner")
+            .with_columns(spacing=pl.col("ts").diff().over("instrument").dt.total_nanoseconds())
+            .filter(pl.col("spacing") > pl.col("step_ns"))
+            .with_columns(missing=(pl.col("spacing") // pl.col("step_ns") - 1))
+            .collect())
+    if gaps.height == 0:
+        return
+    summary = gaps.group_by("instrument").agg(gaps=pl.len(), missing=pl.col("missing").sum(),
+                                              file=pl.col("file").first()).sort("instrument")
+    for record in summary.iter_rows(named=True):
+        first = gaps.filter(pl.col("instrument") == record["instrument"]).head(out.limit)
+        listed = ", ".join(f"{_iso(t)} ({m} missing)" for t, m in zip(first["ts"], first["missing"]))
+        more = f" and {record['gaps'] - first.height} more" if record["gaps"] > first.height else ""
+        out.add(severity=WARNING, check="gaps", file=record["file"], instrument=record["instrument"], column="ts",
+                message=f"{record['gaps']} gaps in {kind}, {record['missing']} missing bars; gaps end at {listed}{more}",
+                fix="none needed if the exchange had no data then (the engine carries prices over); "
+                    "otherwise re-download the missing range")
+
+
+def _check_mark_vs_last(bars: pl.LazyFrame, mark: pl.LazyFrame, out: _Collector, threshold: float) -> None:
+    """Warn where mark close is more than `threshold` away from last close at the same ts and timeframe."""
+    joined = (mark.select("file", "row", "instrument", "ts", "timeframe", mark_close=pl.col("close"))
+              .join(bars.select("instrument", "ts", "timeframe", last_close=pl.col("close")),
+                    on=["instrument", "ts", "timeframe"], how="inner")
+              .with_columns(deviation=pl.col("mark_close") / pl.col("last_close") - 1)
+              .filter(pl.col("deviation").abs() > threshold)
+              .sort("instrument", "ts")
+              .collect())
+    out.rows(joined, severity=WARNING, check="mark far from last", column="close",
+             message=lambda r: f"mark close {r['mark_close']} is {r['deviation']:+.2%} from last close "
+                               f"{r['last_close']} (threshold {threshold:.0%})",
+             fix="check that mark/ and bars/ hold the same instrument and time base "
+                 "(or raise --mark-threshold if the market really dislocated)", kind_label=" mark vs bars")
+
+
+def _check_declared(manifest: DatasetManifest, stats_by_kind: dict[str, pl.DataFrame], out: _Collector) -> None:
+    declared = {i.key: i for i in manifest.instruments}
+    for kind, stats in stats_by_kind.items():
+        for record in stats.sort("instrument").iter_rows(named=True):
+            key = record["instrument"]
+            if key not in declared:
+                out.add(severity=ERROR, check="undeclared instrument", file=record["file"], instrument=key,
+                        column="symbol", message=f"instrument appears in {kind}/ but is not declared in {MANIFEST_NAME}",
+                        fix=f"add an [[instruments]] entry with exchange = \"{record['exchange']}\", "
+                            f"symbol = \"{key.split(':', 1)[1]}\" (or remove its rows)")
+                continue
+            wrong = [m for m in record["markets"] if m != declared[key].market]
+            if wrong:
+                out.add(severity=ERROR, check="market mismatch", file=record["file"], instrument=key, column="market",
+                        message=f"market column says {wrong}, {MANIFEST_NAME} declares '{declared[key].market}'",
+                        fix="make the market column and the declaration agree")
+    in_bars = set(stats_by_kind["bars"]["instrument"]) if "bars" in stats_by_kind else set()
+    for key in sorted(set(declared) - in_bars):
+        out.add(severity=ERROR, check="declared but absent", instrument=key, file=MANIFEST_NAME,
+                message="declared in dataset.toml but has no rows in bars/",
+                fix="add its bars or remove the [[instruments]] entry")
+    funding = set(stats_by_kind["funding"]["instrument"]) if "funding" in stats_by_kind else set()
+    for key in sorted(funding):
+        instrument = declared.get(key)
+        if instrument is not None and instrument.market == "spot":
+            out.add(severity=WARNING, check="funding on spot", instrument=key, file="funding/",
+                    message="funding rows for a spot instrument", fix="remove them; spot pays no funding")
+
+
+def validate_dataset(path: str | Path, *, max_funding_rate: float = DEFAULT_MAX_FUNDING_RATE,
+                     mark_threshold: float = DEFAULT_MARK_DEVIATION,
+                     listed_per_check: int = DEFAULT_LISTED_PER_CHECK) -> Report:
+    """Check a dataset folder; never raises for bad data, returns a `Report` listing each problem.
+
+    `max_funding_rate` is a fraction per funding interval (0.05 = 5 %); `mark_threshold` the
+    relative mark/last deviation that raises a warning; `listed_per_check` caps rows listed per check.
+    """
+    root = Path(path)
+    out = _Collector(listed_per_check)
+    try:
+        manifest = read_manifest(root)
+    except DatasetError as exc:
+        out.add(severity=ERROR, check="dataset.toml", file=MANIFEST_NAME, message=str(exc),
+                fix="see README, 'Dataset format'")
+        return Report(path=str(root), problems=tuple(out.problems))
+
+    frames: dict[str, pl.LazyFrame] = {}
+    stats_by_kind: dict[str, pl.DataFrame] = {}
+    summaries = []
+    for kind in KINDS:
+        files = table_files(root, kind)
+        if not files:
+            if kind == "bars":
+                out.add(severity=ERROR, check="bars missing", file="bars/",
+                        message="no Parquet files under bars/ (bars are required)",
+                        fix="write the bar table(s) to <dataset>/bars/*.parquet")
+            continue
+        good = _check_schema(files, kind, root, out)
+        if len(good) != len(files):
+            continue  # content checks need every file of the kind to have the right schema
+        frame = _scan_files(good, root, list(COLUMNS_BY_KIND[kind]))
+        try:
+            stats = _check_table(kind, frame, out, max_funding_rate)
+        except pl.exceptions.PolarsError as exc:
+            out.add(severity=ERROR, check="readable", file=f"{kind}/", message=f"cannot scan the {kind} table ({str(exc).splitlines()[0]})",
+                    fix="rewrite the files with the documented schema")
+            continue
+        frames[kind] = frame
+        stats_by_kind[kind] = stats
+        if kind != "funding":
+            _check_gaps(kind, frame, stats, out)
+        if stats.height:
+            summaries.append(KindSummary(kind=kind, files=len(good), rows=int(stats["rows"].sum()),
+                                         start=_iso(stats["start"].min()), end=_iso(stats["end"].max()),
+                                         instruments=stats.height))
+    if "bars" in frames and "mark" in frames:
+        _check_mark_vs_last(frames["bars"], frames["mark"], out, mark_threshold)
+    if stats_by_kind:
+        _check_declared(manifest, stats_by_kind, out)
+    return Report(path=str(root), problems=tuple(out.problems), summaries=tuple(summaries),
+                  instruments=manifest.keys)
