@@ -304,8 +304,8 @@ def _check_gaps(kind: str, frame: pl.LazyFrame, stats: pl.DataFrame, out: _Colle
         return
     lookup = pl.DataFrame({"instrument": list(durations), "step_ns": list(durations.values())})
     gaps = (frame.select("file", "row", "instrument", "ts")
-            .join(lookup.lazy(), on="instrument", how="inner")
             .with_columns(spacing=pl.col("ts").diff().over("instrument").dt.total_nanoseconds())
+            .join(lookup.lazy(), on="instrument", how="inner", maintain_order="left")
             .filter(pl.col("spacing") > pl.col("step_ns"))
             .with_columns(missing=(pl.col("spacing") // pl.col("step_ns") - 1))
             .collect())
