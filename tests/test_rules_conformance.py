@@ -1,0 +1,203 @@
+"""One conformance suite that every built-in rule set passes, plus malformed user rule files."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from engine import margin
+from engine.errors import RulesError
+from engine.rules import builtin_rule_names, load_rules
+from engine.rules.ruleset import FILLS, POLICIES
+
+NAMES = builtin_rule_names()
+
+
+def test_expected_builtins_present():
+    assert {"binance-usdm", "hyperliquid", "bybit-linear", "okx-swap"} <= set(NAMES)
+
+
+def _tables(rules):
+    yield "default_brackets", rules.default_brackets
+    yield from rules.symbol_brackets.items()
+
+
+@pytest.fixture(params=NAMES)
+def rules(request):
+    return load_rules(request.param)
+
+
+def test_metadata(rules):
+    assert rules.as_of and isinstance(rules.as_of, str)
+    assert rules.sources and all(isinstance(s, str) and s for s in rules.sources)
+    assert isinstance(rules.not_public, tuple)
+    assert rules.name in NAMES and rules.exchange
+
+
+def test_fees_sane(rules):
+    assert 0 <= rules.maker_fee <= rules.taker_fee < 0.01
+
+
+def test_funding_interval(rules):
+    assert rules.funding_interval_hours > 0
+    assert all(float(h) > 0 for h in rules.funding_interval_overrides.values())
+
+
+def test_liquidation_settings(rules):
+    liq = rules.liquidation
+    assert liq.policy in POLICIES and liq.fill in FILLS
+    assert 0 <= liq.fee_rate < 0.1
+
+
+def test_brackets_structure(rules):
+    for sym, t in _tables(rules):
+        b = t.brackets
+        assert b[0].notional_floor == 0, sym
+        for n in range(1, len(b)):
+            assert b[n].notional_floor == b[n - 1].notional_cap, (sym, n)
+            assert b[n].maintenance_margin_rate > b[n - 1].maintenance_margin_rate, (sym, n)
+            assert b[n].max_leverage <= b[n - 1].max_leverage, (sym, n)
+        for n, br in enumerate(b):
+            assert br.max_leverage > 0, (sym, n)
+            # initial margin at the cap is above maintenance: 1/max_leverage > MMR
+            assert 1.0 / br.max_leverage > br.maintenance_margin_rate, (sym, n)
+            assert br.notional_cap > br.notional_floor, (sym, n)
+
+
+def test_maintenance_amount_recurrence(rules):
+    for sym, t in _tables(rules):
+        b = t.brackets
+        assert b[0].maintenance_amount == pytest.approx(0.0, abs=1e-9), sym
+        for n in range(1, len(b)):
+            expected = margin.next_maintenance_amount(b[n].notional_floor, b[n].maintenance_margin_rate,
+                                                      b[n - 1].maintenance_margin_rate, b[n - 1].maintenance_amount)
+            assert b[n].maintenance_amount == pytest.approx(expected, rel=1e-6, abs=1e-6), (sym, n)
+
+
+def test_maintenance_margin_continuous_at_boundaries(rules):
+    for sym, t in _tables(rules):
+        for br in t.brackets[1:]:
+            x = br.notional_floor
+            prev = t.brackets[t.index(x) - 1]
+            left = x * prev.maintenance_margin_rate - prev.maintenance_amount
+            right = margin.maintenance_margin(x, t)
+            assert right == pytest.approx(left, rel=1e-6, abs=1e-6), (sym, x)
+            # and just below the boundary the scalar function agrees with the left formula
+            below = np.nextafter(x, 0)
+            assert margin.maintenance_margin(below, t) == pytest.approx(left, rel=1e-6, abs=1e-6), (sym, x)
+
+
+def test_vectorised_matches_scalar(rules):
+    for sym, t in list(_tables(rules))[:40]:
+        caps = [b.notional_cap for b in t.brackets if math.isfinite(b.notional_cap)]
+        xs = np.array([0.0, 1.0] + [c * f for c in caps for f in (0.5, 0.999999, 1.0, 1.000001)] + [2 * max(caps or [1e6])])
+        got = margin.maintenance_margin_array(xs, t)
+        want = np.array([margin.maintenance_margin(x, t) for x in xs])
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-9)
+
+
+def test_binance_has_all_349_symbols():
+    rules = load_rules("binance-usdm")
+    assert len(rules.symbol_brackets) == 349
+    assert rules.has_symbol("BTCUSDT") and rules.has_symbol("ETHUSDT_250328")
+    assert rules.funding_interval("LPTUSDT") == 4 and rules.funding_interval("BTCUSDT") == 8
+    assert (rules.maker_fee, rules.taker_fee) == (0.0002, 0.0005)
+
+
+def test_binance_matches_shared_source():
+    from pathlib import Path
+
+    src = None
+    for p in (Path("shared"), Path("/work/shared")):
+        f = p / "exchange-rules" / "binance_usdm_leverage_brackets.json"
+        if f.is_file():
+            src = json.loads(f.read_text())["symbols"]
+            break
+    if src is None:
+        pytest.skip("shared/exchange-rules not available")
+    rules = load_rules("binance-usdm")
+    assert set(src) == set(rules.symbol_brackets)
+    for sym, rows in src.items():
+        t = rules.brackets_for(sym)
+        assert [b.maintenance_amount for b in t.brackets] == [r["cum"] for r in rows], sym
+        assert [b.max_leverage for b in t.brackets] == [r["initial_leverage"] for r in rows], sym
+
+
+# ------------------------------------------------------------------- malformed user rule files
+def _good() -> dict:
+    return {
+        "name": "my-rules", "exchange": "x", "as_of": "2025-01-01", "sources": ["me"],
+        "fees": {"maker": 0.0002, "taker": 0.0005},
+        "funding": {"interval_hours": 8},
+        "liquidation": {"policy": "full", "fill": "bankruptcy", "fee_rate": 0.0},
+        "default_brackets": [
+            {"notional_floor": 0, "notional_cap": 1000, "max_leverage": 20, "maintenance_margin_rate": 0.01,
+             "maintenance_amount": 0},
+            {"notional_floor": 1000, "notional_cap": None, "max_leverage": 10, "maintenance_margin_rate": 0.02,
+             "maintenance_amount": 10},
+        ],
+    }
+
+
+def _write(tmp_path, data, name="rules.json") -> str:
+    path = tmp_path / name
+    path.write_text(data if isinstance(data, str) else json.dumps(data))
+    return str(path)
+
+
+def test_good_user_file_loads(tmp_path):
+    rules = load_rules(_write(tmp_path, _good()))
+    assert rules.name == "my-rules" and len(rules.default_brackets.brackets) == 2
+
+
+@pytest.mark.parametrize("drop,key", [(("fees",), "fees"), (("fees", "taker"), "fees.taker"),
+                                      (("liquidation", "fill"), "liquidation.fill"), (("as_of",), "as_of"),
+                                      (("funding", "interval_hours"), "funding.interval_hours")])
+def test_missing_key_named(tmp_path, drop, key):
+    data = _good()
+    target = data
+    for k in drop[:-1]:
+        target = target[k]
+    del target[drop[-1]]
+    path = _write(tmp_path, data, f"missing-{key}.json")
+    with pytest.raises(RulesError) as exc:
+        load_rules(path)
+    assert path in str(exc.value) and f"'{key}'" in str(exc.value)
+
+
+def test_non_contiguous_bracket(tmp_path):
+    data = _good()
+    data["default_brackets"][1]["notional_floor"] = 1500
+    path = _write(tmp_path, data, "gap.json")
+    with pytest.raises(RulesError) as exc:
+        load_rules(path)
+    msg = str(exc.value)
+    assert path in msg and "default_brackets[1]" in msg and "contiguous" in msg
+
+
+def test_bad_policy(tmp_path):
+    data = _good()
+    data["liquidation"]["policy"] = "sometimes"
+    path = _write(tmp_path, data, "policy.json")
+    with pytest.raises(RulesError) as exc:
+        load_rules(path)
+    assert path in str(exc.value) and "policy" in str(exc.value)
+
+
+def test_not_json(tmp_path):
+    path = _write(tmp_path, "{not json", "broken.json")
+    with pytest.raises(RulesError) as exc:
+        load_rules(path)
+    assert path in str(exc.value) and "not valid JSON" in str(exc.value)
+
+
+def test_missing_bracket_field(tmp_path):
+    data = _good()
+    del data["default_brackets"][0]["maintenance_amount"]
+    path = _write(tmp_path, data, "field.json")
+    with pytest.raises(RulesError) as exc:
+        load_rules(path)
+    assert path in str(exc.value) and "maintenance_amount" in str(exc.value)
