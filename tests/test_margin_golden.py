@@ -171,7 +171,9 @@ def test_12_binance_long_unliquidatable_returns_zero(binance):
 def test_13_hyperliquid_btc_long_docs_formula():
     # Hyperliquid docs (trading/liquidations): liq_price = price - side x margin_available / position_size
     # / (1 - l x side), l = 1 / maintenance leverage (MMR), margin_available (isolated) = isolated margin
-    # - maintenance margin. BTC tier 1: 40x -> MMR 1.25 % (trading/margin-tiers: MMR = IM at max lev / 2).
+    # - maintenance margin. (Formula text read via https://www.cortex-vigil.com/wiki/liquidations and
+    # https://docs.hyena.trade/trading/liquidation, which quote it; the official page excerpt seen here
+    # stopped before it.) BTC tier 1: 40x -> MMR 1.25 % (trading/margin-tiers: MMR = IM at max lev / 2).
     # Long 1 BTC at 100,000, 40x: margin 2,500, MM 1,250, margin_available 1,250:
     # liq = 100,000 - 1,250 / 1 / (1 - 0.0125) = 98,734.18.
     rules = load_rules("hyperliquid")

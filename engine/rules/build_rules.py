@@ -151,7 +151,9 @@ def build_hyperliquid(ff: dict) -> dict:
             "backstop below 2/3 of maintenance margin, liq_price formula)",
             "https://hyperliquid.gitbook.io/hyperliquid-docs/trading/fees (fee tiers; base tier 0.045% taker / "
             "0.015% maker, also tabulated at https://hypernode-docs.polynode.dev/research/fees)",
-            "https://hyperliquid.gitbook.io/hyperliquid-docs/trading/funding (8h rate paid hourly at 1/8)",
+            "https://hyperliquid.gitbook.io/hyperliquid-docs/trading/funding (8h rate paid hourly at 1/8; read "
+            "via https://docs.hyena.trade/trading/funding-rates and https://www.cortex-vigil.com/wiki/funding-rates, "
+            "which replicate/quote it)",
             "https://www.cortex-vigil.com/wiki/liquidations (third-party summary of the docs: positions > 100k "
             "USDC liquidated 20% at a time, 30 s cooldown)",
         ],
