@@ -1,0 +1,227 @@
+"""Run configuration: the TOML file of the design page, validated at the edge.
+
+Every error names the key and what is allowed. Command-line overrides (`--set a.b=c`,
+`--margin-mode binance=isolated`, ...) are applied to the parsed mapping before validation, so
+they are checked by the same rules.
+"""
+
+from __future__ import annotations
+
+import copy
+import tomllib
+from datetime import datetime, timezone
+from pathlib import Path
+
+import attrs
+
+from engine.errors import ConfigError
+from engine.rules import load_rules
+from engine.errors import RulesError
+
+MARGIN_MODES = ("cross", "isolated", "multi-asset", "portfolio")
+INTRABAR = ("path", "worst-case", "close")
+ON_LIQUIDATION = ("continue", "stop")
+RUN_KEYS = {"dataset", "start", "end", "strategy", "seed", "name", "out", "slippage_bps", "sample_interval",
+            "intrabar", "on_liquidation", "warning_thresholds", "instruments"}
+EXCHANGE_KEYS = {"rules", "margin_mode", "collateral", "leverage", "withdrawal_fees", "transfer_delay_minutes"}
+
+DEFAULT_TRANSFER_DELAY_MINUTES = 30.0
+
+
+def _parse_time(value, key: str) -> datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    if hasattr(value, "year") and not isinstance(value, str):  # a TOML date
+        return datetime(value.year, value.month, value.day, tzinfo=timezone.utc)
+    try:
+        parsed = datetime.fromisoformat(str(value))
+    except ValueError as exc:
+        raise ConfigError(f"{key} = {value!r}: not a date or datetime. Use ISO format, e.g. 2024-10-01 or "
+                          "2024-10-01T08:00:00.") from exc
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+def parse_duration(value: str, key: str) -> int:
+    """'1h' / '15m' / '1d' -> ns."""
+    from engine.feed import timeframe_ns
+
+    try:
+        return timeframe_ns(str(value))
+    except Exception as exc:
+        raise ConfigError(f"{key} = {value!r}: not a duration. Use <number><s|m|h|d|w>, e.g. '1h'.") from exc
+
+
+@attrs.frozen
+class ExchangeConfig:
+    """One exchange account: its rule set, margin mode, starting collateral and leverage."""
+
+    name: str
+    rules: str
+    margin_mode: str
+    collateral: dict
+    leverage: float
+    withdrawal_fees: dict
+    transfer_delay_minutes: dict
+
+
+@attrs.frozen
+class RunConfig:
+    dataset: Path
+    strategy: str
+    params: dict
+    exchanges: dict
+    start: datetime | None = None
+    end: datetime | None = None
+    seed: int = 0
+    name: str = ""
+    out: Path = Path("runs")
+    slippage_bps: float = 1.0
+    sample_interval_ns: int = 3_600_000_000_000
+    intrabar: str = "path"
+    on_liquidation: str = "continue"
+    warning_thresholds: tuple[float, ...] = (0.7, 0.9)
+    instruments: tuple[str, ...] | None = None
+    raw: dict = attrs.field(factory=dict, eq=False, repr=False)
+
+
+def _set_path(data: dict, dotted: str, value) -> None:
+    parts = dotted.split(".")
+    target = data
+    for part in parts[:-1]:
+        target = target.setdefault(part, {})
+        if not isinstance(target, dict):
+            raise ConfigError(f"--set {dotted}: '{part}' is not a table in the config.")
+    target[parts[-1]] = value
+
+
+def parse_override_value(text: str):
+    """Interpret a `--set` value as TOML (number, bool, string, array); bare words stay strings."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def apply_overrides(data: dict, sets=(), margin_modes=(), start=None, end=None, out=None, seed=None) -> dict:
+    data = copy.deepcopy(data)
+    for item in sets:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. strategy.params.notional_usd=20000.")
+        key, value = item.split("=", 1)
+        _set_path(data, key.strip(), parse_override_value(value.strip()))
+    for item in margin_modes:
+        if "=" not in item:
+            raise ConfigError(f"--margin-mode {item!r}: expected EXCHANGE=MODE, e.g. binance=isolated.")
+        exchange, mode = item.split("=", 1)
+        if exchange not in data.get("exchanges", {}):
+            raise ConfigError(f"--margin-mode {item}: no exchange '{exchange}' in the config; configured: "
+                              f"{sorted(data.get('exchanges', {}))}.")
+        data["exchanges"][exchange]["margin_mode"] = mode
+    run = data.setdefault("run", {})
+    for key, value in (("start", start), ("end", end), ("out", out), ("seed", seed)):
+        if value is not None:
+            run[key] = value
+    return data
+
+
+def load_config(path: str | Path, **overrides) -> RunConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such config file.")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc}).") from exc
+    return parse_config(apply_overrides(data, **overrides), base=path.parent, where=str(path))
+
+
+def parse_config(data: dict, base: Path = Path("."), where: str = "config") -> RunConfig:
+    """Validate a config mapping. Relative dataset paths resolve against the working directory
+    first, then against the config file's folder."""
+    unknown = set(data) - {"run", "strategy", "exchanges", "stress"}
+    if unknown:
+        raise ConfigError(f"{where}: unknown tables {sorted(unknown)}; allowed: run, strategy, exchanges, stress.")
+    run = data.get("run")
+    if not isinstance(run, dict):
+        raise ConfigError(f"{where}: a [run] table is required (dataset, strategy, ...).")
+    unknown = set(run) - RUN_KEYS
+    if unknown:
+        raise ConfigError(f"{where}: unknown keys run.{sorted(unknown)}; allowed: {sorted(RUN_KEYS)}.")
+    for key in ("dataset", "strategy"):
+        if key not in run:
+            raise ConfigError(f"{where}: run.{key} is required.")
+    dataset = Path(run["dataset"])
+    if not dataset.is_absolute() and not dataset.exists() and (base / dataset).exists():
+        dataset = base / dataset
+    if not dataset.is_dir():
+        raise ConfigError(f"run.dataset = {run['dataset']!r}: no such dataset folder.")
+    strategy = data.get("strategy", {})
+    unknown = set(strategy) - {"params"}
+    if unknown:
+        raise ConfigError(f"{where}: unknown keys strategy.{sorted(unknown)}; only [strategy.params] is allowed "
+                          "(the strategy itself is run.strategy).")
+    exchanges_data = data.get("exchanges")
+    if not isinstance(exchanges_data, dict) or not exchanges_data:
+        raise ConfigError(f"{where}: at least one [exchanges.<name>] table is required.")
+    exchanges = {}
+    for name, entry in exchanges_data.items():
+        prefix = f"exchanges.{name}"
+        unknown = set(entry) - EXCHANGE_KEYS
+        if unknown:
+            raise ConfigError(f"{where}: unknown keys {prefix}.{sorted(unknown)}; allowed: {sorted(EXCHANGE_KEYS)}.")
+        if "rules" not in entry:
+            raise ConfigError(f"{where}: {prefix}.rules is required (a built-in rule set name or a file path).")
+        try:
+            rules = load_rules(entry["rules"])
+        except RulesError as exc:
+            raise ConfigError(f"{prefix}.rules: {exc}") from exc
+        mode = entry.get("margin_mode", "cross")
+        if mode not in MARGIN_MODES:
+            raise ConfigError(f"{prefix}.margin_mode = {mode!r}: allowed {list(MARGIN_MODES)}.")
+        if mode not in rules.margin_modes:
+            raise ConfigError(f"{prefix}.margin_mode = {mode!r}: rule set {rules.name} allows {list(rules.margin_modes)}.")
+        collateral = entry.get("collateral", {})
+        if not isinstance(collateral, dict) or not collateral:
+            raise ConfigError(f"{prefix}.collateral: give the starting balances, e.g. {{ USDT = 20000 }}.")
+        for asset, amount in collateral.items():
+            if not isinstance(amount, (int, float)) or amount < 0:
+                raise ConfigError(f"{prefix}.collateral.{asset} = {amount!r}: must be a number >= 0.")
+        leverage = entry.get("leverage", 10)
+        if not isinstance(leverage, (int, float)) or leverage <= 0:
+            raise ConfigError(f"{prefix}.leverage = {leverage!r}: must be a number > 0.")
+        exchanges[name] = ExchangeConfig(
+            name=name, rules=entry["rules"], margin_mode=mode,
+            collateral={a: float(v) for a, v in collateral.items()}, leverage=float(leverage),
+            withdrawal_fees={a: float(v) for a, v in entry.get("withdrawal_fees", {}).items()},
+            transfer_delay_minutes={a: float(v) for a, v in entry.get("transfer_delay_minutes", {}).items()})
+    intrabar = run.get("intrabar", "path")
+    if intrabar not in INTRABAR:
+        raise ConfigError(f"run.intrabar = {intrabar!r}: allowed {list(INTRABAR)}.")
+    on_liquidation = run.get("on_liquidation", "continue")
+    if on_liquidation not in ON_LIQUIDATION:
+        raise ConfigError(f"run.on_liquidation = {on_liquidation!r}: allowed {list(ON_LIQUIDATION)}.")
+    thresholds = run.get("warning_thresholds", [0.7, 0.9])
+    if (not isinstance(thresholds, list) or not all(isinstance(t, (int, float)) and 0 < t < 1 for t in thresholds)
+            or sorted(thresholds) != list(thresholds)):
+        raise ConfigError(f"run.warning_thresholds = {thresholds!r}: an increasing list of margin ratios "
+                          "between 0 and 1, e.g. [0.7, 0.9].")
+    seed = run.get("seed", 0)
+    if not isinstance(seed, int):
+        raise ConfigError(f"run.seed = {seed!r}: must be an integer.")
+    slippage = run.get("slippage_bps", 1.0)
+    if not isinstance(slippage, (int, float)) or slippage < 0:
+        raise ConfigError(f"run.slippage_bps = {slippage!r}: must be a number >= 0 (basis points).")
+    start = _parse_time(run.get("start"), "run.start")
+    end = _parse_time(run.get("end"), "run.end")
+    if start and end and end <= start:
+        raise ConfigError(f"run.end ({end}) must be after run.start ({start}).")
+    instruments = run.get("instruments")
+    return RunConfig(
+        dataset=dataset, strategy=str(run["strategy"]), params=dict(strategy.get("params", {})),
+        exchanges=exchanges, start=start, end=end, seed=seed, name=str(run.get("name", "")),
+        out=Path(run.get("out", "runs")), slippage_bps=float(slippage),
+        sample_interval_ns=parse_duration(run.get("sample_interval", "1h"), "run.sample_interval"),
+        intrabar=intrabar, on_liquidation=on_liquidation, warning_thresholds=tuple(float(t) for t in thresholds),
+        instruments=tuple(instruments) if instruments else None, raw=data)

@@ -1,0 +1,195 @@
+"""`decide`: turn a strategy's command into domain events, or a rejection event with the reason.
+
+Checks mirror an exchange's order entry: known instrument, lot size, minimum notional, reduce-only,
+leverage within the bracket's maximum at the new notional, and enough free collateral for the
+initial margin plus the taker fee. Prices for the checks are the last close (the fill itself
+happens at the next bar's open).
+"""
+
+from __future__ import annotations
+
+import math
+
+from engine import commands as cmd
+from engine import events as ev
+from engine import margin
+from engine.accounting import leverage_for, pool_metrics
+from engine.state import Ledger
+
+LOT_TOLERANCE = 1e-6
+
+
+def _reject(ts, exchange, instrument, order_id, quantity, reason, tag=""):
+    return [ev.OrderRejected(ts, exchange, instrument, order_id, quantity, reason, tag)]
+
+
+def exposure_increase(held: float, quantity: float) -> float:
+    """How much |position| grows when `quantity` is added to a position of `held` (>= 0)."""
+    return max(abs(held + quantity) - abs(held), 0.0)
+
+
+def decide(ledger: Ledger, context, command, ts: int) -> list:
+    """Events for one command at time `ts` (ns)."""
+    handler = _HANDLERS.get(type(command))
+    if handler is None:
+        raise TypeError(f"not a command: {command!r}; see engine.commands")
+    return handler(ledger, context, command, ts)
+
+
+def _place(ledger: Ledger, context, c: cmd.PlaceOrder, ts: int) -> list:
+    catalog, feed, row = context.catalog, context.feed, context.row
+    order_id = ledger.next_order_id
+    exchange = c.instrument.split(":", 1)[0]
+    if c.instrument not in catalog.tradables:
+        return _reject(ts, exchange, c.instrument, order_id, c.quantity,
+                       f"unknown instrument {c.instrument!r}; this run trades {sorted(catalog.tradables)}", c.tag)
+    tradable = catalog.tradable(c.instrument)
+    instrument = tradable.instrument
+    account = ledger.accounts[exchange]
+
+    def reject(reason):
+        return _reject(ts, exchange, c.instrument, order_id, c.quantity, reason, c.tag)
+
+    if not math.isfinite(c.quantity) or c.quantity == 0:
+        return reject(f"quantity {c.quantity} must be a non-zero finite number")
+    if instrument.lot_size > 0:
+        lots = abs(c.quantity) / instrument.lot_size
+        if abs(lots - round(lots)) > LOT_TOLERANCE * max(1.0, lots):
+            return reject(f"quantity {c.quantity} is not a multiple of the lot size {instrument.lot_size}")
+    price = float(feed.close[row, tradable.column])
+    if not math.isfinite(price):
+        return reject("no price yet for this instrument (before its first bar)")
+    if c.order_type == "limit" and not (math.isfinite(c.limit_price) and c.limit_price > 0):
+        return reject(f"limit price {c.limit_price} must be a positive number")
+    reference = c.limit_price if c.order_type == "limit" else price
+    held_position = account.positions.get(c.instrument)
+    held = held_position.quantity if held_position is not None else 0.0
+    pending = sum(o.quantity for o in account.orders.values() if o.instrument == c.instrument)
+    closes_all = abs(held + pending + c.quantity) < 1e-12
+    if c.reduce_only and exposure_increase(held + pending, c.quantity) > 0:
+        return reject(f"reduce-only order {c.quantity} would increase the position {held + pending}")
+    notional = abs(c.quantity) * reference
+    if notional < instrument.min_notional and not (c.reduce_only or closes_all):
+        return reject(f"notional {notional:.2f} {instrument.quote} is below the minimum {instrument.min_notional}")
+
+    out = []
+    if not instrument.is_derivative:
+        base, quote = instrument.base, instrument.quote
+        fee = notional * tradable.taker_fee
+        if c.quantity > 0:
+            free = pool_metrics(account, catalog, feed.mark_close[row], feed.close[row]).get(quote)
+            available = free.free_collateral if free is not None else 0.0
+            if notional + fee > available:
+                return reject(f"insufficient {quote}: buying needs {notional + fee:.2f}, free {available:.2f}")
+        elif account.balance(base) + 1e-12 < -c.quantity:
+            return reject(f"insufficient {base}: selling {-c.quantity} but the balance is {account.balance(base)}")
+        out.append(ev.OrderAccepted(ts, exchange, c.instrument, order_id, c.quantity, c.order_type,
+                                    c.limit_price, c.reduce_only, "spot", 1.0, c.tag))
+        return out
+
+    mode = account.mode_for(c.instrument)
+    if c.margin_mode is not None and c.margin_mode != mode:
+        if held != 0 or pending != 0:
+            return reject(f"margin mode {c.margin_mode} requested but the position is open in {mode} mode")
+        out.append(ev.MarginModeChanged(ts, exchange, c.instrument, c.margin_mode))
+        mode = c.margin_mode
+    leverage = leverage_for(account, catalog, c.instrument)
+    if c.leverage is not None:
+        leverage = float(c.leverage)
+    new_notional = abs(held + pending + c.quantity) * reference
+    cap = margin.max_leverage(new_notional, tradable.brackets)
+    if leverage > cap:
+        if c.leverage is not None:
+            return reject(f"leverage {leverage:g} exceeds the maximum {cap:g} for a notional of {new_notional:.2f}")
+        leverage = cap  # the account default is capped by the bracket, as the exchange does
+    if leverage <= 0:
+        return reject(f"leverage {leverage} must be > 0")
+    if c.leverage is not None and c.leverage != account.leverage.get(c.instrument):
+        out.append(ev.LeverageChanged(ts, exchange, c.instrument, leverage))
+    increase = exposure_increase(held + pending, c.quantity)
+    if increase > 0:
+        required = increase * reference / leverage + notional * tradable.taker_fee
+        pools = pool_metrics(account, catalog, feed.mark_close[row], feed.close[row])
+        pool = pools.get(instrument.settle)
+        free = pool.free_collateral if pool is not None else 0.0
+        if required > free + 1e-9:
+            return reject(f"insufficient margin: the order needs {required:.2f} {instrument.settle} (initial margin "
+                          f"at {leverage:g}x plus taker fee), free collateral is {free:.2f}")
+    out.append(ev.OrderAccepted(ts, exchange, c.instrument, order_id, c.quantity, c.order_type, c.limit_price,
+                                c.reduce_only, mode, leverage, c.tag))
+    return out
+
+
+def _cancel(ledger: Ledger, context, c: cmd.CancelOrder, ts: int) -> list:
+    account = ledger.accounts.get(c.exchange)
+    order = account.orders.get(c.order_id) if account is not None else None
+    if order is None:
+        return [ev.OrderRejected(ts, c.exchange, "", c.order_id, 0.0, f"cancel: no open order {c.order_id}", "")]
+    return [ev.OrderCancelled(ts, c.exchange, order.instrument, c.order_id, "cancelled by strategy")]
+
+
+def _set_leverage(ledger: Ledger, context, c: cmd.SetLeverage, ts: int) -> list:
+    exchange = c.instrument.split(":", 1)[0]
+    if c.instrument not in context.catalog.tradables:
+        return _reject(ts, exchange, c.instrument, 0, 0.0, f"set leverage: unknown instrument {c.instrument!r}")
+    tradable = context.catalog.tradable(c.instrument)
+    position = ledger.accounts[exchange].positions.get(c.instrument)
+    notional = abs(position.quantity) * float(context.feed.mark_close[context.row, tradable.column]) if position else 0.0
+    cap = margin.max_leverage(notional, tradable.brackets)
+    if not (0 < c.leverage <= cap):
+        return _reject(ts, exchange, c.instrument, 0, 0.0,
+                       f"set leverage: {c.leverage:g} is outside (0, {cap:g}] for a notional of {notional:.2f}")
+    return [ev.LeverageChanged(ts, exchange, c.instrument, c.leverage)]
+
+
+def _set_mode(ledger: Ledger, context, c: cmd.SetMarginMode, ts: int) -> list:
+    exchange = c.instrument.split(":", 1)[0]
+    account = ledger.accounts.get(exchange)
+    if account is None or c.instrument not in context.catalog.tradables:
+        return _reject(ts, exchange, c.instrument, 0, 0.0, f"set margin mode: unknown instrument {c.instrument!r}")
+    if c.instrument in account.positions or any(o.instrument == c.instrument for o in account.orders.values()):
+        return _reject(ts, exchange, c.instrument, 0, 0.0,
+                       "set margin mode: close the position and cancel its orders first")
+    return [ev.MarginModeChanged(ts, exchange, c.instrument, c.margin_mode)]
+
+
+def _adjust(ledger: Ledger, context, c: cmd.AdjustIsolatedMargin, ts: int) -> list:
+    exchange = c.instrument.split(":", 1)[0]
+    account = ledger.accounts.get(exchange)
+    position = account.positions.get(c.instrument) if account is not None else None
+    if position is None or position.margin_mode != "isolated":
+        return _reject(ts, exchange, c.instrument, 0, 0.0, "adjust margin: no isolated position on this instrument")
+    tradable = context.catalog.tradable(c.instrument)
+    if c.amount > 0:
+        pool = pool_metrics(account, context.catalog, context.feed.mark_close[context.row],
+                            context.feed.close[context.row]).get(position.asset)
+        free = pool.free_collateral if pool else 0.0
+        if c.amount > free + 1e-9:
+            return _reject(ts, exchange, c.instrument, 0, 0.0,
+                           f"adjust margin: adding {c.amount:.2f} {position.asset} but free collateral is {free:.2f}")
+    else:
+        mark = float(context.feed.mark_close[context.row, tradable.column])
+        notional = abs(position.quantity) * mark
+        upnl = position.quantity * (mark - position.entry_price)
+        keep = notional / leverage_for(account, context.catalog, c.instrument)
+        removable = max(position.isolated_margin + min(upnl, 0.0) - keep, 0.0)
+        if -c.amount > removable + 1e-9:
+            return _reject(ts, exchange, c.instrument, 0, 0.0,
+                           f"adjust margin: removing {-c.amount:.2f} but only {removable:.2f} can leave the position")
+    return [ev.IsolatedMarginAdjusted(ts, exchange, c.instrument, position.asset, c.amount)]
+
+
+def _transfer(ledger: Ledger, context, c: cmd.Transfer, ts: int) -> list:
+    from engine.transfers import decide_transfer
+
+    return decide_transfer(ledger, context, c, ts)
+
+
+_HANDLERS = {
+    cmd.PlaceOrder: _place,
+    cmd.CancelOrder: _cancel,
+    cmd.SetLeverage: _set_leverage,
+    cmd.SetMarginMode: _set_mode,
+    cmd.AdjustIsolatedMargin: _adjust,
+    cmd.Transfer: _transfer,
+}

@@ -1,0 +1,95 @@
+"""Liquidation the way the rule set says: which positions close, at what price, with what fee,
+and what the insurance fund absorbs.
+
+- isolated position: closes whole at the rule set's `fill` price (bankruptcy: the trader loses
+  exactly the position's margin; trigger: at the liquidation mark). It never loses more than its
+  margin: a shortfall beyond it goes to the insurance fund, never to the wallet.
+- cross pool, policy `full`: every position of the pool closes at the `fill` price (the domino
+  effect of a drained pool). Bankruptcy prices for several positions: every price moves adversely
+  by the same fraction r of its trigger mark, r = pool equity / sum(|q| x mark), so that the pool's
+  equity is exactly zero.
+- cross pool, policy `partial`: positions close at the trigger mark (the exchange's reducing
+  market orders), worst unrealised PnL first, until the pool's equity is above the maintenance
+  margin of what is left, or nothing is left.
+
+The liquidation fee is `fee_rate` x closed notional, capped by the equity left, so a fee never
+creates a debt. Whatever a closed-out pool or isolated position still owes is covered by the
+insurance fund (`InsuranceFundUsed`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from engine import events as ev
+from engine import margin
+
+
+def _partial_order(unit, upnl, notionals, equity, fee_rate) -> list[int]:
+    maintenance = [margin.maintenance_margin(notionals[k], unit.tables[k]) for k in range(len(upnl))]
+    remaining = sum(maintenance)
+    chosen = []
+    for k in np.argsort(upnl, kind="stable").tolist():
+        if chosen and equity > remaining:
+            break
+        chosen.append(k)
+        equity -= min(fee_rate * notionals[k], max(equity, 0.0))
+        remaining -= maintenance[k]
+    return chosen
+
+
+def liquidation_events(ledger, catalog, breach, ts: int) -> list:
+    """Events for one breach found by `engine.risk.scan` (`breach.prices` are the trigger marks)."""
+    unit = breach.unit
+    rules = catalog.venues[unit.exchange].rules.liquidation
+    account = ledger.accounts[unit.exchange]
+    triggers = breach.prices
+    quantities, entries = unit.quantities, unit.entries
+    upnl = quantities * (triggers - entries)
+    equity = unit.equity_base + float(upnl.sum())
+    notionals = np.abs(quantities) * triggers
+
+    partial = not unit.isolated and rules.policy == "partial"
+    if partial:
+        order = _partial_order(unit, upnl, notionals, equity, rules.fee_rate)
+        fills = triggers
+        policy = "partial"
+    else:
+        order = list(range(len(quantities)))
+        if rules.fill == "bankruptcy":
+            total = float(notionals.sum())
+            fills = triggers * (1.0 - np.sign(quantities) * (equity / total if total > 0 else 0.0))
+        else:
+            fills = triggers
+        policy = "isolated" if unit.isolated else "full"
+
+    events = []
+    realized_total = 0.0
+    fee_total = 0.0
+    released_total = 0.0
+    left = equity
+    for k in order:
+        key = unit.instruments[k]
+        position = account.positions[key]
+        fill = float(fills[k])
+        realized = float(quantities[k] * (fill - entries[k]))
+        left += realized - float(upnl[k])
+        fee = min(rules.fee_rate * float(notionals[k]), max(left, 0.0))
+        left -= fee
+        realized_total += realized
+        fee_total += fee
+        released_total += position.isolated_margin
+        events.append(ev.PositionLiquidated(ts, unit.exchange, key, float(-quantities[k]), fill, float(triggers[k]),
+                                            realized, fee, position.isolated_margin, unit.asset, unit.isolated,
+                                            policy))
+    closes_all = len(order) == len(quantities)
+    if unit.isolated:
+        shortfall = -(released_total + realized_total - fee_total)
+    elif closes_all:
+        shortfall = -(account.balance(unit.asset) + realized_total - fee_total)
+    else:
+        shortfall = 0.0
+    if shortfall > 1e-9:
+        events.append(ev.InsuranceFundUsed(ts, unit.exchange, unit.instruments[order[0]], unit.asset,
+                                           float(shortfall)))
+    return events

@@ -1,0 +1,317 @@
+"""The event loop: per timestamp prices, funding, fills, margin, strategies.
+
+Per-event Python work happens only where something is due: a funding settlement, a transfer
+arriving, a resting order that may fill, a strategy wake-up, or a margin event found by the
+vectorised scan (`engine.risk`). Between those rows the loop advances over whole slices of the
+feed arrays. Every change of state is a domain event applied through `engine.ledger.apply` and
+appended to the log; no wall-clock time enters the run (progress printing only reads it).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import attrs
+import numpy as np
+
+from engine import events as ev
+from engine.accounting import pool_metrics, position_metrics
+from engine.decide import decide
+from engine.execution import fill_events, fill_price, funding_events
+from engine.feed import Feed, load_feed
+from engine.ledger import apply
+from engine.liquidation import liquidation_events
+from engine.risk import POINTS, risk_units, scan
+from engine.rules import load_rules
+from engine.state import Ledger
+from engine.strategy import View, Wake, Wakes, build_strategy
+from engine.venue import Catalog, Tradable, Venue
+
+
+def build_catalog(config, manifest) -> Catalog:
+    """Venues from the config's exchanges; tradables: the dataset's instruments on those exchanges
+    (restricted to `run.instruments` when given), in dataset order."""
+    venues = {}
+    for name, exchange in config.exchanges.items():
+        venues[name] = Venue(exchange=name, rules=load_rules(exchange.rules), margin_mode=exchange.margin_mode,
+                             collateral=dict(exchange.collateral), leverage=exchange.leverage,
+                             withdrawal_fees=dict(exchange.withdrawal_fees),
+                             transfer_delay_minutes=dict(exchange.transfer_delay_minutes))
+    wanted = set(config.instruments) if config.instruments else None
+    tradables = {}
+    for instrument in manifest.instruments:
+        if instrument.exchange not in venues or (wanted is not None and instrument.key not in wanted):
+            continue
+        rules = venues[instrument.exchange].rules
+        tradables[instrument.key] = Tradable(instrument=instrument, column=len(tradables),
+                                             brackets=rules.brackets_for(instrument.native_id),
+                                             maker_fee=rules.maker_fee, taker_fee=rules.taker_fee)
+    return Catalog(venues=venues, tradables=tradables)
+
+
+@attrs.define
+class RunContext:
+    """What `decide` and execution read besides the ledger: the catalog, the feed, the current row."""
+
+    catalog: Catalog
+    feed: Feed
+    row: int = 0
+    withdrawal_halts: tuple = ()
+
+    def transfer_blocked(self, source: str, destination: str, ts: int) -> str:
+        for exchange, start, end in self.withdrawal_halts:
+            if exchange in (source, destination) and start <= ts < end:
+                return f"transfer: {exchange} has halted withdrawals and deposits until {end}"
+        return ""
+
+
+@attrs.define
+class RunResult:
+    config: object
+    feed: Feed
+    catalog: Catalog
+    events: list
+    equity_rows: list
+    position_rows: list
+    initial_ledger: Ledger
+    ledger: Ledger
+    timings: dict
+    intrabar: str
+
+
+class Backtest:
+    """One run: build it from a validated `RunConfig`, call `run()`."""
+
+    def __init__(self, config, feed: Feed | None = None, catalog: Catalog | None = None, strategy=None,
+                 shocks=(), progress: bool = False):
+        from engine.dataset.manifest import read_manifest
+
+        started = time.perf_counter()
+        self.config = config
+        self.catalog = catalog or build_catalog(config, read_manifest(config.dataset))
+        self.feed = feed or load_feed(config.dataset, list(self.catalog.tradables), config.start, config.end)
+        self.load_seconds = time.perf_counter() - started
+        self.strategy = strategy or build_strategy(config.strategy, config.params)
+        self.wakes: Wakes = self.strategy.wakes()
+        self.context = RunContext(self.catalog, self.feed)
+        self.shocks = tuple(shocks)
+        for shock in self.shocks:
+            shock.prepare(self)
+        self.progress = progress
+        self.ledger = Ledger.create({name: venue.margin_mode for name, venue in self.catalog.venues.items()})
+        self.events: list = []
+        self.equity_rows: list = []
+        self.position_rows: list = []
+        self.thresholds = np.array(config.warning_thresholds, dtype=np.float64)
+        self._points = POINTS[config.intrabar]
+
+    # -- event plumbing -------------------------------------------------------------------------
+    def emit(self, events) -> None:
+        ledger = self.ledger
+        for event in events:
+            ledger = apply(ledger, event)
+            self.events.append(event)
+        self.ledger = ledger
+
+    def _snapshot(self, row: int, ts: int, reason: str, exchanges) -> None:
+        feed = self.feed
+        marks, last = feed.mark_close[row], feed.close[row]
+        for exchange in exchanges:
+            account = self.ledger.accounts[exchange]
+            for pool in pool_metrics(account, self.catalog, marks, last).values():
+                self.equity_rows.append((ts, reason, pool))
+            for metrics in position_metrics(account, self.catalog, marks):
+                self.position_rows.append((ts, reason, exchange, metrics))
+
+    # -- schedule -------------------------------------------------------------------------------
+    def _wake_rows(self) -> np.ndarray:
+        feed, wakes = self.feed, self.wakes
+        rows = [np.array([0])]
+        if wakes.every:
+            from engine.config import parse_duration
+
+            every = parse_duration(wakes.every, "wakes.every")
+            rows.append(np.flatnonzero((feed.ts + feed.bar_ns) % every == 0))
+        if wakes.bars:
+            columns = list(range(len(feed.keys))) if "*" in wakes.bars else [feed.column(k) for k in wakes.bars]
+            rows.append(np.flatnonzero(feed.has_bar[:, columns].any(axis=1)))
+        if wakes.funding:
+            rows.append(np.unique(feed.funding_row))
+        return np.unique(np.concatenate(rows))
+
+    def _funding_by_row(self) -> dict:
+        by_row: dict[int, list] = {}
+        feed = self.feed
+        for row, column, rate in zip(feed.funding_row.tolist(), feed.funding_column.tolist(),
+                                     feed.funding_rate.tolist()):
+            by_row.setdefault(row, []).append((column, rate))
+        return by_row
+
+    # -- the loop -------------------------------------------------------------------------------
+    def run(self) -> RunResult:
+        started = time.perf_counter()
+        feed, config = self.feed, self.config
+        total = len(feed.ts)
+        first_ts = int(feed.ts[0])
+        for name, venue in self.catalog.venues.items():
+            self.emit(ev.CollateralDeposited(first_ts, name, asset, amount) for asset, amount in venue.collateral.items())
+        self.initial_ledger = self.ledger
+        wake_rows = self._wake_rows()
+        funding = self._funding_by_row()
+        funding_rows = np.array(sorted(funding), dtype=np.int64)
+        sample_rows = np.flatnonzero((feed.ts + feed.bar_ns) % config.sample_interval_ns == 0)
+        sample_rows = np.union1d(sample_rows, [total - 1])
+        slippage = config.slippage_bps / 10_000.0
+        last_progress = time.monotonic()
+        row = 0
+        while row < total and not self.ledger.stopped:
+            self.context.row = row
+            ts = int(feed.ts[row])
+            for shock in self.shocks:
+                shock.at_row(self, row)
+            changed = set()
+            reasons = []
+            wake_events = []
+            # 1-2. prices are the arrays at `row`; transfers arriving; funding due at this bar
+            arrivals = [t for t in self.ledger.in_flight.values() if t.arrives_ts <= ts]
+            if arrivals:
+                self.emit(ev.TransferArrived(ts, t.destination, t.transfer_id, t.source, t.asset, t.amount)
+                          for t in sorted(arrivals, key=lambda t: t.transfer_id))
+                changed.update(t.destination for t in arrivals)
+            if row in funding:
+                settled = funding_events(self.ledger, self.context, row, funding[row])
+                self.emit(settled)
+                changed.update(e.exchange for e in settled)
+                if settled and self.wakes.funding:
+                    reasons.append("funding")
+            # 3. fills of resting orders
+            filled = self._fill_orders(row, ts, slippage)
+            if filled:
+                changed.update(e.exchange for e in filled)
+                if self.wakes.fills and any(isinstance(e, ev.OrderFilled) for e in filled):
+                    reasons.append("fill")
+                    wake_events.extend(e for e in filled if isinstance(e, ev.OrderFilled))
+            if changed:
+                self._snapshot(row, ts, "event", sorted(changed))
+            # the quiet stretch: until the next wake or the next row where state changes
+            wake_at = wake_rows[np.searchsorted(wake_rows, row)] if wake_rows[-1] >= row else total
+            next_funding = funding_rows[np.searchsorted(funding_rows, row, side="right")] \
+                if funding_rows.size and funding_rows[-1] > row else total
+            stop = min(int(wake_at) + 1, int(next_funding), total)
+            if reasons:
+                stop = row + 1
+            if any(a.orders for a in self.ledger.accounts.values()) or self.shocks:
+                stop = min(stop, row + 1)
+            if self.ledger.in_flight:
+                arrive = min(t.arrives_ts for t in self.ledger.in_flight.values())
+                stop = min(stop, max(int(np.searchsorted(feed.ts, arrive)), row + 1))
+            # 4. margin over [row, stop)
+            stop, margin_events = self._watch_margin(row, stop, sample_rows)
+            if margin_events and self.wakes.margin_warnings:
+                reasons.append("margin_warning")
+                wake_events.extend(margin_events)
+            last_row = stop - 1
+            # 5. strategies, at the close of the last bar of the stretch
+            if self.ledger.stopped:
+                break
+            if last_row == wake_at:
+                reasons.insert(0, "start" if last_row == 0 else ("timer" if self.wakes.every else "bar"))
+            if reasons:
+                self._wake(last_row, tuple(dict.fromkeys(reasons)), tuple(wake_events))
+            row = stop
+            if self.progress and time.monotonic() - last_progress > 1.0:
+                last_progress = time.monotonic()
+                print(f"\r  {np.datetime64(int(feed.ts[min(row, total - 1)]), 'ns').astype('datetime64[m]')}  "
+                      f"{100 * row / total:5.1f} %  {len(self.events):,} events", end="", file=sys.stderr, flush=True)
+        if self.progress:
+            print("\r" + " " * 70 + "\r", end="", file=sys.stderr, flush=True)
+        final_row = min(row, total) - 1
+        self._snapshot(final_row, int(feed.ts[final_row]) + feed.bar_ns, "final", sorted(self.catalog.venues))
+        run_seconds = time.perf_counter() - started
+        return RunResult(config=config, feed=feed, catalog=self.catalog, events=self.events,
+                         equity_rows=self.equity_rows, position_rows=self.position_rows,
+                         initial_ledger=self.initial_ledger, ledger=self.ledger,
+                         timings={"load_seconds": self.load_seconds, "run_seconds": run_seconds},
+                         intrabar=config.intrabar)
+
+    def _fill_orders(self, row: int, ts: int, slippage: float) -> list:
+        feed = self.feed
+        out = []
+        for exchange in sorted(self.ledger.accounts):
+            for order_id in sorted(self.ledger.accounts[exchange].orders):
+                order = self.ledger.accounts[exchange].orders.get(order_id)
+                if order is None or order.accepted_ts >= ts + feed.bar_ns:
+                    continue
+                column = self.catalog.tradable(order.instrument).column
+                if not feed.has_bar[row, column]:
+                    continue
+                priced = fill_price(order, float(feed.open[row, column]), float(feed.high[row, column]),
+                                    float(feed.low[row, column]), slippage)
+                if priced is None:
+                    continue
+                events = fill_events(self.ledger, self.context, order, priced[0], priced[1], ts)
+                self.emit(events)
+                out.extend(events)
+        return out
+
+    def _watch_margin(self, row: int, stop: int, sample_rows: np.ndarray) -> tuple[int, list]:
+        """Scan [row, stop) for margin events, handling each as it comes; returns the (possibly
+        shortened) stop and the margin events raised."""
+        feed, points = self.feed, self._points
+        raised = []
+        start, first_point = row, 0
+        while True:
+            units = risk_units(self.ledger, self.catalog)
+            breaches = scan(units, feed, start, stop, first_point, self.config.intrabar, self.thresholds)
+            until = breaches[0].row if breaches else stop
+            self._samples(start, until, sample_rows)
+            if not breaches:
+                return stop, raised
+            at = breaches[0].row
+            ts = int(feed.ts[at]) + breaches[0].point * feed.bar_ns // points
+            events = []
+            for breach in breaches:
+                if breach.liquidation:
+                    events.extend(liquidation_events(self.ledger, self.catalog, breach, ts))
+                if breach.level != breach.unit.level:
+                    instrument = breach.unit.name
+                    threshold = float(self.thresholds[breach.level - 1]) if breach.level else 0.0
+                    events.append(ev.MarginWarningRaised(ts, breach.unit.exchange, instrument, breach.level,
+                                                         threshold, breach.margin_ratio))
+            self.emit(events)
+            raised.extend(events)
+            self._snapshot(at, ts, "event", sorted({b.unit.exchange for b in breaches}))
+            if any(b.liquidation for b in breaches) and self.config.on_liquidation == "stop":
+                self.emit([ev.RunStopped(ts, breaches[0].unit.exchange, "liquidation (run.on_liquidation = stop)")])
+                return at + 1, raised
+            if self.wakes.margin_warnings:
+                stop = at + 1
+            start, first_point = at, breaches[0].point
+            if start * points + first_point >= stop * points:
+                return stop, raised
+
+    def _samples(self, start: int, stop: int, sample_rows: np.ndarray) -> None:
+        lo, hi = np.searchsorted(sample_rows, [start, stop])
+        if hi <= lo:
+            return
+        exchanges = sorted(self.catalog.venues)
+        for row in sample_rows[lo:hi].tolist():
+            self._snapshot(row, int(self.feed.ts[row]) + self.feed.bar_ns, "sample", exchanges)
+
+    def _wake(self, row: int, reasons: tuple, wake_events: tuple) -> None:
+        self.context.row = row
+        ts = int(self.feed.ts[row]) + self.feed.bar_ns
+        view = View(self.ledger, self.catalog, self.feed, row)
+        commands = self.strategy.on_wake(view, Wake(reasons, wake_events)) or ()
+        changed = set()
+        for command in commands:
+            events = decide(self.ledger, self.context, command, ts)
+            self.emit(events)
+            changed.update(e.exchange for e in events if not isinstance(e, ev.OrderAccepted))
+        if changed:
+            self._snapshot(row, ts, "event", sorted(changed))
+
+
+def run_backtest(config, progress: bool = False, **kwargs) -> RunResult:
+    return Backtest(config, progress=progress, **kwargs).run()
