@@ -1,0 +1,189 @@
+"""import_files / `xmargin data import`: each supported layout round-trips and validates."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from datetime import datetime, timedelta, timezone
+
+import polars as pl
+import pytest
+from click.testing import CliRunner
+
+from engine.cli import main
+from engine.dataset.importers import ImportOptions, identify, import_files
+from engine.dataset.manifest import read_manifest
+from engine.dataset.validate import validate_dataset
+from engine.errors import DatasetError
+
+START = datetime(2024, 1, 1, tzinfo=timezone.utc)
+HOURS = 24
+
+
+def ohlcv(hours: int = HOURS, price: float = 42_000.0) -> pl.DataFrame:
+    rows = []
+    for h in range(hours):
+        p = price + 10 * h
+        rows.append((START + timedelta(hours=h), p, p + 5.5, p - 4.25, p + 1.0, 12.5 + h))
+    return pl.DataFrame(rows, schema=["date", "open", "high", "low", "close", "volume"], orient="row").with_columns(
+        pl.col("date").dt.cast_time_unit("ms"))
+
+
+def funding_rows(count: int = 6, hours: int = 8) -> pl.DataFrame:
+    return pl.DataFrame({"date": [START + timedelta(hours=hours * i, milliseconds=37) for i in range(count)],
+                         "open": [0.0001 * (i - 2) for i in range(count)]}).with_columns(
+        pl.col("date").dt.cast_time_unit("ms"), high=pl.col("open"), low=pl.col("open"), close=pl.col("open"),
+        volume=pl.lit(0.0))
+
+
+def table(root, kind, name):
+    return pl.read_parquet(root / kind / name)
+
+
+def ms(value: datetime) -> int:
+    return int(value.timestamp() * 1000)
+
+
+def test_freqtrade_layout_round_trips(tmp_path):
+    folder = tmp_path / "user_data" / "data" / "bybit" / "futures"
+    folder.mkdir(parents=True)
+    source = ohlcv()
+    source.write_ipc(folder / "BTC_USDT_USDT-1h-futures.feather")
+    source.drop("volume").with_columns(volume=pl.lit(0.0)).write_parquet(folder / "BTC_USDT_USDT-1h-mark.parquet")
+    funding_rows().write_ipc(folder / "BTC_USDT_USDT-8h-funding_rate.feather")
+    spot = tmp_path / "user_data" / "data" / "bybit" / "ETH_USDT-1h.json"
+    spot.write_text(json.dumps([[ms(d), o, h, l, c, v] for d, o, h, l, c, v in ohlcv(price=2_000.0).iter_rows()]))
+    out = tmp_path / "dataset"
+    result = CliRunner().invoke(main, ["data", "import", str(tmp_path / "user_data"), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    bars = table(out, "bars", "bybit/perp/BTC_USDT_USDT-1h.parquet")
+    assert bars["close"].to_list() == source["close"].to_list()
+    assert bars["volume"].to_list() == source["volume"].to_list()
+    assert bars["ts"].to_list() == source["date"].to_list() and str(bars["ts"].dtype) == "Datetime(time_unit='ns', time_zone='UTC')"
+    assert set(bars["timeframe"]) == {"1h"} and set(bars["exchange"]) == {"bybit"}
+    mark = table(out, "mark", "bybit/perp/BTC_USDT_USDT-1h.parquet")
+    assert mark["high"].to_list() == source["high"].to_list() and "volume" not in mark.columns
+    funding = table(out, "funding", "bybit/perp/BTC_USDT_USDT.parquet")
+    assert funding["funding_rate"].to_list() == pytest.approx(funding_rows()["open"].to_list())
+    assert all(t.microsecond == 0 for t in funding["ts"].to_list())  # ms jitter rounded to the second
+    spot_bars = table(out, "bars", "bybit/spot/ETH_USDT-1h.parquet")
+    assert spot_bars["open"].to_list() == ohlcv(price=2_000.0)["open"].to_list()
+    manifest = read_manifest(out)
+    perp = manifest.instrument("bybit:BTC/USDT:USDT")
+    assert perp.market == "perp" and perp.funding_interval_hours == 8 and perp.settle == "USDT"
+    assert manifest.instrument("bybit:ETH/USDT").market == "spot"
+    assert validate_dataset(out).ok
+
+
+def _kline_lines(frame: pl.DataFrame, microseconds: bool) -> list[str]:
+    factor = 1000 if microseconds else 1
+    return [f"{ms(d) * factor},{o},{h},{l},{c},{v},{(ms(d) + 3_599_999) * factor},0,10,0,0,0"
+            for d, o, h, l, c, v in frame.iter_rows()]
+
+
+def test_binance_vision_layout_round_trips(tmp_path):
+    klines = tmp_path / "data" / "futures" / "um" / "monthly" / "klines" / "BTCUSDT" / "1h"
+    klines.mkdir(parents=True)
+    first, second = ohlcv(48)[:24], ohlcv(48)[24:]
+    header = "open_time,open,high,low,close,volume,close_time,quote_volume,count,taker_buy_volume,taker_buy_quote_volume,ignore"
+    (klines / "BTCUSDT-1h-2024-01.csv").write_text("\n".join([header] + _kline_lines(first, False)) + "\n")
+    with zipfile.ZipFile(klines / "BTCUSDT-1h-2024-02.zip", "w") as archive:  # newer files: microseconds, no header
+        archive.writestr("BTCUSDT-1h-2024-02.csv", "\n".join(_kline_lines(second, True)) + "\n")
+    marks = tmp_path / "data" / "futures" / "um" / "monthly" / "markPriceKlines" / "BTCUSDT" / "1h"
+    marks.mkdir(parents=True)
+    (marks / "BTCUSDT-1h-2024-01.csv").write_text("\n".join(_kline_lines(ohlcv(48), False)) + "\n")
+    rates = tmp_path / "data" / "futures" / "um" / "monthly" / "fundingRate" / "BTCUSDT"
+    rates.mkdir(parents=True)
+    events = [(ms(START + timedelta(hours=8 * i)) + 3, 8, 0.0001 * i) for i in range(6)]
+    (rates / "BTCUSDT-fundingRate-2024-01.csv").write_text(
+        "calc_time,funding_interval_hours,last_funding_rate\n" + "\n".join(f"{t},{h},{r}" for t, h, r in events) + "\n")
+    spot = tmp_path / "data" / "spot" / "monthly" / "klines" / "ETHUSDT" / "1h"
+    spot.mkdir(parents=True)
+    (spot / "ETHUSDT-1h-2024-01.csv").write_text("\n".join(_kline_lines(ohlcv(price=2_000.0), True)) + "\n")
+
+    out = tmp_path / "ds"
+    result = import_files([tmp_path / "data"], out)
+    assert {t.instrument for t in result.tables} == {"binance:BTC/USDT:USDT", "binance:ETH/USDT"}
+    bars = table(out, "bars", "binance/perp/BTC_USDT_USDT-1h.parquet")
+    assert bars["ts"].to_list() == ohlcv(48)["date"].to_list()
+    assert bars["close"].to_list() == ohlcv(48)["close"].to_list()
+    mark = table(out, "mark", "binance/perp/BTC_USDT_USDT-1h.parquet")
+    assert mark.height == 48
+    funding = table(out, "funding", "binance/perp/BTC_USDT_USDT.parquet")
+    assert funding["funding_rate"].to_list() == pytest.approx([r for _, _, r in events])
+    assert funding["ts"][0] == START
+    spot_bars = table(out, "bars", "binance/spot/ETH_USDT-1h.parquet")
+    assert spot_bars["ts"][0] == START and spot_bars["market"][0] == "spot"
+    manifest = read_manifest(out)
+    assert manifest.instrument("binance:BTC/USDT:USDT").funding_interval_hours == 8
+    assert manifest.instrument("binance:BTC/USDT:USDT").lot_size == 0.001
+    assert validate_dataset(out).ok
+
+
+def test_merge_into_existing_dataset(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    ohlcv(48)[:30].write_ipc(folder / "BTC_USDT_USDT-1h-futures.feather")
+    out = tmp_path / "ds"
+    import_files([folder / "BTC_USDT_USDT-1h-futures.feather"], out)
+    later = tmp_path / "later"
+    later.mkdir()
+    ohlcv(48)[20:].write_ipc(later / "BTC_USDT_USDT-1h-futures.feather")
+    import_files([later], out)
+    assert table(out, "bars", "binance/perp/BTC_USDT_USDT-1h.parquet")["ts"].to_list() == ohlcv(48)["date"].to_list()
+    assert len(read_manifest(out).instruments) == 1 and validate_dataset(out).ok
+
+
+def test_duplicates_in_source_are_dropped(tmp_path):
+    frame = ohlcv()
+    path = tmp_path / "BTC_USDT_USDT-1h-futures.feather"
+    pl.concat([frame, frame[5:7]]).sort("date").write_ipc(path)
+    result = import_files([path], tmp_path / "ds")
+    assert result.tables[0].rows == HOURS and result.tables[0].duplicates_dropped == 2
+
+
+def test_bad_files_name_file_row_and_column(tmp_path):
+    rows = _kline_lines(ohlcv(), False)
+    rows[3] = rows[3].replace(rows[3].split(",")[4], "abc", 1)
+    bad = tmp_path / "spot" / "BTCUSDT-1h-2024-01.csv"
+    bad.parent.mkdir()
+    bad.write_text("\n".join(rows) + "\n")
+    with pytest.raises(DatasetError) as error:
+        import_files([bad], tmp_path / "ds")
+    message = str(error.value)
+    assert str(bad) in message and "row 3" in message and "'close'" in message and "abc" in message
+    assert not (tmp_path / "ds").exists()
+
+    frame = ohlcv().with_columns(pl.when(pl.col("date") == START + timedelta(hours=4)).then(-1.0)
+                                 .otherwise(pl.col("low")).alias("low"))
+    negative = tmp_path / "BTC_USDT_USDT-1h-futures.feather"
+    frame.write_ipc(negative)
+    result = CliRunner().invoke(main, ["data", "import", str(negative), "--out", str(tmp_path / "ds2")])
+    assert result.exit_code == 2
+    assert str(negative) in result.output and "row 4" in result.output and "column 'low'" in result.output
+
+    missing = tmp_path / "x" / "ETH_USDT_USDT-1h-futures.feather"
+    missing.parent.mkdir()
+    ohlcv().drop("close").write_ipc(missing)
+    with pytest.raises(DatasetError, match="close"):
+        import_files([missing], tmp_path / "ds3")
+
+    unknown = tmp_path / "prices.csv"
+    unknown.write_text("1,2\n")
+    with pytest.raises(DatasetError, match="no known layout"):
+        import_files([unknown], tmp_path / "ds4")
+
+
+def test_identify_and_overrides(tmp_path):
+    spot = identify(tmp_path / "BTC_USDT-1h-spot.feather")
+    assert (spot.kind, spot.market, spot.symbol) == ("bars", "spot", "BTC/USDT")
+    funding = identify(tmp_path / "hyperliquid" / "futures" / "ETH_USDC_USDC-1h-funding_rate.feather")
+    assert (funding.kind, funding.exchange, funding.symbol, funding.timeframe) == ("funding", "hyperliquid", "ETH/USDC:USDC", None)
+    with pytest.raises(DatasetError, match="--market"):
+        identify(tmp_path / "BTCUSDT-1h-2024-01.csv")
+    plain = identify(tmp_path / "BTCUSDT-1h-2024-01.csv", ImportOptions(market="spot"))
+    assert plain.symbol == "BTC/USDT"
+    marked = identify(tmp_path / "BTCUSDT-1h-2024-01.csv", ImportOptions(kind="mark"))
+    assert (marked.kind, marked.market, marked.symbol) == ("mark", "perp", "BTC/USDT:USDT")
+    inverse = identify(tmp_path / "cm" / "BTCUSD_PERP-1h-2024-01.zip")
+    assert inverse.symbol == "BTC/USD:BTC"
