@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
+import attrs
 import polars as pl
 import pytest
 from click.testing import CliRunner
@@ -205,3 +206,12 @@ def test_split_files_are_checked_in_file_order(tmp_path):
     frame[:12].write_parquet(root / "bars" / "c.parquet")  # the same hours again, later in file order
     found = problems(validate_dataset(root), "unsorted")  # goes back in time at the start of c.parquet
     assert found and found[0].file == "bars/c.parquet" and found[0].row == 0 and "23:00:00" in found[0].message
+
+
+def test_funding_interval_mismatch_is_a_warning(tmp_path):
+    hourly = attrs.evolve(PERP, funding_interval_hours=1.0)
+    root = make_dataset(tmp_path / "d", funding=funding_frame(), instruments=(hourly,))
+    report = validate_dataset(root)
+    found = problems(report, "funding interval")
+    assert report.ok and found and "8h apart" in found[0].message
+    assert not problems(validate_dataset(make_dataset(tmp_path / "e", funding=funding_frame())), "funding interval")

@@ -267,7 +267,8 @@ def _check_table(kind: str, frame: pl.LazyFrame, out: _Collector, max_funding_ra
             rows=pl.len(), start=pl.col("ts").min(), end=pl.col("ts").max(),
             exchange=pl.col("exchange").first(), market=pl.col("market").first(),
             markets=pl.col("market").unique().sort(), file=pl.col("file").first(),
-            timeframes=pl.lit(None, dtype=pl.List(pl.String))).collect()
+            timeframes=pl.lit(None, dtype=pl.List(pl.String)),
+            spacing=pl.col("ts").sort().diff().dt.total_seconds().drop_nulls().mode().sort().first()).collect()
         return stats
 
     stats = frame.group_by("instrument").agg(
@@ -355,6 +356,17 @@ def _check_declared(manifest: DatasetManifest, stats_by_kind: dict[str, pl.DataF
                 out.add(severity=ERROR, check="market mismatch", file=record["file"], instrument=key, column="market",
                         message=f"market column says {wrong}, {MANIFEST_NAME} declares '{declared[key].market}'",
                         fix="make the market column and the declaration agree")
+    if "funding" in stats_by_kind:
+        for record in stats_by_kind["funding"].sort("instrument").iter_rows(named=True):
+            instrument = declared.get(record["instrument"])
+            hours = instrument.funding_interval_hours if instrument is not None else None
+            if hours and record["spacing"] and abs(record["spacing"] - hours * 3600) > 60:
+                out.add(severity=WARNING, check="funding interval", file=record["file"],
+                        instrument=record["instrument"], column="ts",
+                        message=f"funding events are most often {record['spacing'] / 3600:g}h apart, "
+                                f"{MANIFEST_NAME} declares funding_interval_hours = {hours:g}",
+                        fix="set funding_interval_hours to the exchange's interval (the engine settles at the "
+                            "event timestamps either way)")
     in_bars = set(stats_by_kind["bars"]["instrument"]) if "bars" in stats_by_kind else set()
     for key in sorted(set(declared) - in_bars):
         out.add(severity=ERROR, check="declared but absent", instrument=key, file=MANIFEST_NAME,
