@@ -28,12 +28,9 @@ def main():
 
 def _register():
     from engine.dataset.commands import data
+    from engine.run_commands import register
 
     main.add_command(data)
-    try:
-        from engine.run_commands import register
-    except ImportError:  # engine core not present yet
-        return
     register(main)
 
 

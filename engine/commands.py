@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import attrs
 
 ORDER_TYPES = ("market", "limit")
@@ -14,14 +12,14 @@ MARGIN_MODES = ("cross", "isolated")
 class PlaceOrder:
     """Buy (quantity > 0) or sell (quantity < 0) `quantity` base units of `instrument`
     (`exchange:symbol`). Market orders fill at the next bar's open plus slippage; limit orders when
-    a later bar trades through `limit_price`. `margin_mode` opens the position isolated or cross
+    a later bar trades through `limit_price` (0 for market orders). `margin_mode` opens the position isolated or cross
     (mixed mode: an isolated position inside a cross account); `leverage` sets the position's
     leverage first (capped by the bracket's maximum, else rejected)."""
 
     instrument: str
     quantity: float = attrs.field(converter=float)
     order_type: str = attrs.field(default="market", validator=attrs.validators.in_(ORDER_TYPES))
-    limit_price: float = attrs.field(default=math.nan, converter=float)
+    limit_price: float = attrs.field(default=0.0, converter=float)  # 0: none (market order)
     reduce_only: bool = False
     margin_mode: str | None = None
     leverage: float | None = None

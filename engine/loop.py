@@ -117,12 +117,13 @@ class Backtest:
     def _snapshot(self, row: int, ts: int, reason: str, exchanges) -> None:
         feed = self.feed
         marks, last = feed.mark_close[row], feed.close[row]
+        applied = len(self.events)
         for exchange in exchanges:
             account = self.ledger.accounts[exchange]
             for pool in pool_metrics(account, self.catalog, marks, last).values():
-                self.equity_rows.append((ts, reason, pool))
+                self.equity_rows.append((ts, reason, exchange, applied, pool))
             for metrics in position_metrics(account, self.catalog, marks):
-                self.position_rows.append((ts, reason, exchange, metrics))
+                self.position_rows.append((ts, reason, exchange, applied, metrics))
 
     # -- schedule -------------------------------------------------------------------------------
     def _wake_rows(self) -> np.ndarray:
