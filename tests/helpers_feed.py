@@ -131,7 +131,7 @@ def make_feed(keys, close, open=None, high=None, low=None, marks=None, funding=(
 
 def make_config(catalog: Catalog, intrabar: str = "path", on_liquidation: str = "continue",
                 slippage_bps: float = 0.0, warning_thresholds=(0.7, 0.9), sample_interval_ns: int = HOUR) -> RunConfig:
-    return RunConfig(dataset=Path("."), strategy="tests.helpers_feed:Scripted", params={}, exchanges={},
+    return RunConfig(dataset=Path("."), strategy="helpers_feed:Scripted", params={}, exchanges={},
                      slippage_bps=slippage_bps, sample_interval_ns=sample_interval_ns, intrabar=intrabar,
                      on_liquidation=on_liquidation, warning_thresholds=tuple(warning_thresholds))
 

@@ -15,7 +15,7 @@ from engine.decide import decide
 from engine.execution import fill_events, fill_price, funding_events
 from engine.ledger import apply, next_position, replay
 from engine.state import Ledger, Order, Position
-from tests.helpers_feed import VenueSpec, brackets, context, make_catalog, make_feed, perp, rules
+from helpers_feed import VenueSpec, brackets, context, make_catalog, make_feed, perp, rules
 
 BTC = "bx:BTC/USDT:USDT"
 ETH = "bx:ETH/USDT:USDT"

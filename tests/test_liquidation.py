@@ -15,7 +15,7 @@ import pytest
 from engine import commands as cmd
 from engine import events as ev
 from engine.ledger import replay
-from tests.helpers_feed import (HOUR, T0, Scripted, VenueSpec, empty_ledger, flat_brackets, make_catalog, make_feed,
+from helpers_feed import (HOUR, T0, Scripted, VenueSpec, empty_ledger, flat_brackets, make_catalog, make_feed,
                                 of_type, perp, rules, run)
 
 A, B, C = "bx:BTC/USDT:USDT", "bx:ETH/USDT:USDT", "bx:SOL/USDT:USDT"
