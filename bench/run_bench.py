@@ -205,6 +205,8 @@ def summarise(runs: list[dict]) -> dict:
         s[key] = med(key)
     s["rss_load_mb"] = max(r["rss_load_mb"] for r in runs)
     s["rss_engine_mb"] = max(r["rss_engine_mb"] for r in runs)
+    s["rss_engine_mb_min"] = min(r["rss_engine_mb"] for r in runs)
+    s["bars_per_s_all"] = sorted(r["bars_per_s"] for r in runs)
     s["rss_total_mb"] = max(r["rss_total_mb"] for r in runs)
     s["vs_polars"] = med("bars_per_s") / s["polars_bars_per_s"]
     s["vs_loop"] = med("bars_per_s") / s["loop_rows_per_s"]
@@ -215,9 +217,10 @@ def summarise(runs: list[dict]) -> dict:
 def report(s: dict) -> None:
     w = s["workload"]
     print(f"\n{w}: {s['bars']:,} bars ({s['rows']:,} timestamps), median of {s['repeats']}")
-    print(f"  run phase     {s['run_s']:8.2f} s   {s['bars_per_s']:>14,.0f} bars/s")
+    print(f"  run phase     {s['run_s']:8.2f} s   {s['bars_per_s']:>14,.0f} bars/s   "
+          f"(runs: {', '.join(f'{v:,.0f}' for v in s['bars_per_s_all'])})")
     print(f"  load phase    {s['load_s']:8.2f} s   (Backtest(config): manifest, Parquet -> arrays, fingerprint)")
-    print(f"  peak RSS      {s['rss_engine_mb']:8.0f} MB after the run ({s['rss_load_mb']:.0f} MB after load, "
+    print(f"  peak RSS      {s['rss_engine_mb']:8.0f} MB (max; min {s['rss_engine_mb_min']:.0f}) after the run ({s['rss_load_mb']:.0f} MB after load, "
           f"{s['rss_total_mb']:.0f} MB with the references)")
     print(f"  events        {s['events']:,}  orders {s['orders']:,}  fills {s['fills']:,}  fees {s['fees']:,.2f} USDT  "
           f"{json.dumps(s['event_counts'])}")
@@ -245,6 +248,18 @@ def table(summaries: dict) -> None:
           + "; ".join(f"{n}: W1 {_fmt(a)}, W2 {_fmt(b)}, {r}" for n, a, b, r in PEERS))
 
 
+def source_state() -> str:
+    """The commit and whether engine/ has uncommitted edits (the benchmark runs the working tree)."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "engine"], cwd=ROOT, capture_output=True,
+                               text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+    return head + (" + uncommitted edits in engine/" if dirty else "")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DIR,
@@ -260,6 +275,7 @@ def main(argv=None) -> int:
         return 0
     dataset = prepare(args.data)
     workloads = list(WORKLOADS) if args.workload == "all" else [args.workload]
+    print(f"engine source: {source_state()}; python {sys.version.split()[0]}; {os.cpu_count()} cores", flush=True)
     summaries = {}
     for workload in workloads:
         runs = []
@@ -272,7 +288,7 @@ def main(argv=None) -> int:
         report(summaries[workload])
     table(summaries)
     if args.json:
-        args.json.write_text(json.dumps(summaries, indent=1))
+        args.json.write_text(json.dumps({"source": source_state(), "workloads": summaries}, indent=1))
     return 0
 
 
