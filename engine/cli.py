@@ -32,6 +32,9 @@ def _register():
 
     main.add_command(data)
     register(main)
+    from engine.analysis_commands import register as register_analysis
+
+    register_analysis(main)
 
 
 _register()

@@ -56,7 +56,11 @@ def _snapshot_table(rows, fields) -> pa.Table:
 
 
 def equity_table(result) -> pa.Table:
-    return _snapshot_table(result.equity_rows, _POOL_FIELDS)
+    """Pool snapshots plus warning_distance / liquidation_distance (engine.distance)."""
+    from engine.distance import equity_distances, run_distances
+
+    table = _snapshot_table(result.equity_rows, _POOL_FIELDS)
+    return equity_distances(pl.from_arrow(table), run_distances(result)).to_arrow()
 
 
 def positions_table(result) -> pa.Table:
@@ -127,6 +131,9 @@ def write_run(result, summary: dict, out: Path | None = None, run_id: str | None
             write_ipc(project(lazy).collect().to_arrow(), partial / f"{name}.arrow")
         write_ipc(equity_table(result), partial / "equity.arrow")
         write_ipc(positions_table(result), partial / "positions.arrow")
+        from engine.distance import run_distances
+
+        write_ipc(run_distances(result).to_arrow(), partial / "distance.arrow")
         (partial / "summary.json").write_text(json.dumps(_json_safe(summary), indent=2) + "\n")
         manifest = {
             "run_id": run_id,

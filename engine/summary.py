@@ -53,6 +53,13 @@ def summarize(events: pl.DataFrame, equity: pl.DataFrame, meta: dict) -> dict:
             worst = moments.sort("margin_ratio", descending=True, maintain_order=True).row(0, named=True)
             ratio = min(worst["margin_ratio"], 1.0)
             lowest = {"headroom": 1.0 - ratio, "margin_ratio": worst["margin_ratio"], "ts": str(worst["ts"])}
+        tightest = None  # the smallest all-together adverse move that would liquidate (engine.distance)
+        if "liquidation_distance" in rows.columns:
+            finite = rows.filter(pl.col("liquidation_distance").is_finite())
+            if finite.height:
+                t = finite.sort("liquidation_distance", maintain_order=True).row(0, named=True)
+                tightest = {"ts": str(t["ts"]), "asset": t["asset"], "liquidation_distance": t["liquidation_distance"],
+                            "warning_distance": t["warning_distance"]}
         per_exchange[exchange] = {
             "deposits": deposits,
             "final_equity": _f(final),
@@ -71,10 +78,13 @@ def summarize(events: pl.DataFrame, equity: pl.DataFrame, meta: dict) -> dict:
             "max_drawdown": drawdown,
             "peak_initial_margin": _f(rows["initial_margin"].max()) if rows.height else 0.0,
             "lowest_margin_headroom": lowest,
+            "tightest_moment": tightest,
         }
     totals = {key: sum(v[key] for v in per_exchange.values())
               for key in ("deposits", "final_equity", "pnl", "fees", "funding", "liquidations", "liquidation_loss",
                           "insurance_fund_used", "fills")}
+    tightest = [dict(v["tightest_moment"], exchange=k) for k, v in per_exchange.items() if v["tightest_moment"]]
+    totals["tightest_moment"] = min(tightest, key=lambda t: t["liquidation_distance"]) if tightest else None
     return {**meta, "exchanges": per_exchange, "total": totals,
             "total_note": "totals add every exchange's settlement assets at par (stablecoins = 1 USD)"}
 
@@ -98,5 +108,10 @@ def format_summary(summary: dict, run_path) -> str:
         low = row["lowest_margin_headroom"]
         if low:
             lines.append(f"  lowest headroom on {name}: {low['headroom'] * 100:.1f}% at {low['ts']}")
+    tight = summary["total"].get("tightest_moment")
+    if tight:
+        lines.append(f"  tightest moment: {tight['exchange']} {tight['asset']} at {tight['ts']}: a "
+                     f"{tight['liquidation_distance'] * 100:.1f}% adverse move of everything would liquidate "
+                     f"(first warning at {tight['warning_distance'] * 100:.1f}%)")
     lines.append(f"  outputs: {run_path}  (open with engine.results.open_run)")
     return "\n".join(lines)
