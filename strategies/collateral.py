@@ -60,6 +60,11 @@ def positive_int(instance, attribute, value):
         raise ValueError(f"{attribute.name} = {value!r}: must be an integer >= 1")
 
 
+def boolean(instance, attribute, value):
+    if not isinstance(value, bool):
+        raise ValueError(f"{attribute.name} = {value!r}: must be true or false")
+
+
 def instrument_key(instance, attribute, value):
     if not isinstance(value, str) or value.count(":") < 1 or "/" not in value:
         raise ValueError(f"{attribute.name} = {value!r}: must be an instrument key 'exchange:symbol', "

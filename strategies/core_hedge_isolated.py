@@ -22,7 +22,7 @@ import attrs
 from engine.commands import PlaceOrder
 from engine.events import PositionLiquidated
 from engine.strategy import Wakes
-from strategies.collateral import (FEE_ALLOWANCE, buffer_validator, build_params, collateral, committed, duration,
+from strategies.collateral import (FEE_ALLOWANCE, boolean, buffer_validator, build_params, collateral, committed, duration,
                                    exchange_of, finite_number, instrument_key)
 
 
@@ -53,7 +53,7 @@ class CoreHedgeIsolatedParams:
     spec_notional: float = attrs.field(validator=_nonzero)
     hedge_leverage: float = attrs.field(default=3.0, validator=finite_number(0.0, 125.0, min_open=True))
     spec_leverage: float = attrs.field(default=20.0, validator=finite_number(0.0, 125.0, min_open=True))
-    reopen_spec: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
+    reopen_spec: bool = attrs.field(default=False, validator=boolean)
     every: str = attrs.field(default="1d", validator=duration)
     drift_tolerance: float = attrs.field(default=0.1, validator=finite_number(0.0, 1.0, min_open=True))
     collateral_buffer: float = attrs.field(default=0.5, validator=buffer_validator)
