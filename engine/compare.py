@@ -255,10 +255,11 @@ def first_divergence(a_name: str, a_events: pl.DataFrame, b_name: str, b_events:
 
 
 # ------------------------------------------------------------------------------------------ API
-def compare(config, setups, out=None, compare_id: str | None = None, progress: bool = False):
+def compare(config, setups, out=None, compare_id: str | None = None, progress: bool = False, shocks=()):
     """Run `config` (a RunConfig or a config path) under each margin set-up (see `parse_setups`)
     and return (table, notes): a polars DataFrame with one row per set-up and the divergence notes
-    (list of dicts with a readable `text`), both also written under `<out>/<compare-id>/`."""
+    (list of dicts with a readable `text`), both also written under `<out>/<compare-id>/`.
+    `shocks` (engine.stress) are injected into every set-up's run (compare modes under stress)."""
     from engine.eventlog import write_ipc
     from engine.runner import execute
 
@@ -275,7 +276,7 @@ def compare(config, setups, out=None, compare_id: str | None = None, progress: b
     sample_hours = config.sample_interval_ns / 3.6e12
     for name, assignment in setups:
         setup_config = with_modes(config, assignment)
-        completed = execute(setup_config, out=folder, run_id=folder_name(name), progress=progress,
+        completed = execute(setup_config, out=folder, run_id=folder_name(name), progress=progress, shocks=tuple(shocks),
                             extra_manifest={"compare": {"id": compare_id, "setup": name, "margin_modes": assignment}})
         row = {"setup": name, "margin_modes": ",".join(f"{e}={v.margin_mode}" for e, v in setup_config.exchanges.items())}
         row.update(setup_metrics(completed.path, completed.summary, config.warning_thresholds, sample_hours))

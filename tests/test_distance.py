@@ -1,0 +1,123 @@
+"""Distance to liquidation agrees with the liquidation a shock of that size actually causes.
+
+Synthetic flat feed (helpers_feed), real Binance USDT-M brackets (several tiers crossed), zero
+fees and slippage. Orders placed at the close of bar 0 fill at the open of bar 1; the distances
+are read at the sample taken at the close of bar 2; the shock is a gap at the open of bar 3.
+"""
+
+from __future__ import annotations
+
+import math
+
+import polars as pl
+import pytest
+
+from engine import commands as cmd
+from engine import events as ev
+from engine.distance import run_distances
+from engine.loop import Backtest
+from engine.stress import PriceGap
+from tests.helpers_feed import HOUR, T0, Scripted, VenueSpec, make_catalog, make_config, make_feed, of_type, perp, rules
+
+BTC, ETH = "bx:BTC/USDT:USDT", "bx:ETH/USDT:USDT"
+SAMPLE_TS = T0 + 3 * HOUR
+STEP = 0.005
+
+
+def setup(mode: str, collateral: float):
+    rs = rules(maker_fee=0.0, taker_fee=0.0, policy="full")
+    catalog = make_catalog({"bx": VenueSpec(rs, mode, {"USDT": collateral}, 10.0)}, [perp("bx", "BTC"), perp("bx", "ETH")])
+    # BTC 50,000 / ETH 2,500, flat; 6 hourly bars
+    feed = make_feed((BTC, ETH), [[50_000.0, 2_500.0]] * 6)
+    return catalog, feed
+
+
+def run(catalog, feed, shocks=()):
+    # long 10 BTC (500k notional), short 200 ETH (500k): both cross several Binance brackets
+    strategy = Scripted({0: [cmd.PlaceOrder.market(BTC, 10.0), cmd.PlaceOrder.market(ETH, -200.0)]})
+    return Backtest(make_config(catalog, slippage_bps=0.0), feed=feed, catalog=catalog, strategy=strategy,
+                    shocks=shocks).run()
+
+
+def distances_at_sample(result) -> pl.DataFrame:
+    table = run_distances(result)
+    return table.filter((pl.col("ts").dt.epoch("ns") == SAMPLE_TS) & (pl.col("reason") == "sample"))
+
+
+def liquidated(result) -> list:
+    return of_type(result.events, ev.PositionLiquidated)
+
+
+def test_cross_all_together_distance_matches_the_gap_that_liquidates():
+    catalog, feed = setup("cross", 120_000.0)
+    result = run(catalog, feed)
+    assert not liquidated(result)
+    table = distances_at_sample(result)
+    row = table.filter(pl.col("underlying") == "all").row(0, named=True)
+    d = row["liquidation_distance"]
+    assert row["unit"] == "cross:USDT" and 0.05 < d < 0.2
+    assert 0 < row["warning_distance"] < d
+    # pinned: long 10 BTC / short 200 ETH at 10x with 120k, real Binance brackets
+    assert d == pytest.approx(0.1151, abs=1e-6)
+    for size, expect in ((d + STEP, True), (d - STEP, False)):
+        shocks = (PriceGap(SAMPLE_TS, (BTC,), -size), PriceGap(SAMPLE_TS, (ETH,), +size))
+        shocked = run(catalog, feed, shocks)
+        assert bool(liquidated(shocked)) is expect, (size, d)
+        if expect:  # cross policy full: both legs go at the gap's open
+            assert {e.instrument for e in liquidated(shocked)} == {BTC, ETH}
+            assert {e.ts for e in liquidated(shocked)} == {SAMPLE_TS}
+
+
+def test_single_underlying_distance_matches_a_one_leg_gap():
+    catalog, feed = setup("cross", 120_000.0)
+    table = distances_at_sample(run(catalog, feed))
+    btc = table.filter(pl.col("underlying") == "BTC").row(0, named=True)["liquidation_distance"]
+    eth = table.filter(pl.col("underlying") == "ETH").row(0, named=True)["liquidation_distance"]
+    all_ = table.filter(pl.col("underlying") == "all").row(0, named=True)["liquidation_distance"]
+    assert all_ < btc and all_ < eth  # both legs moving against the book is worse than either alone
+    for size, expect in ((btc + STEP, True), (btc - STEP, False)):
+        assert bool(liquidated(run(catalog, feed, (PriceGap(SAMPLE_TS, (BTC,), -size),)))) is expect
+    for size, expect in ((eth + STEP, True), (eth - STEP, False)):
+        assert bool(liquidated(run(catalog, feed, (PriceGap(SAMPLE_TS, (ETH,), +size),)))) is expect
+
+
+def test_isolated_distance_is_the_liquidation_price_and_matches_a_gap():
+    catalog, feed = setup("isolated", 120_000.0)
+    result = run(catalog, feed)
+    table = distances_at_sample(result)
+    rows = {r["unit"]: r for r in table.filter(pl.col("underlying") == "all").iter_rows(named=True)}
+    assert set(rows) == {BTC, ETH}
+    positions = {m.instrument: m for *_, m in result.position_rows if _[0] == SAMPLE_TS}
+    # long BTC: distance = 1 - LP / mark (Binance isolated formula, engine.margin)
+    assert rows[BTC]["liquidation_distance"] == pytest.approx(1 - positions[BTC].liquidation_price / 50_000.0,
+                                                              rel=1e-9)
+    assert rows[ETH]["liquidation_distance"] == pytest.approx(positions[ETH].liquidation_price / 2_500.0 - 1,
+                                                              rel=1e-9)
+    d = rows[BTC]["liquidation_distance"]
+    for size, expect in ((d + STEP, True), (d - STEP, False)):
+        events = liquidated(run(catalog, feed, (PriceGap(SAMPLE_TS, (BTC,), -size),)))
+        assert [e.instrument for e in events] == ([BTC] if expect else [])
+
+
+def test_equity_table_carries_the_all_together_distance_and_summary_the_tightest_moment():
+    from engine.outputs import equity_table
+    from engine.runner import summary_for
+
+    catalog, feed = setup("cross", 120_000.0)
+    result = run(catalog, feed)
+    equity = pl.from_arrow(equity_table(result))
+    assert {"warning_distance", "liquidation_distance"} <= set(equity.columns)
+    first = equity.row(0, named=True)
+    assert math.isinf(first["liquidation_distance"])  # before the fill: nothing at risk
+    at_sample = equity.filter((pl.col("ts").dt.epoch("ns") == SAMPLE_TS) & (pl.col("reason") == "sample"))
+    assert at_sample["liquidation_distance"][0] == pytest.approx(0.1151, abs=1e-6)
+    tight = summary_for(result)["total"]["tightest_moment"]
+    assert tight["exchange"] == "bx" and tight["liquidation_distance"] == pytest.approx(0.1151, abs=1e-6)
+
+
+def test_a_long_covered_to_zero_is_never_liquidated():
+    catalog, feed = setup("cross", 1_000_000.0)
+    strategy = Scripted({0: [cmd.PlaceOrder.market(BTC, 1.0)]})
+    result = Backtest(make_config(catalog, slippage_bps=0.0), feed=feed, catalog=catalog, strategy=strategy).run()
+    table = distances_at_sample(result)
+    assert table.filter(pl.col("underlying") == "all")["liquidation_distance"].to_list() == [math.inf]
