@@ -1,0 +1,135 @@
+"""End-to-end golden runs of the built-in strategies: each example config through
+`engine.runner.execute` on the shipped sample, headline numbers pinned (rel 1e-9).
+
+Why the pinned numbers are plausible (checked by hand against the event logs when pinned):
+
+* basis carry (BTC, Binance, 2024-10..12, 50k per leg, 3x, buffer 0.5): Q4-2024 BTC funding
+  averaged ~10 %/yr and the carry was in most of the quarter: ~50k x 10 % x 0.25 = 1.25k; got
+  1,533 received. Fees: 18 taker fills at 5 bps on ~360k traded notional = 180. No liquidation (the
+  perp's margin is at most half the cash). Strategy PnL ~ funding - fees + basis/rebalancing
+  slippage: +1.2k on 100k.
+* funding arbitrage (BTC, Binance 8h vs Hyperliquid 1h, 40k per leg): Hyperliquid paid more than
+  Binance most of the quarter, so the book is mostly short Hyperliquid / long Binance: funding
+  received on Hyperliquid (+1,816), paid on Binance (-777). Price PnL nets out across the silos
+  (+6.6k realised on Binance, -6.7k on Hyperliquid); three USDC top-ups from Binance's reserve
+  (8,700.80 + 3 x 1 USDC withdrawal fee) when the losing short leg ate Hyperliquid's buffer.
+  Total PnL 283 = funding 1,039 - trading fees 692 - 3 withdrawal fees - basis slippage.
+* pairs hedge (long ETH / short SOL, beta, 2025-02..04): ETH fell ~32 % and SOL ~25 % over the
+  window; with a ~0.8 beta short SOL the long ETH loses more than the short earns: -7.4k on a 30k
+  long leg is about the ETH/SOL relative move. 36 small rebalance fills, 70 in fees.
+* core hedge + isolated spec (BTC carry + 25x long ETH isolated, 2025-01-15..03-15): ETH fell
+  from ~3,220 to ~3,000 by 2025-01-27, > 4 % against a 25x long: one isolated liquidation, loss
+  917 <= its 1,000 isolated margin; the cross hedge keeps running (rebalance fills afterwards).
+  PnL -717 = funding 274 - fees 68 - liquidation 917 + carry basis.
+
+Engine issues: `summary["exchanges"][...]["pnl"]` adds non-stable balances at face value in
+single-asset modes (0.518 BTC counts as 0.518 USDT), so for the two strategies that hold spot the
+PnL pinned here is our own mark-to-market (stables at par, spot at the last close, perps' uPnL at
+the mark), not the summary's; and the summary's total PnL leaves out withdrawal fees.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from engine.config import load_config
+from engine.runner import execute
+
+ROOT = Path(__file__).resolve().parents[1]
+STABLES = ("USDT", "USDC", "USD")
+
+
+def run(name: str, tmp_path: Path):
+    config = load_config(ROOT / "examples" / f"{name}.toml")
+    return execute(config, out=tmp_path, run_id=name)
+
+
+def marked_pnl(completed) -> float:
+    """Final value of every account (stables at par, other assets at the spot's last close, open
+    perps' unrealised PnL at the last mark) minus the deposits."""
+    result = completed.result
+    feed, catalog = result.feed, result.catalog
+    row = len(feed.ts) - 1
+    value = 0.0
+    for exchange, account in result.ledger.accounts.items():
+        for asset, balance in account.balances.items():
+            if asset in STABLES:
+                value += balance
+            else:
+                spot = next(t for t in catalog.on_exchange(exchange)
+                            if t.instrument.market == "spot" and t.instrument.base == asset)
+                value += balance * float(feed.close[row, spot.column])
+        for position in account.positions.values():
+            mark = float(feed.mark_close[row, catalog.tradable(position.instrument).column])
+            value += position.isolated_margin + position.quantity * (mark - position.entry_price)
+    return value - completed.summary["total"]["deposits"]
+
+
+def headline(summary: dict) -> dict:
+    keys = ("fills", "fees", "funding", "liquidations", "liquidation_loss", "rejected_orders")
+    return {exchange: {k: row[k] for k in keys} for exchange, row in summary["exchanges"].items()}
+
+
+def test_basis_carry_golden(tmp_path):
+    completed = run("basis_carry", tmp_path)
+    assert headline(completed.summary) == {"binance": {
+        "fills": 18, "fees": pytest.approx(180.40476691914805, rel=1e-9),
+        "funding": pytest.approx(1532.9111372817422, rel=1e-9), "liquidations": 0, "liquidation_loss": 0.0,
+        "rejected_orders": 0}}
+    assert completed.summary["exchanges"]["binance"]["realized_pnl"] == pytest.approx(-6120.690819539996, rel=1e-9)
+    assert marked_pnl(completed) == pytest.approx(MARKED["basis_carry"], rel=1e-9)
+    assert completed.result.ledger.accounts["binance"].balances["BTC"] == pytest.approx(0.518)
+
+
+def test_funding_arbitrage_golden(tmp_path):
+    completed = run("funding_arbitrage", tmp_path)
+    summary = completed.summary
+    assert headline(summary) == {
+        "binance": {"fills": 21, "fees": pytest.approx(364.37918904759, rel=1e-9),
+                    "funding": pytest.approx(-776.7813715610789, rel=1e-9), "liquidations": 0,
+                    "liquidation_loss": 0.0, "rejected_orders": 0},
+        "hyperliquid": {"fills": 21, "fees": pytest.approx(328.0745816876251, rel=1e-9),
+                        "funding": pytest.approx(1816.0844953548262, rel=1e-9), "liquidations": 0,
+                        "liquidation_loss": 0.0, "rejected_orders": 0}}
+    assert summary["exchanges"]["binance"]["pnl"] == pytest.approx(5481.0117346312945, rel=1e-9)
+    assert summary["exchanges"]["hyperliquid"]["pnl"] == pytest.approx(-5194.620482832808, rel=1e-9)
+    assert summary["total"]["pnl"] == pytest.approx(286.39125179848634, rel=1e-9)
+    # all stables, yet our PnL is 3 USDC lower: the summary books the three 1-USDC withdrawal fees as
+    # "transfers out" of Binance, so they are a cost on no exchange and vanish from the total (engine issue)
+    assert marked_pnl(completed) == pytest.approx(283.39125179848634, rel=1e-9)
+    transfers = [e for e in completed.result.events if type(e).__name__ == "TransferSent"]
+    assert [(e.exchange, e.destination, e.asset) for e in transfers] == [("binance", "hyperliquid", "USDC")] * 3
+    assert sum(e.amount for e in transfers) == pytest.approx(8700.80, rel=1e-9)
+
+
+def test_pairs_hedge_golden(tmp_path):
+    completed = run("pairs_hedge", tmp_path)
+    summary = completed.summary
+    assert headline(summary) == {"binance": {
+        "fills": 36, "fees": pytest.approx(69.66520657753551, rel=1e-9),
+        "funding": pytest.approx(-237.94931620783544, rel=1e-9), "liquidations": 0, "liquidation_loss": 0.0,
+        "rejected_orders": 0}}
+    assert summary["total"]["pnl"] == pytest.approx(-7446.082136797964, rel=1e-9)
+    assert marked_pnl(completed) == pytest.approx(summary["total"]["pnl"], rel=1e-9)
+    first = next(e for e in completed.result.events if type(e).__name__ == "OrderFilled")
+    assert first.ts >= 1_739_059_200_000_000_000  # not before 2025-02-09: a week of SOL bars
+
+
+def test_core_hedge_isolated_golden(tmp_path):
+    completed = run("core_hedge_isolated", tmp_path)
+    summary = completed.summary
+    assert headline(summary) == {"binance": {
+        "fills": 9, "fees": pytest.approx(68.267057648844, rel=1e-9),
+        "funding": pytest.approx(274.36622793459605, rel=1e-9), "liquidations": 1,
+        "liquidation_loss": pytest.approx(-917.3978750557332, rel=1e-9), "rejected_orders": 0}}
+    assert marked_pnl(completed) == pytest.approx(MARKED["core_hedge_isolated"], rel=1e-9)
+    (liquidation,) = [e for e in completed.result.events if type(e).__name__ == "PositionLiquidated"]
+    assert liquidation.instrument == "binance:ETH/USDT:USDT" and liquidation.isolated
+    assert -liquidation.realized_pnl + liquidation.fee <= 1000.01  # at most its isolated margin (25k / 25)
+    positions = completed.result.ledger.accounts["binance"].positions
+    assert list(positions) == ["binance:BTC/USDT:USDT"]  # the hedge survived
+
+
+MARKED = {"basis_carry": 1321.0232892271742, "core_hedge_isolated": -717.3055447429797}
