@@ -1,0 +1,86 @@
+"""Margin-mode comparison on the shipped sample: collateral needs of a hedged pair, divergence of
+event logs (the isolated liquidation that cross absorbs), set-up parsing and the CLI."""
+
+from __future__ import annotations
+
+import pytest
+import polars as pl
+from click.testing import CliRunner
+
+from engine.cli import main
+from engine.compare import compare, first_divergence, parse_setups
+from engine.errors import ConfigError
+from engine.stress import PriceGap, to_ns
+from tests.test_stress import AT, BTC, ETH, write_config
+
+
+def test_parse_setups():
+    exchanges = ["binance", "hyperliquid"]
+    assert parse_setups("isolated,cross", exchanges) == [
+        ("isolated", {"binance": "isolated", "hyperliquid": "isolated"}),
+        ("cross", {"binance": "cross", "hyperliquid": "cross"})]
+    assert parse_setups("binance=cross,hyperliquid=isolated;cross", exchanges) == [
+        ("binance=cross,hyperliquid=isolated", {"binance": "cross", "hyperliquid": "isolated"}),
+        ("cross", {"binance": "cross", "hyperliquid": "cross"})]
+    assert parse_setups(["binance=isolated", "cross"], exchanges)[0] == ("binance=isolated", {"binance": "isolated"})
+    for bad in ("okx=cross", "binance=cross,isolated", "sideways", "cross;cross"):
+        with pytest.raises(ConfigError):
+            parse_setups(bad, exchanges)
+
+
+def test_cross_needs_less_collateral_than_isolated_for_a_hedged_pair(tmp_path):
+    # ample collateral: nothing is liquidated, so both runs hold the same book throughout
+    table, notes = compare(write_config(tmp_path, "cross", collateral=20_000), "isolated,cross",
+                           out=tmp_path / "runs", compare_id="pair")
+    rows = {r["setup"]: r for r in table.iter_rows(named=True)}
+    iso, cross = rows["isolated"], rows["cross"]
+    assert iso["liquidations"] == cross["liquidations"] == 0
+    # the legs' losses and gains offset inside one pool: max(sum) < sum(max)
+    assert cross["min_collateral"] < iso["min_collateral"]
+    assert cross["min_collateral"] == pytest.approx(220.62, abs=0.05)  # pinned (sample, 2024-10-04..14)
+    assert iso["min_collateral"] == pytest.approx(1240.37, abs=0.05)
+    # the same fills and funding on both: the event logs do not part
+    assert iso["pnl"] == pytest.approx(cross["pnl"], abs=1e-6) and "identical" in notes[0]["text"]
+    assert iso["peak_initial_margin"] > 0 and cross["peak_initial_margin"] > 0
+    assert 1.9 < cross["capital_efficiency"] < 2.2 and cross["min_headroom_binance"] > 0.9
+    assert table["hours_above_warning"].to_list() == [0.0, 0.0]
+    saved = pl.read_ipc(tmp_path / "runs/pair/comparison.arrow")
+    assert saved["setup"].to_list() == ["isolated", "cross"]
+    assert (tmp_path / "runs/pair/cross/manifest.json").is_file()
+
+
+def test_divergence_names_the_isolated_liquidation_that_cross_absorbs(tmp_path):
+    # a 12 % ETH gap: the isolated ETH leg (margin 2,000 on 20,000) is liquidated; the cross pool of
+    # 20,000 absorbs it (policy full rule file, so nothing is partial)
+    table, notes = compare(write_config(tmp_path, "cross", collateral=20_000), ["isolated", "cross"],
+                           out=tmp_path / "runs", compare_id="gap", shocks=(PriceGap(to_ns(AT), (ETH,), -0.12),))
+    rows = {r["setup"]: r for r in table.iter_rows(named=True)}
+    assert rows["isolated"]["liquidations"] == 1 and rows["cross"]["liquidations"] == 0
+    assert rows["isolated"]["liquidation_loss"] == pytest.approx(-2000, rel=0.01)
+    (note,) = notes
+    assert note["ts"].startswith("2024-10-08 15:30")  # the gap at 00:00 plus the rest of the day
+    assert note["a_event"].startswith(f"PositionLiquidated binance {ETH}")
+    assert "isolated liquidated" in note["why"] and "cross's margin absorbed" in note["why"]
+    assert rows["cross"]["divergence"] == note["text"]
+
+
+def test_first_divergence_of_identical_logs_is_none(tmp_path):
+    events = pl.DataFrame({"seq": [0], "ts": [1], "type": ["OrderFilled"], "exchange": ["x"], "instrument": ["i"],
+                           "quantity": [1.0], "realized_pnl": [0.0], "price": [1.0], "isolated": [None],
+                           "policy": [None], "reason": [None], "amount": [None]})
+    assert first_divergence("a", events, "b", events) is None
+
+
+def test_compare_cli(tmp_path):
+    config = write_config(tmp_path, "cross", collateral=4500)
+    result = CliRunner().invoke(main, ["compare", str(config), "--modes", "isolated", "--setup", "binance=cross",
+                                       "--out", str(tmp_path / "out"), "--id", "c1", "--quiet",
+                                       "--set", "run.end=2024-10-10"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].split()[:4] == ["set-up", "pnl", "ret/IM", "peak"]
+    assert lines[1].split()[0] == "isolated" and lines[2].split()[0] == "binance=cross"
+    assert "divergence: isolated and binance=cross: identical" in result.output
+    assert pl.read_ipc(tmp_path / "out/c1/comparison.arrow").height == 2
+    result = CliRunner().invoke(main, ["compare", str(config), "--out", str(tmp_path / "out")])
+    assert result.exit_code != 0 and "--modes" in result.output
