@@ -22,8 +22,8 @@ import attrs
 from engine.commands import PlaceOrder
 from engine.events import PositionLiquidated
 from engine.strategy import Wakes
-from strategies.collateral import (FEE_ALLOWANCE, boolean, buffer_validator, build_params, collateral, committed, duration,
-                                   exchange_of, finite_number, instrument_key)
+from strategies.collateral import (FEE_ALLOWANCE, boolean, buffer_validator, build_params, collateral, committed,
+                                   duration, exchange_of, finite_number, instrument_key)
 
 
 def _nonzero(instance, attribute, value):

@@ -27,7 +27,8 @@ def _limits(instance, attribute, value):
     if (not isinstance(value, (list, tuple)) or len(value) != 2
             or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
             or not 0 < value[0] <= value[1]):
-        raise ValueError(f"{attribute.name} = {list(value) if isinstance(value, tuple) else value!r}: must be [low, high] with 0 < low <= high, e.g. [0.25, 4.0]")
+        shown = list(value) if isinstance(value, tuple) else value
+        raise ValueError(f"{attribute.name} = {shown!r}: must be [low, high] with 0 < low <= high, e.g. [0.25, 4.0]")
 
 
 @attrs.frozen
