@@ -1,9 +1,10 @@
 """Account valuation at given mark prices: unrealised PnL, margin balance, initial and
 maintenance margin, margin ratio, free collateral, liquidation prices.
 
-Pure functions over ledger state; the ledger itself never stores derived numbers. Each account is
-valued per settlement asset (one cross pool per asset: single-asset mode), isolated positions on
-their own. Money is in the pool's asset.
+Pure functions over ledger state; the ledger itself never stores derived numbers. In single-asset
+modes an account has one cross pool per settlement asset (money in that asset); in multi-asset mode
+one pool, "USD", where every balance counts at its price times the exchange's collateral ratio
+(`engine.collateral`). Isolated positions stand on their own margin in either case.
 """
 
 from __future__ import annotations
@@ -14,8 +15,11 @@ import attrs
 import numpy as np
 
 from engine import margin
+from engine.collateral import STABLECOINS, collateral_value, schedule_for
 from engine.state import Account, Position
 from engine.venue import Catalog
+
+MULTI_ASSET_POOL = "USD"
 
 
 @attrs.frozen
@@ -44,6 +48,7 @@ class PoolMetrics:
     asset: str
     wallet_balance: float
     cross_wallet_balance: float
+    collateral_value: float
     isolated_margin: float
     unrealized_pnl: float
     margin_balance: float
@@ -54,13 +59,41 @@ class PoolMetrics:
     open_order_margin: float
 
 
+def is_multi_asset(catalog: Catalog, exchange: str) -> bool:
+    return catalog.venues[exchange].margin_mode == "multi-asset"
+
+
+def pool_key(catalog: Catalog, exchange: str, asset: str) -> str:
+    """The pool that `asset` belongs to on `exchange`: itself, or "USD" in multi-asset mode."""
+    return MULTI_ASSET_POOL if is_multi_asset(catalog, exchange) else asset
+
+
+def asset_price(catalog: Catalog, exchange: str, asset: str, prices: np.ndarray) -> float:
+    """USD price of an asset as `exchange` values it (stablecoins at 1; nan when unknown)."""
+    if asset in STABLECOINS:
+        return 1.0
+    column = catalog.asset_columns.get((exchange, asset))
+    return float(prices[column]) if column is not None else math.nan
+
+
+def pool_for(account: Account, catalog: Catalog, marks: np.ndarray, prices: np.ndarray, asset: str):
+    """The PoolMetrics backing positions settled in `asset` (None when the account has none)."""
+    return pool_metrics(account, catalog, marks, prices).get(pool_key(catalog, account.exchange, asset))
+
+
 def leverage_for(account: Account, catalog: Catalog, instrument: str) -> float:
     return account.leverage.get(instrument, catalog.venues[account.exchange].leverage)
 
 
 def position_metrics(account: Account, catalog: Catalog, marks: np.ndarray) -> list[PositionMetrics]:
     """Metrics for every open position, with its liquidation price per the exchange formula
-    (cross positions: with the other cross positions' maintenance margin and PnL held fixed)."""
+    (cross positions: with the other cross positions' maintenance margin and PnL held fixed, and
+    in multi-asset mode the pool's collateral value after haircuts as the wallet balance, held at
+    today's collateral prices)."""
+    multi_asset = is_multi_asset(catalog, account.exchange)
+    wallets = {}
+    if multi_asset:
+        wallets[MULTI_ASSET_POOL] = _multi_asset_pool(account, catalog, marks, marks).collateral_value
     basics = []
     for position in account.positions.values():
         tradable = catalog.tradable(position.instrument)
@@ -72,8 +105,9 @@ def position_metrics(account: Account, catalog: Catalog, marks: np.ndarray) -> l
     cross_upnl = {}
     for position, _, _, _, upnl, mm in basics:
         if position.margin_mode == "cross":
-            cross_mm[position.asset] = cross_mm.get(position.asset, 0.0) + mm
-            cross_upnl[position.asset] = cross_upnl.get(position.asset, 0.0) + upnl
+            key = MULTI_ASSET_POOL if multi_asset else position.asset
+            cross_mm[key] = cross_mm.get(key, 0.0) + mm
+            cross_upnl[key] = cross_upnl.get(key, 0.0) + upnl
     out = []
     for position, tradable, mark, notional, upnl, mm in basics:
         lev = leverage_for(account, catalog, position.instrument)
@@ -82,13 +116,13 @@ def position_metrics(account: Account, catalog: Catalog, marks: np.ndarray) -> l
                                                     position.isolated_margin, tradable.brackets)
             bankrupt = margin.bankruptcy_price(position.quantity, position.entry_price, position.isolated_margin)
         else:
-            wallet = account.balance(position.asset)
+            key = MULTI_ASSET_POOL if multi_asset else position.asset
+            wallet = wallets[key] if multi_asset else account.balance(position.asset)
             liq = margin.cross_liquidation_price(
                 position.quantity, position.entry_price, wallet, tradable.brackets,
-                other_maintenance_margin=cross_mm[position.asset] - mm,
-                other_unrealized_pnl=cross_upnl[position.asset] - upnl)
-            bankrupt = margin.bankruptcy_price(
-                position.quantity, position.entry_price, wallet + cross_upnl[position.asset] - upnl)
+                other_maintenance_margin=cross_mm[key] - mm, other_unrealized_pnl=cross_upnl[key] - upnl)
+            bankrupt = margin.bankruptcy_price(position.quantity, position.entry_price,
+                                               wallet + cross_upnl[key] - upnl)
         out.append(PositionMetrics(position.instrument, position.quantity, position.entry_price, mark, notional, upnl,
                                    notional / lev, mm, position.margin_mode, position.isolated_margin, lev, liq,
                                    bankrupt, position.asset))
@@ -111,6 +145,35 @@ def order_margin(account: Account, catalog: Catalog, prices: np.ndarray, asset: 
     return total
 
 
+@attrs.frozen
+class CollateralMetrics:
+    """One asset balance of an account and what it is worth as collateral (USD)."""
+
+    asset: str
+    balance: float
+    price: float
+    value: float
+    collateral_value: float
+
+
+def collateral_metrics(account: Account, catalog: Catalog, marks: np.ndarray) -> list[CollateralMetrics]:
+    """Every balance before and after haircuts. Single-asset modes count only stablecoins (the
+    settlement assets) as collateral; multi-asset mode counts every asset at its ratio."""
+    multi_asset = is_multi_asset(catalog, account.exchange)
+    rules = catalog.venues[account.exchange].rules
+    out = []
+    for asset in sorted(account.balances):
+        balance = account.balances[asset]
+        price = asset_price(catalog, account.exchange, asset, marks)
+        value = balance * price
+        if multi_asset:
+            counted = collateral_value(balance, price, schedule_for(rules, asset)) if math.isfinite(price) else 0.0
+        else:
+            counted = value if asset in STABLECOINS else 0.0
+        out.append(CollateralMetrics(asset, balance, price, value, counted))
+    return out
+
+
 def pool_metrics(account: Account, catalog: Catalog, marks: np.ndarray, prices: np.ndarray) -> dict[str, PoolMetrics]:
     """One `PoolMetrics` per asset the account holds or settles in.
 
@@ -118,6 +181,8 @@ def pool_metrics(account: Account, catalog: Catalog, marks: np.ndarray, prices: 
     balance (inf when the balance is <= 0); free collateral = margin balance - initial margin of
     cross positions and open orders (isolated positions hold their own margin outside the pool).
     """
+    if is_multi_asset(catalog, account.exchange):
+        return {MULTI_ASSET_POOL: _multi_asset_pool(account, catalog, marks, prices)}
     assets = set(account.balances)
     assets.update(p.asset for p in account.positions.values())
     pools = {}
@@ -145,10 +210,45 @@ def pool_metrics(account: Account, catalog: Catalog, marks: np.ndarray, prices: 
         reserved = order_margin(account, catalog, prices, asset)
         margin_balance = cross_wallet + cross_upnl
         ratio = maintenance / margin_balance if margin_balance > 0 else (math.inf if maintenance > 0 else 0.0)
-        pools[asset] = PoolMetrics(account.exchange, asset, cross_wallet + isolated, cross_wallet, isolated, upnl,
-                                   margin_balance, initial + reserved, maintenance, ratio,
+        pools[asset] = PoolMetrics(account.exchange, asset, cross_wallet + isolated, cross_wallet, cross_wallet,
+                                   isolated, upnl, margin_balance, initial + reserved, maintenance, ratio,
                                    margin_balance - initial - reserved, reserved)
     return pools
+
+
+def _multi_asset_pool(account: Account, catalog: Catalog, marks: np.ndarray, prices: np.ndarray) -> PoolMetrics:
+    """Every balance at its price (wallet) and after haircuts (collateral); positions of every
+    settlement asset in one cross pool, in USD."""
+    exchange = account.exchange
+    rules = catalog.venues[exchange].rules
+    wallet = 0.0
+    collateral = 0.0
+    for asset, balance in account.balances.items():
+        price = asset_price(catalog, exchange, asset, marks)
+        if not math.isfinite(price):
+            continue
+        wallet += balance * price
+        collateral += collateral_value(balance, price, schedule_for(rules, asset))
+    isolated = upnl = cross_upnl = initial = maintenance = 0.0
+    for position in account.positions.values():
+        tradable = catalog.tradable(position.instrument)
+        settle_price = asset_price(catalog, exchange, position.asset, marks)
+        mark = float(marks[tradable.column])
+        pnl = position.quantity * (mark - position.entry_price) * settle_price
+        upnl += pnl
+        if position.margin_mode == "isolated":
+            isolated += position.isolated_margin * settle_price
+            continue
+        notional = abs(position.quantity) * mark * settle_price
+        cross_upnl += pnl
+        initial += notional / leverage_for(account, catalog, position.instrument)
+        maintenance += margin.maintenance_margin(notional, tradable.brackets)
+    reserved = sum(order_margin(account, catalog, prices, asset) for asset in STABLECOINS)
+    margin_balance = collateral + cross_upnl
+    ratio = maintenance / margin_balance if margin_balance > 0 else (math.inf if maintenance > 0 else 0.0)
+    return PoolMetrics(exchange, MULTI_ASSET_POOL, wallet + isolated, wallet, collateral, isolated, upnl,
+                       margin_balance, initial + reserved, maintenance, ratio, margin_balance - initial - reserved,
+                       reserved)
 
 
 def isolated_ratio(position: Position, tradable, mark: float) -> float:

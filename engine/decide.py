@@ -13,7 +13,7 @@ import math
 from engine import commands as cmd
 from engine import events as ev
 from engine import margin
-from engine.accounting import leverage_for, pool_metrics
+from engine.accounting import asset_price, is_multi_asset, leverage_for, pool_for
 from engine.state import Ledger
 
 LOT_TOLERANCE = 1e-6
@@ -26,6 +26,29 @@ def _reject(ts, exchange, instrument, order_id, quantity, reason, tag=""):
 def exposure_increase(held: float, quantity: float) -> float:
     """How much |position| grows when `quantity` is added to a position of `held` (>= 0)."""
     return max(abs(held + quantity) - abs(held), 0.0)
+
+
+def spot_buy_shortfall(account, context, instrument, notional: float, fee: float) -> str:
+    """Why a spot buy of `notional` (+ fee) cannot be paid, or "" when it can. Spot is never bought
+    on credit: the quote balance must cover it, and the cross pool must stay above its initial margin
+    (in multi-asset mode the bought coin itself counts back as collateral after its haircut)."""
+    from engine.collateral import schedule_for, collateral_value
+
+    catalog, feed, row = context.catalog, context.feed, context.row
+    cost = notional + fee
+    balance = account.balance(instrument.quote)
+    if cost > balance + 1e-9:
+        return f"insufficient {instrument.quote}: buying needs {cost:.2f}, the balance is {balance:.2f}"
+    pool = pool_for(account, catalog, feed.mark_close[row], feed.close[row], instrument.quote)
+    free = pool.free_collateral if pool is not None else 0.0
+    if is_multi_asset(catalog, account.exchange):
+        price = asset_price(catalog, account.exchange, instrument.base, feed.mark_close[row])
+        rules = catalog.venues[account.exchange].rules
+        quantity = notional / price if price > 0 else 0.0
+        cost -= collateral_value(quantity, price, schedule_for(rules, instrument.base))
+    if cost > free + 1e-9:
+        return f"insufficient free collateral: buying costs {cost:.2f} of it, free {free:.2f}"
+    return ""
 
 
 def decide(ledger: Ledger, context, command, ts: int) -> list:
@@ -77,10 +100,9 @@ def _place(ledger: Ledger, context, c: cmd.PlaceOrder, ts: int) -> list:
         base, quote = instrument.base, instrument.quote
         fee = notional * tradable.taker_fee
         if c.quantity > 0:
-            free = pool_metrics(account, catalog, feed.mark_close[row], feed.close[row]).get(quote)
-            available = free.free_collateral if free is not None else 0.0
-            if notional + fee > available:
-                return reject(f"insufficient {quote}: buying needs {notional + fee:.2f}, free {available:.2f}")
+            shortfall = spot_buy_shortfall(account, context, instrument, notional, fee)
+            if shortfall:
+                return reject(shortfall)
         elif account.balance(base) + 1e-12 < -c.quantity:
             return reject(f"insufficient {base}: selling {-c.quantity} but the balance is {account.balance(base)}")
         out.append(ev.OrderAccepted(ts, exchange, c.instrument, order_id, c.quantity, c.order_type,
@@ -109,8 +131,7 @@ def _place(ledger: Ledger, context, c: cmd.PlaceOrder, ts: int) -> list:
     increase = exposure_increase(held + pending, c.quantity)
     if increase > 0:
         required = increase * reference / leverage + notional * tradable.taker_fee
-        pools = pool_metrics(account, catalog, feed.mark_close[row], feed.close[row])
-        pool = pools.get(instrument.settle)
+        pool = pool_for(account, catalog, feed.mark_close[row], feed.close[row], instrument.settle)
         free = pool.free_collateral if pool is not None else 0.0
         if required > free + 1e-9:
             return reject(f"insufficient margin: the order needs {required:.2f} {instrument.settle} (initial margin "
@@ -161,8 +182,8 @@ def _adjust(ledger: Ledger, context, c: cmd.AdjustIsolatedMargin, ts: int) -> li
         return _reject(ts, exchange, c.instrument, 0, 0.0, "adjust margin: no isolated position on this instrument")
     tradable = context.catalog.tradable(c.instrument)
     if c.amount > 0:
-        pool = pool_metrics(account, context.catalog, context.feed.mark_close[context.row],
-                            context.feed.close[context.row]).get(position.asset)
+        pool = pool_for(account, context.catalog, context.feed.mark_close[context.row],
+                        context.feed.close[context.row], position.asset)
         free = pool.free_collateral if pool else 0.0
         if c.amount > free + 1e-9:
             return _reject(ts, exchange, c.instrument, 0, 0.0,

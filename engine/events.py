@@ -191,6 +191,21 @@ class InsuranceFundUsed:
 
 
 @event
+class CollateralConverted:
+    """The exchange sold `from_amount` of one asset for `to_amount` of another (after `fee`, in
+    `to_asset`) at `price` (to_asset per from_asset) to cover a negative balance."""
+
+    ts: int
+    exchange: str
+    from_asset: str
+    from_amount: float
+    to_asset: str
+    to_amount: float
+    price: float
+    fee: float
+
+
+@event
 class TransferSent:
     """An asset left `exchange` for `destination`; `fee` is the withdrawal fee (same asset)."""
 

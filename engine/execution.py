@@ -10,8 +10,8 @@ from __future__ import annotations
 import math
 
 from engine import events as ev
-from engine.accounting import pool_metrics
-from engine.decide import exposure_increase
+from engine.accounting import pool_for
+from engine.decide import exposure_increase, spot_buy_shortfall
 
 
 def fill_price(order, open_: float, high: float, low: float, slippage: float) -> tuple[float, str] | None:
@@ -44,12 +44,10 @@ def fill_events(ledger, context, order, price: float, liquidity: str, ts: int) -
     exchange = account.exchange
     if not instrument.is_derivative:
         if order.quantity > 0:
-            pool = pool_metrics(account, catalog, context.feed.mark_close[context.row], context.feed.close[context.row])
-            free = pool[instrument.quote].free_collateral if instrument.quote in pool else 0.0
-            if notional + fee > free + 1e-9:
+            shortfall = spot_buy_shortfall(account, context, instrument, notional, fee)
+            if shortfall:
                 return [ev.OrderRejected(ts, exchange, order.instrument, order.order_id, order.quantity,
-                                         f"insufficient {instrument.quote} at fill: needs {notional + fee:.2f}, "
-                                         f"free {free:.2f}", order.tag)]
+                                         f"at fill: {shortfall}", order.tag)]
         elif account.balance(instrument.base) + 1e-12 < -order.quantity:
             return [ev.OrderRejected(ts, exchange, order.instrument, order.order_id, order.quantity,
                                      f"insufficient {instrument.base} at fill", order.tag)]
@@ -74,8 +72,8 @@ def fill_events(ledger, context, order, price: float, liquidity: str, ts: int) -
     mode = position.margin_mode if position is not None else account.mode_for(order.instrument)
     margin_delta = 0.0
     if increase > 0:
-        pool = pool_metrics(account, catalog, context.feed.mark_close[context.row],
-                            context.feed.close[context.row]).get(instrument.settle)
+        pool = pool_for(account, catalog, context.feed.mark_close[context.row], context.feed.close[context.row],
+                        instrument.settle)
         free = (pool.free_collateral + pool.open_order_margin) if pool is not None else 0.0
         required = increase * price / order.leverage + fee
         if required > free + max(realized, 0.0) + 1e-9:

@@ -196,6 +196,12 @@ def _insurance(ledger: Ledger, e: ev.InsuranceFundUsed) -> Ledger:
     return _with_account(ledger, attrs.evolve(account, insurance_used=used))
 
 
+@applies(ev.CollateralConverted)
+def _converted(ledger: Ledger, e: ev.CollateralConverted) -> Ledger:
+    account = _credit(_credit(ledger.accounts[e.exchange], e.from_asset, -e.from_amount), e.to_asset, e.to_amount)
+    return _with_account(ledger, account)
+
+
 @applies(ev.TransferSent)
 def _sent(ledger: Ledger, e: ev.TransferSent) -> Ledger:
     ledger = _with_account(ledger, _credit(ledger.accounts[e.exchange], e.asset, -(e.amount + e.fee)))

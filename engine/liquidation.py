@@ -26,10 +26,10 @@ from engine import margin
 
 
 def _partial_order(unit, upnl, notionals, equity, fee_rate) -> list[int]:
-    maintenance = [margin.maintenance_margin(notionals[k], unit.tables[k]) for k in range(len(upnl))]
+    maintenance = [margin.maintenance_margin(notionals[k], unit.tables[k]) for k in range(unit.positions)]
     remaining = sum(maintenance)
     chosen = []
-    for k in np.argsort(upnl, kind="stable").tolist():
+    for k in np.argsort(upnl[:unit.positions], kind="stable").tolist():
         if chosen and equity > remaining:
             break
         chosen.append(k)
@@ -55,18 +55,15 @@ def liquidation_events(ledger, catalog, breach, ts: int) -> list:
         fills = triggers
         policy = "partial"
     else:
-        order = list(range(len(quantities)))
+        order = list(range(unit.positions))
         if rules.fill == "bankruptcy":
-            total = float(notionals.sum())
+            total = float(notionals[:unit.positions].sum())
             fills = triggers * (1.0 - np.sign(quantities) * (equity / total if total > 0 else 0.0))
         else:
             fills = triggers
         policy = "isolated" if unit.isolated else "full"
 
     events = []
-    realized_total = 0.0
-    fee_total = 0.0
-    released_total = 0.0
     left = equity
     for k in order:
         key = unit.instruments[k]
@@ -76,20 +73,12 @@ def liquidation_events(ledger, catalog, breach, ts: int) -> list:
         left += realized - float(upnl[k])
         fee = min(rules.fee_rate * float(notionals[k]), max(left, 0.0))
         left -= fee
-        realized_total += realized
-        fee_total += fee
-        released_total += position.isolated_margin
         events.append(ev.PositionLiquidated(ts, unit.exchange, key, float(-quantities[k]), fill, float(triggers[k]),
-                                            realized, fee, position.isolated_margin, unit.asset, unit.isolated,
+                                            realized, fee, position.isolated_margin, position.asset, unit.isolated,
                                             policy))
-    closes_all = len(order) == len(quantities)
-    if unit.isolated:
-        shortfall = -(released_total + realized_total - fee_total)
-    elif closes_all:
-        shortfall = -(account.balance(unit.asset) + realized_total - fee_total)
-    else:
-        shortfall = 0.0
-    if shortfall > 1e-9:
-        events.append(ev.InsuranceFundUsed(ts, unit.exchange, unit.instruments[order[0]], unit.asset,
-                                           float(shortfall)))
+    # `left` is now what the unit is worth with the closed positions gone; when nothing is left at
+    # risk and it is negative, the insurance fund absorbs it (in the first closed position's asset).
+    if len(order) == unit.positions and left < -1e-9:
+        first = account.positions[unit.instruments[order[0]]]
+        events.append(ev.InsuranceFundUsed(ts, unit.exchange, first.instrument, first.asset, float(-left)))
     return events

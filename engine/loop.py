@@ -16,7 +16,8 @@ import attrs
 import numpy as np
 
 from engine import events as ev
-from engine.accounting import pool_metrics, position_metrics
+from engine.accounting import collateral_metrics, pool_metrics, position_metrics
+from engine.collateral import conversion_events
 from engine.decide import decide
 from engine.execution import fill_events, fill_price, funding_events
 from engine.feed import Feed, load_feed
@@ -47,7 +48,7 @@ def build_catalog(config, manifest) -> Catalog:
         tradables[instrument.key] = Tradable(instrument=instrument, column=len(tradables),
                                              brackets=rules.brackets_for(instrument.native_id),
                                              maker_fee=rules.maker_fee, taker_fee=rules.taker_fee)
-    return Catalog(venues=venues, tradables=tradables)
+    return Catalog.create(venues, tradables)
 
 
 @attrs.define
@@ -74,6 +75,7 @@ class RunResult:
     events: list
     equity_rows: list
     position_rows: list
+    collateral_rows: list
     initial_ledger: Ledger
     ledger: Ledger
     timings: dict
@@ -103,6 +105,7 @@ class Backtest:
         self.events: list = []
         self.equity_rows: list = []
         self.position_rows: list = []
+        self.collateral_rows: list = []
         self.thresholds = np.array(config.warning_thresholds, dtype=np.float64)
         self._points = POINTS[config.intrabar]
 
@@ -124,6 +127,8 @@ class Backtest:
                 self.equity_rows.append((ts, reason, exchange, applied, pool))
             for metrics in position_metrics(account, self.catalog, marks):
                 self.position_rows.append((ts, reason, exchange, applied, metrics))
+            for metrics in collateral_metrics(account, self.catalog, marks):
+                self.collateral_rows.append((ts, reason, exchange, applied, metrics))
 
     # -- schedule -------------------------------------------------------------------------------
     def _wake_rows(self) -> np.ndarray:
@@ -193,6 +198,7 @@ class Backtest:
                 if self.wakes.fills and any(isinstance(e, ev.OrderFilled) for e in filled):
                     reasons.append("fill")
                     wake_events.extend(e for e in filled if isinstance(e, ev.OrderFilled))
+            changed.update(self._convert_negative_balances(row, ts, changed))
             if changed:
                 self._snapshot(row, ts, "event", sorted(changed))
             # the quiet stretch: until the next wake or the next row where state changes
@@ -232,6 +238,7 @@ class Backtest:
         run_seconds = time.perf_counter() - started
         return RunResult(config=config, feed=feed, catalog=self.catalog, events=self.events,
                          equity_rows=self.equity_rows, position_rows=self.position_rows,
+                         collateral_rows=self.collateral_rows,
                          initial_ledger=self.initial_ledger, ledger=self.ledger,
                          timings={"load_seconds": self.load_seconds, "run_seconds": run_seconds},
                          intrabar=config.intrabar)
@@ -263,7 +270,7 @@ class Backtest:
         raised = []
         start, first_point = row, 0
         while True:
-            units = risk_units(self.ledger, self.catalog)
+            units = risk_units(self.ledger, self.catalog, feed.mark_close[start])
             breaches = scan(units, feed, start, stop, first_point, self.config.intrabar, self.thresholds)
             until = breaches[0].row if breaches else stop
             self._samples(start, until, sample_rows)
@@ -282,7 +289,9 @@ class Backtest:
                                                          threshold, breach.margin_ratio))
             self.emit(events)
             raised.extend(events)
-            self._snapshot(at, ts, "event", sorted({b.unit.exchange for b in breaches}))
+            touched = {b.unit.exchange for b in breaches}
+            self._convert_negative_balances(at, ts, touched)
+            self._snapshot(at, ts, "event", sorted(touched))
             if any(b.liquidation for b in breaches) and self.config.on_liquidation == "stop":
                 self.emit([ev.RunStopped(ts, breaches[0].unit.exchange, "liquidation (run.on_liquidation = stop)")])
                 return at + 1, raised
@@ -291,6 +300,16 @@ class Backtest:
             start, first_point = at, breaches[0].point
             if start * points + first_point >= stop * points:
                 return stop, raised
+
+    def _convert_negative_balances(self, row: int, ts: int, exchanges) -> set:
+        """Multi-asset auto-exchange after events that moved balances (see engine.collateral)."""
+        converted = set()
+        for exchange in sorted(exchanges):
+            events = conversion_events(self.ledger.accounts[exchange], self.catalog, self.feed.mark_close[row], ts)
+            if events:
+                self.emit(events)
+                converted.add(exchange)
+        return converted
 
     def _samples(self, start: int, stop: int, sample_rows: np.ndarray) -> None:
         lo, hi = np.searchsorted(sample_rows, [start, stop])

@@ -19,7 +19,7 @@ import polars as pl
 import pyarrow as pa
 
 from engine import __version__
-from engine.accounting import PoolMetrics, PositionMetrics
+from engine.accounting import CollateralMetrics, PoolMetrics, PositionMetrics
 from engine.eventlog import TIMESTAMP, events_to_table, file_hash, write_ipc
 from engine.projections import PROJECTIONS
 
@@ -31,6 +31,7 @@ def _metric_fields(cls, skip=()) -> list[pa.Field]:
 
 _POOL_FIELDS = _metric_fields(PoolMetrics, skip=("exchange",))
 _POSITION_FIELDS = _metric_fields(PositionMetrics)
+_COLLATERAL_FIELDS = _metric_fields(CollateralMetrics)
 
 
 def _snapshot_table(rows, fields) -> pa.Table:
@@ -65,6 +66,11 @@ def equity_table(result) -> pa.Table:
 
 def positions_table(result) -> pa.Table:
     return _snapshot_table(result.position_rows, _POSITION_FIELDS)
+
+
+def collateral_table(result) -> pa.Table:
+    """Per snapshot, every asset balance with its value before and after haircuts (USD)."""
+    return _snapshot_table(result.collateral_rows, _COLLATERAL_FIELDS)
 
 
 def _json_safe(value):
@@ -134,6 +140,7 @@ def write_run(result, summary: dict, out: Path | None = None, run_id: str | None
         from engine.distance import run_distances
 
         write_ipc(run_distances(result).to_arrow(), partial / "distance.arrow")
+        write_ipc(collateral_table(result), partial / "collateral.arrow")
         (partial / "summary.json").write_text(json.dumps(_json_safe(summary), indent=2) + "\n")
         manifest = {
             "run_id": run_id,

@@ -10,7 +10,7 @@ import polars as pl
 
 from engine.errors import RunError
 
-TABLES = ("events", "fills", "funding", "liquidations", "transfers", "equity", "positions", "distance")
+TABLES = ("events", "fills", "funding", "liquidations", "transfers", "equity", "positions", "distance", "collateral")
 
 
 @attrs.frozen

@@ -18,6 +18,8 @@ import attrs
 import numpy as np
 
 from engine import margin
+from engine.accounting import MULTI_ASSET_POOL, is_multi_asset
+from engine.collateral import STABLECOINS, collateral_value, effective_quantity, schedule_for
 
 POINTS = {"path": 4, "worst-case": 3, "close": 1}
 
@@ -25,7 +27,10 @@ POINTS = {"path": 4, "worst-case": 3, "close": 1}
 @attrs.frozen(eq=False)
 class RiskUnit:
     """What one liquidation decision covers: a cross pool (`isolated=False`) or one isolated
-    position. `equity_base` is the cross wallet balance or the isolated margin (settle asset)."""
+    position. The first `positions` columns are positions (quantity, entry); in multi-asset mode
+    the rest are collateral legs: a non-stable balance as a "position" of its haircut coin amount
+    with entry 0, so its value moves with its price. `equity_base` is the constant rest: the
+    cross wallet balance, the stablecoins' collateral value, or the isolated margin."""
 
     exchange: str
     asset: str
@@ -38,6 +43,7 @@ class RiskUnit:
     tables: tuple
     equity_base: float
     level: int
+    positions: int
 
 
 @attrs.frozen(eq=False)
@@ -57,11 +63,13 @@ def cross_unit_name(asset: str) -> str:
     return f"cross:{asset}"
 
 
-def risk_units(ledger, catalog) -> list[RiskUnit]:
-    """The risk units of every account, in a stable order (exchange, cross pools, isolated)."""
+def risk_units(ledger, catalog, prices: np.ndarray | None = None) -> list[RiskUnit]:
+    """The risk units of every account, in a stable order (exchange, cross pools, isolated).
+    `prices` (marks at the start of the stretch) set the effective amount of USD-tiered collateral."""
     units = []
     for exchange in sorted(ledger.accounts):
         account = ledger.accounts[exchange]
+        multi_asset = is_multi_asset(catalog, exchange)
         pools: dict[str, list] = {}
         isolated = []
         for key in sorted(account.positions):
@@ -69,7 +77,11 @@ def risk_units(ledger, catalog) -> list[RiskUnit]:
             if position.margin_mode == "isolated":
                 isolated.append(position)
             else:
-                pools.setdefault(position.asset, []).append(position)
+                pools.setdefault(MULTI_ASSET_POOL if multi_asset else position.asset, []).append(position)
+        if multi_asset and (pools or account.warning_levels.get(cross_unit_name(MULTI_ASSET_POOL))):
+            positions = pools.pop(MULTI_ASSET_POOL, [])
+            name = cross_unit_name(MULTI_ASSET_POOL)
+            units.append(_multi_asset_unit(account, catalog, positions, prices, account.warning_levels.get(name, 0)))
         for name, level in account.warning_levels.items():  # a pool whose warning must be able to clear
             if level and name.startswith("cross:") and name[6:] not in pools:
                 pools[name[6:]] = []
@@ -84,14 +96,39 @@ def risk_units(ledger, catalog) -> list[RiskUnit]:
     return units
 
 
-def _unit(exchange, asset, name, isolated, positions, catalog, equity_base, level) -> RiskUnit:
+def _unit(exchange, asset, name, isolated, positions, catalog, equity_base, level, legs=()) -> RiskUnit:
+    """`legs`: (column, effective quantity) collateral legs appended after the positions."""
     tradables = [catalog.tradable(p.instrument) for p in positions]
     return RiskUnit(exchange=exchange, asset=asset, name=name, isolated=isolated,
                     instruments=tuple(p.instrument for p in positions),
-                    columns=np.array([t.column for t in tradables], dtype=np.int64),
-                    quantities=np.array([p.quantity for p in positions], dtype=np.float64),
-                    entries=np.array([p.entry_price for p in positions], dtype=np.float64),
-                    tables=tuple(t.brackets for t in tradables), equity_base=equity_base, level=level)
+                    columns=np.array([t.column for t in tradables] + [c for c, _ in legs], dtype=np.int64),
+                    quantities=np.array([p.quantity for p in positions] + [q for _, q in legs], dtype=np.float64),
+                    entries=np.array([p.entry_price for p in positions] + [0.0] * len(legs), dtype=np.float64),
+                    tables=tuple(t.brackets for t in tradables), equity_base=equity_base, level=level,
+                    positions=len(positions))
+
+
+def _multi_asset_unit(account, catalog, positions, prices, level) -> RiskUnit:
+    """One USD pool: stablecoins at their collateral value (constant), every other balance as a
+    collateral leg priced from the feed, and every cross position of any settlement asset."""
+    rules = catalog.venues[account.exchange].rules
+    base = 0.0
+    legs = []
+    for asset in sorted(account.balances):
+        balance = account.balances[asset]
+        if balance == 0:
+            continue
+        schedule = schedule_for(rules, asset)
+        if asset in STABLECOINS:
+            base += collateral_value(balance, 1.0, schedule)
+            continue
+        column = catalog.asset_columns.get((account.exchange, asset))
+        if column is None:
+            continue
+        price = float(prices[column]) if prices is not None else math.nan
+        legs.append((column, effective_quantity(balance, price, schedule)))
+    name = cross_unit_name(MULTI_ASSET_POOL)
+    return _unit(account.exchange, MULTI_ASSET_POOL, name, False, positions, catalog, base, level, legs)
 
 
 def path_prices(feed, start: int, stop: int, columns: np.ndarray, quantities: np.ndarray, mode: str) -> np.ndarray:
@@ -115,7 +152,7 @@ def unit_curves(unit: RiskUnit, prices: np.ndarray) -> tuple[np.ndarray, np.ndar
     """(equity, maintenance margin) along flattened path points: equity = base + unrealised PnL."""
     flat = prices.reshape(-1, prices.shape[-1])
     equity = unit.equity_base + (flat - unit.entries) @ unit.quantities
-    maintenance = np.zeros(flat.shape[0])
+    maintenance = np.zeros(flat.shape[0])  # collateral legs (after the positions) need none
     for k, table in enumerate(unit.tables):
         maintenance += margin.maintenance_margin_array(flat[:, k] * abs(unit.quantities[k]), table)
     return equity, maintenance
@@ -131,7 +168,7 @@ def scan(units, feed, start: int, stop: int, first_point: int, mode: str, thresh
     points = POINTS[mode]
     candidates = []
     for unit in units:
-        if len(unit.columns) == 0:  # a pool emptied while warned: its warning clears at once
+        if unit.positions == 0:  # no position at risk: a warning left over clears at once
             if unit.level:
                 candidates.append((start * points + first_point, unit, False, 0, 0.0, None, None))
             continue
@@ -169,7 +206,7 @@ def trigger_prices(unit: RiskUnit, feed, prices, curves, bar: int, point: int, p
     if point == 0:
         return current.copy()
     previous = prices[bar, point - 1]
-    if len(unit.quantities) == 1:
+    if len(unit.columns) == 1:
         quantity, entry, table = float(unit.quantities[0]), float(unit.entries[0]), unit.tables[0]
         if unit.isolated:
             exact = margin.isolated_liquidation_price(quantity, entry, unit.equity_base, table)

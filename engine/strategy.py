@@ -20,7 +20,7 @@ from importlib.metadata import entry_points
 import attrs
 import numpy as np
 
-from engine.accounting import PoolMetrics, PositionMetrics, pool_metrics, position_metrics
+from engine.accounting import PoolMetrics, PositionMetrics, pool_for, position_metrics
 from engine.errors import ConfigError
 
 
@@ -125,12 +125,13 @@ class View:
         return position_metrics(self._ledger.accounts[exchange], self._catalog, self._feed.mark_close[self._row])
 
     def margin(self, exchange: str, asset: str | None = None) -> PoolMetrics:
-        """The account's margin figures in `asset` (default: its first collateral asset)."""
+        """The margin figures of the pool backing `asset` (default: the account's first collateral
+        asset); in multi-asset mode that is the one USD pool."""
         account = self._ledger.accounts[exchange]
-        pools = pool_metrics(account, self._catalog, self._feed.mark_close[self._row], self._feed.close[self._row])
         if asset is None:
             asset = next(iter(self._catalog.venues[exchange].collateral))
-        return pools.get(asset) or PoolMetrics(exchange, asset, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+        pool = pool_for(account, self._catalog, self._feed.mark_close[self._row], self._feed.close[self._row], asset)
+        return pool or PoolMetrics(exchange, asset, *([0.0] * 12))
 
     def in_flight(self) -> tuple:
         return tuple(self._ledger.in_flight.values())

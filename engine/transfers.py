@@ -9,7 +9,7 @@ the config (`withdrawal_fees`, `transfer_delay_minutes`).
 from __future__ import annotations
 
 from engine import events as ev
-from engine.accounting import pool_metrics
+from engine.accounting import asset_price, pool_for
 
 DEFAULT_WITHDRAWAL_FEES = {"USDT": 1.0, "USDC": 1.0, "BTC": 0.0002, "ETH": 0.002, "SOL": 0.01}
 DEFAULT_DELAY_MINUTES = 30.0
@@ -42,9 +42,11 @@ def decide_transfer(ledger, context, c, ts: int) -> list:
     venue = venues[c.source]
     fee = withdrawal_fee(venue, c.asset)
     account = ledger.accounts[c.source]
-    pool = pool_metrics(account, context.catalog, context.feed.mark_close[context.row],
-                        context.feed.close[context.row]).get(c.asset)
-    free = min(pool.free_collateral, account.balance(c.asset)) if pool is not None else 0.0
+    marks = context.feed.mark_close[context.row]
+    pool = pool_for(account, context.catalog, marks, context.feed.close[context.row], c.asset)
+    price = asset_price(context.catalog, c.source, c.asset, marks)
+    free_value = pool.free_collateral if pool is not None else 0.0
+    free = min(free_value / price if price > 0 else 0.0, account.balance(c.asset))
     if c.amount + fee > free + 1e-9:
         return reject(f"transfer: {c.amount + fee:.6g} {c.asset} (amount + withdrawal fee) exceeds the free "
                       f"collateral {free:.6g} on {c.source}")

@@ -38,8 +38,30 @@ class Tradable:
 
 @attrs.frozen(eq=False)
 class Catalog:
+    """Venues by exchange, tradables by key, and where each exchange reads an asset's price:
+    `asset_columns[(exchange, asset)]` is a feed column (its spot market against a stablecoin on
+    that exchange, else its perp there, else any market of that base)."""
+
     venues: dict
     tradables: dict
+    asset_columns: dict = attrs.field(factory=dict)
+
+    @classmethod
+    def create(cls, venues: dict, tradables: dict) -> "Catalog":
+        from engine.collateral import STABLECOINS
+
+        def rank(tradable, exchange):
+            instrument = tradable.instrument
+            return (instrument.exchange != exchange, instrument.market != "spot",
+                    instrument.quote not in STABLECOINS, tradable.column)
+
+        columns = {}
+        for exchange in venues:
+            for asset in sorted({t.instrument.base for t in tradables.values()}):
+                candidates = [t for t in tradables.values() if t.instrument.base == asset]
+                if candidates:
+                    columns[(exchange, asset)] = min(candidates, key=lambda t: rank(t, exchange)).column
+        return cls(venues=venues, tradables=tradables, asset_columns=columns)
 
     def tradable(self, key: str) -> Tradable:
         return self.tradables[key]

@@ -3,9 +3,11 @@
 1. the log's sha256 matches the manifest;
 2. replaying the log from the initial state reproduces the final balances and positions exactly;
 3. every projection table (fills, funding, liquidations, transfers) equals what the log implies;
-4. every equity row's wallet balance equals the replayed wallet after the events it had seen;
+4. every collateral row's balance (and every single-asset equity row's wallet) equals the
+   replayed ledger after the events it had seen;
 5. money is conserved per account and asset: wallet change = deposits + realised PnL + funding
-   - fees + insurance + transfers in - transfers out - withdrawal fees (+ spot flows).
+   - fees + insurance + transfers in - transfers out - withdrawal fees (+ spot flows and
+   collateral conversions).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 import polars as pl
 from polars.testing import assert_frame_equal
 
+from engine.accounting import MULTI_ASSET_POOL
 from engine.eventlog import file_hash, read_ipc, table_to_events
 from engine.ledger import apply
 from engine.outputs import final_state
@@ -37,9 +40,13 @@ def verify_run(path: str | Path, tolerance: float = 1e-6) -> list[str]:
     events = table_to_events(table)
     modes = manifest["resolved"]["margin_modes"]
     ledger = Ledger.create(modes)
-    equity = run.equity.select("events_applied", "exchange", "asset", "cross_wallet_balance", "isolated_margin").collect()
+    equity = (run.equity.filter(pl.col("asset") != MULTI_ASSET_POOL)
+              .select("events_applied", "exchange", "asset", "cross_wallet_balance", "isolated_margin").collect())
+    balances = (run.collateral.select("events_applied", "exchange", "asset",
+                                      pl.col("balance").alias("cross_wallet_balance"),
+                                      pl.lit(None, dtype=pl.Float64).alias("isolated_margin")).collect())
     checkpoints = {}
-    for row in equity.iter_rows(named=True):
+    for row in pl.concat([equity, balances]).iter_rows(named=True):
         checkpoints.setdefault(row["events_applied"], []).append(row)
     wallet_mismatches = 0
     for seq, event in enumerate(events):
@@ -71,7 +78,8 @@ def _check_wallet(ledger, row, problems, seen) -> int:
     account = ledger.accounts[row["exchange"]]
     cross = account.balance(row["asset"])
     isolated = sum(p.isolated_margin for p in account.positions.values() if p.asset == row["asset"])
-    if cross != row["cross_wallet_balance"] or abs(isolated - row["isolated_margin"]) > 1e-9:
+    isolated_differs = row["isolated_margin"] is not None and abs(isolated - row["isolated_margin"]) > 1e-9
+    if cross != row["cross_wallet_balance"] or isolated_differs:
         if seen < 5:
             problems.append(f"equity row after {row['events_applied']} events on {row['exchange']} {row['asset']}: "
                             f"wallet {row['cross_wallet_balance']} but the log implies {cross}")
@@ -93,6 +101,10 @@ def _conservation(events: pl.DataFrame, ledger, tolerance: float) -> list[str]:
         events.filter(pl.col("type") == "TransferSent")
         .select("exchange", "asset", (-(pl.col("amount") + pl.col("fee"))).alias("amount")),
         events.filter(pl.col("type") == "TransferArrived").select("exchange", "asset", "amount"),
+        events.filter(pl.col("type") == "CollateralConverted")
+        .select("exchange", pl.col("from_asset").alias("asset"), (-pl.col("from_amount")).alias("amount")),
+        events.filter(pl.col("type") == "CollateralConverted")
+        .select("exchange", pl.col("to_asset").alias("asset"), pl.col("to_amount").alias("amount")),
         events.filter((pl.col("type") == "OrderFilled") & (pl.col("market") == "spot"))
         .select("exchange", "asset", (-pl.col("quantity") * pl.col("price")).alias("amount")),
         events.filter((pl.col("type") == "OrderFilled") & (pl.col("market") == "spot"))

@@ -118,6 +118,15 @@ def build_binance(shared: Path) -> dict:
         "default_brackets_from": "BLZUSDT",
         "brackets": brackets,
         "collateral_ratios": {a["asset"]: a["collateral_value_ratio"] for a in coll["assets"]},
+        "auto_exchange": {
+            "threshold_usd": float(coll["auto_exchange"]["threshold_usd"]),
+            "cover_ratio": 0.975,
+            "fee_rate": 0.0,
+            "source": coll["auto_exchange"]["source"],
+            "notes": ("Multi-Assets Mode: a negative balance beyond the threshold is covered by converting other "
+                      "assets; the FAQ example converts 20,000/97.5% worth for a 20,000 deficit (cover_ratio). "
+                      "The conversion fee is not published: 0.0 is assumed."),
+        },
     }
 
 
@@ -182,8 +191,9 @@ def build_hyperliquid(ff: dict) -> dict:
 
 
 # ---------------------------------------------------------------- Bybit linear (USDT perpetuals)
-def build_bybit(ff: dict) -> dict:
+def build_bybit(ff: dict, tier_examples: dict) -> dict:
     e = ff["bybit_linear"]
+    bybit_btc_tiers = tier_examples["bybit_uta_example"]["BTC"]
     return {
         "name": "bybit-linear",
         "exchange": "bybit",
@@ -217,16 +227,17 @@ def build_bybit(ff: dict) -> dict:
             "estimated fee to close), so fee_rate is 0.0.",
             "Bybit's documented isolated liquidation price evaluates maintenance margin at the entry position "
             "value (see engine.margin.isolated_liquidation_price_entry_mm); the rule file does not switch this.",
-            "Collateral: only USDT at ratio 1 (Bybit UTA example in shared collateral_tier_examples.json); other "
-            "assets' tiered ratios are not included.",
+            "Collateral (multi-asset mode, Unified Trading Account): USDT at 1 and BTC with the tiered ratios of "
+            "Bybit's published UTA example (shared collateral_tier_examples.json, page updated 2025-09-18); it is "
+            "an example table, not a live parameter; other assets are not listed and count at 0.",
         ],
         "fees": {"maker": e["maker"], "taker": e["taker"]},
         "funding": {"interval_hours": float(e["funding"]["default_interval_hours"]), "interval_overrides": {}},
-        "margin_modes": ["isolated", "cross", "portfolio"],
+        "margin_modes": ["isolated", "cross", "multi-asset", "portfolio"],
         "liquidation": {"policy": "partial", "fill": "bankruptcy", "fee_rate": 0.0},
         "default_brackets": tiered([(0, 50, 0.01)]),
         "brackets": {"BTCUSDT": tiered([(0, 100, 0.005)])},
-        "collateral_ratios": {"USDT": 1.0},
+        "collateral_ratios": {"USDT": 1.0, "BTC": {"unit": "coin", "tiers": bybit_btc_tiers}},
     }
 
 
@@ -278,7 +289,8 @@ def main(argv=None) -> int:
     ff = json.loads((shared / "exchange-rules" / "fees_and_funding.json").read_text())["exchanges"]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    for rules in (build_binance(shared), build_hyperliquid(ff), build_bybit(ff), build_okx(ff)):
+    tier_examples = json.loads((shared / "exchange-rules" / "collateral_tier_examples.json").read_text())
+    for rules in (build_binance(shared), build_hyperliquid(ff), build_bybit(ff, tier_examples), build_okx(ff)):
         path = out / f"{rules['name']}.json"
         path.write_text(json.dumps(rules, indent=1, ensure_ascii=False) + "\n")
         print(f"wrote {path} ({len(rules['brackets'])} symbols)")

@@ -175,6 +175,13 @@ def parse_rules(data: dict, where: str) -> RuleSet:
     unknown = [m for m in modes if m not in MODES]
     if unknown:
         raise RulesError(f"{where}: margin_modes {unknown} unknown; allowed: {list(MODES)}.")
+    from engine.collateral import schedule_from
+
+    for asset, entry in data.get("collateral_ratios", {}).items():
+        try:
+            schedule_from(asset, entry)
+        except RulesError as exc:
+            raise RulesError(f"{where}: {exc}") from exc
     symbol_brackets = {sym: _table_from(entries, f"{where}: brackets.{sym}")
                        for sym, entries in data.get("brackets", {}).items()}
     return RuleSet(
