@@ -48,9 +48,14 @@ def _credit(account: Account, asset: str, amount: float) -> Account:
 
 
 def _set_position(account: Account, instrument: str, position: Position | None) -> Account:
+    """Replace or remove a position; a closed position's margin-warning level goes with it."""
     positions = dict(account.positions)
     if position is None:
         positions.pop(instrument, None)
+        if instrument in account.warning_levels:
+            levels = dict(account.warning_levels)
+            del levels[instrument]
+            return attrs.evolve(account, positions=positions, warning_levels=levels)
     else:
         positions[instrument] = position
     return attrs.evolve(account, positions=positions)

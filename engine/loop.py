@@ -160,9 +160,9 @@ class Backtest:
         feed, config = self.feed, self.config
         total = len(feed.ts)
         first_ts = int(feed.ts[0])
+        self.initial_ledger = self.ledger  # before the deposits: replaying the whole log from here is exact
         for name, venue in self.catalog.venues.items():
             self.emit(ev.CollateralDeposited(first_ts, name, asset, amount) for asset, amount in venue.collateral.items())
-        self.initial_ledger = self.ledger
         wake_rows = self._wake_rows()
         funding = self._funding_by_row()
         funding_rows = np.array(sorted(funding), dtype=np.int64)
@@ -174,8 +174,6 @@ class Backtest:
         while row < total and not self.ledger.stopped:
             self.context.row = row
             ts = int(feed.ts[row])
-            for shock in self.shocks:
-                shock.at_row(self, row)
             changed = set()
             reasons = []
             wake_events = []
@@ -208,7 +206,7 @@ class Backtest:
             stop = min(int(wake_at) + 1, int(next_funding), total)
             if reasons:
                 stop = row + 1
-            if any(a.orders for a in self.ledger.accounts.values()) or self.shocks:
+            if any(a.orders for a in self.ledger.accounts.values()):
                 stop = min(stop, row + 1)
             if self.ledger.in_flight:
                 arrive = min(t.arrives_ts for t in self.ledger.in_flight.values())

@@ -83,7 +83,7 @@ def risk_units(ledger, catalog, prices: np.ndarray | None = None) -> list[RiskUn
             name = cross_unit_name(MULTI_ASSET_POOL)
             units.append(_multi_asset_unit(account, catalog, positions, prices, account.warning_levels.get(name, 0)))
         for name, level in account.warning_levels.items():  # a pool whose warning must be able to clear
-            if level and name.startswith("cross:") and name[6:] not in pools:
+            if level and name.startswith("cross:") and name[6:] not in pools and not multi_asset:
                 pools[name[6:]] = []
         for asset in sorted(pools):
             positions = pools[asset]

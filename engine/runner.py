@@ -10,7 +10,7 @@ import polars as pl
 
 from engine.eventlog import events_to_table
 from engine.loop import Backtest, RunResult
-from engine.outputs import equity_table, write_run
+from engine.outputs import collateral_table, equity_table, positions_table, write_run
 from engine.summary import summarize
 
 
@@ -33,7 +33,9 @@ def summary_for(result: RunResult, run_id: str = "") -> dict:
             "load_seconds": result.timings["load_seconds"],
             "margin_modes": {n: v.margin_mode for n, v in result.catalog.venues.items()},
             "mark_price_source": dict(feed.mark_source)}
-    return summarize(pl.from_arrow(events_to_table(result.events)), pl.from_arrow(equity_table(result)), meta)
+    return summarize(pl.from_arrow(events_to_table(result.events)), pl.from_arrow(equity_table(result)), meta,
+                     collateral=pl.from_arrow(collateral_table(result)),
+                     positions=pl.from_arrow(positions_table(result)))
 
 
 def execute(config, out: Path | None = None, run_id: str | None = None, progress: bool = False,

@@ -1,8 +1,7 @@
 """Stress scenarios: shocks injected into a run's market data and venue conditions.
 
-A shock is a frozen value with `prepare(backtest)` (called once after the feed is loaded) and
-`at_row(backtest, row)` (called at each processed row). Every shock here does its work in
-`prepare`: it replaces `backtest.feed` and `backtest.context.feed` by a modified copy
+A shock is a frozen value with `prepare(backtest)`, called once after the feed is loaded. Every
+shock does all its work there: it replaces `backtest.feed` and `backtest.context.feed` by a modified copy
 (`attrs.evolve` with numpy slices of the dense arrays, no per-row Python) or extends
 `backtest.context.withdrawal_halts`. Strategies only ever see rows up to the current one, so
 shocking the future rows up front is the same as shocking them when they are reached.
@@ -149,8 +148,6 @@ class PriceGap:
         _set_feed(backtest, attrs.evolve(feed, **_scaled(feed, _PRICE_ARRAYS + _MARK_ARRAYS, start, stop, columns,
                                                           1.0 + self.size)))
 
-    def at_row(self, backtest, row: int) -> None:
-        return None
 
     def describe(self) -> str:
         return f"gap {','.join(self.instruments)} {self.size * 100:+.4g}% at {_iso(self.at)}"
@@ -172,8 +169,6 @@ class MarkDivergence:
         start, stop = _window(feed, self.at, self.duration)
         _set_feed(backtest, attrs.evolve(feed, **_scaled(feed, _MARK_ARRAYS, start, stop, columns, 1.0 + self.size)))
 
-    def at_row(self, backtest, row: int) -> None:
-        return None
 
     def describe(self) -> str:
         until = f" for {self.duration / 3.6e12:g}h" if self.duration else ""
@@ -197,8 +192,6 @@ class FundingSpike:
         hit = np.isin(feed.funding_column, columns) & (feed.funding_ts >= self.at) & (feed.funding_ts < end)
         _set_feed(backtest, attrs.evolve(feed, funding_rate=np.where(hit, self.rate, feed.funding_rate)))
 
-    def at_row(self, backtest, row: int) -> None:
-        return None
 
     def describe(self) -> str:
         until = f" for {self.duration / 3.6e12:g}h" if self.duration else ""
@@ -224,8 +217,6 @@ class CollateralFall:
             raise ConfigError(f"stress {self.describe()}: no instrument of the run has base asset {self.asset!r}.")
         PriceGap(self.at, keys, self.size).prepare(backtest)
 
-    def at_row(self, backtest, row: int) -> None:
-        return None
 
     def describe(self) -> str:
         return f"collateral-fall {self.asset} {self.size * 100:+.4g}% at {_iso(self.at)}"
@@ -247,8 +238,6 @@ class WithdrawalHalt:
         end = np.iinfo(np.int64).max if self.duration is None else self.at + self.duration
         backtest.context.withdrawal_halts = (*backtest.context.withdrawal_halts, (self.exchange, self.at, end))
 
-    def at_row(self, backtest, row: int) -> None:
-        return None
 
     def describe(self) -> str:
         until = f" for {self.duration / 3.6e12:g}h" if self.duration else ""

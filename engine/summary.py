@@ -1,24 +1,61 @@
 """The run summary: headline numbers per exchange and in total, computed from the run's tables.
 
-Money is in each account's settlement assets; the total adds stablecoins (USDT, USDC, USD) at par
-and says so. PnL = final equity (wallet incl. isolated margin + unrealised PnL) - deposits - net
-transfers in. Margin headroom = 1 - margin ratio (1: no maintenance needed; 0: liquidation).
+Money is in USD: every balance at its price (the `collateral` table's `value`, stablecoins at 1),
+plus isolated margin and unrealised PnL of positions (settled in stablecoins, at par). Account
+equity is that sum; PnL = final equity - deposits - transfers in + transfers out, deposits and
+transfers valued at the asset's price at the nearest snapshot. A withdrawal fee is a cost of the
+sending exchange; money still in flight at the end belongs to no exchange and is added to the
+total. Margin headroom = 1 - margin ratio (1: no maintenance needed; 0: liquidation).
 """
 
 from __future__ import annotations
 
 import polars as pl
 
-STABLECOINS = ("USDT", "USDC", "USD", "BUSD", "FDUSD")
+from engine.collateral import STABLECOINS
 
 
 def _f(value) -> float:
     return 0.0 if value is None else float(value)
 
 
-def summarize(events: pl.DataFrame, equity: pl.DataFrame, meta: dict) -> dict:
-    """Build summary.json's content from the events and equity tables."""
+SNAPSHOT = ["ts", "reason", "events_applied", "exchange"]
+
+
+def account_equity(collateral: pl.DataFrame, positions: pl.DataFrame) -> pl.DataFrame:
+    """USD equity per account per snapshot: balances at their price + isolated margin + unrealised PnL."""
+    balances = collateral.group_by(SNAPSHOT).agg(pl.col("value").sum().alias("balances"))
+    held = positions.group_by(SNAPSHOT).agg((pl.col("isolated_margin") + pl.col("unrealized_pnl")).sum()
+                                            .alias("positions"))
+    return (balances.join(held, on=SNAPSHOT, how="full", coalesce=True)
+            .with_columns(pl.col("balances").fill_null(0.0), pl.col("positions").fill_null(0.0))
+            .with_columns((pl.col("balances") + pl.col("positions")).alias("equity"))
+            .sort("events_applied", "ts", "reason"))
+
+
+def _usd_values(flows: pl.DataFrame, collateral: pl.DataFrame, amount: str) -> pl.DataFrame:
+    """Add `usd`: `amount` x the asset's price at the nearest snapshot of that exchange."""
+    prices = collateral.select("ts", "exchange", "asset", "price").unique(maintain_order=True).sort("ts")
+    if flows.height == 0:
+        return flows.with_columns(pl.lit(0.0).alias("usd"))
+    priced = flows.sort("ts").join_asof(prices, on="ts", by=["exchange", "asset"], strategy="nearest",
+                                            check_sortedness=False)
+    price = pl.when(pl.col("asset").is_in(list(STABLECOINS))).then(1.0).otherwise(pl.col("price"))
+    return priced.with_columns((pl.col(amount) * price.fill_null(0.0)).alias("usd"))
+
+
+def summarize(events: pl.DataFrame, equity: pl.DataFrame, meta: dict, collateral: pl.DataFrame | None = None,
+              positions: pl.DataFrame | None = None) -> dict:
+    """Build summary.json's content from the run's tables."""
     exchanges = sorted(set(equity["exchange"].unique().to_list()) | set(events["exchange"].unique().to_list()))
+    equity_by_account = account_equity(collateral, positions)
+    deposits_usd = _usd_values(events.filter(pl.col("type") == "CollateralDeposited")
+                               .select("ts", "exchange", "asset", "amount"), collateral, "amount")
+    sent_usd = _usd_values(events.filter(pl.col("type") == "TransferSent")
+                           .select("ts", "exchange", "asset", "amount", "fee", "transfer_id"), collateral, "amount")
+    arrived_usd = _usd_values(events.filter(pl.col("type") == "TransferArrived")
+                              .select("ts", "exchange", "asset", "amount", "transfer_id"), collateral, "amount")
+    in_flight = sent_usd.join(arrived_usd.select("transfer_id"), on="transfer_id", how="anti")
     by_type = {t: events.filter(pl.col("type") == t) for t in (
         "CollateralDeposited", "FeeCharged", "FundingSettled", "PositionLiquidated", "InsuranceFundUsed",
         "OrderFilled", "OrderRejected", "TransferSent", "TransferArrived", "MarginWarningRaised")}
@@ -30,17 +67,16 @@ def summarize(events: pl.DataFrame, equity: pl.DataFrame, meta: dict) -> dict:
 
         rows = equity.filter(pl.col("exchange") == exchange)
         liquidated = by_type["PositionLiquidated"].filter(pl.col("exchange") == exchange)
-        account_equity = (rows.group_by("ts", "reason", "events_applied", maintain_order=True)
-                          .agg((pl.col("wallet_balance") + pl.col("unrealized_pnl")).sum().alias("equity")))
-        samples = account_equity.filter(pl.col("reason") != "event")["equity"]
+        history = equity_by_account.filter(pl.col("exchange") == exchange)
+        samples = history.filter(pl.col("reason") != "event")["equity"]
         drawdown = 0.0
         if samples.len():
             peak = samples.cum_max()
             drawdown = _f((peak - samples).max())
-        final = account_equity["equity"][-1] if account_equity.height else 0.0
-        deposits = total("CollateralDeposited")
-        transfers_in = total("TransferArrived")
-        transfers_out = total("TransferSent") + total("TransferSent", "fee")
+        final = history["equity"][-1] if history.height else 0.0
+        deposits = _f(deposits_usd.filter(pl.col("exchange") == exchange)["usd"].sum())
+        transfers_in = _f(arrived_usd.filter(pl.col("exchange") == exchange)["usd"].sum())
+        transfers_out = _f(sent_usd.filter(pl.col("exchange") == exchange)["usd"].sum())
         # the tightest moment: equity snapshots, warnings (ratio at the crossing) and liquidations (ratio 1)
         moments = pl.concat([
             rows.filter(pl.col("maintenance_margin") > 0).select("ts", "margin_ratio"),
@@ -66,6 +102,7 @@ def summarize(events: pl.DataFrame, equity: pl.DataFrame, meta: dict) -> dict:
             "pnl": _f(final) - deposits - transfers_in + transfers_out,
             "realized_pnl": total("OrderFilled", "realized_pnl") + total("PositionLiquidated", "realized_pnl"),
             "fees": total("FeeCharged") + total("PositionLiquidated", "fee"),
+            "withdrawal_fees": total("TransferSent", "fee"),
             "funding": total("FundingSettled"),
             "fills": by_type["OrderFilled"].filter(pl.col("exchange") == exchange).height,
             "rejected_orders": by_type["OrderRejected"].filter(pl.col("exchange") == exchange).height,
@@ -81,12 +118,21 @@ def summarize(events: pl.DataFrame, equity: pl.DataFrame, meta: dict) -> dict:
             "tightest_moment": tightest,
         }
     totals = {key: sum(v[key] for v in per_exchange.values())
-              for key in ("deposits", "final_equity", "pnl", "fees", "funding", "liquidations", "liquidation_loss",
-                          "insurance_fund_used", "fills")}
+              for key in ("deposits", "final_equity", "pnl", "fees", "withdrawal_fees", "funding", "liquidations",
+                          "liquidation_loss", "insurance_fund_used", "fills")}
+    totals["in_flight_at_end"] = _f(in_flight["usd"].sum())
+    totals["final_equity"] += totals["in_flight_at_end"]
+    transfers = by_type["TransferSent"]
+    if transfers.height:
+        arrivals = by_type["TransferArrived"].select("transfer_id", pl.col("ts").alias("arrived"))
+        durations = transfers.join(arrivals, on="transfer_id").select((pl.col("arrived") - pl.col("ts"))
+                                                                      .dt.total_minutes())
+        totals["transfers"] = {"count": transfers.height, "fees": _f(transfers["fee"].sum()),
+                               "minutes_in_flight": _f(durations.to_series().sum()) if durations.height else 0.0}
     tightest = [dict(v["tightest_moment"], exchange=k) for k, v in per_exchange.items() if v["tightest_moment"]]
     totals["tightest_moment"] = min(tightest, key=lambda t: t["liquidation_distance"]) if tightest else None
     return {**meta, "exchanges": per_exchange, "total": totals,
-            "total_note": "totals add every exchange's settlement assets at par (stablecoins = 1 USD)"}
+            "money_note": "USD: balances at their price, stablecoins and positions' PnL at par"}
 
 
 def format_summary(summary: dict, run_path) -> str:
