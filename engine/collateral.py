@@ -41,7 +41,9 @@ class CollateralSchedule:
 
 def schedule_from(asset: str, entry) -> CollateralSchedule:
     """Parse one `collateral_ratios` entry of a rule file (number or tier table)."""
-    if isinstance(entry, (int, float)):
+    if isinstance(entry, (int, float)) and not isinstance(entry, bool):
+        if not 0 <= entry <= 1:  # also rejects nan
+            raise RulesError(f"collateral_ratios.{asset} = {entry!r}: a ratio must be between 0 and 1.")
         return CollateralSchedule(asset, "coin", (CollateralTier(0.0, math.inf, float(entry)),))
     if not isinstance(entry, dict) or "tiers" not in entry:
         raise RulesError(f"collateral_ratios.{asset}: expected a ratio or {{unit, tiers}}, got {entry!r}.")
