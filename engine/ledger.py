@@ -35,16 +35,30 @@ def replay(ledger: Ledger, events) -> Ledger:
     return ledger
 
 
+# The ledger applies a few hundred thousand events in a long run: these two build the new frozen
+# values directly (what attrs.evolve does, without its per-call field introspection).
+def _account(a: Account, balances=None, positions=None, orders=None, leverage=None, margin_modes=None,
+             warning_levels=None, insurance_used=None) -> Account:
+    return Account(a.exchange, a.margin_mode,
+                   a.balances if balances is None else balances,
+                   a.positions if positions is None else positions,
+                   a.orders if orders is None else orders,
+                   a.leverage if leverage is None else leverage,
+                   a.margin_modes if margin_modes is None else margin_modes,
+                   a.warning_levels if warning_levels is None else warning_levels,
+                   a.insurance_used if insurance_used is None else insurance_used)
+
+
 def _with_account(ledger: Ledger, account: Account) -> Ledger:
     accounts = dict(ledger.accounts)
     accounts[account.exchange] = account
-    return attrs.evolve(ledger, accounts=accounts)
+    return Ledger(accounts, ledger.in_flight, ledger.next_order_id, ledger.next_transfer_id, ledger.stopped)
 
 
 def _credit(account: Account, asset: str, amount: float) -> Account:
     balances = dict(account.balances)
     balances[asset] = balances.get(asset, 0.0) + amount
-    return attrs.evolve(account, balances=balances)
+    return _account(account, balances=balances)
 
 
 def _set_position(account: Account, instrument: str, position: Position | None) -> Account:
@@ -55,16 +69,16 @@ def _set_position(account: Account, instrument: str, position: Position | None) 
         if instrument in account.warning_levels:
             levels = dict(account.warning_levels)
             del levels[instrument]
-            return attrs.evolve(account, positions=positions, warning_levels=levels)
+            return _account(account, positions=positions, warning_levels=levels)
     else:
         positions[instrument] = position
-    return attrs.evolve(account, positions=positions)
+    return _account(account, positions=positions)
 
 
 def _drop_order(account: Account, order_id: int) -> Account:
     orders = dict(account.orders)
     orders.pop(order_id, None)
-    return attrs.evolve(account, orders=orders)
+    return _account(account, orders=orders)
 
 
 def next_position(position: Position | None, instrument: str, quantity: float, price: float, margin_mode: str,
@@ -86,6 +100,12 @@ def next_position(position: Position | None, instrument: str, quantity: float, p
     return Position(instrument, new_quantity, entry, position.margin_mode, margin, asset)
 
 
+def _with_next_order(ledger: Ledger, order_id: int) -> Ledger:
+    if ledger.next_order_id > order_id:
+        return ledger
+    return Ledger(ledger.accounts, ledger.in_flight, order_id + 1, ledger.next_transfer_id, ledger.stopped)
+
+
 @applies(ev.CollateralDeposited)
 def _deposited(ledger: Ledger, e: ev.CollateralDeposited) -> Ledger:
     return _with_account(ledger, _credit(ledger.accounts[e.exchange], e.asset, e.amount))
@@ -97,15 +117,14 @@ def _accepted(ledger: Ledger, e: ev.OrderAccepted) -> Ledger:
     orders = dict(account.orders)
     orders[e.order_id] = Order(e.order_id, e.instrument, e.quantity, e.order_type, e.limit_price, e.reduce_only,
                                e.margin_mode, e.leverage, e.ts, e.tag)
-    ledger = _with_account(ledger, attrs.evolve(account, orders=orders))
-    return attrs.evolve(ledger, next_order_id=max(ledger.next_order_id, e.order_id + 1))
+    ledger = _with_account(ledger, _account(account, orders=orders))
+    return _with_next_order(ledger, e.order_id)
 
 
 @applies(ev.OrderRejected)
 def _rejected(ledger: Ledger, e: ev.OrderRejected) -> Ledger:
     account = _drop_order(ledger.accounts[e.exchange], e.order_id)
-    ledger = _with_account(ledger, account)
-    return attrs.evolve(ledger, next_order_id=max(ledger.next_order_id, e.order_id + 1))
+    return _with_next_order(_with_account(ledger, account), e.order_id)
 
 
 @applies(ev.OrderCancelled)

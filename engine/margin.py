@@ -34,11 +34,6 @@ _REL_TOL = 1e-12
 
 
 # ------------------------------------------------------------------------------------------ brackets
-def _bracket_index(table: BracketTable, notional: float) -> int:
-    i = int(np.searchsorted(table.floors, abs(notional), side="right")) - 1
-    return max(i, 0)
-
-
 def maintenance_margin(notional: float, table: BracketTable) -> float:
     """Maintenance margin (same units as `notional`) = |notional| x rate - amount of its bracket.
 
@@ -46,8 +41,8 @@ def maintenance_margin(notional: float, table: BracketTable) -> float:
     ignored. Continuous in notional when the table's amounts follow the bracket recurrence.
     """
     n = abs(float(notional))
-    i = _bracket_index(table, n)
-    return n * float(table.rates[i]) - float(table.amounts[i])
+    i = table.index(n)
+    return n * table.rate_list[i] - table.amount_list[i]
 
 
 def maintenance_margin_array(notional: np.ndarray, table: BracketTable) -> np.ndarray:
@@ -57,13 +52,13 @@ def maintenance_margin_array(notional: np.ndarray, table: BracketTable) -> np.nd
     """
     n = np.abs(np.asarray(notional, dtype=np.float64))
     idx = np.searchsorted(table.floors, n, side="right") - 1
-    np.clip(idx, 0, len(table.floors) - 1, out=idx)
+    np.maximum(idx, 0, out=idx)  # floors start at 0, so only a negative index needs clipping
     return n * table.rates[idx] - table.amounts[idx]
 
 
 def maintenance_rate(notional: float, table: BracketTable) -> float:
     """Maintenance margin rate of the bracket holding |notional| (a fraction, 0.005 = 0.5 %)."""
-    return float(table.rates[_bracket_index(table, notional)])
+    return float(table.rates[table.index(notional)])
 
 
 def next_maintenance_amount(floor: float, rate: float, previous_rate: float, previous_amount: float) -> float:
@@ -88,7 +83,7 @@ def initial_margin(notional: float, leverage: float) -> float:
 
 def max_leverage(notional: float, table: BracketTable) -> float:
     """Largest leverage the bracket holding |notional| allows (a multiple, e.g. 125.0)."""
-    return float(table.max_leverages[_bracket_index(table, notional)])
+    return float(table.max_leverages[table.index(notional)])
 
 
 def effective_leverage(requested: float, notional: float, table: BracketTable) -> float:
@@ -157,7 +152,7 @@ def _solve_with_brackets(candidate, notional_at, table: BracketTable, start: int
         price = candidate(i)
         if not (price > 0 and math.isfinite(price)):
             break
-        j = _bracket_index(table, notional_at(price))
+        j = table.index(notional_at(price))
         if j == i:
             return price
         i = j
@@ -192,13 +187,17 @@ def cross_liquidation_price(quantity: float, entry_price: float, wallet_balance:
     if quantity == 0:
         return math.nan
     q = abs(quantity)
-    rates, amounts = table.rates, table.amounts
+    if quantity > 0 and wallet_balance - other_maintenance_margin + other_unrealized_pnl - q * entry_price >= 0:
+        # equity - maintenance rises with the price for a long and is >= 0 at price 0 (where the
+        # maintenance margin is 0): the position cannot be liquidated at any positive price.
+        return 0.0
+    rates, amounts = table.rate_list, table.amount_list
 
     def candidate(i: int) -> float:
-        return liquidation_price_in_bracket(quantity, entry_price, wallet_balance, float(rates[i]), float(amounts[i]),
+        return liquidation_price_in_bracket(quantity, entry_price, wallet_balance, rates[i], amounts[i],
                                             other_maintenance_margin, other_unrealized_pnl)
 
-    price = _solve_with_brackets(candidate, lambda p: q * p, table, _bracket_index(table, q * entry_price))
+    price = _solve_with_brackets(candidate, lambda p: q * p, table, table.index(q * entry_price))
     if price is None:
         # long: never liquidated at a positive price; short: already below maintenance at every price.
         # Either way 0.0 makes the trigger test (long: mark <= LP, short: mark >= LP) give the right answer.
@@ -267,7 +266,7 @@ def inverse_liquidation_price(quantity: float, entry_price: float, wallet_balanc
             return math.inf
         return q * (float(rates[i]) + side) / denominator
 
-    price = _solve_with_brackets(candidate, lambda p: q / p, table, _bracket_index(table, q / entry_price))
+    price = _solve_with_brackets(candidate, lambda p: q / p, table, table.index(q / entry_price))
     if price is None:
         # short: never liquidated; long: already below maintenance at every price. inf makes the
         # trigger test (long: mark <= LP, short: mark >= LP) right in both cases.

@@ -158,6 +158,28 @@ def unit_curves(unit: RiskUnit, prices: np.ndarray) -> tuple[np.ndarray, np.ndar
     return equity, maintenance
 
 
+def provably_quiet(unit: RiskUnit, feed, start: int, stop: int, thresholds: np.ndarray) -> bool:
+    """True when no path point in bars [start, stop) can breach or warn, by a cheap bound: every
+    holding at its own worst mark of the whole stretch (longs and collateral at the lowest low,
+    shorts at the highest high) against maintenance at every position's highest notional. The
+    bound is looser than any intrabar path, so True is exact; False sends the unit to the full scan.
+    Only used while the unit carries no warning (a warned unit must also be able to clear)."""
+    if unit.level:
+        return False
+    lows, highs = feed.mark_low, feed.mark_high
+    equity = unit.equity_base
+    maintenance = 0.0
+    for k in range(len(unit.columns)):
+        column, quantity = int(unit.columns[k]), float(unit.quantities[k])
+        high = float(highs[start:stop, column].max())
+        worst = float(lows[start:stop, column].min()) if quantity > 0 else high
+        equity += quantity * (worst - float(unit.entries[k]))
+        if k < unit.positions:
+            maintenance += margin.maintenance_margin(abs(quantity) * high, unit.tables[k])
+    limit = float(thresholds[0]) if len(thresholds) else 1.0
+    return equity > 0 and maintenance < limit * equity  # False for nan prices: the full scan decides
+
+
 def scan(units, feed, start: int, stop: int, first_point: int, mode: str, thresholds: np.ndarray) -> list[Breach]:
     """Breaches at the earliest path point in bars [start, stop), from `first_point` of bar `start`.
 
@@ -171,6 +193,8 @@ def scan(units, feed, start: int, stop: int, first_point: int, mode: str, thresh
         if unit.positions == 0:  # no position at risk: a warning left over clears at once
             if unit.level:
                 candidates.append((start * points + first_point, unit, False, 0, 0.0, None, None))
+            continue
+        if provably_quiet(unit, feed, start, stop, thresholds):
             continue
         prices = path_prices(feed, start, stop, unit.columns, unit.quantities, mode)
         equity, maintenance = unit_curves(unit, prices)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+from bisect import bisect_right
 from pathlib import Path
 
 import attrs
@@ -44,22 +45,28 @@ class BracketTable:
     rates: np.ndarray
     amounts: np.ndarray
     max_leverages: np.ndarray
+    floor_list: tuple = ()  # the same columns as Python floats, for scalar lookups (bisect, no numpy call)
+    rate_list: tuple = ()
+    amount_list: tuple = ()
 
     @classmethod
     def from_brackets(cls, brackets) -> "BracketTable":
         brackets = tuple(brackets)
+        floors = tuple(float(b.notional_floor) for b in brackets)
+        rates = tuple(float(b.maintenance_margin_rate) for b in brackets)
+        amounts = tuple(float(b.maintenance_amount) for b in brackets)
         return cls(
             brackets=brackets,
-            floors=np.array([b.notional_floor for b in brackets], dtype=np.float64),
-            rates=np.array([b.maintenance_margin_rate for b in brackets], dtype=np.float64),
-            amounts=np.array([b.maintenance_amount for b in brackets], dtype=np.float64),
+            floors=np.array(floors, dtype=np.float64),
+            rates=np.array(rates, dtype=np.float64),
+            amounts=np.array(amounts, dtype=np.float64),
             max_leverages=np.array([b.max_leverage for b in brackets], dtype=np.float64),
+            floor_list=floors, rate_list=rates, amount_list=amounts,
         )
 
     def index(self, notional: float) -> int:
-        """Index of the bracket holding `notional` (floor <= notional < cap)."""
-        i = int(np.searchsorted(self.floors, abs(notional), side="right")) - 1
-        return max(i, 0)
+        """Index of the bracket holding |notional| (floor <= notional < cap)."""
+        return max(bisect_right(self.floor_list, abs(notional)) - 1, 0)
 
     def bracket(self, notional: float) -> Bracket:
         return self.brackets[self.index(notional)]
