@@ -1,11 +1,13 @@
 """Distance to liquidation: how far the market must move before a risk unit warns or is liquidated.
 
 For every snapshot of a run (the rows of the equity / positions tables) and every risk unit (a
-cross pool per settlement asset, each isolated position on its own; the same units as
-`engine.risk`), this module finds the smallest relative adverse move x (0.12 = 12 %) of
+cross pool per settlement asset, or in multi-asset mode one "USD" pool per account; each isolated
+position on its own; the same units as `engine.risk`), this module finds the smallest relative
+adverse move x (0.12 = 12 %) of
 
-* each underlying alone (all of the unit's positions on that base asset move together, in the
-  direction that hurts the unit's net holding of it: down for a net long, up for a net short), and
+* each underlying alone (every leg of the unit on that base asset moves together, in the
+  direction that hurts the unit's net holding of it: down for a net long, up for a net short;
+  the unit's other legs stay at their marks and keep their PnL and maintenance margin), and
 * all underlyings together ("all"): every long down and every short up by the same fraction,
 
 at which the unit would raise its first margin warning (maintenance / equity >= the first
@@ -14,8 +16,19 @@ unit's wallet (cross wallet balance or isolated margin) held fixed. Prices move 
 snapshot's mark: p = mark x (1 + direction x x); maintenance is re-evaluated with the bracket of
 the moved notional (`engine.margin.maintenance_margin_array`), so bracket changes are exact.
 
+Multi-asset pools (`multi_asset` exchanges, pool "USD"): equity = the stablecoins' collateral
+value (constant) + collateral legs + the positions' PnL, maintenance from the positions only, as
+`engine.risk`. A collateral leg is a non-stable balance of the snapshot's collateral rows held as
+its haircut coin amount (collateral_value / price, `engine.collateral.effective_quantity`) with
+entry 0, so its value moves with its underlying. "Adverse" for collateral: a holding is a long of
+its asset and a negative balance (a liability) a short, so in the all-together move holdings fall
+and liabilities rise with the positions' longs and shorts; alone, an underlying moves against the
+unit's net holding of it, positions and collateral together (BTC collateral with no BTC position:
+BTC falls). Isolated positions of a multi-asset account stand on their margin, without collateral
+legs. Rows of a multi-asset account carry asset "USD" (the pool of its equity rows).
+
 The search is vectorised over every (snapshot, unit, underlying) case at once: a bisection on x
-(60 halvings of [0, cap]; cap = 1 when some position moves down, since a price cannot fall below
+(60 halvings of [0, cap]; cap = 1 when some leg moves down, since a price cannot fall below
 zero, else `MAX_UP` = +1000 %). equity - maintenance falls strictly along an adverse move
 (maintenance rates are < 1), so the liquidation crossing is unique; the warning crossing is unique
 too as long as the threshold is above every maintenance rate involved (true of every shipped rule
@@ -34,6 +47,8 @@ import numpy as np
 import polars as pl
 
 from engine import margin
+from engine.accounting import MULTI_ASSET_POOL
+from engine.collateral import STABLECOINS
 
 MAX_UP = 10.0
 ITERATIONS = 60
@@ -55,17 +70,23 @@ def brackets_from_catalog(catalog) -> dict:
     return {key: tradable.brackets for key, tradable in catalog.tradables.items()}
 
 
+def multi_asset_exchanges(catalog) -> set:
+    """The exchanges of a catalog in multi-asset mode."""
+    return {name for name, venue in catalog.venues.items() if venue.margin_mode == "multi-asset"}
+
+
 def first_crossing(case: np.ndarray, n_cases: int, quantity: np.ndarray, mark: np.ndarray, entry: np.ndarray,
                    direction: np.ndarray, table_id: np.ndarray, tables: list, base: np.ndarray,
                    k: float) -> np.ndarray:
     """Smallest x >= 0 with k x equity(x) - maintenance(x) <= 0, per case (vectorised bisection).
 
-    Position arrays (one entry per position of a case): `case` its case index, signed `quantity`,
-    `mark`, `entry`, `direction` (-1 down, +1 up, 0 does not move), `table_id` index into
-    `tables`. `base` per case: the wallet of the unit. k = 1: liquidation; k = threshold: warning.
+    Leg arrays (one entry per leg of a case): `case` its case index, signed `quantity`, `mark`,
+    `entry`, `direction` (-1 down, +1 up, 0 does not move), `table_id` index into `tables` (-1: a
+    collateral leg, no maintenance). `base` per case: the wallet of the unit. k = 1: liquidation;
+    k = threshold: warning.
     """
     absq = np.abs(quantity)
-    groups = [(np.flatnonzero(table_id == t), tables[t]) for t in np.unique(table_id)]
+    groups = [(np.flatnonzero(table_id == t), tables[t]) for t in np.unique(table_id) if t >= 0]
 
     def f(x: np.ndarray) -> np.ndarray:
         price = mark * (1.0 + direction * x[case])
@@ -93,41 +114,77 @@ def first_crossing(case: np.ndarray, n_cases: int, quantity: np.ndarray, mark: n
     return out
 
 
-def distance_table(positions: pl.DataFrame, equity: pl.DataFrame, brackets: dict, thresholds) -> pl.DataFrame:
+def _collateral_parts(equity: pl.DataFrame, collateral: pl.DataFrame | None,
+                      multi_asset: set) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Per snapshot of a multi-asset account: the stablecoins' collateral value (`stable`), and
+    its collateral legs (`underlying`, `quantity` = haircut coin amount, `mark_price` = price).
+    Without collateral rows the pool's whole collateral value counts as constant."""
+    key = list(SNAPSHOT_KEY)
+    legs_schema = {**{k: SCHEMA[k] for k in key}, "underlying": pl.String, "quantity": pl.Float64,
+                   "mark_price": pl.Float64}
+    no_legs = pl.DataFrame(schema=legs_schema)
+    exchanges = sorted(multi_asset)
+    if collateral is None:
+        stable = (equity.filter(pl.col("exchange").is_in(exchanges) & (pl.col("asset") == MULTI_ASSET_POOL))
+                  .unique(key, keep="first", maintain_order=True)
+                  .select(*key, pl.col("collateral_value").alias("stable")))
+        return stable, no_legs
+    rows = (collateral.filter(pl.col("exchange").is_in(exchanges))
+            .unique([*key, "asset"], keep="first", maintain_order=True)
+            .with_columns(pl.col("asset").is_in(list(STABLECOINS)).alias("stablecoin")))
+    stable = (rows.filter(pl.col("stablecoin")).group_by(key, maintain_order=True)
+              .agg(pl.col("collateral_value").sum().alias("stable")))
+    legs = (rows.filter(~pl.col("stablecoin") & (pl.col("balance") != 0) & pl.col("price").is_finite()
+                        & (pl.col("price") > 0) & (pl.col("collateral_value") != 0))
+            .select(*key, pl.col("asset").alias("underlying"),
+                    (pl.col("collateral_value") / pl.col("price")).alias("quantity"),
+                    pl.col("price").alias("mark_price")))
+    return stable, legs.cast(legs_schema)
+
+
+def distance_table(positions: pl.DataFrame, equity: pl.DataFrame, brackets: dict, thresholds,
+                   collateral: pl.DataFrame | None = None, multi_asset=()) -> pl.DataFrame:
     """One row per snapshot x risk unit x (each underlying, "all"): ts, reason, exchange,
-    events_applied, asset, unit (`cross:<asset>` or the isolated instrument), underlying (base asset
-    or "all"), warning_distance, liquidation_distance (fractions; inf: never within the cap)."""
+    events_applied, asset (the pool: the settlement asset, "USD" for a multi-asset account), unit
+    (`cross:<pool>` or the isolated instrument), underlying (base asset or "all"),
+    warning_distance, liquidation_distance (fractions; inf: never within the cap).
+
+    `multi_asset`: the exchanges in multi-asset mode; `collateral`: the collateral table
+    (`engine.outputs.collateral_table`), whose non-stable balances become collateral legs of
+    those exchanges' "USD" pools."""
     if positions.height == 0:
         return pl.DataFrame(schema=SCHEMA)
     key = list(SNAPSHOT_KEY)
+    multi_asset = sorted(set(multi_asset))
+    is_multi = pl.col("exchange").is_in(multi_asset)
     pos = (positions.filter(pl.col("quantity") != 0).unique([*key, "instrument"], keep="first", maintain_order=True)
            .select(*key, "instrument", "quantity", "entry_price", "mark_price", "margin_mode", "isolated_margin",
-                   "asset"))
+                   "asset")
+           .with_columns(pl.when(is_multi).then(pl.lit(MULTI_ASSET_POOL)).otherwise(pl.col("asset")).alias("pool")))
     wallets = equity.unique([*key, "asset"], keep="first", maintain_order=True).select(
-        *key, "asset", "cross_wallet_balance")
-    pos = (pos.join(wallets, on=[*key, "asset"], how="left")
+        *key, pl.col("asset").alias("pool"), "cross_wallet_balance")
+    collateral_legs = None
+    if multi_asset:  # a multi-asset pool's wallet: its stablecoins at their collateral value
+        stable, collateral_legs = _collateral_parts(equity, collateral, set(multi_asset))
+        wallets = (wallets.join(stable, on=key, how="left", maintain_order="left")
+                   .with_columns(pl.when(is_multi & (pl.col("pool") == MULTI_ASSET_POOL))
+                                 .then(pl.col("stable").fill_null(0.0))
+                                 .otherwise(pl.col("cross_wallet_balance")).alias("cross_wallet_balance"))
+                   .drop("stable"))
+    pos = (pos.join(wallets, on=[*key, "pool"], how="left", maintain_order="left")
            .with_columns(pl.when(pl.col("margin_mode") == "isolated").then(pl.col("instrument"))
-                         .otherwise(pl.lit("cross:") + pl.col("asset")).alias("unit"),
+                         .otherwise(pl.lit("cross:") + pl.col("pool")).alias("unit"),
                          pl.when(pl.col("margin_mode") == "isolated").then(pl.col("isolated_margin"))
                          .otherwise(pl.col("cross_wallet_balance").fill_null(0.0)).alias("base"),
-                         pl.col("instrument").str.extract(r"^(?:[^:]*:)?([^/:]+)", 1).alias("underlying"),
-                         (pl.col("quantity") * pl.col("mark_price")).alias("delta")))
+                         pl.col("instrument").str.extract(r"^(?:[^:]*:)?([^/:]+)", 1).alias("underlying")))
     if pos.height == 0:
         return pl.DataFrame(schema=SCHEMA)
-    unit_key = [*key, "asset", "unit"]
+    unit_key = [*key, "pool", "unit"]
     unit_ids = pos.select(unit_key).unique(maintain_order=True).with_row_index("unit_id")
     pos = pos.join(unit_ids, on=unit_key, how="left", maintain_order="left").with_columns(
         pl.col("unit_id").cast(pl.Int64))
-    # cases: every unit with "all", and every (unit, underlying)
-    pos = pos.with_columns(pl.col("delta").sum().over("unit_id", "underlying").alias("net_delta"))
     n_units = int(pos["unit_id"].max()) + 1
-    single = pos.select("unit_id", "underlying").unique(maintain_order=True).with_row_index("case_offset")
-    pos = pos.join(single, on=["unit_id", "underlying"], how="left", maintain_order="left")
 
-    quantity = pos["quantity"].to_numpy()
-    mark = pos["mark_price"].to_numpy()
-    entry = pos["entry_price"].to_numpy()
-    unit_id = pos["unit_id"].to_numpy()
     instruments = pos["instrument"].to_list()
     table_index: dict = {}
     tables: list = []
@@ -136,28 +193,54 @@ def distance_table(positions: pl.DataFrame, equity: pl.DataFrame, brackets: dict
             raise KeyError(f"distance: no bracket table for {instrument}")
         table_index[instrument] = len(tables)
         tables.append(brackets[instrument])
-    table_id = np.array([table_index[i] for i in instruments], dtype=np.int64)
-    adverse = -np.sign(quantity)
-    alone = -np.sign(pos["net_delta"].to_numpy())
-    n_single = single.height
-    # the "all" cases are 0..n_units-1; the single-underlying cases follow
-    case = np.concatenate([unit_id, n_units + pos["case_offset"].to_numpy().astype(np.int64)])
-    n_cases = n_units + n_single
+    # legs: every position, then (multi-asset) every collateral leg of a cross pool with positions
+    legs = pos.select("unit_id", "underlying", "quantity", "mark_price", "entry_price",
+                      pl.Series("table_id", [table_index[i] for i in instruments], dtype=pl.Int64))
+    if collateral_legs is not None and collateral_legs.height:
+        pools = unit_ids.filter(is_multi & (pl.col("unit") == "cross:" + MULTI_ASSET_POOL)).select(
+            *key, pl.col("unit_id").cast(pl.Int64))
+        extra = (collateral_legs.join(pools, on=key, how="inner", maintain_order="left")
+                 .select("unit_id", "underlying", "quantity", "mark_price", pl.lit(0.0).alias("entry_price"),
+                         pl.lit(-1, dtype=pl.Int64).alias("table_id")))
+        legs = pl.concat([legs, extra])
+    legs = legs.with_row_index("leg").with_columns(
+        (pl.col("quantity") * pl.col("mark_price")).sum().over("unit_id", "underlying").alias("net_delta"))
+    # cases: every unit with "all" (0..n_units-1), then every (unit, underlying) with all of the
+    # unit's legs, only those on that underlying moving
+    single = (legs.group_by("unit_id", "underlying", maintain_order=True).agg(pl.col("net_delta").first())
+              .with_row_index("case_offset"))
+    expanded = (single.rename({"underlying": "moving"})
+                .join(legs.drop("net_delta"), on="unit_id", how="inner")
+                .sort("case_offset", "leg"))
+
+    def column(frame, name):
+        return frame[name].to_numpy()
+
+    quantity = column(legs, "quantity")
+    alone = np.where(expanded["underlying"].to_numpy() == expanded["moving"].to_numpy(),
+                     -np.sign(column(expanded, "net_delta")), 0.0)
+    case = np.concatenate([column(legs, "unit_id"), n_units + column(expanded, "case_offset").astype(np.int64)])
+    n_cases = n_units + single.height
     unit_base = np.zeros(n_units)
-    unit_base[unit_id] = pos["base"].to_numpy()
+    unit_base[pos["unit_id"].to_numpy()] = pos["base"].to_numpy()
     base = np.concatenate([unit_base, unit_base[single["unit_id"].to_numpy()]])
-    args = dict(case=case, n_cases=n_cases, quantity=np.tile(quantity, 2), mark=np.tile(mark, 2),
-                entry=np.tile(entry, 2), direction=np.concatenate([adverse, alone]), table_id=np.tile(table_id, 2),
+    args = dict(case=case, n_cases=n_cases,
+                quantity=np.concatenate([quantity, column(expanded, "quantity")]),
+                mark=np.concatenate([column(legs, "mark_price"), column(expanded, "mark_price")]),
+                entry=np.concatenate([column(legs, "entry_price"), column(expanded, "entry_price")]),
+                direction=np.concatenate([-np.sign(quantity), alone]),
+                table_id=np.concatenate([column(legs, "table_id"), column(expanded, "table_id")]),
                 tables=tables, base=base)
     liquidation = first_crossing(k=1.0, **args)
     thresholds = list(thresholds)
     warning = first_crossing(k=float(thresholds[0]), **args) if thresholds else np.full(n_cases, math.nan)
 
-    units = pos.unique("unit_id", keep="first").sort("unit_id").select("unit_id", *key, "asset", "unit")
+    units = (pos.unique("unit_id", keep="first").sort("unit_id")
+             .select("unit_id", *key, pl.col("pool").alias("asset"), "unit"))
     all_rows = units.with_columns(pl.lit("all").alias("underlying"),
                                   pl.Series("warning_distance", warning[:n_units]),
                                   pl.Series("liquidation_distance", liquidation[:n_units]))
-    single_rows = (single.join(units, on="unit_id", how="left", maintain_order="left")
+    single_rows = (single.select("unit_id", "underlying").join(units, on="unit_id", how="left", maintain_order="left")
                    .with_columns(pl.Series("warning_distance", warning[n_units:]),
                                  pl.Series("liquidation_distance", liquidation[n_units:])))
     columns = list(SCHEMA)
@@ -183,7 +266,7 @@ _CACHE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 def run_distances(result) -> pl.DataFrame:
     """`distance_table` of a finished in-memory run (`engine.loop.RunResult`; computed once per result)."""
-    from engine.outputs import _POOL_FIELDS, _snapshot_table, positions_table
+    from engine.outputs import _POOL_FIELDS, _snapshot_table, collateral_table, positions_table
 
     try:
         return _CACHE[result]
@@ -191,7 +274,10 @@ def run_distances(result) -> pl.DataFrame:
         pass
     equity = pl.from_arrow(_snapshot_table(result.equity_rows, _POOL_FIELDS))
     positions = pl.from_arrow(positions_table(result))
-    table = distance_table(positions, equity, brackets_from_catalog(result.catalog), result.config.warning_thresholds)
+    multi_asset = multi_asset_exchanges(result.catalog)
+    collateral = pl.from_arrow(collateral_table(result)) if multi_asset else None
+    table = distance_table(positions, equity, brackets_from_catalog(result.catalog), result.config.warning_thresholds,
+                           collateral=collateral, multi_asset=multi_asset)
     try:
         _CACHE[result] = table
     except TypeError:

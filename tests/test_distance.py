@@ -3,6 +3,8 @@
 Synthetic flat feed (helpers_feed), real Binance USDT-M brackets (several tiers crossed), zero
 fees and slippage. Orders placed at the close of bar 0 fill at the open of bar 1; the distances
 are read at the sample taken at the close of bar 2; the shock is a gap at the open of bar 3.
+Multi-asset: BTC deposited as collateral (Binance ratio 0.95) backs a USDT-settled ETH short; the
+collateral-fall shock moves every BTC market, hence the BTC collateral's price.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from engine import commands as cmd
 from engine import events as ev
 from engine.distance import run_distances
 from engine.loop import Backtest
-from engine.stress import PriceGap
+from engine.stress import CollateralFall, PriceGap
+from engine.venue import Catalog
 from tests.helpers_feed import HOUR, T0, Scripted, VenueSpec, make_catalog, make_config, make_feed, of_type, perp, rules
 
 BTC, ETH = "bx:BTC/USDT:USDT", "bx:ETH/USDT:USDT"
@@ -70,11 +73,17 @@ def test_cross_all_together_distance_matches_the_gap_that_liquidates():
 
 def test_single_underlying_distance_matches_a_one_leg_gap():
     catalog, feed = setup("cross", 120_000.0)
-    table = distances_at_sample(run(catalog, feed))
+    result = run(catalog, feed)
+    table = distances_at_sample(result)
     btc = table.filter(pl.col("underlying") == "BTC").row(0, named=True)["liquidation_distance"]
     eth = table.filter(pl.col("underlying") == "ETH").row(0, named=True)["liquidation_distance"]
     all_ = table.filter(pl.col("underlying") == "all").row(0, named=True)["liquidation_distance"]
     assert all_ < btc and all_ < eth  # both legs moving against the book is worse than either alone
+    # one leg moves, the other keeps its PnL and maintenance: the cross liquidation price of
+    # engine.accounting (the other positions held fixed)
+    positions = {m.instrument: m for *_, m in result.position_rows if _[0] == SAMPLE_TS}
+    assert btc == pytest.approx(1 - positions[BTC].liquidation_price / 50_000.0, rel=1e-9)
+    assert eth == pytest.approx(positions[ETH].liquidation_price / 2_500.0 - 1, rel=1e-9)
     for size, expect in ((btc + STEP, True), (btc - STEP, False)):
         assert bool(liquidated(run(catalog, feed, (PriceGap(SAMPLE_TS, (BTC,), -size),)))) is expect
     for size, expect in ((eth + STEP, True), (eth - STEP, False)):
@@ -121,3 +130,70 @@ def test_a_long_covered_to_zero_is_never_liquidated():
     result = Backtest(make_config(catalog, slippage_bps=0.0), feed=feed, catalog=catalog, strategy=strategy).run()
     table = distances_at_sample(result)
     assert table.filter(pl.col("underlying") == "all")["liquidation_distance"].to_list() == [math.inf]
+
+
+# ------------------------------------------------------------------------------------ multi-asset
+def multi_asset_setup():
+    """1 BTC of collateral (47,500 after the 0.95 haircut), no stablecoin; the ETH short (300 at
+    2,500, 20x) is 30,000 under water at the sample (ETH 2,600): equity 17,500, maintenance 4,120."""
+    rs = rules(maker_fee=0.0, taker_fee=0.0, policy="full")
+    built = make_catalog({"bx": VenueSpec(rs, "multi-asset", {"BTC": 1.0}, 20.0)},
+                         [perp("bx", "BTC"), perp("bx", "ETH")])
+    catalog = Catalog.create(built.venues, built.tradables)  # asset_columns: BTC priced by its perp
+    feed = make_feed((BTC, ETH), [[50_000.0, 2_500.0]] * 2 + [[50_000.0, 2_600.0]] * 4)
+    return catalog, feed
+
+
+def run_multi_asset(catalog, feed, shocks=()):
+    strategy = Scripted({0: [cmd.PlaceOrder.market(ETH, -300.0)]})
+    return Backtest(make_config(catalog, slippage_bps=0.0), feed=feed, catalog=catalog, strategy=strategy,
+                    shocks=shocks).run()
+
+
+def test_multi_asset_btc_collateral_alone_can_liquidate_a_usdt_eth_short():
+    catalog, feed = multi_asset_setup()
+    result = run_multi_asset(catalog, feed)
+    assert not liquidated(result)
+    table = distances_at_sample(result)
+    assert set(table["unit"]) == {"cross:USD"} and set(table["asset"]) == {"USD"}
+    rows = {r["underlying"]: r for r in table.iter_rows(named=True)}
+    assert set(rows) == {"BTC", "ETH", "all"}
+    btc = rows["BTC"]["liquidation_distance"]
+    # 47,500 x (1 - x) - 30,000 = 4,120 (ETH's maintenance does not move with BTC)
+    assert math.isfinite(btc) and btc == pytest.approx(1 - 34_120 / 47_500, rel=1e-9)  # 0.28168
+    assert 0 < rows["BTC"]["warning_distance"] < btc
+    for size, expect in ((btc + STEP, True), (btc - STEP, False)):
+        events = liquidated(run_multi_asset(catalog, feed, (CollateralFall(SAMPLE_TS, "BTC", -size),)))
+        assert [e.instrument for e in events] == ([ETH] if expect else []), (size, btc)
+        assert all(e.ts == SAMPLE_TS for e in events)
+
+
+def test_multi_asset_eth_alone_and_all_together_match_the_shocks():
+    catalog, feed = multi_asset_setup()
+    result = run_multi_asset(catalog, feed)
+    table = distances_at_sample(result)
+    rows = {r["underlying"]: r["liquidation_distance"] for r in table.iter_rows(named=True)}
+    eth, all_ = rows["ETH"], rows["all"]
+    # ETH alone: the short's cross liquidation price with the collateral at today's prices
+    positions = {m.instrument: m for *_, m in result.position_rows if _[0] == SAMPLE_TS}
+    assert eth == pytest.approx(positions[ETH].liquidation_price / 2_600.0 - 1, rel=1e-9)
+    # all together: the BTC collateral falls while the ETH short rises, tighter than either
+    assert all_ < eth < rows["BTC"]
+    assert all_ == pytest.approx(0.016071, abs=1e-6)  # pinned
+    for size, expect in ((eth + STEP, True), (eth - STEP, False)):
+        assert bool(liquidated(run_multi_asset(catalog, feed, (PriceGap(SAMPLE_TS, (ETH,), +size),)))) is expect
+    for size, expect in ((all_ + STEP, True), (all_ - STEP, False)):
+        shocks = (CollateralFall(SAMPLE_TS, "BTC", -size), PriceGap(SAMPLE_TS, (ETH,), +size))
+        assert bool(liquidated(run_multi_asset(catalog, feed, shocks))) is expect, (size, all_)
+
+
+def test_multi_asset_equity_table_carries_the_usd_pool_distance():
+    from engine.outputs import equity_table
+
+    catalog, feed = multi_asset_setup()
+    result = run_multi_asset(catalog, feed)
+    equity = pl.from_arrow(equity_table(result))
+    at_sample = equity.filter((pl.col("ts").dt.epoch("ns") == SAMPLE_TS) & (pl.col("reason") == "sample"))
+    assert at_sample["asset"].to_list() == ["USD"]
+    all_ = distances_at_sample(result).filter(pl.col("underlying") == "all")["liquidation_distance"][0]
+    assert at_sample["liquidation_distance"][0] == all_
