@@ -266,13 +266,13 @@ _CACHE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 def run_distances(result) -> pl.DataFrame:
     """`distance_table` of a finished in-memory run (`engine.loop.RunResult`; computed once per result)."""
-    from engine.outputs import _POOL_FIELDS, _snapshot_table, collateral_table, positions_table
+    from engine.outputs import collateral_table, equity_base_table, positions_table
 
     try:
         return _CACHE[result]
     except (KeyError, TypeError):
         pass
-    equity = pl.from_arrow(_snapshot_table(result.equity_rows, _POOL_FIELDS))
+    equity = pl.from_arrow(equity_base_table(result))
     positions = pl.from_arrow(positions_table(result))
     multi_asset = multi_asset_exchanges(result.catalog)
     collateral = pl.from_arrow(collateral_table(result)) if multi_asset else None

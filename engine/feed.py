@@ -106,32 +106,40 @@ def load_feed(folder: str | Path, keys: list[str], start: datetime | None = None
     bars_scan = scan(folder, "bars", start, end, keys)
     if bars_scan is None:
         raise DatasetError(f"{folder}/bars: no Parquet files. A dataset needs at least a bars table.")
-    bars = (bars_scan.select("ts", key_expr, "timeframe", "open", "high", "low", "close")
-            .with_columns(pl.col("key").replace_strict(index, return_dtype=pl.Int32).alias("column"))
-            .sort("ts", "column").collect())
-    if bars.height == 0:
+    # One instrument at a time (filter pushed into the scan): no string keys, no global sort, and
+    # at most one instrument's rows in memory besides the dense arrays.
+    per_instrument = []
+    timeframes = set()
+    for key in keys:
+        exchange, symbol = key.split(":", 1)
+        frame = (bars_scan.filter((pl.col("exchange") == exchange) & (pl.col("symbol") == symbol))
+                 .select(pl.col("ts").dt.epoch("ns"), "timeframe", "open", "high", "low", "close").collect())
+        timeframes.update(frame["timeframe"].unique().to_list())
+        per_instrument.append(frame.drop("timeframe"))
+    if not any(frame.height for frame in per_instrument):
         raise DatasetError(f"{folder}: no bars for {keys} between {start} and {end}. Widen the range or check "
                            "the instruments with `xmargin data info`.")
-    timeframes = bars["timeframe"].unique().to_list()
     if len(timeframes) != 1:
         raise DatasetError(f"{folder}: the bars of {keys} have several timeframes {sorted(timeframes)}; a run "
                            "needs one bar timeframe. Pick instruments of one timeframe.")
+    timeframes = sorted(timeframes)
     bar_ns = timeframe_ns(timeframes[0])
-    ts_all = bars["ts"].dt.epoch("ns").to_numpy()
-    ts = np.unique(ts_all)
+    ts = np.unique(np.concatenate([frame["ts"].to_numpy() for frame in per_instrument]))
     shape = (len(ts), len(keys))
-    row = np.searchsorted(ts, ts_all)
-    column = bars["column"].to_numpy()
     has_bar = np.zeros(shape, dtype=bool)
-    has_bar[row, column] = True
-    close = _carry_forward(_dense(bars, row, column, shape, "close"), has_bar)
-    open_ = np.where(has_bar, _dense(bars, row, column, shape, "open"), close)
-    high = np.where(has_bar, _dense(bars, row, column, shape, "high"), close)
-    low = np.where(has_bar, _dense(bars, row, column, shape, "low"), close)
-    del bars
+    open_, high, low, close = (np.full(shape, np.nan) for _ in range(4))
+    for column, frame in enumerate(per_instrument):
+        row = np.searchsorted(ts, frame["ts"].to_numpy())
+        has_bar[row, column] = True
+        for name, target in (("open", open_), ("high", high), ("low", low), ("close", close)):
+            target[row, column] = frame[name].to_numpy()
+    del per_instrument
+    close = _carry_forward(close, has_bar)
+    for target in (open_, high, low):  # a missing bar is flat at the last close
+        np.copyto(target, close, where=~has_bar)
 
-    mark = [open_.copy(), high.copy(), low.copy(), close.copy()]
     mark_source = {k: "last" for k in keys}
+    mark = [open_, high, low, close]  # shared with the last prices until a mark series replaces them
     mark_scan = scan(folder, "mark", start, end, keys)
     if mark_scan is not None:
         marks = (mark_scan.filter(pl.col("timeframe") == timeframes[0])
@@ -144,6 +152,8 @@ def load_feed(folder: str | Path, keys: list[str], start: datetime | None = None
         marks = marks.filter(pl.Series(ok))
         mrow = mrow[ok]
         mcolumn = marks["column"].to_numpy()
+        if marks.height:
+            mark = [array.copy() for array in mark]
         present = np.zeros(shape, dtype=bool)
         present[mrow, mcolumn] = True
         for name, target in zip(("open", "high", "low", "close"), mark):

@@ -16,7 +16,6 @@ import attrs
 import numpy as np
 
 from engine import events as ev
-from engine.accounting import collateral_metrics, pool_metrics, position_metrics
 from engine.collateral import conversion_events
 from engine.decide import decide
 from engine.execution import fill_events, fill_price, funding_events
@@ -25,6 +24,7 @@ from engine.ledger import apply
 from engine.liquidation import liquidation_events
 from engine.risk import POINTS, risk_units, scan
 from engine.rules import load_rules
+from engine.snapshots import Snapshot
 from engine.state import Ledger
 from engine.strategy import View, Wake, Wakes, build_strategy
 from engine.venue import Catalog, Tradable, Venue
@@ -69,17 +69,19 @@ class RunContext:
 
 @attrs.define
 class RunResult:
+    """A finished run in memory. `snapshots` say which account state to value at which feed row;
+    `engine.outputs` projects them into the equity, positions and collateral tables."""
+
     config: object
     feed: Feed
     catalog: Catalog
     events: list
-    equity_rows: list
-    position_rows: list
-    collateral_rows: list
+    snapshots: list
     initial_ledger: Ledger
     ledger: Ledger
     timings: dict
     intrabar: str
+    projected: tuple | None = None
 
 
 class Backtest:
@@ -103,9 +105,7 @@ class Backtest:
         self.progress = progress
         self.ledger = Ledger.create({name: venue.margin_mode for name, venue in self.catalog.venues.items()})
         self.events: list = []
-        self.equity_rows: list = []
-        self.position_rows: list = []
-        self.collateral_rows: list = []
+        self.snapshots: list = []
         self.thresholds = np.array(config.warning_thresholds, dtype=np.float64)
         self._points = POINTS[config.intrabar]
 
@@ -118,17 +118,10 @@ class Backtest:
         self.ledger = ledger
 
     def _snapshot(self, row: int, ts: int, reason: str, exchanges) -> None:
-        feed = self.feed
-        marks, last = feed.mark_close[row], feed.close[row]
+        """Record the accounts to value at `row` (valued at the end: engine.snapshots)."""
         applied = len(self.events)
-        for exchange in exchanges:
-            account = self.ledger.accounts[exchange]
-            for pool in pool_metrics(account, self.catalog, marks, last).values():
-                self.equity_rows.append((ts, reason, exchange, applied, pool))
-            for metrics in position_metrics(account, self.catalog, marks):
-                self.position_rows.append((ts, reason, exchange, applied, metrics))
-            for metrics in collateral_metrics(account, self.catalog, marks):
-                self.collateral_rows.append((ts, reason, exchange, applied, metrics))
+        accounts = self.ledger.accounts
+        self.snapshots.extend(Snapshot(ts, reason, applied, row, accounts[exchange]) for exchange in exchanges)
 
     # -- schedule -------------------------------------------------------------------------------
     def _wake_rows(self) -> np.ndarray:
@@ -235,8 +228,7 @@ class Backtest:
         self._snapshot(final_row, int(feed.ts[final_row]) + feed.bar_ns, "final", sorted(self.catalog.venues))
         run_seconds = time.perf_counter() - started
         return RunResult(config=config, feed=feed, catalog=self.catalog, events=self.events,
-                         equity_rows=self.equity_rows, position_rows=self.position_rows,
-                         collateral_rows=self.collateral_rows,
+                         snapshots=self.snapshots,
                          initial_ledger=self.initial_ledger, ledger=self.ledger,
                          timings={"load_seconds": self.load_seconds, "run_seconds": run_seconds},
                          intrabar=config.intrabar)

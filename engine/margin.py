@@ -278,3 +278,38 @@ def inverse_isolated_liquidation_price(quantity: float, entry_price: float, isol
                                        table: BracketTable, contract_size: float = 1.0) -> float:
     """Isolated inverse liquidation price: `inverse_liquidation_price` with WB = isolated margin (coin)."""
     return inverse_liquidation_price(quantity, entry_price, isolated_margin, table, contract_size)
+
+
+# ------------------------------------------------------------------------------------------ vectorised
+def cross_liquidation_price_array(quantity: np.ndarray, entry_price: np.ndarray, wallet_balance: np.ndarray,
+                                  table: BracketTable, other_maintenance_margin: np.ndarray | float = 0.0,
+                                  other_unrealized_pnl: np.ndarray | float = 0.0) -> np.ndarray:
+    """`cross_liquidation_price` for arrays of positions on one bracket table (used to project the
+    positions table). Every bracket's candidate price is computed at once and the one whose
+    notional lies in that bracket is kept (relative tolerance 1e-9 at the boundaries, as the
+    scalar version's fallback); none: 0.0; quantity 0: nan. `isolated_liquidation_price` is this
+    with wallet = isolated margin and no other positions."""
+    quantity = np.asarray(quantity, dtype=np.float64)
+    q = np.abs(quantity)
+    side = np.sign(quantity)
+    base = (np.asarray(wallet_balance, dtype=np.float64) - other_maintenance_margin + other_unrealized_pnl
+            - side * q * np.asarray(entry_price, dtype=np.float64))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        candidates = (base[:, None] + table.amounts[None, :]) / (q[:, None] * table.rates[None, :] - (side * q)[:, None])
+        notional = q[:, None] * candidates
+    caps = np.append(table.floors[1:], np.inf)
+    valid = ((candidates > 0) & np.isfinite(candidates)
+             & (notional >= table.floors[None, :] * (1 - 1e-9)) & (notional < caps[None, :] * (1 + 1e-9)))
+    first = np.argmax(valid, axis=1)
+    out = np.where(valid.any(axis=1), candidates[np.arange(len(q)), first], 0.0)
+    out[quantity == 0] = np.nan
+    return out
+
+
+def bankruptcy_price_array(quantity: np.ndarray, entry_price: np.ndarray, margin: np.ndarray) -> np.ndarray:
+    """Vectorised `bankruptcy_price` (0.0 where no positive price exists; nan for quantity 0)."""
+    quantity = np.asarray(quantity, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = np.maximum(entry_price - np.sign(quantity) * margin / np.abs(quantity), 0.0)
+    out[quantity == 0] = np.nan
+    return out

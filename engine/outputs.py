@@ -34,43 +34,47 @@ _POSITION_FIELDS = _metric_fields(PositionMetrics)
 _COLLATERAL_FIELDS = _metric_fields(CollateralMetrics)
 
 
-def _snapshot_table(rows, fields) -> pa.Table:
+_HEAD = [pa.field("ts", TIMESTAMP), pa.field("reason", pa.large_string()), pa.field("exchange", pa.large_string()),
+         pa.field("events_applied", pa.int64())]
+
+
+def _typed(frame: pl.DataFrame, fields) -> pa.Table:
     """Columns: ts, reason (sample | event | final), exchange, events_applied (how many events of
-    the log the snapshot has seen), then the metrics' fields (float64 / string)."""
-    columns = {"ts": [r[0] for r in rows], "reason": [r[1] for r in rows], "exchange": [r[2] for r in rows],
-               "events_applied": [r[3] for r in rows]}
-    metrics = [r[4] for r in rows]
-    for field in fields:
-        columns[field.name] = [getattr(m, field.name) for m in metrics]
-    schema = pa.schema([pa.field("ts", TIMESTAMP), pa.field("reason", pa.large_string()),
-                        pa.field("exchange", pa.large_string()), pa.field("events_applied", pa.int64()), *fields])
-    arrays = []
-    for field in schema:
-        values = columns[field.name]
-        if field.type == TIMESTAMP:
-            arrays.append(pa.array(values, type=pa.int64()).cast(TIMESTAMP))
-        elif field.type in (pa.float64(), pa.int64()):
-            arrays.append(pa.array(np.asarray(values, dtype=field.type.to_pandas_dtype())))
-        else:
-            arrays.append(pa.array(values, type=field.type))
-    return pa.Table.from_arrays(arrays, schema=schema)
+    the log the snapshot has seen), then the metrics' fields, with the explicit schema."""
+    schema = pa.schema([*_HEAD, *fields])
+    frame = frame.with_columns(pl.col("ts").cast(pl.Datetime("ns", "UTC")))
+    return frame.select(schema.names).to_arrow().cast(schema)
+
+
+def _projected(result):
+    """The equity, positions and collateral frames of a run (computed once per result)."""
+    if result.projected is None:
+        from engine.snapshots import project
+
+        result.projected = project(result.snapshots, result.catalog, result.feed)
+    return result.projected
+
+
+def equity_base_table(result) -> pa.Table:
+    """One row per account pool per snapshot: wallet, collateral, PnL, margins, ratio, free collateral."""
+    return _typed(_projected(result)[0], _POOL_FIELDS)
 
 
 def equity_table(result) -> pa.Table:
     """Pool snapshots plus warning_distance / liquidation_distance (engine.distance)."""
     from engine.distance import equity_distances, run_distances
 
-    table = _snapshot_table(result.equity_rows, _POOL_FIELDS)
-    return equity_distances(pl.from_arrow(table), run_distances(result)).to_arrow()
+    return equity_distances(pl.from_arrow(equity_base_table(result)), run_distances(result)).to_arrow()
 
 
 def positions_table(result) -> pa.Table:
-    return _snapshot_table(result.position_rows, _POSITION_FIELDS)
+    """One row per open position per snapshot, with its liquidation and bankruptcy prices."""
+    return _typed(_projected(result)[1], _POSITION_FIELDS)
 
 
 def collateral_table(result) -> pa.Table:
     """Per snapshot, every asset balance with its value before and after haircuts (USD)."""
-    return _snapshot_table(result.collateral_rows, _COLLATERAL_FIELDS)
+    return _typed(_projected(result)[2], _COLLATERAL_FIELDS)
 
 
 def _json_safe(value):

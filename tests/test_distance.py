@@ -51,6 +51,16 @@ def liquidated(result) -> list:
     return of_type(result.events, ev.PositionLiquidated)
 
 
+def positions_at(result, ts: int) -> dict:
+    """The positions table's rows at snapshot time `ts` (ns), by instrument."""
+    from types import SimpleNamespace
+
+    from engine.outputs import positions_table
+
+    table = pl.from_arrow(positions_table(result)).filter(pl.col("ts").dt.epoch("ns") == ts)
+    return {row["instrument"]: SimpleNamespace(**row) for row in table.iter_rows(named=True)}
+
+
 def test_cross_all_together_distance_matches_the_gap_that_liquidates():
     catalog, feed = setup("cross", 120_000.0)
     result = run(catalog, feed)
@@ -81,7 +91,7 @@ def test_single_underlying_distance_matches_a_one_leg_gap():
     assert all_ < btc and all_ < eth  # both legs moving against the book is worse than either alone
     # one leg moves, the other keeps its PnL and maintenance: the cross liquidation price of
     # engine.accounting (the other positions held fixed)
-    positions = {m.instrument: m for *_, m in result.position_rows if _[0] == SAMPLE_TS}
+    positions = positions_at(result, SAMPLE_TS)
     assert btc == pytest.approx(1 - positions[BTC].liquidation_price / 50_000.0, rel=1e-9)
     assert eth == pytest.approx(positions[ETH].liquidation_price / 2_500.0 - 1, rel=1e-9)
     for size, expect in ((btc + STEP, True), (btc - STEP, False)):
@@ -96,7 +106,7 @@ def test_isolated_distance_is_the_liquidation_price_and_matches_a_gap():
     table = distances_at_sample(result)
     rows = {r["unit"]: r for r in table.filter(pl.col("underlying") == "all").iter_rows(named=True)}
     assert set(rows) == {BTC, ETH}
-    positions = {m.instrument: m for *_, m in result.position_rows if _[0] == SAMPLE_TS}
+    positions = positions_at(result, SAMPLE_TS)
     # long BTC: distance = 1 - LP / mark (Binance isolated formula, engine.margin)
     assert rows[BTC]["liquidation_distance"] == pytest.approx(1 - positions[BTC].liquidation_price / 50_000.0,
                                                               rel=1e-9)
@@ -175,7 +185,7 @@ def test_multi_asset_eth_alone_and_all_together_match_the_shocks():
     rows = {r["underlying"]: r["liquidation_distance"] for r in table.iter_rows(named=True)}
     eth, all_ = rows["ETH"], rows["all"]
     # ETH alone: the short's cross liquidation price with the collateral at today's prices
-    positions = {m.instrument: m for *_, m in result.position_rows if _[0] == SAMPLE_TS}
+    positions = positions_at(result, SAMPLE_TS)
     assert eth == pytest.approx(positions[ETH].liquidation_price / 2_600.0 - 1, rel=1e-9)
     # all together: the BTC collateral falls while the ETH short rises, tighter than either
     assert all_ < eth < rows["BTC"]
