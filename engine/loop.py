@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sys
 import time
+from bisect import bisect_left, bisect_right
 
 import attrs
 import numpy as np
@@ -108,6 +109,11 @@ class Backtest:
         self.snapshots: list = []
         self.thresholds = np.array(config.warning_thresholds, dtype=np.float64)
         self._points = POINTS[config.intrabar]
+        self._exchanges = sorted(self.catalog.venues)
+        self._multi_asset = any(v.margin_mode == "multi-asset" for v in self.catalog.venues.values())
+        self._units_ledger = None
+        self._units: list = []
+        self._sample_rows: list = []
 
     # -- event plumbing -------------------------------------------------------------------------
     def emit(self, events) -> None:
@@ -156,11 +162,12 @@ class Backtest:
         self.initial_ledger = self.ledger  # before the deposits: replaying the whole log from here is exact
         for name, venue in self.catalog.venues.items():
             self.emit(ev.CollateralDeposited(first_ts, name, asset, amount) for asset, amount in venue.collateral.items())
-        wake_rows = self._wake_rows()
+        # sorted Python lists: the loop looks things up with bisect (no numpy call per row)
+        wake_rows = self._wake_rows().tolist()
         funding = self._funding_by_row()
-        funding_rows = np.array(sorted(funding), dtype=np.int64)
+        funding_rows = sorted(funding)
         sample_rows = np.flatnonzero((feed.ts + feed.bar_ns) % config.sample_interval_ns == 0)
-        sample_rows = np.union1d(sample_rows, [total - 1])
+        self._sample_rows = np.union1d(sample_rows, [total - 1]).tolist()
         slippage = config.slippage_bps / 10_000.0
         last_progress = time.monotonic()
         row = 0
@@ -193,9 +200,9 @@ class Backtest:
             if changed:
                 self._snapshot(row, ts, "event", sorted(changed))
             # the quiet stretch: until the next wake or the next row where state changes
-            wake_at = wake_rows[np.searchsorted(wake_rows, row)] if wake_rows[-1] >= row else total
-            next_funding = funding_rows[np.searchsorted(funding_rows, row, side="right")] \
-                if funding_rows.size and funding_rows[-1] > row else total
+            wake_at = wake_rows[bisect_left(wake_rows, row)] if wake_rows[-1] >= row else total
+            next_funding = funding_rows[bisect_right(funding_rows, row)] \
+                if funding_rows and funding_rows[-1] > row else total
             stop = min(int(wake_at) + 1, int(next_funding), total)
             if reasons:
                 stop = row + 1
@@ -205,7 +212,7 @@ class Backtest:
                 arrive = min(t.arrives_ts for t in self.ledger.in_flight.values())
                 stop = min(stop, max(int(np.searchsorted(feed.ts, arrive)), row + 1))
             # 4. margin over [row, stop)
-            stop, margin_events = self._watch_margin(row, stop, sample_rows)
+            stop, margin_events = self._watch_margin(row, stop)
             if margin_events and self.wakes.margin_warnings:
                 reasons.append("margin_warning")
                 wake_events.extend(margin_events)
@@ -253,17 +260,25 @@ class Backtest:
                 out.extend(events)
         return out
 
-    def _watch_margin(self, row: int, stop: int, sample_rows: np.ndarray) -> tuple[int, list]:
+    def _risk_units(self, start: int) -> list:
+        """The risk units of the current ledger; reused while the ledger object is unchanged (it is
+        immutable) unless a multi-asset pool values collateral at the stretch's prices."""
+        if self._units_ledger is not self.ledger or self._multi_asset:
+            self._units = risk_units(self.ledger, self.catalog, self.feed.mark_close[start])
+            self._units_ledger = self.ledger
+        return self._units
+
+    def _watch_margin(self, row: int, stop: int) -> tuple[int, list]:
         """Scan [row, stop) for margin events, handling each as it comes; returns the (possibly
         shortened) stop and the margin events raised."""
         feed, points = self.feed, self._points
         raised = []
         start, first_point = row, 0
         while True:
-            units = risk_units(self.ledger, self.catalog, feed.mark_close[start])
+            units = self._risk_units(start)
             breaches = scan(units, feed, start, stop, first_point, self.config.intrabar, self.thresholds)
             until = breaches[0].row if breaches else stop
-            self._samples(start, until, sample_rows)
+            self._samples(start, until)
             if not breaches:
                 return stop, raised
             at = breaches[0].row
@@ -294,6 +309,8 @@ class Backtest:
     def _convert_negative_balances(self, row: int, ts: int, exchanges) -> set:
         """Multi-asset auto-exchange after events that moved balances (see engine.collateral)."""
         converted = set()
+        if not self._multi_asset:
+            return converted
         for exchange in sorted(exchanges):
             events = conversion_events(self.ledger.accounts[exchange], self.catalog, self.feed.mark_close[row], ts)
             if events:
@@ -301,12 +318,14 @@ class Backtest:
                 converted.add(exchange)
         return converted
 
-    def _samples(self, start: int, stop: int, sample_rows: np.ndarray) -> None:
-        lo, hi = np.searchsorted(sample_rows, [start, stop])
+    def _samples(self, start: int, stop: int) -> None:
+        sample_rows = self._sample_rows
+        lo = bisect_left(sample_rows, start)
+        hi = bisect_left(sample_rows, stop, lo)
         if hi <= lo:
             return
-        exchanges = sorted(self.catalog.venues)
-        for row in sample_rows[lo:hi].tolist():
+        exchanges = self._exchanges
+        for row in sample_rows[lo:hi]:
             self._snapshot(row, int(self.feed.ts[row]) + self.feed.bar_ns, "sample", exchanges)
 
     def _wake(self, row: int, reasons: tuple, wake_events: tuple) -> None:
