@@ -55,6 +55,15 @@ class Feed:
     funding_rate: np.ndarray
     funding_ts: np.ndarray
     fingerprint: str
+    funding_by_column: dict = attrs.field(init=False, repr=False)
+
+    def __attrs_post_init__(self):
+        """Per instrument column: (feed rows, rates) of its funding settlements, for bisect lookups."""
+        by_column = {}
+        for column in np.unique(self.funding_column).tolist():
+            mask = self.funding_column == column
+            by_column[column] = (self.funding_row[mask].tolist(), self.funding_rate[mask].tolist())
+        object.__setattr__(self, "funding_by_column", by_column)
 
     def column(self, key: str) -> int:
         return self.keys.index(key)

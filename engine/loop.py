@@ -208,10 +208,7 @@ class Backtest:
                 stop = row + 1
             if any(a.orders for a in self.ledger.accounts.values()):
                 stop = min(stop, row + 1)
-            if self.ledger.in_flight:
-                arrive = min(t.arrives_ts for t in self.ledger.in_flight.values())
-                stop = min(stop, max(int(np.searchsorted(feed.ts, arrive)), row + 1))
-            # 4. margin over [row, stop)
+            # 4. margin over [row, stop), transfers landing inside it at their own time
             stop, margin_events = self._watch_margin(row, stop)
             if margin_events and self.wakes.margin_warnings:
                 reasons.append("margin_warning")
@@ -276,7 +273,21 @@ class Backtest:
         start, first_point = row, 0
         while True:
             units = self._risk_units(start)
-            breaches = scan(units, feed, start, stop, first_point, self.config.intrabar, self.thresholds)
+            arrival = self._arrival_point()
+            if arrival is not None and not start * points + first_point <= arrival[0] < stop * points:
+                arrival = None
+            scan_stop = stop if arrival is None else arrival[0] // points + 1
+            breaches = scan(units, feed, start, scan_stop, first_point, self.config.intrabar, self.thresholds)
+            # a breach at the arrival's own path point crossed maintenance on the way to it: it comes first
+            if arrival is not None and (not breaches or breaches[0].row * points + breaches[0].point > arrival[0]):
+                at, point = divmod(arrival[0], points)
+                self._samples(start, at)
+                transfer = arrival[1]
+                self.emit([ev.TransferArrived(transfer.arrives_ts, transfer.destination, transfer.transfer_id,
+                                              transfer.source, transfer.asset, transfer.amount)])
+                self._snapshot(at, transfer.arrives_ts, "event", [transfer.destination])
+                start, first_point = at, point
+                continue
             until = breaches[0].row if breaches else stop
             self._samples(start, until)
             if not breaches:
@@ -305,6 +316,19 @@ class Backtest:
             start, first_point = at, breaches[0].point
             if start * points + first_point >= stop * points:
                 return stop, raised
+
+    def _arrival_point(self):
+        """(flat path index, transfer) of the next transfer to land: the first path point of the bar
+        holding its due time whose nominal time (bar open + point/points of the bar) is not earlier.
+        The money counts from that point on; the event carries the exact due time."""
+        if not self.ledger.in_flight:
+            return None
+        transfer = min(self.ledger.in_flight.values(), key=lambda t: (t.arrives_ts, t.transfer_id))
+        feed, points = self.feed, self._points
+        row = max(int(np.searchsorted(feed.ts, transfer.arrives_ts, side="right")) - 1, 0)
+        step = feed.bar_ns // points
+        point = -(-(transfer.arrives_ts - int(feed.ts[row])) // step)
+        return min(row * points + max(point, 0), (row + 1) * points), transfer
 
     def _convert_negative_balances(self, row: int, ts: int, exchanges) -> set:
         """Multi-asset auto-exchange after events that moved balances (see engine.collateral)."""

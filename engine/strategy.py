@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib
 import math
+from bisect import bisect_right
 from datetime import datetime, timezone
 from importlib.metadata import entry_points
 
@@ -100,13 +101,9 @@ class View:
 
     def funding_rate(self, key: str) -> float:
         """The most recent settled funding rate of a perp (nan before the first settlement)."""
-        feed = self._feed
-        column = feed.column(key)
-        settled = feed.funding_row <= self._row
-        mask = settled & (feed.funding_column == column)
-        if not mask.any():
-            return math.nan
-        return float(feed.funding_rate[np.flatnonzero(mask)[-1]])
+        rows, rates = self._feed.funding_by_column.get(self._feed.column(key), ((), ()))
+        settled = bisect_right(rows, self._row)
+        return float(rates[settled - 1]) if settled else math.nan
 
     def position(self, key: str) -> float:
         """Signed quantity held (0.0 when flat)."""

@@ -10,10 +10,10 @@ Why the pinned numbers are plausible (checked by hand against the event logs whe
   slippage: +1.2k on 100k.
 * funding arbitrage (BTC, Binance 8h vs Hyperliquid 1h, 40k per leg): Hyperliquid paid more than
   Binance most of the quarter, so the book is mostly short Hyperliquid / long Binance: funding
-  received on Hyperliquid (+1,816), paid on Binance (-777). Price PnL nets out across the silos
+  received on Hyperliquid (+1,820), paid on Binance (-779). Price PnL nets out across the silos
   (+6.6k realised on Binance, -6.7k on Hyperliquid); three USDC top-ups from Binance's reserve
-  (8,700.80 + 3 x 1 USDC withdrawal fee) when the losing short leg ate Hyperliquid's buffer.
-  Total PnL 283 = funding 1,039 - trading fees 692 - 3 withdrawal fees - basis slippage.
+  (8,761.56 + 3 x 1 USDC withdrawal fee; each lands 30 min after it is sent) when the losing short leg ate Hyperliquid's buffer.
+  Total PnL 285 = funding 1,042 - trading fees 692 - 3 withdrawal fees - basis slippage.
 * pairs hedge (long ETH / short SOL, beta, 2025-02..04): ETH fell ~32 % and SOL ~25 % over the
   window; with a ~0.8 beta short SOL the long ETH loses more than the short earns: -7.4k on a 30k
   long leg is about the ETH/SOL relative move. 36 small rebalance fills, 70 in fees.
@@ -86,21 +86,20 @@ def test_funding_arbitrage_golden(tmp_path):
     completed = run("funding_arbitrage", tmp_path)
     summary = completed.summary
     assert headline(summary) == {
-        "binance": {"fills": 21, "fees": pytest.approx(364.37918904759, rel=1e-9),
-                    "funding": pytest.approx(-776.7813715610789, rel=1e-9), "liquidations": 0,
+        "binance": {"fills": 21, "fees": pytest.approx(364.3680177648299, rel=1e-9),
+                    "funding": pytest.approx(-778.736462479788, rel=1e-9), "liquidations": 0,
                     "liquidation_loss": 0.0, "rejected_orders": 0},
-        "hyperliquid": {"fills": 21, "fees": pytest.approx(328.0745816876251, rel=1e-9),
-                        "funding": pytest.approx(1816.0844953548262, rel=1e-9), "liquidations": 0,
+        "hyperliquid": {"fills": 21, "fees": pytest.approx(328.06493542309505, rel=1e-9),
+                        "funding": pytest.approx(1820.2975159996774, rel=1e-9), "liquidations": 0,
                         "liquidation_loss": 0.0, "rejected_orders": 0}}
-    assert summary["exchanges"]["binance"]["pnl"] == pytest.approx(5478.0117346312945, rel=1e-9)
-    assert summary["exchanges"]["hyperliquid"]["pnl"] == pytest.approx(-5194.620482832808, rel=1e-9)
-    assert summary["total"]["pnl"] == pytest.approx(283.39125179848634, rel=1e-9)  # after 3 x 1 USDC fees
-    # all stables, yet our PnL is 3 USDC lower: the summary books the three 1-USDC withdrawal fees as
-    # "transfers out" of Binance, so they are a cost on no exchange and vanish from the total (engine issue)
-    assert marked_pnl(completed) == pytest.approx(283.39125179848634, rel=1e-9)
+    assert summary["exchanges"]["binance"]["pnl"] == pytest.approx(5453.725249475345, rel=1e-9)
+    assert summary["exchanges"]["hyperliquid"]["pnl"] == pytest.approx(-5168.961672523463, rel=1e-9)
+    assert summary["total"]["pnl"] == pytest.approx(284.763576951882, rel=1e-9)  # after 3 x 1 USDC fees
+    # the independent mark-to-market agrees, withdrawal fees included
+    assert marked_pnl(completed) == pytest.approx(284.763576951882, rel=1e-9)
     transfers = [e for e in completed.result.events if type(e).__name__ == "TransferSent"]
     assert [(e.exchange, e.destination, e.asset) for e in transfers] == [("binance", "hyperliquid", "USDC")] * 3
-    assert sum(e.amount for e in transfers) == pytest.approx(8700.80, rel=1e-9)
+    assert sum(e.amount for e in transfers) == pytest.approx(8761.56, rel=1e-9)
 
 
 def test_pairs_hedge_golden(tmp_path):
