@@ -159,6 +159,18 @@ def child(dataset: Path, workload: str) -> dict:
     result = backtest.run()
     run_seconds = time.perf_counter() - started
     rss_engine = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    # the output phase: the event log as Arrow and the projected equity (with distances), positions
+    # and collateral tables, everything `xmargin run` writes except the disk I/O
+    from engine.eventlog import events_to_table
+    from engine.outputs import collateral_table, equity_table, positions_table
+
+    started = time.perf_counter()
+    events_to_table(result.events)
+    equity_table(result)
+    positions_table(result)
+    collateral_table(result)
+    output_seconds = time.perf_counter() - started
+    rss_outputs = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     bars = int(result.feed.bars)
     counts: dict[str, int] = {}
     fees = 0.0
@@ -171,7 +183,8 @@ def child(dataset: Path, workload: str) -> dict:
            "engine_load_s": result.timings["load_seconds"], "run_s": run_seconds,
            "bars_per_s": bars / run_seconds, "events": len(result.events), "event_counts": counts,
            "orders": counts.get("OrderAccepted", 0) + counts.get("OrderRejected", 0),
-           "fills": counts.get("OrderFilled", 0), "fees": fees, "rss_load_mb": rss_load, "rss_engine_mb": rss_engine}
+           "fills": counts.get("OrderFilled", 0), "fees": fees, "rss_load_mb": rss_load, "rss_engine_mb": rss_engine,
+           "output_s": output_seconds, "rss_outputs_mb": rss_outputs}
     del backtest, result
     frame = load_bars(dataset)
     polars_seconds = loop_seconds = float("inf")
@@ -205,11 +218,12 @@ def summarise(runs: list[dict]) -> dict:
     first = runs[0]
     s = {k: first[k] for k in ("workload", "bars", "rows", "events", "orders", "fills", "fees", "event_counts",
                                "polars_fees", "polars_trades", "polars_equity")}
-    for key in ("bars_per_s", "run_s", "load_s", "polars_bars_per_s", "loop_rows_per_s"):
+    for key in ("bars_per_s", "run_s", "load_s", "output_s", "polars_bars_per_s", "loop_rows_per_s"):
         s[key] = med(key)
     s["rss_load_mb"] = max(r["rss_load_mb"] for r in runs)
     s["rss_engine_mb"] = max(r["rss_engine_mb"] for r in runs)
     s["rss_engine_mb_min"] = min(r["rss_engine_mb"] for r in runs)
+    s["rss_outputs_mb"] = max(r["rss_outputs_mb"] for r in runs)
     s["bars_per_s_all"] = sorted(r["bars_per_s"] for r in runs)
     s["rss_total_mb"] = max(r["rss_total_mb"] for r in runs)
     s["vs_polars"] = med("bars_per_s") / s["polars_bars_per_s"]
@@ -224,6 +238,8 @@ def report(s: dict) -> None:
     print(f"  run phase     {s['run_s']:8.2f} s   {s['bars_per_s']:>14,.0f} bars/s   "
           f"(runs: {', '.join(f'{v:,.0f}' for v in s['bars_per_s_all'])})")
     print(f"  load phase    {s['load_s']:8.2f} s   (Backtest(config): manifest, Parquet -> arrays, fingerprint)")
+    print(f"  output phase  {s['output_s']:8.2f} s   (event log to Arrow; equity with distances, positions, "
+          f"collateral projected; peak RSS then {s['rss_outputs_mb']:.0f} MB)")
     print(f"  peak RSS      {s['rss_engine_mb']:8.0f} MB (max; min {s['rss_engine_mb_min']:.0f}) after the run ({s['rss_load_mb']:.0f} MB after load, "
           f"{s['rss_total_mb']:.0f} MB with the references)")
     print(f"  events        {s['events']:,}  orders {s['orders']:,}  fills {s['fills']:,}  fees {s['fees']:,.2f} USDT  "
@@ -234,11 +250,12 @@ def report(s: dict) -> None:
 
 
 def table(summaries: dict) -> None:
-    print("\n| workload | run bars/s | load s | peak RSS MB | events | orders | polars W2 ref bars/s | engine/polars "
-          "| Python loop rows/s | engine/loop |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("\n| workload | run bars/s | load s | output s | peak RSS MB | events | orders | polars W2 ref bars/s "
+          "| engine/polars | Python loop rows/s | engine/loop |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for w, s in summaries.items():
-        print(f"| {w} | {s['bars_per_s']:,.0f} | {s['load_s']:.2f} | {s['rss_engine_mb']:.0f} | {s['events']:,} | "
+        print(f"| {w} | {s['bars_per_s']:,.0f} | {s['load_s']:.2f} | {s['output_s']:.2f} | {s['rss_engine_mb']:.0f} | "
+              f"{s['events']:,} | "
               f"{s['orders']:,} | {s['polars_bars_per_s']:,.0f} | {s['vs_polars']:.3f} | {s['loop_rows_per_s']:,.0f} | "
               f"{s['vs_loop']:.4f} |")
     if "W2" in summaries:
