@@ -20,8 +20,8 @@ from engine.venue import Catalog
 from tests.helpers_feed import VenueSpec, make_catalog, perp, spot
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path("/work/shared/exchange-rules")
-# the tier tables as printed in collateral_tier_examples.json (copied so the test runs without /work/shared)
+SHARED = ROOT.parent / "shared" / "exchange-rules"  # beside the repository, as in CI
+# the tier tables as printed in collateral_tier_examples.json (copied so the test runs without shared/)
 BYBIT_BTC = {"unit": "coin", "tiers": [
     {"from": 0, "to": 10, "ratio": 0.98}, {"from": 10, "to": 20, "ratio": 0.95},
     {"from": 20, "to": 30, "ratio": 0.9}, {"from": 30, "to": 40, "ratio": 0.85},

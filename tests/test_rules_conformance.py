@@ -111,7 +111,7 @@ def test_binance_matches_shared_source():
     from pathlib import Path
 
     src = None
-    for p in (Path("shared"), Path("/work/shared")):
+    for p in (Path(__file__).resolve().parents[2] / "shared", Path("shared")):  # beside the repository (CI)
         f = p / "exchange-rules" / "binance_usdm_leverage_brackets.json"
         if f.is_file():
             src = json.loads(f.read_text())["symbols"]
