@@ -86,7 +86,8 @@ def write_ipc(table: pa.Table, path: Path) -> None:
 
 
 def read_ipc(path: Path) -> pa.Table:
-    with pa.memory_map(str(path), "r") as source:
+    """Read a whole Arrow IPC file into memory (not memory-mapped: the file may be rewritten later)."""
+    with pa.OSFile(str(path), "rb") as source:
         return pa.ipc.open_file(source).read_all()
 
 

@@ -1,0 +1,211 @@
+"""`xmargin run`, `verify` and `runs list` end to end on the real sample, through the CLI:
+outputs, overrides, determinism, atomic run folders, and verify catching a tampered run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import polars as pl
+import pyarrow as pa
+import pytest
+from click.testing import CliRunner
+
+from engine.cli import main
+from engine.eventlog import read_ipc, write_ipc
+from engine.results import TABLES, open_run
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = """
+[run]
+dataset = "{dataset}"
+strategy = "hold"
+start = "2024-10-01"
+end = "2024-11-01"
+seed = 3
+
+[strategy.params]
+positions = {{ "binance:ETH/USDT:USDT" = 20000, "binance:BTC/USDT:USDT" = -20000 }}
+
+[exchanges.binance]
+rules = "binance-usdm"
+margin_mode = "cross"
+collateral = {{ USDT = 10000 }}
+"""
+
+
+@pytest.fixture()
+def config(tmp_path) -> Path:
+    path = tmp_path / "hold.toml"
+    path.write_text(CONFIG.format(dataset=ROOT / "datasets" / "sample"))
+    return path
+
+
+def run_cli(*args) -> "click.testing.Result":
+    result = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+    return result
+
+
+def test_run_writes_a_complete_run_folder_and_prints_a_summary(config, tmp_path):
+    result = run_cli("run", config, "--out", tmp_path / "runs", "--run-id", "r1", "--quiet")
+    assert result.exit_code == 0, result.output
+    assert "binance" in result.output and "outputs:" in result.output and "lowest headroom" in result.output
+    folder = tmp_path / "runs" / "r1"
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        [f"{t}.arrow" for t in TABLES] + ["summary.json", "manifest.json"])
+    run = open_run(folder)
+    assert isinstance(run.equity, pl.LazyFrame)
+    events = run.events.collect()
+    assert events["type"].to_list()[:3] == ["CollateralDeposited", "OrderAccepted", "OrderAccepted"]
+    assert events.schema["ts"] == pl.Datetime("ns", "UTC")
+    fills = run.fills.collect()
+    assert fills.height == 2 and set(fills["instrument"]) == {"binance:ETH/USDT:USDT", "binance:BTC/USDT:USDT"}
+    # the fills fill at the open of the bar after the first bar close (2024-10-01 01:00), taker fee 5 bps
+    assert fills["ts"].dt.strftime("%Y-%m-%d %H:%M").to_list() == ["2024-10-01 01:00"] * 2
+    assert (fills["fee"] / fills["notional"]).to_list() == pytest.approx([0.0005, 0.0005])
+    equity = run.equity.collect()
+    assert {"sample", "event", "final"} <= set(equity["reason"])
+    assert (equity.filter(pl.col("reason") == "sample")["ts"].diff().drop_nulls().dt.total_hours() == 1).all()
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["seed"] == 3 and manifest["resolved"]["intrabar"] == "path"
+    assert manifest["mark_price_source"]["binance:BTC/USDT:USDT"] == "mark"
+    assert manifest["mark_price_source"]["binance:SOL/USDT:USDT"] == "last"  # the sample has no SOL mark
+    assert len(manifest["dataset_fingerprint"]) == 64
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["exchanges"]["binance"]["fills"] == 2
+    assert summary["total"]["fees"] == pytest.approx(fills["fee"].sum())
+
+    listed = run_cli("runs", "list", "--root", tmp_path / "runs")
+    assert listed.exit_code == 0 and "r1" in listed.output
+
+
+def test_verify_passes_then_catches_tampering(config, tmp_path):
+    assert run_cli("run", config, "--out", tmp_path, "--run-id", "r", "--quiet").exit_code == 0
+    folder = tmp_path / "r"
+    ok = run_cli("verify", folder)
+    assert ok.exit_code == 0 and ok.output.startswith("ok:")
+
+    fills = read_ipc(folder / "fills.arrow")  # a fill price edited after the fact
+    prices = fills.column("price").to_pylist()
+    prices[0] += 1.0
+    write_ipc(fills.set_column(fills.schema.get_field_index("price"), "price", pa.array(prices)),
+              folder / "fills.arrow")
+    bad = run_cli("verify", folder)
+    assert bad.exit_code == 1 and "fills.arrow differs from the projection of the event log" in bad.output
+
+    manifest = json.loads((folder / "manifest.json").read_text())  # a final balance edited
+    manifest["final_state"]["binance"]["balances"]["USDT"] += 0.01
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    bad = run_cli("verify", folder)
+    assert "binance: replayed final state" in bad.output
+
+    events = read_ipc(folder / "events.arrow")  # the log itself rewritten: hash, conservation, state
+    amounts = events.column("amount").to_pylist()
+    amounts[0] = amounts[0] + 500.0  # a bigger deposit
+    write_ipc(events.set_column(events.schema.get_field_index("amount"), "amount",
+                                pa.array(amounts, type=pa.float64())), folder / "events.arrow")
+    bad = run_cli("verify", folder)
+    assert bad.exit_code == 1
+    assert "sha256" in bad.output and "differs from the manifest" in bad.output
+
+
+def test_same_config_data_and_seed_give_a_byte_identical_event_log(config, tmp_path):
+    for run_id in ("a", "b"):
+        assert run_cli("run", config, "--out", tmp_path, "--run-id", run_id, "--quiet").exit_code == 0
+    a, b = (tmp_path / r / "events.arrow" for r in ("a", "b"))
+    assert a.read_bytes() == b.read_bytes()
+    manifests = [json.loads((tmp_path / r / "manifest.json").read_text()) for r in ("a", "b")]
+    assert manifests[0]["events_sha256"] == manifests[1]["events_sha256"]
+
+
+def test_command_line_overrides_change_the_run(config, tmp_path):
+    out = tmp_path / "o"
+    result = run_cli("run", config, "--out", out, "--run-id", "iso", "--quiet", "--margin-mode", "binance=isolated",
+                     "--set", "strategy.params.positions={\"binance:ETH/USDT:USDT\" = 5000}",
+                     "--start", "2024-10-10", "--end", "2024-10-12", "--seed", "11")
+    assert result.exit_code == 0, result.output
+    run = open_run(out / "iso")
+    fills = run.fills.collect()
+    assert fills["instrument"].to_list() == ["binance:ETH/USDT:USDT"]
+    assert fills["ts"].dt.strftime("%Y-%m-%d %H:%M").to_list() == ["2024-10-10 01:00"]
+    positions = run.positions.collect()
+    assert set(positions["margin_mode"]) == {"isolated"}
+    assert run.manifest["seed"] == 11 and run.manifest["resolved"]["margin_modes"] == {"binance": "isolated"}
+    last = run.equity.collect()["ts"].max()
+    assert str(last) <= "2024-10-12 00:00:00+00:00"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--set", "run.intrabar=sideways"], "run.intrabar = 'sideways': allowed ['path', 'worst-case', 'close']"),
+    (["--set", "run.colour=blue"], "unknown keys run.['colour']"),
+    (["--margin-mode", "bybit=cross"], "--margin-mode bybit=cross: no exchange 'bybit' in the config"),
+    (["--margin-mode", "binance=portfolio-ish"], "exchanges.binance.margin_mode = 'portfolio-ish': allowed"),
+    (["--set", "exchanges.binance.rules=no-such-exchange"], "rules 'no-such-exchange': neither a built-in"),
+    (["--set", "run.strategy=nowhere:Nothing"], "cannot import module 'nowhere'"),
+    (["--set", "run.strategy=not-registered"], "not `module:Class` and not a registered strategy"),
+    (["--set", "strategy.params.positions=3"], "strategy.params for hold"),
+    (["--start", "2024-13-01"], "run.start = '2024-13-01': not a date"),
+])
+def test_config_errors_name_the_key_and_what_is_allowed(config, tmp_path, args, message):
+    out = tmp_path / "runs"
+    result = CliRunner().invoke(main, ["run", str(config), "--out", str(out), "--quiet", *args])
+    assert result.exit_code == 2
+    assert message in result.output
+    assert not out.exists()  # nothing written
+
+
+def test_a_failure_while_writing_leaves_no_run_folder(config, tmp_path, monkeypatch):
+    import engine.outputs as outputs
+
+    calls = {"n": 0}
+    real = outputs.write_ipc
+
+    def failing(table, path):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise OSError("disk full")
+        real(table, path)
+
+    monkeypatch.setattr(outputs, "write_ipc", failing)
+    out = tmp_path / "runs"
+    with pytest.raises(OSError):
+        CliRunner().invoke(main, ["run", str(config), "--out", str(out), "--run-id", "x", "--quiet"],
+                           catch_exceptions=False)
+    assert list(out.iterdir()) == []  # neither runs/x nor runs/x.partial
+
+
+def test_a_strategy_crash_writes_nothing(tmp_path):
+    from engine.config import parse_config
+    from engine.runner import execute
+
+    config = parse_config({"run": {"dataset": str(ROOT / "datasets/sample"), "strategy": "tests.test_run:Crashes",
+                                   "start": "2024-10-01", "end": "2024-10-03"},
+                           "exchanges": {"binance": {"rules": "binance-usdm", "collateral": {"USDT": 1000}}}})
+    with pytest.raises(RuntimeError, match="strategy bug"):
+        execute(config, out=tmp_path, run_id="c")
+    assert list(tmp_path.iterdir()) == []
+
+
+class Crashes:
+    def __init__(self, params):
+        self.wakes_seen = 0
+
+    def wakes(self):
+        from engine.strategy import Wakes
+
+        return Wakes(every="1h")
+
+    def on_wake(self, view, wake):
+        self.wakes_seen += 1
+        if self.wakes_seen == 5:
+            raise RuntimeError("strategy bug")
+        return []
+
+
+def test_strategies_load_by_module_path_and_by_registered_name():
+    from engine.strategy import resolve_strategy
+    from strategies.hold import Hold
+
+    assert resolve_strategy("strategies.hold:Hold") is Hold
+    assert resolve_strategy("hold") is Hold
+    assert resolve_strategy("funding-arbitrage").__name__ == "FundingArbitrage"
