@@ -22,6 +22,7 @@ import polars as pl
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from engine.dataset.importers import DEFAULT_FILTERS  # noqa: E402
 from engine.dataset.manifest import DatasetManifest, Source, write_manifest  # noqa: E402
 from engine.dataset.validate import polars_schema  # noqa: E402
 from engine.instruments import Instrument  # noqa: E402
@@ -30,21 +31,10 @@ START = datetime(2024, 9, 5, tzinfo=timezone.utc)  # inclusive
 END = datetime(2025, 7, 26, tzinfo=timezone.utc)  # exclusive
 ASSETS = ("BTC", "ETH", "SOL")
 
-# (exchange, market, asset) -> (lot_size, min_notional, tick_size). Binance values are the
-# exchangeInfo filters (LOT_SIZE stepSize, MIN_NOTIONAL / NOTIONAL, PRICE_FILTER tickSize) as
-# published in 2024-2025; Hyperliquid lot = 10^-szDecimals, min order value 10 USDC, and prices use
-# 5 significant figures instead of a fixed tick, so tick_size = 0 (not enforced).
-FILTERS = {
-    ("binance", "perp", "BTC"): (0.001, 100.0, 0.1),
-    ("binance", "perp", "ETH"): (0.001, 20.0, 0.01),
-    ("binance", "perp", "SOL"): (1.0, 5.0, 0.01),
-    ("binance", "spot", "BTC"): (0.00001, 5.0, 0.01),
-    ("binance", "spot", "ETH"): (0.0001, 5.0, 0.01),
-    ("binance", "spot", "SOL"): (0.001, 5.0, 0.01),
-    ("hyperliquid", "perp", "BTC"): (0.00001, 10.0, 0.0),
-    ("hyperliquid", "perp", "ETH"): (0.0001, 10.0, 0.0),
-    ("hyperliquid", "perp", "SOL"): (0.01, 10.0, 0.0),
-}
+# (exchange, market, asset) -> (lot_size, min_notional, tick_size): the documented defaults that
+# `xmargin data import` also uses (Binance exchangeInfo filters as published in 2024-2025;
+# Hyperliquid lot = 10^-szDecimals, min order value 10 USDC, no fixed tick).
+FILTERS = DEFAULT_FILTERS
 
 
 def _plan():

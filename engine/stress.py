@@ -89,6 +89,11 @@ def parse_duration_ns(value, where: str = "duration") -> int | None:
     return parse_duration(str(value), where)
 
 
+def _for(duration: int | None) -> str:
+    """' for 6h' (or '' without a duration), for describe()."""
+    return f" for {duration / 3.6e12:g}h" if duration else ""
+
+
 def _iso(ns: int) -> str:
     return datetime.fromtimestamp(ns / 1e9, tz=timezone.utc).strftime("%Y-%m-%d %H:%M")
 
@@ -148,7 +153,6 @@ class PriceGap:
         _set_feed(backtest, attrs.evolve(feed, **_scaled(feed, _PRICE_ARRAYS + _MARK_ARRAYS, start, stop, columns,
                                                           1.0 + self.size)))
 
-
     def describe(self) -> str:
         return f"gap {','.join(self.instruments)} {self.size * 100:+.4g}% at {_iso(self.at)}"
 
@@ -169,9 +173,8 @@ class MarkDivergence:
         start, stop = _window(feed, self.at, self.duration)
         _set_feed(backtest, attrs.evolve(feed, **_scaled(feed, _MARK_ARRAYS, start, stop, columns, 1.0 + self.size)))
 
-
     def describe(self) -> str:
-        until = f" for {self.duration / 3.6e12:g}h" if self.duration else ""
+        until = _for(self.duration)
         return f"mark-divergence {','.join(self.instruments)} {self.size * 100:+.4g}% at {_iso(self.at)}{until}"
 
 
@@ -192,9 +195,8 @@ class FundingSpike:
         hit = np.isin(feed.funding_column, columns) & (feed.funding_ts >= self.at) & (feed.funding_ts < end)
         _set_feed(backtest, attrs.evolve(feed, funding_rate=np.where(hit, self.rate, feed.funding_rate)))
 
-
     def describe(self) -> str:
-        until = f" for {self.duration / 3.6e12:g}h" if self.duration else ""
+        until = _for(self.duration)
         return f"funding-spike {','.join(self.instruments)} rate {self.rate * 100:+.4g}% at {_iso(self.at)}{until}"
 
 
@@ -217,7 +219,6 @@ class CollateralFall:
             raise ConfigError(f"stress {self.describe()}: no instrument of the run has base asset {self.asset!r}.")
         PriceGap(self.at, keys, self.size).prepare(backtest)
 
-
     def describe(self) -> str:
         return f"collateral-fall {self.asset} {self.size * 100:+.4g}% at {_iso(self.at)}"
 
@@ -238,9 +239,8 @@ class WithdrawalHalt:
         end = np.iinfo(np.int64).max if self.duration is None else self.at + self.duration
         backtest.context.withdrawal_halts = (*backtest.context.withdrawal_halts, (self.exchange, self.at, end))
 
-
     def describe(self) -> str:
-        until = f" for {self.duration / 3.6e12:g}h" if self.duration else ""
+        until = _for(self.duration)
         return f"withdrawal-halt {self.exchange} at {_iso(self.at)}{until}"
 
 

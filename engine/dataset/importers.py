@@ -44,8 +44,10 @@ KLINE_COLUMNS = ("open_time", "open", "high", "low", "close", "volume")
 FUNDING_CSV_COLUMNS = ("calc_time", "funding_interval_hours", "last_funding_rate")
 LISTED_ROWS = 5
 
-# (exchange, market, base) -> (lot_size, min_notional, tick_size): documented defaults (see
-# datasets/sample/README.md); anything else gets 0 = not enforced, and the import says so.
+# (exchange, market, base) -> (lot_size, min_notional, tick_size): Binance's exchangeInfo filters as
+# published in 2024-2025 (LOT_SIZE stepSize, MIN_NOTIONAL / NOTIONAL, PRICE_FILTER tickSize);
+# Hyperliquid lot = 10^-szDecimals, min order value 10 USDC, 5 significant figures instead of a tick
+# (tick 0 = not enforced). Anything else gets 0 = not enforced, and the import says so.
 DEFAULT_FILTERS = {
     ("binance", "perp", "BTC"): (0.001, 100.0, 0.1),
     ("binance", "perp", "ETH"): (0.001, 20.0, 0.01),
