@@ -6,8 +6,9 @@
 binance-usdm.json is converted from shared/exchange-rules/ (all symbols of
 binance_usdm_leverage_brackets.json: cum -> maintenance_amount, initial_leverage -> max_leverage;
 fees and funding-interval overrides from fees_and_funding.json; collateral ratios from
-binance_multi_assets_collateral_2021.json). The other three rule sets are written from the
-documented numbers below, each with its sources and what was not public. Maintenance amounts of
+binance_multi_assets_collateral_2021.json). The other four rule sets (binance-coinm, hyperliquid,
+bybit-linear, okx-swap) are written from the documented numbers below, each with its sources and
+what was not public. Maintenance amounts of
 every table built here follow the bracket recurrence
     amount_0 = 0,  amount_n = floor_n * (rate_n - rate_{n-1}) + amount_{n-1}
 so maintenance margin is continuous in notional.
@@ -280,6 +281,92 @@ def build_okx(ff: dict) -> dict:
     }
 
 
+# ---------------------------------------------------------------- Binance COIN-M (inverse perpetuals)
+# Binance's usual maintenance-rate ladder by max leverage: half the initial margin rate 1/(2 x leverage),
+# except 3x, where Binance uses 15 % (as in the USD-M brackets of shared/exchange-rules) rather than 16.7 %.
+COINM_MMR = {125: 0.004, 100: 0.005, 75: 0.5 / 75, 50: 0.01, 20: 0.025, 10: 0.05, 5: 0.10, 4: 0.125, 3: 0.15,
+             2: 0.25}
+# (notional floor in COIN, max leverage): FAQ 'Leverage and Margin in Coin-Margined Futures Contracts'.
+COINM_TIERS = {
+    "BTCUSD": [(0, 125), (10, 100), (20, 50), (30, 20), (50, 10), (100, 5), (200, 4), (400, 3), (1_000, 2)],
+    "ETHUSD": [(0, 100), (100, 75), (500, 50), (1_000, 20), (2_000, 10), (4_000, 5), (6_000, 4), (8_000, 3),
+               (10_000, 2)],
+}
+
+
+def build_binance_coinm() -> dict:
+    brackets = {sym: tiered([(floor, lev, COINM_MMR[lev]) for floor, lev in tiers])
+                for sym, tiers in sorted(COINM_TIERS.items())}
+    btc = brackets["BTCUSD"]
+    # the FAQ's worked numbers: level 4 amount 0.56 BTC, level 5 = 50 x (5% - 2.5%) + 0.56 = 1.81 BTC;
+    # 100 BTCUSD contracts (100 USD each) at 25,000 = 0.4 BTC notional -> MM 0.0016 BTC at 0.4 %
+    assert abs(btc[3]["maintenance_amount"] - 0.56) < 1e-9, btc[3]
+    assert abs(btc[4]["maintenance_amount"] - 1.81) < 1e-9, btc[4]
+    assert abs(100 * 100 / 25_000 * btc[0]["maintenance_margin_rate"] - 0.0016) < 1e-12, btc[0]
+    return {
+        "name": "binance-coinm",
+        "exchange": "binance",
+        "description": ("Binance COIN-M inverse perpetuals (BTCUSD, ETHUSD): margin, PnL, fees and maintenance "
+                        "amounts in the base coin; bracket notional in COIN units (contracts x contract size / "
+                        "price). Historical leverage tiers of 2020-06-11, maintenance rates derived (half the "
+                        "initial margin rate, 15 % at 3x), regular-tier fees, 8h funding, partial liquidation "
+                        "at the bankruptcy price."),
+        "as_of": "2020-06-11",
+        "sources": [
+            "https://www.binance.com/en/support/faq/be2c7d9d95b04a7e8044ed02dd7dfe5c (Binance FAQ 'Leverage and "
+            "Margin in Coin-Margined Futures Contracts', 2020-06-11: BTCUSD and ETHUSD leverage tiers, notional "
+            "in BTC / ETH)",
+            "https://www.binance.com/en/support/faq/ceccfcfb4e3a45e3b48b0b1bb1a8ae46 (Binance COIN-M FAQ: level 1 "
+            "maintenance rate 0.4 %, 100 BTCUSD contracts at 25,000 -> MM 0.0016 BTC; 'BTCUSD Level 5 = 50 BTC x "
+            "(5% - 2.5%) + 0.56 BTC = 1.81 BTC')",
+            "https://www.binance.com/en/support/faq/360033544231 (Binance Futures fee structure: coin-margined "
+            "commission = notional in coin x fee rate, BTCUSD contract size 100 USD; worked example with a "
+            "regular user's maker 0.02 % / taker 0.05 %)",
+            "https://developers.binance.com/docs/zh-CN/derivatives/coin-margined-futures/market-data/rest-api/"
+            "Get-Funding-Info (COIN-M funding info; 8h default, settlements 00:00/08:00/16:00 UTC)",
+            "https://www.binance.com/en/support/faq/b3c689c1f50a44cabb3a84e663b81d93 (liquidation price formula, "
+            "maintenance amount recurrence; as used for binance-usdm)",
+            "https://docs.traderwagon.com/faq/futures-trading-introduction/liquidation-protocol (quotes Binance "
+            "Liquidation Protocol: partial reduction first, then close at the bankruptcy price)",
+        ],
+        "not_public": [
+            "These are HISTORICAL tiers (FAQ of 2020-06-11); Binance has changed COIN-M brackets since (GET "
+            "/dapi/v1/leverageBracket gives the live ones, with qtyFloor/qtyCap in coin).",
+            "Maintenance margin rates are not tabulated on the cited pages. MMR = half the initial margin rate at "
+            "the tier's max leverage (125x 0.4 %, 100x 0.5 %, 75x 0.667 %, 50x 1 %, 20x 2.5 %, 10x 5 %, 5x 10 %, "
+            "4x 12.5 %), except 3x at 15 % (Binance's usual ladder value, as in the USD-M brackets; half would "
+            "be 16.7 %); 2x 25 %. With floors 0/10/20/30/50 BTC this reproduces the FAQ's level-1 rate 0.4 %, "
+            "level-4 amount 0.56 BTC and level-5 amount 1.81 BTC (checked by an assert in build_rules.py). "
+            "The ETHUSD rates are derived the same way and are not confirmed by any Binance example.",
+            "Brackets are keyed BASE+QUOTE (BTCUSD, ETHUSD) to match Instrument.native_id of BTC/USD:BTC; Binance "
+            "names the perpetual BTCUSD_PERP. Quarterly COIN-M contracts are not listed separately.",
+            "default_brackets is a copy of the ETHUSD table, chosen by us: Binance publishes no table for other "
+            "COIN-M coins. ETHUSD starts at 100x (not 125x) and its coin-unit floors are 10x those of BTCUSD, "
+            "so for coins cheaper than BTC it is the less arbitrary of the two; floors in coin units do not carry "
+            "over between coins, so treat it as a rough stand-in.",
+            "Fees: regular-tier maker 0.02 % / taker 0.05 % come from the worked example in Binance's fee FAQ "
+            "(current version); an earlier version of the same FAQ used maker 0.015 % / taker 0.040 % for the "
+            "coin-margined example, and the 2020 COIN-M fee table itself was not read. Treat as assumed equal to "
+            "USD-M.",
+            "Liquidation: modelled like binance-usdm (partial, filled at the bankruptcy price, fee_rate 0.0); no "
+            "COIN-M-specific liquidation clearance fee rate was found in the sources read.",
+            "Collateral: COIN-M margin is the coin itself (BTC for BTCUSD, ETH for ETHUSD), so each counts at "
+            "1.0 in its own unit; there is no cross-coin collateral in COIN-M.",
+        ],
+        "fees": {"maker": 0.0002, "taker": 0.0005},
+        "funding": {"interval_hours": 8.0, "settlement_times_utc": ["00:00", "08:00", "16:00"],
+                    "interval_overrides": {}},
+        "margin_modes": ["isolated", "cross"],
+        "liquidation": {"policy": "partial", "fill": "bankruptcy", "fee_rate": 0.0,
+                        "notes": "As binance-usdm: what is liquidated closes at the bankruptcy price (margin above "
+                                 "it goes to the Insurance Fund); amounts in the margin coin."},
+        "default_brackets": brackets["ETHUSD"],
+        "default_brackets_from": "ETHUSD",
+        "brackets": brackets,
+        "collateral_ratios": {"BTC": 1.0, "ETH": 1.0},
+    }
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shared", help="the shared/ folder holding exchange-rules/ (default: ./shared or /work/shared)")
@@ -290,7 +377,8 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     tier_examples = json.loads((shared / "exchange-rules" / "collateral_tier_examples.json").read_text())
-    for rules in (build_binance(shared), build_hyperliquid(ff), build_bybit(ff, tier_examples), build_okx(ff)):
+    for rules in (build_binance(shared), build_binance_coinm(), build_hyperliquid(ff),
+                  build_bybit(ff, tier_examples), build_okx(ff)):
         path = out / f"{rules['name']}.json"
         path.write_text(json.dumps(rules, indent=1, ensure_ascii=False) + "\n")
         print(f"wrote {path} ({len(rules['brackets'])} symbols)")
