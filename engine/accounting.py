@@ -81,6 +81,14 @@ def pool_for(account: Account, catalog: Catalog, marks: np.ndarray, prices: np.n
     return pool_metrics(account, catalog, marks, prices).get(pool_key(catalog, account.exchange, asset))
 
 
+def value_of(position: Position, tradable, mark: float) -> tuple[float, float]:
+    """(notional, unrealised PnL) of a position at `mark`, in its settle asset (coin for inverse)."""
+    instrument = tradable.instrument
+    inverse, size = instrument.is_inverse, instrument.contract_size
+    return (margin.contract_notional(position.quantity, mark, inverse, size),
+            margin.contract_pnl(position.quantity, position.entry_price, mark, inverse, size))
+
+
 def leverage_for(account: Account, catalog: Catalog, instrument: str) -> float:
     return account.leverage.get(instrument, catalog.venues[account.exchange].leverage)
 
@@ -98,9 +106,8 @@ def position_metrics(account: Account, catalog: Catalog, marks: np.ndarray) -> l
     for position in account.positions.values():
         tradable = catalog.tradable(position.instrument)
         mark = float(marks[tradable.column])
-        notional = abs(position.quantity) * mark
-        basics.append((position, tradable, mark, notional, position.quantity * (mark - position.entry_price),
-                       margin.maintenance_margin(notional, tradable.brackets)))
+        notional, pnl = value_of(position, tradable, mark)
+        basics.append((position, tradable, mark, notional, pnl, margin.maintenance_margin(notional, tradable.brackets)))
     cross_mm = {}
     cross_upnl = {}
     for position, _, _, _, upnl, mm in basics:
@@ -111,18 +118,20 @@ def position_metrics(account: Account, catalog: Catalog, marks: np.ndarray) -> l
     out = []
     for position, tradable, mark, notional, upnl, mm in basics:
         lev = leverage_for(account, catalog, position.instrument)
+        inverse, size = tradable.instrument.is_inverse, tradable.instrument.contract_size
         if position.margin_mode == "isolated":
-            liq = margin.isolated_liquidation_price(position.quantity, position.entry_price,
-                                                    position.isolated_margin, tradable.brackets)
-            bankrupt = margin.bankruptcy_price(position.quantity, position.entry_price, position.isolated_margin)
+            liq = margin.contract_liquidation_price(position.quantity, position.entry_price,
+                                                    position.isolated_margin, tradable.brackets, inverse, size)
+            bankrupt = margin.contract_bankruptcy_price(position.quantity, position.entry_price,
+                                                        position.isolated_margin, inverse, size)
         else:
             key = MULTI_ASSET_POOL if multi_asset else position.asset
             wallet = wallets[key] if multi_asset else account.balance(position.asset)
-            liq = margin.cross_liquidation_price(
-                position.quantity, position.entry_price, wallet, tradable.brackets,
+            liq = margin.contract_liquidation_price(
+                position.quantity, position.entry_price, wallet, tradable.brackets, inverse, size,
                 other_maintenance_margin=cross_mm[key] - mm, other_unrealized_pnl=cross_upnl[key] - upnl)
-            bankrupt = margin.bankruptcy_price(position.quantity, position.entry_price,
-                                               wallet + cross_upnl[key] - upnl)
+            bankrupt = margin.contract_bankruptcy_price(position.quantity, position.entry_price,
+                                                        wallet + cross_upnl[key] - upnl, inverse, size)
         out.append(PositionMetrics(position.instrument, position.quantity, position.entry_price, mark, notional, upnl,
                                    notional / lev, mm, position.margin_mode, position.isolated_margin, lev, liq,
                                    bankrupt, position.asset))
@@ -141,7 +150,9 @@ def order_margin(account: Account, catalog: Catalog, prices: np.ndarray, asset: 
         increase = abs(held_quantity + order.quantity) - abs(held_quantity)
         if increase > 0:
             price = order.limit_price if order.order_type == "limit" else float(prices[tradable.column])
-            total += increase * price / order.leverage
+            instrument = tradable.instrument
+            total += margin.contract_notional(increase, price, instrument.is_inverse,
+                                              instrument.contract_size) / order.leverage
     return total
 
 
@@ -197,13 +208,11 @@ def pool_metrics(account: Account, catalog: Catalog, marks: np.ndarray, prices: 
             if position.asset != asset:
                 continue
             tradable = catalog.tradable(position.instrument)
-            mark = float(marks[tradable.column])
-            pnl = position.quantity * (mark - position.entry_price)
+            notional, pnl = value_of(position, tradable, float(marks[tradable.column]))
             upnl += pnl
             if position.margin_mode == "isolated":
                 isolated += position.isolated_margin
                 continue
-            notional = abs(position.quantity) * mark
             cross_upnl += pnl
             initial += notional / leverage_for(account, catalog, position.instrument)
             maintenance += margin.maintenance_margin(notional, tradable.brackets)
@@ -233,13 +242,13 @@ def _multi_asset_pool(account: Account, catalog: Catalog, marks: np.ndarray, pri
     for position in account.positions.values():
         tradable = catalog.tradable(position.instrument)
         settle_price = asset_price(catalog, exchange, position.asset, marks)
-        mark = float(marks[tradable.column])
-        pnl = position.quantity * (mark - position.entry_price) * settle_price
+        notional, pnl = value_of(position, tradable, float(marks[tradable.column]))
+        notional *= settle_price
+        pnl *= settle_price
         upnl += pnl
         if position.margin_mode == "isolated":
             isolated += position.isolated_margin * settle_price
             continue
-        notional = abs(position.quantity) * mark * settle_price
         cross_upnl += pnl
         initial += notional / leverage_for(account, catalog, position.instrument)
         maintenance += margin.maintenance_margin(notional, tradable.brackets)
@@ -253,6 +262,7 @@ def _multi_asset_pool(account: Account, catalog: Catalog, marks: np.ndarray, pri
 
 def isolated_ratio(position: Position, tradable, mark: float) -> float:
     """Maintenance margin / (isolated margin + unrealised PnL) of one isolated position."""
-    equity = position.isolated_margin + position.quantity * (mark - position.entry_price)
-    mm = margin.maintenance_margin(abs(position.quantity) * mark, tradable.brackets)
+    notional, pnl = value_of(position, tradable, mark)
+    equity = position.isolated_margin + pnl
+    mm = margin.maintenance_margin(notional, tradable.brackets)
     return mm / equity if equity > 0 else math.inf

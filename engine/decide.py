@@ -91,9 +91,11 @@ def _place(ledger: Ledger, context, c: cmd.PlaceOrder, ts: int) -> list:
     closes_all = abs(held + pending + c.quantity) < 1e-12
     if c.reduce_only and exposure_increase(held + pending, c.quantity) > 0:
         return reject(f"reduce-only order {c.quantity} would increase the position {held + pending}")
-    notional = abs(c.quantity) * reference
-    if notional < instrument.min_notional and not (c.reduce_only or closes_all):
-        return reject(f"notional {notional:.2f} {instrument.quote} is below the minimum {instrument.min_notional}")
+    inverse, size = instrument.is_inverse, instrument.contract_size
+    order_value = abs(c.quantity) * (size if inverse else reference)  # quote units (USD for inverse)
+    if order_value < instrument.min_notional and not (c.reduce_only or closes_all):
+        return reject(f"notional {order_value:.2f} {instrument.quote} is below the minimum {instrument.min_notional}")
+    notional = margin.contract_notional(c.quantity, reference, inverse, size)  # settle asset
 
     out = []
     if not instrument.is_derivative:
@@ -118,7 +120,7 @@ def _place(ledger: Ledger, context, c: cmd.PlaceOrder, ts: int) -> list:
     leverage = leverage_for(account, catalog, c.instrument)
     if c.leverage is not None:
         leverage = float(c.leverage)
-    new_notional = abs(held + pending + c.quantity) * reference
+    new_notional = margin.contract_notional(held + pending + c.quantity, reference, inverse, size)
     cap = margin.max_leverage(new_notional, tradable.brackets)
     if leverage > cap:
         if c.leverage is not None:
@@ -130,12 +132,13 @@ def _place(ledger: Ledger, context, c: cmd.PlaceOrder, ts: int) -> list:
         out.append(ev.LeverageChanged(ts, exchange, c.instrument, leverage))
     increase = exposure_increase(held + pending, c.quantity)
     if increase > 0:
-        required = increase * reference / leverage + notional * tradable.taker_fee
+        required = margin.contract_notional(increase, reference, inverse, size) / leverage + notional * tradable.taker_fee
         pool = pool_for(account, catalog, feed.mark_close[row], feed.close[row], instrument.settle)
         free = pool.free_collateral if pool is not None else 0.0
         if required > free + 1e-9:
-            return reject(f"insufficient margin: the order needs {required:.2f} {instrument.settle} (initial margin "
-                          f"at {leverage:g}x plus taker fee), free collateral is {free:.2f}")
+            digits = ".8g" if inverse else ".2f"  # coin amounts need more than cents
+            return reject(f"insufficient margin: the order needs {required:{digits}} {instrument.settle} (initial "
+                          f"margin at {leverage:g}x plus taker fee), free collateral is {free:{digits}}")
     out.append(ev.OrderAccepted(ts, exchange, c.instrument, order_id, c.quantity, c.order_type, c.limit_price,
                                 c.reduce_only, mode, leverage, c.tag))
     return out
@@ -155,7 +158,10 @@ def _set_leverage(ledger: Ledger, context, c: cmd.SetLeverage, ts: int) -> list:
         return _reject(ts, exchange, c.instrument, 0, 0.0, f"set leverage: unknown instrument {c.instrument!r}")
     tradable = context.catalog.tradable(c.instrument)
     position = ledger.accounts[exchange].positions.get(c.instrument)
-    notional = abs(position.quantity) * float(context.feed.mark_close[context.row, tradable.column]) if position else 0.0
+    instrument = tradable.instrument
+    mark = float(context.feed.mark_close[context.row, tradable.column])
+    notional = margin.contract_notional(position.quantity, mark, instrument.is_inverse, instrument.contract_size) \
+        if position else 0.0
     cap = margin.max_leverage(notional, tradable.brackets)
     if not (0 < c.leverage <= cap):
         return _reject(ts, exchange, c.instrument, 0, 0.0,
@@ -190,8 +196,10 @@ def _adjust(ledger: Ledger, context, c: cmd.AdjustIsolatedMargin, ts: int) -> li
                            f"adjust margin: adding {c.amount:.2f} {position.asset} but free collateral is {free:.2f}")
     else:
         mark = float(context.feed.mark_close[context.row, tradable.column])
-        notional = abs(position.quantity) * mark
-        upnl = position.quantity * (mark - position.entry_price)
+        instrument = tradable.instrument
+        notional = margin.contract_notional(position.quantity, mark, instrument.is_inverse, instrument.contract_size)
+        upnl = margin.contract_pnl(position.quantity, position.entry_price, mark, instrument.is_inverse,
+                                   instrument.contract_size)
         keep = notional / leverage_for(account, context.catalog, c.instrument)
         removable = max(position.isolated_margin + min(upnl, 0.0) - keep, 0.0)
         if -c.amount > removable + 1e-9:

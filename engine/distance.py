@@ -35,7 +35,8 @@ too as long as the threshold is above every maintenance rate involved (true of e
 set). `inf`: no move up to the cap gets there (e.g. a long whose margin covers a fall to zero).
 0.0: the unit is already there at the snapshot's marks.
 
-Money and PnL follow the engine's linear convention (`quantity x (mark - entry)`), as `engine.risk`.
+Money and PnL follow the engine's conventions, as `engine.risk`: linear legs `quantity x (mark -
+entry)`, inverse (coin-margined) legs `quantity x contract size x (1/entry - 1/mark)` in the coin.
 """
 
 from __future__ import annotations
@@ -77,23 +78,33 @@ def multi_asset_exchanges(catalog) -> set:
 
 def first_crossing(case: np.ndarray, n_cases: int, quantity: np.ndarray, mark: np.ndarray, entry: np.ndarray,
                    direction: np.ndarray, table_id: np.ndarray, tables: list, base: np.ndarray,
-                   k: float) -> np.ndarray:
+                   k: float, size: np.ndarray | None = None) -> np.ndarray:
     """Smallest x >= 0 with k x equity(x) - maintenance(x) <= 0, per case (vectorised bisection).
 
     Leg arrays (one entry per leg of a case): `case` its case index, signed `quantity`, `mark`,
     `entry`, `direction` (-1 down, +1 up, 0 does not move), `table_id` index into `tables` (-1: a
     collateral leg, no maintenance). `base` per case: the wallet of the unit. k = 1: liquidation;
-    k = threshold: warning.
+    k = threshold: warning. `size` per leg: the contract size of an inverse (coin-margined) leg, 0
+    for a linear one: its PnL is quantity x size x (1/entry - 1/price) and its notional
+    |quantity| x size / price, in the coin.
     """
     absq = np.abs(quantity)
     groups = [(np.flatnonzero(table_id == t), tables[t]) for t in np.unique(table_id) if t >= 0]
+    inverse = np.zeros(len(quantity), dtype=bool) if size is None else size > 0
+    safe_entry = np.where(inverse, entry, 1.0)
 
     def f(x: np.ndarray) -> np.ndarray:
         price = mark * (1.0 + direction * x[case])
-        equity = base + np.bincount(case, quantity * (price - entry), minlength=n_cases)
+        pnl = quantity * (price - entry)
+        notional = absq * price
+        if inverse.any():
+            safe_price = np.where(inverse, np.maximum(price, 1e-300), 1.0)
+            pnl = np.where(inverse, quantity * size * (1.0 / safe_entry - 1.0 / safe_price), pnl)
+            notional = np.where(inverse, absq * size / safe_price, notional)
+        equity = base + np.bincount(case, pnl, minlength=n_cases)
         maintenance = np.zeros(n_cases)
         for idx, table in groups:
-            maintenance += np.bincount(case[idx], margin.maintenance_margin_array(absq[idx] * price[idx], table),
+            maintenance += np.bincount(case[idx], margin.maintenance_margin_array(notional[idx], table),
                                        minlength=n_cases)
         return k * equity - maintenance
 
@@ -143,7 +154,7 @@ def _collateral_parts(equity: pl.DataFrame, collateral: pl.DataFrame | None,
 
 
 def distance_table(positions: pl.DataFrame, equity: pl.DataFrame, brackets: dict, thresholds,
-                   collateral: pl.DataFrame | None = None, multi_asset=()) -> pl.DataFrame:
+                   collateral: pl.DataFrame | None = None, multi_asset=(), inverse_sizes=None) -> pl.DataFrame:
     """One row per snapshot x risk unit x (each underlying, "all"): ts, reason, exchange,
     events_applied, asset (the pool: the settlement asset, "USD" for a multi-asset account), unit
     (`cross:<pool>` or the isolated instrument), underlying (base asset or "all"),
@@ -151,7 +162,9 @@ def distance_table(positions: pl.DataFrame, equity: pl.DataFrame, brackets: dict
 
     `multi_asset`: the exchanges in multi-asset mode; `collateral`: the collateral table
     (`engine.outputs.collateral_table`), whose non-stable balances become collateral legs of
-    those exchanges' "USD" pools."""
+    those exchanges' "USD" pools. `inverse_sizes`: instrument -> contract size of the inverse
+    (coin-margined) instruments; their legs move in coin terms (`first_crossing`)."""
+    inverse_sizes = inverse_sizes or {}
     if positions.height == 0:
         return pl.DataFrame(schema=SCHEMA)
     key = list(SNAPSHOT_KEY)
@@ -195,16 +208,18 @@ def distance_table(positions: pl.DataFrame, equity: pl.DataFrame, brackets: dict
         tables.append(brackets[instrument])
     # legs: every position, then (multi-asset) every collateral leg of a cross pool with positions
     legs = pos.select("unit_id", "underlying", "quantity", "mark_price", "entry_price",
-                      pl.Series("table_id", [table_index[i] for i in instruments], dtype=pl.Int64))
+                      pl.Series("table_id", [table_index[i] for i in instruments], dtype=pl.Int64),
+                      pl.Series("size", [float(inverse_sizes.get(i, 0.0)) for i in instruments], dtype=pl.Float64))
     if collateral_legs is not None and collateral_legs.height:
         pools = unit_ids.filter(is_multi & (pl.col("unit") == "cross:" + MULTI_ASSET_POOL)).select(
             *key, pl.col("unit_id").cast(pl.Int64))
         extra = (collateral_legs.join(pools, on=key, how="inner", maintain_order="left")
                  .select("unit_id", "underlying", "quantity", "mark_price", pl.lit(0.0).alias("entry_price"),
-                         pl.lit(-1, dtype=pl.Int64).alias("table_id")))
+                         pl.lit(-1, dtype=pl.Int64).alias("table_id"), pl.lit(0.0).alias("size")))
         legs = pl.concat([legs, extra])
-    legs = legs.with_row_index("leg").with_columns(
-        (pl.col("quantity") * pl.col("mark_price")).sum().over("unit_id", "underlying").alias("net_delta"))
+    exposure = (pl.when(pl.col("size") > 0).then(pl.col("quantity") * pl.col("size") / pl.col("mark_price"))
+                .otherwise(pl.col("quantity") * pl.col("mark_price")))
+    legs = legs.with_row_index("leg").with_columns(exposure.sum().over("unit_id", "underlying").alias("net_delta"))
     # cases: every unit with "all" (0..n_units-1), then every (unit, underlying) with all of the
     # unit's legs, only those on that underlying moving
     single = (legs.group_by("unit_id", "underlying", maintain_order=True).agg(pl.col("net_delta").first())
@@ -230,7 +245,8 @@ def distance_table(positions: pl.DataFrame, equity: pl.DataFrame, brackets: dict
                 entry=np.concatenate([column(legs, "entry_price"), column(expanded, "entry_price")]),
                 direction=np.concatenate([-np.sign(quantity), alone]),
                 table_id=np.concatenate([column(legs, "table_id"), column(expanded, "table_id")]),
-                tables=tables, base=base)
+                tables=tables, base=base,
+                size=np.concatenate([column(legs, "size"), column(expanded, "size")]))
     liquidation = first_crossing(k=1.0, **args)
     thresholds = list(thresholds)
     warning = first_crossing(k=float(thresholds[0]), **args) if thresholds else np.full(n_cases, math.nan)
@@ -276,8 +292,10 @@ def run_distances(result) -> pl.DataFrame:
     positions = pl.from_arrow(positions_table(result))
     multi_asset = multi_asset_exchanges(result.catalog)
     collateral = pl.from_arrow(collateral_table(result)) if multi_asset else None
+    inverse_sizes = {key: t.instrument.contract_size for key, t in result.catalog.tradables.items()
+                     if t.instrument.is_inverse}
     table = distance_table(positions, equity, brackets_from_catalog(result.catalog), result.config.warning_thresholds,
-                           collateral=collateral, multi_asset=multi_asset)
+                           collateral=collateral, multi_asset=multi_asset, inverse_sizes=inverse_sizes)
     try:
         _CACHE[result] = table
     except TypeError:

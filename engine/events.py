@@ -76,7 +76,8 @@ class OrderCancelled:
 @event
 class OrderFilled:
     """A fill. For derivatives it moves the position and books `realized_pnl` (settle asset);
-    for spot (`market == "spot"`) it moves the base and the quote (`asset`) balances. `margin_delta` is the isolated margin that
+    for spot (`market == "spot"`) it moves the base and the quote (`asset`) balances. Inverse
+    contracts (`inverse`) count `quantity` in contracts and PnL in the coin. `margin_delta` is the isolated margin that
     the fill allocates (+) or releases (-) between the wallet and the position."""
 
     ts: int
@@ -91,6 +92,7 @@ class OrderFilled:
     asset: str
     market: str
     tag: str
+    inverse: bool = False
 
 
 @event

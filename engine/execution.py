@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 
 from engine import events as ev
+from engine import margin
 from engine.accounting import pool_for
 from engine.decide import exposure_increase, spot_buy_shortfall
 
@@ -58,16 +59,17 @@ def fill_events(ledger, context, order, price: float, liquidity: str, ts: int) -
     position = account.positions.get(order.instrument)
     held = position.quantity if position is not None else 0.0
     quantity = order.quantity
+    inverse, size = instrument.is_inverse, instrument.contract_size
     if order.reduce_only:
         if held == 0 or held * quantity > 0:
             return [ev.OrderCancelled(ts, exchange, order.instrument, order.order_id,
                                       "reduce-only order has no position left to reduce")]
         if abs(quantity) > abs(held):
             quantity = -held
-            notional = abs(quantity) * price
-            fee = notional * fee_rate
+    fee = margin.contract_notional(quantity, price, inverse, size) * fee_rate  # settle asset
     closed = min(abs(quantity), abs(held)) if held * quantity < 0 else 0.0
-    realized = closed * (price - position.entry_price) * (1 if held > 0 else -1) if closed else 0.0
+    realized = margin.contract_pnl(math.copysign(closed, held), position.entry_price, price, inverse, size) \
+        if closed else 0.0
     increase = exposure_increase(held, quantity)
     mode = position.margin_mode if position is not None else account.mode_for(order.instrument)
     margin_delta = 0.0
@@ -75,18 +77,19 @@ def fill_events(ledger, context, order, price: float, liquidity: str, ts: int) -
         pool = pool_for(account, catalog, context.feed.mark_close[context.row], context.feed.close[context.row],
                         instrument.settle)
         free = (pool.free_collateral + pool.open_order_margin) if pool is not None else 0.0
-        required = increase * price / order.leverage + fee
+        required = margin.contract_notional(increase, price, inverse, size) / order.leverage + fee
         if required > free + max(realized, 0.0) + 1e-9:
+            digits = ".8g" if inverse else ".2f"
             return [ev.OrderRejected(ts, exchange, order.instrument, order.order_id, order.quantity,
-                                     f"insufficient margin at fill: needs {required:.2f} {instrument.settle}, free "
-                                     f"collateral {free:.2f}", order.tag)]
+                                     f"insufficient margin at fill: needs {required:{digits}} {instrument.settle}, "
+                                     f"free collateral {free:{digits}}", order.tag)]
     if mode == "isolated":
         if closed and position is not None:
             margin_delta -= position.isolated_margin * closed / abs(held)
         if increase > 0:
-            margin_delta += increase * price / order.leverage
+            margin_delta += margin.contract_notional(increase, price, inverse, size) / order.leverage
     return [ev.OrderFilled(ts, exchange, order.instrument, order.order_id, quantity, price, liquidity, realized,
-                           margin_delta, instrument.settle, instrument.market, order.tag),
+                           margin_delta, instrument.settle, instrument.market, order.tag, inverse),
             ev.FeeCharged(ts, exchange, order.instrument, order.order_id, instrument.settle, fee)]
 
 
@@ -108,7 +111,9 @@ def funding_events(ledger, context, row: int, settlements) -> list:
         mark = float(feed.mark_open[row, column])
         if not math.isfinite(mark):
             continue
-        amount = -position.quantity * mark * rate
+        instrument = context.catalog.tradable(key).instrument
+        amount = -math.copysign(margin.contract_notional(position.quantity, mark, instrument.is_inverse,
+                                                         instrument.contract_size), position.quantity) * rate
         out.append(ev.FundingSettled(ts, exchange, key, position.asset, position.quantity, mark, float(rate), amount,
                                      position.margin_mode == "isolated"))
     return out

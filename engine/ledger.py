@@ -11,6 +11,7 @@ from typing import Callable
 import attrs
 
 from engine import events as ev
+from engine.margin import average_entry
 from engine.state import Account, InFlight, Ledger, Order, Position
 
 _APPLIERS: dict[type, Callable] = {}
@@ -82,9 +83,10 @@ def _drop_order(account: Account, order_id: int) -> Account:
 
 
 def next_position(position: Position | None, instrument: str, quantity: float, price: float, margin_mode: str,
-                  asset: str, margin_delta: float) -> Position | None:
-    """The position after a fill of `quantity` at `price`: average entry when adding, entry kept
-    when reducing, the fill price when flipping. Margin moves by `margin_delta` (isolated)."""
+                  asset: str, margin_delta: float, inverse: bool = False) -> Position | None:
+    """The position after a fill of `quantity` at `price`: average entry when adding (harmonic for
+    inverse contracts), entry kept when reducing, the fill price when flipping. Margin moves by
+    `margin_delta` (isolated)."""
     if position is None:
         return Position(instrument, quantity, price, margin_mode, margin_delta, asset)
     new_quantity = position.quantity + quantity
@@ -92,7 +94,7 @@ def next_position(position: Position | None, instrument: str, quantity: float, p
     if abs(new_quantity) < 1e-12:
         return None
     if position.quantity * quantity > 0:
-        entry = (position.entry_price * position.quantity + price * quantity) / new_quantity
+        entry = average_entry(position.quantity, position.entry_price, quantity, price, inverse)
     elif position.quantity * new_quantity > 0:
         entry = position.entry_price
     else:
@@ -141,7 +143,7 @@ def _filled(ledger: Ledger, e: ev.OrderFilled) -> Ledger:
         return _with_account(ledger, account)
     order_mode = account.mode_for(e.instrument)
     position = next_position(account.positions.get(e.instrument), e.instrument, e.quantity, e.price, order_mode,
-                             e.asset, e.margin_delta)
+                             e.asset, e.margin_delta, e.inverse)
     account = _set_position(account, e.instrument, position)
     account = _credit(account, e.asset, e.realized_pnl - e.margin_delta)
     return _with_account(ledger, account)

@@ -38,6 +38,37 @@ def _partial_order(unit, upnl, notionals, equity, fee_rate) -> list[int]:
     return chosen
 
 
+def _pnl(quantities, entries, prices, inverse, sizes) -> np.ndarray:
+    return np.array([margin.contract_pnl(q, e, p, bool(i), s)
+                     for q, e, p, i, s in zip(quantities, entries, prices, inverse, sizes)])
+
+
+def _bankruptcy_prices(unit, triggers, equity, notionals, inverse, sizes) -> np.ndarray:
+    """Prices where the unit's equity is zero, every position's price moved adversely by the same
+    fraction r of its trigger mark (collateral legs stay at the trigger). Linear positions only:
+    r = equity / sum of notionals in closed form; with inverse contracts r is found by bisection."""
+    positions = unit.positions
+    direction = np.where(np.arange(len(triggers)) < positions, np.sign(unit.quantities), 0.0)
+    if not inverse.any():
+        total = float(notionals[:positions].sum())
+        return triggers * (1.0 - direction * (equity / total if total > 0 else 0.0))
+
+    def equity_at(r: float) -> float:
+        moved = triggers * (1.0 - direction * r)
+        return unit.equity_base + float(_pnl(unit.quantities, unit.entries, moved, inverse, sizes).sum())
+
+    low, high = 0.0, 1.0 - 1e-12
+    if equity_at(high) > 0:  # cannot reach zero before a long's price does: close at the extreme
+        return triggers * (1.0 - direction * high)
+    for _ in range(80):
+        middle = 0.5 * (low + high)
+        if equity_at(middle) > 0:
+            low = middle
+        else:
+            high = middle
+    return triggers * (1.0 - direction * high)
+
+
 def liquidation_events(ledger, catalog, breach, ts: int) -> list:
     """Events for one breach found by `engine.risk.scan` (`breach.prices` are the trigger marks)."""
     unit = breach.unit
@@ -45,9 +76,12 @@ def liquidation_events(ledger, catalog, breach, ts: int) -> list:
     account = ledger.accounts[unit.exchange]
     triggers = breach.prices
     quantities, entries = unit.quantities, unit.entries
-    upnl = quantities * (triggers - entries)
+    inverse = unit.inverse if unit.inverse is not None else np.zeros(len(quantities), dtype=bool)
+    sizes = unit.sizes if unit.sizes is not None else np.ones(len(quantities))
+    upnl = _pnl(quantities, entries, triggers, inverse, sizes)
     equity = unit.equity_base + float(upnl.sum())
-    notionals = np.abs(quantities) * triggers
+    notionals = np.array([margin.contract_notional(q, p, bool(i), s)
+                          for q, p, i, s in zip(quantities, triggers, inverse, sizes)])
 
     partial = not unit.isolated and rules.policy == "partial"
     if partial:
@@ -57,8 +91,7 @@ def liquidation_events(ledger, catalog, breach, ts: int) -> list:
     else:
         order = list(range(unit.positions))
         if rules.fill == "bankruptcy":
-            total = float(notionals[:unit.positions].sum())
-            fills = triggers * (1.0 - np.sign(quantities) * (equity / total if total > 0 else 0.0))
+            fills = _bankruptcy_prices(unit, triggers, equity, notionals, inverse, sizes)
         else:
             fills = triggers
         policy = "isolated" if unit.isolated else "full"
@@ -69,7 +102,7 @@ def liquidation_events(ledger, catalog, breach, ts: int) -> list:
         key = unit.instruments[k]
         position = account.positions[key]
         fill = float(fills[k])
-        realized = float(quantities[k] * (fill - entries[k]))
+        realized = float(margin.contract_pnl(quantities[k], entries[k], fill, bool(inverse[k]), float(sizes[k])))
         left += realized - float(upnl[k])
         fee = min(rules.fee_rate * float(notionals[k]), max(left, 0.0))
         left -= fee

@@ -162,6 +162,7 @@ class Backtest:
         self.initial_ledger = self.ledger  # before the deposits: replaying the whole log from here is exact
         for name, venue in self.catalog.venues.items():
             self.emit(ev.CollateralDeposited(first_ts, name, asset, amount) for asset, amount in venue.collateral.items())
+        self._snapshot(0, first_ts, "start", self._exchanges)  # values the deposits at the first bar
         # sorted Python lists: the loop looks things up with bisect (no numpy call per row)
         wake_rows = self._wake_rows().tolist()
         funding = self._funding_by_row()

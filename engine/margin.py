@@ -280,6 +280,59 @@ def inverse_isolated_liquidation_price(quantity: float, entry_price: float, isol
     return inverse_liquidation_price(quantity, entry_price, isolated_margin, table, contract_size)
 
 
+# ------------------------------------------------------------------------------------------ any contract
+def contract_pnl(quantity, entry_price, mark_price, inverse: bool = False, contract_size: float = 1.0):
+    """Unrealised PnL in the settle asset: linear quantity x (mark - entry) (quote units, quantity
+    in base units); inverse quantity x contract_size x (1/entry - 1/mark) (coin units, quantity in
+    contracts). Floats or numpy arrays."""
+    if inverse:
+        return inverse_unrealized_pnl(quantity, entry_price, mark_price, contract_size)
+    return quantity * (mark_price - entry_price)
+
+
+def contract_notional(quantity, price, inverse: bool = False, contract_size: float = 1.0):
+    """Position value in the settle asset: |quantity| x price (linear), |quantity| x contract_size /
+    price (inverse, coin units). Floats or numpy arrays."""
+    if inverse:
+        return abs(quantity) * contract_size / price
+    return abs(quantity) * price
+
+
+def contract_liquidation_price(quantity: float, entry_price: float, wallet_balance: float, table: BracketTable,
+                               inverse: bool = False, contract_size: float = 1.0,
+                               other_maintenance_margin: float = 0.0, other_unrealized_pnl: float = 0.0) -> float:
+    """`cross_liquidation_price` or `inverse_liquidation_price`, by contract type."""
+    if inverse:
+        return inverse_liquidation_price(quantity, entry_price, wallet_balance, table, contract_size,
+                                         other_maintenance_margin, other_unrealized_pnl)
+    return cross_liquidation_price(quantity, entry_price, wallet_balance, table, other_maintenance_margin,
+                                   other_unrealized_pnl)
+
+
+def contract_bankruptcy_price(quantity: float, entry_price: float, margin: float, inverse: bool = False,
+                              contract_size: float = 1.0) -> float:
+    """Price where margin + unrealised PnL = 0, by contract type (inverse: 1/P = 1/entry + margin /
+    (quantity x contract_size); inf for a short whose margin covers everything, 0.0 for a long with
+    no positive price). nan for quantity 0."""
+    if not inverse:
+        return bankruptcy_price(quantity, entry_price, margin)
+    if quantity == 0:
+        return math.nan
+    inverse_price = 1.0 / entry_price + margin / (quantity * contract_size)
+    if inverse_price <= 0:
+        return math.inf if quantity < 0 else 0.0
+    return 1.0 / inverse_price
+
+
+def average_entry(held: float, entry_price: float, quantity: float, price: float, inverse: bool = False) -> float:
+    """Entry price after adding `quantity` at `price` to `held` at `entry_price` (same side):
+    quantity-weighted for linear contracts, harmonic for inverse ones (equal contract value)."""
+    total = held + quantity
+    if inverse:
+        return total / (held / entry_price + quantity / price)
+    return (entry_price * held + price * quantity) / total
+
+
 # ------------------------------------------------------------------------------------------ vectorised
 def cross_liquidation_price_array(quantity: np.ndarray, entry_price: np.ndarray, wallet_balance: np.ndarray,
                                   table: BracketTable, other_maintenance_margin: np.ndarray | float = 0.0,

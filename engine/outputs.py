@@ -39,7 +39,7 @@ _HEAD = [pa.field("ts", TIMESTAMP), pa.field("reason", pa.large_string()), pa.fi
 
 
 def _typed(frame: pl.DataFrame, fields) -> pa.Table:
-    """Columns: ts, reason (sample | event | final), exchange, events_applied (how many events of
+    """Columns: ts, reason (start | sample | event | final), exchange, events_applied (how many events of
     the log the snapshot has seen), then the metrics' fields, with the explicit schema."""
     schema = pa.schema([*_HEAD, *fields])
     frame = frame.with_columns(pl.col("ts").cast(pl.Datetime("ns", "UTC")))

@@ -44,6 +44,8 @@ class RiskUnit:
     equity_base: float
     level: int
     positions: int
+    inverse: np.ndarray | None = None  # per column: an inverse contract (None: all linear)
+    sizes: np.ndarray | None = None  # per column: contract size (inverse: quote units per contract)
 
 
 @attrs.frozen(eq=False)
@@ -99,13 +101,17 @@ def risk_units(ledger, catalog, prices: np.ndarray | None = None) -> list[RiskUn
 def _unit(exchange, asset, name, isolated, positions, catalog, equity_base, level, legs=()) -> RiskUnit:
     """`legs`: (column, effective quantity) collateral legs appended after the positions."""
     tradables = [catalog.tradable(p.instrument) for p in positions]
+    inverse = [t.instrument.is_inverse for t in tradables]
     return RiskUnit(exchange=exchange, asset=asset, name=name, isolated=isolated,
                     instruments=tuple(p.instrument for p in positions),
                     columns=np.array([t.column for t in tradables] + [c for c, _ in legs], dtype=np.int64),
                     quantities=np.array([p.quantity for p in positions] + [q for _, q in legs], dtype=np.float64),
                     entries=np.array([p.entry_price for p in positions] + [0.0] * len(legs), dtype=np.float64),
                     tables=tuple(t.brackets for t in tradables), equity_base=equity_base, level=level,
-                    positions=len(positions))
+                    positions=len(positions),
+                    inverse=np.array(inverse + [False] * len(legs), dtype=bool) if any(inverse) else None,
+                    sizes=np.array([t.instrument.contract_size for t in tradables] + [1.0] * len(legs))
+                    if any(inverse) else None)
 
 
 def _multi_asset_unit(account, catalog, positions, prices, level) -> RiskUnit:
@@ -151,10 +157,19 @@ def path_prices(feed, start: int, stop: int, columns: np.ndarray, quantities: np
 def unit_curves(unit: RiskUnit, prices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(equity, maintenance margin) along flattened path points: equity = base + unrealised PnL."""
     flat = prices.reshape(-1, prices.shape[-1])
-    equity = unit.equity_base + (flat - unit.entries) @ unit.quantities
     maintenance = np.zeros(flat.shape[0])  # collateral legs (after the positions) need none
-    for k, table in enumerate(unit.tables):
-        maintenance += margin.maintenance_margin_array(flat[:, k] * abs(unit.quantities[k]), table)
+    if unit.inverse is None:
+        equity = unit.equity_base + (flat - unit.entries) @ unit.quantities
+        for k, table in enumerate(unit.tables):
+            maintenance += margin.maintenance_margin_array(flat[:, k] * abs(unit.quantities[k]), table)
+        return equity, maintenance
+    equity = np.full(flat.shape[0], unit.equity_base)
+    for k in range(len(unit.columns)):
+        inverse, size = bool(unit.inverse[k]), float(unit.sizes[k])
+        equity += margin.contract_pnl(unit.quantities[k], unit.entries[k], flat[:, k], inverse, size)
+        if k < unit.positions:
+            notional = margin.contract_notional(unit.quantities[k], flat[:, k], inverse, size)
+            maintenance += margin.maintenance_margin_array(notional, unit.tables[k])
     return equity, maintenance
 
 
@@ -172,7 +187,15 @@ def provably_quiet(unit: RiskUnit, feed, start: int, stop: int, thresholds: np.n
     for k in range(len(unit.columns)):
         column, quantity = int(unit.columns[k]), float(unit.quantities[k])
         high = float(highs[start:stop, column].max())
-        worst = float(lows[start:stop, column].min()) if quantity > 0 else high
+        low = float(lows[start:stop, column].min())
+        worst = low if quantity > 0 else high  # PnL rises with the price for longs, linear or inverse
+        if unit.inverse is not None and unit.inverse[k]:
+            size = float(unit.sizes[k])
+            equity += margin.contract_pnl(quantity, float(unit.entries[k]), worst, True, size)
+            if k < unit.positions:  # a coin notional is largest at the lowest price
+                maintenance += margin.maintenance_margin(margin.contract_notional(quantity, low, True, size),
+                                                         unit.tables[k])
+            continue
         equity += quantity * (worst - float(unit.entries[k]))
         if k < unit.positions:
             maintenance += margin.maintenance_margin(abs(quantity) * high, unit.tables[k])
@@ -232,10 +255,9 @@ def trigger_prices(unit: RiskUnit, feed, prices, curves, bar: int, point: int, p
     previous = prices[bar, point - 1]
     if len(unit.columns) == 1:
         quantity, entry, table = float(unit.quantities[0]), float(unit.entries[0]), unit.tables[0]
-        if unit.isolated:
-            exact = margin.isolated_liquidation_price(quantity, entry, unit.equity_base, table)
-        else:
-            exact = margin.cross_liquidation_price(quantity, entry, unit.equity_base, table)
+        inverse = unit.inverse is not None and bool(unit.inverse[0])
+        size = float(unit.sizes[0]) if inverse else 1.0
+        exact = margin.contract_liquidation_price(quantity, entry, unit.equity_base, table, inverse, size)
         low, high = sorted((float(previous[0]), float(current[0])))
         if math.isfinite(exact) and exact > 0:
             return np.array([min(max(exact, low), high)])

@@ -25,7 +25,7 @@ from engine.collateral import STABLECOINS, collateral_value, schedule_for
 @attrs.frozen(slots=True)
 class Snapshot:
     """Value `account` at the marks of feed row `row`; stamped `ts` (ns) and `reason`
-    (sample | event | final); `events_applied` is how much of the log it has seen."""
+    (start | sample | event | final); `events_applied` is how much of the log it has seen."""
 
     ts: int
     reason: str
@@ -52,7 +52,7 @@ def _prices(catalog, feed, exchanges, assets, rows) -> np.ndarray:
 def _flatten(snapshots, catalog, feed):
     """Python pass over the recorded states: one list entry per position / balance / pool."""
     positions = {k: [] for k in ("snapshot", "instrument", "column", "quantity", "entry_price", "margin_mode",
-                                 "isolated_margin", "asset", "leverage", "pool", "table")}
+                                 "isolated_margin", "asset", "leverage", "pool", "table", "inverse", "size")}
     balances = {k: [] for k in ("snapshot", "asset", "balance", "pool")}
     reserved = {}
     for n, snapshot in enumerate(snapshots):
@@ -72,6 +72,8 @@ def _flatten(snapshots, catalog, feed):
             positions["leverage"].append(leverage_for(account, catalog, key))
             positions["pool"].append(MULTI_ASSET_POOL if multi else position.asset)
             positions["table"].append(tradable.brackets)
+            positions["inverse"].append(tradable.instrument.is_inverse)
+            positions["size"].append(tradable.instrument.contract_size)
         for asset in sorted(account.balances):
             balances["snapshot"].append(n)
             balances["asset"].append(asset)
@@ -109,8 +111,13 @@ def project(snapshots, catalog, feed) -> tuple[pl.DataFrame, pl.DataFrame, pl.Da
     quantity = np.asarray(p["quantity"], dtype=np.float64)
     entry = np.asarray(p["entry_price"], dtype=np.float64)
     mark = feed.mark_close[rows, columns] if len(index) else np.zeros(0)
+    inverse = np.asarray(p["inverse"], dtype=bool)
+    size = np.asarray(p["size"], dtype=np.float64)
     notional = np.abs(quantity) * mark
     upnl = quantity * (mark - entry)
+    if inverse.any():  # coin-margined: value and PnL in the coin
+        notional[inverse] = margin.contract_notional(quantity[inverse], mark[inverse], True, size[inverse])
+        upnl[inverse] = margin.contract_pnl(quantity[inverse], entry[inverse], mark[inverse], True, size[inverse])
     maintenance = np.zeros(len(index))
     tables = p["table"]
     groups: dict[int, list] = {}
@@ -205,6 +212,10 @@ def project(snapshots, catalog, feed) -> tuple[pl.DataFrame, pl.DataFrame, pl.Da
             quantity[members], entry[members], wallet[members], tables[members[0]], other_mm[members],
             other_pnl[members])
     bankruptcy = margin.bankruptcy_price_array(quantity, entry, wallet + other_pnl) if len(index) else np.zeros(0)
+    for k in np.flatnonzero(inverse):  # inverse positions: the scalar COIN-M formulas
+        liquidation[k] = margin.contract_liquidation_price(quantity[k], entry[k], wallet[k], tables[k], True, size[k],
+                                                           other_mm[k], other_pnl[k])
+        bankruptcy[k] = margin.contract_bankruptcy_price(quantity[k], entry[k], wallet[k] + other_pnl[k], True, size[k])
     positions = positions.with_columns(pl.Series("liquidation_price", liquidation, dtype=_FLOAT),
                                        pl.Series("bankruptcy_price", bankruptcy, dtype=_FLOAT))
 

@@ -133,6 +133,15 @@ class View:
     def in_flight(self) -> tuple:
         return tuple(self._ledger.in_flight.values())
 
+    def quantity_for(self, key: str, notional: float) -> float:
+        """The order quantity for a signed notional in quote units at the last price, rounded toward
+        zero to the lot: base units for linear contracts and spot, contracts (notional / contract
+        size) for inverse ones."""
+        instrument = self._catalog.tradable(key).instrument
+        if instrument.is_inverse:
+            return self.round_quantity(key, notional / instrument.contract_size)
+        return self.round_quantity(key, notional / self.price(key))
+
     def round_quantity(self, key: str, quantity: float) -> float:
         """Round toward zero to the instrument's lot size."""
         lot = self._catalog.tradable(key).instrument.lot_size

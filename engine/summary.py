@@ -1,7 +1,8 @@
 """The run summary: headline numbers per exchange and in total, computed from the run's tables.
 
 Money is in USD: every balance at its price (the `collateral` table's `value`, stablecoins at 1),
-plus isolated margin and unrealised PnL of positions (settled in stablecoins, at par). Account
+plus isolated margin and unrealised PnL of positions at their settle asset's price (the coin's for
+inverse contracts). Account
 equity is that sum; PnL = final equity - deposits - transfers in + transfers out, deposits and
 transfers valued at the asset's price at the nearest snapshot. A withdrawal fee is a cost of the
 sending exchange; money still in flight at the end belongs to no exchange and is added to the
@@ -23,10 +24,15 @@ SNAPSHOT = ["ts", "reason", "events_applied", "exchange"]
 
 
 def account_equity(collateral: pl.DataFrame, positions: pl.DataFrame) -> pl.DataFrame:
-    """USD equity per account per snapshot: balances at their price + isolated margin + unrealised PnL."""
+    """USD equity per account per snapshot: balances at their price + isolated margin + unrealised
+    PnL, each position's money at its settle asset's price at that snapshot (stablecoins at 1)."""
     balances = collateral.group_by(SNAPSHOT).agg(pl.col("value").sum().alias("balances"))
-    held = positions.group_by(SNAPSHOT).agg((pl.col("isolated_margin") + pl.col("unrealized_pnl")).sum()
-                                            .alias("positions"))
+    prices = collateral.select(*SNAPSHOT, "asset", pl.col("price").alias("settle_price"))
+    price = (pl.when(pl.col("asset").is_in(list(STABLECOINS))).then(1.0)
+             .otherwise(pl.col("settle_price").fill_null(1.0)))
+    held = (positions.join(prices, on=[*SNAPSHOT, "asset"], how="left")
+            .group_by(SNAPSHOT).agg(((pl.col("isolated_margin") + pl.col("unrealized_pnl")) * price).sum()
+                                    .alias("positions")))
     return (balances.join(held, on=SNAPSHOT, how="full", coalesce=True)
             .with_columns(pl.col("balances").fill_null(0.0), pl.col("positions").fill_null(0.0))
             .with_columns((pl.col("balances") + pl.col("positions")).alias("equity"))
@@ -62,8 +68,14 @@ def summarize(events: pl.DataFrame, equity: pl.DataFrame, meta: dict, collateral
     per_exchange = {}
     for exchange in exchanges:
         def total(kind, column="amount"):
+            """Sum of `column` over this exchange's events of `kind`, in USD (each amount at its
+            asset's price at the nearest snapshot; stablecoins at 1)."""
             frame = by_type[kind].filter(pl.col("exchange") == exchange)
-            return _f(frame[column].sum()) if frame.height else 0.0
+            if not frame.height:
+                return 0.0
+            if frame["asset"].is_in(list(STABLECOINS)).all():
+                return _f(frame[column].sum())
+            return _f(_usd_values(frame.select("ts", "exchange", "asset", column), collateral, column)["usd"].sum())
 
         rows = equity.filter(pl.col("exchange") == exchange)
         liquidated = by_type["PositionLiquidated"].filter(pl.col("exchange") == exchange)
@@ -107,8 +119,7 @@ def summarize(events: pl.DataFrame, equity: pl.DataFrame, meta: dict, collateral
             "fills": by_type["OrderFilled"].filter(pl.col("exchange") == exchange).height,
             "rejected_orders": by_type["OrderRejected"].filter(pl.col("exchange") == exchange).height,
             "liquidations": liquidated.height,
-            "liquidation_loss": _f(liquidated["realized_pnl"].sum()) - _f(liquidated["fee"].sum())
-            if liquidated.height else 0.0,
+            "liquidation_loss": total("PositionLiquidated", "realized_pnl") - total("PositionLiquidated", "fee"),
             "insurance_fund_used": total("InsuranceFundUsed"),
             "margin_warnings": by_type["MarginWarningRaised"].filter(
                 (pl.col("exchange") == exchange) & (pl.col("level") > 0)).height,

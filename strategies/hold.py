@@ -11,7 +11,8 @@ from engine.strategy import Wakes
 
 @attrs.frozen
 class HoldParams:
-    """positions: instrument key -> notional in quote units (+ long, - short).
+    """positions: instrument key -> notional in quote units (+ long, - short; inverse contracts:
+    USD, turned into contracts of the instrument's contract size).
     margin_modes: instrument key -> isolated | cross (optional, mixed mode).
     leverage: instrument key -> leverage (optional)."""
 
@@ -34,7 +35,7 @@ class Hold:
         self.opened = True
         orders = []
         for key, notional in self.params.positions.items():
-            quantity = view.round_quantity(key, notional / view.price(key))
+            quantity = view.quantity_for(key, notional)
             orders.append(PlaceOrder.market(key, quantity, margin_mode=self.params.margin_modes.get(key),
                                             leverage=self.params.leverage.get(key)))
         return orders

@@ -64,7 +64,7 @@ def test_run_writes_a_complete_run_folder_and_prints_a_summary(config, tmp_path)
     assert fills["ts"].dt.strftime("%Y-%m-%d %H:%M").to_list() == ["2024-10-01 01:00"] * 2
     assert (fills["fee"] / fills["notional"]).to_list() == pytest.approx([0.0005, 0.0005])
     equity = run.equity.collect()
-    assert {"sample", "event", "final"} <= set(equity["reason"])
+    assert {"start", "sample", "event", "final"} <= set(equity["reason"])
     assert (equity.filter(pl.col("reason") == "sample")["ts"].diff().drop_nulls().dt.total_hours() == 1).all()
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["seed"] == 3 and manifest["resolved"]["intrabar"] == "path"
