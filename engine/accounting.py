@@ -116,12 +116,16 @@ def position_metrics(account: Account, catalog: Catalog, marks: np.ndarray) -> l
             cross_mm[key] = cross_mm.get(key, 0.0) + mm
             cross_upnl[key] = cross_upnl.get(key, 0.0) + upnl
     out = []
+    basis = catalog.venues[account.exchange].rules.liquidation.maintenance_basis
     for position, tradable, mark, notional, upnl, mm in basics:
         lev = leverage_for(account, catalog, position.instrument)
         inverse, size = tradable.instrument.is_inverse, tradable.instrument.contract_size
         if position.margin_mode == "isolated":
-            liq = margin.contract_liquidation_price(position.quantity, position.entry_price,
-                                                    position.isolated_margin, tradable.brackets, inverse, size)
+            if basis == "entry" and not inverse:  # the exchange margins it on its entry value
+                mm = margin.maintenance_margin(abs(position.quantity) * position.entry_price, tradable.brackets)
+            liq = margin.isolated_liquidation_price_by_rule(position.quantity, position.entry_price,
+                                                            position.isolated_margin, tradable.brackets, inverse,
+                                                            size, basis)
             bankrupt = margin.contract_bankruptcy_price(position.quantity, position.entry_price,
                                                         position.isolated_margin, inverse, size)
         else:
@@ -258,11 +262,3 @@ def _multi_asset_pool(account: Account, catalog: Catalog, marks: np.ndarray, pri
     return PoolMetrics(exchange, MULTI_ASSET_POOL, wallet + isolated, wallet, collateral, isolated, upnl,
                        margin_balance, initial + reserved, maintenance, ratio, margin_balance - initial - reserved,
                        reserved)
-
-
-def isolated_ratio(position: Position, tradable, mark: float) -> float:
-    """Maintenance margin / (isolated margin + unrealised PnL) of one isolated position."""
-    notional, pnl = value_of(position, tradable, mark)
-    equity = position.isolated_margin + pnl
-    mm = margin.maintenance_margin(notional, tradable.brackets)
-    return mm / equity if equity > 0 else math.inf

@@ -309,6 +309,16 @@ def contract_liquidation_price(quantity: float, entry_price: float, wallet_balan
                                    other_unrealized_pnl)
 
 
+def isolated_liquidation_price_by_rule(quantity: float, entry_price: float, isolated_margin: float,
+                                      table: BracketTable, inverse: bool = False, contract_size: float = 1.0,
+                                      maintenance_basis: str = "mark") -> float:
+    """An isolated position's liquidation price by the rule set's maintenance basis: at the mark
+    (Binance's formula, bracket at the liquidation notional) or at entry (Bybit's formula)."""
+    if maintenance_basis == "entry" and not inverse:
+        return isolated_liquidation_price_entry_mm(quantity, entry_price, isolated_margin, table)
+    return contract_liquidation_price(quantity, entry_price, isolated_margin, table, inverse, contract_size)
+
+
 def contract_bankruptcy_price(quantity: float, entry_price: float, margin: float, inverse: bool = False,
                               contract_size: float = 1.0) -> float:
     """Price where margin + unrealised PnL = 0, by contract type (inverse: 1/P = 1/entry + margin /

@@ -46,6 +46,7 @@ class RiskUnit:
     positions: int
     inverse: np.ndarray | None = None  # per column: an inverse contract (None: all linear)
     sizes: np.ndarray | None = None  # per column: contract size (inverse: quote units per contract)
+    fixed_maintenance: float | None = None  # an isolated position margined on its entry value (Bybit)
 
 
 @attrs.frozen(eq=False)
@@ -92,9 +93,14 @@ def risk_units(ledger, catalog, prices: np.ndarray | None = None) -> list[RiskUn
             name = cross_unit_name(asset)
             units.append(_unit(exchange, asset, name, False, positions, catalog, account.balance(asset),
                                account.warning_levels.get(name, 0)))
+        entry_basis = catalog.venues[exchange].rules.liquidation.maintenance_basis == "entry"
         for position in isolated:
-            units.append(_unit(exchange, position.asset, position.instrument, True, [position], catalog,
-                               position.isolated_margin, account.warning_levels.get(position.instrument, 0)))
+            unit = _unit(exchange, position.asset, position.instrument, True, [position], catalog,
+                         position.isolated_margin, account.warning_levels.get(position.instrument, 0))
+            if entry_basis and unit.inverse is None:
+                fixed = margin.maintenance_margin(abs(position.quantity) * position.entry_price, unit.tables[0])
+                unit = attrs.evolve(unit, fixed_maintenance=fixed)
+            units.append(unit)
     return units
 
 
@@ -158,6 +164,9 @@ def unit_curves(unit: RiskUnit, prices: np.ndarray) -> tuple[np.ndarray, np.ndar
     """(equity, maintenance margin) along flattened path points: equity = base + unrealised PnL."""
     flat = prices.reshape(-1, prices.shape[-1])
     maintenance = np.zeros(flat.shape[0])  # collateral legs (after the positions) need none
+    if unit.fixed_maintenance is not None:
+        equity = unit.equity_base + (flat - unit.entries) @ unit.quantities
+        return equity, maintenance + unit.fixed_maintenance
     if unit.inverse is None:
         equity = unit.equity_base + (flat - unit.entries) @ unit.quantities
         for k, table in enumerate(unit.tables):
@@ -199,6 +208,8 @@ def provably_quiet(unit: RiskUnit, feed, start: int, stop: int, thresholds: np.n
         equity += quantity * (worst - float(unit.entries[k]))
         if k < unit.positions:
             maintenance += margin.maintenance_margin(abs(quantity) * high, unit.tables[k])
+    if unit.fixed_maintenance is not None:
+        maintenance = unit.fixed_maintenance
     limit = float(thresholds[0]) if len(thresholds) else 1.0
     return equity > 0 and maintenance < limit * equity  # False for nan prices: the full scan decides
 
@@ -257,7 +268,10 @@ def trigger_prices(unit: RiskUnit, feed, prices, curves, bar: int, point: int, p
         quantity, entry, table = float(unit.quantities[0]), float(unit.entries[0]), unit.tables[0]
         inverse = unit.inverse is not None and bool(unit.inverse[0])
         size = float(unit.sizes[0]) if inverse else 1.0
-        exact = margin.contract_liquidation_price(quantity, entry, unit.equity_base, table, inverse, size)
+        if unit.fixed_maintenance is not None:
+            exact = margin.isolated_liquidation_price_entry_mm(quantity, entry, unit.equity_base, table)
+        else:
+            exact = margin.contract_liquidation_price(quantity, entry, unit.equity_base, table, inverse, size)
         low, high = sorted((float(previous[0]), float(current[0])))
         if math.isfinite(exact) and exact > 0:
             return np.array([min(max(exact, low), high)])

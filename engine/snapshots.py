@@ -212,6 +212,13 @@ def project(snapshots, catalog, feed) -> tuple[pl.DataFrame, pl.DataFrame, pl.Da
             quantity[members], entry[members], wallet[members], tables[members[0]], other_mm[members],
             other_pnl[members])
     bankruptcy = margin.bankruptcy_price_array(quantity, entry, wallet + other_pnl) if len(index) else np.zeros(0)
+    entry_basis = np.array([catalog.venues[e].rules.liquidation.maintenance_basis == "entry"
+                            for e in position_exchange], dtype=bool) & isolated & ~inverse
+    for k in np.flatnonzero(entry_basis):  # isolated, margined on entry value (Bybit): its own formula
+        maintenance[k] = margin.maintenance_margin(abs(quantity[k]) * entry[k], tables[k])
+        liquidation[k] = margin.isolated_liquidation_price_entry_mm(quantity[k], entry[k], wallet[k], tables[k])
+    if entry_basis.any():
+        positions = positions.with_columns(pl.Series("maintenance_margin", maintenance, dtype=_FLOAT))
     for k in np.flatnonzero(inverse):  # inverse positions: the scalar COIN-M formulas
         liquidation[k] = margin.contract_liquidation_price(quantity[k], entry[k], wallet[k], tables[k], True, size[k],
                                                            other_mm[k], other_pnl[k])

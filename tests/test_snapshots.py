@@ -67,3 +67,20 @@ def test_projection_matches_scalar_valuation_in_multi_asset_mode():
         "exchanges": {"binance": {"rules": "binance-usdm", "margin_mode": "multi-asset",
                                   "collateral": {"BTC": 0.2, "ETH": 1.0, "USDT": 500}}}})
     _check(run_backtest(config))
+
+
+def test_projection_matches_scalar_valuation_for_entry_margined_isolated_and_inverse_positions():
+    """Bybit margins isolated positions on entry value; COIN-M positions are valued in the coin."""
+    bybit = parse_config({
+        "run": {"dataset": str(ROOT / "datasets" / "sample"), "strategy": "hold", "start": "2024-11-01",
+                "end": "2024-12-01"},
+        "strategy": {"params": {"positions": {"binance:BTC/USDT:USDT": -30000, "binance:ETH/USDT:USDT": 20000},
+                                "margin_modes": {"binance:BTC/USDT:USDT": "isolated"},
+                                "leverage": {"binance:BTC/USDT:USDT": 20}}},
+        "exchanges": {"binance": {"rules": "bybit-linear", "collateral": {"USDT": 20000}}}})
+    _check(run_backtest(bybit))
+    inverse = parse_config({
+        "run": {"dataset": str(ROOT / "datasets" / "coinm-sample"), "strategy": "hold"},
+        "strategy": {"params": {"positions": {"binance:BTC/USD:BTC": -40000}, "leverage": {"binance:BTC/USD:BTC": 25}}},
+        "exchanges": {"binance": {"rules": "binance-coinm", "collateral": {"BTC": 0.1}}}})
+    _check(run_backtest(inverse))

@@ -235,7 +235,10 @@ def build_bybit(ff: dict, tier_examples: dict) -> dict:
         "fees": {"maker": e["maker"], "taker": e["taker"]},
         "funding": {"interval_hours": float(e["funding"]["default_interval_hours"]), "interval_overrides": {}},
         "margin_modes": ["isolated", "cross", "multi-asset", "portfolio"],
-        "liquidation": {"policy": "partial", "fill": "bankruptcy", "fee_rate": 0.0},
+        "liquidation": {"policy": "partial", "fill": "bankruptcy", "fee_rate": 0.0, "maintenance_basis": "entry",
+                        "notes": "Isolated positions: Bybit's documented liquidation price takes the maintenance "
+                                 "margin at the entry position value (LP = entry - side x (IM - MM) / size) and "
+                                 "liquidates when the mark reaches it (help 'Liquidation Price (USDT Contract)')."},
         "default_brackets": tiered([(0, 50, 0.01)]),
         "brackets": {"BTCUSDT": tiered([(0, 100, 0.005)])},
         "collateral_ratios": {"USDT": 1.0, "BTC": {"unit": "coin", "tiers": bybit_btc_tiers}},

@@ -80,12 +80,15 @@ class LiquidationRules:
     maintenance is met again). `fill`: positions close at the bankruptcy price or at the trigger
     (liquidation) price. `fee_rate`: liquidation fee as a fraction of the liquidated notional,
     paid out of what is left of the position's margin (never making the balance negative: the
-    insurance fund absorbs any shortfall).
+    insurance fund absorbs any shortfall). `maintenance_basis`: an isolated position's maintenance
+    margin on its value at the mark (Binance) or at entry (Bybit's documented isolated formula, whose
+    liquidation price the mark must reach).
     """
 
     policy: str = attrs.field(validator=attrs.validators.in_(POLICIES))
     fill: str = attrs.field(validator=attrs.validators.in_(FILLS))
     fee_rate: float
+    maintenance_basis: str = attrs.field(default="mark", validator=attrs.validators.in_(("mark", "entry")))
 
 
 @attrs.frozen
@@ -175,9 +178,11 @@ def parse_rules(data: dict, where: str) -> RuleSet:
     try:
         liquidation_rules = LiquidationRules(policy=need(liquidation, "policy", "liquidation."),
                                              fill=need(liquidation, "fill", "liquidation."),
-                                             fee_rate=float(need(liquidation, "fee_rate", "liquidation.")))
+                                             fee_rate=float(need(liquidation, "fee_rate", "liquidation.")),
+                                             maintenance_basis=liquidation.get("maintenance_basis", "mark"))
     except ValueError as exc:
-        raise RulesError(f"{where}: liquidation: {exc}. policy is one of {POLICIES}, fill one of {FILLS}.") from exc
+        raise RulesError(f"{where}: liquidation: {exc}. policy is one of {POLICIES}, fill one of {FILLS}, "
+                         "maintenance_basis 'mark' or 'entry'.") from exc
     modes = tuple(data.get("margin_modes", ("isolated", "cross")))
     unknown = [m for m in modes if m not in MODES]
     if unknown:
