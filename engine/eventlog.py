@@ -14,6 +14,7 @@ from pathlib import Path
 
 import attrs
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401  (pa.compute)
 
 from engine.events import event_types
 
@@ -41,30 +42,42 @@ def event_schema() -> pa.Schema:
 
 
 def events_to_table(events) -> pa.Table:
-    """One Arrow table in log order; built per event type with attrgetter, never per cell."""
+    """One Arrow table in log order: a table per event type (columns straight from attrgetter
+    tuples, no per-cell Python), the others' columns null, merged and put back in `seq` order."""
     schema = event_schema()
     groups: dict[type, list] = {}
-    positions: dict[type, list] = {}
+    seqs: dict[type, list] = {}
     for seq, event in enumerate(events):
-        groups.setdefault(type(event), []).append(event)
-        positions.setdefault(type(event), []).append(seq)
-    columns = {name: [None] * len(events) for name in schema.names}
-    columns["seq"] = list(range(len(events)))
+        cls = type(event)
+        groups.setdefault(cls, []).append(event)
+        seqs.setdefault(cls, []).append(seq)
+    if not events:
+        return schema.empty_table()
+    parts = []
     for cls, members in groups.items():
         names = [f.name for f in attrs.fields(cls)]
-        seqs = positions[cls]
-        values = list(zip(*map(operator.attrgetter(*names), members))) if len(names) > 1 else \
-            [tuple(getattr(m, names[0]) for m in members)]
-        for name, column_values in zip(names, values):
-            target = columns[name]
-            for seq, value in zip(seqs, column_values):
-                target[seq] = value
-        type_column = columns["type"]
-        for seq in seqs:
-            type_column[seq] = cls.__name__
-    arrays = [pa.array(columns[f.name], type=f.type) if f.type != TIMESTAMP
-              else pa.array(columns[f.name], type=pa.int64()).cast(TIMESTAMP) for f in schema]
-    return pa.Table.from_arrays(arrays, schema=schema)
+        rows = list(map(operator.attrgetter(*names), members)) if len(names) > 1 else \
+            [(getattr(m, names[0]),) for m in members]
+        values = dict(zip(names, zip(*rows)))
+        count = len(members)
+        arrays = []
+        for field in schema:
+            if field.name == "seq":
+                arrays.append(pa.array(seqs[cls], type=pa.int64()))
+            elif field.name == "type":
+                arrays.append(pa.array([cls.__name__] * count, type=field.type))
+            elif field.name in values:
+                column = values[field.name]
+                if field.type == TIMESTAMP:
+                    arrays.append(pa.array(column, type=pa.int64()).cast(TIMESTAMP))
+                else:
+                    arrays.append(pa.array(column, type=field.type))
+            else:
+                arrays.append(pa.nulls(count, type=field.type))
+        parts.append(pa.Table.from_arrays(arrays, schema=schema))
+    merged = pa.concat_tables(parts)
+    order = pa.compute.sort_indices(merged, sort_keys=[("seq", "ascending")])
+    return merged.take(order).combine_chunks()
 
 
 def table_to_events(table: pa.Table) -> list:
