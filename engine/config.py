@@ -14,9 +14,8 @@ from pathlib import Path
 
 import attrs
 
-from engine.errors import ConfigError
+from engine.errors import ConfigError, RulesError
 from engine.rules import load_rules
-from engine.errors import RulesError
 
 MARGIN_MODES = ("cross", "isolated", "multi-asset", "portfolio")
 INTRABAR = ("path", "worst-case", "close")
@@ -25,7 +24,6 @@ RUN_KEYS = {"dataset", "start", "end", "strategy", "seed", "name", "out", "slipp
             "intrabar", "on_liquidation", "warning_thresholds", "instruments"}
 EXCHANGE_KEYS = {"rules", "margin_mode", "collateral", "leverage", "withdrawal_fees", "transfer_delay_minutes"}
 
-DEFAULT_TRANSFER_DELAY_MINUTES = 30.0
 
 
 def _parse_time(value, key: str) -> datetime | None:

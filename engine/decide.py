@@ -99,7 +99,7 @@ def _place(ledger: Ledger, context, c: cmd.PlaceOrder, ts: int) -> list:
 
     out = []
     if not instrument.is_derivative:
-        base, quote = instrument.base, instrument.quote
+        base = instrument.base
         fee = notional * tradable.taker_fee
         if c.quantity > 0:
             shortfall = spot_buy_shortfall(account, context, instrument, notional, fee)

@@ -67,7 +67,7 @@ def summarize(events: pl.DataFrame, equity: pl.DataFrame, meta: dict, collateral
         "OrderFilled", "OrderRejected", "TransferSent", "TransferArrived", "MarginWarningRaised")}
     per_exchange = {}
     for exchange in exchanges:
-        def total(kind, column="amount"):
+        def total(kind, column="amount", exchange=exchange):
             """Sum of `column` over this exchange's events of `kind`, in USD (each amount at its
             asset's price at the nearest snapshot; stablecoins at 1)."""
             frame = by_type[kind].filter(pl.col("exchange") == exchange)

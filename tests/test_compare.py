@@ -11,7 +11,7 @@ from engine.cli import main
 from engine.compare import compare, first_divergence, parse_setups
 from engine.errors import ConfigError
 from engine.stress import PriceGap, to_ns
-from tests.test_stress import AT, BTC, ETH, write_config
+from tests.test_stress import AT, ETH, write_config
 
 
 def test_parse_setups():

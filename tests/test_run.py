@@ -41,9 +41,8 @@ def config(tmp_path) -> Path:
     return path
 
 
-def run_cli(*args) -> "click.testing.Result":
-    result = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
-    return result
+def run_cli(*args):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
 
 
 def test_run_writes_a_complete_run_folder_and_prints_a_summary(config, tmp_path):

@@ -25,7 +25,7 @@ from pathlib import Path
 import attrs
 import polars as pl
 
-from engine.dataset.manifest import COLUMNS_BY_KIND, MANIFEST_NAME, DatasetManifest, Source, read_manifest, write_manifest
+from engine.dataset.manifest import MANIFEST_NAME, DatasetManifest, Source, read_manifest, write_manifest
 from engine.dataset.validate import ERROR, _check_table, _Collector, parse_timeframe, polars_schema, validate_dataset
 from engine.errors import DatasetError
 from engine.instruments import Instrument
