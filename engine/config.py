@@ -17,13 +17,12 @@ import attrs
 from engine.errors import ConfigError, RulesError
 from engine.rules import load_rules
 
-MARGIN_MODES = ("cross", "isolated", "multi-asset", "portfolio")
+MARGIN_MODES = ("cross", "isolated", "multi-asset", "portfolio")  # portfolio: reserved, refused for now
 INTRABAR = ("path", "worst-case", "close")
 ON_LIQUIDATION = ("continue", "stop")
 RUN_KEYS = {"dataset", "start", "end", "strategy", "seed", "name", "out", "slippage_bps", "sample_interval",
             "intrabar", "on_liquidation", "warning_thresholds", "instruments"}
 EXCHANGE_KEYS = {"rules", "margin_mode", "collateral", "leverage", "withdrawal_fees", "transfer_delay_minutes"}
-
 
 
 def _parse_time(value, key: str) -> datetime | None:
@@ -178,6 +177,9 @@ def parse_config(data: dict, base: Path = Path("."), where: str = "config") -> R
         mode = entry.get("margin_mode", "cross")
         if mode not in MARGIN_MODES:
             raise ConfigError(f"{prefix}.margin_mode = {mode!r}: allowed {list(MARGIN_MODES)}.")
+        if mode == "portfolio":
+            raise ConfigError(f"{prefix}.margin_mode = 'portfolio': portfolio margin is not implemented yet; use "
+                              "cross, isolated or multi-asset.")
         if mode not in rules.margin_modes:
             raise ConfigError(f"{prefix}.margin_mode = {mode!r}: rule set {rules.name} allows {list(rules.margin_modes)}.")
         collateral = entry.get("collateral", {})

@@ -139,6 +139,7 @@ def test_command_line_overrides_change_the_run(config, tmp_path):
     (["--set", "run.colour=blue"], "unknown keys run.['colour']"),
     (["--margin-mode", "bybit=cross"], "--margin-mode bybit=cross: no exchange 'bybit' in the config"),
     (["--margin-mode", "binance=portfolio-ish"], "exchanges.binance.margin_mode = 'portfolio-ish': allowed"),
+    (["--margin-mode", "binance=portfolio"], "portfolio margin is not implemented yet"),
     (["--set", "exchanges.binance.rules=no-such-exchange"], "rules 'no-such-exchange': neither a built-in"),
     (["--set", "run.strategy=nowhere:Nothing"], "cannot import module 'nowhere'"),
     (["--set", "run.strategy=not-registered"], "not `module:Class` and not a registered strategy"),
