@@ -78,7 +78,7 @@ def multi_asset_exchanges(catalog) -> set:
 
 def first_crossing(case: np.ndarray, n_cases: int, quantity: np.ndarray, mark: np.ndarray, entry: np.ndarray,
                    direction: np.ndarray, table_id: np.ndarray, tables: list, base: np.ndarray,
-                   k: float, size: np.ndarray | None = None) -> np.ndarray:
+                   k: float, size: np.ndarray | None = None, fixed_mm: np.ndarray | None = None) -> np.ndarray:
     """Smallest x >= 0 with k x equity(x) - maintenance(x) <= 0, per case (vectorised bisection).
 
     Leg arrays (one entry per leg of a case): `case` its case index, signed `quantity`, `mark`,
@@ -86,7 +86,8 @@ def first_crossing(case: np.ndarray, n_cases: int, quantity: np.ndarray, mark: n
     collateral leg, no maintenance). `base` per case: the wallet of the unit. k = 1: liquidation;
     k = threshold: warning. `size` per leg: the contract size of an inverse (coin-margined) leg, 0
     for a linear one: its PnL is quantity x size x (1/entry - 1/price) and its notional
-    |quantity| x size / price, in the coin.
+    |quantity| x size / price, in the coin. `fixed_mm` per leg: a maintenance margin that does not
+    move with the price (an isolated position margined on its entry value, Bybit), nan otherwise.
     """
     absq = np.abs(quantity)
     groups = [(np.flatnonzero(table_id == t), tables[t]) for t in np.unique(table_id) if t >= 0]
@@ -104,8 +105,10 @@ def first_crossing(case: np.ndarray, n_cases: int, quantity: np.ndarray, mark: n
         equity = base + np.bincount(case, pnl, minlength=n_cases)
         maintenance = np.zeros(n_cases)
         for idx, table in groups:
-            maintenance += np.bincount(case[idx], margin.maintenance_margin_array(notional[idx], table),
-                                       minlength=n_cases)
+            leg_mm = margin.maintenance_margin_array(notional[idx], table)
+            if fixed_mm is not None:
+                leg_mm = np.where(np.isnan(fixed_mm[idx]), leg_mm, fixed_mm[idx])
+            maintenance += np.bincount(case[idx], leg_mm, minlength=n_cases)
         return k * equity - maintenance
 
     down = np.bincount(case, direction < 0, minlength=n_cases) > 0
@@ -154,7 +157,8 @@ def _collateral_parts(equity: pl.DataFrame, collateral: pl.DataFrame | None,
 
 
 def distance_table(positions: pl.DataFrame, equity: pl.DataFrame, brackets: dict, thresholds,
-                   collateral: pl.DataFrame | None = None, multi_asset=(), inverse_sizes=None) -> pl.DataFrame:
+                   collateral: pl.DataFrame | None = None, multi_asset=(), inverse_sizes=None,
+                   entry_basis=()) -> pl.DataFrame:
     """One row per snapshot x risk unit x (each underlying, "all"): ts, reason, exchange,
     events_applied, asset (the pool: the settlement asset, "USD" for a multi-asset account), unit
     (`cross:<pool>` or the isolated instrument), underlying (base asset or "all"),
@@ -163,7 +167,8 @@ def distance_table(positions: pl.DataFrame, equity: pl.DataFrame, brackets: dict
     `multi_asset`: the exchanges in multi-asset mode; `collateral`: the collateral table
     (`engine.outputs.collateral_table`), whose non-stable balances become collateral legs of
     those exchanges' "USD" pools. `inverse_sizes`: instrument -> contract size of the inverse
-    (coin-margined) instruments; their legs move in coin terms (`first_crossing`)."""
+    (coin-margined) instruments; their legs move in coin terms (`first_crossing`). `entry_basis`:
+    exchanges whose rules margin isolated positions on their entry value (constant maintenance)."""
     inverse_sizes = inverse_sizes or {}
     if positions.height == 0:
         return pl.DataFrame(schema=SCHEMA)
@@ -209,13 +214,26 @@ def distance_table(positions: pl.DataFrame, equity: pl.DataFrame, brackets: dict
     # legs: every position, then (multi-asset) every collateral leg of a cross pool with positions
     legs = pos.select("unit_id", "underlying", "quantity", "mark_price", "entry_price",
                       pl.Series("table_id", [table_index[i] for i in instruments], dtype=pl.Int64),
-                      pl.Series("size", [float(inverse_sizes.get(i, 0.0)) for i in instruments], dtype=pl.Float64))
+                      pl.Series("size", [float(inverse_sizes.get(i, 0.0)) for i in instruments], dtype=pl.Float64),
+                      pl.when(pl.col("exchange").is_in(sorted(entry_basis)) & (pl.col("margin_mode") == "isolated"))
+                      .then(pl.lit(0.0)).otherwise(pl.lit(float("nan"))).alias("fixed_mm"))
+    entry_margined = np.flatnonzero(~np.isnan(legs["fixed_mm"].to_numpy())) if entry_basis else []
+    if len(entry_margined):
+        fixed = legs["fixed_mm"].to_numpy().copy()
+        quantities, entries = pos["quantity"].to_numpy(), pos["entry_price"].to_numpy()
+        for k in entry_margined:  # positions come first in `legs`, in `pos` order
+            if inverse_sizes.get(instruments[k]):
+                fixed[k] = np.nan  # inverse positions keep the mark basis
+            else:
+                fixed[k] = margin.maintenance_margin(abs(quantities[k]) * entries[k], brackets[instruments[k]])
+        legs = legs.with_columns(pl.Series("fixed_mm", fixed))
     if collateral_legs is not None and collateral_legs.height:
         pools = unit_ids.filter(is_multi & (pl.col("unit") == "cross:" + MULTI_ASSET_POOL)).select(
             *key, pl.col("unit_id").cast(pl.Int64))
         extra = (collateral_legs.join(pools, on=key, how="inner", maintain_order="left")
                  .select("unit_id", "underlying", "quantity", "mark_price", pl.lit(0.0).alias("entry_price"),
-                         pl.lit(-1, dtype=pl.Int64).alias("table_id"), pl.lit(0.0).alias("size")))
+                         pl.lit(-1, dtype=pl.Int64).alias("table_id"), pl.lit(0.0).alias("size"),
+                         pl.lit(float("nan")).alias("fixed_mm")))
         legs = pl.concat([legs, extra])
     exposure = (pl.when(pl.col("size") > 0).then(pl.col("quantity") * pl.col("size") / pl.col("mark_price"))
                 .otherwise(pl.col("quantity") * pl.col("mark_price")))
@@ -246,7 +264,8 @@ def distance_table(positions: pl.DataFrame, equity: pl.DataFrame, brackets: dict
                 direction=np.concatenate([-np.sign(quantity), alone]),
                 table_id=np.concatenate([column(legs, "table_id"), column(expanded, "table_id")]),
                 tables=tables, base=base,
-                size=np.concatenate([column(legs, "size"), column(expanded, "size")]))
+                size=np.concatenate([column(legs, "size"), column(expanded, "size")]),
+                fixed_mm=np.concatenate([column(legs, "fixed_mm"), column(expanded, "fixed_mm")]))
     liquidation = first_crossing(k=1.0, **args)
     thresholds = list(thresholds)
     warning = first_crossing(k=float(thresholds[0]), **args) if thresholds else np.full(n_cases, math.nan)
@@ -294,8 +313,11 @@ def run_distances(result) -> pl.DataFrame:
     collateral = pl.from_arrow(collateral_table(result)) if multi_asset else None
     inverse_sizes = {key: t.instrument.contract_size for key, t in result.catalog.tradables.items()
                      if t.instrument.is_inverse}
+    entry_basis = {name for name, venue in result.catalog.venues.items()
+                   if venue.rules.liquidation.maintenance_basis == "entry"}
     table = distance_table(positions, equity, brackets_from_catalog(result.catalog), result.config.warning_thresholds,
-                           collateral=collateral, multi_asset=multi_asset, inverse_sizes=inverse_sizes)
+                           collateral=collateral, multi_asset=multi_asset, inverse_sizes=inverse_sizes,
+                           entry_basis=entry_basis)
     try:
         _CACHE[result] = table
     except TypeError:

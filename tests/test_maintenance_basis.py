@@ -84,3 +84,20 @@ def test_a_bad_maintenance_basis_is_a_clear_rules_error(tmp_path):
     custom.write_text(json.dumps(data))
     with pytest.raises(RulesError, match="bad.json: liquidation: .*maintenance_basis 'mark' or 'entry'"):
         load_rules(str(custom))
+
+
+def test_distance_to_liquidation_follows_the_entry_basis():
+    """At every sample before the liquidation, the short's distance is LP / mark - 1 with LP its
+    Bybit (entry-margined) liquidation price from the positions table."""
+    import polars as pl
+
+    from engine.outputs import positions_table
+    from engine.distance import run_distances
+
+    result = run("bybit-linear")
+    positions = pl.from_arrow(positions_table(result)).filter(pl.col("reason") == "sample")
+    distance = run_distances(result).filter((pl.col("underlying") == "all") & (pl.col("reason") == "sample"))
+    joined = positions.join(distance, on=["ts", "reason", "exchange", "events_applied"])
+    assert joined.height > 100
+    expected = joined["liquidation_price"] / joined["mark_price"] - 1
+    assert joined["liquidation_distance"].to_list() == pytest.approx(expected.to_list(), rel=1e-9, abs=1e-12)
