@@ -12,21 +12,13 @@ The output is deterministic: running the script twice gives the same files.
 
 from __future__ import annotations
 
-import argparse
-import json
-import shutil
-import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-import polars as pl
+from cutting import cut, main, sources_from
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-from engine.dataset.manifest import DatasetManifest, Source, write_manifest  # noqa: E402
-from engine.dataset.validate import polars_schema  # noqa: E402
-from engine.instruments import Instrument  # noqa: E402
+from engine.dataset.manifest import DatasetManifest
+from engine.instruments import Instrument
 
 START = datetime(2022, 12, 13, tzinfo=timezone.utc)  # inclusive: first bar opens 00:00
 END = datetime(2022, 12, 14, tzinfo=timezone.utc)  # exclusive: last bar opens 23:59
@@ -54,67 +46,18 @@ INSTRUMENTS = (
 )
 
 
-def _sources(entries: dict[str, dict]) -> tuple[Source, ...]:
-    """One Source for the Lean repository@commit, listing every original file path used."""
-    paths, licence = [], ""
-    for entry in entries.values():
-        repository, rest = entry["source"].removeprefix("github ").split("@", 1)
-        commit, path = rest.split(":", 1)
-        if repository != "QuantConnect/Lean" or commit != "24863901deff":
-            raise SystemExit(f"{entry['file']}: unexpected source {entry['source']}")
-        paths.append(path)
-        licence = entry["licence"]
-    return (Source(name="Lean", licence=licence, repository="https://github.com/QuantConnect/Lean",
-                   commit="24863901deff", path="; ".join(sorted(paths)),
-                   notes="cut to 2022-12-13 00:00 .. 2022-12-14 00:00 UTC by datasets/make_coinm_sample.py; "
-                         "COIN-M volume is in contracts (100 USD each)"),)
-
-
 def make_coinm_sample(real: Path, out: Path) -> None:
-    real = Path(real)
-    if "test-only" in real.resolve().parts:
-        raise SystemExit("refusing to read test-only/: its licence does not allow shipping derived data")
-    manifest_entries = {e["file"]: e for e in json.loads((real / "MANIFEST.json").read_text())}
-    readme = out / "README.md"
-    readme_text = readme.read_text() if readme.is_file() else None  # hand-written; kept across rebuilds
-    if out.exists():
-        shutil.rmtree(out)
-    used = {}
-    for kind, source, target in PLAN:
-        entry = manifest_entries[source]
-        if entry["tag"] != TAG:
-            raise SystemExit(f"{source}: tag {entry['tag']} is not the licensed Lean set")
-        used[source] = entry
-        schema = polars_schema(kind)
-        start = START - timedelta(hours=FUNDING_LEAD_HOURS) if kind == "funding" else START
-        frame = (pl.scan_parquet(str(real / source))
-                 .filter((pl.col("ts") >= start) & (pl.col("ts") < END))
-                 .select([pl.col(name).cast(dtype) for name, dtype in schema.items()])
-                 .sort("ts")
-                 .collect())
-        path = out / target
-        path.parent.mkdir(parents=True, exist_ok=True)
-        frame.write_parquet(path, compression="zstd", compression_level=9, statistics=True)
-        print(f"{target}: {frame.height} rows")
-    manifest = DatasetManifest(
+    notes = ("cut to 2022-12-13 00:00 .. 2022-12-14 00:00 UTC by datasets/make_coinm_sample.py; "
+             "COIN-M volume is in contracts (100 USD each)")
+    funding_start = START - timedelta(hours=FUNDING_LEAD_HOURS)
+    cut(real, out, PLAN, (TAG,), START, END, lambda used: DatasetManifest(
         name="coinm-sample",
         description="Real 1m market data for one day, 2022-12-13 UTC: Binance COIN-M inverse perpetual "
                     "BTC/USD:BTC (bars, funding; no mark) and Binance spot BTC/BUSD (bars). "
                     "See README.md for sources, licence and quirks.",
-        kind="real", instruments=INSTRUMENTS, sources=_sources(used))
-    write_manifest(out, manifest)
-    if readme_text is not None:
-        readme.write_text(readme_text)
-
-
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("real", nargs="?", default=str(REPO.parent / "shared" / "datasets" / "real"),
-                        help="folder holding the licensed real data (default: ../shared/datasets/real)")
-    parser.add_argument("--out", default=str(REPO / "datasets" / "coinm-sample"), help="output folder")
-    args = parser.parse_args(argv)
-    make_coinm_sample(Path(args.real), Path(args.out))
+        kind="real", instruments=INSTRUMENTS, sources=sources_from(used, notes)),
+        starts={"funding": funding_start})
 
 
 if __name__ == "__main__":
-    main()
+    main(__doc__.splitlines()[0], "coinm-sample", make_coinm_sample)

@@ -10,22 +10,14 @@ The output is deterministic: running the script twice gives the same files.
 
 from __future__ import annotations
 
-import argparse
-import json
-import shutil
-import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-import polars as pl
+from cutting import cut, main, sources_from
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-from engine.dataset.importers import DEFAULT_FILTERS  # noqa: E402
-from engine.dataset.manifest import DatasetManifest, Source, write_manifest  # noqa: E402
-from engine.dataset.validate import polars_schema  # noqa: E402
-from engine.instruments import Instrument  # noqa: E402
+from engine.dataset.importers import DEFAULT_FILTERS
+from engine.dataset.manifest import DatasetManifest
+from engine.instruments import Instrument
 
 START = datetime(2024, 9, 5, tzinfo=timezone.utc)  # inclusive
 END = datetime(2025, 7, 26, tzinfo=timezone.utc)  # exclusive
@@ -70,67 +62,15 @@ def _instruments() -> tuple[Instrument, ...]:
     return tuple(sorted(result, key=lambda i: (i.exchange, i.market, i.symbol)))
 
 
-def _sources(entries: dict[str, dict]) -> tuple[Source, ...]:
-    """One Source per repository@commit, listing every original file path used."""
-    grouped: dict[tuple[str, str], dict] = {}
-    for entry in entries.values():
-        for part in entry["source"].split(" + "):
-            repository, rest = part.removeprefix("github ").split("@", 1)
-            commit, path = rest.split(":", 1)
-            item = grouped.setdefault((repository, commit), {"paths": [], "licence": entry["licence"]})
-            if path not in item["paths"]:
-                item["paths"].append(path)
-    return tuple(Source(name=repository.split("/")[1], licence=item["licence"],
-                        repository=f"https://github.com/{repository}", commit=commit,
-                        path="; ".join(sorted(item["paths"])),
-                        notes="cut to 2024-09-05 00:00 .. 2025-07-26 00:00 UTC by datasets/make_sample.py")
-                 for (repository, commit), item in sorted(grouped.items()))
-
-
 def make_sample(real: Path, out: Path) -> None:
-    real = Path(real)
-    if "test-only" in real.resolve().parts:
-        raise SystemExit("refusing to read test-only/: its licence does not allow shipping derived data")
-    manifest_entries = {e["file"]: e for e in json.loads((real / "MANIFEST.json").read_text())}
-    readme = out / "README.md"
-    readme_text = readme.read_text() if readme.is_file() else None  # hand-written; kept across rebuilds
-    if out.exists():
-        shutil.rmtree(out)
-    used = {}
-    for kind, source, target in _plan():
-        entry = manifest_entries[source]
-        if entry["tag"] not in ("roshan", "hippocritical"):
-            raise SystemExit(f"{source}: tag {entry['tag']} is not a licensed source")
-        used[source] = entry
-        schema = polars_schema(kind)
-        frame = (pl.scan_parquet(str(real / source))
-                 .filter((pl.col("ts") >= START) & (pl.col("ts") < END))
-                 .select([pl.col(name).cast(dtype) for name, dtype in schema.items()])
-                 .sort("ts")
-                 .collect())
-        path = out / target
-        path.parent.mkdir(parents=True, exist_ok=True)
-        frame.write_parquet(path, compression="zstd", compression_level=9, statistics=True)
-        print(f"{target}: {frame.height} rows")
-    manifest = DatasetManifest(
+    notes = "cut to 2024-09-05 00:00 .. 2025-07-26 00:00 UTC by datasets/make_sample.py"
+    cut(real, out, _plan(), ("roshan", "hippocritical"), START, END, lambda used: DatasetManifest(
         name="sample",
         description="Real 1h market data, 2024-09-05 .. 2025-07-26 UTC: Binance USDT-M perps (bars, mark, "
                     "funding) and spot, Hyperliquid USDC perps (bars, hourly funding); BTC, ETH, SOL. "
                     "See README.md for sources, licences and quirks.",
-        kind="real", instruments=_instruments(), sources=_sources(used))
-    write_manifest(out, manifest)
-    if readme_text is not None:
-        readme.write_text(readme_text)
-
-
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("real", nargs="?", default=str(REPO.parent / "shared" / "datasets" / "real"),
-                        help="folder holding the licensed real data (default: ../shared/datasets/real)")
-    parser.add_argument("--out", default=str(REPO / "datasets" / "sample"), help="output folder")
-    args = parser.parse_args(argv)
-    make_sample(Path(args.real), Path(args.out))
+        kind="real", instruments=_instruments(), sources=sources_from(used, notes)))
 
 
 if __name__ == "__main__":
-    main()
+    main(__doc__.splitlines()[0], "sample", make_sample)
