@@ -164,20 +164,22 @@ def _funding(ledger: Ledger, e: ev.FundingSettled) -> Ledger:
     return _with_account(ledger, _credit(account, e.asset, e.amount))
 
 
+def _set_setting(ledger: Ledger, exchange: str, setting: str, instrument: str, value) -> Ledger:
+    """One entry of a per-instrument setting of the account (leverage, margin mode, warning level)."""
+    account = ledger.accounts[exchange]
+    values = dict(getattr(account, setting))
+    values[instrument] = value
+    return _with_account(ledger, attrs.evolve(account, **{setting: values}))
+
+
 @applies(ev.LeverageChanged)
 def _leverage(ledger: Ledger, e: ev.LeverageChanged) -> Ledger:
-    account = ledger.accounts[e.exchange]
-    leverage = dict(account.leverage)
-    leverage[e.instrument] = e.leverage
-    return _with_account(ledger, attrs.evolve(account, leverage=leverage))
+    return _set_setting(ledger, e.exchange, "leverage", e.instrument, e.leverage)
 
 
 @applies(ev.MarginModeChanged)
 def _mode(ledger: Ledger, e: ev.MarginModeChanged) -> Ledger:
-    account = ledger.accounts[e.exchange]
-    modes = dict(account.margin_modes)
-    modes[e.instrument] = e.margin_mode
-    return _with_account(ledger, attrs.evolve(account, margin_modes=modes))
+    return _set_setting(ledger, e.exchange, "margin_modes", e.instrument, e.margin_mode)
 
 
 @applies(ev.IsolatedMarginAdjusted)
@@ -191,10 +193,7 @@ def _adjusted(ledger: Ledger, e: ev.IsolatedMarginAdjusted) -> Ledger:
 
 @applies(ev.MarginWarningRaised)
 def _warning(ledger: Ledger, e: ev.MarginWarningRaised) -> Ledger:
-    account = ledger.accounts[e.exchange]
-    levels = dict(account.warning_levels)
-    levels[e.instrument] = e.level
-    return _with_account(ledger, attrs.evolve(account, warning_levels=levels))
+    return _set_setting(ledger, e.exchange, "warning_levels", e.instrument, e.level)
 
 
 @applies(ev.PositionLiquidated)
