@@ -183,13 +183,16 @@ class PositionLiquidated:
 
 @event
 class InsuranceFundUsed:
-    """The exchange's insurance fund absorbed a balance that would have gone negative."""
+    """The exchange's insurance fund absorbed a loss. `credited`: it covered a balance that would
+    have gone negative (the amount is credited to the account); otherwise it is the fund's own loss
+    unwinding at the market a position it took over at the bankruptcy price (recorded only)."""
 
     ts: int
     exchange: str
     instrument: str
     asset: str
     amount: float
+    credited: bool = True
 
 
 @event

@@ -215,7 +215,9 @@ def _liquidated(ledger: Ledger, e: ev.PositionLiquidated) -> Ledger:
 
 @applies(ev.InsuranceFundUsed)
 def _insurance(ledger: Ledger, e: ev.InsuranceFundUsed) -> Ledger:
-    account = _credit(ledger.accounts[e.exchange], e.asset, e.amount)
+    account = ledger.accounts[e.exchange]
+    if e.credited:
+        account = _credit(account, e.asset, e.amount)
     used = dict(account.insurance_used)
     used[e.asset] = used.get(e.asset, 0.0) + e.amount
     return _with_account(ledger, attrs.evolve(account, insurance_used=used))

@@ -10,14 +10,21 @@ and what the insurance fund absorbs.
   equity is exactly zero.
 - cross pool, policy `partial`: positions close at the trigger mark (the exchange's reducing
   market orders), worst unrealised PnL first, until the pool's equity is above the maintenance
-  margin of what is left, or nothing is left.
+  margin of what is left, or nothing is left. A position above the rule set's
+  `partial_above_notional` is reduced by `partial_fraction` of it at a time (rounded to its lot),
+  the worst position being chosen again after each step. Below `backstop_fraction` x maintenance
+  (a gap) the whole pool goes to the backstop at the bankruptcy prices instead.
 
 The liquidation fee is `fee_rate` x closed notional, capped by the equity left, so a fee never
 creates a debt. Whatever a closed-out pool or isolated position still owes is covered by the
-insurance fund (`InsuranceFundUsed`).
+insurance fund (`InsuranceFundUsed`): with a bankruptcy fill that happens when a gap opens past the
+bankruptcy prices with a bankruptcy fill, the trader still loses exactly the unit's money and the
+fund's unwind loss at the market is recorded (`credited = False`: it does not touch the account).
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -25,17 +32,36 @@ from engine import events as ev
 from engine import margin
 
 
-def _partial_order(unit, upnl, notionals, equity, fee_rate) -> list[int]:
-    maintenance = [margin.maintenance_margin(notionals[k], unit.tables[k]) for k in range(unit.positions)]
-    remaining = sum(maintenance)
-    chosen = []
-    for k in np.argsort(upnl[:unit.positions], kind="stable").tolist():
-        if chosen and equity > remaining:
-            break
-        chosen.append(k)
-        equity -= min(fee_rate * notionals[k], max(equity, 0.0))
-        remaining -= maintenance[k]
-    return chosen
+def _partial_steps(unit, catalog, triggers, upnl, equity, rules, inverse, sizes) -> list[tuple[int, float]]:
+    """(position index, quantity closed) in order, at the trigger marks, until the pool's equity is
+    above the maintenance margin of what is left (or nothing is left)."""
+    remaining = [float(q) for q in unit.quantities[:unit.positions]]
+    per_unit_pnl = [float(upnl[k]) / remaining[k] if remaining[k] else 0.0 for k in range(unit.positions)]
+
+    def mm(k: int, quantity: float) -> float:
+        notional = margin.contract_notional(quantity, float(triggers[k]), bool(inverse[k]), float(sizes[k]))
+        return margin.maintenance_margin(notional, unit.tables[k])
+
+    maintenance = sum(mm(k, remaining[k]) for k in range(unit.positions))
+    steps = []
+    while any(remaining) and (not steps or equity <= maintenance):
+        open_ = [k for k in range(unit.positions) if remaining[k]]
+        k = min(open_, key=lambda j: (per_unit_pnl[j] * remaining[j], j))  # worst uPnL now, stable
+        quantity = remaining[k]
+        notional = margin.contract_notional(quantity, float(triggers[k]), bool(inverse[k]), float(sizes[k]))
+        if notional > rules.partial_above_notional and rules.partial_fraction < 1:
+            lot = catalog.tradable(unit.instruments[k]).instrument.lot_size
+            chunk = abs(quantity) * rules.partial_fraction
+            chunk = max(math.floor(chunk / lot + 1e-9) * lot, lot) if lot > 0 else chunk
+            if chunk < abs(quantity) - 1e-12:
+                quantity = np.copysign(chunk, quantity)
+        closed_notional = margin.contract_notional(quantity, float(triggers[k]), bool(inverse[k]), float(sizes[k]))
+        equity -= min(rules.fee_rate * closed_notional, max(equity, 0.0))
+        after = remaining[k] - quantity
+        maintenance += (mm(k, after) if abs(after) > 1e-12 else 0.0) - mm(k, remaining[k])
+        remaining[k] = after if abs(after) > 1e-12 else 0.0
+        steps.append((k, float(quantity)))
+    return steps
 
 
 def _pnl(quantities, entries, prices, inverse, sizes) -> np.ndarray:
@@ -84,34 +110,46 @@ def liquidation_events(ledger, catalog, breach, ts: int) -> list:
                           for q, p, i, s in zip(quantities, triggers, inverse, sizes)])
 
     partial = not unit.isolated and rules.policy == "partial"
-    if partial:
-        order = _partial_order(unit, upnl, notionals, equity, rules.fee_rate)
-        fills = triggers
-        policy = "partial"
+    total_mm = sum(margin.maintenance_margin(notionals[k], unit.tables[k]) for k in range(unit.positions))
+    fill_rule = rules.fill
+    if partial and rules.backstop_fraction and equity < rules.backstop_fraction * total_mm:
+        partial, fill_rule, policy = False, "bankruptcy", "backstop"  # too deep for the book: the backstop
     else:
-        order = list(range(unit.positions))
-        if rules.fill == "bankruptcy":
-            fills = _bankruptcy_prices(unit, triggers, equity, notionals, inverse, sizes)
-        else:
-            fills = triggers
-        policy = "isolated" if unit.isolated else "full"
+        policy = "partial" if partial else ("isolated" if unit.isolated else "full")
+    if partial:
+        steps = _partial_steps(unit, catalog, triggers, upnl, equity, rules, inverse, sizes)
+        fills = triggers
+    else:
+        steps = [(k, float(quantities[k])) for k in range(unit.positions)]
+        fills = _bankruptcy_prices(unit, triggers, equity, notionals, inverse, sizes) \
+            if fill_rule == "bankruptcy" else triggers
 
     events = []
     left = equity
-    for k in order:
+    remaining = {k: float(quantities[k]) for k in range(unit.positions)}
+    for k, quantity in steps:
         key = unit.instruments[k]
         position = account.positions[key]
         fill = float(fills[k])
-        realized = float(margin.contract_pnl(quantities[k], entries[k], fill, bool(inverse[k]), float(sizes[k])))
-        left += realized - float(upnl[k])
-        fee = min(rules.fee_rate * float(notionals[k]), max(left, 0.0))
+        inverse_k, size_k = bool(inverse[k]), float(sizes[k])
+        realized = float(margin.contract_pnl(quantity, entries[k], fill, inverse_k, size_k))
+        left += realized - float(margin.contract_pnl(quantity, entries[k], triggers[k], inverse_k, size_k))
+        fee = min(rules.fee_rate * margin.contract_notional(quantity, fill, inverse_k, size_k), max(left, 0.0))
         left -= fee
-        events.append(ev.PositionLiquidated(ts, unit.exchange, key, float(-quantities[k]), fill, float(triggers[k]),
-                                            realized, fee, position.isolated_margin, position.asset, unit.isolated,
-                                            policy))
+        released = position.isolated_margin * quantity / remaining[k] if remaining[k] else 0.0
+        remaining[k] -= quantity
+        events.append(ev.PositionLiquidated(ts, unit.exchange, key, -quantity, fill, float(triggers[k]), realized,
+                                            fee, released, position.asset, unit.isolated, policy))
     # `left` is now what the unit is worth with the closed positions gone; when nothing is left at
     # risk and it is negative, the insurance fund absorbs it (in the first closed position's asset).
-    if len(order) == unit.positions and left < -1e-9:
-        first = account.positions[unit.instruments[order[0]]]
+    closed_out = steps and not any(abs(q) > 1e-12 for q in remaining.values())
+    if closed_out and left < -1e-9:
+        first = account.positions[unit.instruments[steps[0][0]]]
         events.append(ev.InsuranceFundUsed(ts, unit.exchange, first.instrument, first.asset, float(-left)))
+    elif closed_out and not partial and fill_rule == "bankruptcy" and equity < -1e-9:
+        # a gap past the bankruptcy prices: the trader loses exactly what the unit held (filled at
+        # bankruptcy), the fund unwinds at the market and loses the rest: recorded, not credited
+        first = account.positions[unit.instruments[steps[0][0]]]
+        events.append(ev.InsuranceFundUsed(ts, unit.exchange, first.instrument, first.asset, float(-equity),
+                                           credited=False))
     return events

@@ -97,7 +97,8 @@ def _conservation(events: pl.DataFrame, ledger, tolerance: float) -> list[str]:
         events.filter(pl.col("type") == "FeeCharged").select("exchange", "asset", -pl.col("amount")),
         events.filter(pl.col("type") == "PositionLiquidated")
         .select("exchange", "asset", (pl.col("realized_pnl") - pl.col("fee")).alias("amount")),
-        events.filter(pl.col("type") == "InsuranceFundUsed").select("exchange", "asset", "amount"),
+        events.filter((pl.col("type") == "InsuranceFundUsed") & pl.col("credited"))
+        .select("exchange", "asset", "amount"),
         events.filter(pl.col("type") == "TransferSent")
         .select("exchange", "asset", (-(pl.col("amount") + pl.col("fee"))).alias("amount")),
         events.filter(pl.col("type") == "TransferArrived").select("exchange", "asset", "amount"),

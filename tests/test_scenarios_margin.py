@@ -112,7 +112,11 @@ def test_shock_to_one_leg_drains_the_cross_pool_but_stays_isolated(eth_crash):
     (liq,) = of_type(isolated.events, ev.PositionLiquidated)
     assert (liq.instrument, iso(liq.ts), liq.trigger_price) == (ETH, "2024-10-15T00:00", pytest.approx(1314.512375))
     assert round(liq.price, 2) == 2101.83 and round(liq.realized_pnl, 2) == -3945.35
-    assert not of_type(isolated.events, ev.InsuranceFundUsed)
+    # the gap opened past that bankruptcy price: the fund took the position at 2101.83 and unwinds it at
+    # the open, losing 7.639 x (2101.83 - 1314.51) = 6014.30: recorded, never credited to the trader
+    (fund,) = of_type(isolated.events, ev.InsuranceFundUsed)
+    assert not fund.credited and round(fund.amount, 2) == 6014.30
+    assert fund.amount == pytest.approx(7.639 * (liq.price - liq.trigger_price), rel=1e-9)
     account = isolated.ledger.accounts["binance"]
     assert list(account.positions) == [BTC]
     assert round(account.positions[BTC].isolated_margin, 2) == 4085.05

@@ -82,13 +82,25 @@ class LiquidationRules:
     paid out of what is left of the position's margin (never making the balance negative: the
     insurance fund absorbs any shortfall). `maintenance_basis`: an isolated position's maintenance
     margin on its value at the mark (Binance) or at entry (Bybit's documented isolated formula, whose
-    liquidation price the mark must reach).
+    liquidation price the mark must reach). Partial policy: a position whose notional exceeds
+    `partial_above_notional` is reduced by `partial_fraction` of it at a time (Hyperliquid: 20 %
+    above 100k USDC); when the pool's equity is below `backstop_fraction` x maintenance, the whole
+    pool goes to the exchange's backstop at the bankruptcy prices (Hyperliquid: 2/3).
     """
 
     policy: str = attrs.field(validator=attrs.validators.in_(POLICIES))
     fill: str = attrs.field(validator=attrs.validators.in_(FILLS))
     fee_rate: float
     maintenance_basis: str = attrs.field(default="mark", validator=attrs.validators.in_(("mark", "entry")))
+    partial_fraction: float = 1.0
+    partial_above_notional: float = math.inf
+    backstop_fraction: float = 0.0
+
+    def __attrs_post_init__(self):
+        if not 0 < self.partial_fraction <= 1:
+            raise ValueError(f"partial_fraction = {self.partial_fraction}: must be in (0, 1]")
+        if not 0 <= self.backstop_fraction < 1:
+            raise ValueError(f"backstop_maintenance_fraction = {self.backstop_fraction}: must be in [0, 1)")
 
 
 @attrs.frozen
@@ -179,10 +191,16 @@ def parse_rules(data: dict, where: str) -> RuleSet:
         liquidation_rules = LiquidationRules(policy=need(liquidation, "policy", "liquidation."),
                                              fill=need(liquidation, "fill", "liquidation."),
                                              fee_rate=float(need(liquidation, "fee_rate", "liquidation.")),
-                                             maintenance_basis=liquidation.get("maintenance_basis", "mark"))
+                                             maintenance_basis=liquidation.get("maintenance_basis", "mark"),
+                                             partial_fraction=float(liquidation.get("partial_fraction", 1.0)),
+                                             partial_above_notional=float(liquidation.get("partial_above_notional",
+                                                                                          math.inf)),
+                                             backstop_fraction=float(liquidation.get("backstop_maintenance_fraction",
+                                                                                     0.0)))
     except ValueError as exc:
         raise RulesError(f"{where}: liquidation: {exc}. policy is one of {POLICIES}, fill one of {FILLS}, "
-                         "maintenance_basis 'mark' or 'entry'.") from exc
+                         "maintenance_basis 'mark' or 'entry', partial_fraction in (0, 1], "
+                         "backstop_maintenance_fraction in [0, 1).") from exc
     modes = tuple(data.get("margin_modes", ("isolated", "cross")))
     unknown = [m for m in modes if m not in MODES]
     if unknown:
