@@ -81,7 +81,7 @@ def _flows(event) -> dict:
             base = e.instrument.split(":", 1)[1].split("/")[0]
             return {(e.exchange, base): e.quantity, (e.exchange, e.asset): -e.quantity * e.price}
         return {(e.exchange, e.asset): e.realized_pnl}
-    if isinstance(e, (ev.FundingSettled, ev.InsuranceFundUsed)):
+    if isinstance(e, ev.FundingSettled) or (isinstance(e, ev.InsuranceFundUsed) and e.credited):
         return {(e.exchange, e.asset): e.amount}
     if isinstance(e, ev.FeeCharged):
         return {(e.exchange, e.asset): -e.amount}

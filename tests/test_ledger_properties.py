@@ -150,7 +150,7 @@ def check_conservation(result):
             expected[e.exchange, e.asset] += e.amount
         elif isinstance(e, ev.FeeCharged):
             expected[e.exchange, e.asset] -= e.amount
-        elif isinstance(e, ev.InsuranceFundUsed):
+        elif isinstance(e, ev.InsuranceFundUsed) and e.credited:  # not: the fund's own unwind loss
             expected[e.exchange, e.asset] += e.amount
         elif isinstance(e, ev.TransferArrived):
             expected[e.exchange, e.asset] += e.amount
