@@ -19,7 +19,8 @@ from engine.run_commands import _load, config_options
               help="One set-up (a mode, or EXCHANGE=MODE,...); repeatable; added after --modes.")
 @click.option("--id", "compare_id", help="Name of the comparison folder (default: compare-<name>-<UTC time>).")
 @click.option("--quiet", is_flag=True, help="No progress line.")
-def compare(config_path, sets, margin_modes, start, end, out, seed, modes, setup_list, compare_id, quiet):
+def compare(config_path, sets, margin_modes, start, end, out, seed, skip_validation, modes, setup_list, compare_id,
+            quiet):
     """Run CONFIG.toml under several margin set-ups and compare them.
 
     Each set-up is a run folder <out>/<compare-id>/<setup>/; the comparison is comparison.arrow
@@ -27,7 +28,7 @@ def compare(config_path, sets, margin_modes, start, end, out, seed, modes, setup
     from engine.compare import compare as run_compare
     from engine.compare import format_comparison
 
-    config = _load(config_path, sets, margin_modes, start, end, out, seed)
+    config = _load(config_path, sets, margin_modes, start, end, out, seed, skip_validation)
     setups = ([modes] if modes else []) + list(setup_list)
     if not setups:
         raise click.UsageError("give the set-ups with --modes (e.g. --modes isolated,cross) or --setup.")
@@ -53,8 +54,8 @@ def compare(config_path, sets, margin_modes, start, end, out, seed, modes, setup
 @click.option("--no-baseline", is_flag=True, help="Do not run the unshocked baseline.")
 @click.option("--id", "stress_id", help="Name of the stress folder (default: stress-<name>-<UTC time>).")
 @click.option("--quiet", is_flag=True, help="No progress line.")
-def stress(config_path, sets, margin_modes, start, end, out, seed, shocks, scenario_name, scenario_names,
-           no_baseline, stress_id, quiet):
+def stress(config_path, sets, margin_modes, start, end, out, seed, skip_validation, shocks, scenario_name,
+           scenario_names, no_baseline, stress_id, quiet):
     """Run CONFIG.toml with shocks injected, next to an unshocked baseline.
 
     Scenarios: the --shock options (together, one scenario), else the config's [[stress]] tables
@@ -66,7 +67,7 @@ def stress(config_path, sets, margin_modes, start, end, out, seed, shocks, scena
     from engine.stress import format_stress, parse_shock, scenarios_from_config
     from engine.stress import stress as run_stress
 
-    config = _load(config_path, sets, margin_modes, start, end, out, seed)
+    config = _load(config_path, sets, margin_modes, start, end, out, seed, skip_validation)
     if shocks:
         scenarios = {scenario_name: tuple(parse_shock(s) for s in shocks)}
     else:

@@ -10,9 +10,22 @@ import click
 from engine.config import load_config
 
 
-def _load(config_path, sets, margin_modes, start, end, out, seed):
-    return load_config(config_path, sets=sets, margin_modes=margin_modes, start=start, end=end,
-                       out=str(out) if out else None, seed=seed)
+def _load(config_path, sets, margin_modes, start, end, out, seed, skip_validation=False):
+    """The validated config; unless `skip_validation`, its dataset is checked first (as
+    `xmargin data validate` does) and an unusable one stops here with its problems listed."""
+    config = load_config(config_path, sets=sets, margin_modes=margin_modes, start=start, end=end,
+                         out=str(out) if out else None, seed=seed)
+    if not skip_validation:
+        from engine.dataset.validate import validate_dataset
+
+        report = validate_dataset(config.dataset)
+        if not report.ok:
+            for problem in report.errors:
+                click.echo(str(problem), err=True)
+            click.echo(f"error: dataset {config.dataset} is not usable ({len(report.errors)} errors above); fix "
+                       "them (see `xmargin data validate`) or pass --no-validate to run anyway.", err=True)
+            sys.exit(1)
+    return config
 
 
 def config_options(function):
@@ -27,6 +40,9 @@ def config_options(function):
         click.option("--out", type=click.Path(file_okay=False, path_type=Path),
                      help="Folder that receives the run folder (default: run.out, else runs/)."),
         click.option("--seed", type=int, help="Seed handed to the run (overrides run.seed)."),
+        click.option("--no-validate", "skip_validation", is_flag=True,
+                     help="Skip checking the dataset before the run (it is checked by default, as by "
+                          "`xmargin data validate`; an unusable dataset stops the command with exit 1)."),
     ]
     for option in reversed(options):
         function = option(function)
@@ -38,12 +54,12 @@ def config_options(function):
 @config_options
 @click.option("--run-id", help="Name of the run folder (default: <name or strategy>-<UTC time>).")
 @click.option("--quiet", is_flag=True, help="No progress line.")
-def run(config_path, sets, margin_modes, start, end, out, seed, run_id, quiet):
+def run(config_path, sets, margin_modes, start, end, out, seed, skip_validation, run_id, quiet):
     """Run a backtest from CONFIG.toml and write runs/<run-id>/."""
     from engine.runner import execute
     from engine.summary import format_summary
 
-    config = _load(config_path, sets, margin_modes, start, end, out, seed)
+    config = _load(config_path, sets, margin_modes, start, end, out, seed, skip_validation)
     completed = execute(config, run_id=run_id, progress=not quiet and sys.stderr.isatty())
     click.echo(format_summary(completed.summary, completed.path))
 

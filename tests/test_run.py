@@ -209,3 +209,33 @@ def test_strategies_load_by_module_path_and_by_registered_name():
     assert resolve_strategy("strategies.hold:Hold") is Hold
     assert resolve_strategy("hold") is Hold
     assert resolve_strategy("funding-arbitrage").__name__ == "FundingArbitrage"
+
+
+def test_run_checks_the_dataset_first_and_stops_on_an_unusable_one(tmp_path):
+    import shutil
+
+    dataset = tmp_path / "broken"
+    shutil.copytree(ROOT / "datasets" / "coinm-sample", dataset)
+    bars = dataset / "bars" / "binance" / "perp" / "BTC_USD_BTC-1m.parquet"
+    frame = pl.read_parquet(bars)
+    frame.with_columns(pl.when(pl.int_range(pl.len()) == 100).then(-1.0).otherwise(pl.col("low")).alias("low")) \
+        .write_parquet(bars)
+    config = tmp_path / "c.toml"
+    config.write_text(f"""
+[run]
+dataset = "{dataset}"
+strategy = "hold"
+[strategy.params]
+positions = {{ "binance:BTC/USD:BTC" = -1000 }}
+[exchanges.binance]
+rules = "binance-coinm"
+collateral = {{ BTC = 1.0 }}
+""")
+    out = tmp_path / "runs"
+    result = CliRunner().invoke(main, ["run", str(config), "--out", str(out), "--quiet"])
+    assert result.exit_code == 1
+    assert "BTC_USD_BTC-1m.parquet" in result.output and "row 100" in result.output and "column 'low'" in result.output
+    assert "is not usable" in result.output and "--no-validate" in result.output
+    assert not out.exists()
+    forced = CliRunner().invoke(main, ["run", str(config), "--out", str(out), "--quiet", "--no-validate"])
+    assert forced.exit_code == 0, forced.output
