@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 demo: $(STAMP)
 	$(BIN)/xmargin data validate datasets/sample
-	$(BIN)/xmargin run examples/demo.toml
+	$(BIN)/xmargin run examples/demo.toml --no-validate
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
