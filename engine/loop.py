@@ -133,14 +133,18 @@ class Backtest:
     def _wake_rows(self) -> np.ndarray:
         feed, wakes = self.feed, self.wakes
         rows = [np.array([0])]
+        self._timer_rows: set = set()
+        self._bar_rows: set = set()
         if wakes.every:
             from engine.config import parse_duration
 
             every = parse_duration(wakes.every, "wakes.every")
             rows.append(np.flatnonzero((feed.ts + feed.bar_ns) % every == 0))
+            self._timer_rows = set(rows[-1].tolist())
         if wakes.bars:
             columns = list(range(len(feed.keys))) if "*" in wakes.bars else [feed.column(k) for k in wakes.bars]
             rows.append(np.flatnonzero(feed.has_bar[:, columns].any(axis=1)))
+            self._bar_rows = set(rows[-1].tolist())
         if wakes.funding:
             rows.append(np.unique(feed.funding_row))
         return np.unique(np.concatenate(rows))
@@ -219,7 +223,8 @@ class Backtest:
             if self.ledger.stopped:
                 break
             if last_row == wake_at:
-                reasons.insert(0, "start" if last_row == 0 else ("timer" if self.wakes.every else "bar"))
+                reasons[:0] = ["start"] if last_row == 0 else [
+                    name for name, rows in (("timer", self._timer_rows), ("bar", self._bar_rows)) if last_row in rows]
             if reasons:
                 self._wake(last_row, tuple(dict.fromkeys(reasons)), tuple(wake_events))
             row = stop
