@@ -25,6 +25,13 @@ RUN_KEYS = {"dataset", "start", "end", "strategy", "seed", "name", "out", "slipp
 EXCHANGE_KEYS = {"rules", "margin_mode", "collateral", "leverage", "withdrawal_fees", "transfer_delay_minutes"}
 
 
+def reject_unknown(mapping: dict, allowed, where: str, prefix: str = "") -> None:
+    """ConfigError naming the keys of `mapping` outside `allowed` (and the allowed ones)."""
+    unknown = set(mapping) - set(allowed)
+    if unknown:
+        raise ConfigError(f"{where}: unknown keys {prefix}{sorted(unknown)}; allowed: {sorted(allowed)}.")
+
+
 def _parse_time(value, key: str) -> datetime | None:
     if value is None:
         return None
@@ -143,9 +150,7 @@ def parse_config(data: dict, base: Path = Path("."), where: str = "config") -> R
     run = data.get("run")
     if not isinstance(run, dict):
         raise ConfigError(f"{where}: a [run] table is required (dataset, strategy, ...).")
-    unknown = set(run) - RUN_KEYS
-    if unknown:
-        raise ConfigError(f"{where}: unknown keys run.{sorted(unknown)}; allowed: {sorted(RUN_KEYS)}.")
+    reject_unknown(run, RUN_KEYS, where, "run.")
     for key in ("dataset", "strategy"):
         if key not in run:
             raise ConfigError(f"{where}: run.{key} is required.")
@@ -165,9 +170,7 @@ def parse_config(data: dict, base: Path = Path("."), where: str = "config") -> R
     exchanges = {}
     for name, entry in exchanges_data.items():
         prefix = f"exchanges.{name}"
-        unknown = set(entry) - EXCHANGE_KEYS
-        if unknown:
-            raise ConfigError(f"{where}: unknown keys {prefix}.{sorted(unknown)}; allowed: {sorted(EXCHANGE_KEYS)}.")
+        reject_unknown(entry, EXCHANGE_KEYS, where, f"{prefix}.")
         if "rules" not in entry:
             raise ConfigError(f"{where}: {prefix}.rules is required (a built-in rule set name or a file path).")
         try:

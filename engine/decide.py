@@ -15,6 +15,7 @@ from engine import events as ev
 from engine import margin
 from engine.accounting import asset_price, is_multi_asset, leverage_for, pool_for
 from engine.state import Ledger
+from engine.transfers import decide_transfer
 
 LOT_TOLERANCE = 1e-6
 
@@ -208,17 +209,11 @@ def _adjust(ledger: Ledger, context, c: cmd.AdjustIsolatedMargin, ts: int) -> li
     return [ev.IsolatedMarginAdjusted(ts, exchange, c.instrument, position.asset, c.amount)]
 
 
-def _transfer(ledger: Ledger, context, c: cmd.Transfer, ts: int) -> list:
-    from engine.transfers import decide_transfer
-
-    return decide_transfer(ledger, context, c, ts)
-
-
 _HANDLERS = {
     cmd.PlaceOrder: _place,
     cmd.CancelOrder: _cancel,
     cmd.SetLeverage: _set_leverage,
     cmd.SetMarginMode: _set_mode,
     cmd.AdjustIsolatedMargin: _adjust,
-    cmd.Transfer: _transfer,
+    cmd.Transfer: decide_transfer,
 }

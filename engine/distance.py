@@ -60,12 +60,6 @@ SCHEMA = {"ts": pl.Datetime("ns", "UTC"), "reason": pl.String, "exchange": pl.St
           "liquidation_distance": pl.Float64}
 
 
-def underlying_of(instrument: str) -> str:
-    """'binance:ETH/USDT:USDT' -> 'ETH' (the base asset of the symbol)."""
-    symbol = instrument.split(":", 1)[1] if ":" in instrument else instrument
-    return symbol.split("/", 1)[0]
-
-
 def brackets_from_catalog(catalog) -> dict:
     """instrument key -> BracketTable, as the run used them."""
     return {key: tradable.brackets for key, tradable in catalog.tradables.items()}

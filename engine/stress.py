@@ -40,6 +40,7 @@ from datetime import date, datetime, timezone
 import attrs
 import numpy as np
 
+from engine.config import parse_duration, reject_unknown
 from engine.errors import ConfigError
 
 KINDS = ("gap", "mark-divergence", "funding-spike", "collateral-fall", "withdrawal-halt")
@@ -84,8 +85,6 @@ def parse_size(value, where: str = "size") -> float:
 def parse_duration_ns(value, where: str = "duration") -> int | None:
     if value is None or value == "":
         return None
-    from engine.config import parse_duration
-
     return parse_duration(str(value), where)
 
 
@@ -305,9 +304,7 @@ def parse_shock(text: str):
 
 def shock_from_table(entry: dict, where: str = "stress"):
     known = {"kind", "at", "size", "instruments", "exchange", "asset", "duration", "scenario", "name"}
-    unknown = set(entry) - known
-    if unknown:
-        raise ConfigError(f"{where}: unknown keys {sorted(unknown)}; allowed: {sorted(known)}.")
+    reject_unknown(entry, known, where)
     for key in ("kind", "at"):
         if key not in entry:
             raise ConfigError(f"{where}: {key} is required.")
