@@ -48,13 +48,12 @@ def verify_run(path: str | Path, tolerance: float = 1e-6) -> list[str]:
     checkpoints = {}
     for row in pl.concat([equity, balances]).iter_rows(named=True):
         checkpoints.setdefault(row["events_applied"], []).append(row)
-    wallet_mismatches = 0
-    for seq, event in enumerate(events):
-        for row in checkpoints.get(seq, ()):
-            wallet_mismatches += _check_wallet(ledger, row, problems, wallet_mismatches)
-        ledger = apply(ledger, event)
-    for row in checkpoints.get(len(events), ()):
-        wallet_mismatches += _check_wallet(ledger, row, problems, wallet_mismatches)
+    mismatches = []
+    for seq in range(len(events) + 1):  # a snapshot after `seq` events is checked before event `seq`
+        mismatches.extend(m for row in checkpoints.get(seq, ()) if (m := _check_wallet(ledger, row)))
+        if seq < len(events):
+            ledger = apply(ledger, events[seq])
+    problems.extend(mismatches[:5])
     replayed = json.loads(json.dumps(final_state(ledger)))
     recorded = manifest["final_state"]
     if replayed != recorded:
@@ -74,17 +73,16 @@ def verify_run(path: str | Path, tolerance: float = 1e-6) -> list[str]:
     return problems
 
 
-def _check_wallet(ledger, row, problems, seen) -> int:
+def _check_wallet(ledger, row) -> str | None:
+    """What differs between a snapshot row's wallet and the replayed ledger, or None."""
     account = ledger.accounts[row["exchange"]]
     cross = account.balance(row["asset"])
     isolated = sum(p.isolated_margin for p in account.positions.values() if p.asset == row["asset"])
     isolated_differs = row["isolated_margin"] is not None and abs(isolated - row["isolated_margin"]) > 1e-9
     if cross != row["cross_wallet_balance"] or isolated_differs:
-        if seen < 5:
-            problems.append(f"equity row after {row['events_applied']} events on {row['exchange']} {row['asset']}: "
-                            f"wallet {row['cross_wallet_balance']} but the log implies {cross}")
-        return 1
-    return 0
+        return (f"equity row after {row['events_applied']} events on {row['exchange']} {row['asset']}: "
+                f"wallet {row['cross_wallet_balance']} but the log implies {cross}")
+    return None
 
 
 def _conservation(events: pl.DataFrame, ledger, tolerance: float) -> list[str]:
