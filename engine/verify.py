@@ -19,7 +19,7 @@ import polars as pl
 from polars.testing import assert_frame_equal
 
 from engine.accounting import MULTI_ASSET_POOL
-from engine.eventlog import file_hash, read_ipc, table_to_events
+from engine.eventlog import event_schema, file_hash, read_ipc, table_to_events
 from engine.ledger import apply
 from engine.outputs import final_state
 from engine.projections import PROJECTIONS
@@ -37,6 +37,11 @@ def verify_run(path: str | Path, tolerance: float = 1e-6) -> list[str]:
     if digest != manifest.get("events_sha256"):
         problems.append(f"events.arrow sha256 {digest} differs from the manifest's {manifest.get('events_sha256')}")
     table = read_ipc(path / "events.arrow")
+    missing = [name for name in event_schema().names if name not in table.schema.names]
+    if missing:
+        return problems + [f"events.arrow has no columns {missing}: the run was written by another version of "
+                           f"xmargin ({manifest.get('versions', {}).get('xmargin', '?')}); run its config again "
+                           "to verify it with this one"]
     events = table_to_events(table)
     modes = manifest["resolved"]["margin_modes"]
     ledger = Ledger.create(modes)

@@ -239,3 +239,12 @@ collateral = {{ BTC = 1.0 }}
     assert not out.exists()
     forced = CliRunner().invoke(main, ["run", str(config), "--out", str(out), "--quiet", "--no-validate"])
     assert forced.exit_code == 0, forced.output
+
+
+def test_verify_says_when_a_run_was_written_by_another_version(config, tmp_path):
+    assert run_cli("run", config, "--out", tmp_path, "--run-id", "old", "--quiet").exit_code == 0
+    events = read_ipc(tmp_path / "old" / "events.arrow")
+    write_ipc(events.drop_columns(["credited"]), tmp_path / "old" / "events.arrow")
+    result = run_cli("verify", tmp_path / "old")
+    assert result.exit_code == 1
+    assert "events.arrow has no columns ['credited']" in result.output and "another version" in result.output
