@@ -31,8 +31,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from engine.dataset.manifest import DatasetManifest, Source, write_manifest  # noqa: E402
-from engine.instruments import Instrument  # noqa: E402
+from xmargin.dataset.manifest import DatasetManifest, Source, write_manifest  # noqa: E402
+from xmargin.venues.instruments import Instrument  # noqa: E402
 
 VENUES = {"A": "venuea", "B": "venueb"}
 ASSETS = {"BTC": 0.001, "ETH": 0.01}  # base -> lot size

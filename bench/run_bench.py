@@ -87,7 +87,7 @@ def prepare(data: Path) -> Path:
 
 
 def bench_config(dataset: Path, workload: str):
-    from engine.config import parse_config
+    from xmargin.config import parse_config
 
     spec = WORKLOADS[workload]
     exchange = {"rules": "binance-usdm", "margin_mode": "cross", "collateral": {"USDT": 100_000}, "leverage": 10}
@@ -147,8 +147,8 @@ def python_loop(values: list) -> float:
 
 # -- one workload, in its own process --------------------------------------------------------------
 def child(dataset: Path, workload: str) -> dict:
-    from engine import events as ev
-    from engine.loop import Backtest
+    from xmargin.ledger import events as ev
+    from xmargin.sim.loop import Backtest
 
     config = bench_config(dataset, workload)
     started = time.perf_counter()
@@ -161,8 +161,9 @@ def child(dataset: Path, workload: str) -> dict:
     rss_engine = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     # the output phase: the event log as Arrow and the projected equity (with distances), positions
     # and collateral tables, everything `xmargin run` writes except the disk I/O
-    from engine.eventlog import events_to_table
-    from engine.outputs import collateral_table, equity_table, positions_table
+    from xmargin.output.eventlog import events_to_table
+    from xmargin.output.snapshots import collateral_table, positions_table
+    from xmargin.output.writer import equity_table
 
     started = time.perf_counter()
     events_to_table(result.events)

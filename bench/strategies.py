@@ -15,8 +15,8 @@ Referenced in a config as `bench.strategies:Passive` / `bench.strategies:HedgedR
 
 from __future__ import annotations
 
-from engine.commands import PlaceOrder
-from engine.strategy import Wakes
+from xmargin.ledger.commands import PlaceOrder
+from xmargin.sim.strategy import Wakes
 
 DEFAULT_PAIRS = (("venuea:BTC/USDT:USDT", "venueb:BTC/USDT:USDT"),
                  ("venuea:ETH/USDT:USDT", "venueb:ETH/USDT:USDT"))

@@ -19,8 +19,8 @@ import polars as pl
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from engine.dataset.manifest import DatasetManifest, Source, write_manifest  # noqa: E402
-from engine.dataset.validate import polars_schema  # noqa: E402
+from xmargin.dataset.manifest import DatasetManifest, Source, write_manifest  # noqa: E402
+from xmargin.dataset.validate import polars_schema  # noqa: E402
 
 
 def sources_from(entries: dict[str, dict], notes: str) -> tuple[Source, ...]:

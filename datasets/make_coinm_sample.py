@@ -17,8 +17,8 @@ from pathlib import Path
 
 from cutting import cut, main, sources_from
 
-from engine.dataset.manifest import DatasetManifest
-from engine.instruments import Instrument
+from xmargin.dataset.manifest import DatasetManifest
+from xmargin.venues.instruments import Instrument
 
 START = datetime(2022, 12, 13, tzinfo=timezone.utc)  # inclusive: first bar opens 00:00
 END = datetime(2022, 12, 14, tzinfo=timezone.utc)  # exclusive: last bar opens 23:59

@@ -15,9 +15,9 @@ from pathlib import Path
 
 from cutting import cut, main, sources_from
 
-from engine.dataset.importers import DEFAULT_FILTERS
-from engine.dataset.manifest import DatasetManifest
-from engine.instruments import Instrument
+from xmargin.dataset.importers import DEFAULT_FILTERS
+from xmargin.dataset.manifest import DatasetManifest
+from xmargin.venues.instruments import Instrument
 
 START = datetime(2024, 9, 5, tzinfo=timezone.utc)  # inclusive
 END = datetime(2025, 7, 26, tzinfo=timezone.utc)  # exclusive

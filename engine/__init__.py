@@ -1,3 +1,38 @@
-"""xmargin: event-sourced backtesting of crypto-derivatives hedges across exchange silos."""
+"""xmargin: event-sourced backtesting of crypto-derivatives hedges across exchange collateral silos.
 
-__version__ = "0.1.0"
+The public API (everything else is internal and may change):
+
+    import xmargin
+    config = xmargin.load_config("examples/demo.toml")
+    done = xmargin.run(config)                 # writes runs/<run-id>/, returns path and summary
+    run = xmargin.open_run(done.path)          # every table as a polars LazyFrame
+    run.equity.collect()
+
+Strategies implement `wakes(view) -> Wakes` and `on_wake(view, wake) -> commands`; see
+docs/strategies.md. `xmargin.testing.FakeView` unit-tests a strategy without the engine.
+"""
+
+if __name__ != "xmargin":  # pragma: no cover - guard against importing the repo folder by its own name
+    raise ImportError(
+        "the folder engine/ is the package `xmargin`: install it (`pip install -e .` or `make test`) "
+        "and `import xmargin`, not `import engine`."
+    )
+
+from xmargin._version import __version__
+from xmargin.analysis.compare import compare
+from xmargin.analysis.stress import stress
+from xmargin.config import RunConfig, load_config
+from xmargin.dataset.validate import validate_dataset
+from xmargin.errors import ConfigError, DatasetError, RulesError, RunError, XmarginError
+from xmargin.ledger.commands import AdjustIsolatedMargin, CancelOrder, PlaceOrder, SetLeverage, SetMarginMode, Transfer
+from xmargin.output.results import Run, list_runs, open_run
+from xmargin.output.verify import verify_run
+from xmargin.sim.runner import Completed, execute as run
+from xmargin.sim.strategy import View, Wake, Wakes
+
+__all__ = [
+    "AdjustIsolatedMargin", "CancelOrder", "Completed", "ConfigError", "DatasetError", "PlaceOrder", "RulesError",
+    "Run", "RunConfig", "RunError", "SetLeverage", "SetMarginMode", "Transfer", "View", "Wake", "Wakes",
+    "XmarginError", "__version__", "compare", "list_runs", "load_config", "open_run", "run", "stress",
+    "validate_dataset", "verify_run",
+]

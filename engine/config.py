@@ -14,8 +14,8 @@ from pathlib import Path
 
 import attrs
 
-from engine.errors import ConfigError, RulesError
-from engine.rules import load_rules
+from xmargin.errors import ConfigError, RulesError
+from xmargin.venues.rules import load_rules
 
 MARGIN_MODES = ("cross", "isolated", "multi-asset", "portfolio")  # portfolio: reserved, refused for now
 INTRABAR = ("path", "worst-case", "close")
@@ -49,7 +49,7 @@ def _parse_time(value, key: str) -> datetime | None:
 
 def parse_duration(value: str, key: str) -> int:
     """'1h' / '15m' / '1d' -> ns."""
-    from engine.feed import timeframe_ns
+    from xmargin.dataset.feed import timeframe_ns
 
     try:
         return timeframe_ns(str(value))

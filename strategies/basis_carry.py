@@ -21,9 +21,9 @@ import math
 
 import attrs
 
-from engine.commands import PlaceOrder
-from engine.strategy import Wakes
-from strategies.collateral import (FEE_ALLOWANCE, FundingHistory, annualised, buffer_validator,
+from xmargin.ledger.commands import PlaceOrder
+from xmargin.sim.strategy import Wakes
+from xmargin.strategies.collateral import (FEE_ALLOWANCE, FundingHistory, annualised, buffer_validator,
                                    build_params, committed, duration, exchange_of, finite_number, instrument_key,
                                    positive_int)
 

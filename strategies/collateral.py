@@ -29,7 +29,7 @@ import re
 
 import attrs
 
-from engine.commands import Transfer
+from xmargin.ledger.commands import Transfer
 
 YEAR_HOURS = 24 * 365
 FEE_ALLOWANCE = 0.001  # fraction of a notional kept aside for taker fees and slippage when sizing

@@ -19,10 +19,10 @@ import math
 
 import attrs
 
-from engine.commands import PlaceOrder
-from engine.events import PositionLiquidated
-from engine.strategy import Wakes
-from strategies.collateral import (FEE_ALLOWANCE, boolean, buffer_validator, build_params, collateral, committed,
+from xmargin.ledger.commands import PlaceOrder
+from xmargin.ledger.events import PositionLiquidated
+from xmargin.sim.strategy import Wakes
+from xmargin.strategies.collateral import (FEE_ALLOWANCE, boolean, buffer_validator, build_params, collateral, committed,
                                    duration, exchange_of, finite_number, instrument_key)
 
 

@@ -21,9 +21,9 @@ import math
 
 import attrs
 
-from engine.commands import PlaceOrder
-from engine.strategy import Wakes
-from strategies.collateral import (YEAR_HOURS, CollateralRebalancer, FundingHistory, buffer_validator,
+from xmargin.ledger.commands import PlaceOrder
+from xmargin.sim.strategy import Wakes
+from xmargin.strategies.collateral import (YEAR_HOURS, CollateralRebalancer, FundingHistory, buffer_validator,
                                    build_params, duration, exchange_of, finite_number,
                                    hourly_rate, notional_budget)
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import attrs
 
-from engine.commands import PlaceOrder
-from engine.strategy import Wakes
+from xmargin.ledger.commands import PlaceOrder
+from xmargin.sim.strategy import Wakes
 
 
 @attrs.frozen

@@ -17,9 +17,9 @@ import math
 import attrs
 import numpy as np
 
-from engine.commands import PlaceOrder
-from engine.strategy import Wakes
-from strategies.collateral import (buffer_validator, build_params, duration, exchange_of, finite_number,
+from xmargin.ledger.commands import PlaceOrder
+from xmargin.sim.strategy import Wakes
+from xmargin.strategies.collateral import (buffer_validator, build_params, duration, exchange_of, finite_number,
                                    instrument_key, notional_budget, one_of, positive_int)
 
 

@@ -13,15 +13,15 @@ from pathlib import Path
 import attrs
 import numpy as np
 
-from engine.config import RunConfig
-from engine.feed import Feed
-from engine.instruments import Instrument
-from engine.loop import Backtest, RunContext
-from engine.rules import load_rules
-from engine.rules.ruleset import Bracket, BracketTable, LiquidationRules
-from engine.state import Ledger
-from engine.strategy import Wakes
-from engine.venue import Catalog, Tradable, Venue
+from xmargin.config import RunConfig
+from xmargin.dataset.feed import Feed
+from xmargin.venues.instruments import Instrument
+from xmargin.sim.loop import Backtest, RunContext
+from xmargin.venues.rules import load_rules
+from xmargin.venues.rules.ruleset import Bracket, BracketTable, LiquidationRules
+from xmargin.ledger.state import Ledger
+from xmargin.sim.strategy import Wakes
+from xmargin.venues.venue import Catalog, Tradable, Venue
 
 HOUR = 3_600_000_000_000
 T0 = 1_727_740_800_000_000_000  # 2024-10-01T00:00:00Z in ns

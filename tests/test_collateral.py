@@ -10,13 +10,14 @@ import attrs
 import numpy as np
 import pytest
 
-from engine.accounting import collateral_metrics, pool_metrics
-from engine.collateral import (collateral_value, conversion_events, effective_quantity,
+from xmargin.margin.accounting import collateral_metrics, pool_metrics
+from xmargin.margin.auto_exchange import conversion_events
+from xmargin.margin.collateral import (collateral_value, effective_quantity,
                                haircut_amount, schedule_for, schedule_from)
-from engine.errors import RulesError
-from engine.rules import load_rules
-from engine.state import Account
-from engine.venue import Catalog
+from xmargin.errors import RulesError
+from xmargin.venues.rules import load_rules
+from xmargin.ledger.state import Account
+from xmargin.venues.venue import Catalog
 from tests.helpers_feed import VenueSpec, make_catalog, perp, spot
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -171,7 +172,7 @@ def test_flat_ratio_outside_0_1_is_rejected(ratio):
 
 
 def test_bad_rule_file_fails_at_load_with_the_file_named(tmp_path):
-    data = json.loads((ROOT / "engine/rules/data/bybit-linear.json").read_text())
+    data = json.loads((ROOT / "engine/venues/rules/data/bybit-linear.json").read_text())
     data["collateral_ratios"]["BTC"]["tiers"][2]["from"] = 21  # 20..21 missing
     path = tmp_path / "bybit-broken.json"
     path.write_text(json.dumps(data))
@@ -207,8 +208,8 @@ def test_auto_exchange_follows_the_binance_faq_example():
     assert round(event.to_amount) == 20_513
     assert event.from_amount == pytest.approx(20_000 / 0.975 / 50_000)   # 0.4102564 BTC
     # applied to the ledger: USDT back above zero (+512.82), BTC reduced
-    from engine.ledger import apply
-    from engine.state import Ledger
+    from xmargin.ledger.apply import apply
+    from xmargin.ledger.state import Ledger
 
     ledger = Ledger(accounts={"binance": account}, in_flight={})
     after = apply(ledger, event).accounts["binance"]

@@ -14,13 +14,13 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine import events as ev
-from engine.accounting import pool_metrics
-from engine.collateral import collateral_value, haircut_amount, schedule_from
-from engine.commands import PlaceOrder, Transfer
-from engine.ledger import apply
-from engine.risk import risk_units
-from engine.venue import Catalog
+from xmargin.ledger import events as ev
+from xmargin.margin.accounting import pool_metrics
+from xmargin.margin.collateral import collateral_value, haircut_amount, schedule_from
+from xmargin.ledger.commands import PlaceOrder, Transfer
+from xmargin.ledger.apply import apply
+from xmargin.margin.risk import risk_units
+from xmargin.venues.venue import Catalog
 from tests.helpers_feed import VenueSpec, make_catalog, make_feed, perp, rules, run, spot
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -145,7 +145,7 @@ def _check_pools_exclude_in_flight(ledger, catalog, feed) -> None:
     for exchange, account in ledger.accounts.items():
         pools = pool_metrics(account, catalog, marks, marks)
         if exchange == "binance" and catalog.venues[exchange].margin_mode == "multi-asset":
-            from engine.collateral import schedule_for
+            from xmargin.margin.collateral import schedule_for
 
             counted = 0.0
             for asset, balance in account.balances.items():

@@ -7,10 +7,10 @@ import pytest
 import polars as pl
 from click.testing import CliRunner
 
-from engine.cli import main
-from engine.compare import compare, first_divergence, parse_setups
-from engine.errors import ConfigError
-from engine.stress import PriceGap, to_ns
+from xmargin.cli.main import main
+from xmargin.analysis.compare import compare, first_divergence, parse_setups
+from xmargin.errors import ConfigError
+from xmargin.analysis.stress import PriceGap, to_ns
 from tests.test_stress import AT, ETH, write_config
 
 

@@ -10,11 +10,11 @@ import polars as pl
 import pytest
 from click.testing import CliRunner
 
-from engine.cli import main
-from engine.dataset.importers import ImportOptions, identify, import_files
-from engine.dataset.manifest import read_manifest
-from engine.dataset.validate import validate_dataset
-from engine.errors import DatasetError
+from xmargin.cli.main import main
+from xmargin.dataset.importers import ImportOptions, identify, import_files
+from xmargin.dataset.manifest import read_manifest
+from xmargin.dataset.validate import validate_dataset
+from xmargin.errors import DatasetError
 
 START = datetime(2024, 1, 1, tzinfo=timezone.utc)
 HOURS = 24

@@ -6,10 +6,10 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from engine.cli import main
-from engine.dataset.info import dataset_info
-from engine.dataset.manifest import read_manifest
-from engine.dataset.validate import validate_dataset
+from xmargin.cli.main import main
+from xmargin.dataset.info import dataset_info
+from xmargin.dataset.manifest import read_manifest
+from xmargin.dataset.validate import validate_dataset
 
 SAMPLE = Path(__file__).resolve().parent.parent / "datasets" / "sample"
 

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import hashlib
-import time
 
 import polars as pl
 import pytest
 from click.testing import CliRunner
 
-from engine.cli import main
-from engine.dataset.manifest import read_manifest
-from engine.dataset.synth import SynthParameters, synthesize
-from engine.dataset.validate import validate_dataset
-from engine.errors import DatasetError
+from xmargin.cli.main import main
+from xmargin.dataset.manifest import read_manifest
+from xmargin.dataset.synth import SynthParameters, synthesize
+from xmargin.dataset.validate import validate_dataset
+from xmargin.errors import DatasetError
 
 
 def digests(root):
@@ -65,12 +64,11 @@ def test_prices_carry_across_chunks_and_stay_plausible(tmp_path):
     assert 0 < basis < 0.01
 
 
-def test_sixty_days_of_minutes_is_fast(tmp_path):
-    began = time.perf_counter()
+def test_sixty_days_of_minutes_in_chunks(tmp_path):
+    """Sixty days of minutes are written chunk by chunk and validate clean (speed is measured in bench/)."""
     result = synthesize(tmp_path / "big", SynthParameters(days=60, timeframe="1m"))
-    elapsed = time.perf_counter() - began
     assert result.rows_by_kind["bars"] == 60 * 1440 * 9
-    assert elapsed < 15, elapsed  # generous: a few seconds on a laptop
+    assert len(list((result.path / "bars").glob("*.parquet"))) > 1
     assert validate_dataset(result.path).ok
 
 

@@ -9,10 +9,10 @@ import polars as pl
 import pytest
 from click.testing import CliRunner
 
-from engine.cli import main
-from engine.dataset.manifest import DatasetManifest, write_manifest
-from engine.dataset.validate import ERROR, WARNING, polars_schema, validate_dataset
-from engine.instruments import Instrument
+from xmargin.cli.main import main
+from xmargin.dataset.manifest import DatasetManifest, write_manifest
+from xmargin.dataset.validate import ERROR, WARNING, polars_schema, validate_dataset
+from xmargin.venues.instruments import Instrument
 
 START = datetime(2024, 1, 1, tzinfo=timezone.utc)
 PERP = Instrument(exchange="binance", symbol="BTC/USDT:USDT", market="perp", base="BTC", quote="USDT",

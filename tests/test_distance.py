@@ -14,12 +14,12 @@ import math
 import polars as pl
 import pytest
 
-from engine import commands as cmd
-from engine import events as ev
-from engine.distance import run_distances
-from engine.loop import Backtest
-from engine.stress import CollateralFall, PriceGap
-from engine.venue import Catalog
+from xmargin.ledger import commands as cmd
+from xmargin.ledger import events as ev
+from xmargin.analysis.distance import run_distances
+from xmargin.sim.loop import Backtest
+from xmargin.analysis.stress import CollateralFall, PriceGap
+from xmargin.venues.venue import Catalog
 from tests.helpers_feed import HOUR, T0, Scripted, VenueSpec, make_catalog, make_config, make_feed, of_type, perp, rules
 
 BTC, ETH = "bx:BTC/USDT:USDT", "bx:ETH/USDT:USDT"
@@ -55,7 +55,7 @@ def positions_at(result, ts: int) -> dict:
     """The positions table's rows at snapshot time `ts` (ns), by instrument."""
     from types import SimpleNamespace
 
-    from engine.outputs import positions_table
+    from xmargin.output.snapshots import positions_table
 
     table = pl.from_arrow(positions_table(result)).filter(pl.col("ts").dt.epoch("ns") == ts)
     return {row["instrument"]: SimpleNamespace(**row) for row in table.iter_rows(named=True)}
@@ -90,7 +90,7 @@ def test_single_underlying_distance_matches_a_one_leg_gap():
     all_ = table.filter(pl.col("underlying") == "all").row(0, named=True)["liquidation_distance"]
     assert all_ < btc and all_ < eth  # both legs moving against the book is worse than either alone
     # one leg moves, the other keeps its PnL and maintenance: the cross liquidation price of
-    # engine.accounting (the other positions held fixed)
+    # xmargin.margin.accounting (the other positions held fixed)
     positions = positions_at(result, SAMPLE_TS)
     assert btc == pytest.approx(1 - positions[BTC].liquidation_price / 50_000.0, rel=1e-9)
     assert eth == pytest.approx(positions[ETH].liquidation_price / 2_500.0 - 1, rel=1e-9)
@@ -107,7 +107,7 @@ def test_isolated_distance_is_the_liquidation_price_and_matches_a_gap():
     rows = {r["unit"]: r for r in table.filter(pl.col("underlying") == "all").iter_rows(named=True)}
     assert set(rows) == {BTC, ETH}
     positions = positions_at(result, SAMPLE_TS)
-    # long BTC: distance = 1 - LP / mark (Binance isolated formula, engine.margin)
+    # long BTC: distance = 1 - LP / mark (Binance isolated formula, xmargin.margin.formulas)
     assert rows[BTC]["liquidation_distance"] == pytest.approx(1 - positions[BTC].liquidation_price / 50_000.0,
                                                               rel=1e-9)
     assert rows[ETH]["liquidation_distance"] == pytest.approx(positions[ETH].liquidation_price / 2_500.0 - 1,
@@ -119,8 +119,8 @@ def test_isolated_distance_is_the_liquidation_price_and_matches_a_gap():
 
 
 def test_equity_table_carries_the_all_together_distance_and_summary_the_tightest_moment():
-    from engine.outputs import equity_table
-    from engine.runner import summary_for
+    from xmargin.output.writer import equity_table
+    from xmargin.sim.runner import summary_for
 
     catalog, feed = setup("cross", 120_000.0)
     result = run(catalog, feed)
@@ -198,7 +198,7 @@ def test_multi_asset_eth_alone_and_all_together_match_the_shocks():
 
 
 def test_multi_asset_equity_table_carries_the_usd_pool_distance():
-    from engine.outputs import equity_table
+    from xmargin.output.writer import equity_table
 
     catalog, feed = multi_asset_setup()
     result = run_multi_asset(catalog, feed)

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from engine import events as ev
-from engine import margin
-from engine.config import parse_config
-from engine.ledger import next_position
-from engine.rules import load_rules
-from engine.runner import execute
-from engine.verify import verify_run
+from xmargin.ledger import events as ev
+from xmargin.margin import formulas as margin
+from xmargin.config import parse_config
+from xmargin.ledger.apply import next_position
+from xmargin.venues.rules import load_rules
+from xmargin.sim.runner import execute
+from xmargin.output.verify import verify_run
 
 ROOT = Path(__file__).resolve().parents[1]
 BTCUSD = "binance:BTC/USD:BTC"

@@ -1,5 +1,5 @@
-"""Unit tests of the event-sourced ledger (`engine.ledger.apply`), `engine.decide` and
-`engine.execution`, with hand-derived numbers.
+"""Unit tests of the event-sourced ledger (`xmargin.ledger.apply.apply`), `xmargin.ledger.decide` and
+`xmargin.sim.execution`, with hand-derived numbers.
 
 Conventions: exchange "bx" with USDT collateral, instrument "bx:BTC/USDT:USDT" (lot 0.001, minimum
 notional 100 USDT), one flat bracket (MMR 1 %, max leverage 20x), taker fee 0.05 %, maker 0.02 %.
@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import pytest
 
-from engine import commands as cmd
-from engine import events as ev
-from engine.decide import decide
-from engine.execution import fill_events, fill_price, funding_events
-from engine.ledger import apply, next_position, replay
-from engine.state import Ledger, Order, Position
+from xmargin.ledger import commands as cmd
+from xmargin.ledger import events as ev
+from xmargin.ledger.decide import decide
+from xmargin.sim.execution import fill_events, fill_price, funding_events
+from xmargin.ledger.apply import apply, next_position, replay
+from xmargin.ledger.state import Ledger, Order, Position
 from helpers_feed import VenueSpec, brackets, context, make_catalog, make_feed, perp, rules
 
 BTC = "bx:BTC/USDT:USDT"

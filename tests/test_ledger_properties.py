@@ -24,12 +24,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import engine.loop
-from engine import commands as cmd
-from engine import events as ev
-from engine import margin
-from engine.ledger import apply, replay
-from engine.strategy import Wakes
+import xmargin.sim.loop
+from xmargin.ledger import commands as cmd
+from xmargin.ledger import events as ev
+from xmargin.margin import formulas as margin
+from xmargin.ledger.apply import apply, replay
+from xmargin.sim.strategy import Wakes
 from helpers_feed import HOUR, T0, VenueSpec, empty_ledger, make_catalog, make_feed, perp, rules, run
 
 KEYS = ("bx:BTC/USDT:USDT", "bx:ETH/USDT:USDT", "hy:BTC/USDC:USDC", "hy:ETH/USDC:USDC")
@@ -114,11 +114,11 @@ def build(seed, rows, vol, actions, bx_mode, hy_mode, policy, fill, fee_rate):
 
 
 class Capture:
-    """Wraps engine.loop.liquidation_events to keep (ledger before, breach, events) of each call."""
+    """Wraps xmargin.sim.loop.liquidation_events to keep (ledger before, breach, events) of each call."""
 
     def __init__(self):
         self.calls = []
-        self.original = engine.loop.liquidation_events
+        self.original = xmargin.sim.loop.liquidation_events
 
     def __call__(self, ledger, catalog, breach, ts):
         events = self.original(ledger, catalog, breach, ts)
@@ -130,7 +130,7 @@ def run_case(case, monkeypatch=None):
     catalog, feed = build(*case[:-1])
     capture = Capture()
     if monkeypatch is not None:
-        monkeypatch.setattr(engine.loop, "liquidation_events", capture)
+        monkeypatch.setattr(xmargin.sim.loop, "liquidation_events", capture)
     result, _ = run(catalog, feed, strategy=RandomTrader(case[3]), slippage_bps=2.0, intrabar=case[-1])
     return catalog, feed, result, capture
 

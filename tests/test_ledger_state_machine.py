@@ -14,12 +14,12 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from engine import commands as cmd
-from engine import events as ev
-from engine.decide import decide
-from engine.execution import fill_events, funding_events
-from engine.ledger import apply
-from engine.state import Ledger
+from xmargin.ledger import commands as cmd
+from xmargin.ledger import events as ev
+from xmargin.ledger.decide import decide
+from xmargin.sim.execution import fill_events, funding_events
+from xmargin.ledger.apply import apply
+from xmargin.ledger.state import Ledger
 from helpers_feed import VenueSpec, context, flat_brackets, make_catalog, make_feed, perp, rules
 
 KEYS = ("bx:BTC/USDT:USDT", "bi:BTC/USDT:USDT")

@@ -12,9 +12,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine import commands as cmd
-from engine import events as ev
-from engine.ledger import replay
+from xmargin.ledger import commands as cmd
+from xmargin.ledger import events as ev
+from xmargin.ledger.apply import replay
 from helpers_feed import (HOUR, T0, Scripted, VenueSpec, empty_ledger, flat_brackets, make_catalog, make_feed,
                                 of_type, perp, rules, run)
 

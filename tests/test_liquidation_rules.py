@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import pytest
 
-from engine import commands as cmd
-from engine import events as ev
-from engine.rules import load_rules
+from xmargin.ledger import commands as cmd
+from xmargin.ledger import events as ev
+from xmargin.venues.rules import load_rules
 from helpers_feed import HOUR, T0, VenueSpec, flat_brackets, make_catalog, make_feed, of_type, perp, run
 
 KEY = "hl:BTC/USDC:USDC"

@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.commands import PlaceOrder
-from engine.config import parse_config
-from engine.events import OrderFilled
-from engine.loop import Backtest
-from engine.strategy import Wakes
+from xmargin.ledger.commands import PlaceOrder
+from xmargin.config import parse_config
+from xmargin.ledger.events import OrderFilled
+from xmargin.sim.loop import Backtest
+from xmargin.sim.strategy import Wakes
 
 ROOT = Path(__file__).resolve().parents[1]
 ETH = "binance:ETH/USDT:USDT"
@@ -64,7 +64,7 @@ def test_a_strategy_sees_only_closed_bars(run):
 
 def test_bars_handed_to_a_strategy_are_read_only(run):
     strategy, result = run
-    from engine.strategy import View
+    from xmargin.sim.strategy import View
 
     view = View(result.ledger, result.catalog, result.feed, 10)
     closes = view.bars(ETH, 5)["close"]

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from engine import events as ev
-from engine.config import parse_config
-from engine.loop import run_backtest
+from xmargin.ledger import events as ev
+from xmargin.config import parse_config
+from xmargin.sim.loop import run_backtest
 
 ROOT = Path(__file__).resolve().parents[1]
 BTC = "binance:BTC/USDT:USDT"
@@ -61,7 +61,7 @@ def test_maintenance_basis_is_rule_data_and_only_moves_the_trigger(tmp_path):
     the mark-based trigger comes first (lower)."""
     import json
 
-    data = json.loads((ROOT / "engine" / "rules" / "data" / "bybit-linear.json").read_text())
+    data = json.loads((ROOT / "engine" / "venues" / "rules" / "data" / "bybit-linear.json").read_text())
     data["liquidation"]["maintenance_basis"] = "mark"
     custom = tmp_path / "bybit-mark.json"
     custom.write_text(json.dumps(data))
@@ -75,10 +75,10 @@ def test_maintenance_basis_is_rule_data_and_only_moves_the_trigger(tmp_path):
 def test_a_bad_maintenance_basis_is_a_clear_rules_error(tmp_path):
     import json
 
-    from engine.errors import RulesError
-    from engine.rules import load_rules
+    from xmargin.errors import RulesError
+    from xmargin.venues.rules import load_rules
 
-    data = json.loads((ROOT / "engine" / "rules" / "data" / "bybit-linear.json").read_text())
+    data = json.loads((ROOT / "engine" / "venues" / "rules" / "data" / "bybit-linear.json").read_text())
     data["liquidation"]["maintenance_basis"] = "midpoint"
     custom = tmp_path / "bad.json"
     custom.write_text(json.dumps(data))
@@ -91,8 +91,8 @@ def test_distance_to_liquidation_follows_the_entry_basis():
     Bybit (entry-margined) liquidation price from the positions table."""
     import polars as pl
 
-    from engine.outputs import positions_table
-    from engine.distance import run_distances
+    from xmargin.output.snapshots import positions_table
+    from xmargin.analysis.distance import run_distances
 
     result = run("bybit-linear")
     positions = pl.from_arrow(positions_table(result)).filter(pl.col("reason") == "sample")

@@ -1,4 +1,4 @@
-"""Worked examples for engine.margin, each with its source.
+"""Worked examples for xmargin.margin.formulas, each with its source.
 
 Numbers from third parties are cited by repository + path or URL; hand-derived numbers show the
 derivation in the comment. Binance brackets of the built-in rule set are the 2024-10-24 snapshot
@@ -11,9 +11,9 @@ import math
 
 import pytest
 
-from engine import margin as m
-from engine.rules import load_rules
-from engine.rules.ruleset import Bracket, BracketTable
+from xmargin.margin import formulas as m
+from xmargin.venues.rules import load_rules
+from xmargin.venues.rules.ruleset import Bracket, BracketTable
 
 
 def one_bracket(rate: float, amount: float, lev: float = 1.0) -> BracketTable:

@@ -1,4 +1,4 @@
-"""Hypothesis properties of engine.margin over the built-in bracket tables."""
+"""Hypothesis properties of xmargin.margin.formulas over the built-in bracket tables."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine import margin as m
-from engine.rules import load_rules
+from xmargin.margin import formulas as m
+from xmargin.venues.rules import load_rules
 
 SETTINGS = settings(max_examples=200, deadline=None)
 

@@ -7,7 +7,7 @@
     lowers the collateral only; the ETH short keeps its real path.
 (b) spot in the ledger: a spot-long / perp-short hedge needs less extra margin in multi-asset mode.
 (c) collateral revalued at every snapshot, before and after haircuts, moving with BTC.
-(d) `xmargin verify` (engine.verify.verify_run) passes on these runs.
+(d) `xmargin verify` (xmargin.output.verify.verify_run) passes on these runs.
 """
 
 from __future__ import annotations
@@ -19,16 +19,16 @@ import numpy as np
 import polars as pl
 import pytest
 
-from engine import events as ev
-from engine.commands import PlaceOrder
-from engine.config import parse_config
-from engine.ledger import replay
-from engine.loop import Backtest
-from engine.results import open_run
-from engine.runner import execute
-from engine.strategy import Wakes
-from engine.stress import make_shock, to_ns
-from engine.verify import verify_run
+from xmargin.ledger import events as ev
+from xmargin.ledger.commands import PlaceOrder
+from xmargin.config import parse_config
+from xmargin.ledger.apply import replay
+from xmargin.sim.loop import Backtest
+from xmargin.output.results import open_run
+from xmargin.sim.runner import execute
+from xmargin.sim.strategy import Wakes
+from xmargin.analysis.stress import make_shock, to_ns
+from xmargin.output.verify import verify_run
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "datasets/sample"

@@ -8,10 +8,10 @@ import math
 import numpy as np
 import pytest
 
-from engine import margin
-from engine.errors import RulesError
-from engine.rules import builtin_rule_names, load_rules
-from engine.rules.ruleset import FILLS, POLICIES
+from xmargin.margin import formulas as margin
+from xmargin.errors import RulesError
+from xmargin.venues.rules import builtin_rule_names, load_rules
+from xmargin.venues.rules.ruleset import FILLS, POLICIES
 
 NAMES = builtin_rule_names()
 

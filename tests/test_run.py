@@ -11,9 +11,9 @@ import pyarrow as pa
 import pytest
 from click.testing import CliRunner
 
-from engine.cli import main
-from engine.eventlog import read_ipc, write_ipc
-from engine.results import TABLES, open_run
+from xmargin.cli.main import main
+from xmargin.output.eventlog import read_ipc, write_ipc
+from xmargin.output.results import TABLES, open_run
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = """
@@ -155,7 +155,7 @@ def test_config_errors_name_the_key_and_what_is_allowed(config, tmp_path, args, 
 
 
 def test_a_failure_while_writing_leaves_no_run_folder(config, tmp_path, monkeypatch):
-    import engine.outputs as outputs
+    import xmargin.output.writer as outputs
 
     calls = {"n": 0}
     real = outputs.write_ipc
@@ -175,8 +175,8 @@ def test_a_failure_while_writing_leaves_no_run_folder(config, tmp_path, monkeypa
 
 
 def test_a_strategy_crash_writes_nothing(tmp_path):
-    from engine.config import parse_config
-    from engine.runner import execute
+    from xmargin.config import parse_config
+    from xmargin.sim.runner import execute
 
     config = parse_config({"run": {"dataset": str(ROOT / "datasets/sample"), "strategy": "tests.test_run:Crashes",
                                    "start": "2024-10-01", "end": "2024-10-03"},
@@ -191,7 +191,7 @@ class Crashes:
         self.wakes_seen = 0
 
     def wakes(self):
-        from engine.strategy import Wakes
+        from xmargin.sim.strategy import Wakes
 
         return Wakes(every="1h")
 
@@ -203,10 +203,10 @@ class Crashes:
 
 
 def test_strategies_load_by_module_path_and_by_registered_name():
-    from engine.strategy import resolve_strategy
-    from strategies.hold import Hold
+    from xmargin.sim.strategy import resolve_strategy
+    from xmargin.strategies.hold import Hold
 
-    assert resolve_strategy("strategies.hold:Hold") is Hold
+    assert resolve_strategy("xmargin.strategies.hold:Hold") is Hold
     assert resolve_strategy("hold") is Hold
     assert resolve_strategy("funding-arbitrage").__name__ == "FundingArbitrage"
 

@@ -10,10 +10,10 @@ import attrs
 import numpy as np
 import pytest
 
-from engine import events as ev
-from engine.config import parse_config
-from engine.ledger import replay
-from engine.loop import Backtest, run_backtest
+from xmargin.ledger import events as ev
+from xmargin.config import parse_config
+from xmargin.ledger.apply import replay
+from xmargin.sim.loop import Backtest, run_backtest
 from helpers_feed import empty_ledger, of_type
 
 ETH, BTC = "binance:ETH/USDT:USDT", "binance:BTC/USDT:USDT"

@@ -1,5 +1,5 @@
-"""The vectorised snapshot projection (engine.snapshots) must give the numbers of the scalar
-account valuation (engine.accounting) that strategies see, row by row, on real runs: cross with
+"""The vectorised snapshot projection (xmargin.output.snapshots) must give the numbers of the scalar
+account valuation (xmargin.margin.accounting) that strategies see, row by row, on real runs: cross with
 liquidations, mixed isolated, two exchanges with transfers, and multi-asset collateral."""
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ import attrs
 import polars as pl
 import pytest
 
-from engine.accounting import collateral_metrics, pool_metrics, position_metrics
-from engine.config import load_config, parse_config
-from engine.loop import run_backtest
-from engine.outputs import collateral_table, equity_base_table, positions_table
+from xmargin.margin.accounting import collateral_metrics, pool_metrics, position_metrics
+from xmargin.config import load_config, parse_config
+from xmargin.sim.loop import run_backtest
+from xmargin.output.snapshots import collateral_table, equity_base_table, positions_table
 
 ROOT = Path(__file__).resolve().parents[1]
 

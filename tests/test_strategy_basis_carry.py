@@ -2,9 +2,9 @@
 
 import pytest
 
-from engine.commands import PlaceOrder
-from strategies.basis_carry import BasisCarry
-from tests.strategy_fakes import FakeView, wake
+from xmargin.ledger.commands import PlaceOrder
+from xmargin.strategies.basis_carry import BasisCarry
+from xmargin.testing import FakeView, wake
 
 SPOT, PERP = "binance:BTC/USDT", "binance:BTC/USDT:USDT"
 PARAMS = {"spot": SPOT, "perp": PERP, "notional": 50_000, "leverage": 3, "entry_apr": 0.10, "exit_apr": 0.02,

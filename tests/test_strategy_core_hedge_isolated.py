@@ -2,9 +2,9 @@
 
 import pytest
 
-from engine.events import PositionLiquidated
-from strategies.core_hedge_isolated import CoreHedgeIsolated
-from tests.strategy_fakes import FakeView, wake
+from xmargin.ledger.events import PositionLiquidated
+from xmargin.strategies.core_hedge_isolated import CoreHedgeIsolated
+from xmargin.testing import FakeView, wake
 
 SPOT, PERP, ETH = "binance:BTC/USDT", "binance:BTC/USDT:USDT", "binance:ETH/USDT:USDT"
 PARAMS = {"hedge_long": SPOT, "hedge_short": PERP, "hedge_notional": 40_000, "hedge_leverage": 4,

@@ -7,8 +7,8 @@ import re
 import sys
 from pathlib import Path
 
-from engine.config import load_config
-from engine.runner import execute
+from xmargin.config import load_config
+from xmargin.sim.runner import execute
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "strategies.md"

@@ -3,10 +3,10 @@ exit, transfers (CollateralRebalancer), params."""
 
 import pytest
 
-from engine.commands import Transfer
-from strategies.collateral import CollateralRebalancer
-from strategies.funding_arbitrage import FundingArbitrage
-from tests.strategy_fakes import FakeView, pool, wake
+from xmargin.ledger.commands import Transfer
+from xmargin.strategies.collateral import CollateralRebalancer
+from xmargin.strategies.funding_arbitrage import FundingArbitrage
+from xmargin.testing import FakeView, pool, wake
 
 BN, HL = "binance:BTC/USDT:USDT", "hyperliquid:BTC/USDC:USDC"
 PARAMS = {"perps": [BN, HL], "notional": 30_000, "leverage": 3, "entry_apr": 0.10, "exit_apr": 0.02,

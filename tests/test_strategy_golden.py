@@ -1,5 +1,5 @@
 """End-to-end golden runs of the built-in strategies: each example config through
-`engine.runner.execute` on the shipped sample, headline numbers pinned (rel 1e-9).
+`xmargin.sim.runner.execute` on the shipped sample, headline numbers pinned (rel 1e-9).
 
 Why the pinned numbers are plausible (checked by hand against the event logs when pinned):
 
@@ -32,8 +32,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.config import load_config
-from engine.runner import execute
+from xmargin.config import load_config
+from xmargin.sim.runner import execute
 
 ROOT = Path(__file__).resolve().parents[1]
 STABLES = ("USDT", "USDC", "USD")

@@ -5,8 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from strategies.pairs_hedge import PairsHedge, rolling_beta
-from tests.strategy_fakes import FakeView, wake
+from xmargin.strategies.pairs_hedge import PairsHedge, rolling_beta
+from xmargin.testing import FakeView, wake
 
 ETH, SOL = "binance:ETH/USDT:USDT", "binance:SOL/USDT:USDT"
 PARAMS = {"long": ETH, "short": SOL, "notional": 10_000, "leverage": 5, "collateral_buffer": 0.5}

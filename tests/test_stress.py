@@ -11,11 +11,11 @@ import polars as pl
 import pytest
 from click.testing import CliRunner
 
-from engine.cli import main
-from engine.config import load_config
-from engine.errors import ConfigError
-from engine.loop import Backtest
-from engine.stress import (CollateralFall, FundingSpike, MarkDivergence, PriceGap, WithdrawalHalt, parse_shock,
+from xmargin.cli.main import main
+from xmargin.config import load_config
+from xmargin.errors import ConfigError
+from xmargin.sim.loop import Backtest
+from xmargin.analysis.stress import (CollateralFall, FundingSpike, MarkDivergence, PriceGap, WithdrawalHalt, parse_shock,
                            scenarios_from_config, stress, to_ns)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,7 +24,7 @@ AT = "2024-10-08T00:00"
 
 
 def full_rules(tmp_path) -> Path:
-    data = json.loads((ROOT / "engine/rules/data/binance-usdm.json").read_text())
+    data = json.loads((ROOT / "engine/venues/rules/data/binance-usdm.json").read_text())
     data["name"] = "binance-usdm-full"
     data["liquidation"]["policy"] = "full"
     path = tmp_path / "binance-full.json"

@@ -3,7 +3,7 @@
 Hyperliquid holds a 20x short of ~20,000 USDC of ETH perp on 1,500 USDC; ETH climbs from 2,371 to
 ~2,500 and the account reaches maintenance at 2024-10-07 02:30 UTC (path point 2 of the 02:00 bar).
 Binance (multi-asset, USDC accepted as collateral at 0.9999) has 5,000 USDC spare. A transfer of
-1,000 USDC (withdrawal fee 1 USDC, 30 min delay: engine.transfers defaults) sent at 01:00 arrives in
+1,000 USDC (withdrawal fee 1 USDC, 30 min delay: xmargin.ledger.transfers defaults) sent at 01:00 arrives in
 time and saves the short; the same transfer sent at 02:00 is still in flight at 02:30 and does not.
 """
 
@@ -15,17 +15,17 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from engine import events as ev
-from engine.accounting import pool_metrics
-from engine.commands import PlaceOrder, Transfer
-from engine.config import parse_config
-from engine.ledger import replay
-from engine.loop import Backtest
-from engine.results import open_run
-from engine.runner import execute
-from engine.strategy import Wakes
-from engine.stress import make_shock, to_ns
-from engine.verify import verify_run
+from xmargin.ledger import events as ev
+from xmargin.margin.accounting import pool_metrics
+from xmargin.ledger.commands import PlaceOrder, Transfer
+from xmargin.config import parse_config
+from xmargin.ledger.apply import replay
+from xmargin.sim.loop import Backtest
+from xmargin.output.results import open_run
+from xmargin.sim.runner import execute
+from xmargin.sim.strategy import Wakes
+from xmargin.analysis.stress import make_shock, to_ns
+from xmargin.output.verify import verify_run
 
 ROOT = Path(__file__).resolve().parents[1]
 HL = "hyperliquid:ETH/USDC:USDC"
@@ -214,7 +214,7 @@ def test_rejected_unknown_exchange_and_same_exchange():
 
 
 def test_rejected_during_a_withdrawal_halt_and_the_account_is_lost(tmp_path):
-    """engine.stress withdrawal-halt of binance from 2024-10-06 for 2 days: the rescue of 01:00 is
+    """xmargin.analysis.stress withdrawal-halt of binance from 2024-10-06 for 2 days: the rescue of 01:00 is
     refused, so hyperliquid is liquidated at the same moment as without a transfer."""
     halt = make_shock("withdrawal-halt", "2024-10-06", exchange="binance", duration="2d")
     completed = execute(config(rescue("2024-10-07T01:00")), out=tmp_path, run_id="halt", shocks=[halt])

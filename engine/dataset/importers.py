@@ -25,10 +25,10 @@ from pathlib import Path
 import attrs
 import polars as pl
 
-from engine.dataset.manifest import MANIFEST_NAME, DatasetManifest, Source, read_manifest, write_manifest
-from engine.dataset.validate import ERROR, _check_table, _Collector, parse_timeframe, polars_schema, validate_dataset
-from engine.errors import DatasetError
-from engine.instruments import Instrument
+from xmargin.dataset.manifest import MANIFEST_NAME, DatasetManifest, Source, read_manifest, write_manifest
+from xmargin.dataset.validate import ERROR, _check_table, _Collector, parse_timeframe, polars_schema, validate_dataset
+from xmargin.errors import DatasetError
+from xmargin.venues.instruments import Instrument
 
 KNOWN_EXCHANGES = ("binance", "bybit", "okx", "hyperliquid", "kraken", "gate", "bitget", "kucoin", "deribit",
                    "bitmex", "dydx", "htx", "mexc", "bingx")

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import polars as pl
 
-from engine.dataset.manifest import KINDS, read_manifest
-from engine.dataset.tables import scan
-from engine.dataset.validate import parse_timeframe
+from xmargin.dataset.manifest import KINDS, read_manifest
+from xmargin.dataset.tables import scan
+from xmargin.dataset.validate import parse_timeframe
 
 TOP_SPACINGS = 3
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import attrs
 
-from engine.errors import DatasetError
-from engine.instruments import Instrument
+from xmargin.errors import DatasetError
+from xmargin.venues.instruments import Instrument
 
 KINDS = ("bars", "mark", "index", "funding")
 MANIFEST_NAME = "dataset.toml"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import polars as pl
 
-from engine.dataset.manifest import KINDS
+from xmargin.dataset.manifest import KINDS
 
 
 def table_files(folder: str | Path, kind: str) -> list[Path]:

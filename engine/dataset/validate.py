@@ -13,9 +13,9 @@ from pathlib import Path
 import attrs
 import polars as pl
 
-from engine.dataset.manifest import COLUMNS_BY_KIND, KINDS, MANIFEST_NAME, DatasetManifest, read_manifest
-from engine.dataset.tables import table_files
-from engine.errors import DatasetError
+from xmargin.dataset.manifest import COLUMNS_BY_KIND, KINDS, MANIFEST_NAME, DatasetManifest, read_manifest
+from xmargin.dataset.tables import table_files
+from xmargin.errors import DatasetError
 
 ERROR = "error"
 WARNING = "warning"

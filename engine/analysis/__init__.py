@@ -1,0 +1,1 @@
+"""Analysis over runs: summaries, distance to liquidation, compare and stress."""

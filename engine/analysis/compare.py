@@ -1,0 +1,335 @@
+"""Compare margin set-ups: the same strategy on the same data under several margin modes.
+
+A set-up assigns a margin mode to every exchange of the config: `isolated` (all exchanges) or
+`binance=cross,hyperliquid=isolated` (the others keep the config's mode). Each set-up is a normal
+run folder `<out>/<compare-id>/<setup>/`; the comparison is `comparison.arrow` (one row per
+set-up) and `comparison.json` (the rows and the divergence notes) next to them.
+
+Columns (money in settlement assets added at par, as the run summary's totals):
+
+  pnl                       final PnL (summary total)
+  peak_initial_margin       max over snapshots of the collateral committed to positions: cross
+                            initial margin + isolated margin, summed over exchanges
+  return_on_peak_margin     pnl / peak_initial_margin
+  min_collateral            the smallest starting collateral that would have kept every risk unit
+                            above maintenance at the sampled marks: per exchange max over time of
+                            (maintenance - unrealised PnL) of the cross pool, plus the same per
+                            isolated position (each needs its own), summed; fees and funding
+                            ignored. Where a unit was liquidated it only covers the time before.
+  min_headroom_<exchange>   lowest 1 - margin ratio on that exchange (summary; 0 = liquidation)
+  hours_above_warning       time during which some unit's margin ratio was at or above the first
+                            warning threshold: sample points (pools from the equity table,
+                            isolated positions from the positions table) x the sample interval
+  liquidations, liquidation_loss (realised PnL of liquidations, negative), liquidation_fees,
+  insurance_fund_used, funding, fees
+  capital_efficiency        mean over samples of gross notional / total wallet (incl. isolated margin)
+  tightest_liquidation_distance   the smallest all-together adverse move to liquidation (xmargin.analysis.distance)
+  divergence                where this set-up's event log first differs from the first set-up's
+
+Divergence: the event logs are compared in order on (ts, type, exchange, instrument, quantity)
+over the events that change positions or money (margin warnings, whose unit names differ by mode
+by construction, and order acceptances, which carry the mode, are left out); the first differing
+pair is reported with a reason.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from datetime import datetime, timezone
+from pathlib import Path
+
+import attrs
+import polars as pl
+
+from xmargin.config import MARGIN_MODES, RunConfig, load_config
+from xmargin.errors import ConfigError
+
+IGNORED_FOR_DIVERGENCE = ("MarginWarningRaised", "OrderAccepted", "MarginModeChanged")
+
+
+def as_config(config) -> RunConfig:
+    return config if isinstance(config, RunConfig) else load_config(config)
+
+
+def new_id(kind: str, config, root: Path) -> str:
+    stem = config.name or Path(config.strategy.replace(":", "-")).name.replace(".", "-")
+    base = f"{kind}-{stem}-{datetime.now(timezone.utc).strftime('%Y%m%d-%H%M%S')}"
+    candidate, n = base, 1
+    while (root / candidate).exists():
+        n += 1
+        candidate = f"{base}-{n}"
+    return candidate
+
+
+# ------------------------------------------------------------------------------------------ set-ups
+def parse_setups(text_or_list, exchanges) -> list[tuple[str, dict]]:
+    """'isolated,cross' / 'binance=cross,hyperliquid=isolated;cross' / a list of such strings ->
+    [(name, {exchange: mode})]. A bare mode applies to every exchange; items separated by ',' that
+    all contain '=' form one set-up; ';' (or several list entries) separates set-ups."""
+    items = [text_or_list] if isinstance(text_or_list, str) else list(text_or_list)
+    setups = []
+    for item in items:
+        for part in str(item).split(";"):
+            part = part.strip()
+            if not part:
+                continue
+            pieces = [p.strip() for p in part.split(",") if p.strip()]
+            if all("=" not in p for p in pieces):  # 'isolated,cross': one set-up per mode
+                for mode in pieces:
+                    setups.append((mode, {ex: mode for ex in exchanges}))
+                continue
+            assignment = {}
+            for piece in pieces:
+                if "=" not in piece:
+                    raise ConfigError(f"--modes {part!r}: mix of EXCHANGE=MODE and a bare mode; write "
+                                      "'binance=cross,hyperliquid=isolated' or separate set-ups with ';'.")
+                exchange, mode = (s.strip() for s in piece.split("=", 1))
+                if exchange not in exchanges:
+                    raise ConfigError(f"--modes {part!r}: no exchange {exchange!r} in the config; configured: "
+                                      f"{sorted(exchanges)}.")
+                assignment[exchange] = mode
+            name = ",".join(f"{e}={m}" for e, m in assignment.items())
+            setups.append((name, assignment))
+    if not setups:
+        raise ConfigError("compare: no set-up given; e.g. --modes isolated,cross.")
+    for name, assignment in setups:
+        for mode in assignment.values():
+            if mode not in MARGIN_MODES:
+                raise ConfigError(f"compare set-up {name!r}: margin mode {mode!r}; allowed {list(MARGIN_MODES)}.")
+    names = [n for n, _ in setups]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"compare: set-ups {names} repeat; give each once.")
+    return setups
+
+
+def folder_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name.replace("=", "-").replace(",", "_")).strip("_") or "setup"
+
+
+def with_modes(config: RunConfig, assignment: dict) -> RunConfig:
+    """The config with exchanges' margin modes replaced (the raw mapping too, for the manifest);
+    each mode is checked against the exchange's rule set."""
+    from xmargin.venues.rules import load_rules
+
+    exchanges = dict(config.exchanges)
+    raw = json.loads(json.dumps(config.raw, default=str)) if config.raw else {}
+    for exchange, mode in assignment.items():
+        entry = exchanges[exchange]
+        rules = load_rules(entry.rules)
+        if mode not in rules.margin_modes:
+            raise ConfigError(f"compare: {exchange} margin mode {mode!r}: rule set {rules.name} allows "
+                              f"{list(rules.margin_modes)}.")
+        exchanges[exchange] = attrs.evolve(entry, margin_mode=mode)
+        raw.setdefault("exchanges", {}).setdefault(exchange, {})["margin_mode"] = mode
+    return attrs.evolve(config, exchanges=exchanges, raw=raw)
+
+
+# ------------------------------------------------------------------------------------------ metrics
+def setup_metrics(run_path, summary: dict, thresholds, sample_hours: float) -> dict:
+    """The comparison row's numbers for one finished run folder."""
+    from xmargin.output.results import open_run
+
+    run = open_run(run_path)
+    equity = run.equity.collect()
+    positions = run.positions.collect()
+    events = run.events.collect()
+    total = summary["total"]
+    key = ["ts", "reason", "exchange", "events_applied"]
+
+    committed = (equity.group_by("ts", "reason", "events_applied", maintain_order=True)
+                 .agg((pl.col("initial_margin") + pl.col("isolated_margin")).sum().alias("committed")))
+    peak_im = float(committed["committed"].max() or 0.0) if committed.height else 0.0
+
+    # collateral needed to stay above maintenance at the sampled marks
+    needed = 0.0
+    cross = positions.filter(pl.col("margin_mode") == "cross")
+    if cross.height:
+        pools = (cross.group_by(*key, "asset").agg((pl.col("maintenance_margin") - pl.col("unrealized_pnl")).sum()
+                                                    .alias("need"))
+                 .group_by("exchange", "asset").agg(pl.col("need").max()))
+        needed += float(pools["need"].clip(lower_bound=0.0).sum())
+    isolated = positions.filter(pl.col("margin_mode") == "isolated")
+    if isolated.height:
+        # one isolated position = one instrument held from opening to closing; reopened positions count once
+        per = isolated.group_by("exchange", "instrument").agg(
+            (pl.col("maintenance_margin") - pl.col("unrealized_pnl")).max().alias("need"))
+        needed += float(per["need"].clip(lower_bound=0.0).sum())
+
+    threshold = float(thresholds[0]) if len(thresholds) else math.inf
+    samples = equity.filter(pl.col("reason") == "sample")
+    pool_hot = samples.filter(pl.col("margin_ratio") >= threshold).select("ts")
+    iso_samples = positions.filter((pl.col("reason") == "sample") & (pl.col("margin_mode") == "isolated"))
+    iso_equity = iso_samples["isolated_margin"] + iso_samples["unrealized_pnl"]
+    iso_hot = iso_samples.filter((iso_equity <= 0) | (iso_samples["maintenance_margin"] >= threshold * iso_equity))
+    hot = pl.concat([pool_hot, iso_hot.select("ts")])["ts"].n_unique() if (pool_hot.height or iso_hot.height) else 0
+
+    gross = positions.filter(pl.col("reason") == "sample").group_by("ts").agg(pl.col("notional").sum().alias("gross"))
+    wallet = samples.group_by("ts").agg(pl.col("wallet_balance").sum().alias("wallet"))
+    efficiency = 0.0
+    if wallet.height:
+        joined = wallet.join(gross, on="ts", how="left").with_columns(pl.col("gross").fill_null(0.0))
+        ratio = joined.filter(pl.col("wallet") > 0).select(pl.col("gross") / pl.col("wallet"))
+        efficiency = float(ratio.to_series().mean() or 0.0) if ratio.height else 0.0
+
+    liquidated = events.filter(pl.col("type") == "PositionLiquidated")
+    row = {
+        "pnl": total["pnl"],
+        "return_on_peak_margin": total["pnl"] / peak_im if peak_im > 0 else None,
+        "peak_initial_margin": peak_im,
+        "min_collateral": needed,
+        "hours_above_warning": hot * sample_hours,
+        "liquidations": int(total["liquidations"]),
+        "liquidation_loss": float(liquidated["realized_pnl"].sum()) if liquidated.height else 0.0,
+        "liquidation_fees": float(liquidated["fee"].sum()) if liquidated.height else 0.0,
+        "insurance_fund_used": total["insurance_fund_used"],
+        "funding": total["funding"],
+        "fees": total["fees"],
+        "capital_efficiency": efficiency,
+        "tightest_liquidation_distance": (total.get("tightest_moment") or {}).get("liquidation_distance"),
+    }
+    for exchange, values in summary["exchanges"].items():
+        low = values.get("lowest_margin_headroom")
+        row[f"min_headroom_{exchange}"] = low["headroom"] if low else None
+    return row
+
+
+# ------------------------------------------------------------------------------------------ divergence
+def _material(events: pl.DataFrame) -> pl.DataFrame:
+    return (events.filter(~pl.col("type").is_in(IGNORED_FOR_DIVERGENCE))
+            .select("seq", "ts", "type", "exchange", pl.col("instrument").fill_null(""),
+                    pl.col("quantity").round(9).fill_null(0.0), "realized_pnl", "price", "isolated", "policy",
+                    "reason", "amount"))
+
+
+def _describe(event: dict | None) -> str:
+    if event is None:
+        return "no further event"
+    text = f"{event['type']} {event['exchange']}"
+    if event["instrument"]:
+        text += f" {event['instrument']}"
+    if event["type"] == "PositionLiquidated":
+        text += (f" qty {event['quantity']:g} at {event['price']:,.2f} ({'isolated' if event['isolated'] else 'cross, ' + str(event['policy'])}"
+                 f", PnL {event['realized_pnl']:,.2f})")
+    elif event["type"] in ("OrderFilled",):
+        text += f" qty {event['quantity']:g} at {event['price']:,.2f}"
+    elif event["type"] in ("OrderRejected", "TransferRejected"):
+        text += f" ({event['reason']})"
+    elif event.get("amount") is not None:
+        text += f" {event['amount']:,.2f}"
+    return text
+
+
+def first_divergence(a_name: str, a_events: pl.DataFrame, b_name: str, b_events: pl.DataFrame) -> dict | None:
+    """The first differing pair of material events of two runs (None: same sequence)."""
+    a, b = _material(a_events), _material(b_events)
+    cols = ["ts", "type", "exchange", "instrument", "quantity"]
+    n = min(a.height, b.height)
+    same = (a.head(n).select(cols) == b.head(n).select(cols)) if n else None
+    if same is not None:
+        differs = ~same.select(pl.all_horizontal(pl.all())).to_series()
+        index = int(differs.arg_true()[0]) if differs.any() else n
+    else:
+        index = 0
+    if index >= a.height and index >= b.height:
+        return None
+    ea = a.row(index, named=True) if index < a.height else None
+    eb = b.row(index, named=True) if index < b.height else None
+    when = min(e["ts"] for e in (ea, eb) if e is not None)
+    if ea and ea["type"] == "PositionLiquidated" and (not eb or eb["type"] != "PositionLiquidated"):
+        why = (f"{a_name} liquidated {ea['instrument']} ({'isolated position' if ea['isolated'] else 'cross pool'}) "
+               f"where {b_name} did not: {b_name}'s margin absorbed the move")
+    elif eb and eb["type"] == "PositionLiquidated" and (not ea or ea["type"] != "PositionLiquidated"):
+        why = (f"{b_name} liquidated {eb['instrument']} ({'isolated position' if eb['isolated'] else 'cross pool'}) "
+               f"where {a_name} did not: {a_name}'s margin absorbed the move")
+    elif ea and eb and ea["type"] == eb["type"] == "PositionLiquidated":
+        why = f"both liquidated, but differently ({_describe(ea)} vs {_describe(eb)})"
+    elif ea and eb and "Rejected" in ea["type"] + eb["type"]:
+        why = "one set-up's order or transfer was rejected (margin available differs)"
+    else:
+        why = "the event sequences part here"
+    return {"a": a_name, "b": b_name, "index": index, "ts": str(when), "a_event": _describe(ea),
+            "b_event": _describe(eb), "why": why,
+            "text": f"{when}: {a_name}: {_describe(ea)}; {b_name}: {_describe(eb)} -> {why}"}
+
+
+# ------------------------------------------------------------------------------------------ API
+def compare(config, setups, out=None, compare_id: str | None = None, progress: bool = False, shocks=()):
+    """Run `config` (a RunConfig or a config path) under each margin set-up (see `parse_setups`)
+    and return (table, notes): a polars DataFrame with one row per set-up and the divergence notes
+    (list of dicts with a readable `text`), both also written under `<out>/<compare-id>/`.
+    `shocks` (xmargin.analysis.stress) are injected into every set-up's run (compare modes under stress)."""
+    from xmargin.output.eventlog import write_ipc
+    from xmargin.sim.runner import execute
+
+    config = as_config(config)
+    if isinstance(setups, dict):
+        setups = list(setups.items())
+    elif isinstance(setups, str) or all(isinstance(s, str) for s in setups):
+        setups = parse_setups(setups, list(config.exchanges))
+    root = Path(out or config.out)
+    compare_id = compare_id or new_id("compare", config, root)
+    folder = root / compare_id
+    folder.mkdir(parents=True, exist_ok=True)
+    rows, logs = [], []
+    sample_hours = config.sample_interval_ns / 3.6e12
+    for name, assignment in setups:
+        setup_config = with_modes(config, assignment)
+        completed = execute(setup_config, out=folder, run_id=folder_name(name), progress=progress, shocks=tuple(shocks),
+                            extra_manifest={"compare": {"id": compare_id, "setup": name, "margin_modes": assignment}})
+        row = {"setup": name, "margin_modes": ",".join(f"{e}={v.margin_mode}" for e, v in setup_config.exchanges.items())}
+        row.update(setup_metrics(completed.path, completed.summary, config.warning_thresholds, sample_hours))
+        row["path"] = str(completed.path)
+        rows.append(row)
+        from xmargin.output.results import open_run
+
+        logs.append((name, open_run(completed.path).events.collect()))
+    notes = []
+    for name, log in logs[1:]:
+        note = first_divergence(logs[0][0], logs[0][1], name, log)
+        notes.append(note or {"a": logs[0][0], "b": name, "text": f"{logs[0][0]} and {name}: identical event "
+                                                                   "sequences (positions and money)"})
+    divergence = {n["b"]: n["text"] for n in notes}
+    for row in rows:
+        row["divergence"] = divergence.get(row["setup"], "")
+    table = pl.DataFrame(rows, infer_schema_length=None)
+    order = ["setup", "margin_modes", "pnl", "return_on_peak_margin", "peak_initial_margin", "min_collateral"]
+    order += sorted(c for c in table.columns if c.startswith("min_headroom_"))
+    order += ["hours_above_warning", "liquidations", "liquidation_loss", "liquidation_fees", "insurance_fund_used",
+              "funding", "fees", "capital_efficiency", "tightest_liquidation_distance", "divergence", "path"]
+    table = table.select(order).with_columns(pl.col(pl.Null).cast(pl.Float64))
+    write_ipc(table.to_arrow(), folder / "comparison.arrow")
+    (folder / "comparison.json").write_text(json.dumps({"id": compare_id, "rows": table.to_dicts(), "notes": notes},
+                                                       indent=2, default=str) + "\n")
+    return table, notes
+
+
+def format_comparison(table: pl.DataFrame, notes: list, folder=None) -> str:
+    """A fixed-width table, one line per set-up, then the divergence notes."""
+    headroom = sorted(c for c in table.columns if c.startswith("min_headroom_"))
+    head = (f"  {'set-up':<34}{'pnl':>12}{'ret/IM':>8}{'peak IM':>11}{'min coll':>11}"
+            + "".join(f"{'hr ' + c[len('min_headroom_'):][:8]:>12}" for c in headroom)
+            + f"{'h>warn':>8}{'liq':>5}{'liq loss':>11}{'liq fee':>9}{'funding':>11}{'fees':>9}{'gross/coll':>11}")
+    lines = [head]
+
+    def num(value, fmt):
+        return format(value, fmt) if value is not None and not (isinstance(value, float) and math.isnan(value)) \
+            else "n/a"
+
+    for row in table.iter_rows(named=True):
+        ret = num(row["return_on_peak_margin"] * 100 if row["return_on_peak_margin"] is not None else None, ".1f")
+        line = (f"  {row['setup'][:34]:<34}{row['pnl']:>12,.2f}{ret + '%':>8}{row['peak_initial_margin']:>11,.2f}"
+                f"{row['min_collateral']:>11,.2f}")
+        for column in headroom:
+            value = row[column]
+            line += f"{(num(value * 100, '.1f') + '%') if value is not None else 'n/a':>12}"
+        line += (f"{row['hours_above_warning']:>8,.0f}{row['liquidations']:>5}{row['liquidation_loss']:>11,.2f}"
+                 f"{row['liquidation_fees']:>9,.2f}{row['funding']:>11,.2f}{row['fees']:>9,.2f}"
+                 f"{row['capital_efficiency']:>11,.2f}")
+        lines.append(line)
+    for note in notes:
+        lines.append(f"  divergence: {note['text']}")
+    if folder is not None:
+        lines.append(f"  outputs: {folder}  (comparison.arrow, comparison.json, one run folder per set-up)")
+    return "\n".join(lines)

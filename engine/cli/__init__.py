@@ -1,0 +1,1 @@
+"""The `xmargin` command line: one click group, thin commands over the library API."""

@@ -1,0 +1,198 @@
+"""Market data for a run: lazy Parquet scans turned into dense time x instrument arrays.
+
+No Python object per bar: the loop indexes these arrays and scans whole slices of them with
+numpy between the moments that need per-event work. Missing bars are not invented: `has_bar` is
+False there (nothing fills), prices carry the last close forward for valuation, and the bar's
+range is flat. A mark series of another timeframe than the bars, or none, falls back to the last
+price for that instrument; `mark_source` says which was used (recorded in the run manifest).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from datetime import datetime
+from pathlib import Path
+
+import attrs
+import numpy as np
+import polars as pl
+
+from xmargin.dataset.manifest import DatasetManifest, read_manifest
+from xmargin.dataset.tables import scan, table_files
+from xmargin.errors import DatasetError
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def timeframe_ns(timeframe: str) -> int:
+    """'1m' -> 60e9, '1h' -> 3600e9 ... (ns)."""
+    match = re.fullmatch(r"(\d+)([smhdw])", timeframe)
+    if not match:
+        raise DatasetError(f"timeframe {timeframe!r} is not of the form <number><s|m|h|d|w>, e.g. '1h'.")
+    return int(match.group(1)) * _UNITS[match.group(2)] * 1_000_000_000
+
+
+@attrs.frozen(eq=False)
+class Feed:
+    """Dense market arrays of shape (timestamps, instruments); `ts` is each bar's open (ns, UTC)."""
+
+    keys: tuple[str, ...]
+    ts: np.ndarray
+    bar_ns: int
+    open: np.ndarray
+    high: np.ndarray
+    low: np.ndarray
+    close: np.ndarray
+    has_bar: np.ndarray
+    mark_open: np.ndarray
+    mark_high: np.ndarray
+    mark_low: np.ndarray
+    mark_close: np.ndarray
+    mark_source: dict
+    funding_row: np.ndarray
+    funding_column: np.ndarray
+    funding_rate: np.ndarray
+    funding_ts: np.ndarray
+    fingerprint: str
+    funding_by_column: dict = attrs.field(init=False, repr=False)
+
+    def __attrs_post_init__(self):
+        """Per instrument column: (feed rows, rates) of its funding settlements, for bisect lookups."""
+        by_column = {}
+        for column in np.unique(self.funding_column).tolist():
+            mask = self.funding_column == column
+            by_column[column] = (self.funding_row[mask].tolist(), self.funding_rate[mask].tolist())
+        object.__setattr__(self, "funding_by_column", by_column)
+
+    def column(self, key: str) -> int:
+        return self.keys.index(key)
+
+    @property
+    def bars(self) -> int:
+        return int(self.has_bar.sum())
+
+
+def _dense(frame: pl.DataFrame, row: np.ndarray, column: np.ndarray, shape, name: str) -> np.ndarray:
+    out = np.full(shape, np.nan)
+    out[row, column] = frame[name].to_numpy()
+    return out
+
+
+def _carry_forward(values: np.ndarray, present: np.ndarray) -> np.ndarray:
+    """Forward-fill each column over rows where `present` is False (NaN before the first value)."""
+    rows = np.arange(values.shape[0])[:, None]
+    last = np.maximum.accumulate(np.where(present, rows, -1), axis=0)
+    filled = values[np.maximum(last, 0), np.arange(values.shape[1])[None, :]]
+    filled[last < 0] = np.nan
+    return filled
+
+
+def fingerprint(folder: str | Path) -> str:
+    """sha256 over dataset.toml and every Parquet file (path relative to the folder, then bytes)."""
+    folder = Path(folder)
+    digest = hashlib.sha256()
+    files = [folder / "dataset.toml"]
+    for kind in ("bars", "mark", "index", "funding"):
+        files.extend(table_files(folder, kind))
+    for path in files:
+        digest.update(str(path.relative_to(folder)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def load_feed(folder: str | Path, keys: list[str], start: datetime | None = None,
+              end: datetime | None = None) -> Feed:
+    """Load the bars, marks and funding of `keys` (`exchange:symbol`) in [start, end)."""
+    manifest: DatasetManifest = read_manifest(folder)
+    declared = set(manifest.keys)
+    unknown = [k for k in keys if k not in declared]
+    if unknown:
+        raise DatasetError(f"{folder}: instruments {unknown} are not declared in dataset.toml; declared: "
+                           f"{sorted(declared)}.")
+    index = {k: n for n, k in enumerate(keys)}
+    key_expr = (pl.col("exchange") + ":" + pl.col("symbol")).alias("key")
+    bars_scan = scan(folder, "bars", start, end, keys)
+    if bars_scan is None:
+        raise DatasetError(f"{folder}/bars: no Parquet files. A dataset needs at least a bars table.")
+    # One instrument at a time (filter pushed into the scan): no string keys, no global sort, and
+    # at most one instrument's rows in memory besides the dense arrays.
+    per_instrument = []
+    timeframes = set()
+    for key in keys:
+        exchange, symbol = key.split(":", 1)
+        frame = (bars_scan.filter((pl.col("exchange") == exchange) & (pl.col("symbol") == symbol))
+                 .select(pl.col("ts").dt.epoch("ns"), "timeframe", "open", "high", "low", "close").collect())
+        timeframes.update(frame["timeframe"].unique().to_list())
+        per_instrument.append(frame.drop("timeframe"))
+    if not any(frame.height for frame in per_instrument):
+        raise DatasetError(f"{folder}: no bars for {keys} between {start} and {end}. Widen the range or check "
+                           "the instruments with `xmargin data info`.")
+    if len(timeframes) != 1:
+        raise DatasetError(f"{folder}: the bars of {keys} have several timeframes {sorted(timeframes)}; a run "
+                           "needs one bar timeframe. Pick instruments of one timeframe.")
+    timeframes = sorted(timeframes)
+    bar_ns = timeframe_ns(timeframes[0])
+    ts = np.unique(np.concatenate([frame["ts"].to_numpy() for frame in per_instrument]))
+    shape = (len(ts), len(keys))
+    has_bar = np.zeros(shape, dtype=bool)
+    open_, high, low, close = (np.full(shape, np.nan) for _ in range(4))
+    for column, frame in enumerate(per_instrument):
+        row = np.searchsorted(ts, frame["ts"].to_numpy())
+        has_bar[row, column] = True
+        for name, target in (("open", open_), ("high", high), ("low", low), ("close", close)):
+            target[row, column] = frame[name].to_numpy()
+    del per_instrument
+    close = _carry_forward(close, has_bar)
+    for target in (open_, high, low):  # a missing bar is flat at the last close
+        np.copyto(target, close, where=~has_bar)
+
+    mark_source = {k: "last" for k in keys}
+    mark = [open_, high, low, close]  # shared with the last prices until a mark series replaces them
+    mark_scan = scan(folder, "mark", start, end, keys)
+    if mark_scan is not None:
+        marks = (mark_scan.filter(pl.col("timeframe") == timeframes[0])
+                 .select("ts", key_expr, "open", "high", "low", "close")
+                 .with_columns(pl.col("key").replace_strict(index, return_dtype=pl.Int32).alias("column"))
+                 .collect())
+        mts = marks["ts"].dt.epoch("ns").to_numpy()
+        mrow = np.searchsorted(ts, mts)
+        ok = (mrow < len(ts)) & (ts[np.minimum(mrow, len(ts) - 1)] == mts)
+        marks = marks.filter(pl.Series(ok))
+        mrow = mrow[ok]
+        mcolumn = marks["column"].to_numpy()
+        if marks.height:
+            mark = [array.copy() for array in mark]
+        present = np.zeros(shape, dtype=bool)
+        present[mrow, mcolumn] = True
+        for name, target in zip(("open", "high", "low", "close"), mark):
+            dense = _dense(marks, mrow, mcolumn, shape, name)
+            target[present] = dense[present]
+        for k in set(marks["key"].unique().to_list()):
+            mark_source[k] = "mark"
+        # Where a mark series has holes inside the run, carry the mark close, not the last price.
+        for c, k in enumerate(keys):
+            if mark_source[k] == "mark":
+                filled = _carry_forward(np.where(present[:, c:c + 1], mark[3][:, c:c + 1], np.nan), present[:, c:c + 1])
+                hole = ~present[:, c] & ~np.isnan(filled[:, 0])
+                for target in mark:
+                    target[hole, c] = filled[hole, 0]
+
+    funding_scan = scan(folder, "funding", start, end, keys)
+    if funding_scan is None:
+        funding = pl.DataFrame({"ts": [], "column": [], "funding_rate": []},
+                               schema={"ts": pl.Int64, "column": pl.Int32, "funding_rate": pl.Float64})
+    else:
+        funding = (funding_scan.select(pl.col("ts").dt.epoch("ns"), key_expr, "funding_rate")
+                   .with_columns(pl.col("key").replace_strict(index, return_dtype=pl.Int32).alias("column"))
+                   .sort("ts", "column").collect())
+    funding_ts = funding["ts"].to_numpy().astype(np.int64)
+    # A settlement at time s is paid at the first bar opening at or after s (bars open on the hour).
+    funding_row = np.searchsorted(ts, funding_ts, side="left")
+    inside = funding_row < len(ts)
+    return Feed(keys=tuple(keys), ts=ts, bar_ns=bar_ns, open=open_, high=high, low=low, close=close,
+                has_bar=has_bar, mark_open=mark[0], mark_high=mark[1], mark_low=mark[2], mark_close=mark[3],
+                mark_source=mark_source, funding_row=funding_row[inside],
+                funding_column=funding["column"].to_numpy()[inside].astype(np.int64),
+                funding_rate=funding["funding_rate"].to_numpy()[inside], funding_ts=funding_ts[inside],
+                fingerprint=fingerprint(folder))

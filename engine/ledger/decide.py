@@ -1,0 +1,219 @@
+"""`decide`: turn a strategy's command into domain events, or a rejection event with the reason.
+
+Checks mirror an exchange's order entry: known instrument, lot size, minimum notional, reduce-only,
+leverage within the bracket's maximum at the new notional, and enough free collateral for the
+initial margin plus the taker fee. Prices for the checks are the last close (the fill itself
+happens at the next bar's open).
+"""
+
+from __future__ import annotations
+
+import math
+
+from xmargin.ledger import commands as cmd
+from xmargin.ledger import events as ev
+from xmargin.margin import formulas as margin
+from xmargin.margin.accounting import asset_price, is_multi_asset, leverage_for, pool_for
+from xmargin.ledger.state import Ledger
+from xmargin.ledger.transfers import decide_transfer
+
+LOT_TOLERANCE = 1e-6
+
+
+def _reject(ts, exchange, instrument, order_id, quantity, reason, tag=""):
+    return [ev.OrderRejected(ts, exchange, instrument, order_id, quantity, reason, tag)]
+
+
+def exposure_increase(held: float, quantity: float) -> float:
+    """How much |position| grows when `quantity` is added to a position of `held` (>= 0)."""
+    return max(abs(held + quantity) - abs(held), 0.0)
+
+
+def spot_buy_shortfall(account, context, instrument, notional: float, fee: float) -> str:
+    """Why a spot buy of `notional` (+ fee) cannot be paid, or "" when it can. Spot is never bought
+    on credit: the quote balance must cover it, and the cross pool must stay above its initial margin
+    (in multi-asset mode the bought coin itself counts back as collateral after its haircut)."""
+    from xmargin.margin.collateral import schedule_for, collateral_value
+
+    catalog, feed, row = context.catalog, context.feed, context.row
+    cost = notional + fee
+    balance = account.balance(instrument.quote)
+    if cost > balance + 1e-9:
+        return f"insufficient {instrument.quote}: buying needs {cost:.2f}, the balance is {balance:.2f}"
+    pool = pool_for(account, catalog, feed.mark_close[row], feed.close[row], instrument.quote)
+    free = pool.free_collateral if pool is not None else 0.0
+    if is_multi_asset(catalog, account.exchange):
+        price = asset_price(catalog, account.exchange, instrument.base, feed.mark_close[row])
+        rules = catalog.venues[account.exchange].rules
+        quantity = notional / price if price > 0 else 0.0
+        cost -= collateral_value(quantity, price, schedule_for(rules, instrument.base))
+    if cost > free + 1e-9:
+        return f"insufficient free collateral: buying costs {cost:.2f} of it, free {free:.2f}"
+    return ""
+
+
+def decide(ledger: Ledger, context, command, ts: int) -> list:
+    """Events for one command at time `ts` (ns)."""
+    handler = _HANDLERS.get(type(command))
+    if handler is None:
+        raise TypeError(f"not a command: {command!r}; see xmargin.ledger.commands")
+    return handler(ledger, context, command, ts)
+
+
+def _place(ledger: Ledger, context, c: cmd.PlaceOrder, ts: int) -> list:
+    catalog, feed, row = context.catalog, context.feed, context.row
+    order_id = ledger.next_order_id
+    exchange = c.instrument.split(":", 1)[0]
+    if c.instrument not in catalog.tradables:
+        return _reject(ts, exchange, c.instrument, order_id, c.quantity,
+                       f"unknown instrument {c.instrument!r}; this run trades {sorted(catalog.tradables)}", c.tag)
+    tradable = catalog.tradable(c.instrument)
+    instrument = tradable.instrument
+    account = ledger.accounts[exchange]
+
+    def reject(reason):
+        return _reject(ts, exchange, c.instrument, order_id, c.quantity, reason, c.tag)
+
+    if not math.isfinite(c.quantity) or c.quantity == 0:
+        return reject(f"quantity {c.quantity} must be a non-zero finite number")
+    if instrument.lot_size > 0:
+        lots = abs(c.quantity) / instrument.lot_size
+        if abs(lots - round(lots)) > LOT_TOLERANCE * max(1.0, lots):
+            return reject(f"quantity {c.quantity} is not a multiple of the lot size {instrument.lot_size}")
+    price = float(feed.close[row, tradable.column])
+    if not math.isfinite(price):
+        return reject("no price yet for this instrument (before its first bar)")
+    if c.order_type == "limit" and not (math.isfinite(c.limit_price) and c.limit_price > 0):
+        return reject(f"limit price {c.limit_price} must be a positive number")
+    reference = c.limit_price if c.order_type == "limit" else price
+    held_position = account.positions.get(c.instrument)
+    held = held_position.quantity if held_position is not None else 0.0
+    pending = sum(o.quantity for o in account.orders.values() if o.instrument == c.instrument)
+    closes_all = abs(held + pending + c.quantity) < 1e-12
+    if c.reduce_only and exposure_increase(held + pending, c.quantity) > 0:
+        return reject(f"reduce-only order {c.quantity} would increase the position {held + pending}")
+    inverse, size = instrument.is_inverse, instrument.contract_size
+    order_value = abs(c.quantity) * (size if inverse else reference)  # quote units (USD for inverse)
+    if order_value < instrument.min_notional and not (c.reduce_only or closes_all):
+        return reject(f"notional {order_value:.2f} {instrument.quote} is below the minimum {instrument.min_notional}")
+    notional = margin.contract_notional(c.quantity, reference, inverse, size)  # settle asset
+
+    out = []
+    if not instrument.is_derivative:
+        base = instrument.base
+        fee = notional * tradable.taker_fee
+        if c.quantity > 0:
+            shortfall = spot_buy_shortfall(account, context, instrument, notional, fee)
+            if shortfall:
+                return reject(shortfall)
+        elif account.balance(base) + 1e-12 < -c.quantity:
+            return reject(f"insufficient {base}: selling {-c.quantity} but the balance is {account.balance(base)}")
+        out.append(ev.OrderAccepted(ts, exchange, c.instrument, order_id, c.quantity, c.order_type,
+                                    c.limit_price, c.reduce_only, "spot", 1.0, c.tag))
+        return out
+
+    mode = account.mode_for(c.instrument)
+    if c.margin_mode is not None and c.margin_mode != mode:
+        if held != 0 or pending != 0:
+            return reject(f"margin mode {c.margin_mode} requested but the position is open in {mode} mode")
+        out.append(ev.MarginModeChanged(ts, exchange, c.instrument, c.margin_mode))
+        mode = c.margin_mode
+    leverage = leverage_for(account, catalog, c.instrument)
+    if c.leverage is not None:
+        leverage = float(c.leverage)
+    new_notional = margin.contract_notional(held + pending + c.quantity, reference, inverse, size)
+    cap = margin.max_leverage(new_notional, tradable.brackets)
+    if leverage > cap:
+        if c.leverage is not None:
+            return reject(f"leverage {leverage:g} exceeds the maximum {cap:g} for a notional of {new_notional:.2f}")
+        leverage = cap  # the account default is capped by the bracket, as the exchange does
+    if leverage <= 0:
+        return reject(f"leverage {leverage} must be > 0")
+    if c.leverage is not None and c.leverage != account.leverage.get(c.instrument):
+        out.append(ev.LeverageChanged(ts, exchange, c.instrument, leverage))
+    increase = exposure_increase(held + pending, c.quantity)
+    if increase > 0:
+        required = margin.contract_notional(increase, reference, inverse, size) / leverage + notional * tradable.taker_fee
+        pool = pool_for(account, catalog, feed.mark_close[row], feed.close[row], instrument.settle)
+        free = pool.free_collateral if pool is not None else 0.0
+        if required > free + 1e-9:
+            digits = ".8g" if inverse else ".2f"  # coin amounts need more than cents
+            return reject(f"insufficient margin: the order needs {required:{digits}} {instrument.settle} (initial "
+                          f"margin at {leverage:g}x plus taker fee), free collateral is {free:{digits}}")
+    out.append(ev.OrderAccepted(ts, exchange, c.instrument, order_id, c.quantity, c.order_type, c.limit_price,
+                                c.reduce_only, mode, leverage, c.tag))
+    return out
+
+
+def _cancel(ledger: Ledger, context, c: cmd.CancelOrder, ts: int) -> list:
+    account = ledger.accounts.get(c.exchange)
+    order = account.orders.get(c.order_id) if account is not None else None
+    if order is None:
+        return [ev.OrderRejected(ts, c.exchange, "", c.order_id, 0.0, f"cancel: no open order {c.order_id}", "")]
+    return [ev.OrderCancelled(ts, c.exchange, order.instrument, c.order_id, "cancelled by strategy")]
+
+
+def _set_leverage(ledger: Ledger, context, c: cmd.SetLeverage, ts: int) -> list:
+    exchange = c.instrument.split(":", 1)[0]
+    if c.instrument not in context.catalog.tradables:
+        return _reject(ts, exchange, c.instrument, 0, 0.0, f"set leverage: unknown instrument {c.instrument!r}")
+    tradable = context.catalog.tradable(c.instrument)
+    position = ledger.accounts[exchange].positions.get(c.instrument)
+    instrument = tradable.instrument
+    mark = float(context.feed.mark_close[context.row, tradable.column])
+    notional = margin.contract_notional(position.quantity, mark, instrument.is_inverse, instrument.contract_size) \
+        if position else 0.0
+    cap = margin.max_leverage(notional, tradable.brackets)
+    if not (0 < c.leverage <= cap):
+        return _reject(ts, exchange, c.instrument, 0, 0.0,
+                       f"set leverage: {c.leverage:g} is outside (0, {cap:g}] for a notional of {notional:.2f}")
+    return [ev.LeverageChanged(ts, exchange, c.instrument, c.leverage)]
+
+
+def _set_mode(ledger: Ledger, context, c: cmd.SetMarginMode, ts: int) -> list:
+    exchange = c.instrument.split(":", 1)[0]
+    account = ledger.accounts.get(exchange)
+    if account is None or c.instrument not in context.catalog.tradables:
+        return _reject(ts, exchange, c.instrument, 0, 0.0, f"set margin mode: unknown instrument {c.instrument!r}")
+    if c.instrument in account.positions or any(o.instrument == c.instrument for o in account.orders.values()):
+        return _reject(ts, exchange, c.instrument, 0, 0.0,
+                       "set margin mode: close the position and cancel its orders first")
+    return [ev.MarginModeChanged(ts, exchange, c.instrument, c.margin_mode)]
+
+
+def _adjust(ledger: Ledger, context, c: cmd.AdjustIsolatedMargin, ts: int) -> list:
+    exchange = c.instrument.split(":", 1)[0]
+    account = ledger.accounts.get(exchange)
+    position = account.positions.get(c.instrument) if account is not None else None
+    if position is None or position.margin_mode != "isolated":
+        return _reject(ts, exchange, c.instrument, 0, 0.0, "adjust margin: no isolated position on this instrument")
+    tradable = context.catalog.tradable(c.instrument)
+    if c.amount > 0:
+        pool = pool_for(account, context.catalog, context.feed.mark_close[context.row],
+                        context.feed.close[context.row], position.asset)
+        free = pool.free_collateral if pool else 0.0
+        if c.amount > free + 1e-9:
+            return _reject(ts, exchange, c.instrument, 0, 0.0,
+                           f"adjust margin: adding {c.amount:.2f} {position.asset} but free collateral is {free:.2f}")
+    else:
+        mark = float(context.feed.mark_close[context.row, tradable.column])
+        instrument = tradable.instrument
+        notional = margin.contract_notional(position.quantity, mark, instrument.is_inverse, instrument.contract_size)
+        upnl = margin.contract_pnl(position.quantity, position.entry_price, mark, instrument.is_inverse,
+                                   instrument.contract_size)
+        keep = notional / leverage_for(account, context.catalog, c.instrument)
+        removable = max(position.isolated_margin + min(upnl, 0.0) - keep, 0.0)
+        if -c.amount > removable + 1e-9:
+            return _reject(ts, exchange, c.instrument, 0, 0.0,
+                           f"adjust margin: removing {-c.amount:.2f} but only {removable:.2f} can leave the position")
+    return [ev.IsolatedMarginAdjusted(ts, exchange, c.instrument, position.asset, c.amount)]
+
+
+_HANDLERS = {
+    cmd.PlaceOrder: _place,
+    cmd.CancelOrder: _cancel,
+    cmd.SetLeverage: _set_leverage,
+    cmd.SetMarginMode: _set_mode,
+    cmd.AdjustIsolatedMargin: _adjust,
+    cmd.Transfer: decide_transfer,
+}

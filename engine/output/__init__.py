@@ -1,0 +1,1 @@
+"""Run folders: the event log, output tables, writing, reading back and verification."""

@@ -1,0 +1,376 @@
+"""The event loop: per timestamp prices, funding, fills, margin, strategies.
+
+Per-event Python work happens only where something is due: a funding settlement, a transfer
+arriving, a resting order that may fill, a strategy wake-up, or a margin event found by the
+vectorised scan (`xmargin.margin.risk`). Between those rows the loop advances over whole slices of the
+feed arrays. Every change of state is a domain event applied through `xmargin.ledger.apply.apply` and
+appended to the log; no wall-clock time enters the run (progress printing only reads it).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from bisect import bisect_left, bisect_right
+
+import attrs
+import numpy as np
+
+from xmargin.ledger import events as ev
+from xmargin.margin.auto_exchange import conversion_events
+from xmargin.ledger.decide import decide
+from xmargin.sim.execution import fill_events, fill_price, funding_events
+from xmargin.dataset.feed import Feed, load_feed
+from xmargin.ledger.apply import apply
+from xmargin.margin.liquidation import liquidation_events
+from xmargin.margin.risk import POINTS, risk_units, scan
+from xmargin.venues.rules import load_rules
+from xmargin.output.snapshots import Snapshot
+from xmargin.ledger.state import Ledger
+from xmargin.sim.strategy import View, Wake, Wakes, build_strategy
+from xmargin.venues.venue import Catalog, Tradable, Venue
+
+
+def build_catalog(config, manifest) -> Catalog:
+    """Venues from the config's exchanges; tradables: the dataset's instruments on those exchanges
+    (restricted to `run.instruments` when given), in dataset order."""
+    venues = {}
+    for name, exchange in config.exchanges.items():
+        venues[name] = Venue(exchange=name, rules=load_rules(exchange.rules), margin_mode=exchange.margin_mode,
+                             collateral=dict(exchange.collateral), leverage=exchange.leverage,
+                             withdrawal_fees=dict(exchange.withdrawal_fees),
+                             transfer_delay_minutes=dict(exchange.transfer_delay_minutes))
+    wanted = set(config.instruments) if config.instruments else None
+    tradables = {}
+    for instrument in manifest.instruments:
+        if instrument.exchange not in venues or (wanted is not None and instrument.key not in wanted):
+            continue
+        rules = venues[instrument.exchange].rules
+        tradables[instrument.key] = Tradable(instrument=instrument, column=len(tradables),
+                                             brackets=rules.brackets_for(instrument.native_id),
+                                             maker_fee=rules.maker_fee, taker_fee=rules.taker_fee)
+    return Catalog.create(venues, tradables)
+
+
+@attrs.define
+class RunContext:
+    """What `decide` and execution read besides the ledger: the catalog, the feed, the current row."""
+
+    catalog: Catalog
+    feed: Feed
+    row: int = 0
+    withdrawal_halts: tuple = ()
+
+    def transfer_blocked(self, source: str, destination: str, ts: int) -> str:
+        for exchange, start, end in self.withdrawal_halts:
+            if exchange in (source, destination) and start <= ts < end:
+                return f"transfer: {exchange} has halted withdrawals and deposits until {end}"
+        return ""
+
+
+@attrs.define
+class RunResult:
+    """A finished run in memory. `snapshots` say which account state to value at which feed row;
+    `xmargin.output.writer` projects them into the equity, positions and collateral tables."""
+
+    config: object
+    feed: Feed
+    catalog: Catalog
+    events: list
+    snapshots: list
+    initial_ledger: Ledger
+    ledger: Ledger
+    timings: dict
+    intrabar: str
+    projected: tuple | None = None
+
+
+class Backtest:
+    """One run: build it from a validated `RunConfig`, call `run()`."""
+
+    def __init__(self, config, feed: Feed | None = None, catalog: Catalog | None = None, strategy=None,
+                 shocks=(), progress: bool = False):
+        from xmargin.dataset.manifest import read_manifest
+
+        started = time.perf_counter()
+        self.config = config
+        self.catalog = catalog or build_catalog(config, read_manifest(config.dataset))
+        self.feed = feed or load_feed(config.dataset, list(self.catalog.tradables), config.start, config.end)
+        self.load_seconds = time.perf_counter() - started
+        self.strategy = strategy or build_strategy(config.strategy, config.params)
+        self.wakes: Wakes = self.strategy.wakes()
+        self.context = RunContext(self.catalog, self.feed)
+        self.shocks = tuple(shocks)
+        for shock in self.shocks:
+            shock.prepare(self)
+        self.progress = progress
+        self.ledger = Ledger.create({name: venue.margin_mode for name, venue in self.catalog.venues.items()})
+        self.events: list = []
+        self.snapshots: list = []
+        self.thresholds = np.array(config.warning_thresholds, dtype=np.float64)
+        self._points = POINTS[config.intrabar]
+        self._exchanges = sorted(self.catalog.venues)
+        self._multi_asset = any(v.margin_mode == "multi-asset" for v in self.catalog.venues.values())
+        self._units_ledger = None
+        self._units: list = []
+        self._sample_rows: list = []
+
+    # -- event plumbing -------------------------------------------------------------------------
+    def emit(self, events) -> None:
+        ledger = self.ledger
+        for event in events:
+            ledger = apply(ledger, event)
+            self.events.append(event)
+        self.ledger = ledger
+
+    def _snapshot(self, row: int, ts: int, reason: str, exchanges) -> None:
+        """Record the accounts to value at `row` (valued at the end: xmargin.output.snapshots)."""
+        applied = len(self.events)
+        accounts = self.ledger.accounts
+        self.snapshots.extend(Snapshot(ts, reason, applied, row, accounts[exchange]) for exchange in exchanges)
+
+    # -- schedule -------------------------------------------------------------------------------
+    def _wake_rows(self) -> np.ndarray:
+        feed, wakes = self.feed, self.wakes
+        rows = [np.array([0])]
+        self._timer_rows: set = set()
+        self._bar_rows: set = set()
+        if wakes.every:
+            from xmargin.config import parse_duration
+
+            every = parse_duration(wakes.every, "wakes.every")
+            rows.append(np.flatnonzero((feed.ts + feed.bar_ns) % every == 0))
+            self._timer_rows = set(rows[-1].tolist())
+        if wakes.bars:
+            columns = list(range(len(feed.keys))) if "*" in wakes.bars else [feed.column(k) for k in wakes.bars]
+            rows.append(np.flatnonzero(feed.has_bar[:, columns].any(axis=1)))
+            self._bar_rows = set(rows[-1].tolist())
+        if wakes.funding:
+            rows.append(np.unique(feed.funding_row))
+        return np.unique(np.concatenate(rows))
+
+    def _funding_by_row(self) -> dict:
+        by_row: dict[int, list] = {}
+        feed = self.feed
+        for row, column, rate in zip(feed.funding_row.tolist(), feed.funding_column.tolist(),
+                                     feed.funding_rate.tolist()):
+            by_row.setdefault(row, []).append((column, rate))
+        return by_row
+
+    # -- the loop -------------------------------------------------------------------------------
+    def run(self) -> RunResult:
+        started = time.perf_counter()
+        feed, config = self.feed, self.config
+        total = len(feed.ts)
+        first_ts = int(feed.ts[0])
+        self.initial_ledger = self.ledger  # before the deposits: replaying the whole log from here is exact
+        for name, venue in self.catalog.venues.items():
+            self.emit(ev.CollateralDeposited(first_ts, name, asset, amount) for asset, amount in venue.collateral.items())
+        self._snapshot(0, first_ts, "start", self._exchanges)  # values the deposits at the first bar
+        # sorted Python lists: the loop looks things up with bisect (no numpy call per row)
+        wake_rows = self._wake_rows().tolist()
+        funding = self._funding_by_row()
+        funding_rows = sorted(funding)
+        sample_rows = np.flatnonzero((feed.ts + feed.bar_ns) % config.sample_interval_ns == 0)
+        self._sample_rows = np.union1d(sample_rows, [total - 1]).tolist()
+        slippage = config.slippage_bps / 10_000.0
+        last_progress = time.monotonic()
+        row = 0
+        while row < total and not self.ledger.stopped:
+            self.context.row = row
+            ts = int(feed.ts[row])
+            changed = set()
+            reasons = []
+            wake_events = []
+            # 1-2. prices are the arrays at `row`; transfers arriving; funding due at this bar
+            arrivals = [t for t in self.ledger.in_flight.values() if t.arrives_ts <= ts]
+            if arrivals:
+                self.emit(ev.TransferArrived(ts, t.destination, t.transfer_id, t.source, t.asset, t.amount)
+                          for t in sorted(arrivals, key=lambda t: t.transfer_id))
+                changed.update(t.destination for t in arrivals)
+            if row in funding:
+                settled = funding_events(self.ledger, self.context, row, funding[row])
+                self.emit(settled)
+                changed.update(e.exchange for e in settled)
+                if settled and self.wakes.funding:
+                    reasons.append("funding")
+            # 3. fills of resting orders
+            filled = self._fill_orders(row, ts, slippage)
+            if filled:
+                changed.update(e.exchange for e in filled)
+                if self.wakes.fills and any(isinstance(e, ev.OrderFilled) for e in filled):
+                    reasons.append("fill")
+                    wake_events.extend(e for e in filled if isinstance(e, ev.OrderFilled))
+            changed.update(self._convert_negative_balances(row, ts, changed))
+            if changed:
+                self._snapshot(row, ts, "event", sorted(changed))
+            # the quiet stretch: until the next wake or the next row where state changes
+            wake_at = wake_rows[bisect_left(wake_rows, row)] if wake_rows[-1] >= row else total
+            next_funding = funding_rows[bisect_right(funding_rows, row)] \
+                if funding_rows and funding_rows[-1] > row else total
+            stop = min(int(wake_at) + 1, int(next_funding), total)
+            if reasons:
+                stop = row + 1
+            if any(a.orders for a in self.ledger.accounts.values()):
+                stop = min(stop, row + 1)
+            # 4. margin over [row, stop), transfers landing inside it at their own time
+            stop, margin_events = self._watch_margin(row, stop)
+            if margin_events and self.wakes.margin_warnings:
+                reasons.append("margin_warning")
+                wake_events.extend(margin_events)
+            last_row = stop - 1
+            # 5. strategies, at the close of the last bar of the stretch
+            if self.ledger.stopped:
+                break
+            if last_row == wake_at:
+                reasons[:0] = ["start"] if last_row == 0 else [
+                    name for name, rows in (("timer", self._timer_rows), ("bar", self._bar_rows)) if last_row in rows]
+            if reasons:
+                self._wake(last_row, tuple(dict.fromkeys(reasons)), tuple(wake_events))
+            row = stop
+            if self.progress and time.monotonic() - last_progress > 1.0:
+                last_progress = time.monotonic()
+                print(f"\r  {np.datetime64(int(feed.ts[min(row, total - 1)]), 'ns').astype('datetime64[m]')}  "
+                      f"{100 * row / total:5.1f} %  {len(self.events):,} events", end="", file=sys.stderr, flush=True)
+        if self.progress:
+            print("\r" + " " * 70 + "\r", end="", file=sys.stderr, flush=True)
+        final_row = min(row, total) - 1
+        self._snapshot(final_row, int(feed.ts[final_row]) + feed.bar_ns, "final", sorted(self.catalog.venues))
+        run_seconds = time.perf_counter() - started
+        return RunResult(config=config, feed=feed, catalog=self.catalog, events=self.events,
+                         snapshots=self.snapshots,
+                         initial_ledger=self.initial_ledger, ledger=self.ledger,
+                         timings={"load_seconds": self.load_seconds, "run_seconds": run_seconds},
+                         intrabar=config.intrabar)
+
+    def _fill_orders(self, row: int, ts: int, slippage: float) -> list:
+        feed = self.feed
+        out = []
+        for exchange in sorted(self.ledger.accounts):
+            for order_id in sorted(self.ledger.accounts[exchange].orders):
+                order = self.ledger.accounts[exchange].orders.get(order_id)
+                if order is None or order.accepted_ts >= ts + feed.bar_ns:
+                    continue
+                column = self.catalog.tradable(order.instrument).column
+                if not feed.has_bar[row, column]:
+                    continue
+                priced = fill_price(order, float(feed.open[row, column]), float(feed.high[row, column]),
+                                    float(feed.low[row, column]), slippage)
+                if priced is None:
+                    continue
+                events = fill_events(self.ledger, self.context, order, priced[0], priced[1], ts)
+                self.emit(events)
+                out.extend(events)
+        return out
+
+    def _risk_units(self, start: int) -> list:
+        """The risk units of the current ledger; reused while the ledger object is unchanged (it is
+        immutable) unless a multi-asset pool values collateral at the stretch's prices."""
+        if self._units_ledger is not self.ledger or self._multi_asset:
+            self._units = risk_units(self.ledger, self.catalog, self.feed.mark_close[start])
+            self._units_ledger = self.ledger
+        return self._units
+
+    def _watch_margin(self, row: int, stop: int) -> tuple[int, list]:
+        """Scan [row, stop) for margin events, handling each as it comes; returns the (possibly
+        shortened) stop and the margin events raised."""
+        feed, points = self.feed, self._points
+        raised = []
+        start, first_point = row, 0
+        while True:
+            units = self._risk_units(start)
+            arrival = self._arrival_point()
+            if arrival is not None and not start * points + first_point <= arrival[0] < stop * points:
+                arrival = None
+            scan_stop = stop if arrival is None else arrival[0] // points + 1
+            breaches = scan(units, feed, start, scan_stop, first_point, self.config.intrabar, self.thresholds)
+            # a breach at the arrival's own path point crossed maintenance on the way to it: it comes first
+            if arrival is not None and (not breaches or breaches[0].row * points + breaches[0].point > arrival[0]):
+                at, point = divmod(arrival[0], points)
+                self._samples(start, at)
+                transfer = arrival[1]
+                self.emit([ev.TransferArrived(transfer.arrives_ts, transfer.destination, transfer.transfer_id,
+                                              transfer.source, transfer.asset, transfer.amount)])
+                self._snapshot(at, transfer.arrives_ts, "event", [transfer.destination])
+                start, first_point = at, point
+                continue
+            until = breaches[0].row if breaches else stop
+            self._samples(start, until)
+            if not breaches:
+                return stop, raised
+            at = breaches[0].row
+            ts = int(feed.ts[at]) + breaches[0].point * feed.bar_ns // points
+            events = []
+            for breach in breaches:
+                if breach.liquidation:
+                    events.extend(liquidation_events(self.ledger, self.catalog, breach, ts))
+                if breach.level != breach.unit.level:
+                    instrument = breach.unit.name
+                    threshold = float(self.thresholds[breach.level - 1]) if breach.level else 0.0
+                    events.append(ev.MarginWarningRaised(ts, breach.unit.exchange, instrument, breach.level,
+                                                         threshold, breach.margin_ratio))
+            self.emit(events)
+            raised.extend(events)
+            touched = {b.unit.exchange for b in breaches}
+            self._convert_negative_balances(at, ts, touched)
+            self._snapshot(at, ts, "event", sorted(touched))
+            if any(b.liquidation for b in breaches) and self.config.on_liquidation == "stop":
+                self.emit([ev.RunStopped(ts, breaches[0].unit.exchange, "liquidation (run.on_liquidation = stop)")])
+                return at + 1, raised
+            if self.wakes.margin_warnings:
+                stop = at + 1
+            start, first_point = at, breaches[0].point
+            if start * points + first_point >= stop * points:
+                return stop, raised
+
+    def _arrival_point(self):
+        """(flat path index, transfer) of the next transfer to land: the first path point of the bar
+        holding its due time whose nominal time (bar open + point/points of the bar) is not earlier.
+        The money counts from that point on; the event carries the exact due time."""
+        if not self.ledger.in_flight:
+            return None
+        transfer = min(self.ledger.in_flight.values(), key=lambda t: (t.arrives_ts, t.transfer_id))
+        feed, points = self.feed, self._points
+        row = max(int(np.searchsorted(feed.ts, transfer.arrives_ts, side="right")) - 1, 0)
+        step = feed.bar_ns // points
+        point = -(-(transfer.arrives_ts - int(feed.ts[row])) // step)
+        return min(row * points + max(point, 0), (row + 1) * points), transfer
+
+    def _convert_negative_balances(self, row: int, ts: int, exchanges) -> set:
+        """Multi-asset auto-exchange after events that moved balances (see xmargin.margin.collateral)."""
+        converted = set()
+        if not self._multi_asset:
+            return converted
+        for exchange in sorted(exchanges):
+            events = conversion_events(self.ledger.accounts[exchange], self.catalog, self.feed.mark_close[row], ts)
+            if events:
+                self.emit(events)
+                converted.add(exchange)
+        return converted
+
+    def _samples(self, start: int, stop: int) -> None:
+        sample_rows = self._sample_rows
+        lo = bisect_left(sample_rows, start)
+        hi = bisect_left(sample_rows, stop, lo)
+        if hi <= lo:
+            return
+        exchanges = self._exchanges
+        for row in sample_rows[lo:hi]:
+            self._snapshot(row, int(self.feed.ts[row]) + self.feed.bar_ns, "sample", exchanges)
+
+    def _wake(self, row: int, reasons: tuple, wake_events: tuple) -> None:
+        self.context.row = row
+        ts = int(self.feed.ts[row]) + self.feed.bar_ns
+        view = View(self.ledger, self.catalog, self.feed, row)
+        commands = self.strategy.on_wake(view, Wake(reasons, wake_events)) or ()
+        changed = set()
+        for command in commands:
+            events = decide(self.ledger, self.context, command, ts)
+            self.emit(events)
+            changed.update(e.exchange for e in events if not isinstance(e, ev.OrderAccepted))
+        if changed:
+            self._snapshot(row, ts, "event", sorted(changed))
+
+
+def run_backtest(config, progress: bool = False, **kwargs) -> RunResult:
+    return Backtest(config, progress=progress, **kwargs).run()

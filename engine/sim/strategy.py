@@ -1,0 +1,182 @@
+"""The strategy plugin contract: declare what wakes you, read a view, return commands.
+
+A strategy is a class taking its `params` mapping (validated by the strategy itself) with:
+
+    wakes(self) -> Wakes                         # declared once, before the run
+    on_wake(self, view: View, wake: Wake) -> Iterable[command]
+
+It never touches the ledger: it reads `View` (accounts, positions, prices, clock; bars only up to
+the one that has just closed) and returns commands from `xmargin.ledger.commands`. Referenced in a config
+as `module:Class` or by a name registered under the entry-point group `xmargin.strategies`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+from bisect import bisect_right
+from datetime import datetime, timezone
+from importlib.metadata import entry_points
+
+import attrs
+import numpy as np
+
+from xmargin.margin.accounting import PoolMetrics, PositionMetrics, pool_for, position_metrics
+from xmargin.errors import ConfigError
+
+
+@attrs.frozen
+class Wakes:
+    """What wakes a strategy. `every`: a timer interval such as '1h' (aligned to UTC midnight),
+    `bars`: instruments whose every bar close wakes it ("*" for all), `funding`: after funding
+    settlements of its positions, `fills`: after its orders fill, `margin_warnings`: after a
+    margin warning or liquidation. It is always woken once at the first bar's close."""
+
+    every: str | None = None
+    bars: tuple[str, ...] = ()
+    funding: bool = False
+    fills: bool = False
+    margin_warnings: bool = False
+
+
+@attrs.frozen
+class Wake:
+    """Why the strategy is awake now: `reasons` among start, timer, bar, funding, fill,
+    margin_warning; `events` are the triggering domain events (fills, warnings, liquidations)."""
+
+    reasons: tuple[str, ...]
+    events: tuple = ()
+
+
+class View:
+    """A read-only window on the run at the current bar close. Nothing here can change state."""
+
+    __slots__ = ("_ledger", "_catalog", "_feed", "_row", "_now")
+
+    def __init__(self, ledger, catalog, feed, row: int):
+        self._ledger = ledger
+        self._catalog = catalog
+        self._feed = feed
+        self._row = row
+        self._now = int(feed.ts[row]) + feed.bar_ns
+
+    @property
+    def now_ns(self) -> int:
+        """The current time: the close of the bar that has just completed (ns since epoch, UTC)."""
+        return self._now
+
+    @property
+    def now(self) -> datetime:
+        return datetime.fromtimestamp(self._now / 1e9, tz=timezone.utc)
+
+    @property
+    def instruments(self) -> tuple[str, ...]:
+        return self._feed.keys
+
+    @property
+    def exchanges(self) -> tuple[str, ...]:
+        return tuple(self._catalog.venues)
+
+    def instrument(self, key: str):
+        return self._catalog.tradable(key).instrument
+
+    def price(self, key: str) -> float:
+        """Last traded price: the close of the bar that has just completed (nan before its first bar)."""
+        return float(self._feed.close[self._row, self._feed.column(key)])
+
+    def mark(self, key: str) -> float:
+        return float(self._feed.mark_close[self._row, self._feed.column(key)])
+
+    def bars(self, key: str, count: int) -> dict[str, np.ndarray]:
+        """The last `count` closed bars of an instrument (read-only arrays; no future rows)."""
+        column = self._feed.column(key)
+        first = max(0, self._row + 1 - count)
+        out = {}
+        for name in ("open", "high", "low", "close"):
+            values = getattr(self._feed, name)[first:self._row + 1, column]
+            values.flags.writeable = False
+            out[name] = values
+        out["ts"] = self._feed.ts[first:self._row + 1]
+        return out
+
+    def funding_rate(self, key: str) -> float:
+        """The most recent settled funding rate of a perp (nan before the first settlement)."""
+        rows, rates = self._feed.funding_by_column.get(self._feed.column(key), ((), ()))
+        settled = bisect_right(rows, self._row)
+        return float(rates[settled - 1]) if settled else math.nan
+
+    def position(self, key: str) -> float:
+        """Signed quantity held (0.0 when flat)."""
+        exchange = key.split(":", 1)[0]
+        position = self._ledger.accounts[exchange].positions.get(key)
+        return position.quantity if position is not None else 0.0
+
+    def balance(self, exchange: str, asset: str) -> float:
+        return self._ledger.accounts[exchange].balance(asset)
+
+    def open_orders(self, exchange: str) -> tuple:
+        return tuple(self._ledger.accounts[exchange].orders.values())
+
+    def positions(self, exchange: str) -> list[PositionMetrics]:
+        """Every open position of an account with its mark, PnL, margins and liquidation price."""
+        return position_metrics(self._ledger.accounts[exchange], self._catalog, self._feed.mark_close[self._row])
+
+    def margin(self, exchange: str, asset: str | None = None) -> PoolMetrics:
+        """The margin figures of the pool backing `asset` (default: the account's first collateral
+        asset); in multi-asset mode that is the one USD pool."""
+        account = self._ledger.accounts[exchange]
+        if asset is None:
+            asset = next(iter(self._catalog.venues[exchange].collateral))
+        pool = pool_for(account, self._catalog, self._feed.mark_close[self._row], self._feed.close[self._row], asset)
+        return pool or PoolMetrics(exchange, asset, *([0.0] * 12))
+
+    def in_flight(self) -> tuple:
+        return tuple(self._ledger.in_flight.values())
+
+    def quantity_for(self, key: str, notional: float) -> float:
+        """The order quantity for a signed notional in quote units at the last price, rounded toward
+        zero to the lot: base units for linear contracts and spot, contracts (notional / contract
+        size) for inverse ones."""
+        instrument = self._catalog.tradable(key).instrument
+        if instrument.is_inverse:
+            return self.round_quantity(key, notional / instrument.contract_size)
+        return self.round_quantity(key, notional / self.price(key))
+
+    def round_quantity(self, key: str, quantity: float) -> float:
+        """Round toward zero to the instrument's lot size."""
+        lot = self._catalog.tradable(key).instrument.lot_size
+        if lot <= 0:
+            return quantity
+        return math.copysign(math.floor(abs(quantity) / lot + 1e-9) * lot, quantity)
+
+
+def resolve_strategy(reference: str):
+    """`module:Class` or a name registered under the `xmargin.strategies` entry-point group."""
+    if ":" in reference:
+        module_name, _, class_name = reference.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise ConfigError(f"run.strategy = {reference!r}: cannot import module {module_name!r} ({exc}).") from exc
+        try:
+            return getattr(module, class_name)
+        except AttributeError as exc:
+            raise ConfigError(f"run.strategy = {reference!r}: module {module_name!r} has no {class_name!r}.") from exc
+    registered = {ep.name: ep for ep in entry_points(group="xmargin.strategies")}
+    if reference not in registered:
+        raise ConfigError(f"run.strategy = {reference!r}: not `module:Class` and not a registered strategy; "
+                          f"registered: {sorted(registered)}.")
+    return registered[reference].load()
+
+
+def build_strategy(reference: str, params: dict):
+    cls = resolve_strategy(reference)
+    try:
+        strategy = cls(dict(params))
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"strategy.params for {reference}: {exc}") from exc
+    for method in ("wakes", "on_wake"):
+        if not callable(getattr(strategy, method, None)):
+            raise ConfigError(f"run.strategy = {reference!r}: the class has no {method}() method; see "
+                              "docs/strategies.md.")
+    return strategy

@@ -1,0 +1,392 @@
+"""Regenerate the built-in rule files in engine/venues/rules/data/ (run from the repo root).
+
+    python -m xmargin.venues.rules.build_rules            # or: python engine/venues/rules/build_rules.py
+    python -m xmargin.venues.rules.build_rules --shared /work/shared
+
+binance-usdm.json is converted from shared/exchange-rules/ (all symbols of
+binance_usdm_leverage_brackets.json: cum -> maintenance_amount, initial_leverage -> max_leverage;
+fees and funding-interval overrides from fees_and_funding.json; collateral ratios from
+binance_multi_assets_collateral_2021.json). The other four rule sets (binance-coinm, hyperliquid,
+bybit-linear, okx-swap) are written from the documented numbers below, each with its sources and
+what was not public. Maintenance amounts of
+every table built here follow the bracket recurrence
+    amount_0 = 0,  amount_n = floor_n * (rate_n - rate_{n-1}) + amount_{n-1}
+so maintenance margin is continuous in notional.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+DATA_DIR = Path(__file__).parent / "data"
+DEFAULT_SHARED = Path("shared")  # repo-relative; the workspace keeps it at /work/shared
+
+
+def _find_shared(explicit: str | None) -> Path:
+    candidates = [Path(explicit)] if explicit else [DEFAULT_SHARED, Path("/work/shared"), Path("../shared")]
+    for c in candidates:
+        if (c / "exchange-rules" / "binance_usdm_leverage_brackets.json").is_file():
+            return c
+    sys.exit(f"build_rules: cannot find exchange-rules under {[str(c) for c in candidates]}; pass --shared DIR")
+
+
+def tiered(tiers) -> list[dict]:
+    """Brackets from [(notional_floor, max_leverage, maintenance_margin_rate), ...] (floors ascending, first 0).
+
+    Caps are the next floor (the last is open: null); maintenance amounts follow the recurrence.
+    """
+    out, amount, prev_rate = [], 0.0, None
+    for n, (floor, lev, rate) in enumerate(tiers):
+        if prev_rate is not None:
+            amount = floor * (rate - prev_rate) + amount
+        cap = tiers[n + 1][0] if n + 1 < len(tiers) else None
+        out.append({"notional_floor": float(floor), "notional_cap": None if cap is None else float(cap),
+                    "max_leverage": float(lev), "maintenance_margin_rate": rate,
+                    "maintenance_amount": round(amount, 6)})
+        prev_rate = rate
+    return out
+
+
+def hyperliquid_tiers(tiers) -> list[dict]:
+    """Hyperliquid margin tiers [(lower_bound, max_leverage)]: MMR = (1 / max_leverage) / 2 (docs, margin-tiers)."""
+    return tiered([(lb, lev, 0.5 / lev) for lb, lev in tiers])
+
+
+# ---------------------------------------------------------------- Binance USD(S)-M
+def build_binance(shared: Path) -> dict:
+    rules_dir = shared / "exchange-rules"
+    src = json.loads((rules_dir / "binance_usdm_leverage_brackets.json").read_text())
+    ff = json.loads((rules_dir / "fees_and_funding.json").read_text())["exchanges"]["binance_usdm"]
+    coll = json.loads((rules_dir / "binance_multi_assets_collateral_2021.json").read_text())
+    brackets = {}
+    for sym in sorted(src["symbols"]):
+        rows = sorted(src["symbols"][sym], key=lambda r: r["notional_floor"])
+        brackets[sym] = [{"notional_floor": float(r["notional_floor"]),
+                          "notional_cap": None if r["notional_cap"] is None else float(r["notional_cap"]),
+                          "max_leverage": float(r["initial_leverage"]),
+                          "maintenance_margin_rate": float(r["maint_margin_ratio"]),
+                          "maintenance_amount": float(r["cum"])} for r in rows]
+    s = src["source"]
+    overrides = {e["symbol"]: float(e["fundingIntervalHours"]) for e in ff["funding"]["override_examples"]}
+    return {
+        "name": "binance-usdm",
+        "exchange": "binance",
+        "description": ("Binance USDⓈ-M futures: leverage brackets of all symbols in the shared snapshot "
+                        f"({len(brackets)} symbols incl. dated quarterlies with a _YYMMDD suffix), regular-tier fees, "
+                        "8h funding with known per-symbol overrides, Smart Liquidation modelled as partial "
+                        "liquidation filled at the bankruptcy price."),
+        "as_of": s.get("file_last_changed", "2024-10-24"),
+        "sources": [
+            f"repo {s['repo']} commit {s['commit']} path {s['path']} (via shared/exchange-rules/"
+            "binance_usdm_leverage_brackets.json; Binance GET /fapi/v1/leverageBracket values)",
+            *ff["fee_sources"],
+            *ff["funding"]["sources"],
+            "https://www.binance.com/en/support/faq/b3c689c1f50a44cabb3a84e663b81d93 (liquidation price formula, "
+            "maintenance amount recurrence, recompute with the bracket at the liquidation notional)",
+            "https://docs.traderwagon.com/faq/futures-trading-introduction/liquidation-protocol (quotes Binance "
+            "Liquidation Protocol: 'Binance avoids full liquidation of a user's position whenever possible'; one "
+            "large IOC order reduces the position; if still margin deficient the position is closed at the "
+            "bankruptcy price and the Insurance Fund takes over; remaining collateral goes to the Insurance Fund)",
+            "https://www.binance.com/en/support/articles/360033525371-Insurance-Fund",
+            f"{coll['source']['url']} (Multi-Assets collateral value ratios, page dated {coll['source']['page_date']})",
+        ],
+        "not_public": [
+            "Liquidation clearance fee rate for USDⓈ-M futures: no rate found in the sources read. fee_rate is 0.0 "
+            "because fill=bankruptcy already takes the whole remaining margin of the liquidated part (Binance "
+            "sends what is left above the bankruptcy price to the Insurance Fund).",
+            "Brackets are a 2024-10-24 snapshot; Binance changes them often. The last bracket's notional_cap is "
+            "the maximum position; above it the last bracket's rate is used.",
+            "Funding interval overrides: only the four examples in shared fees_and_funding.json (GET "
+            "/fapi/v1/fundingInfo gives the live list); every other symbol uses 8h.",
+            "Collateral ratios are the 2021 Multi-Assets table (historical); today's ratios differ by asset and tier.",
+            "Binance publishes no table for unlisted symbols. default_brackets is a copy of the BLZUSDT table "
+            "from the same snapshot (20x / 2.5% MMR first bracket, up to 1x / 50% above 1.5M USDT): a "
+            "conservative small-cap schedule, chosen by us.",
+        ],
+        "fees": {"maker": ff["maker"], "taker": ff["taker"]},
+        "funding": {"interval_hours": float(ff["funding"]["default_interval_hours"]),
+                    "settlement_times_utc": ff["funding"]["settlement_times_utc"],
+                    "interval_overrides": overrides},
+        "margin_modes": ["isolated", "cross", "multi-asset", "portfolio"],
+        "liquidation": {"policy": "partial", "fill": "bankruptcy", "fee_rate": 0.0,
+                        "notes": "Smart Liquidation: IOC orders reduce the position first; what is liquidated "
+                                 "closes at the bankruptcy price for the trader (margin above it goes to the "
+                                 "Insurance Fund)."},
+        "default_brackets": brackets["BLZUSDT"],
+        "default_brackets_from": "BLZUSDT",
+        "brackets": brackets,
+        "collateral_ratios": {a["asset"]: a["collateral_value_ratio"] for a in coll["assets"]},
+        "auto_exchange": {
+            "threshold_usd": float(coll["auto_exchange"]["threshold_usd"]),
+            "cover_ratio": 0.975,
+            "fee_rate": 0.0,
+            "source": coll["auto_exchange"]["source"],
+            "notes": ("Multi-Assets Mode: a negative balance beyond the threshold is covered by converting other "
+                      "assets; the FAQ example converts 20,000/97.5% worth for a 20,000 deficit (cover_ratio). "
+                      "The conversion fee is not published: 0.0 is assumed."),
+        },
+    }
+
+
+# ---------------------------------------------------------------- Hyperliquid
+HL_TIERS = {
+    "BTC": [(0, 40), (150_000_000, 20)],
+    "ETH": [(0, 25), (100_000_000, 15)],
+    "SOL": [(0, 20), (70_000_000, 10)],
+    "XRP": [(0, 20), (40_000_000, 10)],
+}
+HL_10X_20M = ("DOGE kPEPE SUI WLD TRUMP LTC ENA POPCAT WIF AAVE kBONK LINK CRV AVAX ADA UNI NEAR TIA APT BCH "
+              "HYPE FARTCOIN").split()
+HL_10X_3M = "OP ARB LDO TON MKR ONDO JUP INJ kSHIB SEI TRX BNB DOT".split()
+
+
+def build_hyperliquid(ff: dict) -> dict:
+    tables = dict(HL_TIERS)
+    tables.update({c: [(0, 10), (20_000_000, 5)] for c in HL_10X_20M})
+    tables.update({c: [(0, 10), (3_000_000, 5)] for c in HL_10X_3M})
+    return {
+        "name": "hyperliquid",
+        "exchange": "hyperliquid",
+        "description": ("Hyperliquid perpetuals (USDC collateral): mainnet margin tiers as documented, "
+                        "MMR = half the initial margin rate at the tier's max leverage, maintenance deduction by the "
+                        "tier recurrence; hourly funding; base-tier fees; liquidation by market orders (partial "
+                        "for large positions), backstop liquidation below 2/3 of maintenance."),
+        "as_of": "2025",
+        "sources": [
+            "https://hyperliquid.gitbook.io/hyperliquid-docs/trading/margin-tiers (formula, mainnet tiers)",
+            "https://hyperliquid.gitbook.io/hyperliquid-docs/trading/liquidations (market-order liquidation, "
+            "backstop below 2/3 of maintenance margin, liq_price formula)",
+            "https://hyperliquid.gitbook.io/hyperliquid-docs/trading/fees (fee tiers; base tier 0.045% taker / "
+            "0.015% maker, also tabulated at https://hypernode-docs.polynode.dev/research/fees)",
+            "https://hyperliquid.gitbook.io/hyperliquid-docs/trading/funding (8h rate paid hourly at 1/8; read "
+            "via https://docs.hyena.trade/trading/funding-rates and https://www.cortex-vigil.com/wiki/funding-rates, "
+            "which replicate/quote it)",
+            "https://www.cortex-vigil.com/wiki/liquidations (third-party summary of the docs: positions > 100k "
+            "USDC liquidated 20% at a time, 30 s cooldown)",
+        ],
+        "not_public": [
+            "The docs page is undated; as_of gives only the year the tiers were read (2025). Tiers change.",
+            "Assets without a documented tier table use default_brackets: one tier at 3x (MMR 16.7%), the lowest "
+            "max leverage the liquidations page mentions (3-50x) - an assumption on the safe side. The live "
+            "per-asset maxLeverage is in the `meta` info response.",
+            "Symbol keys are BASE+USDC (e.g. BTCUSDC) to match Instrument.native_id for BTC/USDC:USDC; "
+            "Hyperliquid itself names the asset BTC.",
+            "No liquidation clearance fee is documented (liquidations are market orders; the trader keeps any "
+            "remaining collateral), so fee_rate is 0.0; the liquidation trade's own taker fee is not included. "
+            "Backstop liquidation (equity < 2/3 maintenance: the position and its margin go to the liquidator "
+            "vault) is recorded in liquidation.backstop_maintenance_fraction but not encoded in policy/fill.",
+        ],
+        "fees": {"maker": 0.00015, "taker": 0.00045},
+        "funding": {"interval_hours": 1.0, "interval_overrides": {}},
+        "margin_modes": ["isolated", "cross"],
+        "liquidation": {"policy": "partial", "fill": "trigger", "fee_rate": 0.0,
+                        "backstop_maintenance_fraction": 2 / 3,
+                        "partial_above_notional": 100_000.0, "partial_fraction": 0.2},
+        "default_brackets": hyperliquid_tiers([(0, 3)]),
+        "brackets": {f"{coin}USDC": hyperliquid_tiers(t) for coin, t in sorted(tables.items())},
+        "collateral_ratios": {"USDC": 1.0},
+    }
+
+
+# ---------------------------------------------------------------- Bybit linear (USDT perpetuals)
+def build_bybit(ff: dict, tier_examples: dict) -> dict:
+    e = ff["bybit_linear"]
+    bybit_btc_tiers = tier_examples["bybit_uta_example"]["BTC"]
+    return {
+        "name": "bybit-linear",
+        "exchange": "bybit",
+        "description": ("Bybit USDT perpetuals: only the first risk-limit tier of BTCUSDT is documented here "
+                        "(MMR 0.5% up to 2,000,000 USDT, 100x); everything else uses a 1% MMR / 50x default. "
+                        "Positions are settled at the bankruptcy price; laddered (partial) liquidation."),
+        "as_of": "2025-11-25",
+        "sources": [
+            "https://www.bytick.com/fil-PH/help-center/search-result?page=34&pageSize=10&query=Bybit (excerpt of "
+            "Bybit help 'Maintenance Margin (USDT Contract)': BTCUSDT position value <= 2,000,000 USDT -> MMR "
+            "0.5%; tier-based (marginal) MMR with an XYZUSDT illustration)",
+            "https://www.bybit.com/ar-SA/help-center/article/Risk-Limit-Inverse-Contract (updated 2025-11-25: "
+            "maintenance margin base rate 0.5% for BTC and 1% for ETH, EOS, XRP; laddered liquidation)",
+            "repo carpenstar/bybitapi-sdk-derivatives path src/Derivatives/MarketData/RiskLimit/README.md "
+            "(testnet GET risk-limit sample: BTCUSDT limit 2000000, maintain margin 0.005, initial margin 0.01, "
+            "maxLeverage 100)",
+            "https://testnet.bybit.com/en-US/help-center/s/article/Liquidation-Price-USDT-Contract (isolated "
+            "liquidation price; position closed at the bankruptcy price)",
+            "https://testnet.bybit.com/ar-SA/help-center/article/Liquidation-Price-Calculation-under-Isolated-Mode-"
+            "Unified-Trading-Account",
+            *e["fee_sources"],
+            *e["funding"]["sources"],
+        ],
+        "not_public": [
+            "Bybit risk-limit tiers (GET /v5/market/risk-limit) were not found as data: the help-centre 'Margin "
+            "Parameters' page renders them dynamically. BTCUSDT above 2,000,000 USDT, and ETHUSDT/SOLUSDT "
+            "entirely, are not tabulated here: BTCUSDT keeps 0.5%/100x without a cap (understates margin above "
+            "2M USDT); unlisted symbols use default_brackets = 1% MMR / 50x (the 1% 'base rate for ETH, EOS, XRP' "
+            "of the inverse Risk Limit article, used as a proxy for USDT contracts).",
+            "No separate liquidation fee is modelled: Bybit settles at the bankruptcy price (which includes the "
+            "estimated fee to close), so fee_rate is 0.0.",
+            "Bybit's documented isolated liquidation price evaluates maintenance margin at the entry position "
+            "value (see xmargin.margin.formulas.isolated_liquidation_price_entry_mm); the rule file does not switch this.",
+            "Collateral (multi-asset mode, Unified Trading Account): USDT at 1 and BTC with the tiered ratios of "
+            "Bybit's published UTA example (shared collateral_tier_examples.json, page updated 2025-09-18); it is "
+            "an example table, not a live parameter; other assets are not listed and count at 0.",
+        ],
+        "fees": {"maker": e["maker"], "taker": e["taker"]},
+        "funding": {"interval_hours": float(e["funding"]["default_interval_hours"]), "interval_overrides": {}},
+        "margin_modes": ["isolated", "cross", "multi-asset", "portfolio"],
+        "liquidation": {"policy": "partial", "fill": "bankruptcy", "fee_rate": 0.0, "maintenance_basis": "entry",
+                        "notes": "Isolated positions: Bybit's documented liquidation price takes the maintenance "
+                                 "margin at the entry position value (LP = entry - side x (IM - MM) / size) and "
+                                 "liquidates when the mark reaches it (help 'Liquidation Price (USDT Contract)')."},
+        "default_brackets": tiered([(0, 50, 0.01)]),
+        "brackets": {"BTCUSDT": tiered([(0, 100, 0.005)])},
+        "collateral_ratios": {"USDT": 1.0, "BTC": {"unit": "coin", "tiers": bybit_btc_tiers}},
+    }
+
+
+# ---------------------------------------------------------------- OKX swaps
+def build_okx(ff: dict) -> dict:
+    e = ff["okx_swap"]
+    return {
+        "name": "okx-swap",
+        "exchange": "okx",
+        "description": ("OKX USDT-margined perpetual swaps. No position-tier table was found in an OKX source "
+                        "this session: every symbol uses one assumed default tier (1% MMR, 50x). Fees LV1 "
+                        "0.02%/0.05% (third-party, unverified); 8h funding."),
+        "as_of": "2025-01-02",
+        "sources": [
+            *e["fee_sources"],
+            "https://www.okx.com/help-center/6997123251341 (OKX isolated margin mode: margin ratio includes a "
+            "taker-fee term; spot-margin formulas)",
+            "https://open-lib.com/11556.html (third-party summary of OKX liquidation: partial liquidation by "
+            "tiers, full liquidation taken over at the bankruptcy price)",
+            "https://wuyelx.com/7028.html (third-party: OKX tiered maintenance margin rates; BTC perpetual tier "
+            "example in contracts, tier 1 0.5% MMR / 100x)",
+            "shared/exchange-rules/okx_portfolio_margin_params_2025-01.json (PM parameters; dated 2025-01-02)",
+        ],
+        "not_public": [
+            "OKX position tiers (GET /api/v5/public/position-tiers) were not found as data or on an okx.com page "
+            "in this session. default_brackets is an ASSUMPTION: one tier, MMR 1%, max leverage 50 - not an OKX "
+            "number. BTC/ETH/SOL-USDT-SWAP have no own table.",
+            "Fees are from third-party summaries (LV1 maker 0.02% / taker 0.05%), not checked against okx.com.",
+            "Funding: 8h default; OKX publishes per-instrument funding times that were not verified.",
+            "OKX's maintenance margin ratio adds the taker fee to the requirement; with fill=bankruptcy the "
+            "fee is not charged separately here (fee_rate 0.0).",
+        ],
+        "fees": {"maker": e["maker"], "taker": e["taker"]},
+        "funding": {"interval_hours": float(e["funding"]["default_interval_hours"]), "interval_overrides": {}},
+        "margin_modes": ["isolated", "cross", "multi-asset", "portfolio"],
+        "liquidation": {"policy": "partial", "fill": "bankruptcy", "fee_rate": 0.0},
+        "default_brackets": tiered([(0, 50, 0.01)]),
+        "brackets": {},
+        "collateral_ratios": {"USDT": 1.0},
+    }
+
+
+# ---------------------------------------------------------------- Binance COIN-M (inverse perpetuals)
+# Binance's usual maintenance-rate ladder by max leverage: half the initial margin rate 1/(2 x leverage),
+# except 3x, where Binance uses 15 % (as in the USD-M brackets of shared/exchange-rules) rather than 16.7 %.
+COINM_MMR = {125: 0.004, 100: 0.005, 75: 0.5 / 75, 50: 0.01, 20: 0.025, 10: 0.05, 5: 0.10, 4: 0.125, 3: 0.15,
+             2: 0.25}
+# (notional floor in COIN, max leverage): FAQ 'Leverage and Margin in Coin-Margined Futures Contracts'.
+COINM_TIERS = {
+    "BTCUSD": [(0, 125), (10, 100), (20, 50), (30, 20), (50, 10), (100, 5), (200, 4), (400, 3), (1_000, 2)],
+    "ETHUSD": [(0, 100), (100, 75), (500, 50), (1_000, 20), (2_000, 10), (4_000, 5), (6_000, 4), (8_000, 3),
+               (10_000, 2)],
+}
+
+
+def build_binance_coinm() -> dict:
+    brackets = {sym: tiered([(floor, lev, COINM_MMR[lev]) for floor, lev in tiers])
+                for sym, tiers in sorted(COINM_TIERS.items())}
+    btc = brackets["BTCUSD"]
+    # the FAQ's worked numbers: level 4 amount 0.56 BTC, level 5 = 50 x (5% - 2.5%) + 0.56 = 1.81 BTC;
+    # 100 BTCUSD contracts (100 USD each) at 25,000 = 0.4 BTC notional -> MM 0.0016 BTC at 0.4 %
+    assert abs(btc[3]["maintenance_amount"] - 0.56) < 1e-9, btc[3]
+    assert abs(btc[4]["maintenance_amount"] - 1.81) < 1e-9, btc[4]
+    assert abs(100 * 100 / 25_000 * btc[0]["maintenance_margin_rate"] - 0.0016) < 1e-12, btc[0]
+    return {
+        "name": "binance-coinm",
+        "exchange": "binance",
+        "description": ("Binance COIN-M inverse perpetuals (BTCUSD, ETHUSD): margin, PnL, fees and maintenance "
+                        "amounts in the base coin; bracket notional in COIN units (contracts x contract size / "
+                        "price). Historical leverage tiers of 2020-06-11, maintenance rates derived (half the "
+                        "initial margin rate, 15 % at 3x), regular-tier fees, 8h funding, partial liquidation "
+                        "at the bankruptcy price."),
+        "as_of": "2020-06-11",
+        "sources": [
+            "https://www.binance.com/en/support/faq/be2c7d9d95b04a7e8044ed02dd7dfe5c (Binance FAQ 'Leverage and "
+            "Margin in Coin-Margined Futures Contracts', 2020-06-11: BTCUSD and ETHUSD leverage tiers, notional "
+            "in BTC / ETH)",
+            "https://www.binance.com/en/support/faq/ceccfcfb4e3a45e3b48b0b1bb1a8ae46 (Binance COIN-M FAQ: level 1 "
+            "maintenance rate 0.4 %, 100 BTCUSD contracts at 25,000 -> MM 0.0016 BTC; 'BTCUSD Level 5 = 50 BTC x "
+            "(5% - 2.5%) + 0.56 BTC = 1.81 BTC')",
+            "https://www.binance.com/en/support/faq/360033544231 (Binance Futures fee structure: coin-margined "
+            "commission = notional in coin x fee rate, BTCUSD contract size 100 USD; worked example with a "
+            "regular user's maker 0.02 % / taker 0.05 %)",
+            "https://developers.binance.com/docs/zh-CN/derivatives/coin-margined-futures/market-data/rest-api/"
+            "Get-Funding-Info (COIN-M funding info; 8h default, settlements 00:00/08:00/16:00 UTC)",
+            "https://www.binance.com/en/support/faq/b3c689c1f50a44cabb3a84e663b81d93 (liquidation price formula, "
+            "maintenance amount recurrence; as used for binance-usdm)",
+            "https://docs.traderwagon.com/faq/futures-trading-introduction/liquidation-protocol (quotes Binance "
+            "Liquidation Protocol: partial reduction first, then close at the bankruptcy price)",
+        ],
+        "not_public": [
+            "These are HISTORICAL tiers (FAQ of 2020-06-11); Binance has changed COIN-M brackets since (GET "
+            "/dapi/v1/leverageBracket gives the live ones, with qtyFloor/qtyCap in coin).",
+            "Maintenance margin rates are not tabulated on the cited pages. MMR = half the initial margin rate at "
+            "the tier's max leverage (125x 0.4 %, 100x 0.5 %, 75x 0.667 %, 50x 1 %, 20x 2.5 %, 10x 5 %, 5x 10 %, "
+            "4x 12.5 %), except 3x at 15 % (Binance's usual ladder value, as in the USD-M brackets; half would "
+            "be 16.7 %); 2x 25 %. With floors 0/10/20/30/50 BTC this reproduces the FAQ's level-1 rate 0.4 %, "
+            "level-4 amount 0.56 BTC and level-5 amount 1.81 BTC (checked by an assert in build_rules.py). "
+            "The ETHUSD rates are derived the same way and are not confirmed by any Binance example.",
+            "Brackets are keyed BASE+QUOTE (BTCUSD, ETHUSD) to match Instrument.native_id of BTC/USD:BTC; Binance "
+            "names the perpetual BTCUSD_PERP. Quarterly COIN-M contracts are not listed separately.",
+            "default_brackets is a copy of the ETHUSD table, chosen by us: Binance publishes no table for other "
+            "COIN-M coins. ETHUSD starts at 100x (not 125x) and its coin-unit floors are 10x those of BTCUSD, "
+            "so for coins cheaper than BTC it is the less arbitrary of the two; floors in coin units do not carry "
+            "over between coins, so treat it as a rough stand-in.",
+            "Fees: regular-tier maker 0.02 % / taker 0.05 % come from the worked example in Binance's fee FAQ "
+            "(current version); an earlier version of the same FAQ used maker 0.015 % / taker 0.040 % for the "
+            "coin-margined example, and the 2020 COIN-M fee table itself was not read. Treat as assumed equal to "
+            "USD-M.",
+            "Liquidation: modelled like binance-usdm (partial, filled at the bankruptcy price, fee_rate 0.0); no "
+            "COIN-M-specific liquidation clearance fee rate was found in the sources read.",
+            "Collateral: COIN-M margin is the coin itself (BTC for BTCUSD, ETH for ETHUSD), so each counts at "
+            "1.0 in its own unit; there is no cross-coin collateral in COIN-M.",
+        ],
+        "fees": {"maker": 0.0002, "taker": 0.0005},
+        "funding": {"interval_hours": 8.0, "settlement_times_utc": ["00:00", "08:00", "16:00"],
+                    "interval_overrides": {}},
+        "margin_modes": ["isolated", "cross"],
+        "liquidation": {"policy": "partial", "fill": "bankruptcy", "fee_rate": 0.0,
+                        "notes": "As binance-usdm: what is liquidated closes at the bankruptcy price (margin above "
+                                 "it goes to the Insurance Fund); amounts in the margin coin."},
+        "default_brackets": brackets["ETHUSD"],
+        "default_brackets_from": "ETHUSD",
+        "brackets": brackets,
+        "collateral_ratios": {"BTC": 1.0, "ETH": 1.0},
+    }
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--shared", help="the shared/ folder holding exchange-rules/ (default: ./shared or /work/shared)")
+    ap.add_argument("--out", default=str(DATA_DIR), help="output folder (default: engine/venues/rules/data)")
+    args = ap.parse_args(argv)
+    shared = _find_shared(args.shared)
+    ff = json.loads((shared / "exchange-rules" / "fees_and_funding.json").read_text())["exchanges"]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    tier_examples = json.loads((shared / "exchange-rules" / "collateral_tier_examples.json").read_text())
+    for rules in (build_binance(shared), build_binance_coinm(), build_hyperliquid(ff),
+                  build_bybit(ff, tier_examples), build_okx(ff)):
+        path = out / f"{rules['name']}.json"
+        path.write_text(json.dumps(rules, indent=1, ensure_ascii=False) + "\n")
+        print(f"wrote {path} ({len(rules['brackets'])} symbols)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

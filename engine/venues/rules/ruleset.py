@@ -1,0 +1,258 @@
+"""The frozen rule record for one exchange, read from a JSON data file.
+
+A rule file records where each parameter comes from and as of when. Margin modes are generic code
+(`xmargin.margin.formulas`, `xmargin.ledger.apply`) over any rule set: nothing here is exchange-specific logic.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from bisect import bisect_right
+from pathlib import Path
+
+import attrs
+import numpy as np
+
+from xmargin.errors import RulesError
+
+DATA_DIR = Path(__file__).parent / "data"
+POLICIES = ("full", "partial")
+FILLS = ("bankruptcy", "trigger")
+MODES = ("isolated", "cross", "mixed", "multi-asset", "portfolio")
+
+
+@attrs.frozen
+class Bracket:
+    """One maintenance-margin tier: applies to notional in [notional_floor, notional_cap).
+
+    Maintenance margin = notional x maintenance_margin_rate - maintenance_amount (quote units).
+    """
+
+    notional_floor: float
+    notional_cap: float
+    max_leverage: float
+    maintenance_margin_rate: float
+    maintenance_amount: float
+
+
+@attrs.frozen(eq=False)
+class BracketTable:
+    """The brackets of one symbol, with numpy columns for vectorised lookups in the event loop."""
+
+    brackets: tuple[Bracket, ...]
+    floors: np.ndarray
+    rates: np.ndarray
+    amounts: np.ndarray
+    max_leverages: np.ndarray
+    floor_list: tuple = ()  # the same columns as Python floats, for scalar lookups (bisect, no numpy call)
+    rate_list: tuple = ()
+    amount_list: tuple = ()
+
+    @classmethod
+    def from_brackets(cls, brackets) -> "BracketTable":
+        brackets = tuple(brackets)
+        floors = tuple(float(b.notional_floor) for b in brackets)
+        rates = tuple(float(b.maintenance_margin_rate) for b in brackets)
+        amounts = tuple(float(b.maintenance_amount) for b in brackets)
+        return cls(
+            brackets=brackets,
+            floors=np.array(floors, dtype=np.float64),
+            rates=np.array(rates, dtype=np.float64),
+            amounts=np.array(amounts, dtype=np.float64),
+            max_leverages=np.array([b.max_leverage for b in brackets], dtype=np.float64),
+            floor_list=floors, rate_list=rates, amount_list=amounts,
+        )
+
+    def index(self, notional: float) -> int:
+        """Index of the bracket holding |notional| (floor <= notional < cap)."""
+        return max(bisect_right(self.floor_list, abs(notional)) - 1, 0)
+
+    def bracket(self, notional: float) -> Bracket:
+        return self.brackets[self.index(notional)]
+
+
+@attrs.frozen
+class LiquidationRules:
+    """How this exchange liquidates.
+
+    `policy`: full (close every position of the account) or partial (worst position first until
+    maintenance is met again). `fill`: positions close at the bankruptcy price or at the trigger
+    (liquidation) price. `fee_rate`: liquidation fee as a fraction of the liquidated notional,
+    paid out of what is left of the position's margin (never making the balance negative: the
+    insurance fund absorbs any shortfall). `maintenance_basis`: an isolated position's maintenance
+    margin on its value at the mark (Binance) or at entry (Bybit's documented isolated formula, whose
+    liquidation price the mark must reach). Partial policy: a position whose notional exceeds
+    `partial_above_notional` is reduced by `partial_fraction` of it at a time (Hyperliquid: 20 %
+    above 100k USDC); when the pool's equity is below `backstop_fraction` x maintenance, the whole
+    pool goes to the exchange's backstop at the bankruptcy prices (Hyperliquid: 2/3).
+    """
+
+    policy: str = attrs.field(validator=attrs.validators.in_(POLICIES))
+    fill: str = attrs.field(validator=attrs.validators.in_(FILLS))
+    fee_rate: float
+    maintenance_basis: str = attrs.field(default="mark", validator=attrs.validators.in_(("mark", "entry")))
+    partial_fraction: float = 1.0
+    partial_above_notional: float = math.inf
+    backstop_fraction: float = 0.0
+
+    def __attrs_post_init__(self):
+        if not 0 < self.partial_fraction <= 1:
+            raise ValueError(f"partial_fraction = {self.partial_fraction}: must be in (0, 1]")
+        if not 0 <= self.backstop_fraction < 1:
+            raise ValueError(f"backstop_maintenance_fraction = {self.backstop_fraction}: must be in [0, 1)")
+
+
+@attrs.frozen
+class RuleSet:
+    """Everything the ledger needs to know about one exchange's rules."""
+
+    name: str
+    exchange: str
+    description: str
+    as_of: str
+    sources: tuple[str, ...]
+    not_public: tuple[str, ...]
+    maker_fee: float
+    taker_fee: float
+    funding_interval_hours: float
+    funding_interval_overrides: dict
+    margin_modes: tuple[str, ...]
+    liquidation: LiquidationRules
+    default_brackets: BracketTable
+    symbol_brackets: dict
+    collateral_ratios: dict
+    raw: dict = attrs.field(repr=False, eq=False)
+
+    def brackets_for(self, native_id: str) -> BracketTable:
+        """Brackets for an exchange symbol id (`BTCUSDT`); the rule set's default when unlisted."""
+        return self.symbol_brackets.get(native_id, self.default_brackets)
+
+    def has_symbol(self, native_id: str) -> bool:
+        return native_id in self.symbol_brackets
+
+    def funding_interval(self, native_id: str) -> float:
+        return float(self.funding_interval_overrides.get(native_id, self.funding_interval_hours))
+
+
+def builtin_rule_names() -> list[str]:
+    return sorted(p.stem for p in DATA_DIR.glob("*.json"))
+
+
+def _bracket_from(entry: dict, where: str) -> Bracket:
+    required = ("notional_floor", "notional_cap", "max_leverage", "maintenance_margin_rate", "maintenance_amount")
+    missing = [k for k in required if k not in entry]
+    if missing:
+        raise RulesError(f"{where}: missing {missing}; each bracket needs {list(required)} "
+                         "(notional_cap null means no upper bound).")
+    cap = entry["notional_cap"]
+    try:
+        return Bracket(
+            notional_floor=float(entry["notional_floor"]),
+            notional_cap=math.inf if cap is None else float(cap),
+            max_leverage=float(entry["max_leverage"]),
+            maintenance_margin_rate=float(entry["maintenance_margin_rate"]),
+            maintenance_amount=float(entry["maintenance_amount"]),
+        )
+    except (TypeError, ValueError) as exc:
+        raise RulesError(f"{where}: a value is not a number ({exc}).") from exc
+
+
+def _table_from(entries, where: str) -> BracketTable:
+    if not isinstance(entries, list) or not entries:
+        raise RulesError(f"{where}: expected a non-empty list of brackets.")
+    brackets = [_bracket_from(e, f"{where}[{n}]") for n, e in enumerate(entries)]
+    if brackets[0].notional_floor != 0:
+        raise RulesError(f"{where}[0]: the first bracket must start at notional_floor 0.")
+    for n in range(1, len(brackets)):
+        if brackets[n].notional_floor != brackets[n - 1].notional_cap:
+            raise RulesError(f"{where}[{n}]: notional_floor {brackets[n].notional_floor} does not equal the "
+                             f"previous bracket's notional_cap {brackets[n - 1].notional_cap}; brackets must be "
+                             "contiguous.")
+    for n, b in enumerate(brackets):
+        if not (0 < b.maintenance_margin_rate < 1) or b.max_leverage <= 0 or b.notional_cap <= b.notional_floor:
+            raise RulesError(f"{where}[{n}]: need 0 < maintenance_margin_rate < 1, max_leverage > 0 and "
+                             f"notional_cap > notional_floor, got {b}.")
+    return BracketTable.from_brackets(brackets)
+
+
+def parse_rules(data: dict, where: str) -> RuleSet:
+    """Assemble a `RuleSet` from a parsed rule file; every error names the file and key."""
+
+    def need(mapping, key, context=""):
+        if key not in mapping:
+            raise RulesError(f"{where}: key '{context}{key}' is missing. See engine/venues/rules/data/*.json for the format.")
+        return mapping[key]
+
+    fees = need(data, "fees")
+    funding = need(data, "funding")
+    liquidation = need(data, "liquidation")
+    try:
+        liquidation_rules = LiquidationRules(policy=need(liquidation, "policy", "liquidation."),
+                                             fill=need(liquidation, "fill", "liquidation."),
+                                             fee_rate=float(need(liquidation, "fee_rate", "liquidation.")),
+                                             maintenance_basis=liquidation.get("maintenance_basis", "mark"),
+                                             partial_fraction=float(liquidation.get("partial_fraction", 1.0)),
+                                             partial_above_notional=float(liquidation.get("partial_above_notional",
+                                                                                          math.inf)),
+                                             backstop_fraction=float(liquidation.get("backstop_maintenance_fraction",
+                                                                                     0.0)))
+    except ValueError as exc:
+        raise RulesError(f"{where}: liquidation: {exc}. policy is one of {POLICIES}, fill one of {FILLS}, "
+                         "maintenance_basis 'mark' or 'entry', partial_fraction in (0, 1], "
+                         "backstop_maintenance_fraction in [0, 1).") from exc
+    modes = tuple(data.get("margin_modes", ("isolated", "cross")))
+    unknown = [m for m in modes if m not in MODES]
+    if unknown:
+        raise RulesError(f"{where}: margin_modes {unknown} unknown; allowed: {list(MODES)}.")
+    from xmargin.margin.collateral import schedule_from
+
+    for asset, entry in data.get("collateral_ratios", {}).items():
+        try:
+            schedule_from(asset, entry)
+        except RulesError as exc:
+            raise RulesError(f"{where}: {exc}") from exc
+    symbol_brackets = {sym: _table_from(entries, f"{where}: brackets.{sym}")
+                       for sym, entries in data.get("brackets", {}).items()}
+    return RuleSet(
+        name=need(data, "name"),
+        exchange=need(data, "exchange"),
+        description=data.get("description", ""),
+        as_of=need(data, "as_of"),
+        sources=tuple(need(data, "sources")),
+        not_public=tuple(data.get("not_public", ())),
+        maker_fee=float(need(fees, "maker", "fees.")),
+        taker_fee=float(need(fees, "taker", "fees.")),
+        funding_interval_hours=float(need(funding, "interval_hours", "funding.")),
+        funding_interval_overrides=dict(funding.get("interval_overrides", {})),
+        margin_modes=modes,
+        liquidation=liquidation_rules,
+        default_brackets=_table_from(need(data, "default_brackets"), f"{where}: default_brackets"),
+        symbol_brackets=symbol_brackets,
+        collateral_ratios=dict(data.get("collateral_ratios", {})),
+        raw=data,
+    )
+
+
+_CACHE: dict[str, RuleSet] = {}
+
+
+def load_rules(name_or_path: str) -> RuleSet:
+    """A built-in rule set by name (`binance-usdm`) or a user's rule file by path."""
+    key = str(name_or_path)
+    if key in _CACHE:
+        return _CACHE[key]
+    builtin = DATA_DIR / f"{key}.json"
+    path = builtin if builtin.is_file() else Path(key)
+    if not path.is_file():
+        raise RulesError(f"rules '{key}': neither a built-in rule set ({', '.join(builtin_rule_names())}) "
+                         "nor an existing file. Give one of those names or a path to a JSON rule file.")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise RulesError(f"{path}: not valid JSON ({exc}).") from exc
+    if not isinstance(data, dict):
+        raise RulesError(f"{path}: expected a JSON object at the top level.")
+    rules = parse_rules(data, str(path))
+    _CACHE[key] = rules
+    return rules

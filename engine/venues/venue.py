@@ -1,0 +1,70 @@
+"""What a run trades: each exchange's venue (rules, margin mode, collateral) and its instruments."""
+
+from __future__ import annotations
+
+import attrs
+
+from xmargin.venues.instruments import Instrument
+from xmargin.venues.rules import BracketTable, RuleSet
+
+
+@attrs.frozen(eq=False)
+class Venue:
+    """One exchange account's configuration: the rule set it follows and how it is margined."""
+
+    exchange: str
+    rules: RuleSet
+    margin_mode: str
+    collateral: dict
+    leverage: float
+    withdrawal_fees: dict
+    transfer_delay_minutes: dict
+
+
+@attrs.frozen(eq=False)
+class Tradable:
+    """An instrument as the engine trades it: its column in the feed arrays and its brackets."""
+
+    instrument: Instrument
+    column: int
+    brackets: BracketTable
+    maker_fee: float
+    taker_fee: float
+
+    @property
+    def key(self) -> str:
+        return self.instrument.key
+
+
+@attrs.frozen(eq=False)
+class Catalog:
+    """Venues by exchange, tradables by key, and where each exchange reads an asset's price:
+    `asset_columns[(exchange, asset)]` is a feed column (its spot market against a stablecoin on
+    that exchange, else its perp there, else any market of that base)."""
+
+    venues: dict
+    tradables: dict
+    asset_columns: dict = attrs.field(factory=dict)
+
+    @classmethod
+    def create(cls, venues: dict, tradables: dict) -> "Catalog":
+        from xmargin.margin.collateral import STABLECOINS
+
+        def rank(tradable, exchange):
+            instrument = tradable.instrument
+            return (instrument.exchange != exchange, instrument.market != "spot",
+                    instrument.quote not in STABLECOINS, tradable.column)
+
+        columns = {}
+        for exchange in venues:
+            for asset in sorted({t.instrument.base for t in tradables.values()}):
+                candidates = [t for t in tradables.values() if t.instrument.base == asset]
+                if candidates:
+                    columns[(exchange, asset)] = min(candidates, key=lambda t: rank(t, exchange)).column
+        return cls(venues=venues, tradables=tradables, asset_columns=columns)
+
+    def tradable(self, key: str) -> Tradable:
+        return self.tradables[key]
+
+    def on_exchange(self, exchange: str) -> list[Tradable]:
+        return [t for t in self.tradables.values() if t.instrument.exchange == exchange]
