@@ -108,53 +108,58 @@ def distance_table(snapshots, catalog, feed, thresholds) -> pl.DataFrame:
     units = [units[u] for u in chosen]
     owner = [owner[u] for u in chosen]
     legs = stack(units)
+    n_units, n_legs = len(units), len(legs.quantity)
     underlying_of = {t.column: t.instrument.base for t in catalog.tradables.values()}
-    columns = [r[0] for unit in units for r in unit.rows]
-    underlying = np.array([underlying_of[c] for c in columns], dtype=object)
-    rows = np.array([kept[owner[u]].row for u in legs.unit.tolist()], dtype=np.int64)
-    mark = feed.mark_close[rows, np.asarray(columns, dtype=np.int64)]
+    columns = np.array([r[0] for unit in units for r in unit.rows], dtype=np.int64)
+    names, code = np.unique(np.array([underlying_of[c] for c in columns.tolist()], dtype=object),
+                            return_inverse=True)
+    rows = np.array([kept[n].row for n in owner], dtype=np.int64)[legs.unit]
+    mark = feed.mark_close[rows, columns]
     exposure = np.where(legs.size > 0, legs.quantity * legs.size / mark, legs.quantity * mark)
-    # cases: every unit with "all" (every leg adverse), then each (unit, underlying) with only the
-    # legs on that underlying moving, against the unit's net exposure to it
-    leg_index, case_of, direction, labels = [], [], [], []
-    first = np.concatenate([[0], np.cumsum([len(unit.rows) for unit in units])]).astype(np.int64)
-    for u in range(len(units)):
-        span = range(int(first[u]), int(first[u + 1]))
-        leg_index.extend(span)
-        case_of.extend([len(labels)] * len(span))
-        direction.extend(-np.sign(legs.quantity[list(span)]))
-        labels.append((u, "all"))
-    for u in range(len(units)):
-        span = list(range(int(first[u]), int(first[u + 1])))
-        for name in dict.fromkeys(underlying[span].tolist()):
-            on = [j for j in span if underlying[j] == name]
-            net = float(np.sign(exposure[on].sum()))
-            leg_index.extend(span)
-            case_of.extend([len(labels)] * len(span))
-            direction.extend(-net if underlying[j] == name else 0.0 for j in span)
-            labels.append((u, name))
-    idx = np.asarray(leg_index, dtype=np.int64)
-    case_units = np.array([u for u, _ in labels], dtype=np.int64)
+    counts = np.bincount(legs.unit, minlength=n_units)
+    first = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    # cases 0..n_units-1: every unit with "all" (every leg adverse); then each (unit, underlying),
+    # in order of first appearance, with only the legs on that underlying moving, against the
+    # unit's net exposure to it
+    pair_key = legs.unit * len(names) + code
+    keys, first_leg, pair_of_leg = np.unique(pair_key, return_index=True, return_inverse=True)
+    order = np.argsort(first_leg, kind="stable")
+    keys = keys[order]
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    net = np.sign(np.bincount(rank[pair_of_leg], exposure, minlength=len(keys)))
+    pair_unit, pair_code = keys // len(names), keys % len(names)
+    spans = counts[pair_unit]
+    single_idx = np.repeat(first[pair_unit] - np.concatenate([[0], np.cumsum(spans)[:-1]]), spans) \
+        + np.arange(int(spans.sum()))
+    single_case = np.repeat(np.arange(len(keys)), spans)
+    single_direction = np.where(code[single_idx] == pair_code[single_case], -net[single_case], 0.0)
+    idx = np.concatenate([np.arange(n_legs), single_idx])
+    case_units = np.concatenate([np.arange(n_units), pair_unit])
     cases = Legs(quantity=legs.quantity[idx], entry=legs.entry[idx], size=legs.size[idx], table=legs.table[idx],
                  tables=legs.tables, leverage=legs.leverage[idx], fixed_maintenance=legs.fixed_maintenance[idx],
-                 scale=legs.scale[idx], unit=np.asarray(case_of, dtype=np.int64), base=legs.base[case_units],
-                 reserved=np.zeros(len(labels)))
-    moves = dict(mark=mark[idx], direction=np.asarray(direction, dtype=np.float64))
+                 scale=legs.scale[idx], unit=np.concatenate([legs.unit, n_units + single_case]),
+                 base=legs.base[case_units], reserved=np.zeros(len(case_units)))
+    moves = dict(mark=mark[idx], direction=np.concatenate([-np.sign(legs.quantity), single_direction]))
     liquidation = first_crossing(cases, k=1.0, **moves)
     thresholds = list(thresholds)
     warning = (first_crossing(cases, k=float(thresholds[0]), **moves) if thresholds
-               else np.full(len(labels), math.nan))
-    order = sorted(range(len(labels)), key=lambda c: (labels[c][0], labels[c][1] == "all", c))
-    out = {name: [] for name in SCHEMA}
-    for c in order:
-        u, name = labels[c]
-        unit, snapshot = units[u], kept[owner[u]]
-        for column, value in (("ts", snapshot.ts), ("reason", snapshot.reason), ("exchange", unit.exchange),
-                              ("events_applied", snapshot.events_applied), ("asset", unit.asset),
-                              ("unit", unit.name), ("underlying", name), ("warning_distance", float(warning[c])),
-                              ("liquidation_distance", float(liquidation[c]))):
-            out[column].append(value)
-    return pl.DataFrame(out, schema={**SCHEMA, "ts": pl.Int64}).with_columns(pl.col("ts").cast(SCHEMA["ts"]))
+               else np.full(len(case_units), math.nan))
+    snapshot_of = [kept[n] for n in owner]
+    per_unit = pl.DataFrame({
+        "unit_index": np.arange(n_units), "ts": [s.ts for s in snapshot_of],
+        "reason": [s.reason for s in snapshot_of], "exchange": [u.exchange for u in units],
+        "events_applied": [s.events_applied for s in snapshot_of], "asset": [u.asset for u in units],
+        "unit": [u.name for u in units]}, schema_overrides={"unit_index": pl.Int64, "ts": pl.Int64})
+    per_case = pl.DataFrame({
+        "unit_index": case_units, "case": np.arange(len(case_units)),
+        "underlying": ["all"] * n_units + names[pair_code].tolist(),
+        "warning_distance": warning, "liquidation_distance": liquidation},
+        schema_overrides={"unit_index": pl.Int64, "underlying": pl.String})
+    return (per_case.with_columns((pl.col("case") < n_units).alias("is_all"))
+            .sort("unit_index", "is_all", "case")
+            .join(per_unit, on="unit_index", how="left", maintain_order="left")
+            .select(list(SCHEMA)).with_columns(pl.col("ts").cast(SCHEMA["ts"])).cast(SCHEMA))
 
 
 def equity_distances(equity: pl.DataFrame, distance: pl.DataFrame) -> pl.DataFrame:
