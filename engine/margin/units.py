@@ -162,8 +162,8 @@ def build_unit(account, catalog, *, asset: str, name: str, isolated: bool, posit
                      1.0 if scales is None else scales[n]))
     for column, amount in collateral:
         rows.append((column, amount, 0.0, 0.0, None, math.inf, None, 1.0))
-    return RiskUnit(exchange, asset, name, isolated, tuple(p.instrument for p in positions), tuple(rows), float(base),
-                    account.warning_levels.get(name, 0), len(positions))
+    return RiskUnit(exchange, asset, name, isolated, tuple([p.instrument for p in positions]), tuple(rows),
+                    float(base), account.warning_levels.get(name, 0), len(positions))
 
 
 def isolated_units(account, catalog, positions=None) -> list[RiskUnit]:
