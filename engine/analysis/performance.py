@@ -4,6 +4,7 @@ Deposits and transfers are money moved, never profit or loss. Every figure here 
 flow-adjusted equity (PnL so far) of an exchange, or of the whole book:
 
     net_flows(t) = deposits + transfers in - transfers out, applied up to snapshot t (USD)
+                   (snapshots: the start, every sample at a bar close, the end)
     pnl(t)       = equity(t) - net_flows(t)
 
 A withdrawal fee is not a flow: it is a cost of the sending exchange. The whole book's PnL is the

@@ -107,7 +107,9 @@ def summarize(events: pl.DataFrame, equity: pl.DataFrame, meta: dict, collateral
     by_type = {t: events.filter(pl.col("type") == t) for t in (
         "CollateralDeposited", "FeeCharged", "FundingSettled", "PositionLiquidated", "InsuranceFundUsed",
         "OrderFilled", "OrderRejected", "TransferSent", "TransferArrived", "MarginWarningRaised")}
-    adjusted = flow_adjusted(equity_by_account, flows(events, collateral))
+    # valued moments: start, every sample (bar close, close marks) and the end; event snapshots are left
+    # out (they carry the marks of the bar being processed, stamped with the event's time)
+    adjusted = flow_adjusted(equity_by_account.filter(pl.col("reason") != "event"), flows(events, collateral))
     per_exchange = {}
     for exchange in exchanges:
         def total(kind, column="amount", exchange=exchange):
