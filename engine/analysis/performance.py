@@ -157,14 +157,14 @@ def statistics(series: pl.DataFrame, capital: float) -> dict:
     daily = (series.sort("ts").group_by(pl.col("ts").dt.truncate("1d").alias("day"), maintain_order=True)
              .agg(pl.col("pnl").last()).sort("day"))
     start = float(series["pnl"][0])
-    returns = (daily["pnl"].diff().fill_null(daily["pnl"][0] - start) / capital).to_list() if daily.height else []
-    if len(returns) >= 2:
-        mean = sum(returns) / len(returns)
-        variance = sum((r - mean) ** 2 for r in returns) / (len(returns) - 1)
-        std = math.sqrt(variance)
+    returns = daily.select((pl.col("pnl").diff().fill_null(pl.col("pnl").first() - start) / capital).alias("r"))
+    if returns.height >= 2:
+        r = pl.col("r")
+        moments = returns.select(r.mean().alias("mean"), r.std(ddof=1).alias("std"),
+                                 (r.clip(upper_bound=0.0) ** 2).mean().sqrt().alias("downside")).row(0, named=True)
+        mean, std, downside = moments["mean"], moments["std"], moments["downside"]
         out["volatility"] = std * math.sqrt(DAYS_PER_YEAR)
         out["sharpe"] = mean / std * math.sqrt(DAYS_PER_YEAR) if std > 0 else None
-        downside = math.sqrt(sum(min(r, 0.0) ** 2 for r in returns) / len(returns))
         out["sortino"] = mean * DAYS_PER_YEAR / (downside * math.sqrt(DAYS_PER_YEAR)) if downside > 0 else None
     return out
 

@@ -59,13 +59,13 @@ def _usd_values(flows: pl.DataFrame, collateral: pl.DataFrame, amount: str) -> p
     return priced.with_columns((pl.col(amount) * price.fill_null(0.0)).alias("usd"))
 
 
-def reason_kind(reason: str) -> str:
-    """A rejection reason without its numbers: the text before the first ':' when that names it
-    ('insufficient margin: the order needs 1,234 USDT' -> 'insufficient margin')."""
-    head = reason.split(":", 1)[0].strip() if ":" in reason else reason
-    if len(head.split()) < 2:
-        head = reason
-    return re.sub(r"-?\d[\d,]*(\.\d+)?(e[+-]?\d+)?", "#", head).strip()
+def reason_kind(reason: pl.Expr) -> pl.Expr:
+    """A rejection reason without its numbers: the text before the first ':' when that names it (two
+    words or more: 'insufficient margin: the order needs 1,234 USDT' -> 'insufficient margin')."""
+    head = reason.str.split(":").list.first().str.strip_chars()
+    named = reason.str.contains(":") & (head.str.count_matches(r"\S+") >= 2)
+    return (pl.when(named).then(head).otherwise(reason)
+            .str.replace_all(r"-?\d[\d,]*(\.\d+)?(e[+-]?\d+)?", "#").str.strip_chars())
 
 
 def rejections(events: pl.DataFrame) -> list[dict]:
@@ -73,9 +73,8 @@ def rejections(events: pl.DataFrame) -> list[dict]:
     rejected = events.filter(pl.col("type") == "OrderRejected")
     if not rejected.height:
         return []
-    kinds = rejected.with_columns(pl.col("reason").fill_null("").map_elements(reason_kind, return_dtype=pl.String)
-                                  .alias("kind"))
-    grouped = (kinds.sort("seq").group_by("exchange", "kind", maintain_order=True)
+    grouped = (rejected.with_columns(reason_kind(pl.col("reason").fill_null("")).alias("kind"))
+               .sort("seq").group_by("exchange", "kind", maintain_order=True)
                .agg(pl.len().alias("count"), pl.col("ts").first().alias("first_ts"),
                     pl.col("instrument").first().alias("first_instrument"),
                     pl.col("reason").first().alias("example")))
