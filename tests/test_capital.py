@@ -53,7 +53,7 @@ def test_capital_per_exchange_survives_and_097_liquidates(solved, tmp_path):
     assert below.summary["total"]["liquidations"] >= 1
     # the amounts are the least: below one exchange's alone, that exchange fails
     for exchange, row in rows.items():
-        proof = xmargin.open_run(result.folder / row["proof_fails_run"])
+        proof = xmargin.open_run(result.folder / row["proof_fails_run_id"])
         liquidated = proof.events.filter(pl.col("type") == "PositionLiquidated").collect()
         assert liquidated["exchange"].to_list()[:1] == [exchange]
         assert row["unique"]
@@ -63,7 +63,7 @@ def test_capital_outputs(solved):
     _, result = solved
     saved = pl.read_ipc(result.folder / "capital.arrow")
     assert {"exchange", "asset", "required_collateral", "level", "binding_ts", "binding_cause",
-            "proof_survives_run", "proof_fails_run"} <= set(saved.columns)
+            "proof_survives_run_id", "proof_fails_run_id"} <= set(saved.columns)
     report = json.loads((result.folder / "capital.json").read_text())
     assert report["proof"]["survives"]["survives"] is True and report["proof"]["fails"]["survives"] is False
     assert report["level"] == "liquidation" and report["never_liquidates"] is False

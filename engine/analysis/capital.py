@@ -433,9 +433,9 @@ def capital(config, level="liquidation", tolerance: float = 0.01, stress=False, 
                 "binding_ts": cause["ts"] if cause else None,
                 "binding_cause": _cause_text(cause) if cause else None,
                 "binding_exchange": cause["exchange"] if cause else None,
-                "proof_survives_run": proof_survives.runs[0],
-                "proof_fails_run": lower.runs[0] if lower is not None else None,
-                "proof_fails_all_run": proof_fails.runs[0],
+                "proof_survives_run_id": proof_survives.runs[0],
+                "proof_fails_run_id": lower.runs[0] if lower is not None else None,
+                "proof_fails_all_run_id": proof_fails.runs[0],
                 "unique": bool(info["unique"] and not proof_fails.survives),
                 "note": "; ".join(info["notes"]) or None})
     if not rows:
@@ -444,13 +444,13 @@ def capital(config, level="liquidation", tolerance: float = 0.01, stress=False, 
                          "required_collateral": 0.0 if "never" in state else None,
                          "configured_collateral": starting[key], "level": level_text, "level_ratio": ratio,
                          "binding_ts": None, "binding_cause": None, "binding_exchange": None,
-                         "proof_survives_run": state["never"].runs[0] if "never" in state else None,
-                         "proof_fails_run": None, "proof_fails_all_run": None, "unique": True,
+                         "proof_survives_run_id": state["never"].runs[0] if "never" in state else None,
+                         "proof_fails_run_id": None, "proof_fails_all_run_id": None, "unique": True,
                          "note": notes[0]})
     schema = {"exchange": pl.String, "asset": pl.String, "required_collateral": pl.Float64,
               "configured_collateral": pl.Float64, "level": pl.String, "level_ratio": pl.Float64,
               "binding_ts": pl.String, "binding_cause": pl.String, "binding_exchange": pl.String,
-              "proof_survives_run": pl.String, "proof_fails_run": pl.String, "proof_fails_all_run": pl.String,
+              "proof_survives_run_id": pl.String, "proof_fails_run_id": pl.String, "proof_fails_all_run_id": pl.String,
               "unique": pl.Boolean, "note": pl.String}
     table = pl.DataFrame(rows, schema=schema)
     report = {
@@ -490,9 +490,9 @@ def format_capital(result: CapitalResult) -> str:
         lines.append(f"  proof: at (1 - {report['tolerance']:g}) x these amounts {', '.join(fails['runs'])} "
                      + (f"fails: {_cause_text(fails['cause'])}" if not fails["survives"] else "ALSO SURVIVES"))
         for row in table.iter_rows(named=True):
-            if row["proof_fails_run"]:
+            if row["proof_fails_run_id"]:
                 lines.append(f"  proof: {row['exchange']} {row['asset']} alone at (1 - {report['tolerance']:g}) x: "
-                             f"{row['proof_fails_run']} {'fails' if row['binding_cause'] else 'SURVIVES'}")
+                             f"{row['proof_fails_run_id']} {'fails' if row['binding_cause'] else 'SURVIVES'}")
     for row in table.iter_rows(named=True):
         if row["note"] and row["note"] not in report["notes"]:
             lines.append(f"  note ({row['exchange']} {row['asset']}): {row['note']}")
