@@ -485,7 +485,9 @@ def format_capital(result: CapitalResult) -> str:
     if proof["survives"]:
         survives = proof["survives"]
         lines.append(f"  proof: at these amounts {', '.join(survives['runs'])} "
-                     f"{'survives (no liquidation, no margin rejection)' if survives['survives'] else 'FAILS'}")
+                     + (("survives (no liquidation, no margin rejection"
+                         + (f", margin ratio below {report['level_ratio']:g}" if report["level_ratio"] < 1 else "")
+                         + ")") if survives["survives"] else "FAILS"))
         fails = proof["fails"]
         lines.append(f"  proof: at (1 - {report['tolerance']:g}) x these amounts {', '.join(fails['runs'])} "
                      + (f"fails: {_cause_text(fails['cause'])}" if not fails["survives"] else "ALSO SURVIVES"))
