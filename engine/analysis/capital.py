@@ -26,7 +26,9 @@ Method
   4. final proofs: one run at all the amounts survives, one at (1 - tolerance) x all the amounts fails.
 
 When a run with no collateral at all survives (the strategy sizes by its collateral and trades
-nothing, or never needs margin), the answer says so: the strategy never liquidates at any collateral.
+nothing, or never needs margin), the configured amounts are tried at 1, 1/2, 1/4, 1/8 and 1/16: if
+every one survives too the answer says so (the strategy never liquidates at any collateral); if one
+fails, the least surviving amount above it is searched as above and reported as not unique.
 
 Outputs under `<out>/<capital-id>/`: capital.arrow (one row per exchange and asset), capital.json
 (the rows, every trial with its amounts and outcome, notes) and every trial run folder
@@ -44,6 +46,7 @@ import polars as pl
 
 from xmargin.errors import ConfigError
 
+GRID = (1.0, 0.5, 0.25, 0.125, 0.0625)  # x the configured amounts, tried when a run with none survives
 MARGIN_REJECTION = "insufficient"  # OrderRejected reasons about money: margin, balance at fill
 TRANSFER_REJECTION = "exceeds the free collateral"
 
@@ -261,9 +264,26 @@ def solve(search: _Search, starting: dict, tolerance: float, ample: float) -> di
         reference = bigger
         state["reference"] = bigger
     nothing = search.run({k: 0.0 for k in keys}, search.label("zero"))
-    if nothing.survives:
-        state["never"] = nothing
-        state["amounts"] = {k: 0.0 for k in keys}
+    if nothing.survives:  # sizes by its collateral (or needs none): does it survive at every amount?
+        grid = [search.run({k: _cents_up(v * f) for k, v in starting.items()}, search.label(f"grid-x{f:g}"))
+                for f in GRID]
+        failed = [t for t in grid if not t.survives]
+        if not failed:
+            state["never"] = nothing
+            state["grid"] = [0.0, *sorted(GRID), ample]
+            state["amounts"] = {k: 0.0 for k in keys}
+            return state
+        for info in state["per_key"].values():
+            info["unique"] = False
+            info["notes"].append(f"also survives with no collateral at all ({nothing.fills} fills): the strategy "
+                                 "sizes by its collateral; the amount reported is the least above the largest "
+                                 "failing amount tried")
+        above = [t for t in grid if t.survives and all(t.amounts[k] >= failed[0].amounts[k] for k in keys)]
+        start = min(above, key=lambda t: sum(t.amounts.values())) if above else reference
+        amounts = dict(start.amounts)
+        for key in keys:
+            amounts = _lower(search, amounts, key, tolerance, state["per_key"][key])
+        state["amounts"] = amounts
         return state
     reference_path = search.folder / reference.runs[0]
     from xmargin.output.results import open_run
@@ -408,9 +428,10 @@ def capital(config, level="liquidation", tolerance: float = 0.01, stress=False, 
         notes.append(state["unsolved"])
     elif "never" in state:
         nothing = state["never"]
-        notes.append("the strategy never liquidates at any collateral: a run with no collateral at all survives "
-                     f"({nothing.fills} fills{': it trades nothing' if nothing.fills == 0 else ''}; it sizes by "
-                     "its collateral or needs no margin)")
+        tried = ", ".join(f"{f:g}x" for f in state["grid"])
+        notes.append("the strategy never liquidates at any collateral: it survives with none at all "
+                     f"({nothing.fills} fills{': it trades nothing' if nothing.fills == 0 else ''}) and at every "
+                     f"amount tried ({tried} the configured amounts); it sizes by its collateral or needs no margin")
     else:
         amounts, lowers = _prove(search, state["amounts"], tolerance, state)
         _uniqueness(search, amounts, state)
