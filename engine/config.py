@@ -15,6 +15,7 @@ from pathlib import Path
 import attrs
 
 from xmargin.errors import ConfigError, RulesError
+from xmargin.venues.fees import market_fees
 from xmargin.venues.rules import load_rules
 
 MARGIN_MODES = ("cross", "isolated", "multi-asset", "portfolio")  # portfolio: reserved, refused for now
@@ -22,7 +23,7 @@ INTRABAR = ("path", "worst-case", "close")
 ON_LIQUIDATION = ("continue", "stop")
 RUN_KEYS = {"dataset", "start", "end", "strategy", "seed", "name", "out", "slippage_bps", "sample_interval",
             "intrabar", "on_liquidation", "warning_thresholds", "instruments"}
-EXCHANGE_KEYS = {"rules", "margin_mode", "collateral", "leverage", "withdrawal_fees", "transfer_delay_minutes"}
+EXCHANGE_KEYS = {"rules", "margin_mode", "collateral", "leverage", "withdrawal_fees", "transfer_delay_minutes", "fees"}
 
 
 def reject_unknown(mapping: dict, allowed, where: str, prefix: str = "") -> None:
@@ -68,6 +69,7 @@ class ExchangeConfig:
     leverage: float
     withdrawal_fees: dict
     transfer_delay_minutes: dict
+    fees: dict = attrs.field(factory=dict)  # market -> FeeRates or None (xmargin.venues.fees.market_fees)
 
 
 @attrs.frozen
@@ -198,7 +200,8 @@ def parse_config(data: dict, base: Path = Path("."), where: str = "config") -> R
             name=name, rules=entry["rules"], margin_mode=mode,
             collateral={a: float(v) for a, v in collateral.items()}, leverage=float(leverage),
             withdrawal_fees={a: float(v) for a, v in entry.get("withdrawal_fees", {}).items()},
-            transfer_delay_minutes={a: float(v) for a, v in entry.get("transfer_delay_minutes", {}).items()})
+            transfer_delay_minutes={a: float(v) for a, v in entry.get("transfer_delay_minutes", {}).items()},
+            fees=market_fees(rules, entry.get("fees", {}), f"{prefix}.fees"))
     intrabar = run.get("intrabar", "path")
     if intrabar not in INTRABAR:
         raise ConfigError(f"run.intrabar = {intrabar!r}: allowed {list(INTRABAR)}.")

@@ -123,6 +123,8 @@ class RuleSet:
     symbol_brackets: dict
     collateral_ratios: dict
     raw: dict = attrs.field(repr=False, eq=False)
+    spot_maker_fee: float | None = None  # spot market fees (fraction of notional); None: the file gives none
+    spot_taker_fee: float | None = None
 
     def brackets_for(self, native_id: str) -> BracketTable:
         """Brackets for an exchange symbol id (`BTCUSDT`); the rule set's default when unlisted."""
@@ -174,6 +176,18 @@ def _table_from(entries, where: str) -> BracketTable:
             raise RulesError(f"{where}[{n}]: need 0 < maintenance_margin_rate < 1, max_leverage > 0 and "
                              f"notional_cap > notional_floor, got {b}.")
     return BracketTable.from_brackets(brackets)
+
+
+def _spot_fees(fees: dict, where: str) -> dict:
+    """`fees.spot = {maker, taker}`: the spot market's own rates, apart from the derivatives' `fees.maker/taker`."""
+    spot = fees.get("spot")
+    if spot is None:
+        return {}
+    try:
+        return {"spot_maker_fee": float(spot["maker"]), "spot_taker_fee": float(spot["taker"])}
+    except (KeyError, TypeError, ValueError) as exc:
+        raise RulesError(f"{where}: fees.spot must be {{\"maker\": <fraction>, \"taker\": <fraction>}}, got "
+                         f"{spot!r}.") from exc
 
 
 def parse_rules(data: dict, where: str) -> RuleSet:
@@ -231,6 +245,7 @@ def parse_rules(data: dict, where: str) -> RuleSet:
         symbol_brackets=symbol_brackets,
         collateral_ratios=dict(data.get("collateral_ratios", {})),
         raw=data,
+        **_spot_fees(fees, where),
     )
 
 
