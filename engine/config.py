@@ -22,7 +22,7 @@ MARGIN_MODES = ("cross", "isolated", "multi-asset", "portfolio")  # portfolio: r
 INTRABAR = ("path", "worst-case", "close")
 ON_LIQUIDATION = ("continue", "stop")
 RUN_KEYS = {"dataset", "start", "end", "strategy", "seed", "name", "out", "slippage_bps", "sample_interval",
-            "intrabar", "on_liquidation", "warning_thresholds", "instruments"}
+            "intrabar", "on_liquidation", "warning_thresholds", "instruments", "timeframe"}
 EXCHANGE_KEYS = {"rules", "margin_mode", "collateral", "leverage", "withdrawal_fees", "transfer_delay_minutes", "fees"}
 
 
@@ -89,6 +89,7 @@ class RunConfig:
     on_liquidation: str = "continue"
     warning_thresholds: tuple[float, ...] = (0.7, 0.9)
     instruments: tuple[str, ...] | None = None
+    timeframe: str | None = None  # bar timeframe to run on when the dataset holds several (e.g. "1h")
     raw: dict = attrs.field(factory=dict, eq=False, repr=False)
 
 
@@ -224,10 +225,14 @@ def parse_config(data: dict, base: Path = Path("."), where: str = "config") -> R
     if start and end and end <= start:
         raise ConfigError(f"run.end ({end}) must be after run.start ({start}).")
     instruments = run.get("instruments")
+    timeframe = run.get("timeframe")
+    if timeframe is not None:
+        parse_duration(timeframe, "run.timeframe")
     return RunConfig(
         dataset=dataset, strategy=str(run["strategy"]), params=dict(strategy.get("params", {})),
         exchanges=exchanges, start=start, end=end, seed=seed, name=str(run.get("name", "")),
         out=Path(run.get("out", "runs")), slippage_bps=float(slippage),
         sample_interval_ns=parse_duration(run.get("sample_interval", "1h"), "run.sample_interval"),
         intrabar=intrabar, on_liquidation=on_liquidation, warning_thresholds=tuple(float(t) for t in thresholds),
-        instruments=tuple(instruments) if instruments else None, raw=data)
+        instruments=tuple(instruments) if instruments else None,
+        timeframe=None if timeframe is None else str(timeframe), raw=data)

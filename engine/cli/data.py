@@ -90,7 +90,9 @@ def synth(out, days, timeframe, seed, exchanges, assets, start, chunk_days, forc
 @click.option("--market", type=click.Choice(["spot", "perp"]), default=None,
               help="Override the market inferred from the file name or folder.")
 @click.option("--symbol", default=None, help="Override the ccxt symbol (e.g. BTC/USDT:USDT); one instrument only.")
-@click.option("--timeframe", default=None, help="Override the timeframe inferred from the file name.")
+@click.option("--timeframe", default=None,
+              help="Import only the files of this timeframe (e.g. 1h; funding files are kept). Files keep the "
+                   "timeframe their name states: it never relabels them.")
 @click.option("--name", default=None, help="Dataset name for a new dataset.toml (default: the folder name).")
 def import_(sources, out, exchange, kind, market, symbol, timeframe, name):
     """Import SOURCE files or folders into the dataset --out.
@@ -98,10 +100,12 @@ def import_(sources, out, exchange, kind, market, symbol, timeframe, name):
     \b
     Layouts understood (inferred from file names):
       freqtrade / ccxt: BTC_USDT_USDT-1h-futures.feather, -mark, -funding_rate, BTC_USDT-1h.feather
-                        (spot), in .feather, .parquet or .json
+                        (spot), in .feather, .parquet, .json or .json.gz (jsongz)
       data.binance.vision: BTCUSDT-1h-2024-01.csv|zip (klines; under markPriceKlines/ -> mark),
                         BTCUSDT-fundingRate-2024-01.csv|zip
-    Folders are searched recursively for such files.
+    Folders are searched recursively for such files. A folder holding several timeframes
+    (5m and 1h bars, 1h and 8h marks) gives one table per timeframe; a run picks one with
+    run.timeframe.
     """
     from xmargin.dataset.importers import ImportOptions, import_files
 

@@ -105,7 +105,8 @@ class Backtest:
         started = time.perf_counter()
         self.config = config
         self.catalog = catalog or build_catalog(config, read_manifest(config.dataset))
-        self.feed = feed or load_feed(config.dataset, list(self.catalog.tradables), config.start, config.end)
+        self.feed = feed or load_feed(config.dataset, list(self.catalog.tradables), config.start, config.end,
+                                      config.timeframe)
         self.load_seconds = time.perf_counter() - started
         self.strategy = strategy or build_strategy(config.strategy, config.params)
         self.wakes: Wakes = self.strategy.wakes()
