@@ -167,3 +167,21 @@ def test_a_run_chooses_its_timeframe(folder, tmp_path):
                            "strategy": {"params": {"positions": {}}},
                            "exchanges": {"binance": {"rules": "binance-usdm", "collateral": {"USDT": 1000}}}})
     assert config.timeframe == "5m" and Backtest(config).feed.bar_ns == 300 * 10**9
+
+
+def test_imported_xrp_gets_its_filters_from_the_metadata(folder, tmp_path):
+    """`data import` has no filters for XRP (0 = not enforced, said in a note); `rules import` of ccxt's
+    real load_markets dump (tests/fixtures/venues) sets them; DOGE, not in that dump, is named."""
+    root, _ = folder
+    out = tmp_path / "dataset"
+    result = import_files([root], out)
+    assert any(n.startswith("binance:XRP/USDT:USDT: lot_size, min_notional, tick_size set to 0") for n in result.notes)
+    markets = HERE.parent / "fixtures" / "venues" / "ccxt_load_markets_binance.json"
+    run = CliRunner().invoke(main, ["rules", "import", str(markets), "--exchange", "binance", "--dataset", str(out)])
+    assert run.exit_code == 0, run.output
+    from xmargin.dataset.manifest import read_manifest
+
+    xrp = read_manifest(out).instrument("binance:XRP/USDT:USDT")
+    assert (xrp.lot_size, xrp.tick_size, xrp.min_notional) == (0.1, 0.0001, 5.0)  # LOT_SIZE, PRICE_FILTER, MIN_NOTIONAL
+    assert "warning: binance:DOGE/USDT:USDT: not in the metadata" in run.output
+    assert validate_dataset(out).ok
