@@ -228,3 +228,20 @@ def test_missing_bracket_field(tmp_path):
     with pytest.raises(RulesError) as exc:
         load_rules(path)
     assert path in str(exc.value) and "maintenance_amount" in str(exc.value)
+
+
+def test_every_key_of_the_rule_files_is_documented(imported_files):
+    """docs/rules.md is the format's reference: every key a built-in or imported file uses is in it."""
+    from xmargin.venues.rules.ruleset import DATA_DIR
+
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "rules.md").read_text()
+    keys = set()
+    for path in [*DATA_DIR.glob("*.json"), *map(Path, imported_files.values())]:
+        data = json.loads(path.read_text())
+        keys |= set(data)
+        for table in ("fees", "funding", "liquidation", "auto_exchange"):
+            keys |= set(data.get(table, {}))
+        keys |= {f"spot.{k}" for k in data["fees"].get("spot", {})}
+        keys |= {k for bracket in data["default_brackets"] for k in bracket}
+    assert len(keys) > 30
+    assert sorted(k for k in keys if f"`{k}`" not in docs) == []
