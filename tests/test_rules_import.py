@@ -188,6 +188,9 @@ def test_unknown_shape_names_the_file(tmp_path):
     assert result.exit_code == 2 and str(path) in result.output and "not a response xmargin can read" in result.output
     result = CliRunner().invoke(main, ["rules", "import", str(CCXT_TIERS), "--exchange", "binance"])
     assert result.exit_code == 2 and "--out" in result.output
+    bybit = VENUES / "bybit_v5_instruments_info_linear.json"
+    result, out = _import(tmp_path, bybit, "--exchange", "binance", "--as-of", "2024-01-01")
+    assert result.exit_code == 2 and "a bybit instruments-info response, but --exchange is 'binance'" in result.output
 
 
 def test_a_symbol_breaking_the_format_is_left_out_and_named(tmp_path):

@@ -371,7 +371,8 @@ def _instrument(exchange: str, market: str, symbol: str, funding_hours: float | 
     lot, minimum, tick = DEFAULT_FILTERS.get((exchange, market, base), (0.0, 0.0, 0.0))
     if (exchange, market, base) not in DEFAULT_FILTERS:
         notes.append(f"{exchange}:{symbol}: lot_size, min_notional, tick_size set to 0 (not enforced); "
-                     f"edit {MANIFEST_NAME} with the exchange's values")
+                     f"set them with `xmargin rules import <exchangeInfo or load_markets dump> --exchange {exchange} "
+                     f"--dataset <this dataset>` or edit {MANIFEST_NAME}")
     if market != "spot" and funding_hours is None:
         funding_hours = 1.0 if exchange == "hyperliquid" else 8.0
         notes.append(f"{exchange}:{symbol}: no funding imported; funding_interval_hours set to {funding_hours:g} "

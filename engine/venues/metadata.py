@@ -492,6 +492,10 @@ def read_metadata(paths, exchange: str) -> VenueMetadata:
             data = data[0]  # Hyperliquid metaAndAssetCtxs: [meta, asset contexts]
         for name, matches, construct in SHAPES:
             if matches(data):
+                vendor = name.split()[0]
+                if vendor != "ccxt" and vendor != exchange:
+                    raise RulesError(f"{path}: a {name} response, but --exchange is {exchange!r}. Fix: pass "
+                                     f"--exchange {vendor}, or the {exchange} dump.")
                 try:
                     merged = merged.merge(construct(data, exchange))
                 except (KeyError, TypeError, AttributeError, IndexError) as exc:
