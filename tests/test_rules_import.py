@@ -172,8 +172,9 @@ def test_hyperliquid_meta_tiers():
 def test_dates_come_from_the_dump_or_must_be_given(tmp_path):
     info = VENUES / "binance_fapi_v1_exchangeInfo.json"
     assert read_metadata([info], "binance").as_of == "2022-02-19"  # serverTime 1645233611962
-    bybit = VENUES / "bybit_v5_instruments_info_linear.json"  # time 2023-09-14
-    assert read_metadata([info, bybit], "binance").as_of == "2022-02-19"  # the older of two dated dumps
+    later = tmp_path / "later.json"
+    later.write_text(json.dumps({**json.loads(info.read_text()), "serverTime": 1694668718723}))  # 2023-09-14
+    assert read_metadata([later, info], "binance").as_of == "2022-02-19"  # the older of two dated dumps
     assert read_metadata([info, CCXT_TIERS], "binance").as_of is None  # one undated dump: ask for --as-of
     result, out = _import(tmp_path, CCXT_TIERS, "--exchange", "binance")
     assert result.exit_code == 2 and "--as-of" in result.output and not out.exists()
