@@ -68,6 +68,20 @@ def test_fees_sane(rules):
     assert 0 <= rules.maker_fee <= rules.taker_fee < 0.01
 
 
+def test_spot_fees_sane(rules):
+    if rules.spot_taker_fee is not None:
+        assert 0 <= rules.spot_maker_fee <= rules.spot_taker_fee < 0.01
+
+
+def test_malformed_spot_fees_named(tmp_path):
+    data = _good()
+    data["fees"]["spot"] = {"maker": 0.001}
+    path = _write(tmp_path, data, "spot.json")
+    with pytest.raises(RulesError) as exc:
+        load_rules(path)
+    assert path in str(exc.value) and "fees.spot" in str(exc.value)
+
+
 def test_funding_interval(rules):
     assert rules.funding_interval_hours > 0
     assert all(float(h) > 0 for h in rules.funding_interval_overrides.values())

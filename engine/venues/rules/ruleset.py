@@ -115,6 +115,8 @@ class RuleSet:
     not_public: tuple[str, ...]
     maker_fee: float
     taker_fee: float
+    spot_maker_fee: float | None  # spot market fees (fraction of notional), apart from the derivatives' above;
+    spot_taker_fee: float | None  # None: the rule file gives none (`fees.spot`)
     funding_interval_hours: float
     funding_interval_overrides: dict
     margin_modes: tuple[str, ...]
@@ -123,8 +125,6 @@ class RuleSet:
     symbol_brackets: dict
     collateral_ratios: dict
     raw: dict = attrs.field(repr=False, eq=False)
-    spot_maker_fee: float | None = None  # spot market fees (fraction of notional); None: the file gives none
-    spot_taker_fee: float | None = None
 
     def brackets_for(self, native_id: str) -> BracketTable:
         """Brackets for an exchange symbol id (`BTCUSDT`); the rule set's default when unlisted."""
@@ -182,7 +182,7 @@ def _spot_fees(fees: dict, where: str) -> dict:
     """`fees.spot = {maker, taker}`: the spot market's own rates, apart from the derivatives' `fees.maker/taker`."""
     spot = fees.get("spot")
     if spot is None:
-        return {}
+        return {"spot_maker_fee": None, "spot_taker_fee": None}
     try:
         return {"spot_maker_fee": float(spot["maker"]), "spot_taker_fee": float(spot["taker"])}
     except (KeyError, TypeError, ValueError) as exc:
@@ -237,6 +237,7 @@ def parse_rules(data: dict, where: str) -> RuleSet:
         not_public=tuple(data.get("not_public", ())),
         maker_fee=float(need(fees, "maker", "fees.")),
         taker_fee=float(need(fees, "taker", "fees.")),
+        **_spot_fees(fees, where),
         funding_interval_hours=float(need(funding, "interval_hours", "funding.")),
         funding_interval_overrides=dict(funding.get("interval_overrides", {})),
         margin_modes=modes,
@@ -245,7 +246,6 @@ def parse_rules(data: dict, where: str) -> RuleSet:
         symbol_brackets=symbol_brackets,
         collateral_ratios=dict(data.get("collateral_ratios", {})),
         raw=data,
-        **_spot_fees(fees, where),
     )
 
 
