@@ -15,8 +15,8 @@ from pathlib import Path
 import attrs
 
 from xmargin.errors import ConfigError, RulesError
-from xmargin.venues.fees import market_fees
 from xmargin.venues.rules import load_rules
+from xmargin.venues.fees import market_fees
 
 MARGIN_MODES = ("cross", "isolated", "multi-asset", "portfolio")  # portfolio: reserved, refused for now
 INTRABAR = ("path", "worst-case", "close")
