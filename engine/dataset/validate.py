@@ -272,11 +272,12 @@ def _check_table(kind: str, frame: pl.LazyFrame, out: _Collector, max_funding_ra
             spacing=pl.col("ts").sort().diff().dt.total_seconds().drop_nulls().mode().sort().first()).collect()
         return stats
 
-    stats = frame.group_by("instrument").agg(
+    # one row per instrument and timeframe: a dataset may hold several timeframes of one instrument
+    stats = frame.with_columns(series=pl.col("timeframe")).group_by("instrument", "series").agg(
         rows=pl.len(), start=pl.col("ts").min(), end=pl.col("ts").max(),
         exchange=pl.col("exchange").first(), market=pl.col("market").first(),
         markets=pl.col("market").unique().sort(), file=pl.col("file").first(),
-        timeframes=pl.col("timeframe").unique().sort()).collect()
+        timeframes=pl.col("timeframe").unique().sort()).drop("series").collect()
     for record in stats.sort("instrument").iter_rows(named=True):
         frames = [t for t in record["timeframes"] if t is not None]
         for timeframe in frames:
@@ -424,7 +425,7 @@ def validate_dataset(path: str | Path, *, max_funding_rate: float = DEFAULT_MAX_
         if stats.height:
             summaries.append(KindSummary(kind=kind, files=len(good), rows=int(stats["rows"].sum()),
                                          start=_iso(stats["start"].min()), end=_iso(stats["end"].max()),
-                                         instruments=stats.height))
+                                         instruments=stats["instrument"].n_unique()))
     if "bars" in frames and "mark" in frames:
         _check_mark_vs_last(frames["bars"], frames["mark"], out, mark_threshold)
     if stats_by_kind:
