@@ -185,3 +185,17 @@ def test_imported_xrp_gets_its_filters_from_the_metadata(folder, tmp_path):
     assert (xrp.lot_size, xrp.tick_size, xrp.min_notional) == (0.1, 0.0001, 5.0)  # LOT_SIZE, PRICE_FILTER, MIN_NOTIONAL
     assert "warning: binance:DOGE/USDT:USDT: not in the metadata" in run.output
     assert validate_dataset(out).ok
+
+
+def test_data_import_takes_filters_from_metadata(folder, tmp_path):
+    root, _ = folder
+    out = tmp_path / "dataset"
+    markets = HERE.parent / "fixtures" / "venues" / "ccxt_load_markets_binance.json"
+    run = CliRunner().invoke(main, ["data", "import", str(root), "--out", str(out), "--metadata", str(markets)])
+    assert run.exit_code == 0, run.output
+    from xmargin.dataset.manifest import read_manifest
+
+    xrp = read_manifest(out).instrument("binance:XRP/USDT:USDT")
+    assert (xrp.lot_size, xrp.tick_size, xrp.min_notional) == (0.1, 0.0001, 5.0)
+    assert "binance:XRP/USDT:USDT: lot_size 0 -> 0.1" in run.output
+    assert "warning: binance:DOGE/USDT:USDT: not in the metadata" in run.output

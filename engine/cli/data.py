@@ -94,7 +94,10 @@ def synth(out, days, timeframe, seed, exchanges, assets, start, chunk_days, forc
               help="Import only the files of this timeframe (e.g. 1h; funding files are kept). Files keep the "
                    "timeframe their name states: it never relabels them.")
 @click.option("--name", default=None, help="Dataset name for a new dataset.toml (default: the folder name).")
-def import_(sources, out, exchange, kind, market, symbol, timeframe, name):
+@click.option("--metadata", "metadata", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="A venue metadata dump (exchangeInfo, load_markets, instruments-info, ...; see `xmargin rules "
+                   "import --help`) giving the instruments' lot size, tick size and minimum notional. Repeatable.")
+def import_(sources, out, exchange, kind, market, symbol, timeframe, name, metadata):
     """Import SOURCE files or folders into the dataset --out.
 
     \b
@@ -113,3 +116,10 @@ def import_(sources, out, exchange, kind, market, symbol, timeframe, name):
     result = import_files(list(sources), out, options=options, name=name)
     for line in result.lines():
         click.echo(line)
+    if metadata:
+        from xmargin.dataset.filters import apply_market_filters
+        from xmargin.venues.metadata import read_metadata
+
+        for venue in sorted({i.exchange for i in result.instruments}):
+            for line in apply_market_filters(out, read_metadata(metadata, venue), venue).lines():
+                click.echo(line)
