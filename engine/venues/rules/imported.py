@@ -145,6 +145,7 @@ def rule_file_from(metadata, files, *, exchange: str, name: str, base: str | Non
 def write_rule_file(rules: ImportedRules, out: str | Path) -> Path:
     """Write atomically (temporary file, then rename): a refused or failed write leaves nothing behind."""
     out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(out.name + ".partial")
     partial.write_text(json.dumps(rules.data, indent=1, ensure_ascii=False) + "\n")
     partial.replace(out)
