@@ -45,6 +45,7 @@ import attrs
 import polars as pl
 
 from xmargin.errors import ConfigError
+from xmargin.margin.collateral import STABLECOINS
 
 GRID = (1.0, 0.5, 0.25, 0.125, 0.0625)  # x the configured amounts, tried when a run with none survives
 MARGIN_REJECTION = "insufficient"  # OrderRejected reasons about money: margin, balance at fill
@@ -235,8 +236,15 @@ class _Search:
         return f"trial-{len(self.trials) + 1:02d}-{text}"
 
 
-def _cents_up(value: float) -> float:
-    return math.ceil(value * 100 - 1e-6) / 100 if value > 0 else 0.0
+def _step(key) -> float:
+    """The smallest amount step of an asset: a cent of a stablecoin, 1e-8 of a coin."""
+    return 0.01 if key[1] in STABLECOINS else 1e-8
+
+
+def _up(value: float, key) -> float:
+    """`value` rounded up to the asset's step (0 stays 0)."""
+    step = _step(key)
+    return round(math.ceil(value / step - 1e-6) * step, 8) if value > 0 else 0.0
 
 
 def _cause_text(cause: dict | None) -> str:
@@ -265,7 +273,7 @@ def solve(search: _Search, starting: dict, tolerance: float, ample: float) -> di
         state["reference"] = bigger
     nothing = search.run({k: 0.0 for k in keys}, search.label("zero"))
     if nothing.survives:  # sizes by its collateral (or needs none): does it survive at every amount?
-        grid = [search.run({k: _cents_up(v * f) for k, v in starting.items()}, search.label(f"grid-x{f:g}"))
+        grid = [search.run({k: _up(v * f, k) for k, v in starting.items()}, search.label(f"grid-x{f:g}"))
                 for f in GRID]
         failed = [t for t in grid if not t.survives]
         if not failed:
@@ -290,13 +298,13 @@ def solve(search: _Search, starting: dict, tolerance: float, ample: float) -> di
 
     search.independent = not open_run(reference_path).transfers.collect().height
     guess = estimate(reference_path, dict(reference.amounts), search.ratio)
-    amounts = {k: _cents_up(guess[k] * (1 + tolerance)) for k in keys}
+    amounts = {k: _up(guess[k] * (1 + tolerance), k) for k in keys}
     trial = search.run(amounts, search.label("estimate"))
     for factor in (1.15, 1.4, 2.0, 3.0, 5.0):  # raise the exchange that failed until the run survives
         if trial.survives:
             break
         failing = trial.cause["exchange"]
-        amounts = {k: (_cents_up(max(guess[k], 0.01) * factor * (1 + tolerance)) if k[0] == failing else v)
+        amounts = {k: (_up(max(guess[k], 100 * _step(k)) * factor * (1 + tolerance), k) if k[0] == failing else v)
                    for k, v in amounts.items()}
         trial = search.run(amounts, search.label(f"raise-{failing}-x{factor:g}"))
     if not trial.survives:
@@ -329,7 +337,7 @@ def _lower(search: _Search, amounts: dict, key, tolerance: float, info: dict) ->
     current = amounts[key]
     if current <= 0:
         return amounts
-    below = search.run({**amounts, key: _cents_up(current * (1 - tolerance))}, search.label(f"{_name(key)}-below"))
+    below = search.run({**amounts, key: _up(current * (1 - tolerance), key)}, search.label(f"{_name(key)}-below"))
     if not below.survives:
         return amounts
     low = _known_failure(search, amounts, key)
@@ -339,8 +347,8 @@ def _lower(search: _Search, amounts: dict, key, tolerance: float, info: dict) ->
             info["notes"].append("not needed: the run survives with none of it")
             return {**amounts, key: 0.0}
     high = below.amounts[key]
-    while high - low > max(tolerance * high, 0.01):  # then (1 - tolerance) x high <= low fails
-        middle = _cents_up((low + high) / 2)
+    while high - low > max(tolerance * high, _step(key)):  # then (1 - tolerance) x high <= low fails
+        middle = _up((low + high) / 2, key)
         if middle >= high:
             break
         trial = search.run({**amounts, key: middle}, search.label(f"{_name(key)}-bisect"))
@@ -362,7 +370,7 @@ def _prove(search: _Search, amounts: dict, tolerance: float, state: dict) -> tup
                 proofs[key] = None
                 continue
             label = f"proof-fails-{_name(key)}" + (f"-{round_ + 1}" if round_ else "")
-            proofs[key] = search.run({**amounts, key: _cents_up(amount * (1 - tolerance))}, label)
+            proofs[key] = search.run({**amounts, key: _up(amount * (1 - tolerance), key)}, label)
             if proofs[key].survives:
                 survivors.append(key)
         if not survivors:
@@ -377,7 +385,7 @@ def _uniqueness(search: _Search, amounts: dict, state: dict) -> None:
     for key, amount in amounts.items():
         if amount <= 0:
             continue
-        half = search.run({**amounts, key: _cents_up(amount / 2)}, search.label(f"{_name(key)}-half"))
+        half = search.run({**amounts, key: _up(amount / 2, key)}, search.label(f"{_name(key)}-half"))
         if half.survives:
             state["per_key"][key]["unique"] = False
             state["per_key"][key]["notes"].append(
@@ -433,12 +441,19 @@ def capital(config, level="liquidation", tolerance: float = 0.01, stress=False, 
                      f"({nothing.fills} fills{': it trades nothing' if nothing.fills == 0 else ''}) and at every "
                      f"amount tried ({tried} the configured amounts); it sizes by its collateral or needs no margin")
     else:
+        for exchange, entry in config.exchanges.items():
+            if entry.margin_mode == "multi-asset" and len(entry.collateral) > 1:
+                for asset in entry.collateral:
+                    state["per_key"][(exchange, asset)]["unique"] = False
+                    state["per_key"][(exchange, asset)]["notes"].append(
+                        f"multi-asset: {', '.join(entry.collateral)} back one pool on {exchange}; other mixes "
+                        "survive too (this is the one found lowering them in turn)")
         amounts, lowers = _prove(search, state["amounts"], tolerance, state)
         _uniqueness(search, amounts, state)
         proof_survives = search.run(amounts, "proof-survives")
         if not proof_survives.survives:  # cannot happen for a deterministic run; say so if it does
             notes.append(f"the run at the amounts failed on re-run: {_cause_text(proof_survives.cause)}")
-        proof_fails = search.run({k: _cents_up(v * (1 - tolerance)) for k, v in amounts.items()}, "proof-fails")
+        proof_fails = search.run({k: _up(v * (1 - tolerance), k) for k, v in amounts.items()}, "proof-fails")
         if proof_fails.survives:
             notes.append(f"a run at (1 - {tolerance:g}) x every amount also survives: the boundary is not unique")
         for key in amounts:
@@ -499,8 +514,10 @@ def format_capital(result: CapitalResult) -> str:
              f"tolerance {report['tolerance'] * 100:g} %)",
              f"  {'exchange':<14} {'asset':<6} {'required':>14} {'configured':>14}  binding"]
     for row in table.iter_rows(named=True):
-        required = "n/a" if row["required_collateral"] is None else f"{row['required_collateral']:,.2f}"
-        lines.append(f"  {row['exchange']:<14} {row['asset']:<6} {required:>14} {row['configured_collateral']:>14,.2f}"
+        digits = ",.2f" if row["asset"] in STABLECOINS else ",.8f"
+        required = "n/a" if row["required_collateral"] is None else format(row["required_collateral"], digits)
+        configured = format(row["configured_collateral"], digits)
+        lines.append(f"  {row['exchange']:<14} {row['asset']:<6} {required:>14} {configured:>14}"
                      f"  {row['binding_cause'] or '-'}")
     proof = report["proof"]
     if proof["survives"]:
