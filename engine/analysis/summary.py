@@ -16,8 +16,6 @@ check: xmargin.analysis.exposure. Rejected orders are grouped by reason (numbers
 
 from __future__ import annotations
 
-import re
-
 import polars as pl
 
 from xmargin.analysis.exposure import exposure_figures, exposure_series, hedged_underlyings
