@@ -15,9 +15,11 @@ between silos play out as they would.
 
 Method
   1. reference: one run with ample collateral (the config's amounts x `ample`, default 10);
-  2. estimate from it, per cross pool: max over the snapshots of max(maintenance / level, initial
-     margin) - (margin balance - starting amount), i.e. what the pool needed at its worst moment given
-     the flow-adjusted path of the reference run (fees, funding, transfers and realised PnL included);
+  2. estimate from it, per cross pool: max over the snapshots of need - (margin balance - starting
+     amount), need = maintenance / level (and at a fill, at least the initial margin), i.e. what the
+     pool needed at its worst moment given the flow-adjusted path of the reference run (fees, funding,
+     transfers and realised PnL included). Snapshots are bar closes: a wick inside a bar can need
+     more, which the re-runs find (their margin checks follow the intrabar path);
   3. proof by re-runs, one (exchange, asset) amount at a time with the others held: a run at the
      amount survives and a run at (1 - tolerance) x the amount fails; otherwise bisect between 0 and
      the amount on re-runs (strategies that size by their collateral make survival non-monotone:
