@@ -44,6 +44,13 @@ def test_cross_needs_less_collateral_than_isolated_for_a_hedged_pair(tmp_path):
     assert iso["peak_initial_margin"] > 0 and cross["peak_initial_margin"] > 0
     assert 1.9 < cross["capital_efficiency"] < 2.2 and cross["min_headroom_binance"] > 0.9
     assert table["hours_above_warning"].to_list() == [0.0, 0.0]
+    # per exchange figures: a headroom only where it applies (no cross pool with maintenance in isolated mode)
+    assert iso["min_headroom_binance"] is None and 0 < iso["min_isolated_headroom_binance"] < 1
+    assert cross["min_isolated_headroom_binance"] is None
+    # the same fills and prices: the same money consumed and the same drawdown, whatever the mode
+    assert iso["collateral_consumed_binance"] == pytest.approx(cross["collateral_consumed_binance"], abs=1e-6)
+    assert iso["max_drawdown_binance"] == pytest.approx(cross["max_drawdown_binance"], abs=1e-6)
+    assert iso["fills"] == cross["fills"] == 2 and iso["rejected_orders"] == 0
     saved = pl.read_ipc(tmp_path / "runs/pair/comparison.arrow")
     assert saved["setup"].to_list() == ["isolated", "cross"]
     assert (tmp_path / "runs/pair/cross/manifest.json").is_file()
