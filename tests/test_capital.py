@@ -98,3 +98,22 @@ def test_level_and_tolerance_are_checked():
             level_ratio(bad, (0.7,))
     with pytest.raises(ConfigError, match="tolerance"):
         xmargin.capital(xmargin.load_config(EXAMPLE), tolerance=0.7)
+
+
+def test_stress_raises_the_capital_needed(tmp_path):
+    # the Binance pair of tests/test_stress.py (long ETH / short BTC, 20,000 each at 10x, 2024-10-04..14):
+    # the history alone needs about the initial margin of the two orders, 4,000 plus taker fees (the
+    # pair never comes near maintenance); a 25 % ETH gap at 2024-10-08 costs the long 5,000
+    from tests.test_stress import AT, ETH, write_config
+    from xmargin.analysis.stress import PriceGap, to_ns
+
+    config = write_config(tmp_path, "cross", collateral=4500)
+    shocked = xmargin.capital(config, tolerance=0.05, out=tmp_path / "out", capital_id="gap",
+                              stress={"eth-gap": (PriceGap(to_ns(AT), (ETH,), -0.25),)})
+    (row,) = shocked.table.iter_rows(named=True)
+    assert row["required_collateral"] > 5000 > 1.2 * 4000
+    assert shocked.report["scenarios"] == ["history", "eth-gap"]
+    assert row["binding_cause"].startswith("liquidation on binance at 2024-10-08")
+    assert row["binding_cause"].endswith("[eth-gap]")  # the scenario that binds is named
+    # the surviving proof ran every scenario; each is a run folder
+    assert shocked.report["proof"]["survives"]["runs"] == ["proof-survives", "proof-survives-eth-gap"]
