@@ -46,7 +46,8 @@ def hand_pnl(run) -> pl.DataFrame:
             .filter((pl.col("at") >= fill.ts) & (pl.col("at") <= run.result.feed.ts[-1] + HOUR_NS)).sort("at"))
     # a sample at a bar close has seen the settlements before it (the one at that very time comes after)
     settled = bars.join_asof(funding.sort("at").with_columns(pl.col("funding").cum_sum()), on="at",
-                             strategy="backward", allow_exact_matches=False).with_columns(pl.col("funding").fill_null(0.0))
+                             strategy="backward", allow_exact_matches=False)
+    settled = settled.with_columns(pl.col("funding").fill_null(0.0))
     return settled.select(
         "at", (fill.quantity * (pl.col("close") - fill.price) - fee + pl.col("funding")).alias("hyperliquid"),
         pl.when(pl.col("at") >= sent.ts).then(-sent.fee).otherwise(0.0).alias("binance"))

@@ -32,9 +32,10 @@ nothing, or never needs margin), the configured amounts are tried at 1, 1/2, 1/4
 every one survives too the answer says so (the strategy never liquidates at any collateral); if one
 fails, the least surviving amount above it is searched as above and reported as not unique.
 
-Outputs under `<out>/<capital-id>/`: capital.arrow (one row per exchange and asset), capital.json
-(the rows, every trial with its amounts and outcome, notes) and every trial run folder
-(`proof-survives`, `proof-fails`, `proof-fails-<exchange>-<asset>`, `trial-NN-...`).
+Outputs under `<out>/<capital-id>/` (named `<capital-id>.partial/` until the answer is written):
+capital.arrow (one row per exchange and asset), capital.json (the rows, every trial with its amounts
+and outcome, notes) and every trial run folder (`proof-survives`, `proof-fails`,
+`proof-fails-<exchange>-<asset>`, `trial-NN-...`).
 """
 
 from __future__ import annotations
@@ -184,7 +185,8 @@ def estimate(path, starting: dict, ratio: float) -> dict:
             for asset in members:
                 first = collateral.filter((pl.col("exchange") == exchange) & (pl.col("asset") == asset)
                                           & (pl.col("reason") == "start"))
-                start_values[asset] = float(first["collateral_value"][0]) if first.height else starting[(exchange, asset)]
+                start_values[asset] = (float(first["collateral_value"][0]) if first.height
+                                       else starting[(exchange, asset)])
             start = sum(start_values.values()) if pool == "USD" else starting[(exchange, pool)]
             # initial margin binds only where an order filled (snapshots stamped with a fill's time)
             filled = fills.filter(pl.col("exchange") == exchange)["ts"]
@@ -426,8 +428,11 @@ def capital(config, level="liquidation", tolerance: float = 0.01, stress=False, 
                           "with (they set the assets and the ample reference, x10).")
     root = Path(out or config.out)
     capital_id = capital_id or new_id("capital", config, root)
-    folder = root / capital_id
-    folder.mkdir(parents=True, exist_ok=True)
+    final = root / capital_id
+    if final.exists():
+        raise ConfigError(f"capital: {final} already exists; choose another --id or remove it.")
+    folder = root / f"{capital_id}.partial"  # renamed when the answer is written: an interrupted search
+    folder.mkdir(parents=True, exist_ok=True)  # never leaves a folder that looks finished
     search = _Search(config, folder, scenarios, ratio, progress)
     state = solve(search, starting, tolerance, ample)
     level_text = "liquidation" if ratio == 1.0 else f"margin ratio {ratio:g}"
@@ -499,7 +504,8 @@ def capital(config, level="liquidation", tolerance: float = 0.01, stress=False, 
         "trials": [_trial_json(t) for t in search.trials]}
     write_ipc(table.to_arrow(), folder / "capital.arrow")
     (folder / "capital.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
-    return CapitalResult(table=table, report=report, folder=folder)
+    folder.rename(final)
+    return CapitalResult(table=table, report=report, folder=final)
 
 
 def _trial_json(trial: Outcome | None) -> dict | None:

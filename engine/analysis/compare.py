@@ -376,7 +376,8 @@ BOOK_COLUMNS = (("pnl", "pnl", "money"), ("return on capital", "return_on_capita
                 ("|net|/gross", "peak_net_share", "percent"), ("gross/coll", "capital_efficiency", "ratio"))
 EXCHANGE_COLUMNS = (("consumed", "collateral_consumed_", "money"), ("at", "consumed_at_", "text"),
                     ("peak IM", "peak_initial_margin_", "money"), ("max dd", "max_drawdown_", "money"),
-                    ("headroom", "min_headroom_", "percent"), ("isolated headroom", "min_isolated_headroom_", "percent"),
+                    ("headroom", "min_headroom_", "percent"),
+                    ("isolated headroom", "min_isolated_headroom_", "percent"),
                     ("liq", "liquidations_", "int"), ("rejected", "rejected_orders_", "int"))
 
 
