@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 demo: $(STAMP)
 	$(BIN)/xmargin data validate datasets/sample
 	$(BIN)/xmargin run examples/demo.toml --no-validate
-	$(BIN)/xmargin report "$$(ls -td runs/demo-*/ | head -1)"
+	$(BIN)/xmargin report "$$(ls -d runs/demo-*/ | tail -1)"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

@@ -2,8 +2,8 @@
 
 Sweep folder (`xmargin sweep`): one Parquet table, one row per variant. Its parameters are the
 list under "parameters" in the Parquet schema metadata key `xmargin` (JSON) or in `sweep.json`
-beside it; without either, the columns whose name has a dot (`strategy.params.notional`) plus
-`setup`, `scenario` and `collateral`. Every other numeric column is a figure. Rows whose `status`
+beside it; without either, the columns named by a config key (`run.`, `strategy.`, `exchanges.`,
+e.g. `strategy.params.notional`) plus `setup`, `scenario` and `collateral`. Every other numeric column is a figure. Rows whose `status`
 is "failed" are counted and listed, not plotted.
 
 Capital folder (`xmargin capital`): `capital.arrow` (or the "rows" of `capital.json`) with at
@@ -26,6 +26,7 @@ from xmargin.output.html_page import page, table
 NOT_FIGURES = {"status", "error", "variant", "variant_id", "id", "run_id", "path", "seed", "seconds",
                "run_seconds", "attempts"}
 GRID_KEYS = ("setup", "scenario", "collateral")
+CONFIG_SECTIONS = ("run.", "strategy.", "exchanges.")
 MAX_TABLE_ROWS = 200
 
 
@@ -63,14 +64,15 @@ def read_sweep(folder: Path) -> tuple[pl.DataFrame, list, list, pl.DataFrame, Pa
     frame = pl.read_parquet(file)
     parameters = _declared_parameters(file)
     if parameters is None:
-        parameters = [c for c in frame.columns if "." in c or c in GRID_KEYS]
+        parameters = [c for c in frame.columns if c.startswith(CONFIG_SECTIONS) or c in GRID_KEYS]
     missing = [p for p in parameters if p not in frame.columns]
     if missing:
         raise ReportError(f"{file}: parameter columns {missing} are declared but not in the table; columns: "
                           f"{frame.columns}.")
     if not parameters:
         raise ReportError(f"{file}: no parameter columns (none declared under 'parameters' in the schema metadata "
-                          "or sweep.json, and no column named like strategy.params.x, setup, scenario or collateral).")
+                          "or sweep.json, and no column named by a config key such as strategy.params.x, nor setup, scenario or "
+                          "collateral).")
     failed = frame.filter(pl.col("status") == "failed") if "status" in frame.columns else frame.clear()
     ok = frame.filter(pl.col("status") != "failed") if "status" in frame.columns else frame
     figures = [c for c, dtype in frame.schema.items()
@@ -173,7 +175,7 @@ def read_capital(folder: Path) -> tuple[pl.DataFrame, dict]:
     """(rows, capital.json's other content) of a capital folder."""
     info = json.loads((folder / "capital.json").read_text()) if (folder / "capital.json").is_file() else {}
     if (folder / "capital.arrow").is_file():
-        rows = pl.read_ipc(folder / "capital.arrow", memory_map=False)
+        rows = pl.read_ipc(folder / "capital.arrow")
     else:
         records = info.get("rows") if isinstance(info, dict) else info
         rows = pl.DataFrame(records or [], infer_schema_length=None)
