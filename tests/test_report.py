@@ -294,7 +294,7 @@ def open_report(browser, path: Path):
         visible = [t for t in chart["data"] if t["visible"] is True and (len(t["x"]) or t["z"])]
         assert chart["drawn"] >= 1 and chart["height"] > 300, chart["id"]
         pixels = page.screenshot({"x": chart["x"], "y": chart["y"], "width": chart["width"],
-                                  "height": chart["height"]}, scale=0.5)[..., :3].reshape(-1, 3)
+                                  "height": chart["height"]}, scale=0.3)[..., :3].reshape(-1, 3)
         inked = (pixels.min(axis=1) < 200).mean()  # not near-white: lines, text, grid
         colours = len(np.unique(pixels[::5], axis=0))
         assert inked > 0.01 and colours > 20, (chart["id"], inked, colours, len(visible))
@@ -315,11 +315,14 @@ def test_run_report_renders_in_chromium_and_plots_the_tables(browser, folders, t
     assert ("events", "liquidation") in checked and ("equity", None) in checked
 
 
-def test_compare_and_sweep_reports_render_in_chromium(browser, folders, tmp_path):
+def test_compare_report_renders_in_chromium_with_the_divergence(browser, folders, tmp_path):
     charts = open_report(browser, report(folders["compare"], tmp_path / "compare.html"))
     note = json.loads((folders["compare"] / "comparison.json").read_text())["notes"][0]
     divergence = pl.Series([note["ts"]]).str.to_datetime(time_zone="UTC").dt.epoch("ms")[0]
     assert all(divergence in c["shapes"] for c in charts)
+
+
+def test_sweep_report_renders_in_chromium(browser, tmp_path):
     frame = _sweep(tmp_path / "sweep", "metadata").filter(pl.col("status") == "ok")
     charts = {c["id"]: c for c in open_report(browser, report(tmp_path / "sweep"))}
     heat = {t["meta"]["figure"]: t for t in charts["sweep-heatmap"]["data"]}["liquidations"]
