@@ -240,6 +240,24 @@ def test_cli_writes_the_report_and_prints_its_path(folders, tmp_path):
     assert result.exit_code == 2 and "nothing to report" in result.output
 
 
+def test_without_plotly_the_error_names_the_extra(folders, tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "plotly", None)
+    with pytest.raises(ReportError, match=r"xmargin\[report\]"):
+        report(folders["isolated"], tmp_path / "no.html")
+    assert not list(tmp_path.iterdir())  # nothing half-written
+
+
+def test_table_cells_say_what_the_figure_is():
+    from xmargin.output.html_page import number
+
+    assert number(0.9946, "lowest_margin_headroom.headroom") == "99.46%"
+    assert number(0.005351, "lowest_margin_headroom.margin_ratio") == "0.005351"
+    assert number(float("inf"), "tightest_liquidation_distance") == "never"
+    assert number(1234567.891, "pnl") == "1,234,567.89" and number(None, "pnl") == "n/a" and number(3, "fills") == "3"
+
+
 @settings(max_examples=40, deadline=None)
 @given(st.lists(st.floats(-1e6, 1e6, allow_nan=False), min_size=1, max_size=400), st.integers(4, 60))
 def test_keep_extremes_keeps_ends_and_every_buckets_min_and_max(values, limit):
@@ -305,14 +323,19 @@ def _nan(values):
     return [np.nan if v is None else v for v in values]
 
 
-def test_run_report_renders_in_chromium_and_plots_the_tables(browser, folders, tmp_path):
-    path = report(folders["isolated"], tmp_path / "run.html")
-    charts = open_report(browser, path)
+def read_back(charts) -> list:
+    return [{**t, "x": _nan(t["x"]), "y": _nan(t["y"])} for c in charts for t in c["data"]]
+
+
+def test_demo_report_from_the_cli_renders_in_chromium_and_plots_the_tables(browser, folders, tmp_path):
+    # the "done when": `xmargin report RUN --out report.html` on the demo's run
+    result = CliRunner().invoke(main, ["report", str(folders["demo"]), "--out", str(tmp_path / "report.html")])
+    assert result.exit_code == 0, result.output
+    charts = open_report(browser, tmp_path / "report.html")
     assert [c["id"] for c in charts] == ["equity", "margin-ratio", "distance", "positions", "exposure",
                                         "funding-fees"]
-    traces = [{**t, "x": _nan(t["x"]), "y": _nan(t["y"])} for c in charts for t in c["data"]]
-    checked = assert_run_traces_match_tables(folders["isolated"], traces)
-    assert ("events", "liquidation") in checked and ("equity", None) in checked
+    checked = assert_run_traces_match_tables(folders["demo"], read_back(charts))
+    assert {("equity", None), ("book", None), ("events", "transfer"), ("distance", None)} <= checked
 
 
 def test_compare_report_renders_in_chromium_with_the_divergence(browser, folders, tmp_path):
@@ -320,6 +343,10 @@ def test_compare_report_renders_in_chromium_with_the_divergence(browser, folders
     note = json.loads((folders["compare"] / "comparison.json").read_text())["notes"][0]
     divergence = pl.Series([note["ts"]]).str.to_datetime(time_zone="UTC").dt.epoch("ms")[0]
     assert all(divergence in c["shapes"] for c in charts)
+    for setup in ("isolated", "cross"):
+        traces = [t for t in read_back(charts) if t["meta"]["setup"] == setup]
+        checked = assert_run_traces_match_tables(folders["compare"] / setup, traces)
+        assert (("events", "liquidation") in checked) == (setup == "isolated")
 
 
 def test_sweep_report_renders_in_chromium(browser, tmp_path):

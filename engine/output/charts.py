@@ -129,8 +129,8 @@ def _describe(row: dict) -> str:
 
 
 def equity_figure(run, equity: pl.DataFrame, book: pl.DataFrame) -> dict:
-    """Equity per exchange (every snapshot) and the whole book, with event markers at the
-    exchange's equity just before the event."""
+    """Equity per exchange (every snapshot) and the whole book, with event markers placed at the
+    exchange's equity of the last snapshot at or before the event's time."""
     data = []
     for exchange in sorted(equity["exchange"].unique().to_list()):
         rows = equity.filter(pl.col("exchange") == exchange).sort("events_applied", "ts", maintain_order=True)

@@ -34,7 +34,7 @@ def _plotly():
         import plotly
         from plotly.io.json import to_json_plotly
         from plotly.offline import get_plotlyjs
-    except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    except ImportError as exc:
         raise ReportError("xmargin report needs Plotly: pip install 'xmargin[report]' (or pip install plotly).") \
             from exc
     return plotly.__version__, get_plotlyjs, to_json_plotly
@@ -54,7 +54,7 @@ def number(value, key: str = "") -> str:
             return "n/a"
         if math.isinf(value):
             return "never" if "distance" in key else str(value)
-        if any(part in key for part in PERCENT_KEYS):
+        if any(part in key.rsplit(".", 1)[-1] for part in PERCENT_KEYS):
             return f"{value * 100:,.2f}%"
         return f"{value:,.2f}" if abs(value) >= 1 or value == 0 else f"{value:.4g}"
     return html.escape(str(value))
