@@ -125,6 +125,11 @@ def test_run_report_is_one_self_contained_file(folders, tmp_path):
     checked = assert_run_traces_match_tables(folders["demo"], [t for f in figures.values() for t in f["data"]])
     assert {("equity", None), ("book", None), ("distance", None), ("events", "transfer"),
             ("events", "funding"), ("events", "fees")} <= checked
+    # net exposure at the end: the final snapshot's signed notional (no coin balances in this run)
+    final = xmargin.open_run(folders["demo"]).positions.filter(pl.col("reason") == "final").collect()
+    net = {t["meta"]["underlying"]: decoded(t["y"]) for t in figures["exposure"]["data"]}
+    assert set(net) == {"BTC"} and final.height == 2
+    assert net["BTC"][-1] == pytest.approx((final["quantity"].sign() * final["notional"]).sum(), abs=1e-9)
     # the summary table: every exchange, and the book's statistics
     assert "<th>binance</th><th>hyperliquid</th><th>total</th>" in text and "book.sharpe" in text
 
@@ -247,6 +252,30 @@ def test_without_plotly_the_error_names_the_extra(folders, tmp_path, monkeypatch
     with pytest.raises(ReportError, match=r"xmargin\[report\]"):
         report(folders["isolated"], tmp_path / "no.html")
     assert not list(tmp_path.iterdir())  # nothing half-written
+
+
+def test_book_statistics_by_hand():
+    from datetime import datetime, timedelta, timezone
+
+    from xmargin.output.charts import performance
+
+    start = datetime(2024, 1, 1, tzinfo=timezone.utc)
+    book = pl.DataFrame({"ts": [start + timedelta(days=d) for d in range(5)],
+                         "equity": [100.0, 110.0, 99.0, 104.5, 121.0]})
+    stats = performance(book, deposits=100.0)
+    returns = [0.10, -0.10, 104.5 / 99 - 1, 121 / 104.5 - 1]
+    mean = sum(returns) / 4
+    spread = (sum((r - mean) ** 2 for r in returns) / 3) ** 0.5
+    downside = (sum(min(r, 0) ** 2 for r in returns) / 4) ** 0.5
+    days_per_year = 365.25
+    assert stats["total_return"] == pytest.approx(0.21)
+    assert stats["cagr"] == pytest.approx(1.21 ** (days_per_year / 4) - 1)
+    assert stats["volatility"] == pytest.approx(spread * days_per_year ** 0.5)
+    assert stats["sharpe"] == pytest.approx(mean / spread * days_per_year ** 0.5)
+    assert stats["sortino"] == pytest.approx(mean / downside * days_per_year ** 0.5)
+    assert stats["max_drawdown"] == pytest.approx(11.0) and stats["max_drawdown_fraction"] == pytest.approx(0.1)
+    # under water from day 2 (99 < 110) through day 3 (104.5), back above at day 4
+    assert stats["longest_under_water_days"] == pytest.approx(2.0) and stats["time_under_water"] == pytest.approx(0.5)
 
 
 def test_table_cells_say_what_the_figure_is():

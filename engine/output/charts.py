@@ -58,11 +58,11 @@ def layout(title: str, y_title: str, *, y_format: str | None = None, date_axis: 
     return out
 
 
-def last_per_snapshot(frame: pl.DataFrame, extra=()) -> pl.DataFrame:
-    """The start, sample and final snapshots, one per (ts, exchange, *extra): the latest state at
-    that time (a final snapshot at a sample time wins). Event snapshots are left out."""
+def last_per_snapshot(frame: pl.DataFrame) -> pl.DataFrame:
+    """The start, sample and final snapshots, one per (ts, exchange): the latest state at that time
+    (a final snapshot at a sample time wins). Event snapshots are left out."""
     return (frame.filter(pl.col("reason") != "event").sort("events_applied", maintain_order=True)
-            .unique(["ts", "exchange", *extra], keep="last", maintain_order=True).sort("ts", "exchange", *extra))
+            .unique(["ts", "exchange"], keep="last", maintain_order=True).sort("ts", "exchange"))
 
 
 def _stable(asset: str = "asset") -> pl.Expr:
@@ -231,21 +231,24 @@ def distance_figure(run) -> dict:
 
 
 # ------------------------------------------------------------------------------------------ exposure
-def signed_exposure(run) -> pl.DataFrame:
-    """Per start/sample/final snapshot and derivative position: `exposure`, its signed USD notional
-    (linear: quantity x mark; inverse, settled in the base coin: the coin notional x mark), with
-    `underlying` (the base asset); positions absent at a snapshot count 0."""
-    positions = last_per_snapshot(run.positions.collect(), ["instrument"])
+def chosen_snapshots(run) -> pl.DataFrame:
+    """The snapshot keys of `last_per_snapshot`: one start/sample/final snapshot per (ts, exchange)."""
+    return last_per_snapshot(run.equity.select(KEY).unique(maintain_order=True).collect())
+
+
+def signed_exposure(run, snapshots: pl.DataFrame) -> pl.DataFrame:
+    """Per chosen snapshot and derivative position: `exposure`, its signed USD notional (linear:
+    quantity x mark; inverse, settled in the base coin: the coin notional x mark), with `underlying`
+    (the base asset); an instrument held at some time on an exchange counts 0 where it is not held."""
+    positions = run.positions.collect().join(snapshots, on=KEY)
     underlying = pl.col("instrument").str.split(":").list.get(1).str.split("/").list.get(0)
     inverse = pl.col("asset") == underlying
     usd = pl.when(inverse).then(pl.col("notional") * pl.col("mark_price")).otherwise(pl.col("notional"))
     held = positions.with_columns(underlying.alias("underlying"),
                                   (pl.col("quantity").sign() * usd).alias("exposure"))
-    snapshots = last_per_snapshot(run.equity.select(KEY).collect().unique(maintain_order=True))
-    grid = snapshots.select("ts", "exchange").join(held.select("exchange", "instrument", "underlying").unique(),
-                                                   on="exchange")
-    return (grid.join(held.select("ts", "exchange", "instrument", "exposure"), on=["ts", "exchange", "instrument"],
-                      how="left").with_columns(pl.col("exposure").fill_null(0.0)).sort("instrument", "ts"))
+    grid = snapshots.join(held.select("exchange", "instrument", "underlying").unique(), on="exchange")
+    return (grid.join(held.select(*KEY, "instrument", "exposure"), on=[*KEY, "instrument"], how="left")
+            .with_columns(pl.col("exposure").fill_null(0.0)).sort("instrument", "ts"))
 
 
 def positions_figure(exposure: pl.DataFrame) -> dict:
@@ -258,10 +261,10 @@ def positions_figure(exposure: pl.DataFrame) -> dict:
     return {"data": data, "layout": layout("Positions: signed notional per instrument (long > 0)", "USD")}
 
 
-def net_exposure(run, exposure: pl.DataFrame) -> pl.DataFrame:
+def net_exposure(run, exposure: pl.DataFrame, snapshots: pl.DataFrame) -> pl.DataFrame:
     """Net USD exposure per underlying and time: the derivatives' signed notional plus the balances
     of that coin (spot holdings, coin collateral) at their price, summed over exchanges."""
-    coins = (last_per_snapshot(run.collateral.collect(), ["asset"]).filter(~_stable())
+    coins = (run.collateral.collect().join(snapshots, on=KEY).filter(~_stable())
              .select("ts", "exchange", pl.col("asset").alias("underlying"),
                      (pl.col("balance") * pl.col("price")).alias("exposure")))
     both = pl.concat([exposure.select("ts", "exchange", "underlying", "exposure"), coins])
@@ -354,12 +357,13 @@ def run_figures(run) -> tuple[dict, pl.DataFrame]:
     thresholds = run.manifest.get("resolved", {}).get("warning_thresholds", [])
     equity = exchange_equity(run)
     book = book_equity(run, equity)
-    exposure = signed_exposure(run)
+    snapshots = chosen_snapshots(run)
+    exposure = signed_exposure(run, snapshots)
     return {
         "equity": equity_figure(run, equity, book),
         "margin-ratio": margin_figure(run, thresholds),
         "distance": distance_figure(run),
         "positions": positions_figure(exposure),
-        "exposure": exposure_figure(net_exposure(run, exposure)),
+        "exposure": exposure_figure(net_exposure(run, exposure, snapshots)),
         "funding-fees": flows_figure(cumulative_flows(run)),
     }, book
