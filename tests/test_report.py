@@ -190,10 +190,15 @@ def test_sweep_report_plots_each_figure_against_each_parameter(tmp_path, how):
     figures = figures_of(text)
     assert set(figures) == {"sweep-strategy.params.notional", "sweep-setup", "sweep-heatmap"}
     ok = frame.filter(pl.col("status") == "ok")
-    by_figure = {t["meta"]["figure"]: t for t in figures["sweep-setup"]["data"]}
-    assert set(by_figure) == {"pnl", "liquidations", "binance.fees"}  # status, error, ids are not figures
-    assert by_figure["pnl"]["x"] == ok["setup"].to_list()
-    assert decoded(by_figure["pnl"]["y"]).tolist() == ok["pnl"].to_list()
+    # one line per value of the other parameter; status, error and ids are not figures
+    lines = {(t["meta"]["figure"], t["meta"]["group"]["strategy.params.notional"]): t
+             for t in figures["sweep-setup"]["data"]}
+    assert {f for f, _ in lines} == {"pnl", "liquidations", "binance.fees"} and len(lines) == 6
+    for notional in (20000, 30000):
+        rows = ok.filter(pl.col("strategy.params.notional") == notional).sort("setup")
+        assert lines[("pnl", notional)]["x"] == rows["setup"].to_list()
+        assert decoded(lines[("pnl", notional)]["y"]).tolist() == rows["pnl"].to_list()
+    assert [t["visible"] for t in figures["sweep-setup"]["data"]] == [True, True] + [False] * 4
     heat = {t["meta"]["figure"]: t for t in figures["sweep-heatmap"]["data"]}["pnl"]
     z = np.array([decoded(row) if isinstance(row, dict) else row for row in heat["z"]], dtype=float)
     assert decoded(heat["x"]).tolist() == [20000, 30000] and heat["y"] == ["cross", "isolated"]
@@ -383,5 +388,8 @@ def test_sweep_report_renders_in_chromium(browser, tmp_path):
     charts = {c["id"]: c for c in open_report(browser, report(tmp_path / "sweep"))}
     heat = {t["meta"]["figure"]: t for t in charts["sweep-heatmap"]["data"]}["liquidations"]
     assert heat["z"] == [[0, 0], [1, 2]] and heat["visible"] is False
-    pnl = {t["meta"]["figure"]: t for t in charts["sweep-strategy.params.notional"]["data"]}["pnl"]
-    assert pnl["x"] == frame["strategy.params.notional"].to_list() and pnl["y"] == frame["pnl"].to_list()
+    pnl = {t["meta"]["group"]["setup"]: t for t in charts["sweep-strategy.params.notional"]["data"]
+           if t["meta"]["figure"] == "pnl"}
+    for setup, line in pnl.items():
+        rows = frame.filter(pl.col("setup") == setup).sort("strategy.params.notional")
+        assert line["x"] == rows["strategy.params.notional"].to_list() and line["y"] == rows["pnl"].to_list()

@@ -105,18 +105,35 @@ def _base_layout(title: str, x_title: str, y_title: str) -> dict:
             "yaxis": {"title": {"text": y_title}}, "hovermode": "closest"}
 
 
+MAX_GROUPS = 12
+
+
 def sweep_figures(ok: pl.DataFrame, parameters: list, figures: list) -> dict:
-    """Each figure against each parameter (a dropdown picks the figure), and a heatmap per figure
-    when the grid has exactly two parameters (mean where a cell holds several variants)."""
+    """Each figure against each parameter (a dropdown picks the figure; one line per combination of
+    the other parameters, up to MAX_GROUPS, else markers only), and a heatmap per figure when the
+    grid has exactly two parameters (mean where a cell holds several variants)."""
     out = {}
-    hover = [", ".join(f"{p}={row[p]}" for p in parameters) for row in ok.select(parameters).iter_rows(named=True)]
     for parameter in parameters:
-        data = [{"type": "scatter", "mode": "markers", "name": figure, "x": _values(ok[parameter]),
-                 "y": _values(ok[figure]), "text": hover, "visible": n == 0, "marker": {"size": 9},
-                 "meta": {"table": "sweep", "parameter": parameter, "figure": figure}}
-                for n, figure in enumerate(figures)]
+        others = [p for p in parameters if p != parameter]
+        groups = ok.select(others).unique(maintain_order=True).sort(others).rows() if others else [()]
+        grouped = len(groups) <= MAX_GROUPS
+        if not grouped:
+            groups = [()]
+        data = []
+        for n, figure in enumerate(figures):
+            for group in groups:
+                rows = ok.filter(*[pl.col(p) == v for p, v in zip(others, group)]) if grouped and others else ok
+                rows = rows.sort(parameter)
+                label = ", ".join(f"{p}={v}" for p, v in zip(others, group)) if group else figure
+                hover = [", ".join(f"{p}={row[p]}" for p in parameters)
+                         for row in rows.select(parameters).iter_rows(named=True)]
+                data.append({"type": "scatter", "mode": "lines+markers" if grouped else "markers", "name": label,
+                             "x": _values(rows[parameter]), "y": _values(rows[figure]), "text": hover,
+                             "visible": n == 0, "marker": {"size": 9},
+                             "meta": {"table": "sweep", "parameter": parameter, "figure": figure,
+                                      "group": dict(zip(others, group))}})
         layout = _base_layout(f"figure against {parameter}", parameter, "value of the chosen figure")
-        layout["updatemenus"] = _chooser(figures)
+        layout["updatemenus"] = _chooser(figures, len(groups))
         out[f"sweep-{parameter}"] = {"data": data, "layout": layout}
     if len(parameters) == 2:
         first, second = parameters
@@ -131,7 +148,7 @@ def sweep_figures(ok: pl.DataFrame, parameters: list, figures: list) -> dict:
             for a, b, value in cells.select(first, second, figure).iter_rows():
                 grid[y_index[b], x_index[a]] = np.nan if value is None else value
             data.append({"type": "heatmap", "name": figure, "x": _values(xs), "y": _values(ys), "z": grid,
-                         "visible": n == 0, "colorscale": "RdBu", "colorbar": {"title": {"text": figure}},
+                         "visible": n == 0, "colorscale": "Viridis", "colorbar": {"title": {"text": figure}},
                          "meta": {"table": "sweep", "parameters": [first, second], "figure": figure,
                                   "cells": int(cells.height), "most_variants_in_a_cell": int(cells["n"].max())}})
         layout = _base_layout(f"heatmap: {second} against {first}", first, second)
