@@ -232,7 +232,7 @@ def test_capital_report_draws_amounts_and_proof_runs(folders, tmp_path):
     assert bars["USDT"]["x"] == ["binance"] and decoded(bars["USDT"]["y"]).tolist() == [7057.25]
     assert decoded(bars["USDC"]["y"]).tolist() == [15124.5]
     proof = figures["proof-margin-ratio"]["data"]
-    assert {t["meta"]["run"] for t in proof} == {"demo"}
+    assert {(t["meta"]["role"], t["meta"]["run"]) for t in proof} == {("proof", "demo")}
     assert_run_traces_match_tables(folders["demo"], proof)
     bad = tmp_path / "bad"
     bad.mkdir()
@@ -281,6 +281,18 @@ def test_book_statistics_by_hand():
     assert stats["max_drawdown"] == pytest.approx(11.0) and stats["max_drawdown_fraction"] == pytest.approx(0.1)
     # under water from day 2 (99 < 110) through day 3 (104.5), back above at day 4
     assert stats["longest_under_water_days"] == pytest.approx(2.0) and stats["time_under_water"] == pytest.approx(0.5)
+
+
+def test_summary_notices_list_warnings_rejections_and_exposure():
+    from xmargin.output.html_page import notices
+
+    text = notices({"warnings": ["one-legged hedge: ETH <net> above 50% of gross"],
+                    "rejections": [{"exchange": "binance", "kind": "insufficient margin", "count": 3}],
+                    "exposure": {"ETH": {"peak_gross": 60000.0, "peak_net_share": 0.5}}})
+    assert "one-legged hedge: ETH &lt;net&gt; above 50% of gross" in text
+    assert "<td>rejection 1</td><td>binance</td><td>insufficient margin</td><td>3</td>" in text
+    assert "<td>peak_gross</td><td>60,000.00</td>" in text and "<td>peak_net_share</td><td>50.00%</td>" in text
+    assert notices({"exchanges": {}, "total": {}}) == ""
 
 
 def test_table_cells_say_what_the_figure_is():

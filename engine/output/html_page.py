@@ -18,6 +18,7 @@ STYLE = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 24px auto; max-width: 1200px;
        color: #222; padding: 0 16px; }
 h1 { font-size: 22px; margin-bottom: 4px; } h2 { font-size: 17px; margin-top: 28px; border-bottom: 1px solid #ddd; }
+h3 { font-size: 14px; margin: 14px 0 4px; }
 p.meta, p.note { color: #555; font-size: 13px; margin: 4px 0; }
 table { border-collapse: collapse; font-size: 13px; margin: 8px 0; }
 th, td { border-bottom: 1px solid #eee; padding: 3px 10px; text-align: right; white-space: nowrap; }
@@ -26,7 +27,7 @@ div.chart { width: 100%; min-height: 380px; margin: 6px 0 18px; }
 div.scroll { overflow-x: auto; }
 """
 
-PERCENT_KEYS = ("headroom", "distance", "return", "cagr", "volatility", "fraction", "time_under_water")
+PERCENT_KEYS = ("headroom", "distance", "return", "cagr", "volatility", "fraction", "share", "time_under_water")
 
 
 def _plotly():
@@ -97,6 +98,34 @@ def summary_table(summary: dict, extra: dict | None = None) -> str:
                 rows.append(key)
             cells[(key, column)] = value
     return table(rows, columns, cells)
+
+
+def records_table(records: list[dict], label: str) -> str:
+    """A list of flat records (e.g. summary.json's rejections), one table row each."""
+    columns = []
+    for record in records:
+        columns += [k for k in record if k not in columns]
+    rows = [f"{label} {n + 1}" for n in range(len(records))]
+    return table(rows, columns, {(r, k): v for r, record in zip(rows, records) for k, v in record.items()})
+
+
+def notices(summary: dict) -> str:
+    """What a run summary says beyond its numbers: warnings (e.g. a one-legged hedge), rejected
+    orders by reason, exposure per underlying; empty where the summary has none."""
+    parts = []
+    if summary.get("warnings"):
+        items = "".join(f"<li>{html.escape(str(w))}</li>" for w in summary["warnings"])
+        parts.append(f"<h3>Warnings</h3><ul>{items}</ul>")
+    if summary.get("rejections"):
+        parts.append("<h3>Rejected orders</h3>" + records_table(list(summary["rejections"]), "rejection"))
+    exposure = summary.get("exposure")
+    if isinstance(exposure, dict) and exposure:
+        values = {name: flatten(row) if isinstance(row, dict) else {"value": row} for name, row in exposure.items()}
+        keys = [k for row in values.values() for k in row]
+        rows = list(dict.fromkeys(keys))
+        parts.append("<h3>Exposure per underlying</h3>"
+                     + table(rows, list(values), {(k, n): row.get(k) for n, row in values.items() for k in rows}))
+    return "".join(parts)
 
 
 # ------------------------------------------------------------------------------------------ page

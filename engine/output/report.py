@@ -16,7 +16,7 @@ from datetime import datetime
 from pathlib import Path
 
 from xmargin.errors import ReportError
-from xmargin.output.html_page import page, summary_table, table, write
+from xmargin.output.html_page import notices, page, summary_table, table, write
 
 
 # ------------------------------------------------------------------------------------------ run
@@ -55,11 +55,15 @@ def run_page(path: Path) -> str:
 
     run = open_run(path)
     figures, book = run_figures(run)
-    statistics = {f"book.{k}": v for k, v in performance(book, run.summary.get("total", {}).get("deposits", 0.0))
-                  .items()}
-    summary = ("<p class=\"note\">From summary.json; the <code>book.*</code> rows are computed here from the whole "
-               "book's equity at the sample times (risk-free rate 0, annualised).</p>"
-               + summary_table(run.summary, {k: (float(v) if v is not None else None) for k, v in statistics.items()}))
+    total = run.summary.get("total", {})
+    if "statistics" in total:  # the run summary has its own performance statistics: show those only
+        note, statistics = "From summary.json.", {}
+    else:
+        note = ("From summary.json; the <code>book.*</code> rows are computed here from the whole book's equity at "
+                "the sample times (risk-free rate 0, annualised).")
+        statistics = {f"book.{k}": (None if v is None else float(v))
+                      for k, v in performance(book, total.get("deposits", 0.0)).items()}
+    summary = f'<p class="note">{note}</p>' + summary_table(run.summary, statistics) + notices(run.summary)
     sections = [("Summary", summary, []), *[(title, f'<p class="note">{note}</p>', ids)
                                             for title, note, ids in SECTIONS]]
     return page(f"xmargin run {run.summary.get('run_id', path.name)}", _run_header(run), sections, figures)

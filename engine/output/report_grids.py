@@ -202,14 +202,18 @@ def read_capital(folder: Path) -> tuple[pl.DataFrame, dict]:
     return rows, (info if isinstance(info, dict) else {})
 
 
-def proof_runs(folder: Path, rows: pl.DataFrame) -> list[Path]:
-    """The proof run folders named in columns ending in `run_id` (inside `folder`, or paths)."""
-    found = []
+def proof_runs(folder: Path, rows: pl.DataFrame) -> list[tuple[str, Path]]:
+    """(role, folder) of the proof runs named in columns ending in `run_id` (role: the column name
+    without it, e.g. proof_survives), folders inside `folder` or paths; each folder once."""
+    found, seen = [], set()
     for column in [c for c in rows.columns if c.endswith("run_id")]:
+        role = column[:-len("run_id")].rstrip("_") or column
         for value in rows[column].drop_nulls().unique(maintain_order=True).to_list():
             for candidate in (folder / str(value), Path(str(value)), folder / "runs" / str(value)):
-                if (candidate / "manifest.json").is_file() and candidate not in found:
-                    found.append(candidate)
+                if (candidate / "manifest.json").is_file():
+                    if candidate.resolve() not in seen:
+                        seen.add(candidate.resolve())
+                        found.append((role, candidate))
                     break
     return found
 
@@ -229,12 +233,12 @@ def capital_page(folder: Path) -> str:
     paths = proof_runs(folder, rows)
     if paths:
         merged = {"data": [], "layout": None}
-        for path in paths:
+        for role, path in paths:
             run = open_run(path)
             figure = margin_figure(run, run.manifest.get("resolved", {}).get("warning_thresholds", []))
             merged["layout"] = merged["layout"] or figure["layout"]
-            merged["data"].extend({**t, "name": f"{path.name}: {t['name']}", "legendgroup": path.name,
-                                   "meta": {**t["meta"], "run": path.name}} for t in figure["data"])
+            merged["data"].extend({**t, "name": f"{role} {path.name}: {t['name']}", "legendgroup": path.name,
+                                   "meta": {**t["meta"], "run": path.name, "role": role}} for t in figure["data"])
         merged["layout"] = {**merged["layout"], "title": {**merged["layout"]["title"],
                                                           "text": "Proof runs: margin ratio (1 = liquidation)"}}
         figures["proof-margin-ratio"] = merged
