@@ -237,7 +237,7 @@ def capital_page(folder: Path) -> str:
             run = open_run(path)
             figure = margin_figure(run, run.manifest.get("resolved", {}).get("warning_thresholds", []))
             merged["layout"] = merged["layout"] or figure["layout"]
-            merged["data"].extend({**t, "name": f"{role} {path.name}: {t['name']}", "legendgroup": path.name,
+            merged["data"].extend({**t, "name": f"{path.name}: {t['name']}", "legendgroup": path.name,
                                    "meta": {**t["meta"], "run": path.name, "role": role}} for t in figure["data"])
         merged["layout"] = {**merged["layout"], "title": {**merged["layout"]["title"],
                                                           "text": "Proof runs: margin ratio (1 = liquidation)"}}
