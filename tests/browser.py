@@ -149,7 +149,8 @@ class Page:
         for event in self.browser.events:
             method, params = event.get("method"), event.get("params", {})
             if method == "Runtime.consoleAPICalled" and params.get("type") in ("error", "warning", "assert"):
-                out.append(f"console.{params['type']}: {[a.get('value', a.get('description')) for a in params['args']]}")
+                values = [a.get("value", a.get("description")) for a in params["args"]]
+                out.append(f"console.{params['type']}: {values}")
             elif method == "Runtime.exceptionThrown":
                 out.append(f"exception: {params['exceptionDetails']}")
             elif method == "Log.entryAdded" and params["entry"]["level"] == "error":
@@ -162,9 +163,9 @@ class Page:
 
     def screenshot(self, clip: dict, scale: float = 0.5) -> np.ndarray:
         """Pixels (height x width x channels, uint8) of the page region `clip` (x, y, width, height)."""
-        shot = self.browser.send("Page.captureScreenshot",
-                                 {"format": "png", "captureBeyondViewport": True, "clip": {**clip, "scale": scale}},
-                                 session=self.session)
+        options = {"format": "png", "optimizeForSpeed": True, "captureBeyondViewport": True,
+                   "clip": {**clip, "scale": scale}}
+        shot = self.browser.send("Page.captureScreenshot", options, session=self.session)
         return png_pixels(base64.b64decode(shot["data"]))
 
 

@@ -345,7 +345,8 @@ READ_BACK = """Array.from(document.querySelectorAll('div.chart')).map(function (
                     x: Array.from(t.x || []), y: Array.from(t.y || []), z: z};
           })};
 })"""
-READY = "new Promise(function (done) { (function wait() { window.xmarginReady ? done(true) : setTimeout(wait, 25); })(); })"
+READY = ("new Promise(function (done) { (function wait() { window.xmarginReady ? done(true) : setTimeout(wait, 25); })();"
+         " })")
 
 
 def open_report(browser, path: Path):

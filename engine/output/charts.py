@@ -89,7 +89,8 @@ def book_equity(run, equity: pl.DataFrame) -> pl.DataFrame:
         "transfer_id", "exchange", "asset", "amount", pl.col("seq").alias("sent_seq"))
     if not sent.height:
         return book.with_columns(pl.lit(0.0).alias("in_flight"))
-    arrived = events.filter(pl.col("type") == "TransferArrived").select("transfer_id", pl.col("seq").alias("arrived_seq"))
+    arrived = (events.filter(pl.col("type") == "TransferArrived")
+               .select("transfer_id", pl.col("seq").alias("arrived_seq")))
     transfers = sent.join(arrived, on="transfer_id", how="left")
     prices = (run.collateral.select("ts", "exchange", "asset", "price").collect()
               .unique(["ts", "exchange", "asset"], keep="last", maintain_order=True).sort("ts"))

@@ -3,8 +3,8 @@
 Sweep folder (`xmargin sweep`): one Parquet table, one row per variant. Its parameters are the
 list under "parameters" in the Parquet schema metadata key `xmargin` (JSON) or in `sweep.json`
 beside it; without either, the columns named by a config key (`run.`, `strategy.`, `exchanges.`,
-e.g. `strategy.params.notional`) plus `setup`, `scenario` and `collateral`. Every other numeric column is a figure. Rows whose `status`
-is "failed" are counted and listed, not plotted.
+e.g. `strategy.params.notional`) plus `setup`, `scenario` and `collateral`. Every other numeric
+column is a figure. Rows whose `status` is "failed" are counted and listed, not plotted.
 
 Capital folder (`xmargin capital`): `capital.arrow` (or the "rows" of `capital.json`) with at
 least `exchange`, `asset`, `required_collateral`; columns ending in `run_id` name the proof runs,
@@ -71,8 +71,8 @@ def read_sweep(folder: Path) -> tuple[pl.DataFrame, list, list, pl.DataFrame, Pa
                           f"{frame.columns}.")
     if not parameters:
         raise ReportError(f"{file}: no parameter columns (none declared under 'parameters' in the schema metadata "
-                          "or sweep.json, and no column named by a config key such as strategy.params.x, nor setup, scenario or "
-                          "collateral).")
+                          "or sweep.json, and no column named by a config key such as strategy.params.x, nor "
+                          "setup, scenario or collateral).")
     failed = frame.filter(pl.col("status") == "failed") if "status" in frame.columns else frame.clear()
     ok = frame.filter(pl.col("status") != "failed") if "status" in frame.columns else frame
     figures = [c for c, dtype in frame.schema.items()
