@@ -3,7 +3,8 @@
 Sweep folder (`xmargin sweep`): one Parquet table, one row per variant. Its parameters are the
 list under "parameters" in the Parquet schema metadata key `xmargin` (JSON) or in `sweep.json`
 beside it; without either, the columns named by a config key (`run.`, `strategy.`, `exchanges.`,
-e.g. `strategy.params.notional`) plus `setup`, `scenario` and `collateral`. Every other numeric
+e.g. `strategy.params.notional`) plus `setup`, `margin_modes`, `scenario`, `stress` and
+`collateral`. Every other numeric
 column is a figure. Rows whose `status` is "failed" are counted and listed, not plotted.
 
 Capital folder (`xmargin capital`): `capital.arrow` (or the "rows" of `capital.json`) with at
@@ -25,7 +26,7 @@ from xmargin.output.html_page import page, table
 
 NOT_FIGURES = {"status", "error", "variant", "variant_id", "id", "run_id", "path", "seed", "seconds",
                "run_seconds", "attempts"}
-GRID_KEYS = ("setup", "scenario", "collateral")
+GRID_KEYS = ("setup", "margin_modes", "scenario", "stress", "collateral")
 CONFIG_SECTIONS = ("run.", "strategy.", "exchanges.")
 MAX_TABLE_ROWS = 200
 
