@@ -135,6 +135,16 @@ def test_run_report_is_one_self_contained_file(folders, tmp_path):
     assert ("statistics.sharpe" in text) == ("book.sharpe" not in text)
 
 
+def test_every_figure_is_valid_for_plotly(folders, tmp_path):
+    """plotly's own schema check (property names and values) over every chart of each kind of page."""
+    import plotly.graph_objects as go
+
+    _sweep(tmp_path / "sweep", "metadata")
+    for folder in (folders["isolated"], folders["compare"], tmp_path / "sweep"):
+        for name, figure in figures_of(report(folder, tmp_path / "check.html").read_text()).items():
+            go.Figure(figure)  # raises ValueError naming a bad property
+
+
 def test_liquidations_and_isolated_positions_are_charted(folders):
     figures, book = run_figures(xmargin.open_run(folders["isolated"]))
     names = [t["name"] for t in figures["margin-ratio"]["data"]]

@@ -46,12 +46,12 @@ def line(frame: pl.DataFrame, y: str, name: str, meta: dict, **style) -> dict:
     return trace
 
 
-def layout(title: str, y_title: str, *, y_format: str | None = None, date_axis: bool = True, **extra) -> dict:
-    """A compact layout shared by every chart."""
+def layout(title: str, y_title: str, *, y_format: str | None = None, **extra) -> dict:
+    """A compact layout shared by the time charts (plotly.js's default look: no template object)."""
     out = {"title": {"text": title, "x": 0.01, "font": {"size": 15}}, "height": 380,
            "margin": {"l": 70, "r": 20, "t": 40, "b": 40}, "hovermode": "closest",
            "legend": {"orientation": "h", "y": -0.15}, "yaxis": {"title": {"text": y_title}, "zeroline": True},
-           "xaxis": {"type": "date"} if date_axis else {}, "template": "plotly_white"}
+           "xaxis": {"type": "date", "hoverformat": "%Y-%m-%d %H:%M UTC"}}
     if y_format:
         out["yaxis"]["tickformat"] = y_format
     out.update(extra)

@@ -4,8 +4,8 @@ Sweep folder (`xmargin sweep`): one Parquet table, one row per variant. Its para
 list under "parameters" in the Parquet schema metadata key `xmargin` (JSON) or in `sweep.json`
 beside it; without either, the columns named by a config key (`run.`, `strategy.`, `exchanges.`,
 e.g. `strategy.params.notional`) plus `setup`, `margin_modes`, `scenario`, `stress` and
-`collateral`. Every other numeric
-column is a figure. Rows whose `status` is "failed" are counted and listed, not plotted.
+`collateral`. Every other numeric column is a figure. Rows whose `status` is "failed" are
+counted and listed, not plotted.
 
 Capital folder (`xmargin capital`): `capital.arrow` (or the "rows" of `capital.json`) with at
 least `exchange`, `asset`, `required_collateral`; columns ending in `run_id` name the proof runs,
@@ -101,7 +101,7 @@ def _chooser(figures: list, traces_per_figure: int = 1) -> list:
 
 
 def _base_layout(title: str, x_title: str, y_title: str) -> dict:
-    return {"title": {"text": title, "x": 0.3, "font": {"size": 15}}, "height": 420, "template": "plotly_white",
+    return {"title": {"text": title, "x": 0.3, "font": {"size": 15}}, "height": 420,
             "margin": {"l": 70, "r": 20, "t": 70, "b": 50}, "xaxis": {"title": {"text": x_title}},
             "yaxis": {"title": {"text": y_title}}, "hovermode": "closest"}
 
