@@ -38,10 +38,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory):
-    """A two-exchange funding arbitrage with transfers (the demo, 2024-09-05..11-20), and an
+    """A two-exchange funding arbitrage with a transfer (the demo, 2024-09-05..09-20), and an
     isolated-vs-cross comparison where a 12 % ETH gap liquidates the isolated leg."""
     root = tmp_path_factory.mktemp("report")
-    config = load_config(ROOT / "examples/demo.toml", start="2024-09-05", end="2024-11-20", out=str(root / "runs"))
+    config = load_config(ROOT / "examples/demo.toml", start="2024-09-05", end="2024-09-20", out=str(root / "runs"))
     demo = xmargin.run(config, run_id="demo").path
     table, _ = compare(write_config(root, "cross", collateral=20_000), ["isolated", "cross"], out=root / "runs",
                        compare_id="gap", shocks=(PriceGap(to_ns(AT), (ETH,), -0.12),))
@@ -156,6 +156,25 @@ def test_liquidations_and_isolated_positions_are_charted(folders):
     # positions: the ETH leg goes to 0 when liquidated, the BTC short stays
     exposure = {t["meta"]["instrument"]: decoded(t["y"]) for t in figures["positions"]["data"]}
     assert exposure[ETH].max() > 0 and exposure[ETH][-1] == 0 and exposure["binance:BTC/USDT:USDT"][-1] < 0
+
+
+def test_thinned_series_keep_table_rows_and_extremes(folders, monkeypatch):
+    import xmargin.output.downsample as downsample
+
+    run = xmargin.open_run(folders["demo"])
+    full, _ = run_figures(run)
+    monkeypatch.setattr(downsample, "MAX_POINTS", 60)
+    thin, _ = run_figures(run)
+    long = [(f, n) for f in full for n, t in enumerate(full[f]["data"]) if len(t["x"]) > 60]
+    assert len(long) >= 8  # equity, book, margin ratio, distance, positions, funding ...
+    for figure, n in long:
+        before, after = full[figure]["data"][n], thin[figure]["data"][n]
+        assert len(after["x"]) <= 2 * 30 + 2 < len(before["x"])
+        kept = pairs(after["x"], after["y"])
+        assert kept <= pairs(before["x"], before["y"])
+        assert np.nanmax(after["y"]) == np.nanmax(before["y"]) and np.nanmin(after["y"]) == np.nanmin(before["y"])
+        assert (after["x"][0], after["x"][-1]) == (before["x"][0], before["x"][-1])
+    assert_run_traces_match_tables(folders["demo"], [t for f in thin.values() for t in f["data"]])
 
 
 def test_compare_report_shows_setups_side_by_side_and_the_divergence(folders, tmp_path):

@@ -14,10 +14,12 @@ import polars as pl
 MAX_POINTS = 2000
 
 
-def keep_extremes(frame: pl.DataFrame, values, by=(), max_points: int = MAX_POINTS) -> pl.DataFrame:
-    """The rows of `frame` to plot: all of a group of `by` with at most `max_points` rows, else the
-    first, the last and each bucket's rows of min and max of every column in `values` (in order)."""
+def keep_extremes(frame: pl.DataFrame, values, by=(), max_points: int | None = None) -> pl.DataFrame:
+    """The rows of `frame` to plot: all of a group of `by` with at most `max_points` (default
+    MAX_POINTS) rows, else the first, the last and each bucket's rows of min and max of every
+    column in `values` (in order)."""
     values, by = list(values), list(by)
+    max_points = max_points or MAX_POINTS
     if frame.height <= max_points and not by:
         return frame
     buckets = max(1, max_points // (2 * max(1, len(values))))
