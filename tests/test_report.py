@@ -177,6 +177,20 @@ def test_thinned_series_keep_table_rows_and_extremes(folders, monkeypatch):
     assert_run_traces_match_tables(folders["demo"], [t for f in thin.values() for t in f["data"]])
 
 
+def test_a_run_without_the_optional_distance_table_reports_without_that_chart(folders, tmp_path):
+    import shutil
+
+    copy = tmp_path / "old-run"
+    shutil.copytree(folders["isolated"], copy)
+    run = xmargin.open_run(copy)
+    run.tables.pop("distance")  # as open_run gives a run written before the table existed
+    figures, _ = run_figures(run)
+    assert "distance" not in figures and "margin-ratio" in figures
+    run.tables.pop("collateral")
+    with pytest.raises(ReportError, match="no collateral table"):
+        run_figures(run)
+
+
 def test_compare_report_shows_setups_side_by_side_and_the_divergence(folders, tmp_path):
     text = report(folders["compare"], tmp_path / "compare.html").read_text()
     notes = json.loads((folders["compare"] / "comparison.json").read_text())["notes"]

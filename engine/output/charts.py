@@ -14,6 +14,7 @@ import numpy as np
 import polars as pl
 
 from xmargin.analysis.summary import account_equity
+from xmargin.errors import ReportError
 from xmargin.margin.collateral import STABLECOINS
 from xmargin.output.downsample import keep_extremes
 
@@ -356,15 +357,20 @@ def performance(book: pl.DataFrame, deposits: float) -> dict:
 def run_figures(run) -> tuple[dict, pl.DataFrame]:
     """Every chart of a run ({id: figure}, in page order) and the whole book's equity."""
     thresholds = run.manifest.get("resolved", {}).get("warning_thresholds", [])
+    missing = [name for name in ("equity", "positions", "collateral", "events") if name not in run.tables]
+    if missing:
+        raise ReportError(f"{run.path}: the run folder has no {', '.join(missing)} table(s), which the report "
+                          "draws from; run the config again with this xmargin version.")
     equity = exchange_equity(run)
     book = book_equity(run, equity)
     snapshots = chosen_snapshots(run)
     exposure = signed_exposure(run, snapshots)
-    return {
+    figures = {
         "equity": equity_figure(run, equity, book),
         "margin-ratio": margin_figure(run, thresholds),
-        "distance": distance_figure(run),
+        "distance": distance_figure(run) if "distance" in run.tables else None,  # an optional table
         "positions": positions_figure(exposure),
         "exposure": exposure_figure(net_exposure(run, exposure, snapshots)),
         "funding-fees": flows_figure(cumulative_flows(run)),
-    }, book
+    }
+    return {key: figure for key, figure in figures.items() if figure is not None}, book

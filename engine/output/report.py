@@ -65,7 +65,7 @@ def run_page(path: Path) -> str:
                       for k, v in performance(book, total.get("deposits", 0.0)).items()}
     summary = f'<p class="note">{note}</p>' + summary_table(run.summary, statistics) + notices(run.summary)
     sections = [("Summary", summary, []), *[(title, f'<p class="note">{note}</p>', ids)
-                                            for title, note, ids in SECTIONS]]
+                                            for title, note, ids in SECTIONS if set(ids) <= set(figures)]]
     return page(f"xmargin run {run.summary.get('run_id', path.name)}", _run_header(run), sections, figures)
 
 
@@ -124,7 +124,7 @@ def compare_page(folder: Path) -> str:
                                      f"{html.escape(setups[0])}'s, and why (red line on the charts).</p>"
                                      f"<ul>{divergence}</ul>", []),
                 *[(title, f'<p class="note">{note} One line style per set-up.</p>', ids)
-                  for title, note, ids in SECTIONS]]
+                  for title, note, ids in SECTIONS if set(ids) <= set(merged)]]
     return page(f"xmargin comparison {data.get('id', folder.name)}",
                 [html.escape(f"{len(rows)} set-ups: {', '.join(setups)}")], sections, merged)
 
