@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import html
 import json
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 from xmargin.errors import ReportError
@@ -71,7 +71,9 @@ def run_page(path: Path) -> str:
 
 # ------------------------------------------------------------------------------------------ compare
 def _ms(text: str) -> float:
-    return datetime.fromisoformat(str(text).replace(" ", "T")).timestamp() * 1000.0
+    """A time as written in comparison.json, as UTC milliseconds (a time without offset is UTC)."""
+    moment = datetime.fromisoformat(str(text).replace(" ", "T"))
+    return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp() * 1000.0
 
 
 def _run_path(folder: Path, recorded: str) -> Path:
