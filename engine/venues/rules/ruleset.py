@@ -17,7 +17,7 @@ import numpy as np
 from xmargin.errors import RulesError
 from xmargin.margin import policies
 from xmargin.margin.collateral import schedule_from
-from xmargin.margin.modes import MODE_NAMES
+from xmargin.margin.modes import MODE_NAMES, MODES as _MODE_REGISTRY
 
 DATA_DIR = Path(__file__).parent / "data"
 POLICIES = tuple(policies.POLICIES)  # the liquidation-policy registry's names
@@ -244,9 +244,9 @@ def parse_rules(data: dict, where: str) -> RuleSet:
         raise RulesError(f"{where}: liquidation: {exc}. fill is one of {FILLS}, "
                          "maintenance_basis 'mark' or 'entry'.") from exc
     modes = tuple(data.get("margin_modes", ("isolated", "cross")))
-    unknown = [m for m in modes if m not in MODES]
+    unknown = [m for m in modes if m not in _MODE_REGISTRY]
     if unknown:
-        raise RulesError(f"{where}: margin_modes {unknown} unknown; allowed: {list(MODES)}.")
+        raise RulesError(f"{where}: margin_modes {unknown} unknown; registered margin modes: {list(_MODE_REGISTRY)}.")
     for asset, entry in data.get("collateral_ratios", {}).items():
         try:
             schedule_from(asset, entry)
