@@ -14,8 +14,6 @@ order, balances by asset.
 
 from __future__ import annotations
 
-import math
-
 import attrs
 import numpy as np
 import polars as pl
