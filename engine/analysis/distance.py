@@ -48,7 +48,7 @@ import polars as pl
 
 from xmargin.margin.kernel import Legs, valuate
 from xmargin.margin.units import stack
-from xmargin.output.snapshots import snapshot_units
+from xmargin.output.snapshots import run_units, snapshot_units
 
 MAX_UP = 10.0
 ITERATIONS = 48  # bisection steps: the move is then known to 10 / 2**48 ~ 4e-14
@@ -87,22 +87,23 @@ def first_crossing(legs: Legs, mark: np.ndarray, direction: np.ndarray, k: float
     return out
 
 
-def distance_table(snapshots, catalog, feed, thresholds) -> pl.DataFrame:
+def distance_table(snapshots, catalog, feed, thresholds, units=None) -> pl.DataFrame:
     """One row per snapshot x risk unit holding positions x (each underlying, "all"): ts, reason,
     exchange, events_applied, asset (the unit's pool: the settlement asset, "USD" for a
     multi-asset account), unit (`cross:<pool>` or the isolated instrument), underlying (base
     asset or "all"), warning_distance, liquidation_distance (fractions; inf: never within the cap).
 
-    The units are the margin modes' (`xmargin.margin.modes`, as the scan and the tables), valued by
-    the kernel; snapshots with the same (ts, reason, exchange, events_applied) count once."""
-    seen, kept = set(), []
-    for snapshot in snapshots:
+    The units are the margin modes' (`xmargin.margin.modes`, as the scan and the tables; `units`:
+    the snapshots' `snapshot_units` when already built), valued by the kernel; snapshots with the
+    same (ts, reason, exchange, events_applied) count once."""
+    seen, first = set(), set()
+    for n, snapshot in enumerate(snapshots):
         key = (snapshot.ts, snapshot.reason, snapshot.account.exchange, snapshot.events_applied)
         if key not in seen:
             seen.add(key)
-            kept.append(snapshot)
-    units, owner = snapshot_units(kept, catalog, feed)
-    chosen = [u for u, unit in enumerate(units) if unit.positions]
+            first.add(n)
+    units, owner = units if units is not None else snapshot_units(snapshots, catalog, feed)
+    chosen = [u for u, (unit, n) in enumerate(zip(units, owner)) if unit.positions and n in first]
     if not chosen:
         return pl.DataFrame(schema=SCHEMA)
     units = [units[u] for u in chosen]
@@ -113,7 +114,7 @@ def distance_table(snapshots, catalog, feed, thresholds) -> pl.DataFrame:
     columns = np.array([r[0] for unit in units for r in unit.rows], dtype=np.int64)
     names, code = np.unique(np.array([underlying_of[c] for c in columns.tolist()], dtype=object),
                             return_inverse=True)
-    rows = np.array([kept[n].row for n in owner], dtype=np.int64)[legs.unit]
+    rows = np.array([snapshots[n].row for n in owner], dtype=np.int64)[legs.unit]
     mark = feed.mark_close[rows, columns]
     exposure = np.where(legs.size > 0, legs.quantity * legs.size / mark, legs.quantity * mark)
     counts = np.bincount(legs.unit, minlength=n_units)
@@ -145,7 +146,7 @@ def distance_table(snapshots, catalog, feed, thresholds) -> pl.DataFrame:
     thresholds = list(thresholds)
     warning = (first_crossing(cases, k=float(thresholds[0]), **moves) if thresholds
                else np.full(len(case_units), math.nan))
-    snapshot_of = [kept[n] for n in owner]
+    snapshot_of = [snapshots[n] for n in owner]
     per_unit = pl.DataFrame({
         "unit_index": np.arange(n_units), "ts": [s.ts for s in snapshot_of],
         "reason": [s.reason for s in snapshot_of], "exchange": [u.exchange for u in units],
@@ -184,7 +185,8 @@ def run_distances(result) -> pl.DataFrame:
         return _CACHE[result]
     except (KeyError, TypeError):
         pass
-    table = distance_table(result.snapshots, result.catalog, result.feed, result.config.warning_thresholds)
+    table = distance_table(result.snapshots, result.catalog, result.feed, result.config.warning_thresholds,
+                           run_units(result))
     try:
         _CACHE[result] = table
     except TypeError:

@@ -94,6 +94,7 @@ class RunResult:
     timings: dict
     intrabar: str
     projected: tuple | None = None
+    units: tuple | None = None  # (risk units, snapshot index of each): xmargin.output.snapshots.run_units
 
 
 class Backtest:
