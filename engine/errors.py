@@ -23,3 +23,8 @@ class RulesError(XmarginError):
 
 class RunError(XmarginError):
     """A run folder is missing, incomplete or inconsistent."""
+
+
+class StrategyError(XmarginError):
+    """A strategy raised, or returned something that is not a command, during a run. The message
+    names the strategy, the wake time and the offending value; the user's exception is chained."""

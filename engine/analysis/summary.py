@@ -170,5 +170,9 @@ def format_summary(summary: dict, run_path) -> str:
         lines.append(f"  tightest moment: {tight['exchange']} {tight['asset']} at {tight['ts']}: a "
                      f"{tight['liquidation_distance'] * 100:.1f}% adverse move of everything would liquidate "
                      f"(first warning at {tight['warning_distance'] * 100:.1f}%)")
+    warnings = summary.get("warnings") or []
+    if warnings:
+        lines.append(f"  warnings ({len(warnings)}): the figures above rest on these inputs")
+        lines.extend(f"    - {warning}" for warning in warnings)
     lines.append(f"  outputs: {run_path}  (open with xmargin.open_run)")
     return "\n".join(lines)
