@@ -13,7 +13,7 @@ import traceback
 
 import click
 
-from xmargin.errors import StrategyError, XmarginError
+from xmargin.errors import StrategyError, XmarginError, strategy_failure
 
 
 class _Group(click.Group):
@@ -33,6 +33,13 @@ class _Group(click.Group):
         except XmarginError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(2)
+        except Exception as exc:
+            message = strategy_failure(exc)
+            if message is None:
+                raise
+            click.echo("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)).rstrip(), err=True)
+            click.echo(f"error: {message}\nNo run folder was written.", err=True)
+            sys.exit(1)
 
 
 @click.group(cls=_Group)

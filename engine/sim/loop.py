@@ -28,7 +28,7 @@ from xmargin.venues.rules import load_rules
 from xmargin.output.snapshots import Snapshot
 from xmargin.ledger.state import Ledger
 from xmargin.sim.strategy import View, Wake, Wakes, build_strategy
-from xmargin.errors import ConfigError, StrategyError
+from xmargin.errors import ConfigError, StrategyError, XmarginError, mark_strategy_failure
 from xmargin.ledger import commands as cmd
 from xmargin.venues.venue import Catalog, Tradable, Venue
 
@@ -180,8 +180,12 @@ class Backtest:
         error, with the user's exception (and traceback) chained."""
         try:
             return call()
-        except Exception as exc:
+        except XmarginError as exc:  # e.g. an unknown instrument key read through the View
             raise StrategyError(f"strategy {self.strategy_name}: {where} raised {type(exc).__name__}: {exc}") from exc
+        except Exception as exc:  # the user's own exception goes on, with its traceback, named
+            exc.add_note(mark_strategy_failure(exc, f"strategy {self.strategy_name}: {where} raised "
+                                                    f"{type(exc).__name__}: {exc}"))
+            raise
 
     # -- event plumbing -------------------------------------------------------------------------
     def emit(self, events) -> None:
