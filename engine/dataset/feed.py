@@ -57,7 +57,7 @@ class Feed:
     funding_rate: np.ndarray
     funding_ts: np.ndarray
     fingerprint: str
-    warnings: tuple = ()
+    warnings: tuple = ()  # (instrument key, message) pairs a run trading that instrument must repeat
     funding_by_column: dict = attrs.field(init=False, repr=False)
 
     def __attrs_post_init__(self):
@@ -160,8 +160,8 @@ def load_feed(folder: str | Path, keys: list[str], start: datetime | None = None
         np.copyto(target, close, where=~has_bar)
 
     mark_source = {k: "last" for k in keys}
-    warnings = [f"{key}: no bars between {_iso(int(ts[0]))} and {_iso(int(ts[-1]) + bar_ns)}; nothing on it can "
-                "fill in this run (check run.start / run.end and `xmargin data info`)"
+    warnings = [(key, f"{key}: no bars between {_iso(int(ts[0]))} and {_iso(int(ts[-1]) + bar_ns)}; nothing on it "
+                      "can fill in this run (check run.start / run.end and `xmargin data info`)")
                 for c, key in enumerate(keys) if not has_bar[:, c].any()]
     mark = [open_, high, low, close]  # shared with the last prices until a mark series replaces them
     mark_scan = scan(folder, "mark", start, end, keys)
@@ -199,8 +199,8 @@ def load_feed(folder: str | Path, keys: list[str], start: datetime | None = None
                 if len(last_bar) and last_bar[-1] > rows[-1]:
                     stops = _iso(int(ts[rows[-1]]) + bar_ns)
                     mark_source[k] = f"mark until {stops}, then last"
-                    warnings.append(f"{k}: the mark series stops at {stops}, {last_bar[-1] - rows[-1]} bars before "
-                                    "its last bar; margin and PnL use the last price from there on")
+                    warnings.append((k, f"{k}: the mark series stops at {stops}, {last_bar[-1] - rows[-1]} bars "
+                                         "before its last bar; margin and PnL use the last price from there on"))
 
     funding_scan = scan(folder, "funding", start, end, keys)
     if funding_scan is None:

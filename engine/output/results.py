@@ -42,8 +42,19 @@ def open_run(path: str | Path) -> Run:
         if not file.is_file():
             raise RunError(f"{path}: {name}.arrow is missing; the run folder is damaged.")
         tables[name] = pl.scan_ipc(file)
-    return Run(path=path, tables=tables, summary=json.loads((path / "summary.json").read_text()),
-               manifest=json.loads((path / "manifest.json").read_text()))
+    return Run(path=path, tables=tables, summary=read_json(path / "summary.json"),
+               manifest=read_json(path / "manifest.json"))
+
+
+def read_json(file: Path) -> dict:
+    """A run's JSON file as a dict; a missing, truncated or edited-to-garbage file is a RunError naming it."""
+    try:
+        data = json.loads(Path(file).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RunError(f"{file}: unreadable ({exc}); the run folder is damaged. Run its config again.") from exc
+    if not isinstance(data, dict):
+        raise RunError(f"{file}: expected a JSON object; the run folder is damaged. Run its config again.")
+    return data
 
 
 def list_runs(root: str | Path = "runs") -> pl.DataFrame:
@@ -53,7 +64,12 @@ def list_runs(root: str | Path = "runs") -> pl.DataFrame:
         summary_file = folder.parent / "summary.json"
         if not summary_file.is_file():
             continue
-        summary = json.loads(summary_file.read_text())
+        try:
+            summary = read_json(summary_file)
+        except RunError:  # one damaged run must not hide the others
+            rows.append({"run_id": folder.parent.name, "strategy": "(damaged: summary.json unreadable)",
+                         "start": "", "end": "", "pnl": None, "fees": None, "funding": None, "liquidations": None})
+            continue
         total = summary.get("total", {})
         rows.append({"run_id": folder.parent.name, "strategy": summary.get("strategy", ""),
                      "start": summary.get("start", ""), "end": summary.get("end", ""),

@@ -36,15 +36,15 @@ def equity_table(result) -> pa.Table:
     return equity_distances(pl.from_arrow(equity_base_table(result)), run_distances(result)).to_arrow()
 
 
-def _json_safe(value):
+def json_safe(value):
     if isinstance(value, float) and not math.isfinite(value):
         return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
     if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
+        return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
+        return [json_safe(v) for v in value]
     if isinstance(value, (np.floating, np.integer)):
-        return _json_safe(value.item())
+        return json_safe(value.item())
     if isinstance(value, (datetime, Path)):
         return str(value)
     return value
@@ -190,10 +190,10 @@ def write_run(result, summary: dict, out: Path | None = None, run_id: str | None
         write_ipc(positions_table(result), partial / "positions.arrow")
         write_ipc(run_distances(result).to_arrow(), partial / "distance.arrow")
         write_ipc(collateral_table(result), partial / "collateral.arrow")
-        (partial / "summary.json").write_text(json.dumps(_json_safe(summary), indent=2) + "\n")
+        (partial / "summary.json").write_text(json.dumps(json_safe(summary), indent=2) + "\n")
         manifest = {
             "run_id": run_id,
-            "config": _json_safe(config.raw),
+            "config": json_safe(config.raw),
             "resolved": {"dataset": str(config.dataset), "start": str(config.start), "end": str(config.end),
                          "seed": config.seed, "intrabar": result.intrabar, "slippage_bps": config.slippage_bps,
                          "on_liquidation": config.on_liquidation,
@@ -214,7 +214,7 @@ def write_run(result, summary: dict, out: Path | None = None, run_id: str | None
         manifest.update(extra_manifest or {})
         manifest["files"] = {f.name: file_hash(f) for f in sorted(partial.iterdir())
                              if f.is_file() and f.name != LOCK_NAME}
-        manifest = _json_safe(manifest)
+        manifest = json_safe(manifest)
         manifest[MANIFEST_DIGEST] = manifest_digest(manifest)
         (partial / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
         return reservation.commit()

@@ -78,23 +78,25 @@ def unbracketed(config, catalog: Catalog) -> dict:
     return out
 
 
-def run_warnings(catalog: Catalog, feed: Feed) -> list[str]:
-    """What a run's summary must say about its inputs: an exchange with nothing to trade, an
-    instrument whose bars cover only part of the run, a perp margined on the last price."""
-    warnings = [f"exchanges.{name}: no instrument of the dataset is on this exchange (check the name against "
-                "the dataset's exchanges); its collateral just sits there"
+def run_warnings(catalog: Catalog, feed: Feed) -> list[tuple]:
+    """What a run's summary must say about its inputs, as (instrument key or None, message): an
+    exchange with nothing to trade, an instrument whose bars cover only part of the run, a perp
+    margined on the last price. Messages about one instrument apply when the run trades it."""
+    warnings = [(None, f"exchanges.{name}: no instrument of the dataset is on this exchange (check the name "
+                       "against the dataset's exchanges); its collateral just sits there")
                 for name in catalog.venues if not catalog.on_exchange(name)]
     warnings.extend(feed.warnings)
     total = len(feed.ts)
     for column, key in enumerate(feed.keys):
         rows = np.flatnonzero(feed.has_bar[:, column])
         if len(rows) and (rows[0] > 0.05 * total or rows[-1] < 0.95 * (total - 1)):
-            first, last = (np.datetime64(int(feed.ts[r]), "ns").astype("datetime64[m]") for r in (rows[0], rows[-1]))
-            warnings.append(f"{key}: bars only from {first} to {last}, {100 * len(rows) / total:.0f} % of the run; "
-                            "outside that it cannot trade and a hedge on it is one-legged")
+            first, last = (_iso(int(feed.ts[r])) for r in (rows[0], rows[-1]))
+            warnings.append((key, f"{key}: bars only from {first} to {last}, {100 * len(rows) / total:.0f} % of the "
+                                  "run; outside that it cannot trade and a hedge on it is one-legged"))
         tradable = catalog.tradables.get(key)
         if tradable is not None and tradable.instrument.is_derivative and feed.mark_source.get(key) == "last":
-            warnings.append(f"{key}: no mark series in the dataset; margin, PnL and liquidations use the last price")
+            warnings.append((key, f"{key}: no mark series in the dataset; margin, PnL and liquidations use the "
+                                  "last price"))
     return warnings
 
 
@@ -174,6 +176,13 @@ class Backtest:
         self._units_ledger = None
         self._units: list = []
         self._sample_rows: list = []
+
+    def _warnings_that_apply(self) -> list[str]:
+        """The input warnings about instruments this run traded or watched (and all general ones)."""
+        used = {getattr(event, "instrument", None) for event in self.events} | set(self.wakes.bars)
+        if "*" in used:
+            used |= set(self.feed.keys)
+        return [message for key, message in self.warnings if key is None or key in used]
 
     def _call_strategy(self, where: str, call):
         """`call()`; what it raises becomes a StrategyError naming the strategy, the moment and the
@@ -313,7 +322,7 @@ class Backtest:
                          snapshots=self.snapshots,
                          initial_ledger=self.initial_ledger, ledger=self.ledger,
                          timings={"load_seconds": self.load_seconds, "run_seconds": run_seconds},
-                         intrabar=config.intrabar, warnings=list(self.warnings))
+                         intrabar=config.intrabar, warnings=self._warnings_that_apply())
 
     def _fill_orders(self, row: int, ts: int, slippage: float) -> list:
         feed = self.feed
