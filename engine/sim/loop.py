@@ -85,6 +85,12 @@ def run_warnings(catalog: Catalog, feed: Feed) -> list[tuple]:
     warnings = [(None, f"exchanges.{name}: no instrument of the dataset is on this exchange (check the name "
                        "against the dataset's exchanges); its collateral just sits there")
                 for name in catalog.venues if not catalog.on_exchange(name)]
+    for name, venue in catalog.venues.items():
+        settles = {t.instrument.settle for t in catalog.on_exchange(name) if t.instrument.is_derivative}
+        if settles and venue.margin_mode != "multi-asset" and not settles & set(venue.collateral):
+            warnings.append((None, f"exchanges.{name}.collateral holds {sorted(venue.collateral)} but its perps "
+                                   f"settle in {sorted(settles)}: without multi-asset margin that collateral backs "
+                                   "none of them"))
     warnings.extend(feed.warnings)
     total = len(feed.ts)
     for column, key in enumerate(feed.keys):
