@@ -340,8 +340,9 @@ def _check_spikes(frame: pl.LazyFrame, key: list, out: _Collector, label: str) -
 
         spike = (pl.when(prev.is_null()).then(away(after)).when(after.is_null()).then(away(prev))
                  .otherwise(away(prev) & away(after)))
-        found = (frame.filter(c.is_finite() & (c > 0) & spike.fill_null(False))
-                 .select(key + [col, prev.alias("previous"), after.alias("next")]).collect())
+        found = (frame.with_columns(previous=prev, next=after, spike=spike.fill_null(False))
+                 .filter(c.is_finite() & (c > 0) & pl.col("spike"))
+                 .select(key + [col, "previous", "next"]).collect())
         out.rows(found, severity=ERROR, check="price spike", column=col,
                  message=lambda r, col=col: f"{col} = {r[col]!r} is more than {SPIKE_FACTOR:g}x away from the "
                                             f"neighbouring closes ({r['previous']!r}, {r['next']!r})",
