@@ -79,9 +79,10 @@ def test_an_unwritable_or_full_output_folder_is_refused_before_the_run(setup, mo
     assert woken == [] and finished_runs(out) == [] and not (out / "x.partial").exists()
 
 
-def _freqtrade_file(folder, timeframe: str, rows: int, start=datetime(2024, 1, 1, tzinfo=timezone.utc)):
+def _freqtrade_file(folder, timeframe: str, rows: int, start=datetime(2024, 1, 1, tzinfo=timezone.utc),
+                    base: float = 100.0):
     step = {"1h": timedelta(hours=1), "1m": timedelta(minutes=1)}[timeframe]
-    price = [100.0 + i for i in range(rows)]
+    price = [base + i for i in range(rows)]
     frame = pl.DataFrame({"date": [start + i * step for i in range(rows)], "open": price,
                           "high": [p + 1 for p in price], "low": [p - 1 for p in price], "close": price,
                           "volume": [1.0] * rows})
@@ -96,10 +97,11 @@ def test_a_refused_import_into_an_existing_dataset_leaves_it_byte_identical(tmp_
     target = tmp_path / "ds"
     assert cli("data", "import", _freqtrade_file(source / "h", "1h", 48), "--out", target).exit_code == 0
     before = tree_digest(target)
-    minutes = _freqtrade_file(source / "m", "1m", 120)  # another bar length for the same instrument
-    result = cli("data", "import", minutes, "--out", target)
+    # one bar right after the existing ones, at 100x their price: fine alone, a spike once merged
+    spike = _freqtrade_file(source / "m", "1h", 1, start=datetime(2024, 1, 3, tzinfo=timezone.utc), base=14700.0)
+    result = cli("data", "import", spike, "--out", target)
     assert result.exit_code == 2 and "does not validate" in result.output and "is unchanged" in result.output
-    assert "several timeframes" in result.output
+    assert "price spike" in result.output or "more than 10x away" in result.output
     assert tree_digest(target) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ds", "user_data"]  # no staging copy left behind
     assert cli("data", "validate", target).exit_code == 0
