@@ -67,7 +67,7 @@ def list_runs(root: str | Path = "runs") -> pl.DataFrame:
         try:
             summary = read_json(summary_file)
         except RunError:  # one damaged run must not hide the others
-            rows.append({"run_id": folder.parent.name, "strategy": "(damaged: summary.json unreadable)",
+            rows.append({"run_id": folder.parent.name, "strategy": "(damaged summary.json)",
                          "start": "", "end": "", "pnl": None, "fees": None, "funding": None, "liquidations": None})
             continue
         total = summary.get("total", {})
