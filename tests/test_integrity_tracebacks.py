@@ -26,6 +26,8 @@ class Probe:
     def on_wake(self, view, wake):
         for exchange in view.exchanges:
             view.margin(exchange)
+            empty = view.margin(exchange, "USDC")  # the asset its perps settle in: no balance, no position
+            assert (empty.asset, empty.wallet_balance, empty.margin_ratio) == ("USDC", 0.0, 0.0)
         return []
 '''
 
