@@ -162,6 +162,26 @@ def load_config(path: str | Path, **overrides) -> RunConfig:
     return parse_config(apply_overrides(data, **overrides), base=path.parent, where=str(path))
 
 
+def check_instruments(instruments, declared, dataset) -> None:
+    """run.instruments must name instruments declared in the dataset's dataset.toml."""
+    unknown = sorted(set(instruments) - set(declared))
+    if unknown:
+        raise ConfigError(f"run.instruments: {unknown} not declared in {dataset}/dataset.toml; declared: "
+                          f"{list(declared)}.")
+
+
+def _check_declared(instruments: list, dataset: Path) -> None:
+    """Checked when the config is read (an unreadable dataset.toml is left to validate to report)."""
+    from xmargin.dataset.manifest import read_manifest
+    from xmargin.errors import DatasetError
+
+    try:
+        declared = read_manifest(dataset).keys
+    except DatasetError:
+        return
+    check_instruments(instruments, declared, dataset)
+
+
 def parse_config(data: dict, base: Path = Path("."), where: str = "config") -> RunConfig:
     """Validate a config mapping. Relative dataset paths resolve against the working directory
     first, then against the config file's folder."""
@@ -257,6 +277,8 @@ def parse_config(data: dict, base: Path = Path("."), where: str = "config") -> R
                                     or not all(isinstance(i, str) and ":" in i for i in instruments)):
         raise ConfigError(f"run.instruments = {instruments!r}: must be a list of 'exchange:symbol' keys as declared "
                           "in the dataset, e.g. [\"binance:BTC/USDT:USDT\"].")
+    if instruments:
+        _check_declared(instruments, dataset)
     for key in ("name", "out"):
         if key in run and not isinstance(run[key], str):
             raise ConfigError(f"run.{key} = {run[key]!r}: must be a string.")

@@ -66,3 +66,11 @@ def edit_json(file: Path, change) -> None:
     data = json.loads(file.read_text())
     change(data)
     file.write_text(json.dumps(data, indent=2))
+
+
+def assert_override_refused(tmp_path: Path, override: str, text: str) -> None:
+    """`xmargin run --set OVERRIDE` on a good config exits 2 with `text` and writes nothing."""
+    path = config(tmp_path / "c.toml", dataset(tmp_path / "d"))
+    result = cli("run", path, "--out", tmp_path / "runs", "--quiet", "--set", override)
+    assert result.exit_code == 2 and text in result.output, result.output
+    assert not (tmp_path / "runs").exists()

@@ -11,7 +11,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from helpers_integrity import BTC, cli, config, dataset, finished_runs
+from helpers_integrity import assert_override_refused, BTC, cli, config, dataset, finished_runs
 from xmargin.dataset.validate import validate_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -127,10 +127,7 @@ def test_an_existing_run_id_is_refused_before_the_strategy_runs(tmp_path, strate
     ("exchanges.binance.withdrawal_fees=5", "exchanges.binance.withdrawal_fees = 5: must be a table"),
 ])
 def test_config_messages_name_the_key(tmp_path, override, text):
-    path = config(tmp_path / "c.toml", dataset(tmp_path / "d"))
-    result = cli("run", path, "--out", tmp_path / "runs", "--quiet", "--set", override)
-    assert result.exit_code == 2 and text in result.output, result.output
-    assert finished_runs(tmp_path / "runs") == []
+    assert_override_refused(tmp_path, override, text)
 
 
 def test_dataset_toml_messages_name_the_key(tmp_path):

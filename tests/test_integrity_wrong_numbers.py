@@ -11,7 +11,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from helpers_integrity import BTC, ETH, cli, config, dataset, edit_json, finished_runs, rewrite
+from helpers_integrity import assert_override_refused, BTC, ETH, cli, config, dataset, edit_json, finished_runs, rewrite
 from xmargin.dataset.feed import load_feed
 from xmargin.dataset.validate import validate_dataset
 from xmargin.venues.rules.ruleset import DATA_DIR
@@ -138,10 +138,7 @@ def test_funding_stamped_a_second_after_the_hour_settles_at_the_bar_that_contain
     ("exchanges.binance.leverage=true", "exchanges.binance.leverage = True"),
 ])
 def test_config_numbers_are_bounded(tmp_path, override, key):
-    path = config(tmp_path / "c.toml", dataset(tmp_path / "d"))
-    result = cli("run", path, "--out", tmp_path / "runs", "--quiet", "--set", override)
-    assert result.exit_code == 2 and key in result.output, result.output
-    assert not (tmp_path / "runs").exists()
+    assert_override_refused(tmp_path, override, key)
 
 
 def _rules(tmp_path, change):

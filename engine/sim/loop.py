@@ -28,6 +28,7 @@ from xmargin.venues.rules import load_rules
 from xmargin.output.snapshots import Snapshot
 from xmargin.ledger.state import Ledger
 from xmargin.sim.strategy import View, Wake, Wakes, build_strategy
+from xmargin.config import check_instruments
 from xmargin.errors import ConfigError, StrategyError, XmarginError, mark_strategy_failure
 from xmargin.ledger import commands as cmd
 from xmargin.venues.venue import Catalog, Tradable, Venue
@@ -43,10 +44,7 @@ def build_catalog(config, manifest) -> Catalog:
                              withdrawal_fees=dict(exchange.withdrawal_fees),
                              transfer_delay_minutes=dict(exchange.transfer_delay_minutes))
     wanted = set(config.instruments) if config.instruments else None
-    unknown = sorted((wanted or set()) - set(manifest.keys))
-    if unknown:
-        raise ConfigError(f"run.instruments: {unknown} not declared in {config.dataset}/dataset.toml; declared: "
-                          f"{list(manifest.keys)}.")
+    check_instruments(wanted or (), manifest.keys, config.dataset)
     tradables = {}
     for instrument in manifest.instruments:
         if instrument.exchange not in venues or (wanted is not None and instrument.key not in wanted):
