@@ -17,14 +17,15 @@ import attrs
 
 from xmargin.errors import ConfigError, RulesError
 from xmargin.venues.rules import load_rules
+from xmargin.venues.fees import market_fees
 
 MARGIN_MODES = ("cross", "isolated", "multi-asset", "portfolio")  # portfolio: reserved, refused for now
 INTRABAR = ("path", "worst-case", "close")
 ON_LIQUIDATION = ("continue", "stop")
 RUN_KEYS = {"dataset", "start", "end", "strategy", "seed", "name", "out", "slippage_bps", "sample_interval",
-            "intrabar", "on_liquidation", "warning_thresholds", "instruments"}
+            "intrabar", "on_liquidation", "warning_thresholds", "instruments", "timeframe"}
 EXCHANGE_KEYS = {"rules", "margin_mode", "collateral", "leverage", "withdrawal_fees", "transfer_delay_minutes",
-                 "allow_default_brackets"}
+                 "allow_default_brackets", "fees"}
 MAX_SLIPPAGE_BPS = 1000.0  # 10 %: beyond that a market order's fill price means nothing
 MAX_LEVERAGE = 1000.0
 
@@ -88,6 +89,7 @@ class ExchangeConfig:
     withdrawal_fees: dict
     transfer_delay_minutes: dict
     allow_default_brackets: bool = False
+    fees: dict = attrs.field(factory=dict)  # market -> FeeRates or None (xmargin.venues.fees.market_fees)
 
 
 @attrs.frozen
@@ -107,6 +109,7 @@ class RunConfig:
     on_liquidation: str = "continue"
     warning_thresholds: tuple[float, ...] = (0.7, 0.9)
     instruments: tuple[str, ...] | None = None
+    timeframe: str | None = None  # bar timeframe to run on when the dataset holds several (e.g. "1h")
     raw: dict = attrs.field(factory=dict, eq=False, repr=False)
     folder: Path | None = None  # the config file's folder: `module:Class` strategies are looked up there first
 
@@ -251,7 +254,7 @@ def parse_config(data: dict, base: Path = Path("."), where: str = "config") -> R
             name=name, rules=entry["rules"], margin_mode=mode,
             collateral={a: float(v) for a, v in collateral.items()}, leverage=leverage,
             withdrawal_fees=tables["withdrawal_fees"], transfer_delay_minutes=tables["transfer_delay_minutes"],
-            allow_default_brackets=allow_defaults)
+            allow_default_brackets=allow_defaults, fees=market_fees(rules, entry.get("fees", {}), f"{prefix}.fees"))
     intrabar = run.get("intrabar", "path")
     if intrabar not in INTRABAR:
         raise ConfigError(f"run.intrabar = {intrabar!r}: allowed {list(INTRABAR)}.")
@@ -282,10 +285,14 @@ def parse_config(data: dict, base: Path = Path("."), where: str = "config") -> R
     for key in ("name", "out"):
         if key in run and not isinstance(run[key], str):
             raise ConfigError(f"run.{key} = {run[key]!r}: must be a string.")
+    timeframe = run.get("timeframe")
+    if timeframe is not None:
+        parse_duration(timeframe, "run.timeframe")
     return RunConfig(
         dataset=dataset, strategy=str(run["strategy"]), params=dict(strategy.get("params", {})),
         exchanges=exchanges, start=start, end=end, seed=seed, name=str(run.get("name", "")),
         out=Path(run.get("out", "runs")), slippage_bps=float(slippage),
         sample_interval_ns=parse_duration(run.get("sample_interval", "1h"), "run.sample_interval"),
         intrabar=intrabar, on_liquidation=on_liquidation, warning_thresholds=tuple(float(t) for t in thresholds),
-        instruments=tuple(instruments) if instruments else None, raw=data, folder=base.resolve())
+        instruments=tuple(instruments) if instruments else None,
+        timeframe=None if timeframe is None else str(timeframe), raw=data, folder=base.resolve())

@@ -116,6 +116,8 @@ class RuleSet:
     not_public: tuple[str, ...]
     maker_fee: float
     taker_fee: float
+    spot_maker_fee: float | None  # spot market fees (fraction of notional), apart from the derivatives' above;
+    spot_taker_fee: float | None  # None: the rule file gives none (`fees.spot`)
     funding_interval_hours: float
     funding_interval_overrides: dict
     margin_modes: tuple[str, ...]
@@ -200,6 +202,19 @@ def _fraction(value, key: str, where: str, low: float, high: float) -> float:
     return number
 
 
+def _spot_fees(fees: dict, where: str) -> dict:
+    """`fees.spot = {maker, taker}`: the spot market's own rates, apart from the derivatives' `fees.maker/taker`."""
+    spot = fees.get("spot")
+    if spot is None:
+        return {"spot_maker_fee": None, "spot_taker_fee": None}
+    try:
+        return {"spot_maker_fee": _fraction(spot["maker"], "fees.spot.maker", where, *FEE_RANGE),
+                "spot_taker_fee": _fraction(spot["taker"], "fees.spot.taker", where, 0.0, FEE_RANGE[1])}
+    except (KeyError, TypeError) as exc:
+        raise RulesError(f"{where}: fees.spot must be {{\"maker\": <fraction>, \"taker\": <fraction>}}, got "
+                         f"{spot!r}.") from exc
+
+
 def parse_rules(data: dict, where: str) -> RuleSet:
     """Assemble a `RuleSet` from a parsed rule file; every error names the file and key."""
 
@@ -251,6 +266,7 @@ def parse_rules(data: dict, where: str) -> RuleSet:
         not_public=tuple(data.get("not_public", ())),
         maker_fee=_fraction(need(fees, "maker", "fees."), "fees.maker", where, *FEE_RANGE),
         taker_fee=_fraction(need(fees, "taker", "fees."), "fees.taker", where, 0.0, FEE_RANGE[1]),
+        **_spot_fees(fees, where),
         funding_interval_hours=_fraction(need(funding, "interval_hours", "funding."), "funding.interval_hours",
                                          where, 1 / 60, 24 * 7),
         funding_interval_overrides=dict(funding.get("interval_overrides", {})),
