@@ -15,12 +15,13 @@ import attrs
 import numpy as np
 
 from xmargin.errors import RulesError
+from xmargin.venues.fees import MAX_FEE, MIN_MAKER_FEE
 
 DATA_DIR = Path(__file__).parent / "data"
 POLICIES = ("full", "partial")
 FILLS = ("bankruptcy", "trigger")
 MODES = ("isolated", "cross", "mixed", "multi-asset", "portfolio")
-FEE_RANGE = (-0.01, 0.01)  # fees are fractions of notional (0.0005 = 0.05 %); a maker rebate is negative
+FEE_RANGE = (MIN_MAKER_FEE, MAX_FEE)  # fractions of notional (0.0005 = 0.05 %); a maker rebate is negative
 
 
 @attrs.frozen
