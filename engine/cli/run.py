@@ -27,7 +27,7 @@ def _load(config_path, sets, margin_modes, start, end, out, seed, skip_validatio
             click.echo(f"error: dataset {config.dataset} is not usable ({len(report.errors)} errors above); fix "
                        "them (see `xmargin data validate`) or pass --no-validate to run anyway.", err=True)
             sys.exit(1)
-        warnings = tuple(f"dataset: {p}" for p in report.warnings)
+        warnings = report.warnings
     return (config, warnings) if with_warnings else config
 
 

@@ -57,7 +57,7 @@ class Feed:
     funding_rate: np.ndarray
     funding_ts: np.ndarray
     fingerprint: str
-    warnings: tuple = ()  # (instrument key, message) pairs a run trading that instrument must repeat
+    warnings: tuple = ()  # (instrument key, message, check): what a run trading that instrument must repeat
     funding_by_column: dict = attrs.field(init=False, repr=False)
 
     def __attrs_post_init__(self):
@@ -172,7 +172,7 @@ def load_feed(folder: str | Path, keys: list[str], start: datetime | None = None
 
     mark_source = {k: "last" for k in keys}
     warnings = [(key, f"{key}: no bars between {_iso(int(ts[0]))} and {_iso(int(ts[-1]) + bar_ns)}; nothing on it "
-                      "can fill in this run (check run.start / run.end and `xmargin data info`)")
+                      "can fill in this run (check run.start / run.end and `xmargin data info`)", "no bars")
                 for c, key in enumerate(keys) if not has_bar[:, c].any()]
     mark = [open_, high, low, close]  # shared with the last prices until a mark series replaces them
     mark_scan = scan(folder, "mark", start, end, keys)
@@ -211,7 +211,8 @@ def load_feed(folder: str | Path, keys: list[str], start: datetime | None = None
                     stops = _iso(int(ts[rows[-1]]) + bar_ns)
                     mark_source[k] = f"mark until {stops}, then last"
                     warnings.append((k, f"{k}: the mark series stops at {stops}, {last_bar[-1] - rows[-1]} bars "
-                                         "before its last bar; margin and PnL use the last price from there on"))
+                                         "before its last bar; margin and PnL use the last price from there on",
+                                     "mark ends early"))
 
     funding_scan = scan(folder, "funding", start, end, keys)
     if funding_scan is None:

@@ -87,18 +87,18 @@ def unbracketed(config, catalog: Catalog) -> dict:
 
 
 def run_warnings(catalog: Catalog, feed: Feed) -> list[tuple]:
-    """What a run's summary must say about its inputs, as (instrument key or None, message): an
-    exchange with nothing to trade, an instrument whose bars cover only part of the run, a perp
+    """What a run's summary must say about its inputs, as (instrument key or None, message, check):
+    an exchange with nothing to trade, an instrument whose bars cover only part of the run, a perp
     margined on the last price. Messages about one instrument apply when the run trades it."""
     warnings = [(None, f"exchanges.{name}: no instrument of the dataset is on this exchange (check the name "
-                       "against the dataset's exchanges); its collateral just sits there")
+                       "against the dataset's exchanges); its collateral just sits there", "no instrument")
                 for name in catalog.venues if not catalog.on_exchange(name)]
     for name, venue in catalog.venues.items():
         settles = {t.instrument.settle for t in catalog.on_exchange(name) if t.instrument.is_derivative}
         if settles and venue.margin_mode != "multi-asset" and not settles & set(venue.collateral):
             warnings.append((None, f"exchanges.{name}.collateral holds {sorted(venue.collateral)} but its perps "
                                    f"settle in {sorted(settles)}: without multi-asset margin that collateral backs "
-                                   "none of them"))
+                                   "none of them", "collateral"))
     warnings.extend(feed.warnings)
     total = len(feed.ts)
     for column, key in enumerate(feed.keys):
@@ -106,11 +106,11 @@ def run_warnings(catalog: Catalog, feed: Feed) -> list[tuple]:
         if len(rows) and (rows[0] > 0.05 * total or rows[-1] < 0.95 * (total - 1)):
             first, last = (_iso(int(feed.ts[r])) for r in (rows[0], rows[-1]))
             warnings.append((key, f"{key}: bars only from {first} to {last}, {100 * len(rows) / total:.0f} % of the "
-                                  "run; outside that it cannot trade and a hedge on it is one-legged"))
+                                  "run; outside that it cannot trade and a hedge on it is one-legged", "coverage"))
         tradable = catalog.tradables.get(key)
         if tradable is not None and tradable.instrument.is_derivative and feed.mark_source.get(key) == "last":
             warnings.append((key, f"{key}: no mark series in the dataset; margin, PnL and liquidations use the "
-                                  "last price"))
+                                  "last price", "no mark"))
     return warnings
 
 
@@ -156,7 +156,9 @@ class Backtest:
     """One run: build it from a validated `RunConfig`, call `run()`."""
 
     def __init__(self, config, feed: Feed | None = None, catalog: Catalog | None = None, strategy=None,
-                 shocks=(), progress: bool = False):
+                 shocks=(), progress: bool = False, input_warnings=()):
+        """`input_warnings`: the dataset validation's warnings (Problems); the summary repeats those
+        about instruments the run trades, with the run's own."""
         from xmargin.dataset.manifest import read_manifest
 
         started = time.perf_counter()
@@ -166,7 +168,10 @@ class Backtest:
         self.feed = feed or load_feed(config.dataset, list(self.catalog.tradables), config.start, config.end,
                                       config.timeframe)
         self.load_seconds = time.perf_counter() - started
-        self.warnings = run_warnings(self.catalog, self.feed)
+        given = [(p.instrument or None, f"dataset: {p}") for p in input_warnings]
+        said = {(p.instrument, p.check) for p in input_warnings}
+        self.warnings = given + [(key, message) for key, message, check in run_warnings(self.catalog, self.feed)
+                                 if (key, check) not in said]
         self.strategy = strategy or build_strategy(config.strategy, config.params, getattr(config, "folder", None))
         self.strategy_name = getattr(config, "strategy", "") or type(self.strategy).__name__
         self.wakes: Wakes = self._call_strategy("wakes()", self.strategy.wakes)

@@ -27,7 +27,7 @@ class Completed:
     result: RunResult = attrs.field(repr=False)
 
 
-def summary_for(result: RunResult, run_id: str = "", warnings=()) -> dict:
+def summary_for(result: RunResult, run_id: str = "") -> dict:
     feed = result.feed
     meta = {"run_id": run_id, "strategy": result.config.strategy, "start": _iso(int(feed.ts[0])),
             "end": _iso(int(feed.ts[-1]) + feed.bar_ns), "bars": feed.bars, "instruments": list(feed.keys),
@@ -35,7 +35,7 @@ def summary_for(result: RunResult, run_id: str = "", warnings=()) -> dict:
             "load_seconds": result.timings["load_seconds"],
             "margin_modes": {n: v.margin_mode for n, v in result.catalog.venues.items()},
             "mark_price_source": dict(feed.mark_source),
-            "warnings": [*map(str, warnings), *result.warnings]}
+            "warnings": list(result.warnings)}
     return summarize(pl.from_arrow(events_to_table(result.events)), pl.from_arrow(equity_table(result)), meta,
                      collateral=pl.from_arrow(collateral_table(result)),
                      positions=pl.from_arrow(positions_table(result)))
@@ -47,14 +47,15 @@ def execute(config, out: Path | None = None, run_id: str | None = None, progress
 
     The run folder is claimed before anything is computed (an existing id, a folder another run
     is writing, an unwritable output folder are refused up front) and released if the run fails.
-    `warnings` (e.g. the dataset validation's) are repeated in the summary with the run's own."""
+    `warnings`: the dataset validation's Problems; those about the instruments the run trades are
+    repeated in the summary with the run's own."""
     out = Path(out or config.out)
     if backtest_options.get("strategy") is None:  # a bad strategy reference or params: refused before any folder
         backtest_options["strategy"] = build_strategy(config.strategy, config.params, config.folder)
     reservation = reserve_run(out, run_id or run_id_for(config, out))
     try:
-        result = Backtest(config, progress=progress, **backtest_options).run()
-        summary = summary_for(result, reservation.run_id, warnings)
+        result = Backtest(config, progress=progress, input_warnings=warnings, **backtest_options).run()
+        summary = summary_for(result, reservation.run_id)
         path = write_run(result, summary, extra_manifest=extra_manifest, reservation=reservation)
     finally:
         reservation.release()

@@ -256,6 +256,8 @@ def parse_rules(data: dict, where: str) -> RuleSet:
             schedule_from(asset, entry)
         except RulesError as exc:
             raise RulesError(f"{where}: {exc}") from exc
+    if not isinstance(data.get("brackets", {}), dict):
+        raise RulesError(f"{where}: key 'brackets' must map symbols (e.g. BTCUSDT) to lists of brackets.")
     symbol_brackets = {sym: _table_from(entries, f"{where}: brackets.{sym}")
                        for sym, entries in data.get("brackets", {}).items()}
     return RuleSet(
