@@ -74,3 +74,16 @@ def assert_override_refused(tmp_path: Path, override: str, text: str) -> None:
     result = cli("run", path, "--out", tmp_path / "runs", "--quiet", "--set", override)
     assert result.exit_code == 2 and text in result.output, result.output
     assert not (tmp_path / "runs").exists()
+
+
+def finished(folder: Path) -> Path:
+    """A copy in `folder` of a runs folder holding two finished runs `a` and `b` of the default config
+    (made once per test process)."""
+    if "runs" not in _CACHE:
+        root = Path(tempfile.mkdtemp(prefix="xmargin-integrity-runs-"))
+        path = config(root / "c.toml", dataset(root / "d"))
+        for run_id in ("a", "b"):
+            assert cli("run", path, "--out", root / "runs", "--run-id", run_id, "--quiet").exit_code == 0
+        _CACHE["runs"] = root / "runs"
+    shutil.copytree(_CACHE["runs"], folder)
+    return folder

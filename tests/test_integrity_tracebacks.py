@@ -9,7 +9,7 @@ import zipfile
 import polars as pl
 import pytest
 
-from helpers_integrity import BTC, cli, config, dataset, finished_runs, rewrite
+from helpers_integrity import BTC, cli, config, dataset, finished, finished_runs, rewrite
 
 PROBE = '''from xmargin.sim.strategy import Wakes
 
@@ -107,11 +107,8 @@ def test_a_zip_with_a_corrupt_deflate_stream(tmp_path):
 
 
 @pytest.fixture
-def finished(tmp_path):
-    path = config(tmp_path / "c.toml", dataset(tmp_path / "d"))
-    for run_id in ("a", "b"):
-        assert cli("run", path, "--out", tmp_path / "runs", "--run-id", run_id, "--quiet").exit_code == 0
-    return tmp_path / "runs"
+def runs(tmp_path):
+    return finished(tmp_path / "runs")
 
 
 @pytest.mark.parametrize("file, code, text", [
@@ -119,16 +116,16 @@ def finished(tmp_path):
     ("manifest.json", 2, "manifest.json: unreadable"),
     ("summary.json", 2, "summary.json: unreadable"),
 ])
-def test_verify_a_truncated_file(finished, file, code, text):
-    path = finished / "a" / file
+def test_verify_a_truncated_file(runs, file, code, text):
+    path = runs / "a" / file
     path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
-    result = cli("verify", finished / "a")
+    result = cli("verify", runs / "a")
     assert result.exit_code == code and text in result.output and isinstance(result.exception, SystemExit)
 
 
-def test_runs_list_shows_the_other_runs_when_one_summary_is_truncated(finished):
-    summary = finished / "a" / "summary.json"
+def test_runs_list_shows_the_other_runs_when_one_summary_is_truncated(runs):
+    summary = runs / "a" / "summary.json"
     summary.write_text(summary.read_text()[:40])
-    result = cli("runs", "list", "--root", finished)
+    result = cli("runs", "list", "--root", runs)
     assert result.exit_code == 0 and "(damaged summary.json)" in result.output
     assert "hold" in result.output  # run b with its numbers

@@ -11,7 +11,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from helpers_integrity import assert_override_refused, BTC, cli, config, dataset, finished_runs
+from helpers_integrity import assert_override_refused, cli, config, dataset, finished_runs
 from xmargin.dataset.validate import validate_dataset
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,7 +11,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from helpers_integrity import assert_override_refused, BTC, ETH, cli, config, dataset, edit_json, finished_runs, rewrite
+from helpers_integrity import (BTC, ETH, assert_override_refused, cli, config, dataset, edit_json, finished,
+                               finished_runs, rewrite)
 from xmargin.dataset.feed import load_feed
 from xmargin.dataset.validate import validate_dataset
 from xmargin.venues.rules.ruleset import DATA_DIR
@@ -227,9 +228,7 @@ def _arrow(change):
     ("manifest.json", lambda f: edit_json(f, lambda d: d["config"]["exchanges"]["binance"].update(leverage=50))),
 ])
 def test_verify_notices_an_edit_of_any_file(tmp_path, file, edit):
-    path = config(tmp_path / "c.toml", dataset(tmp_path / "d"))
-    assert cli("run", path, "--out", tmp_path / "runs", "--run-id", "r", "--quiet").exit_code == 0
-    run = tmp_path / "runs" / "r"
+    run = finished(tmp_path / "runs") / "a"
     assert cli("verify", run).exit_code == 0
     edit(run / file)
     result = cli("verify", run)
