@@ -250,3 +250,17 @@ def test_a_strategy_reference_is_checked_before_anything_is_called(tmp_path, mon
                      "--quiet")
         assert result.exit_code == 2 and f"run.strategy = '{reference}'" in result.output and text in result.output
     assert not marker.exists() and not (tmp_path / "runs").exists()
+
+
+def test_minute_rows_in_an_hourly_file_are_not_imported_as_hourly(tmp_path):
+    folder = tmp_path / "user_data" / "data" / "binance" / "futures"
+    folder.mkdir(parents=True)
+    start = datetime(2024, 1, 1, tzinfo=timezone.utc)
+    prices = [100.0 + i / 10 for i in range(120)]
+    pl.DataFrame({"date": pl.datetime_range(start, start.replace(hour=1, minute=59), "1m", eager=True),
+                  "open": prices, "high": [p + 1 for p in prices], "low": [p - 1 for p in prices],
+                  "close": prices, "volume": [1.0] * 120}).write_parquet(folder / "BTC_USDT_USDT-1h-futures.parquet")
+    result = cli("data", "import", folder, "--out", tmp_path / "ds")
+    assert result.exit_code == 2 and "BTC_USDT_USDT-1h-futures.parquet" in result.output
+    assert "column 'timeframe': labelled 1h but rows are 1m apart" in result.output
+    assert not (tmp_path / "ds").exists() and not (tmp_path / "ds.partial").exists()
