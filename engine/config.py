@@ -23,7 +23,8 @@ MARGIN_MODES = ("cross", "isolated", "multi-asset", "portfolio")  # portfolio: r
 INTRABAR = ("path", "worst-case", "close")
 ON_LIQUIDATION = ("continue", "stop")
 RUN_KEYS = {"dataset", "start", "end", "strategy", "seed", "name", "out", "slippage_bps", "sample_interval",
-            "intrabar", "on_liquidation", "warning_thresholds", "instruments", "timeframe"}
+            "intrabar", "on_liquidation", "warning_thresholds", "instruments", "timeframe", "strict",
+            "one_legged_ratio", "one_legged_after"}
 EXCHANGE_KEYS = {"rules", "margin_mode", "collateral", "leverage", "withdrawal_fees", "transfer_delay_minutes",
                  "allow_default_brackets", "fees"}
 MAX_SLIPPAGE_BPS = 1000.0  # 10 %: beyond that a market order's fill price means nothing
@@ -109,6 +110,9 @@ class RunConfig:
     on_liquidation: str = "continue"
     warning_thresholds: tuple[float, ...] = (0.7, 0.9)
     instruments: tuple[str, ...] | None = None
+    strict: bool = False  # rejected orders or a one-legged hedge make `xmargin run` exit 1
+    one_legged_ratio: float = 0.5  # |net| / gross exposure of a hedged underlying above which it is one-legged
+    one_legged_after_ns: int = 8 * 3_600_000_000_000  # ... for longer than this
     timeframe: str | None = None  # bar timeframe to run on when the dataset holds several (e.g. "1h")
     raw: dict = attrs.field(factory=dict, eq=False, repr=False)
     folder: Path | None = None  # the config file's folder: `module:Class` strategies are looked up there first
@@ -238,8 +242,12 @@ def parse_config(data: dict, base: Path = Path("."), where: str = "config") -> R
         collateral = entry.get("collateral", {})
         if not isinstance(collateral, dict) or not collateral:
             raise ConfigError(f"{prefix}.collateral: give the starting balances, e.g. {{ USDT = 20000 }}.")
+        accepted = sorted(rules.collateral_ratios)
         for asset, amount in collateral.items():
             _number(amount, f"{prefix}.collateral.{asset}", 0.0)
+            if accepted and asset not in accepted:
+                raise ConfigError(f"{prefix}.collateral.{asset}: {name} ({rules.name}) does not accept {asset} as "
+                                  f"collateral; it accepts {accepted}.")
         leverage = _number(entry.get("leverage", 10), f"{prefix}.leverage", 0.0, MAX_LEVERAGE, low_inclusive=False)
         tables = {}
         for table in ("withdrawal_fees", "transfer_delay_minutes"):
@@ -288,6 +296,14 @@ def parse_config(data: dict, base: Path = Path("."), where: str = "config") -> R
     timeframe = run.get("timeframe")
     if timeframe is not None:
         parse_duration(timeframe, "run.timeframe")
+    strict = run.get("strict", False)
+    if not isinstance(strict, bool):
+        raise ConfigError(f"run.strict = {strict!r}: must be true or false.")
+    one_legged_ratio = run.get("one_legged_ratio", 0.5)
+    if isinstance(one_legged_ratio, bool) or not isinstance(one_legged_ratio, (int, float)) \
+            or not 0 <= one_legged_ratio <= 1:
+        raise ConfigError(f"run.one_legged_ratio = {one_legged_ratio!r}: a number in [0, 1] (|net| / gross exposure "
+                          "of a hedged underlying; 1 turns the one-legged warning off).")
     return RunConfig(
         dataset=dataset, strategy=str(run["strategy"]), params=dict(strategy.get("params", {})),
         exchanges=exchanges, start=start, end=end, seed=seed, name=str(run.get("name", "")),
@@ -295,4 +311,7 @@ def parse_config(data: dict, base: Path = Path("."), where: str = "config") -> R
         sample_interval_ns=parse_duration(run.get("sample_interval", "1h"), "run.sample_interval"),
         intrabar=intrabar, on_liquidation=on_liquidation, warning_thresholds=tuple(float(t) for t in thresholds),
         instruments=tuple(instruments) if instruments else None,
-        timeframe=None if timeframe is None else str(timeframe), raw=data, folder=base.resolve())
+        timeframe=None if timeframe is None else str(timeframe), strict=strict,
+        one_legged_ratio=float(one_legged_ratio),
+        one_legged_after_ns=parse_duration(run.get("one_legged_after", "8h"), "run.one_legged_after"), raw=data,
+        folder=base.resolve())

@@ -40,3 +40,8 @@ def mark_strategy_failure(exc: BaseException, message: str) -> str:
 def strategy_failure(exc: BaseException) -> str | None:
     """The message `mark_strategy_failure` recorded on `exc`, or None for any other exception."""
     return getattr(exc, "xmargin_strategy_failure", None)
+
+
+class ReportError(XmarginError):
+    """A report cannot be made: the folder is not a run, comparison, sweep or capital result, or
+    the plotting extra is missing."""

@@ -53,11 +53,14 @@ def _check_files(path: Path, manifest: dict) -> list[str]:
 def _check_summary(run) -> list[str]:
     """summary.json's figures recomputed from the run's tables."""
     stored = run.summary
-    meta = {k: v for k, v in stored.items() if k not in ("exchanges", "total", "money_note")}
+    derived = ("exchanges", "total", "money_note", "exposure", "rejections", "warnings", "one_legged")
+    meta = {k: v for k, v in stored.items() if k not in derived}
+    one_legged = stored.get("one_legged") or {}
     tables = {name: getattr(run, name).collect() for name in ("events", "equity", "collateral", "positions")}
-    recomputed = json.loads(json.dumps(json_safe(summarize(tables["events"], tables["equity"], meta,
-                                                            collateral=tables["collateral"],
-                                                            positions=tables["positions"]))))
+    recomputed = summarize(tables["events"], tables["equity"], meta, collateral=tables["collateral"],
+                           positions=tables["positions"], one_legged_ratio=one_legged.get("ratio", 0.5),
+                           one_legged_after_hours=one_legged.get("after_hours", 8.0))
+    recomputed = json.loads(json.dumps(json_safe(recomputed)))
     return [f"summary.json {where} is {a!r} but the run's tables give {b!r}"
             for where, a, b in _differences(stored, recomputed, "")][:5]
 

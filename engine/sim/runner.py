@@ -35,10 +35,12 @@ def summary_for(result: RunResult, run_id: str = "") -> dict:
             "load_seconds": result.timings["load_seconds"],
             "margin_modes": {n: v.margin_mode for n, v in result.catalog.venues.items()},
             "mark_price_source": dict(feed.mark_source),
-            "warnings": list(result.warnings)}
+            "input_warnings": list(result.warnings)}  # summarize adds them to `warnings`
     return summarize(pl.from_arrow(events_to_table(result.events)), pl.from_arrow(equity_table(result)), meta,
                      collateral=pl.from_arrow(collateral_table(result)),
-                     positions=pl.from_arrow(positions_table(result)))
+                     positions=pl.from_arrow(positions_table(result)),
+                     one_legged_ratio=result.config.one_legged_ratio,
+                     one_legged_after_hours=result.config.one_legged_after_ns / 3.6e12)
 
 
 def execute(config, out: Path | None = None, run_id: str | None = None, progress: bool = False,
