@@ -26,8 +26,8 @@ class Probe:
     def on_wake(self, view, wake):
         for exchange in view.exchanges:
             view.margin(exchange)
-            empty = view.margin(exchange, "USDC")  # the asset its perps settle in: no balance, no position
-            assert (empty.asset, empty.wallet_balance, empty.margin_ratio) == ("USDC", 0.0, 0.0)
+            empty = view.margin(exchange, "USDT")  # an asset with no balance and no position there
+            assert (empty.asset, empty.wallet_balance, empty.margin_ratio) == ("USDT", 0.0, 0.0)
         return []
 '''
 
@@ -65,14 +65,18 @@ def test_validate_reports_broken_datasets_without_crashing(tmp_path, change, whe
     assert run.exit_code == 1 and text in run.output and finished_runs(tmp_path / "runs") == []
 
 
-def test_view_margin_of_an_exchange_whose_collateral_backs_none_of_its_perps(tmp_path):
+def test_view_margin_of_an_asset_an_exchange_does_not_hold(tmp_path):
     (tmp_path / "probe.py").write_text(PROBE)
-    exchanges = '[exchanges.hyperliquid]\nrules = "hyperliquid"\ncollateral = { USDT = 1000 }\n'
-    path = config(tmp_path / "c.toml", dataset(tmp_path / "d"), strategy="probe:Probe", params="",
-                  exchanges=exchanges)
+    data = dataset(tmp_path / "d")
+    exchanges = '[exchanges.hyperliquid]\nrules = "hyperliquid"\ncollateral = { USDC = 1000 }\n'
+    path = config(tmp_path / "c.toml", data, strategy="probe:Probe", params="", exchanges=exchanges)
     result = cli("run", path, "--out", tmp_path / "runs", "--run-id", "r", "--quiet")
     assert result.exit_code == 0, result.output
-    assert "exchanges.hyperliquid.collateral holds ['USDT'] but its perps settle in ['USDC']" in result.output
+    # funding Hyperliquid in USDT (which none of its perps settles in) is refused up front
+    usdt = config(tmp_path / "usdt.toml", data, strategy="probe:Probe", params="",
+                  exchanges=exchanges.replace("USDC = 1000", "USDT = 1000"))
+    refused = cli("run", usdt, "--out", tmp_path / "runs", "--quiet")
+    assert refused.exit_code == 2 and "exchanges.hyperliquid.collateral.USDT" in refused.output
 
 
 def test_a_typo_in_an_instrument_key_names_the_known_ones(tmp_path):

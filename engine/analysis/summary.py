@@ -279,7 +279,8 @@ def format_summary(summary: dict, run_path) -> str:
     for rejection in summary.get("rejections", []):
         lines.append(f"  REJECTED: {rejection['count']} order(s) on {rejection['exchange']}: {rejection['kind']} "
                      f"(first {rejection['first_ts']} {rejection['first_instrument']}: {rejection['example']})")
+    inputs = set(summary.get("input_warnings", ()))  # caveats about the data and config the run rests on
     for warning in summary.get("warnings", []):
-        lines.append(f"  WARNING: {warning}")
+        lines.append(f"  {'input warning' if warning in inputs else 'WARNING'}: {warning}")
     lines.append(f"  outputs: {run_path}  (open with xmargin.open_run)")
     return "\n".join(lines)

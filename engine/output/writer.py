@@ -140,7 +140,7 @@ def reserve_run(out: Path, run_id: str) -> Reservation:
     writing, an output folder that is itself a run, and an output folder that cannot be written."""
     out = Path(out)
     run_id = check_run_id(run_id)
-    if (out / "manifest.json").is_file() or out.name.endswith(".partial"):
+    if (out / "manifest.json").is_file() or (out / LOCK_NAME).is_file():  # a finished run, or one being written
         raise RunError(f"--out {out}: that is a run folder; --out names the folder that receives run folders "
                        "(e.g. runs/).")
     final, partial = out / run_id, out / f"{run_id}.partial"
