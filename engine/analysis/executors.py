@@ -1,0 +1,118 @@
+"""Where variants run: a local process pool, or a Dask distributed cluster.
+
+Both implement `map_unordered(function, tasks)`, yielding `(index, result, attempts)` as tasks
+finish (see xmargin.analysis.variants). A task is `function(*task)`; its values are small (a config,
+a folder path): every worker reads the dataset itself, by the path in the config.
+
+Crashed workers: the local pool keeps at most one task per worker in flight, so when a worker
+process dies (killed, out of memory, a segfault) the tasks in flight are the ones that were
+running; they are started again in a new pool, up to `attempts` times each, then reported as
+`WorkerLost`. Dask reschedules the tasks of a lost worker itself (its
+`distributed.scheduler.allowed-failures`, 3 by default) and reports `KilledWorker` after that.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections import deque
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+
+from xmargin.analysis.variants import WorkerLost
+from xmargin.errors import ConfigError
+
+
+def machine_cores() -> int:
+    """The cores this process may run on (the default number of local workers)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+class LocalPool:
+    """A pool of `workers` processes (default: the machine's cores), started with "spawn" so no
+    worker inherits the parent's threads or memory; a dead worker's tasks are retried."""
+
+    def __init__(self, workers: int | None = None, attempts: int = 3):
+        if workers is not None and workers < 1:
+            raise ConfigError(f"--workers {workers}: give 1 or more.")
+        self.workers = workers or machine_cores()
+        self.attempts = attempts
+
+    def map_unordered(self, function, tasks):
+        tasks = list(tasks)
+        pending = deque(range(len(tasks)))
+        tries = [0] * len(tasks)
+        context = multiprocessing.get_context("spawn")
+        while pending:
+            pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=context)
+            running: dict = {}
+            try:
+                broken = False
+                while (pending or running) and not broken:
+                    while pending and len(running) < self.workers:
+                        index = pending.popleft()
+                        tries[index] += 1
+                        running[pool.submit(function, *tasks[index])] = index
+                    done, _ = wait(running, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        try:
+                            result = future.result()
+                        except BrokenProcessPool:
+                            broken = True
+                            continue
+                        index = running.pop(future)
+                        yield index, result, tries[index]
+                if broken:  # every task still in flight was running in the pool that died
+                    for index in sorted(running.values()):
+                        if tries[index] >= self.attempts:
+                            yield index, WorkerLost(f"the worker process died {tries[index]} times while running "
+                                                    "this variant (killed, out of memory or crashed)"), tries[index]
+                        else:
+                            pending.appendleft(index)
+            finally:
+                pool.shutdown(wait=True, cancel_futures=True)
+
+
+class DaskExecutor:
+    """Tasks on a Dask distributed cluster: `scheduler` ("tcp://HOST:PORT"; default the
+    DASK_SCHEDULER_ADDRESS environment variable) or an existing `client`. Needs `xmargin[dask]`,
+    and xmargin, the dataset and the output folder reachable by the same paths on every worker."""
+
+    def __init__(self, scheduler: str | None = None, client=None):
+        self.scheduler = scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS")
+        if client is None and not self.scheduler:
+            raise ConfigError("--executor dask needs the scheduler: --scheduler tcp://HOST:PORT or the "
+                              "DASK_SCHEDULER_ADDRESS environment variable.")
+        try:
+            import distributed  # noqa: F401
+        except ImportError as exc:
+            raise ConfigError("--executor dask needs Dask distributed: pip install 'xmargin[dask]'.") from exc
+        self.client = client
+
+    @property
+    def workers(self) -> int:
+        return len(self.client.scheduler_info()["workers"]) if self.client is not None else 0
+
+    def map_unordered(self, function, tasks):
+        from distributed import Client, KilledWorker, as_completed
+
+        client = self.client or Client(self.scheduler, timeout="20s")
+        futures = {}
+        try:
+            for index, task in enumerate(tasks):
+                futures[client.submit(function, *task, pure=False)] = index
+            for future in as_completed(futures):
+                index = futures[future]
+                try:
+                    result = future.result()
+                except KilledWorker as exc:
+                    result = WorkerLost(f"Dask lost the worker running this variant too often ({exc})")
+                yield index, result, 1
+        finally:
+            for future in futures:
+                future.cancel()
+            if self.client is None:
+                client.close()
