@@ -144,9 +144,10 @@ def load_config(path: str | Path, **overrides) -> RunConfig:
 def parse_config(data: dict, base: Path = Path("."), where: str = "config") -> RunConfig:
     """Validate a config mapping. Relative dataset paths resolve against the working directory
     first, then against the config file's folder."""
-    unknown = set(data) - {"run", "strategy", "exchanges", "stress"}
+    unknown = set(data) - {"run", "strategy", "exchanges", "stress", "sweep"}  # [sweep]: xmargin.analysis.sweep
     if unknown:
-        raise ConfigError(f"{where}: unknown tables {sorted(unknown)}; allowed: run, strategy, exchanges, stress.")
+        raise ConfigError(f"{where}: unknown tables {sorted(unknown)}; allowed: run, strategy, exchanges, stress, "
+                          "sweep.")
     run = data.get("run")
     if not isinstance(run, dict):
         raise ConfigError(f"{where}: a [run] table is required (dataset, strategy, ...).")

@@ -48,8 +48,8 @@ class Variant:
 
 @attrs.frozen
 class Outcome:
-    """What running one variant gave: status "ok" or "failed"; `path` is the kept run folder (None
-    when not kept); `summary` the run summary; `figures` what the caller's `measure` returned;
+    """What running one variant gave: status "ok" or "failed"; `path` is the kept run folder (or
+    `<name>.failed/` of a run that crashed; None when not kept); `summary` the run summary; `figures` what the caller's `measure` returned;
     `seconds` the wall time in the worker; `attempts` how many times a worker started it."""
 
     name: str
@@ -77,11 +77,9 @@ def run_variant(variant: Variant, folder: Path, keep: str = "all", measure: Call
 
     started = time.perf_counter()
     folder = Path(folder)
-    path = folder / variant.name
-    completed = None
+    failed = folder / f"{variant.name}.failed"
+    completed, kept = None, None
     try:
-        if path.exists():  # a run of this variant that finished but whose outcome was never recorded
-            shutil.rmtree(path)
         completed = execute(variant.config, out=folder, run_id=variant.name, progress=progress,
                             shocks=tuple(variant.shocks), extra_manifest=variant.extra_manifest or None)
         figures = measure(completed) if measure is not None else {}
@@ -91,12 +89,14 @@ def run_variant(variant: Variant, folder: Path, keep: str = "all", measure: Call
             raise
         status, error, figures = "failed", f"{type(exc).__name__}: {exc}", {}
         if keep != "none" and completed is None:
-            _record_failure(folder / f"{variant.name}.failed", variant, traceback.format_exc())
-    kept = keep == "all" or (keep == "failed" and status == "failed")
-    if completed is not None and not kept:
-        shutil.rmtree(completed.path, ignore_errors=True)
-    return Outcome(name=variant.name, status=status, error=error,
-                   path=(completed.path if completed is not None and kept else None),
+            _record_failure(failed, variant, traceback.format_exc())
+            kept = failed
+    if completed is not None:
+        if keep == "all" or (keep == "failed" and status == "failed"):
+            kept = completed.path
+        else:
+            shutil.rmtree(completed.path, ignore_errors=True)
+    return Outcome(name=variant.name, status=status, error=error, path=kept,
                    summary=completed.summary if completed is not None else None, figures=figures,
                    seconds=time.perf_counter() - started)
 
