@@ -6,8 +6,8 @@ a folder path): every worker reads the dataset itself, by the path in the config
 
 Crashed workers: the local pool keeps at most one task per worker in flight, so when a worker
 process dies (killed, out of memory, a segfault) the tasks in flight are the ones that were
-running; they are started again in a new pool, up to `attempts` times each, then reported as
-`WorkerLost`. Dask reschedules the tasks of a lost worker itself (its
+running; a new pool runs each of them again alone, and one that kills its worker `attempts` times
+while alone is reported as `WorkerLost`. Dask reschedules the tasks of a lost worker itself (its
 `distributed.scheduler.allowed-failures`, 3 by default) and reports `KilledWorker` after that.
 """
 
@@ -23,6 +23,11 @@ from xmargin.analysis.variants import WorkerLost
 from xmargin.errors import ConfigError
 
 
+# "forkserver": workers are forked from a clean server process that imported xmargin once (no
+# threads, no parent memory), so starting a pool costs milliseconds; "spawn" where it is missing
+_START_METHOD = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+
+
 def machine_cores() -> int:
     """The cores this process may run on (the default number of local workers)."""
     try:
@@ -32,8 +37,12 @@ def machine_cores() -> int:
 
 
 class LocalPool:
-    """A pool of `workers` processes (default: the machine's cores), started with "spawn" so no
-    worker inherits the parent's threads or memory; a dead worker's tasks are retried."""
+    """A pool of `workers` processes (default: the machine's cores), forked from a clean forkserver
+    (or spawned) so no worker inherits the parent's threads or memory.
+
+    When a worker dies, every task in flight is a suspect: each is run again alone, so only a task
+    that kills its worker while running alone counts a death against it; after `attempts` such
+    deaths it is reported as `WorkerLost`, the others finish normally."""
 
     def __init__(self, workers: int | None = None, attempts: int = 3):
         if workers is not None and workers < 1:
@@ -43,18 +52,20 @@ class LocalPool:
 
     def map_unordered(self, function, tasks):
         tasks = list(tasks)
-        pending = deque(range(len(tasks)))
-        tries = [0] * len(tasks)
-        context = multiprocessing.get_context("spawn")
-        while pending:
+        pending, suspects = deque(range(len(tasks))), deque()
+        starts, deaths = [0] * len(tasks), [0] * len(tasks)
+        context = multiprocessing.get_context(_START_METHOD)
+        if _START_METHOD == "forkserver":  # new workers (and a new pool after a crash) start in milliseconds
+            context.set_forkserver_preload(["xmargin.analysis.variants", "xmargin.sim.runner"])
+        while pending or suspects:
             pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=context)
             running: dict = {}
+            broken = False
             try:
-                broken = False
-                while (pending or running) and not broken:
-                    while pending and len(running) < self.workers:
-                        index = pending.popleft()
-                        tries[index] += 1
+                while (pending or suspects or running) and not broken:
+                    while (suspects and not running) or (not suspects and pending and len(running) < self.workers):
+                        index = (suspects or pending).popleft()
+                        starts[index] += 1
                         running[pool.submit(function, *tasks[index])] = index
                     done, _ = wait(running, return_when=FIRST_COMPLETED)
                     for future in done:
@@ -64,14 +75,17 @@ class LocalPool:
                             broken = True
                             continue
                         index = running.pop(future)
-                        yield index, result, tries[index]
-                if broken:  # every task still in flight was running in the pool that died
+                        yield index, result, starts[index]
+                if broken:  # the tasks still in flight were running in the pool that died
+                    alone = len(running) == 1
                     for index in sorted(running.values()):
-                        if tries[index] >= self.attempts:
-                            yield index, WorkerLost(f"the worker process died {tries[index]} times while running "
-                                                    "this variant (killed, out of memory or crashed)"), tries[index]
+                        deaths[index] += alone
+                        if deaths[index] >= self.attempts:
+                            yield index, WorkerLost(f"the worker process died {deaths[index]} times while running "
+                                                    "this variant alone (killed, out of memory or crashed)"), \
+                                starts[index]
                         else:
-                            pending.appendleft(index)
+                            suspects.append(index)
             finally:
                 pool.shutdown(wait=True, cancel_futures=True)
 
