@@ -9,6 +9,7 @@ import os
 import pickle
 
 import polars as pl
+import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
@@ -65,6 +66,8 @@ def test_a_local_sweep_gives_each_variant_the_figures_of_its_config_run_alone(lo
     assert table.select("exchanges.binance.leverage", "margin_modes", "collateral").rows()[:3] == [
         (5, "cross", 3000), (5, "cross", 20000), (5, "isolated", 3000)]
     assert table["pnl"].n_unique() > 2  # the dimensions change the outcome
+    declared = json.loads(pq.read_schema(local.path / "sweep.parquet").metadata[b"xmargin"])
+    assert declared["parameters"] == ["exchanges.binance.leverage", "margin_modes", "collateral"]
     for row in table.iter_rows(named=True):
         alone = execute(load_config(config_path, margin_modes=[f"binance={row['margin_modes']}"],
                                     sets=[f"exchanges.binance.leverage={row['exchanges.binance.leverage']}",

@@ -24,7 +24,8 @@ The sweep folder (`--out`):
   sweep.json      the plan: base config, dimensions, every variant's id and parameters
   journal.jsonl   one line per finished variant, appended as they finish (what --resume reads)
   sweep.parquet   the results, written (atomically) when every variant has finished: one row per
-                  variant, in plan order
+                  variant, in plan order; its schema metadata b"xmargin" is JSON naming the
+                  parameter columns ({"parameters": [...]}, as sweep.json does)
   runs/<id>/      run folders kept by the keep policy (`<id>.failed/` for a run that crashed)
 
 Results columns: variant_id; one column per dimension (grid keys by name, `margin_modes`,
@@ -54,6 +55,7 @@ from pathlib import Path
 
 import attrs
 import polars as pl
+import pyarrow.parquet as pq
 
 from xmargin._version import __version__
 from xmargin.analysis.compare import as_config, new_id, parse_setups
@@ -411,9 +413,10 @@ def sweep(config, grid=(), modes=None, collateral=(), stress=(), out=None, keep:
         if todo:
             run_variants(todo, folder / RUNS, executor=executor or LocalPool(), keep=keep, measure=sweep_figures,
                          on_outcome=record)
-    table = _results_table([done[i] for i in ids], columns)
+    table = _results_table([done[i] for i in ids], columns).to_arrow()
+    declared = {"parameters": columns, "figures_from": "run summary", "xmargin": __version__}
     buffer = folder / f".{RESULTS}.tmp"
-    table.write_parquet(buffer)
+    pq.write_table(table.replace_schema_metadata({b"xmargin": json.dumps(declared).encode()}), buffer)
     os.replace(buffer, folder / RESULTS)
     return open_sweep(folder)
 
