@@ -90,29 +90,37 @@ def test_variant_ids_come_from_the_config_and_tasks_carry_no_price_data(config_p
     assert len(task) < 20_000 and b"numpy" not in task  # the worker loads the dataset by its path
 
 
-def test_a_dask_local_cluster_gives_the_local_table(local, config_path):
+def test_a_dask_local_cluster_gives_the_local_table_even_when_a_worker_dies(local, config_path, tmp_path):
     distributed = pytest.importorskip("distributed", reason="the Dask executor needs xmargin[dask] "
                                                             "(make test installs it)")
-    from xmargin.analysis.executors import DaskExecutor
-
     import dask
+
+    from xmargin.analysis.executors import DaskExecutor
 
     with dask.config.set({"distributed.worker.multiprocessing-method": "forkserver"}), \
             distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) \
             as cluster, distributed.Client(cluster) as client:
-        done = sweep(load_config(config_path), **DIMENSIONS, out=local.path.parent / "dask",
+        done = sweep(load_config(_killing(config_path, tmp_path)), **DIMENSIONS, out=tmp_path / "dask",
                      executor=DaskExecutor(client=client))
-    dask, here = done.results.collect(), local.results.collect()
-    assert dask.drop(VOLATILE).equals(here.drop(VOLATILE))
-    assert dask["path"].null_count() == 8  # keep "failed": no run folder of an ok variant stays
+    assert (tmp_path / "killed").exists()  # a Dask worker did die; the nanny restarted it
+    dask_table, here = done.results.collect(), local.results.collect()
+    assert dask_table["status"].to_list() == ["ok"] * 8
+    # the same figures; the variant ids differ only because the killing config has two more params
+    assert dask_table.drop(VOLATILE, "variant_id").equals(here.drop(VOLATILE, "variant_id"))
+    assert dask_table["path"].null_count() == 8  # keep "failed": no run folder of an ok variant stays
+
+
+def _killing(config_path, tmp_path, strategy="sweep_strategies:KillOnce"):
+    """The test config with the strategy that kills its worker once (tests/sweep_strategies.py)."""
+    text = config_path.read_text().replace(
+        "[strategy.params]", f'[strategy.params]\nkill_marker = "{tmp_path / "killed"}"\nspare_pid = {os.getpid()}')
+    path = tmp_path / "kill.toml"
+    path.write_text(text.replace('strategy = "hold"', f'strategy = "{strategy}"'))
+    return path
 
 
 def test_a_worker_killed_mid_sweep_loses_no_variant(config_path, tmp_path):
-    text = config_path.read_text().replace(
-        "[strategy.params]", f'[strategy.params]\nkill_marker = "{tmp_path / "killed"}"\nspare_pid = {os.getpid()}')
-    text = text.replace('strategy = "hold"', 'strategy = "sweep_strategies:KillOnce"')
-    path = tmp_path / "kill.toml"
-    path.write_text(text)
+    path = _killing(config_path, tmp_path)
     done = sweep(load_config(path), **DIMENSIONS, out=tmp_path / "killed-sweep", executor=LocalPool(2))
     table = done.results.collect()
     assert (tmp_path / "killed").exists()  # a worker did die
@@ -122,11 +130,7 @@ def test_a_worker_killed_mid_sweep_loses_no_variant(config_path, tmp_path):
 
 
 def test_a_variant_that_always_kills_its_worker_becomes_a_failed_row(config_path, tmp_path):
-    text = config_path.read_text().replace(
-        "[strategy.params]", f'[strategy.params]\nkill_marker = "{tmp_path / "k"}"\nspare_pid = {os.getpid()}')
-    path = tmp_path / "always.toml"
-    path.write_text(text.replace('strategy = "hold"', 'strategy = "sweep_strategies:KillOnce"'))
-    done = sweep(load_config(path), grid=["strategy.params.kill_always=true,false"], out=tmp_path / "s",
+    done = sweep(load_config(_killing(config_path, tmp_path)), grid=["strategy.params.kill_always=true,false"], out=tmp_path / "s",
                  executor=LocalPool(2, attempts=2))
     rows = {r["strategy.params.kill_always"]: r for r in done.results.collect().iter_rows(named=True)}
     assert rows[True]["status"] == "failed" and "died 2 times while running this variant alone" in rows[True]["error"]

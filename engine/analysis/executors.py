@@ -106,10 +106,6 @@ class DaskExecutor:
             raise ConfigError("--executor dask needs Dask distributed: pip install 'xmargin[dask]'.") from exc
         self.client = client
 
-    @property
-    def workers(self) -> int:
-        return len(self.client.scheduler_info()["workers"]) if self.client is not None else 0
-
     def map_unordered(self, function, tasks):
         from distributed import Client, KilledWorker, as_completed
 

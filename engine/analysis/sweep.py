@@ -36,6 +36,9 @@ tightest_moment_liquidation_distance) and per exchange as <figure>_<exchange> (p
 max_drawdown_binance, peak_initial_margin_binance, lowest_margin_headroom_binance, ...); sharpe; seconds (wall time of the
 variant in its worker), attempts (workers that started it) and path (the kept folder or null).
 
+The local pool starts its workers like `multiprocessing` does: a script that calls `sweep` must
+do so under `if __name__ == "__main__":` (the workers import the script's module).
+
 sharpe: daily returns of the total account equity (USD, summed over exchanges, at each UTC day's
 last sample; money in flight between exchanges is not counted), mean / standard deviation x
 sqrt(365); null with fewer than two daily returns or no variation.
@@ -343,6 +346,10 @@ def _journal(folder: Path) -> dict:
 
 
 def _results_table(rows: list[dict], parameters: list[str]) -> pl.DataFrame:
+    for column in parameters:  # a grid mixing kinds of values (5 and "auto") becomes a text column
+        kinds = {float if type(r[column]) is int else type(r[column]) for r in rows if r[column] is not None}
+        if len(kinds) > 1:
+            rows = [{**r, column: None if r[column] is None else str(r[column])} for r in rows]
     table = pl.DataFrame(rows, infer_schema_length=None)
     lead = ["variant_id", *parameters, "status", "error"]
     tail = ["seconds", "attempts", "path"]
