@@ -64,7 +64,7 @@ from xmargin._version import __version__
 from xmargin.analysis.compare import as_config, new_id, parse_setups
 from xmargin.analysis.stress import parse_shock, scenarios_from_config
 from xmargin.analysis.variants import KEEP, Variant, run_variants
-from xmargin.config import RunConfig, parse_config, parse_override_value
+from xmargin.config import RunConfig, parse_config, parse_override_value, set_path
 from xmargin.errors import ConfigError, RunError
 from xmargin.sim.strategy import build_strategy
 
@@ -100,15 +100,6 @@ def parse_grid(text: str) -> tuple[str, list]:
     if not sep or not key.strip():
         raise ConfigError(f"--grid {text!r}: expected KEY=V1,V2, e.g. strategy.params.notional=20000,30000.")
     return key.strip(), parse_values(values, f"--grid {text!r}")
-
-
-def _get_path(data: dict, dotted: str):
-    target = data
-    for part in dotted.split("."):
-        if not isinstance(target, dict) or part not in target:
-            return None
-        target = target[part]
-    return target
 
 
 def _grid_choices(key: str, values, raw: dict) -> list[Choice]:
@@ -219,16 +210,6 @@ def variant_id(raw: dict, shocks=()) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def _set(data: dict, dotted: str, value) -> None:
-    parts = dotted.split(".")
-    target = data
-    for part in parts[:-1]:
-        target = target.setdefault(part, {})
-        if not isinstance(target, dict):
-            raise ConfigError(f"sweep key {dotted}: '{part}' is not a table in the config.")
-    target[parts[-1]] = value
-
-
 def plan_variants(config, grid=(), modes=None, collateral=(), stress=()) -> list[Variant]:
     """Every combination as a validated Variant (config checked, strategy built once), before any run:
     a bad key or value refuses the whole sweep with the variant's parameters in the message."""
@@ -245,7 +226,7 @@ def plan_variants(config, grid=(), modes=None, collateral=(), stress=()) -> list
         parameters = {}
         for choice in combination:
             for key, value in choice.sets.items():
-                _set(raw, key, value)
+                set_path(raw, key, value, where="sweep key")
             shocks += choice.shocks
             parameters[choice.column] = choice.label
         identity = variant_id(raw, shocks)
