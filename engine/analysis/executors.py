@@ -92,37 +92,56 @@ class LocalPool:
 
 class DaskExecutor:
     """Tasks on a Dask distributed cluster: `scheduler` ("tcp://HOST:PORT"; default the
-    DASK_SCHEDULER_ADDRESS environment variable) or an existing `client`. Needs `xmargin[dask]`,
-    and xmargin, the dataset and the output folder reachable by the same paths on every worker."""
+    DASK_SCHEDULER_ADDRESS environment variable), connected to at once (an unreachable scheduler
+    refuses the sweep before anything is written), or an existing `client`. Needs `xmargin[dask]`,
+    and xmargin, the dataset and the output folder reachable by the same paths on every worker.
+    `close()` (or `with DaskExecutor(...)`) closes a connection it opened."""
 
-    def __init__(self, scheduler: str | None = None, client=None):
+    def __init__(self, scheduler: str | None = None, client=None, timeout: str = "10s"):
         self.scheduler = scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS")
         if client is None and not self.scheduler:
             raise ConfigError("--executor dask needs the scheduler: --scheduler tcp://HOST:PORT or the "
                               "DASK_SCHEDULER_ADDRESS environment variable.")
         try:
-            import distributed  # noqa: F401
+            from distributed import Client
         except ImportError as exc:
             raise ConfigError("--executor dask needs Dask distributed: pip install 'xmargin[dask]'.") from exc
+        self.owned = client is None
+        if client is None:
+            try:
+                client = Client(self.scheduler, timeout=timeout)
+            except OSError as exc:
+                raise ConfigError(f"cannot reach the Dask scheduler at {self.scheduler} ({exc}); start it (`dask "
+                                  "scheduler`) and its workers, or check --scheduler / DASK_SCHEDULER_ADDRESS.") \
+                    from exc
         self.client = client
 
-    def map_unordered(self, function, tasks):
-        from distributed import Client, KilledWorker, as_completed
+    def close(self) -> None:
+        if self.owned:
+            self.client.close()
 
-        client = self.client or Client(self.scheduler, timeout="20s")
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+    def map_unordered(self, function, tasks):
+        from distributed import KilledWorker, as_completed
+
         futures = {}
         try:
             for index, task in enumerate(tasks):
-                futures[client.submit(function, *task, pure=False)] = index
+                futures[self.client.submit(function, *task, pure=False)] = index
             for future in as_completed(futures):
                 index = futures[future]
                 try:
                     result = future.result()
                 except KilledWorker as exc:
                     result = WorkerLost(f"Dask lost the worker running this variant too often ({exc})")
+                except Exception as exc:  # e.g. a worker without xmargin: the task never reached run_variant
+                    result = WorkerLost(f"Dask could not run this variant: {type(exc).__name__}: {exc}")
                 yield index, result, 1
         finally:
             for future in futures:
                 future.cancel()
-            if self.client is None:
-                client.close()

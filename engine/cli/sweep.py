@@ -98,6 +98,8 @@ def sweep(config_path, sets, margin_modes, start, end, out, seed, skip_validatio
         sys.exit(130)
     finally:
         progress.close()
+        if isinstance(pool, DaskExecutor):
+            pool.close()
     table = done.results.collect()
     failed = table.filter(pl.col("status") == "failed")
     shown = [c for c in ["variant_id", *done.plan["parameters"], "status", "pnl", "fees", "funding", "liquidations",
