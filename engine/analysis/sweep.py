@@ -107,7 +107,7 @@ def _grid_choices(key: str, values, raw: dict) -> list[Choice]:
     if top not in ("run", "strategy", "exchanges"):
         raise ConfigError(f"sweep grid key {key!r}: must start with run., strategy. or exchanges. (a config key).")
     if key.startswith("exchanges."):
-        exchange = key.split(".")[1] if key.count(".") >= 1 else ""
+        exchange = key.split(".")[1]
         if exchange not in raw.get("exchanges", {}):
             raise ConfigError(f"sweep grid key {key!r}: no exchange {exchange!r} in the config; configured: "
                               f"{sorted(raw.get('exchanges', {}))}.")
@@ -116,7 +116,7 @@ def _grid_choices(key: str, values, raw: dict) -> list[Choice]:
     return [Choice(key, _label(v), {key: v}) for v in values]
 
 
-def _collateral_choices(values, raw: dict, column: str = "collateral") -> list[Choice]:
+def _collateral_choices(values, raw: dict) -> list[Choice]:
     choices = []
     for value in values:
         if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
@@ -128,7 +128,7 @@ def _collateral_choices(values, raw: dict, column: str = "collateral") -> list[C
                 raise ConfigError(f"sweep collateral {value}: exchange {exchange} has collateral in {assets}; "
                                   "name the balance: --collateral EXCHANGE.ASSET=V1,V2.")
             sets[f"exchanges.{exchange}.collateral.{assets[0]}"] = value
-        choices.append(Choice(column, value, sets))
+        choices.append(Choice("collateral", value, sets))
     return choices
 
 
@@ -191,6 +191,8 @@ def dimensions(config: RunConfig, grid=(), modes=None, collateral=(), stress=())
         out.append([Choice("margin_modes", name, {f"exchanges.{e}.margin_mode": m for e, m in assignment.items()})
                     for name, assignment in parse_setups(setups, list(config.exchanges))])
     amounts = command_collateral if command_collateral is not None else file_collateral
+    if amounts is not None and not isinstance(amounts, list):
+        amounts = [amounts]
     if amounts:
         out.append(_collateral_choices(amounts, raw))
     scenarios = list(stress) or table.get("stress") or []
@@ -234,8 +236,12 @@ def plan_variants(config, grid=(), modes=None, collateral=(), stress=()) -> list
             raise ConfigError(f"sweep: variants {seen[identity]} and {parameters} are the same config; "
                               "drop the repeated value.")
         seen[identity] = parameters
-        runnable = copy.deepcopy(raw)
-        runnable["run"]["dataset"] = str(Path(config.dataset).resolve())  # workers read it by this path
+        runnable = copy.deepcopy(raw)  # workers (any folder, any machine) read files by absolute paths
+        runnable["run"]["dataset"] = str(Path(config.dataset).resolve())
+        for entry in runnable.get("exchanges", {}).values():
+            rules = Path(str(entry.get("rules", "")))
+            if rules.suffix == ".json" and rules.is_file():
+                entry["rules"] = str(rules.resolve())
         where = f"sweep variant {parameters}"
         variant_config = parse_config(runnable, where=where)
         try:
