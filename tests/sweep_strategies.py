@@ -27,3 +27,20 @@ class KillOnce:
             self.marker.touch()
             os.kill(os.getpid(), signal.SIGKILL)
         return self.hold.on_wake(view, wake)
+
+
+class FailIf:
+    """`hold`, except that with `fail = true` it raises at its first wake (a strategy bug)."""
+
+    def __init__(self, params: dict):
+        params = dict(params)
+        self.fail = bool(params.pop("fail"))
+        self.hold = Hold(params)
+
+    def wakes(self):
+        return self.hold.wakes()
+
+    def on_wake(self, view, wake):
+        if self.fail:
+            raise RuntimeError("the strategy broke on purpose")
+        return self.hold.on_wake(view, wake)

@@ -137,6 +137,21 @@ def test_a_variant_that_always_kills_its_worker_becomes_a_failed_row(config_path
     assert rows[False]["status"] == "ok" and rows[False]["pnl"] is not None
 
 
+def test_a_failing_variant_becomes_its_row_and_keeps_its_error(config_path, tmp_path):
+    path = tmp_path / "fail.toml"
+    path.write_text(config_path.read_text().replace('strategy = "hold"', 'strategy = "sweep_strategies:FailIf"'))
+    done = sweep(load_config(path), grid=["strategy.params.fail=true,false"], out=tmp_path / "s",
+                 executor=SerialExecutor())
+    failed, ok = done.results.collect().sort("strategy.params.fail", descending=True).iter_rows(named=True)
+    assert failed["status"] == "failed" and failed["pnl"] is None
+    assert failed["error"] == "RuntimeError: the strategy broke on purpose"
+    trace = (tmp_path / "s/runs" / f"{failed['variant_id']}.failed" / "error.txt").read_text()
+    assert "the strategy broke on purpose" in trace
+    assert failed["path"].endswith(".failed") and ok["path"] is None  # keep "failed": only the failure stays
+    assert ok["status"] == "ok" and ok["pnl"] is not None and ok["fills"] >= 1
+    assert sorted(p.name for p in (tmp_path / "s/runs").iterdir()) == [f"{failed['variant_id']}.failed"]
+
+
 class _StopAfter:
     """A progress object that interrupts the sweep (as Ctrl-C would) after `n` finished variants."""
 
