@@ -16,13 +16,14 @@ import attrs
 
 from xmargin.errors import ConfigError, RulesError
 from xmargin.venues.rules import load_rules
+from xmargin.venues.fees import market_fees
 
 MARGIN_MODES = ("cross", "isolated", "multi-asset", "portfolio")  # portfolio: reserved, refused for now
 INTRABAR = ("path", "worst-case", "close")
 ON_LIQUIDATION = ("continue", "stop")
 RUN_KEYS = {"dataset", "start", "end", "strategy", "seed", "name", "out", "slippage_bps", "sample_interval",
-            "intrabar", "on_liquidation", "warning_thresholds", "instruments"}
-EXCHANGE_KEYS = {"rules", "margin_mode", "collateral", "leverage", "withdrawal_fees", "transfer_delay_minutes"}
+            "intrabar", "on_liquidation", "warning_thresholds", "instruments", "timeframe"}
+EXCHANGE_KEYS = {"rules", "margin_mode", "collateral", "leverage", "withdrawal_fees", "transfer_delay_minutes", "fees"}
 
 
 def reject_unknown(mapping: dict, allowed, where: str, prefix: str = "") -> None:
@@ -68,6 +69,7 @@ class ExchangeConfig:
     leverage: float
     withdrawal_fees: dict
     transfer_delay_minutes: dict
+    fees: dict = attrs.field(factory=dict)  # market -> FeeRates or None (xmargin.venues.fees.market_fees)
 
 
 @attrs.frozen
@@ -87,6 +89,7 @@ class RunConfig:
     on_liquidation: str = "continue"
     warning_thresholds: tuple[float, ...] = (0.7, 0.9)
     instruments: tuple[str, ...] | None = None
+    timeframe: str | None = None  # bar timeframe to run on when the dataset holds several (e.g. "1h")
     raw: dict = attrs.field(factory=dict, eq=False, repr=False)
 
 
@@ -200,7 +203,8 @@ def parse_config(data: dict, base: Path = Path("."), where: str = "config") -> R
             name=name, rules=entry["rules"], margin_mode=mode,
             collateral={a: float(v) for a, v in collateral.items()}, leverage=float(leverage),
             withdrawal_fees={a: float(v) for a, v in entry.get("withdrawal_fees", {}).items()},
-            transfer_delay_minutes={a: float(v) for a, v in entry.get("transfer_delay_minutes", {}).items()})
+            transfer_delay_minutes={a: float(v) for a, v in entry.get("transfer_delay_minutes", {}).items()},
+            fees=market_fees(rules, entry.get("fees", {}), f"{prefix}.fees"))
     intrabar = run.get("intrabar", "path")
     if intrabar not in INTRABAR:
         raise ConfigError(f"run.intrabar = {intrabar!r}: allowed {list(INTRABAR)}.")
@@ -223,10 +227,14 @@ def parse_config(data: dict, base: Path = Path("."), where: str = "config") -> R
     if start and end and end <= start:
         raise ConfigError(f"run.end ({end}) must be after run.start ({start}).")
     instruments = run.get("instruments")
+    timeframe = run.get("timeframe")
+    if timeframe is not None:
+        parse_duration(timeframe, "run.timeframe")
     return RunConfig(
         dataset=dataset, strategy=str(run["strategy"]), params=dict(strategy.get("params", {})),
         exchanges=exchanges, start=start, end=end, seed=seed, name=str(run.get("name", "")),
         out=Path(run.get("out", "runs")), slippage_bps=float(slippage),
         sample_interval_ns=parse_duration(run.get("sample_interval", "1h"), "run.sample_interval"),
         intrabar=intrabar, on_liquidation=on_liquidation, warning_thresholds=tuple(float(t) for t in thresholds),
-        instruments=tuple(instruments) if instruments else None, raw=data)
+        instruments=tuple(instruments) if instruments else None,
+        timeframe=None if timeframe is None else str(timeframe), raw=data)

@@ -218,8 +218,9 @@ def _check_table(kind: str, frame: pl.LazyFrame, out: _Collector, max_funding_ra
                  message=f"{col} is empty (null)", fix="fill or drop the row at the source, then re-import",
                  kind_label=label)
 
-    # Timestamps strictly increasing per instrument, in file order.
-    step = frame.with_columns(previous=pl.col("ts").shift(1).over("instrument"))
+    # Timestamps strictly increasing per instrument (and timeframe: a dataset may hold several), in file order.
+    series = ["instrument"] if kind == "funding" else ["instrument", "timeframe"]
+    step = frame.with_columns(previous=pl.col("ts").shift(1).over(series))
     order = step.filter(pl.col("ts") <= pl.col("previous")).select(key + ["previous"]).collect()
     out.rows(order.filter(pl.col("ts") < pl.col("previous")), severity=ERROR, check="unsorted", column="ts",
              message=lambda r: f"timestamp goes backwards (previous row of this instrument is at {_iso(r['previous'])})",
@@ -271,11 +272,12 @@ def _check_table(kind: str, frame: pl.LazyFrame, out: _Collector, max_funding_ra
             spacing=pl.col("ts").sort().diff().dt.total_seconds().drop_nulls().mode().sort().first()).collect()
         return stats
 
-    stats = frame.group_by("instrument").agg(
+    # one row per instrument and timeframe: a dataset may hold several timeframes of one instrument
+    stats = frame.with_columns(series=pl.col("timeframe")).group_by("instrument", "series").agg(
         rows=pl.len(), start=pl.col("ts").min(), end=pl.col("ts").max(),
         exchange=pl.col("exchange").first(), market=pl.col("market").first(),
         markets=pl.col("market").unique().sort(), file=pl.col("file").first(),
-        timeframes=pl.col("timeframe").unique().sort()).collect()
+        timeframes=pl.col("timeframe").unique().sort()).drop("series").collect()
     for record in stats.sort("instrument").iter_rows(named=True):
         frames = [t for t in record["timeframes"] if t is not None]
         for timeframe in frames:
@@ -284,42 +286,40 @@ def _check_table(kind: str, frame: pl.LazyFrame, out: _Collector, max_funding_ra
             except ValueError as exc:
                 out.add(severity=ERROR, check="timeframe", file=record["file"], instrument=record["instrument"],
                         column="timeframe", message=str(exc), fix="write the bar length as e.g. '1m', '5m', '1h', '8h', '1d'")
-        if len(frames) > 1:
-            out.add(severity=ERROR, check="timeframe", file=record["file"], instrument=record["instrument"],
-                    column="timeframe", message=f"several timeframes in the {kind} table: {frames}",
-                    fix=f"keep one timeframe per instrument in {kind}/ (move the others to another dataset)")
     return stats
 
 
 def _check_gaps(kind: str, frame: pl.LazyFrame, stats: pl.DataFrame, out: _Collector) -> None:
-    """Warn (with counts) where consecutive bars are further apart than the timeframe."""
+    """Warn (with counts) where consecutive bars of one timeframe are further apart than it."""
     durations = {}
     for record in stats.iter_rows(named=True):
-        frames = record["timeframes"] or []
-        if len(frames) == 1:
+        for timeframe in record["timeframes"] or []:
             try:
-                durations[record["instrument"]] = int(parse_timeframe(frames[0]).total_seconds() * 1e9)
-            except ValueError:
+                durations[(record["instrument"], timeframe)] = int(parse_timeframe(timeframe).total_seconds() * 1e9)
+            except (TypeError, ValueError):
                 pass
     if not durations:
         return
-    lookup = pl.DataFrame({"instrument": list(durations), "step_ns": list(durations.values())})
-    gaps = (frame.select("file", "row", "instrument", "ts")
-            .with_columns(spacing=pl.col("ts").diff().over("instrument").dt.total_nanoseconds())
-            .join(lookup.lazy(), on="instrument", how="inner", maintain_order="left")
+    lookup = pl.DataFrame({"instrument": [k[0] for k in durations], "timeframe": [k[1] for k in durations],
+                           "step_ns": list(durations.values())})
+    gaps = (frame.select("file", "row", "instrument", "timeframe", "ts")
+            .with_columns(spacing=pl.col("ts").diff().over("instrument", "timeframe").dt.total_nanoseconds())
+            .join(lookup.lazy(), on=["instrument", "timeframe"], how="inner", maintain_order="left")
             .filter(pl.col("spacing") > pl.col("step_ns"))
             .with_columns(missing=(pl.col("spacing") // pl.col("step_ns") - 1))
             .collect())
     if gaps.height == 0:
         return
-    summary = gaps.group_by("instrument").agg(gaps=pl.len(), missing=pl.col("missing").sum(),
-                                              file=pl.col("file").first()).sort("instrument")
+    summary = gaps.group_by("instrument", "timeframe").agg(gaps=pl.len(), missing=pl.col("missing").sum(),
+                                                           file=pl.col("file").first()).sort("instrument", "timeframe")
     for record in summary.iter_rows(named=True):
-        first = gaps.filter(pl.col("instrument") == record["instrument"]).head(out.limit)
+        first = gaps.filter((pl.col("instrument") == record["instrument"])
+                            & (pl.col("timeframe") == record["timeframe"])).head(out.limit)
         listed = ", ".join(f"{_iso(t)} ({m} missing)" for t, m in zip(first["ts"], first["missing"]))
         more = f" and {record['gaps'] - first.height} more" if record["gaps"] > first.height else ""
         out.add(severity=WARNING, check="gaps", file=record["file"], instrument=record["instrument"], column="ts",
-                message=f"{record['gaps']} gaps in {kind}, {record['missing']} missing bars; gaps end at {listed}{more}",
+                message=f"{record['gaps']} gaps in {kind} ({record['timeframe']}), {record['missing']} missing bars; "
+                        f"gaps end at {listed}{more}",
                 fix="none needed if the exchange had no data then (the engine carries prices over); "
                     "otherwise re-download the missing range")
 
@@ -425,7 +425,7 @@ def validate_dataset(path: str | Path, *, max_funding_rate: float = DEFAULT_MAX_
         if stats.height:
             summaries.append(KindSummary(kind=kind, files=len(good), rows=int(stats["rows"].sum()),
                                          start=_iso(stats["start"].min()), end=_iso(stats["end"].max()),
-                                         instruments=stats.height))
+                                         instruments=stats["instrument"].n_unique()))
     if "bars" in frames and "mark" in frames:
         _check_mark_vs_last(frames["bars"], frames["mark"], out, mark_threshold)
     if stats_by_kind:

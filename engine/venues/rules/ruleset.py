@@ -115,6 +115,8 @@ class RuleSet:
     not_public: tuple[str, ...]
     maker_fee: float
     taker_fee: float
+    spot_maker_fee: float | None  # spot market fees (fraction of notional), apart from the derivatives' above;
+    spot_taker_fee: float | None  # None: the rule file gives none (`fees.spot`)
     funding_interval_hours: float
     funding_interval_overrides: dict
     margin_modes: tuple[str, ...]
@@ -176,6 +178,18 @@ def _table_from(entries, where: str) -> BracketTable:
     return BracketTable.from_brackets(brackets)
 
 
+def _spot_fees(fees: dict, where: str) -> dict:
+    """`fees.spot = {maker, taker}`: the spot market's own rates, apart from the derivatives' `fees.maker/taker`."""
+    spot = fees.get("spot")
+    if spot is None:
+        return {"spot_maker_fee": None, "spot_taker_fee": None}
+    try:
+        return {"spot_maker_fee": float(spot["maker"]), "spot_taker_fee": float(spot["taker"])}
+    except (KeyError, TypeError, ValueError) as exc:
+        raise RulesError(f"{where}: fees.spot must be {{\"maker\": <fraction>, \"taker\": <fraction>}}, got "
+                         f"{spot!r}.") from exc
+
+
 def parse_rules(data: dict, where: str) -> RuleSet:
     """Assemble a `RuleSet` from a parsed rule file; every error names the file and key."""
 
@@ -223,6 +237,7 @@ def parse_rules(data: dict, where: str) -> RuleSet:
         not_public=tuple(data.get("not_public", ())),
         maker_fee=float(need(fees, "maker", "fees.")),
         taker_fee=float(need(fees, "taker", "fees.")),
+        **_spot_fees(fees, where),
         funding_interval_hours=float(need(funding, "interval_hours", "funding.")),
         funding_interval_overrides=dict(funding.get("interval_overrides", {})),
         margin_modes=modes,
