@@ -255,9 +255,13 @@ def plan_variants(config, grid=(), modes=None, collateral=(), stress=()) -> list
 
 
 # ------------------------------------------------------------------------------------------ figures
+_UNPREFIXED = ("statistics",)  # summary tables whose figures keep their own names (sharpe, sortino, ...)
+
+
 def _numbers(mapping: dict, prefix: str = "") -> dict:
     """Numeric leaves by name; a nested figure joins its keys with "_", except the one its table is
-    named after (lowest_margin_headroom.headroom -> lowest_margin_headroom)."""
+    named after (lowest_margin_headroom.headroom -> lowest_margin_headroom) and those of a
+    `statistics` table (statistics.sharpe -> sharpe)."""
     out = {}
     for key, value in mapping.items():
         if isinstance(value, bool):
@@ -265,7 +269,7 @@ def _numbers(mapping: dict, prefix: str = "") -> dict:
         if isinstance(value, (int, float)):
             out[prefix[:-1] if prefix.endswith(f"_{key}_") else f"{prefix}{key}"] = value
         elif isinstance(value, dict):
-            out.update(_numbers(value, f"{prefix}{key}_"))
+            out.update(_numbers(value, "" if key in _UNPREFIXED and not prefix else f"{prefix}{key}_"))
     return out
 
 
@@ -294,7 +298,8 @@ def sweep_figures(completed) -> dict:
     figures = _numbers(summary["total"])
     for exchange, values in summary["exchanges"].items():
         figures.update({f"{name}_{exchange}": value for name, value in _numbers(values).items()})
-    figures["sharpe"] = sharpe(completed.path)
+    if "sharpe" not in figures:  # a summary with its own statistics has the book's Sharpe ratio already
+        figures["sharpe"] = sharpe(completed.path)
     return figures
 
 
