@@ -5,6 +5,7 @@ The public API (everything else is internal and may change):
     import xmargin
     config = xmargin.load_config("examples/demo.toml")
     done = xmargin.run(config)                 # writes runs/<run-id>/, returns path and summary
+    need = xmargin.capital(config)             # least collateral per exchange, proven by re-runs
     run = xmargin.open_run(done.path)          # every table as a polars LazyFrame
     run.equity.collect()
 
@@ -19,6 +20,7 @@ if __name__ != "xmargin":  # pragma: no cover - guard against importing the repo
     )
 
 from xmargin._version import __version__
+from xmargin.analysis.capital import capital
 from xmargin.analysis.compare import compare
 from xmargin.analysis.stress import stress
 from xmargin.analysis.sweep import Sweep, open_sweep, sweep
@@ -34,6 +36,6 @@ from xmargin.sim.strategy import View, Wake, Wakes
 __all__ = [
     "AdjustIsolatedMargin", "CancelOrder", "Completed", "ConfigError", "DatasetError", "PlaceOrder", "RulesError",
     "Run", "RunConfig", "RunError", "SetLeverage", "SetMarginMode", "Sweep", "Transfer", "View", "Wake", "Wakes",
-    "XmarginError", "__version__", "compare", "list_runs", "load_config", "open_run", "open_sweep", "run", "stress",
-    "sweep", "validate_dataset", "verify_run",
+    "XmarginError", "__version__", "capital", "compare", "list_runs", "load_config", "open_run", "open_sweep", "run",
+    "stress", "sweep", "validate_dataset", "verify_run",
 ]

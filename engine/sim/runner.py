@@ -36,7 +36,9 @@ def summary_for(result: RunResult, run_id: str = "") -> dict:
             "mark_price_source": dict(feed.mark_source)}
     return summarize(pl.from_arrow(events_to_table(result.events)), pl.from_arrow(equity_table(result)), meta,
                      collateral=pl.from_arrow(collateral_table(result)),
-                     positions=pl.from_arrow(positions_table(result)))
+                     positions=pl.from_arrow(positions_table(result)),
+                     one_legged_ratio=result.config.one_legged_ratio,
+                     one_legged_after_hours=result.config.one_legged_after_ns / 3.6e12)
 
 
 def execute(config, out: Path | None = None, run_id: str | None = None, progress: bool = False,
