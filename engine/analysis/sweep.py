@@ -30,18 +30,16 @@ The sweep folder (`--out`):
 
 Results columns: variant_id; one column per dimension (grid keys by name, `margin_modes`,
 `collateral`, `stress`); status ("ok" / "failed") and error; every figure of the run summary's
-total under its own name (pnl, fees, funding, liquidations, liquidation_loss, deposits,
-final_equity, ...; nested figures join their keys with "_", e.g.
-tightest_moment_liquidation_distance) and per exchange as <figure>_<exchange> (pnl_binance,
-max_drawdown_binance, peak_initial_margin_binance, lowest_margin_headroom_binance, ...); sharpe; seconds (wall time of the
-variant in its worker), attempts (workers that started it) and path (the kept folder or null).
+total under its own name (pnl, fees, funding, liquidations, max_drawdown, sharpe, sortino,
+return_on_capital, ...; a nested figure joins its keys with "_", e.g. collateral_consumed_amount,
+tightest_moment_liquidation_distance; those of the `statistics` table keep their names) and per
+exchange as <figure>_<exchange> (pnl_binance, max_drawdown_binance, peak_initial_margin_binance,
+lowest_margin_headroom_binance, ...); seconds (wall time of the variant in its worker), attempts
+(workers that started it) and path (the kept folder or null). What each figure means is the run
+summary's definition (xmargin.analysis.summary).
 
 The local pool starts its workers like `multiprocessing` does: a script that calls `sweep` must
 do so under `if __name__ == "__main__":` (the workers import the script's module).
-
-sharpe: daily returns of the total account equity (USD, summed over exchanges, at each UTC day's
-last sample; money in flight between exchanges is not counted), mean / standard deviation x
-sqrt(365); null with fewer than two daily returns or no variation.
 """
 
 from __future__ import annotations
@@ -49,7 +47,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import math
 import os
 import shutil
 import tomllib
@@ -273,33 +270,12 @@ def _numbers(mapping: dict, prefix: str = "") -> dict:
     return out
 
 
-def sharpe(run_path) -> float | None:
-    """Annualised Sharpe ratio of daily total-equity returns (see the module docstring)."""
-    from xmargin.analysis.summary import account_equity
-    from xmargin.output.results import open_run
-
-    run = open_run(run_path)
-    equity = account_equity(run.collateral.collect(), run.positions.collect())
-    daily = (equity.filter(pl.col("reason") == "sample").group_by("ts").agg(pl.col("equity").sum())
-             .sort("ts").group_by(pl.col("ts").dt.date().alias("day"), maintain_order=True)
-             .agg(pl.col("equity").last()))
-    returns = daily["equity"].pct_change().drop_nulls()
-    if returns.len() < 2:
-        return None
-    deviation = returns.std()
-    if not deviation or not math.isfinite(deviation):
-        return None
-    return float(returns.mean() / deviation * math.sqrt(365.0))
-
-
 def sweep_figures(completed) -> dict:
-    """A sweep row's figures: the summary's totals, per exchange `<figure>_<exchange>`, sharpe."""
+    """A sweep row's figures: the summary's totals, per exchange `<figure>_<exchange>`."""
     summary = completed.summary
     figures = _numbers(summary["total"])
     for exchange, values in summary["exchanges"].items():
         figures.update({f"{name}_{exchange}": value for name, value in _numbers(values).items()})
-    if "sharpe" not in figures:  # a summary with its own statistics has the book's Sharpe ratio already
-        figures["sharpe"] = sharpe(completed.path)
     return figures
 
 
