@@ -8,6 +8,7 @@ The public API (everything else is internal and may change):
     need = xmargin.capital(config)             # least collateral per exchange, proven by re-runs
     run = xmargin.open_run(done.path)          # every table as a polars LazyFrame
     run.equity.collect()
+    xmargin.report(done.path)                  # runs/<run-id>/report.html (needs xmargin[report])
 
 Strategies implement `wakes(view) -> Wakes` and `on_wake(view, wake) -> commands`; see
 docs/strategies.md. `xmargin.testing.FakeView` unit-tests a strategy without the engine.
@@ -28,6 +29,7 @@ from xmargin.config import RunConfig, load_config
 from xmargin.dataset.validate import validate_dataset
 from xmargin.errors import ConfigError, DatasetError, RulesError, RunError, XmarginError
 from xmargin.ledger.commands import AdjustIsolatedMargin, CancelOrder, PlaceOrder, SetLeverage, SetMarginMode, Transfer
+from xmargin.output.report import report
 from xmargin.output.results import Run, list_runs, open_run
 from xmargin.output.verify import verify_run
 from xmargin.sim.runner import Completed, execute as run
@@ -36,6 +38,6 @@ from xmargin.sim.strategy import View, Wake, Wakes
 __all__ = [
     "AdjustIsolatedMargin", "CancelOrder", "Completed", "ConfigError", "DatasetError", "PlaceOrder", "RulesError",
     "Run", "RunConfig", "RunError", "SetLeverage", "SetMarginMode", "Sweep", "Transfer", "View", "Wake", "Wakes",
-    "XmarginError", "__version__", "capital", "compare", "list_runs", "load_config", "open_run", "open_sweep", "run",
-    "stress", "sweep", "validate_dataset", "verify_run",
+    "XmarginError", "__version__", "capital", "compare", "list_runs", "load_config", "open_run", "open_sweep",
+    "report", "run", "stress", "sweep", "validate_dataset", "verify_run",
 ]

@@ -37,6 +37,9 @@ def _register():
     from xmargin.cli.analysis import register as register_analysis
 
     register_analysis(main)
+    from xmargin.cli.report import report
+
+    main.add_command(report)
     from xmargin.cli.sweep import sweep
 
     main.add_command(sweep)
