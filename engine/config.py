@@ -118,13 +118,14 @@ class RunConfig:
     folder: Path | None = None  # the config file's folder: `module:Class` strategies are looked up there first
 
 
-def _set_path(data: dict, dotted: str, value) -> None:
+def set_path(data: dict, dotted: str, value, where: str = "--set") -> None:
+    """Set `a.b.c` in a nested mapping, making the tables on the way (config overrides, sweeps)."""
     parts = dotted.split(".")
     target = data
     for part in parts[:-1]:
         target = target.setdefault(part, {})
         if not isinstance(target, dict):
-            raise ConfigError(f"--set {dotted}: '{part}' is not a table in the config.")
+            raise ConfigError(f"{where} {dotted}: '{part}' is not a table in the config.")
     target[parts[-1]] = value
 
 
@@ -142,7 +143,7 @@ def apply_overrides(data: dict, sets=(), margin_modes=(), start=None, end=None, 
         if "=" not in item:
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. strategy.params.notional_usd=20000.")
         key, value = item.split("=", 1)
-        _set_path(data, key.strip(), parse_override_value(value.strip()))
+        set_path(data, key.strip(), parse_override_value(value.strip()))
     for item in margin_modes:
         if "=" not in item:
             raise ConfigError(f"--margin-mode {item!r}: expected EXCHANGE=MODE, e.g. binance=isolated.")
@@ -192,9 +193,10 @@ def _check_declared(instruments: list, dataset: Path) -> None:
 def parse_config(data: dict, base: Path = Path("."), where: str = "config") -> RunConfig:
     """Validate a config mapping. Relative dataset paths resolve against the working directory
     first, then against the config file's folder."""
-    unknown = set(data) - {"run", "strategy", "exchanges", "stress"}
+    unknown = set(data) - {"run", "strategy", "exchanges", "stress", "sweep"}  # [sweep]: xmargin.analysis.sweep
     if unknown:
-        raise ConfigError(f"{where}: unknown tables {sorted(unknown)}; allowed: run, strategy, exchanges, stress.")
+        raise ConfigError(f"{where}: unknown tables {sorted(unknown)}; allowed: run, strategy, exchanges, stress, "
+                          "sweep.")
     run = data.get("run")
     if not isinstance(run, dict):
         raise ConfigError(f"{where}: a [run] table is required (dataset, strategy, ...).")

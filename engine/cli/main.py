@@ -62,6 +62,9 @@ def _register():
     from xmargin.cli.report import report
 
     main.add_command(report)
+    from xmargin.cli.sweep import sweep
+
+    main.add_command(sweep)
 
 
 _register()

@@ -22,18 +22,13 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-import pyarrow as pa
 
 from xmargin._version import __version__
 from xmargin.errors import RunError
-from xmargin.analysis.distance import equity_distances, run_distances
 from xmargin.output.eventlog import events_to_table, file_hash, write_ipc
-from xmargin.output.projections import PROJECTIONS
-from xmargin.output.snapshots import collateral_table, equity_base_table, positions_table
+from xmargin.output.tables import OUTPUT_TABLES, SCHEMA_VERSION, equity_table
 
-def equity_table(result) -> pa.Table:
-    """Pool snapshots plus warning_distance / liquidation_distance (xmargin.analysis.distance)."""
-    return equity_distances(pl.from_arrow(equity_base_table(result)), run_distances(result)).to_arrow()
+__all__ = ["equity_table", "final_state", "run_id_for", "write_run"]
 
 
 def json_safe(value):
@@ -182,17 +177,12 @@ def write_run(result, summary: dict, out: Path | None = None, run_id: str | None
     run_id, partial = reservation.run_id, reservation.partial
     try:
         events = events_to_table(result.events)
-        write_ipc(events, partial / "events.arrow")
-        lazy = pl.from_arrow(events).lazy()
-        for name, project in PROJECTIONS.items():
-            write_ipc(project(lazy).collect().to_arrow(), partial / f"{name}.arrow")
-        write_ipc(equity_table(result), partial / "equity.arrow")
-        write_ipc(positions_table(result), partial / "positions.arrow")
-        write_ipc(run_distances(result).to_arrow(), partial / "distance.arrow")
-        write_ipc(collateral_table(result), partial / "collateral.arrow")
+        for table in OUTPUT_TABLES:  # the output table registry (xmargin.output.tables)
+            write_ipc(table.conform(table.build(result, events)), partial / table.file)
         (partial / "summary.json").write_text(json.dumps(json_safe(summary), indent=2) + "\n")
         manifest = {
             "run_id": run_id,
+            "schema_version": SCHEMA_VERSION,
             "config": json_safe(config.raw),
             "resolved": {"dataset": str(config.dataset), "start": str(config.start), "end": str(config.end),
                          "seed": config.seed, "intrabar": result.intrabar, "slippage_bps": config.slippage_bps,
