@@ -47,14 +47,16 @@ def snapshot_units(snapshots, catalog, feed) -> tuple[list, list]:
     """Every snapshot's risk units, flattened: (units, snapshot index of each unit); units are built
     once per account state unless the mode values collateral at the row's prices."""
     units, owner = [], []
-    built: dict = {}  # id(account) -> units; the snapshots keep the accounts alive
+    built: dict = {}  # units by the identity of the dicts they depend on (kept alive by the snapshots)
     for n, snapshot in enumerate(snapshots):
         account = snapshot.account
-        found = built.get(id(account))
+        key = (account.exchange, id(account.positions), id(account.balances), id(account.leverage),
+               id(account.warning_levels))
+        found = built.get(key)
         if found is None:
             found = account_units(catalog, account, feed.mark_close[snapshot.row])
             if not venue_mode(catalog, account.exchange).revalue_each_stretch:
-                built[id(account)] = found
+                built[key] = found
         units.extend(found)
         owner.extend([n] * len(found))
     return units, owner
