@@ -11,7 +11,7 @@ from xmargin.cli.main import main
 from xmargin.analysis.compare import compare, first_divergence, parse_setups
 from xmargin.errors import ConfigError
 from xmargin.analysis.stress import PriceGap, to_ns
-from tests.test_stress import AT, ETH, write_config
+from test_stress import AT, ETH, write_config
 
 
 def test_parse_setups():

@@ -31,7 +31,7 @@ from xmargin.output.charts import run_figures  # noqa: E402
 from xmargin.output.downsample import keep_extremes  # noqa: E402
 from xmargin.output.report import kind_of, report  # noqa: E402
 from xmargin.output.report_grids import read_sweep  # noqa: E402
-from tests.test_stress import AT, ETH, write_config  # noqa: E402
+from test_stress import AT, ETH, write_config  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
