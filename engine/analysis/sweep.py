@@ -167,13 +167,21 @@ def dimensions(config: RunConfig, grid=(), modes=None, collateral=(), stress=())
     if isinstance(file_collateral, dict):
         keyed_collateral.update(file_collateral)
         file_collateral = None
+    given = set()
     for text in grid:
         key, values = parse_grid(text)
+        if key in given:  # two --grid for one key: neither silently wins
+            raise ConfigError(f"--grid {key}: given twice; give every value once: --grid {key}=V1,V2,...")
+        given.add(key)
         grid_values[key] = values
     command_collateral = None
     for text in collateral:
         key, sep, values = text.partition("=")
         if sep:
+            exchange, _, asset = key.strip().partition(".")
+            if f"exchanges.{exchange}.collateral.{asset}" in given:
+                raise ConfigError(f"--collateral {key.strip()}: also given as --grid exchanges.{exchange}.collateral."
+                                  f"{asset}; give the amounts once.")
             keyed_collateral[key.strip()] = parse_values(values, f"--collateral {text!r}")
         else:
             command_collateral = (command_collateral or []) + parse_values(text, f"--collateral {text!r}")
@@ -360,8 +368,14 @@ def sweep(config, grid=(), modes=None, collateral=(), stress=(), out=None, keep:
                               "or choose another --out.")
     elif resume:
         raise ConfigError(f"--resume: {folder} holds no sweep ({PLAN} missing); run it without --resume.")
+    elif folder.is_dir() and any(folder.iterdir()):
+        raise ConfigError(f"--out {folder}: the folder holds other files and no sweep; give a new or empty folder "
+                          "(a sweep folder's own files would mix with them).")
     else:
-        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"--out {folder}: cannot create the sweep folder ({exc.strerror or exc}).") from None
         plan = {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "xmargin": __version__,
                 "config": {k: v for k, v in (config.raw or {}).items() if k != "sweep"},
                 "parameters": columns, "keep": keep,

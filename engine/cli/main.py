@@ -10,13 +10,21 @@ from xmargin.errors import XmarginError
 
 
 class _Group(click.Group):
-    """Prints XmarginError messages without a traceback and exits 2 (usage/config problem)."""
+    """Prints XmarginError messages without a traceback and exits 2 (usage/config problem); a file or
+    folder that cannot be read or written (an --out under a missing or read-only folder) likewise,
+    naming the path."""
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except XmarginError as exc:
             click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+        except (FileNotFoundError, PermissionError, NotADirectoryError, IsADirectoryError) as exc:
+            if exc.filename is None:  # not about a path the user gave: a real failure, shown as is
+                raise
+            click.echo(f"error: {exc.filename}: {exc.strerror or exc}; check the path (its folder must exist and be "
+                       "writable for outputs).", err=True)
             sys.exit(2)
 
 

@@ -15,6 +15,9 @@ import json
 from datetime import datetime, timezone
 from pathlib import Path
 
+import polars as pl
+import pyarrow as pa
+
 from xmargin.errors import ReportError
 from xmargin.output.html_page import notices, page, summary_table, table, write
 
@@ -87,9 +90,11 @@ def compare_page(folder: Path) -> str:
     from xmargin.output.results import open_run
 
     data = json.loads((folder / "comparison.json").read_text())
-    rows, notes = data.get("rows", []), data.get("notes", [])
-    if not rows:
-        raise ReportError(f"{folder / 'comparison.json'}: no set-up rows; run `xmargin compare` again.")
+    rows, notes = (data.get("rows"), data.get("notes", [])) if isinstance(data, dict) else (None, None)
+    if not rows or not isinstance(rows, list) or not isinstance(notes, list) or not all(
+            isinstance(r, dict) and {"setup", "path"} <= set(r) for r in rows):
+        raise ReportError(f"{folder / 'comparison.json'}: no set-up rows (a list of objects with setup and path "
+                          "under \"rows\"); run `xmargin compare` again.")
     setups = [r["setup"] for r in rows]
     keys = [k for k in rows[0] if k not in ("setup", "path", "divergence")]
     side = table(keys, setups, {(k, r["setup"]): r.get(k) for r in rows for k in keys})
@@ -132,6 +137,9 @@ def compare_page(folder: Path) -> str:
 
 
 # ------------------------------------------------------------------------------------------ API
+UNREADABLE = (json.JSONDecodeError, UnicodeDecodeError, pl.exceptions.PolarsError, pa.ArrowException)
+
+
 def kind_of(path: Path) -> str:
     """run | compare | capital | sweep, from the files in the folder."""
     if not path.is_dir():
@@ -156,6 +164,10 @@ def report(path, out=None) -> Path:
     path = Path(path)
     kind = kind_of(path)
     build = {"run": run_page, "compare": compare_page, "sweep": sweep_page, "capital": capital_page}[kind]
-    text = build(path)
+    try:
+        text = build(path)
+    except UNREADABLE as exc:  # a file cut short or not what its name says: name the folder, no traceback
+        raise ReportError(f"{path}: a file of this {kind} folder cannot be read ({type(exc).__name__}: {exc}); "
+                          "it is damaged or was not written by xmargin: run the command that made it again.") from None
     return write(text, Path(out) if out else path / "report.html")
 

@@ -55,7 +55,7 @@ def open_run(path: str | Path) -> Run:
         raise RunError(f"{path}: an unfinished run (it was interrupted); run it again.")
     if not (path / "manifest.json").is_file():
         raise RunError(f"{path}: not a run folder (no manifest.json). Runs live under runs/<run-id>/.")
-    manifest = json.loads((path / "manifest.json").read_text())
+    manifest = _read_json(path / "manifest.json")
     version = int(manifest.get("schema_version", 0))
     if version > SCHEMA_VERSION:
         raise RunError(f"{path}: written with run-folder schema_version {version}, this xmargin reads up to "
@@ -64,13 +64,31 @@ def open_run(path: str | Path) -> Run:
     for table in OUTPUT_TABLES:
         file = path / table.file
         if file.is_file():
+            try:
+                pl.read_ipc_schema(file)  # the footer only: a file cut short is named here, not at collect()
+            except (pl.exceptions.PolarsError, OSError) as exc:
+                raise RunError(f"{file}: not a readable Arrow file ({exc}); the run folder is damaged: run the "
+                               "config again.") from None
             tables[table.name] = pl.scan_ipc(file)
         elif table.required:
             raise RunError(f"{path}: {table.file} is missing; the run folder is damaged (every run has it).")
         else:
             missing.append(table.name)
-    return Run(path=path, tables=tables, summary=json.loads((path / "summary.json").read_text()),
-               manifest=manifest, missing=tuple(missing))
+    return Run(path=path, tables=tables, summary=_read_json(path / "summary.json"), manifest=manifest,
+               missing=tuple(missing))
+
+
+def _read_json(file: Path) -> dict:
+    """A run folder's JSON object; a missing, cut-short or non-object file is a damaged folder."""
+    try:
+        data = json.loads(file.read_text())
+    except FileNotFoundError:
+        raise RunError(f"{file.parent}: {file.name} is missing; the run folder is damaged (every run has it).") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RunError(f"{file}: not readable JSON ({exc}); the run folder is damaged: run the config again.") from None
+    if not isinstance(data, dict):
+        raise RunError(f"{file}: expected a JSON object; the run folder is damaged: run the config again.")
+    return data
 
 
 def list_runs(root: str | Path = "runs") -> pl.DataFrame:

@@ -1,0 +1,126 @@
+"""Careless and hostile inputs to the newer commands (sweep, capital, report, rules import, any --out):
+each is refused with a message naming the option, file or key, exit 2 (1 when the command ran and found
+no answer), no traceback, and nothing written that looks like a result."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from click.testing import CliRunner
+
+from xmargin.cli.main import main
+from test_stress import ROOT
+from test_sweep import CONFIG
+
+FIXTURES = ROOT / "tests" / "fixtures" / "venues"
+
+
+def invoke(*args):
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.output
+    return result
+
+
+@pytest.fixture(scope="module")
+def config_path(tmp_path_factory):
+    path = tmp_path_factory.mktemp("hostile") / "pair.toml"
+    path.write_text(CONFIG)
+    return path
+
+
+@pytest.fixture(scope="module")
+def run_folder(config_path, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs")
+    result = invoke("run", config_path, "--out", out, "--run-id", "pair", "--quiet", "--no-validate")
+    assert result.exit_code == 0, result.output
+    return out / "pair"
+
+
+def test_an_out_folder_that_cannot_be_made_is_named_exit_2(config_path, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    for command in (["run", config_path, "--quiet", "--no-validate"],
+                    ["capital", config_path, "--quiet", "--no-validate"]):
+        result = invoke(*command, "--out", blocker / "inside")
+        assert result.exit_code == 2, result.output
+        assert f"error: {blocker / 'inside'}" in result.output and "Traceback" not in result.output
+    result = invoke("sweep", config_path, "--grid", "exchanges.binance.leverage=5", "--out", blocker / "inside")
+    assert result.exit_code == 2 and f"--out {blocker / 'inside'}: cannot create" in result.output
+    assert blocker.read_text() == "" and sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]
+
+
+def test_sweep_refuses_a_key_given_twice_and_a_folder_of_other_files(config_path, run_folder, tmp_path):
+    result = invoke("sweep", config_path, "--grid", "exchanges.binance.leverage=5",
+                    "--grid", "exchanges.binance.leverage=10", "--out", tmp_path / "a")
+    assert result.exit_code == 2 and "--grid exchanges.binance.leverage: given twice" in result.output
+    result = invoke("sweep", config_path, "--grid", "exchanges.binance.collateral.USDT=3000",
+                    "--collateral", "binance.USDT=5000", "--out", tmp_path / "b")
+    assert result.exit_code == 2 and "--collateral binance.USDT: also given as --grid" in result.output
+    before = sorted(p.name for p in run_folder.iterdir())
+    result = invoke("sweep", config_path, "--grid", "exchanges.binance.leverage=5", "--out", run_folder)
+    assert result.exit_code == 2 and f"--out {run_folder}: the folder holds other files" in result.output
+    assert sorted(p.name for p in run_folder.iterdir()) == before  # no sweep.json / sweep.parquet mixed in
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def _damaged(run_folder, tmp_path, name):
+    copy = tmp_path / name
+    shutil.copytree(run_folder, copy)
+    return copy
+
+
+def test_report_on_damaged_folders_names_the_file_and_writes_nothing(run_folder, tmp_path):
+    cases = []
+    cut = _damaged(run_folder, tmp_path, "cut")
+    data = (cut / "equity.arrow").read_bytes()
+    (cut / "equity.arrow").write_bytes(data[: len(data) // 2])
+    cases.append((cut, "equity.arrow: not a readable Arrow file"))
+    no_summary = _damaged(run_folder, tmp_path, "no-summary")
+    (no_summary / "summary.json").unlink()
+    cases.append((no_summary, "summary.json is missing"))
+    bad_manifest = _damaged(run_folder, tmp_path, "bad-manifest")
+    (bad_manifest / "manifest.json").write_text("{")
+    cases.append((bad_manifest, "manifest.json: not readable JSON"))
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    (sweep / "results.parquet").write_text("not parquet")
+    cases.append((sweep, "a file of this sweep folder cannot be read"))
+    capital = tmp_path / "capital"
+    capital.mkdir()
+    (capital / "capital.json").write_text("")
+    cases.append((capital, "a file of this capital folder cannot be read"))
+    comparison = tmp_path / "comparison"
+    comparison.mkdir()
+    (comparison / "comparison.json").write_text(json.dumps({"rows": 5}))
+    cases.append((comparison, "comparison.json: no set-up rows"))
+    for folder, message in cases:
+        out = tmp_path / f"{folder.name}.html"
+        result = invoke("report", folder, "--out", out)
+        assert result.exit_code == 2, (folder, result.output)
+        assert message in result.output and "Traceback" not in result.output, result.output
+        assert not out.exists() and not list(tmp_path.glob("*.partial"))
+
+
+def test_capital_with_no_amount_that_works_exits_1(config_path, tmp_path):
+    # 5 billion USDT of ETH: rejected for margin even with 100x the configured collateral
+    result = invoke("capital", config_path, "--quiet", "--no-validate", "--out", tmp_path,
+                    "--set", 'strategy.params.positions={"binance:ETH/USDT:USDT"=5000000000}')
+    assert result.exit_code == 1, result.output
+    assert "fails even with 100x the configured collateral" in result.output
+    assert "no collateral amount found for binance USDT" in result.output
+
+
+def test_rules_import_refused_by_its_dataset_writes_no_rule_file(tmp_path):
+    dump = FIXTURES / "ccxt_fetch_leverage_tiers_binance.json"
+    not_a_dataset = tmp_path / "empty"
+    not_a_dataset.mkdir()
+    out = tmp_path / "rules.json"
+    result = invoke("rules", "import", dump, "--exchange", "binance", "--as-of", "2024-01-01", "--out", out,
+                    "--dataset", not_a_dataset)
+    assert result.exit_code == 2 and "dataset.toml: missing" in result.output
+    assert not out.exists()
+    result = invoke("rules", "import", dump, "--exchange", "binance", "--as-of", "2024-01-01", "--out", out,
+                    "--name", " ")
+    assert result.exit_code == 2 and "--name" in result.output and not out.exists()
