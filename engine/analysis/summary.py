@@ -46,6 +46,13 @@ def account_equity(collateral: pl.DataFrame, positions: pl.DataFrame) -> pl.Data
             .sort("events_applied", "ts", "reason"))
 
 
+def flow_adjusted_equity(events: pl.DataFrame, collateral: pl.DataFrame, equity_by_account: pl.DataFrame) -> pl.DataFrame:
+    """Per exchange and valued moment (start, every sample at a bar close, the end): equity,
+    net_flows and pnl (xmargin.analysis.performance.flow_adjusted). Event snapshots are left out:
+    they carry the marks of the bar being processed, stamped with the event's time."""
+    return flow_adjusted(equity_by_account.filter(pl.col("reason") != "event"), flows(events, collateral))
+
+
 def _usd_values(flows: pl.DataFrame, collateral: pl.DataFrame, amount: str) -> pl.DataFrame:
     """Add `usd`: `amount` x the asset's price at the nearest snapshot of that exchange."""
     prices = collateral.select("ts", "exchange", "asset", "price").unique(maintain_order=True).sort("ts")
@@ -104,9 +111,7 @@ def summarize(events: pl.DataFrame, equity: pl.DataFrame, meta: dict, collateral
     by_type = {t: events.filter(pl.col("type") == t) for t in (
         "CollateralDeposited", "FeeCharged", "FundingSettled", "PositionLiquidated", "InsuranceFundUsed",
         "OrderFilled", "OrderRejected", "TransferSent", "TransferArrived", "MarginWarningRaised")}
-    # valued moments: start, every sample (bar close, close marks) and the end; event snapshots are left
-    # out (they carry the marks of the bar being processed, stamped with the event's time)
-    adjusted = flow_adjusted(equity_by_account.filter(pl.col("reason") != "event"), flows(events, collateral))
+    adjusted = flow_adjusted_equity(events, collateral, equity_by_account)
     per_exchange = {}
     for exchange in exchanges:
         def total(kind, column="amount", exchange=exchange):

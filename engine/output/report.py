@@ -52,20 +52,38 @@ SECTIONS = [
 ]
 
 
+def book_statistics(run) -> dict:
+    """The whole book's flow-adjusted figures of a run whose summary.json predates them (written
+    before the summary had `statistics`), by the summary's own definitions
+    (xmargin.analysis.performance), as `book.<figure>` rows."""
+    from xmargin.analysis.performance import book, figures
+    from xmargin.analysis.summary import account_equity, flow_adjusted_equity
+
+    collateral = run.collateral.collect()
+    equity = account_equity(collateral, run.positions.collect())
+    whole = figures(book(flow_adjusted_equity(run.events.collect(), collateral, equity)),
+                    run.summary.get("total", {}).get("deposits", 0.0))
+    out = {"book.max_drawdown": whole["max_drawdown"],
+           "book.collateral_consumed": whole["collateral_consumed"]["amount"],
+           "book.hours_under_water": whole["drawdown"]["hours_under_water"],
+           "book.longest_under_water_hours": whole["drawdown"]["longest_under_water_hours"]}
+    out.update({f"book.{k}": v for k, v in whole["statistics"].items()})
+    return out
+
+
 def run_page(path: Path) -> str:
-    from xmargin.output.charts import performance, run_figures
+    from xmargin.output.charts import run_figures
     from xmargin.output.results import open_run
 
     run = open_run(path)
-    figures, book = run_figures(run)
+    figures, _ = run_figures(run)
     total = run.summary.get("total", {})
     if "statistics" in total:  # the run summary has its own performance statistics: show those only
         note, statistics = "From summary.json.", {}
     else:
-        note = ("From summary.json; the <code>book.*</code> rows are computed here from the whole book's equity at "
-                "the sample times (risk-free rate 0, annualised).")
-        statistics = {f"book.{k}": (None if v is None else float(v))
-                      for k, v in performance(book, total.get("deposits", 0.0)).items()}
+        note = ("From summary.json; the <code>book.*</code> rows (the summary's flow-adjusted figures, which this "
+                "older summary lacks) are computed here from the run's tables as <code>xmargin run</code> does now.")
+        statistics = book_statistics(run)
     summary = f'<p class="note">{note}</p>' + summary_table(run.summary, statistics) + notices(run.summary)
     sections = [("Summary", summary, []), *[(title, f'<p class="note">{note}</p>', ids)
                                             for title, note, ids in SECTIONS if set(ids) <= set(figures)]]
