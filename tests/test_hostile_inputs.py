@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from xmargin.cli.main import main
 from test_stress import ROOT
-from test_sweep import CONFIG
+from test_sweep import config_path  # noqa: F401  (the module's 5-day hold config, a fixture)
 
 FIXTURES = ROOT / "tests" / "fixtures" / "venues"
 
@@ -21,13 +21,6 @@ def invoke(*args):
     result = CliRunner().invoke(main, [str(a) for a in args])
     assert result.exception is None or isinstance(result.exception, SystemExit), result.output
     return result
-
-
-@pytest.fixture(scope="module")
-def config_path(tmp_path_factory):
-    path = tmp_path_factory.mktemp("hostile") / "pair.toml"
-    path.write_text(CONFIG)
-    return path
 
 
 @pytest.fixture(scope="module")
