@@ -72,10 +72,10 @@ def test_report_on_damaged_folders_names_the_file_and_writes_nothing(run_folder,
     cases.append((cut, "equity.arrow: not a readable Arrow file"))
     no_summary = _damaged(run_folder, tmp_path, "no-summary")
     (no_summary / "summary.json").unlink()
-    cases.append((no_summary, "summary.json is missing"))
+    cases.append((no_summary, "summary.json: unreadable"))
     bad_manifest = _damaged(run_folder, tmp_path, "bad-manifest")
     (bad_manifest / "manifest.json").write_text("{")
-    cases.append((bad_manifest, "manifest.json: not readable JSON"))
+    cases.append((bad_manifest, "manifest.json: unreadable"))
     sweep = tmp_path / "sweep"
     sweep.mkdir()
     (sweep / "results.parquet").write_text("not parquet")

@@ -55,7 +55,7 @@ def open_run(path: str | Path) -> Run:
         raise RunError(f"{path}: an unfinished run (it was interrupted); run it again.")
     if not (path / "manifest.json").is_file():
         raise RunError(f"{path}: not a run folder (no manifest.json). Runs live under runs/<run-id>/.")
-    manifest = _read_json(path / "manifest.json")
+    manifest = read_json(path / "manifest.json")
     version = int(manifest.get("schema_version", 0))
     if version > SCHEMA_VERSION:
         raise RunError(f"{path}: written with run-folder schema_version {version}, this xmargin reads up to "
@@ -74,20 +74,18 @@ def open_run(path: str | Path) -> Run:
             raise RunError(f"{path}: {table.file} is missing; the run folder is damaged (every run has it).")
         else:
             missing.append(table.name)
-    return Run(path=path, tables=tables, summary=_read_json(path / "summary.json"), manifest=manifest,
-               missing=tuple(missing))
+    return Run(path=path, tables=tables, summary=read_json(path / "summary.json"),
+               manifest=manifest, missing=tuple(missing))
 
 
-def _read_json(file: Path) -> dict:
-    """A run folder's JSON object; a missing, cut-short or non-object file is a damaged folder."""
+def read_json(file: Path) -> dict:
+    """A run's JSON file as a dict; a missing, truncated or edited-to-garbage file is a RunError naming it."""
     try:
-        data = json.loads(file.read_text())
-    except FileNotFoundError:
-        raise RunError(f"{file.parent}: {file.name} is missing; the run folder is damaged (every run has it).") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise RunError(f"{file}: not readable JSON ({exc}); the run folder is damaged: run the config again.") from None
+        data = json.loads(Path(file).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RunError(f"{file}: unreadable ({exc}); the run folder is damaged. Run its config again.") from exc
     if not isinstance(data, dict):
-        raise RunError(f"{file}: expected a JSON object; the run folder is damaged: run the config again.")
+        raise RunError(f"{file}: expected a JSON object; the run folder is damaged. Run its config again.")
     return data
 
 
@@ -99,8 +97,13 @@ def list_runs(root: str | Path = "runs") -> pl.DataFrame:
         summary_file = folder.parent / "summary.json"
         if not summary_file.is_file():
             continue
-        summary = json.loads(summary_file.read_text())
-        manifest = json.loads(folder.read_text())
+        try:
+            summary, manifest = read_json(summary_file), read_json(folder)
+        except RunError:  # one damaged run must not hide the others
+            rows.append({"run_id": folder.parent.name, "strategy": "(damaged summary.json)", "start": "", "end": "",
+                         "pnl": None, "fees": None, "funding": None, "liquidations": None, "schema_version": None,
+                         "tables": "damaged: unreadable JSON"})
+            continue
         total = summary.get("total", {})
         absent = [t for t in OUTPUT_TABLES if not (folder.parent / t.file).is_file()]
         damaged = [t.name for t in absent if t.required]
