@@ -38,7 +38,7 @@ def test_an_out_folder_that_cannot_be_made_is_named_exit_2(config_path, tmp_path
                     ["capital", config_path, "--quiet", "--no-validate"]):
         result = invoke(*command, "--out", blocker / "inside")
         assert result.exit_code == 2, result.output
-        assert f"error: {blocker / 'inside'}" in result.output and "Traceback" not in result.output
+        assert str(blocker / "inside") in result.output and "Traceback" not in result.output
     result = invoke("sweep", config_path, "--grid", "exchanges.binance.leverage=5", "--out", blocker / "inside")
     assert result.exit_code == 2 and f"--out {blocker / 'inside'}: cannot create" in result.output
     assert blocker.read_text() == "" and sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]
