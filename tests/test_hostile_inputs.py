@@ -117,3 +117,18 @@ def test_rules_import_refused_by_its_dataset_writes_no_rule_file(tmp_path):
     result = invoke("rules", "import", dump, "--exchange", "binance", "--as-of", "2024-01-01", "--out", out,
                     "--name", " ")
     assert result.exit_code == 2 and "--name" in result.output and not out.exists()
+
+
+@pytest.mark.parametrize("line, message", [
+    ("grid = 5", "[sweep] grid = 5: expected e.g. grid = {"),
+    ("modes = 5", "[sweep] modes = 5: expected e.g. modes = ["),
+    ("stress = 5", "[sweep] stress = 5: expected e.g."),
+    ("modes = [1, 2]", "[sweep] modes = [1, 2]: every entry is a text"),
+    ("collateral = true", "[sweep] collateral = True: expected e.g."),
+])
+def test_a_sweep_table_of_the_wrong_shape_is_named(config_path, tmp_path, line, message):
+    config = tmp_path / "swept.toml"
+    config.write_text(config_path.read_text() + f"\n[sweep]\n{line}\n")
+    result = invoke("sweep", config, "--out", tmp_path / "out", "--workers", "1")
+    assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "out").exists()

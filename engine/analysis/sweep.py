@@ -157,6 +157,19 @@ def dimensions(config: RunConfig, grid=(), modes=None, collateral=(), stress=())
     unknown = set(table) - SWEEP_KEYS
     if unknown:
         raise ConfigError(f"[sweep]: unknown keys {sorted(unknown)}; allowed: {sorted(SWEEP_KEYS)}.")
+    kinds = {"grid": (dict,), "modes": (str, list), "collateral": (int, float, list, dict), "stress": (str, list),
+             "keep": (str,)}
+    for key, allowed in kinds.items():
+        value = table.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, allowed)):
+            examples = {"grid": '{ "strategy.params.notional" = [20000, 30000] }', "modes": '["cross", "isolated"]',
+                        "collateral": '[10000, 20000] or { "binance.USDT" = [10000, 20000] }',
+                        "stress": '["baseline", "crash"]', "keep": '"failed"'}
+            raise ConfigError(f"[sweep] {key} = {value!r}: expected e.g. {key} = {examples[key]}.")
+    for key in ("modes", "stress"):
+        if isinstance(table.get(key), list) and not all(isinstance(v, str) for v in table[key]):
+            raise ConfigError(f"[sweep] {key} = {table[key]!r}: every entry is a text, e.g. "
+                              f"{key} = {['cross', 'isolated'] if key == 'modes' else ['baseline', 'crash']}.")
     grid_values: dict = {}
     for key, values in (table.get("grid") or {}).items():
         if not isinstance(values, list) or not values:

@@ -75,7 +75,7 @@ def run_page(path: Path) -> str:
     from xmargin.output.charts import run_figures
     from xmargin.output.results import open_run
 
-    run = open_run(path)
+    run = open_run(path, whole=True)
     figures, _ = run_figures(run)
     total = run.summary.get("total", {})
     if "statistics" in total:  # the run summary has its own performance statistics: show those only
@@ -118,7 +118,7 @@ def compare_page(folder: Path) -> str:
     side = table(keys, setups, {(k, r["setup"]): r.get(k) for r in rows for k in keys})
     merged: dict = {}
     for index, row in enumerate(rows):
-        run = open_run(_run_path(folder, row["path"]))
+        run = open_run(_run_path(folder, row["path"]), whole=True)
         figures, _ = run_figures(run)
         dash = ["solid", "dash", "dot", "dashdot", "longdash"][index % 5]
         for key, figure in figures.items():

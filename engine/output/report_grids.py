@@ -235,7 +235,7 @@ def capital_page(folder: Path) -> str:
     if paths:
         merged = {"data": [], "layout": None}
         for role, path in paths:
-            run = open_run(path)
+            run = open_run(path, whole=True)
             figure = margin_figure(run, run.manifest.get("resolved", {}).get("warning_thresholds", []))
             merged["layout"] = merged["layout"] or figure["layout"]
             merged["data"].extend({**t, "name": f"{path.name}: {t['name']}", "legendgroup": path.name,
