@@ -132,3 +132,13 @@ def test_a_sweep_table_of_the_wrong_shape_is_named(config_path, tmp_path, line, 
     result = invoke("sweep", config, "--out", tmp_path / "out", "--workers", "1")
     assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
     assert not (tmp_path / "out").exists()
+
+
+def test_rules_import_of_a_wrong_shape_names_the_file_and_the_response(tmp_path):
+    dump = tmp_path / "brackets.json"
+    dump.write_text(json.dumps([{"symbol": "BTCUSDT", "brackets": "nope"}]))
+    result = invoke("rules", "import", dump, "--exchange", "binance", "--as-of", "2024-01-01",
+                    "--out", tmp_path / "rules.json")
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert f"{dump}: looks like a binance leverageBracket response but lacks the expected shape" in result.output
+    assert not (tmp_path / "rules.json").exists()
