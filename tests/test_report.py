@@ -333,6 +333,20 @@ def test_book_statistics_by_hand():
     assert out["collateral_consumed"]["amount"] == pytest.approx(1.0)
 
 
+def test_statistics_need_two_days_not_two_dates():
+    """Two hours across midnight touch two UTC dates (two daily returns) but are no basis for an
+    annualised volatility: n/a, as the README says ("n/a under two days")."""
+    from datetime import datetime, timedelta, timezone
+
+    from xmargin.analysis.performance import statistics
+
+    start = datetime(2024, 1, 1, 23, tzinfo=timezone.utc)
+    book = pl.DataFrame({"ts": [start + timedelta(hours=h) for h in range(3)], "pnl": [0.0, 5.0, -3.0]})
+    stats = statistics(book, 100.0)
+    assert stats["return_on_capital"] == pytest.approx(-0.03) and stats["days"] == pytest.approx(2 / 24)
+    assert stats["volatility"] is None and stats["sharpe"] is None and stats["sortino"] is None
+
+
 def test_an_older_summary_gets_the_summarys_own_book_statistics(folders, tmp_path):
     """A run whose summary.json predates the statistics: the report computes them as the summary does."""
     from xmargin.output.report import book_statistics

@@ -26,7 +26,7 @@ sum of the exchanges' (a transfer in flight is out of one and not yet in the oth
 
 Daily returns: the change of pnl over each UTC day (the last snapshot of the day) divided by the
 capital; crypto trades every day, hence 365. Figures that need at least two days or a positive
-capital are None (n/a) otherwise.
+capital are None (n/a) otherwise (a run of 2 hours across midnight has two daily returns: still n/a).
 """
 
 from __future__ import annotations
@@ -158,7 +158,7 @@ def statistics(series: pl.DataFrame, capital: float) -> dict:
              .agg(pl.col("pnl").last()).sort("day"))
     start = float(series["pnl"][0])
     returns = daily.select((pl.col("pnl").diff().fill_null(pl.col("pnl").first() - start) / capital).alias("r"))
-    if returns.height >= 2:
+    if returns.height >= 2 and days >= 2:  # "n/a under two days": two UTC dates touched are not enough
         r = pl.col("r")
         moments = returns.select(r.mean().alias("mean"), r.std(ddof=1).alias("std"),
                                  (r.clip(upper_bound=0.0) ** 2).mean().sqrt().alias("downside")).row(0, named=True)
