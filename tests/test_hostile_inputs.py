@@ -142,3 +142,11 @@ def test_rules_import_of_a_wrong_shape_names_the_file_and_the_response(tmp_path)
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert f"{dump}: looks like a binance leverageBracket response but lacks the expected shape" in result.output
     assert not (tmp_path / "rules.json").exists()
+
+
+def test_an_id_with_a_path_is_refused_and_nothing_is_written_outside_out(config_path, tmp_path):
+    out = tmp_path / "out"
+    for command in (["capital"], ["compare", "--modes", "cross"]):
+        result = invoke(*command, config_path, "--id", "../escape", "--out", out, "--quiet", "--no-validate")
+        assert result.exit_code == 2 and "--id '../escape': an id is one folder name" in result.output
+    assert not (tmp_path / "escape").exists() and not (out.exists() and any(out.iterdir()))

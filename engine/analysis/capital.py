@@ -48,6 +48,7 @@ import attrs
 import polars as pl
 
 from xmargin.errors import ConfigError
+from xmargin.output.writer import check_run_id
 from xmargin.margin.collateral import STABLECOINS
 
 GRID = (1.0, 0.5, 0.25, 0.125, 0.0625)  # x the configured amounts, tried when a run with none survives
@@ -428,7 +429,7 @@ def capital(config, level="liquidation", tolerance: float = 0.01, stress=False, 
         raise ConfigError("capital: every configured collateral amount is 0; give the amounts you would start "
                           "with (they set the assets and the ample reference, x10).")
     root = Path(out or config.out)
-    capital_id = capital_id or new_id("capital", config, root)
+    capital_id = check_run_id(capital_id, "--id") if capital_id else new_id("capital", config, root)
     final = root / capital_id
     if final.exists():
         raise ConfigError(f"capital: {final} already exists; choose another --id or remove it.")

@@ -57,6 +57,7 @@ import polars as pl
 
 from xmargin.config import MARGIN_MODES, RunConfig, load_config
 from xmargin.errors import ConfigError
+from xmargin.output.writer import check_run_id
 
 IGNORED_FOR_DIVERGENCE = ("MarginWarningRaised", "OrderAccepted", "MarginModeChanged")
 PER_EXCHANGE = ("collateral_consumed_", "consumed_at_", "peak_initial_margin_", "max_drawdown_", "min_headroom_",
@@ -298,7 +299,7 @@ def compare(config, setups, out=None, compare_id: str | None = None, progress: b
     elif isinstance(setups, str) or all(isinstance(s, str) for s in setups):
         setups = parse_setups(setups, list(config.exchanges))
     root = Path(out or config.out)
-    compare_id = compare_id or new_id("compare", config, root)
+    compare_id = check_run_id(compare_id, "--id") if compare_id else new_id("compare", config, root)
     folder = root / compare_id
     folder.mkdir(parents=True, exist_ok=True)
     rows, logs = [], []

@@ -42,6 +42,7 @@ import numpy as np
 
 from xmargin.config import parse_duration, reject_unknown
 from xmargin.errors import ConfigError
+from xmargin.output.writer import check_run_id
 
 KINDS = ("gap", "mark-divergence", "funding-spike", "collateral-fall", "withdrawal-halt")
 _PRICE_ARRAYS = ("open", "high", "low", "close")
@@ -406,7 +407,7 @@ def stress(config, scenarios: dict, out=None, stress_id: str | None = None, base
 
     config = as_config(config)
     root = Path(out or config.out)
-    stress_id = stress_id or new_id("stress", config, root)
+    stress_id = check_run_id(stress_id, "--id") if stress_id else new_id("stress", config, root)
     folder = root / stress_id
     folder.mkdir(parents=True, exist_ok=True)
     plan = ([("baseline", ())] if baseline else []) + list(scenarios.items())
