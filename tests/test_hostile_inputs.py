@@ -150,3 +150,10 @@ def test_an_id_with_a_path_is_refused_and_nothing_is_written_outside_out(config_
         result = invoke(*command, config_path, "--id", "../escape", "--out", out, "--quiet", "--no-validate")
         assert result.exit_code == 2 and "--id '../escape': an id is one folder name" in result.output
     assert not (tmp_path / "escape").exists() and not (out.exists() and any(out.iterdir()))
+
+
+def test_a_set_up_naming_an_exchange_twice_is_refused(config_path, tmp_path):
+    for command in (["compare"], ["sweep", "--workers", "1"]):
+        result = invoke(*command, config_path, "--modes", "binance=cross,binance=isolated", "--out", tmp_path / "o")
+        assert result.exit_code == 2 and "exchange 'binance' given twice in one set-up" in result.output
+    assert not (tmp_path / "o").exists()

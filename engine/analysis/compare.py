@@ -104,18 +104,21 @@ def parse_setups(text_or_list, exchanges) -> list[tuple[str, dict]]:
                 if exchange not in exchanges:
                     raise ConfigError(f"--modes {part!r}: no exchange {exchange!r} in the config; configured: "
                                       f"{sorted(exchanges)}.")
+                if exchange in assignment:
+                    raise ConfigError(f"--modes {part!r}: exchange {exchange!r} given twice in one set-up; give "
+                                      "each exchange one mode (';' separates set-ups).")
                 assignment[exchange] = mode
             name = ",".join(f"{e}={m}" for e, m in assignment.items())
             setups.append((name, assignment))
     if not setups:
-        raise ConfigError("compare: no set-up given; e.g. --modes isolated,cross.")
+        raise ConfigError("--modes: no set-up given; e.g. --modes isolated,cross.")
     for name, assignment in setups:
         for mode in assignment.values():
             if mode not in MARGIN_MODES:
-                raise ConfigError(f"compare set-up {name!r}: margin mode {mode!r}; allowed {list(MARGIN_MODES)}.")
+                raise ConfigError(f"--modes set-up {name!r}: margin mode {mode!r}; allowed {list(MARGIN_MODES)}.")
     names = [n for n, _ in setups]
     if len(set(names)) != len(names):
-        raise ConfigError(f"compare: set-ups {names} repeat; give each once.")
+        raise ConfigError(f"--modes: set-ups {names} repeat; give each once.")
     return setups
 
 
