@@ -139,7 +139,12 @@ def _stress_choices(values, raw: dict) -> list[Choice]:
         elif text in scenarios:
             choices.append(Choice("stress", text, shocks=scenarios[text]))
         else:
-            choices.append(Choice("stress", text, shocks=tuple(parse_shock(s) for s in text.split(";") if s.strip())))
+            try:
+                shocks = tuple(parse_shock(s) for s in text.split(";") if s.strip())
+            except ConfigError as exc:
+                raise ConfigError(f"sweep stress {text!r}: not baseline, a [[stress]] scenario of the config "
+                                  f"({', '.join(sorted(scenarios)) or 'it has none'}) nor shocks: {exc}") from None
+            choices.append(Choice("stress", text, shocks=shocks))
     return choices
 
 
