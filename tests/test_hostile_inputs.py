@@ -157,3 +157,11 @@ def test_a_set_up_naming_an_exchange_twice_is_refused(config_path, tmp_path):
         result = invoke(*command, config_path, "--modes", "binance=cross,binance=isolated", "--out", tmp_path / "o")
         assert result.exit_code == 2 and "exchange 'binance' given twice in one set-up" in result.output
     assert not (tmp_path / "o").exists()
+
+
+def test_a_sweep_with_failed_variants_exits_1_with_its_table(config_path, tmp_path):
+    result = invoke("sweep", config_path, "--grid", "run.start=2030-01-01,2030-02-01", "--set", "run.end=2030-06-01",
+                    "--out", tmp_path / "s", "--workers", "1")
+    assert result.exit_code == 1, result.output
+    assert "2 variants, 0 ok, 2 failed" in result.output and "2 of 2 variant(s) failed" in result.output
+    assert (tmp_path / "s" / "sweep.parquet").is_file()  # every variant's row, status failed, with its error
