@@ -88,6 +88,10 @@ def test_report_on_damaged_folders_names_the_file_and_writes_nothing(run_folder,
     comparison.mkdir()
     (comparison / "comparison.json").write_text(json.dumps({"rows": 5}))
     cases.append((comparison, "comparison.json: no set-up rows"))
+    unfinished = tmp_path / "unfinished"
+    unfinished.mkdir()
+    (unfinished / "sweep.json").write_text(json.dumps({"parameters": [], "variants": []}))
+    cases.append((unfinished, "an unfinished sweep"))
     for folder, message in cases:
         out = tmp_path / f"{folder.name}.html"
         result = invoke("report", folder, "--out", out)

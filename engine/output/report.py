@@ -170,6 +170,9 @@ def kind_of(path: Path) -> str:
         return "run"
     if any(path.glob("*.parquet")):
         return "sweep"
+    if (path / "sweep.json").is_file():  # planned, interrupted before its table was written
+        raise ReportError(f"{path}: an unfinished sweep (sweep.json, no sweep.parquet yet); finish it with the same "
+                          "`xmargin sweep ... --out DIR --resume`, then report it.")
     raise ReportError(f"{path}: no manifest.json (run), comparison.json (compare), capital.json/capital.arrow "
                       "(capital) or results Parquet table (sweep); nothing to report.")
 
