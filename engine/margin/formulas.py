@@ -1,5 +1,7 @@
 """Margin arithmetic over any rule set's bracket table: pure functions, no state.
 
+Tables are `xmargin.margin.brackets.BracketTable`s (built by `xmargin.venues.rules` from rule files).
+
 Conventions
 -----------
 * Linear (USDⓈ-margined) contracts: `quantity` is signed base units (+ long, - short), prices are
@@ -28,7 +30,8 @@ import math
 
 import numpy as np
 
-from xmargin.venues.rules.ruleset import BracketTable
+from xmargin.margin.brackets import BracketTable
+
 
 _REL_TOL = 1e-12
 

@@ -24,6 +24,7 @@ from xmargin.sim.execution import fill_events, fill_price, funding_events
 from xmargin.dataset.feed import Feed, load_feed
 from xmargin.ledger.apply import apply
 from xmargin.margin.liquidation import liquidation_events
+from xmargin.margin.modes import venue_mode
 from xmargin.margin.risk import POINTS, risk_units, scan
 from xmargin.venues.fees import market_fees
 from xmargin.venues.rules import load_rules
@@ -95,7 +96,7 @@ def run_warnings(catalog: Catalog, feed: Feed) -> list[tuple]:
                 for name in catalog.venues if not catalog.on_exchange(name)]
     for name, venue in catalog.venues.items():
         settles = {t.instrument.settle for t in catalog.on_exchange(name) if t.instrument.is_derivative}
-        if settles and venue.margin_mode != "multi-asset" and not settles & set(venue.collateral):
+        if settles and venue_mode(catalog, name).pools_are_assets and not settles & set(venue.collateral):
             warnings.append((None, f"exchanges.{name}.collateral holds {sorted(venue.collateral)} but its perps "
                                    f"settle in {sorted(settles)}: without multi-asset margin that collateral backs "
                                    "none of them", "collateral"))
@@ -149,6 +150,7 @@ class RunResult:
     timings: dict
     intrabar: str
     projected: tuple | None = None
+    units: tuple | None = None  # (risk units, snapshot index of each): xmargin.output.snapshots.run_units
     warnings: list = attrs.field(factory=list)
 
 
@@ -192,7 +194,9 @@ class Backtest:
         self.thresholds = np.array(config.warning_thresholds, dtype=np.float64)
         self._points = POINTS[config.intrabar]
         self._exchanges = sorted(self.catalog.venues)
-        self._multi_asset = any(v.margin_mode == "multi-asset" for v in self.catalog.venues.values())
+        modes = [venue_mode(self.catalog, name) for name in self.catalog.venues]
+        self._revalue_units = any(mode.revalue_each_stretch for mode in modes)  # units move with collateral prices
+        self._auto_exchange = any(mode.auto_exchange for mode in modes)
         self._units_ledger = None
         self._units: list = []
         self._sample_rows: list = []
@@ -366,8 +370,8 @@ class Backtest:
 
     def _risk_units(self, start: int) -> list:
         """The risk units of the current ledger; reused while the ledger object is unchanged (it is
-        immutable) unless a multi-asset pool values collateral at the stretch's prices."""
-        if self._units_ledger is not self.ledger or self._multi_asset:
+        immutable) unless a margin mode values collateral at the stretch's prices (multi-asset)."""
+        if self._units_ledger is not self.ledger or self._revalue_units:
             self._units = risk_units(self.ledger, self.catalog, self.feed.mark_close[start])
             self._units_ledger = self.ledger
         return self._units
@@ -438,9 +442,9 @@ class Backtest:
         return min(row * points + max(point, 0), (row + 1) * points), transfer
 
     def _convert_negative_balances(self, row: int, ts: int, exchanges) -> set:
-        """Multi-asset auto-exchange after events that moved balances (see xmargin.margin.collateral)."""
+        """Auto-exchange after events that moved balances (xmargin.margin.auto_exchange)."""
         converted = set()
-        if not self._multi_asset:
+        if not self._auto_exchange:
             return converted
         for exchange in sorted(exchanges):
             events = conversion_events(self.ledger.accounts[exchange], self.catalog, self.feed.mark_close[row], ts)

@@ -1,0 +1,202 @@
+"""Risk units: what one liquidation decision covers, as legs for the valuation kernel.
+
+A margin mode (`xmargin.margin.modes`) turns an account into risk units: a cross pool (one per
+settlement asset, or one "USD" pool of every asset in multi-asset mode) or one isolated position.
+This module holds the record and the builders the modes share; the numbers come from
+`xmargin.margin.kernel`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import attrs
+import numpy as np
+
+from xmargin.margin import formulas as margin
+from xmargin.margin.collateral import STABLECOINS
+from xmargin.margin.kernel import COLLATERAL, Legs
+
+ISOLATED = "isolated"  # a position margined on its own margin
+CROSS = "cross"  # a position margined by its account's pool
+POSITION_MODES = (CROSS, ISOLATED)
+
+
+def cross_unit_name(pool: str) -> str:
+    return f"cross:{pool}"
+
+
+@attrs.frozen(eq=False)
+class RiskUnit:
+    """One risk unit: who it is (`exchange`, `asset` = the pool: settlement asset, "USD" for a
+    multi-asset pool; `name` = `cross:<pool>` or the isolated instrument; the `instruments` of its
+    position legs; the margin-warning `level` it carries) and its legs for the valuation kernel:
+    `rows` (column, quantity, entry, size, table, leverage, fixed maintenance, scale) per leg, its
+    positions first, then collateral legs, on the constant `base` (open orders are not legs: their
+    margin is the mode's `pool_order_margin`). The rows feed the kernel's scalar path directly
+    (`xmargin.margin.kernel.unit_one`); `legs` is the same unit as numpy `Legs` for `valuate`."""
+
+    exchange: str
+    asset: str
+    name: str
+    isolated: bool
+    instruments: tuple[str, ...]
+    rows: tuple
+    base: float
+    level: int
+    positions: int
+    _views: dict = attrs.field(factory=dict, repr=False)  # legs / columns, built when first read
+
+    @property
+    def legs(self) -> Legs:
+        legs = self._views.get("legs")
+        if legs is None:
+            legs = self._views["legs"] = self._build_legs()
+        return legs
+
+    def _build_legs(self) -> Legs:
+        rows = self.rows
+        tables, where, table_index = [], {}, []
+        for row in rows:
+            table = row[4]
+            if table is None:
+                table_index.append(COLLATERAL)
+                continue
+            if id(table) not in where:
+                where[id(table)] = len(tables)
+                tables.append(table)
+            table_index.append(where[id(table)])
+        return Legs.build([r[1] for r in rows], [r[2] for r in rows], tables, size=[r[3] for r in rows],
+                          table=table_index, leverage=[r[5] for r in rows],
+                          fixed_maintenance=[math.nan if r[6] is None else r[6] for r in rows],
+                          scale=[r[7] for r in rows], base=(self.base,))
+
+    @property
+    def columns(self) -> np.ndarray:
+        """The feed column of each leg's price."""
+        columns = self._views.get("columns")
+        if columns is None:
+            columns = self._views["columns"] = np.array([r[0] for r in self.rows], dtype=np.int64)
+        return columns
+
+    @property
+    def quantities(self) -> np.ndarray:
+        return self.legs.quantity
+
+    @property
+    def entries(self) -> np.ndarray:
+        return self.legs.entry
+
+    @property
+    def tables(self) -> tuple:
+        """The bracket table of each position leg."""
+        return tuple(r[4] for r in self.rows[:self.positions])
+
+    @property
+    def equity_base(self) -> float:
+        return self.base
+
+    @property
+    def inverse(self) -> np.ndarray:
+        return self.legs.size > 0
+
+    @property
+    def fixed(self) -> bool:
+        """Every position leg has a constant maintenance margin (entry-value basis)."""
+        return bool(self.positions) and all(r[6] is not None for r in self.rows[:self.positions])
+
+
+def asset_price(catalog, exchange: str, asset: str, prices) -> float:
+    """USD price of an asset as `exchange` values it (stablecoins at 1; nan when unknown)."""
+    if asset in STABLECOINS:
+        return 1.0
+    column = catalog.asset_columns.get((exchange, asset))
+    return float(prices[column]) if column is not None and prices is not None else math.nan
+
+
+def leverage_for(account, catalog, instrument: str) -> float:
+    """The position's leverage: its own setting, else the venue's default."""
+    return account.leverage.get(instrument, catalog.venues[account.exchange].leverage)
+
+
+def order_margin(account, catalog, prices, asset: str) -> float:
+    """Initial margin reserved by open orders that would increase exposure (settle `asset`);
+    market orders at `prices` (last closes), limits at their limit price."""
+    total = 0.0
+    for order in account.orders.values():
+        tradable = catalog.tradable(order.instrument)
+        if not tradable.instrument.is_derivative or tradable.instrument.settle != asset or order.reduce_only:
+            continue
+        held = account.positions.get(order.instrument)
+        held_quantity = held.quantity if held is not None else 0.0
+        increase = abs(held_quantity + order.quantity) - abs(held_quantity)
+        if increase > 0:
+            price = order.limit_price if order.order_type == "limit" else float(prices[tradable.column])
+            instrument = tradable.instrument
+            total += margin.contract_notional(increase, price, instrument.is_inverse,
+                                              instrument.contract_size) / order.leverage
+    return total
+
+
+def build_unit(account, catalog, *, asset: str, name: str, isolated: bool, positions, base: float,
+               collateral=(), scales=None) -> RiskUnit:
+    """A unit of `positions` (ledger Positions) plus collateral legs ((column, haircut coin
+    amount) pairs) on the constant `base`. `scales`: per position, the settle asset's price in
+    the unit's currency (None: 1). An isolated position of a rule set with maintenance basis
+    "entry" (linear contracts) gets its constant maintenance margin."""
+    exchange = account.exchange
+    entry_basis = isolated and catalog.venues[exchange].rules.liquidation.maintenance_basis == "entry"
+    tradables = catalog.tradables
+    default_leverage = catalog.venues[exchange].leverage
+    leverages = account.leverage
+    rows = []
+    for n, position in enumerate(positions):
+        tradable = tradables[position.instrument]
+        instrument = tradable.instrument
+        inverse = instrument.contract == "inverse"
+        fixed = (margin.maintenance_margin(abs(position.quantity) * position.entry_price, tradable.brackets)
+                 if entry_basis and not inverse else None)
+        rows.append((tradable.column, position.quantity, position.entry_price,
+                     instrument.contract_size if inverse else 0.0, tradable.brackets,
+                     leverages.get(position.instrument, default_leverage), fixed,
+                     1.0 if scales is None else scales[n]))
+    for column, amount in collateral:
+        rows.append((column, amount, 0.0, 0.0, None, math.inf, None, 1.0))
+    return RiskUnit(exchange, asset, name, isolated, tuple([p.instrument for p in positions]), tuple(rows),
+                    float(base), account.warning_levels.get(name, 0), len(positions))
+
+
+def isolated_units(account, catalog, positions=None) -> list[RiskUnit]:
+    """Every isolated position on its own margin (the same in every margin mode), by instrument
+    (`positions`: the account's isolated positions in that order, when the caller has them)."""
+    if positions is None:
+        positions = [p for _, p in sorted(account.positions.items()) if p.margin_mode == ISOLATED]
+    return [build_unit(account, catalog, asset=p.asset, name=p.instrument, isolated=True, positions=(p,),
+                       base=p.isolated_margin) for p in positions]
+
+
+def warned_pools(account) -> set:
+    """Pools that carry a margin warning (their unit must exist so that the warning can clear)."""
+    return {name[6:] for name, level in account.warning_levels.items() if level and name.startswith("cross:")}
+
+
+def stack(units, reserved=None) -> Legs:
+    """Many units' legs as one kernel `Legs` (unit k of the list is kernel unit k), built straight
+    from their rows (one transpose, no numpy call per unit). `reserved`: per unit, the open-order
+    initial margin to add (default none)."""
+    rows = [row for unit in units for row in unit.rows]
+    counts = [len(unit.rows) for unit in units]
+    if not rows:
+        return Legs.build([], [], (), base=np.zeros(len(units)), reserved=reserved)
+    _, quantity, entry, size, table_of, leverage, fixed, scale = zip(*rows)
+    tables = [t for t in dict.fromkeys(table_of) if t is not None]  # tables hash by identity
+    where = {t: i for i, t in enumerate(tables)}
+    where[None] = COLLATERAL
+    return Legs(quantity=np.array(quantity, dtype=np.float64), entry=np.array(entry, dtype=np.float64),
+                size=np.array(size, dtype=np.float64), table=np.array([where[t] for t in table_of], dtype=np.int64),
+                tables=tuple(tables), leverage=np.array(leverage, dtype=np.float64),
+                fixed_maintenance=np.array([math.nan if f is None else f for f in fixed], dtype=np.float64),
+                scale=np.array(scale, dtype=np.float64),
+                unit=np.repeat(np.arange(len(units), dtype=np.int64), counts),
+                base=np.array([u.base for u in units], dtype=np.float64),
+                reserved=np.zeros(len(units)) if reserved is None else np.asarray(reserved, dtype=np.float64))
