@@ -107,6 +107,14 @@ def test_capital_with_no_amount_that_works_exits_1(config_path, tmp_path):
     assert result.exit_code == 1, result.output
     assert "fails even with 100x the configured collateral" in result.output
     assert "no collateral amount found for binance USDT" in result.output
+    # an amount configured at 0 is scaled like the others: it stays 0 in every trial, and the note says so
+    hedge = tmp_path / "hedge.toml"
+    hedge.write_text((ROOT / "examples" / "capital_hedge.toml").read_text()
+                     .replace('"datasets/sample"', f'"{ROOT / "datasets" / "sample"}"'))
+    result = invoke("capital", hedge, "--quiet", "--no-validate", "--out", tmp_path, "--end", "2024-11-03",
+                    "--set", "exchanges.binance.collateral.USDT=0")
+    assert result.exit_code == 1, result.output
+    assert "(binance USDT configured at 0 stay 0 in every trial: give the amount you would start with)" in result.output
 
 
 def test_rules_import_refused_by_its_dataset_writes_no_rule_file(tmp_path):

@@ -273,8 +273,11 @@ def solve(search: _Search, starting: dict, tolerance: float, ample: float) -> di
     if not reference.survives:
         bigger = search.run({k: v * ample * 10 for k, v in starting.items()}, search.label(f"ample-x{ample * 10:g}"))
         if not bigger.survives:
+            zero = [f"{k[0]} {k[1]}" for k, v in starting.items() if not v]
             state["unsolved"] = (f"fails even with {ample * 10:g}x the configured collateral: "
-                                 f"{_cause_text(bigger.cause)}")
+                                 f"{_cause_text(bigger.cause)}"
+                                 + (f" ({', '.join(zero)} configured at 0 stay 0 in every trial: give the amount you "
+                                    "would start with)" if zero else ""))
             return state
         reference = bigger
         state["reference"] = bigger
