@@ -32,7 +32,8 @@ Columns (money in settlement assets added at par, as the run summary's totals):
   hours_above_warning       time during which some unit's margin ratio was at or above the first
                             warning threshold: sample points (pools from the equity table,
                             isolated positions from the positions table) x the sample interval
-  liquidations, liquidation_loss (realised PnL of liquidations, negative), liquidation_fees,
+  liquidations, liquidation_loss (realised PnL of liquidations, negative, WITHOUT their fees: the
+                            run summary's liquidation_loss is this minus liquidation_fees), liquidation_fees,
   insurance_fund_used, funding, fees
   capital_efficiency        mean over samples of gross notional / total wallet (incl. isolated margin)
   tightest_liquidation_distance   the smallest all-together adverse move to liquidation (xmargin.analysis.distance)
@@ -397,6 +398,8 @@ def format_comparison(table: pl.DataFrame, notes: list, folder=None) -> str:
     lines += fixed_width(["set-up"] + [h for h, _, _ in BOOK_COLUMNS],
                          [[key] + [_cell(row.get(c), kind) for _, c, kind in BOOK_COLUMNS]
                           for key, row in zip(keys, rows)])
+    lines.append("  (liq loss: realised PnL of liquidations, as a loss; their fees apart under liq fees. The run "
+                 "summary's liquidation_loss, and stress's, include those fees)")
     exchanges = [c[len("collateral_consumed_"):] for c in table.columns if c.startswith("collateral_consumed_")]
     if exchanges:
         lines.append("  per exchange (consumed: deposits + transfers in - transfers out - equity at the worst moment):")

@@ -476,6 +476,7 @@ def format_stress(table, reports: dict, folder=None) -> str:
              str(row["rejected_orders"]), _cell(row["tightest_liquidation_distance"], "percent")]
             + [_cell(row[c], "money") for c in consumed] for row in table.iter_rows(named=True)]
     lines = fixed_width(headers, rows)
+    lines.append("  (liq loss: realised PnL of liquidations plus their fees, as the run summary's liquidation_loss)")
     for name, report in reports.items():
         if not report["shocks"]:
             continue
