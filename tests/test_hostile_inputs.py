@@ -177,6 +177,9 @@ def test_a_sweep_with_failed_variants_exits_1_with_its_table(config_path, tmp_pa
     assert result.exit_code == 1, result.output
     assert "2 variants, 0 ok, 2 failed" in result.output and "2 of 2 variant(s) failed" in result.output
     assert (tmp_path / "s" / "sweep.parquet").is_file()  # every variant's row, status failed, with its error
+    result = invoke("report", tmp_path / "s", "--out", tmp_path / "s.html")
+    assert result.exit_code == 2 and "every variant failed (2), nothing to plot; the first error: DatasetError" \
+        in result.output and not (tmp_path / "s.html").exists()
 
 
 def test_a_scheduler_that_is_no_address_is_named(config_path, tmp_path):

@@ -169,6 +169,9 @@ def _frame_table(frame: pl.DataFrame, first: list) -> str:
 
 def sweep_page(folder: Path) -> str:
     ok, parameters, figures, failed, file = read_sweep(folder)
+    if not ok.height and failed.height:
+        first = failed.row(0, named=True).get("error")
+        raise ReportError(f"{file}: every variant failed ({failed.height}), nothing to plot; the first error: {first}")
     if not figures:
         raise ReportError(f"{file}: no numeric figure columns besides the parameters {parameters}.")
     shown = ok.head(MAX_TABLE_ROWS)
