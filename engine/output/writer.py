@@ -77,12 +77,13 @@ LOCK_NAME = ".lock"
 MANIFEST_DIGEST = "manifest_sha256"
 
 
-def check_run_id(run_id: str) -> str:
-    """A run id names one folder directly inside the output folder: no path, no '..', no '.partial'."""
+def check_run_id(run_id: str, option: str = "--run-id") -> str:
+    """A run id names one folder directly inside the output folder: no path, no '..', no '.partial'
+    (also the ids of compare, stress and capital folders: `option` names the option in the error)."""
     text = str(run_id)
     if (not text or text in (".", "..") or "/" in text or "\\" in text or text.startswith(".")
             or text.endswith(".partial") or Path(text).is_absolute()):
-        raise RunError(f"--run-id {text!r}: a run id is one folder name inside the output folder (letters, digits, "
+        raise RunError(f"{option} {text!r}: an id is one folder name inside the output folder (letters, digits, "
                        "'-', '_'; no '/', no leading '.', not ending in '.partial'). Use --out to choose where "
                        "runs are written.")
     return text
