@@ -42,7 +42,6 @@ entry)`, inverse (coin-margined) legs `quantity x contract size x (1/entry - 1/m
 from __future__ import annotations
 
 import math
-import weakref
 
 import numpy as np
 import polars as pl
@@ -71,9 +70,45 @@ def multi_asset_exchanges(catalog) -> set:
     return {name for name, venue in catalog.venues.items() if venue.margin_mode == "multi-asset"}
 
 
+class _LegValuation:
+    """PnL and maintenance margin of legs at given prices (`xmargin.margin.risk` conventions):
+    linear `quantity x (price - entry)`, inverse `quantity x size x (1/entry - 1/price)` in the
+    coin; maintenance from each leg's bracket table at its notional (`fixed_mm` where not nan);
+    collateral legs (table -1) have none. `groups`: the legs of each table, in table order."""
+
+    def __init__(self, quantity, entry, table_id, tables, size, fixed_mm):
+        self.quantity, self.entry, self.size = quantity, entry, size
+        self.absq = np.abs(quantity)
+        self.inverse = size > 0
+        self.any_inverse = bool(self.inverse.any())
+        self.safe_entry = np.where(self.inverse, entry, 1.0)
+        self.groups, self._tables = [], []
+        for t in np.unique(table_id):
+            if t >= 0:
+                idx = np.flatnonzero(table_id == t)
+                fixed = fixed_mm[idx]
+                self.groups.append(idx)
+                self._tables.append((idx, tables[t], None if np.isnan(fixed).all() else fixed))
+
+    def __call__(self, price: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        pnl = self.quantity * (price - self.entry)
+        notional = self.absq * price
+        if self.any_inverse:
+            inverse = self.inverse
+            safe_price = np.where(inverse, np.maximum(price, 1e-300), 1.0)
+            pnl = np.where(inverse, self.quantity * self.size * (1.0 / self.safe_entry - 1.0 / safe_price), pnl)
+            notional = np.where(inverse, self.absq * self.size / safe_price, notional)
+        leg_mm = np.zeros(len(price))
+        for idx, table, fixed in self._tables:
+            mm = margin.maintenance_margin_array(notional[idx], table)
+            leg_mm[idx] = mm if fixed is None else np.where(np.isnan(fixed), mm, fixed)
+        return pnl, leg_mm
+
+
 def first_crossing(case: np.ndarray, n_cases: int, quantity: np.ndarray, mark: np.ndarray, entry: np.ndarray,
                    direction: np.ndarray, table_id: np.ndarray, tables: list, base: np.ndarray,
-                   k: float, size: np.ndarray | None = None, fixed_mm: np.ndarray | None = None) -> np.ndarray:
+                   k: float, size: np.ndarray | None = None, fixed_mm: np.ndarray | None = None,
+                   case_mm: np.ndarray | None = None) -> np.ndarray:
     """Smallest x >= 0 with k x equity(x) - maintenance(x) <= 0, per case (vectorised bisection).
 
     Leg arrays (one entry per leg of a case): `case` its case index, signed `quantity`, `mark`,
@@ -83,43 +118,50 @@ def first_crossing(case: np.ndarray, n_cases: int, quantity: np.ndarray, mark: n
     for a linear one: its PnL is quantity x size x (1/entry - 1/price) and its notional
     |quantity| x size / price, in the coin. `fixed_mm` per leg: a maintenance margin that does not
     move with the price (an isolated position margined on its entry value, Bybit), nan otherwise.
+    `case_mm` per case: maintenance of legs left out because they do not move (added as is).
+    The bisection only evaluates the legs of cases still open (crossing inside (0, cap)).
     """
-    absq = np.abs(quantity)
-    groups = [(np.flatnonzero(table_id == t), tables[t]) for t in np.unique(table_id) if t >= 0]
-    inverse = np.zeros(len(quantity), dtype=bool) if size is None else size > 0
-    safe_entry = np.where(inverse, entry, 1.0)
+    size = np.zeros(len(quantity)) if size is None else size
+    fixed_mm = np.full(len(quantity), np.nan) if fixed_mm is None else fixed_mm
+    case_mm = np.zeros(n_cases) if case_mm is None else case_mm
 
-    def f(x: np.ndarray) -> np.ndarray:
-        price = mark * (1.0 + direction * x[case])
-        pnl = quantity * (price - entry)
-        notional = absq * price
-        if inverse.any():
-            safe_price = np.where(inverse, np.maximum(price, 1e-300), 1.0)
-            pnl = np.where(inverse, quantity * size * (1.0 / safe_entry - 1.0 / safe_price), pnl)
-            notional = np.where(inverse, absq * size / safe_price, notional)
-        equity = base + np.bincount(case, pnl, minlength=n_cases)
-        maintenance = np.zeros(n_cases)
-        for idx, table in groups:
-            leg_mm = margin.maintenance_margin_array(notional[idx], table)
-            if fixed_mm is not None:
-                leg_mm = np.where(np.isnan(fixed_mm[idx]), leg_mm, fixed_mm[idx])
-            maintenance += np.bincount(case[idx], leg_mm, minlength=n_cases)
-        return k * equity - maintenance
+    def evaluator(legs: np.ndarray | slice, leg_case: np.ndarray, n: int, case_base: np.ndarray,
+                  case_fixed: np.ndarray):
+        """f(x) over cases 0..n-1 given the legs `legs` (positions in the leg arrays) of those cases."""
+        value = _LegValuation(quantity[legs], entry[legs], table_id[legs], tables, size[legs], fixed_mm[legs])
+        m, d = mark[legs], direction[legs]
+        groups = value.groups
 
+        def f(x: np.ndarray) -> np.ndarray:
+            pnl, leg_mm = value(m * (1.0 + d * x[leg_case]))
+            equity = case_base + np.bincount(leg_case, pnl, minlength=n)
+            maintenance = case_fixed.copy()
+            for idx in groups:
+                maintenance += np.bincount(leg_case[idx], leg_mm[idx], minlength=n)
+            return k * equity - maintenance
+
+        return f
+
+    f = evaluator(slice(None), case, n_cases, base, case_mm)
     down = np.bincount(case, direction < 0, minlength=n_cases) > 0
-    lo = np.zeros(n_cases)
-    hi = np.where(down, 1.0, MAX_UP)
-    at_zero, at_cap = f(lo), f(hi)
+    cap = np.where(down, 1.0, MAX_UP)
+    at_zero, at_cap = f(np.zeros(n_cases)), f(cap)
     out = np.full(n_cases, math.inf)
     out[at_zero <= 0] = 0.0
     active = (at_zero > 0) & (at_cap <= 0)
     if active.any():
+        cases = np.flatnonzero(active)
+        compact = np.full(n_cases, -1)
+        compact[cases] = np.arange(len(cases))
+        legs = np.flatnonzero(active[case])
+        f = evaluator(legs, compact[case[legs]], len(cases), base[cases], case_mm[cases])
+        lo, hi = np.zeros(len(cases)), cap[cases]
         for _ in range(ITERATIONS):
             mid = 0.5 * (lo + hi)
             hit = f(mid) <= 0
             hi = np.where(hit, mid, hi)
             lo = np.where(hit, lo, mid)
-        out[active] = hi[active]
+        out[cases] = hi
     return out
 
 
@@ -233,34 +275,45 @@ def distance_table(positions: pl.DataFrame, equity: pl.DataFrame, brackets: dict
     exposure = (pl.when(pl.col("size") > 0).then(pl.col("quantity") * pl.col("size") / pl.col("mark_price"))
                 .otherwise(pl.col("quantity") * pl.col("mark_price")))
     legs = legs.with_row_index("leg").with_columns(exposure.sum().over("unit_id", "underlying").alias("net_delta"))
-    # cases: every unit with "all" (0..n_units-1), then every (unit, underlying) with all of the
-    # unit's legs, only those on that underlying moving
+    # cases: every unit with "all" (0..n_units-1), then every (unit, underlying) with only the
+    # unit's legs on that underlying moving. The unit's other legs keep their PnL and maintenance
+    # at the marks: those enter the case as constants (unit total - the moving legs' share), so the
+    # work grows with the legs, not with legs x underlyings.
     single = (legs.group_by("unit_id", "underlying", maintain_order=True).agg(pl.col("net_delta").first())
               .with_row_index("case_offset"))
-    expanded = (single.rename({"underlying": "moving"})
-                .join(legs.drop("net_delta"), on="unit_id", how="inner")
-                .sort("case_offset", "leg"))
+    moving = (single.join(legs.drop("net_delta"), on=["unit_id", "underlying"], how="inner")
+              .sort("case_offset", "leg"))
 
     def column(frame, name):
         return frame[name].to_numpy()
 
     quantity = column(legs, "quantity")
-    alone = np.where(expanded["underlying"].to_numpy() == expanded["moving"].to_numpy(),
-                     -np.sign(column(expanded, "net_delta")), 0.0)
-    case = np.concatenate([column(legs, "unit_id"), n_units + column(expanded, "case_offset").astype(np.int64)])
-    n_cases = n_units + single.height
+    leg_unit = column(legs, "unit_id").astype(np.int64)
+    leg_case = column(moving, "case_offset").astype(np.int64)
+    case_unit = column(single, "unit_id").astype(np.int64)
+    n_single = single.height
+    pnl, leg_mm = _LegValuation(quantity, column(legs, "entry_price"), column(legs, "table_id"), tables,
+                                column(legs, "size"), column(legs, "fixed_mm"))(column(legs, "mark_price"))
+    order = column(moving, "leg").astype(np.int64)
+    other_pnl = (np.bincount(leg_unit, pnl, minlength=n_units)[case_unit]
+                 - np.bincount(leg_case, pnl[order], minlength=n_single))
+    other_mm = (np.bincount(leg_unit, leg_mm, minlength=n_units)[case_unit]
+                - np.bincount(leg_case, leg_mm[order], minlength=n_single))
+    case = np.concatenate([leg_unit, n_units + leg_case])
+    n_cases = n_units + n_single
     unit_base = np.zeros(n_units)
     unit_base[pos["unit_id"].to_numpy()] = pos["base"].to_numpy()
-    base = np.concatenate([unit_base, unit_base[single["unit_id"].to_numpy()]])
+    base = np.concatenate([unit_base, unit_base[case_unit] + other_pnl])
     args = dict(case=case, n_cases=n_cases,
-                quantity=np.concatenate([quantity, column(expanded, "quantity")]),
-                mark=np.concatenate([column(legs, "mark_price"), column(expanded, "mark_price")]),
-                entry=np.concatenate([column(legs, "entry_price"), column(expanded, "entry_price")]),
-                direction=np.concatenate([-np.sign(quantity), alone]),
-                table_id=np.concatenate([column(legs, "table_id"), column(expanded, "table_id")]),
+                quantity=np.concatenate([quantity, column(moving, "quantity")]),
+                mark=np.concatenate([column(legs, "mark_price"), column(moving, "mark_price")]),
+                entry=np.concatenate([column(legs, "entry_price"), column(moving, "entry_price")]),
+                direction=np.concatenate([-np.sign(quantity), -np.sign(column(moving, "net_delta"))]),
+                table_id=np.concatenate([column(legs, "table_id"), column(moving, "table_id")]),
                 tables=tables, base=base,
-                size=np.concatenate([column(legs, "size"), column(expanded, "size")]),
-                fixed_mm=np.concatenate([column(legs, "fixed_mm"), column(expanded, "fixed_mm")]))
+                size=np.concatenate([column(legs, "size"), column(moving, "size")]),
+                fixed_mm=np.concatenate([column(legs, "fixed_mm"), column(moving, "fixed_mm")]),
+                case_mm=np.concatenate([np.zeros(n_units), other_mm]))
     liquidation = first_crossing(k=1.0, **args)
     thresholds = list(thresholds)
     warning = first_crossing(k=float(thresholds[0]), **args) if thresholds else np.full(n_cases, math.nan)
@@ -291,29 +344,23 @@ def equity_distances(equity: pl.DataFrame, distance: pl.DataFrame) -> pl.DataFra
                           pl.col("liquidation_distance").fill_null(math.inf)))
 
 
-_CACHE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+def distance_options(catalog, config) -> dict:
+    """The keyword arguments of `distance_table` for a run's catalog and config."""
+    return {"brackets": brackets_from_catalog(catalog), "thresholds": config.warning_thresholds,
+            "multi_asset": multi_asset_exchanges(catalog),
+            "inverse_sizes": {key: t.instrument.contract_size for key, t in catalog.tradables.items()
+                              if t.instrument.is_inverse},
+            "entry_basis": {name for name, venue in catalog.venues.items()
+                            if venue.rules.liquidation.maintenance_basis == "entry"}}
 
 
 def run_distances(result) -> pl.DataFrame:
-    """`distance_table` of a finished in-memory run (`xmargin.sim.loop.RunResult`; computed once per result)."""
-
-    try:
-        return _CACHE[result]
-    except (KeyError, TypeError):
-        pass
-    equity = pl.from_arrow(equity_base_table(result))
-    positions = pl.from_arrow(positions_table(result))
-    multi_asset = multi_asset_exchanges(result.catalog)
-    collateral = pl.from_arrow(collateral_table(result)) if multi_asset else None
-    inverse_sizes = {key: t.instrument.contract_size for key, t in result.catalog.tradables.items()
-                     if t.instrument.is_inverse}
-    entry_basis = {name for name, venue in result.catalog.venues.items()
-                   if venue.rules.liquidation.maintenance_basis == "entry"}
-    table = distance_table(positions, equity, brackets_from_catalog(result.catalog), result.config.warning_thresholds,
-                           collateral=collateral, multi_asset=multi_asset, inverse_sizes=inverse_sizes,
-                           entry_basis=entry_basis)
-    try:
-        _CACHE[result] = table
-    except TypeError:
-        pass
-    return table
+    """`distance_table` of a finished in-memory run (`xmargin.sim.loop.RunResult`; computed once per
+    result and kept on it)."""
+    if result.distances is None:
+        options = distance_options(result.catalog, result.config)
+        equity = pl.from_arrow(equity_base_table(result))
+        positions = pl.from_arrow(positions_table(result))
+        collateral = pl.from_arrow(collateral_table(result)) if options["multi_asset"] else None
+        result.distances = distance_table(positions, equity, collateral=collateral, **options)
+    return result.distances

@@ -10,6 +10,7 @@ import json
 import math
 import platform
 import shutil
+from contextlib import ExitStack
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -18,10 +19,13 @@ import polars as pl
 import pyarrow as pa
 
 from xmargin._version import __version__
-from xmargin.analysis.distance import equity_distances, run_distances
-from xmargin.output.eventlog import events_to_table, file_hash, write_ipc
+from xmargin.analysis.distance import distance_options, distance_table, equity_distances, run_distances
+from xmargin.analysis.summary import summarize
+from xmargin.output.eventlog import file_hash, write_events, write_ipc
 from xmargin.output.projections import PROJECTIONS
-from xmargin.output.snapshots import collateral_table, equity_base_table, positions_table
+from xmargin.output.snapshots import collateral_table, equity_base_table, positions_table, snapshot_tables
+
+SNAPSHOT_ROWS = 200_000  # pool, position and balance rows valued (and their distances searched) per chunk
 
 def equity_table(result) -> pa.Table:
     """Pool snapshots plus warning_distance / liquidation_distance (xmargin.analysis.distance)."""
@@ -70,9 +74,84 @@ def run_id_for(config, out: Path) -> str:
     return candidate
 
 
-def write_run(result, summary: dict, out: Path | None = None, run_id: str | None = None,
+def _iso(ns: int) -> str:
+    return datetime.fromtimestamp(ns / 1e9, tz=timezone.utc).strftime("%Y-%m-%d %H:%M")
+
+
+def run_meta(result, run_id: str = "") -> dict:
+    """The summary's header: run id, strategy, period, sizes, timings, margin modes, mark sources."""
+    feed = result.feed
+    return {"run_id": run_id, "strategy": result.config.strategy, "start": _iso(int(feed.ts[0])),
+            "end": _iso(int(feed.ts[-1]) + feed.bar_ns), "bars": feed.bars, "instruments": list(feed.keys),
+            "events": len(result.events), "run_seconds": result.timings["run_seconds"],
+            "load_seconds": result.timings["load_seconds"],
+            "margin_modes": {n: v.margin_mode for n, v in result.catalog.venues.items()},
+            "mark_price_source": dict(feed.mark_source)}
+
+
+def _snapshot_chunks(snapshots, limit: int = SNAPSHOT_ROWS):
+    """Consecutive slices of `snapshots` holding about `limit` pool, position and balance rows each."""
+    start, rows = 0, 0
+    for n, snapshot in enumerate(snapshots):
+        account = snapshot.account
+        rows += 1 + len(account.positions) + len(account.balances)
+        if rows >= limit:
+            yield snapshots[start:n + 1]
+            start, rows = n + 1, 0
+    if start < len(snapshots):
+        yield snapshots[start:]
+
+
+def _snapshot_parts(result):
+    """(equity with distances, positions, distance, collateral) Arrow tables, chunk after chunk of
+    snapshots (the in-memory tables when the run already has them)."""
+    if result.projected is not None and result.distances is not None:
+        yield equity_table(result), positions_table(result), result.distances.to_arrow(), collateral_table(result)
+        return
+    options = distance_options(result.catalog, result.config)
+    for chunk in _snapshot_chunks(result.snapshots):
+        equity, positions, collateral = snapshot_tables(chunk, result.catalog, result.feed)
+        base = pl.from_arrow(equity)
+        distance = distance_table(pl.from_arrow(positions), base,
+                                  collateral=pl.from_arrow(collateral) if options["multi_asset"] else None, **options)
+        yield equity_distances(base, distance).to_arrow(), positions, distance.to_arrow(), collateral
+
+
+def write_snapshot_tables(result, folder: Path) -> None:
+    """equity.arrow, positions.arrow, distance.arrow and collateral.arrow, written one chunk of
+    snapshots at a time (one record batch per chunk), so memory stays at one chunk's rows."""
+    names = ("equity", "positions", "distance", "collateral")
+    with ExitStack() as stack:
+        writers = {}
+        for tables in _snapshot_parts(result):
+            for name, table in zip(names, tables):
+                if name not in writers:
+                    sink = stack.enter_context(pa.OSFile(str(folder / f"{name}.arrow"), "wb"))
+                    writers[name] = (stack.enter_context(pa.ipc.new_file(sink, table.schema)), table.schema)
+                writer, schema = writers[name]
+                writer.write_table(table if table.schema == schema else table.cast(schema))
+
+
+def summary_from_folder(folder: Path, meta: dict) -> dict:
+    """The run summary computed from the tables written in `folder` (read back, not rebuilt)."""
+    def read(name):
+        return pl.scan_ipc(folder / f"{name}.arrow").collect().rechunk()  # sums as over one table
+
+    return summarize(read("events"), read("equity"), meta, collateral=read("collateral"),
+                     positions=read("positions"))
+
+
+def write_run(result, summary: dict | None = None, out: Path | None = None, run_id: str | None = None,
               extra_manifest: dict | None = None) -> Path:
-    """Write every table and the JSON files under `<out>/<run_id>.partial`, then rename."""
+    """Write every table and the JSON files under `<out>/<run_id>.partial`, then rename. Without
+    `summary`, it is computed from the written tables (`write_run_folder`)."""
+    return write_run_folder(result, summary, out, run_id, extra_manifest)[0]
+
+
+def write_run_folder(result, summary: dict | None = None, out: Path | None = None, run_id: str | None = None,
+                     extra_manifest: dict | None = None) -> tuple[Path, dict]:
+    """`write_run`, returning (run folder, summary). Each table is built once and streamed to its
+    file: the event log in batches, the snapshot tables in chunks; the summary reads the files back."""
     config = result.config
     out = Path(out or config.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -85,15 +164,13 @@ def write_run(result, summary: dict, out: Path | None = None, run_id: str | None
         shutil.rmtree(partial)
     partial.mkdir()
     try:
-        events = events_to_table(result.events)
-        write_ipc(events, partial / "events.arrow")
-        lazy = pl.from_arrow(events).lazy()
+        write_events(result.events, partial / "events.arrow")
+        lazy = pl.scan_ipc(partial / "events.arrow")
         for name, project in PROJECTIONS.items():
             write_ipc(project(lazy).collect().to_arrow(), partial / f"{name}.arrow")
-        write_ipc(equity_table(result), partial / "equity.arrow")
-        write_ipc(positions_table(result), partial / "positions.arrow")
-        write_ipc(run_distances(result).to_arrow(), partial / "distance.arrow")
-        write_ipc(collateral_table(result), partial / "collateral.arrow")
+        write_snapshot_tables(result, partial)
+        if summary is None:
+            summary = summary_from_folder(partial, run_meta(result, run_id))
         (partial / "summary.json").write_text(json.dumps(_json_safe(summary), indent=2) + "\n")
         manifest = {
             "run_id": run_id,
@@ -121,4 +198,4 @@ def write_run(result, summary: dict, out: Path | None = None, run_id: str | None
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
-    return final
+    return final, summary

@@ -82,7 +82,8 @@ class RunResult:
     ledger: Ledger
     timings: dict
     intrabar: str
-    projected: tuple | None = None
+    projected: tuple | None = None  # (equity, positions, collateral) frames, computed once (output.snapshots)
+    distances: object = None  # the distance table, computed once (analysis.distance.run_distances)
 
 
 class Backtest:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from pathlib import Path
 
 import attrs
@@ -11,12 +10,8 @@ import polars as pl
 from xmargin.output.eventlog import events_to_table
 from xmargin.sim.loop import Backtest, RunResult
 from xmargin.output.snapshots import collateral_table, positions_table
-from xmargin.output.writer import equity_table, run_id_for, write_run
+from xmargin.output.writer import equity_table, run_id_for, run_meta, write_run_folder
 from xmargin.analysis.summary import summarize
-
-
-def _iso(ns: int) -> str:
-    return datetime.fromtimestamp(ns / 1e9, tz=timezone.utc).strftime("%Y-%m-%d %H:%M")
 
 
 @attrs.frozen
@@ -27,15 +22,9 @@ class Completed:
 
 
 def summary_for(result: RunResult, run_id: str = "") -> dict:
-    feed = result.feed
-    meta = {"run_id": run_id, "strategy": result.config.strategy, "start": _iso(int(feed.ts[0])),
-            "end": _iso(int(feed.ts[-1]) + feed.bar_ns), "bars": feed.bars, "instruments": list(feed.keys),
-            "events": len(result.events), "run_seconds": result.timings["run_seconds"],
-            "load_seconds": result.timings["load_seconds"],
-            "margin_modes": {n: v.margin_mode for n, v in result.catalog.venues.items()},
-            "mark_price_source": dict(feed.mark_source)}
-    return summarize(pl.from_arrow(events_to_table(result.events)), pl.from_arrow(equity_table(result)), meta,
-                     collateral=pl.from_arrow(collateral_table(result)),
+    """The run summary from the in-memory tables (each built once per result)."""
+    return summarize(pl.from_arrow(events_to_table(result.events)), pl.from_arrow(equity_table(result)),
+                     run_meta(result, run_id), collateral=pl.from_arrow(collateral_table(result)),
                      positions=pl.from_arrow(positions_table(result)))
 
 
@@ -47,6 +36,5 @@ def execute(config, out: Path | None = None, run_id: str | None = None, progress
     result = Backtest(config, progress=progress, **backtest_options).run()
     out.mkdir(parents=True, exist_ok=True)
     run_id = run_id or run_id_for(config, out)
-    summary = summary_for(result, run_id)
-    path = write_run(result, summary, out=out, run_id=run_id, extra_manifest=extra_manifest)
+    path, summary = write_run_folder(result, out=out, run_id=run_id, extra_manifest=extra_manifest)
     return Completed(path=path, summary=summary, result=result)
