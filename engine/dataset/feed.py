@@ -97,8 +97,20 @@ def fingerprint(folder: str | Path) -> str:
         files.extend(table_files(folder, kind))
     for path in files:
         digest.update(str(path.relative_to(folder)).encode())
-        digest.update(path.read_bytes())
+        with open(path, "rb") as handle:  # in blocks: memory stays flat however large the file
+            while block := handle.read(1 << 22):
+                digest.update(block)
     return digest.hexdigest()
+
+
+def _union_of_times(times: list[np.ndarray]) -> np.ndarray:
+    """The sorted distinct timestamps of all instruments; without a sort when every instrument has
+    the same strictly increasing timestamps (the common case)."""
+    first = times[0]
+    if all(len(t) == len(first) for t in times) and bool(np.all(first[1:] > first[:-1])) \
+            and all(np.array_equal(t, first) for t in times[1:]):
+        return first.copy()
+    return np.unique(np.concatenate(times))
 
 
 def load_feed(folder: str | Path, keys: list[str], start: datetime | None = None,
@@ -133,7 +145,7 @@ def load_feed(folder: str | Path, keys: list[str], start: datetime | None = None
                            "needs one bar timeframe. Pick instruments of one timeframe.")
     timeframes = sorted(timeframes)
     bar_ns = timeframe_ns(timeframes[0])
-    ts = np.unique(np.concatenate([frame["ts"].to_numpy() for frame in per_instrument]))
+    ts = _union_of_times([frame["ts"].to_numpy() for frame in per_instrument])
     shape = (len(ts), len(keys))
     has_bar = np.zeros(shape, dtype=bool)
     open_, high, low, close = (np.full(shape, np.nan) for _ in range(4))

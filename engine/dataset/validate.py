@@ -127,6 +127,7 @@ class _Collector:
     def __init__(self, limit: int):
         self.limit = limit
         self.problems: list[Problem] = []
+        self.gaps: pl.DataFrame | None = None  # the bar gaps `_check_table` found in the last table
 
     def add(self, **fields) -> None:
         self.problems.append(Problem(**fields))
@@ -206,76 +207,98 @@ def _check_schema(files: list[Path], kind: str, root: Path, out: _Collector) -> 
     return good
 
 
+def _timeframe_ns() -> pl.Expr:
+    """Each row's `timeframe` in ns as `parse_timeframe` reads it; null where it does not parse."""
+    parts = pl.col("timeframe").str.extract_groups(TIMEFRAME_PATTERN.pattern)
+    number = parts.struct.field("1").cast(pl.Int64)
+    unit = parts.struct.field("2").replace_strict(_UNIT_SECONDS, default=None, return_dtype=pl.Int64)
+    return pl.when(number > 0).then(number * unit * 1_000_000_000)
+
+
 def _check_table(kind: str, frame: pl.LazyFrame, out: _Collector, max_funding_rate: float) -> pl.DataFrame:
-    """Content checks of one kind; returns per-instrument stats (instrument, timeframe, rows, start, end)."""
-    key = ["file", "row", "instrument", "ts"]
+    """Content checks of one kind; returns per-instrument stats (instrument, timeframe, rows, start, end).
+
+    One pass over the files: every row-level check is a flag column, only flagged rows are
+    collected (with the per-instrument stats in the same `collect_all`); bar gaps are flagged too
+    and reported by `_check_gaps` (stored in `out.gaps`)."""
     label = f" in {kind}"
     nulls = [c for c in COLUMNS_BY_KIND[kind] if c not in ("volume",)]
-    null_rows = frame.filter(pl.any_horizontal([pl.col(c).is_null() for c in nulls]))
-    null_df = null_rows.select(key + [c for c in nulls if c not in key]).collect()
+    checks: list[tuple[pl.Expr, dict]] = []  # (offending-row condition, out.rows arguments), in report order
     for col in nulls:
-        out.rows(null_df.filter(pl.col(col).is_null()), severity=ERROR, check="missing value", column=col,
-                 message=f"{col} is empty (null)", fix="fill or drop the row at the source, then re-import",
-                 kind_label=label)
-
+        checks.append((pl.col(col).is_null(), dict(
+            severity=ERROR, check="missing value", column=col, message=f"{col} is empty (null)",
+            fix="fill or drop the row at the source, then re-import")))
     # Timestamps strictly increasing per instrument, in file order.
-    step = frame.with_columns(previous=pl.col("ts").shift(1).over("instrument"))
-    order = step.filter(pl.col("ts") <= pl.col("previous")).select(key + ["previous"]).collect()
-    out.rows(order.filter(pl.col("ts") < pl.col("previous")), severity=ERROR, check="unsorted", column="ts",
-             message=lambda r: f"timestamp goes backwards (previous row of this instrument is at {_iso(r['previous'])})",
-             fix="sort rows by ts per instrument (and order files by time) before writing", kind_label=label)
-    out.rows(order.filter(pl.col("ts") == pl.col("previous")), severity=ERROR, check="duplicate ts", column="ts",
-             message="duplicate timestamp for this instrument",
-             fix="drop duplicates, keeping one row per ts (e.g. .unique(['exchange','symbol','ts'], keep='last'))",
-             kind_label=label)
-
+    checks.append((pl.col("ts") < pl.col("previous"), dict(
+        severity=ERROR, check="unsorted", column="ts",
+        message=lambda r: f"timestamp goes backwards (previous row of this instrument is at {_iso(r['previous'])})",
+        fix="sort rows by ts per instrument (and order files by time) before writing")))
+    checks.append((pl.col("ts") == pl.col("previous"), dict(
+        severity=ERROR, check="duplicate ts", column="ts", message="duplicate timestamp for this instrument",
+        fix="drop duplicates, keeping one row per ts (e.g. .unique(['exchange','symbol','ts'], keep='last'))")))
     if kind == "funding":
         rate = pl.col("funding_rate")
-        bad = frame.filter(~rate.is_finite() | (rate.abs() > max_funding_rate)).select(key + ["funding_rate"]).collect()
-        out.rows(bad, severity=ERROR, check="funding rate", column="funding_rate",
-                 message=lambda r: f"funding rate {r['funding_rate']!r} is not finite or beyond ±{max_funding_rate} "
-                                   "per interval",
-                 fix="rates are fractions per funding interval (0.0001 = 0.01 %), not percent or annualised; "
-                     "divide by 100 or fix the source (or raise --max-funding-rate if genuine)", kind_label=label)
+        checks.append((~rate.is_finite() | (rate.abs() > max_funding_rate), dict(
+            severity=ERROR, check="funding rate", column="funding_rate",
+            message=lambda r: f"funding rate {r['funding_rate']!r} is not finite or beyond ±{max_funding_rate} "
+                              "per interval",
+            fix="rates are fractions per funding interval (0.0001 = 0.01 %), not percent or annualised; "
+                "divide by 100 or fix the source (or raise --max-funding-rate if genuine)")))
     else:
         for col in PRICE_NAMES:
             c = pl.col(col)
-            bad = frame.filter(c.is_not_null() & (~c.is_finite() | (c <= 0))).select(key + [col]).collect()
-            out.rows(bad, severity=ERROR, check="bad price", column=col,
-                     message=lambda r, col=col: f"{col} = {r[col]!r} (prices must be finite and > 0)",
-                     fix="drop or repair the row at the source", kind_label=label)
+            checks.append((c.is_not_null() & (~c.is_finite() | (c <= 0)), dict(
+                severity=ERROR, check="bad price", column=col,
+                message=lambda r, col=col: f"{col} = {r[col]!r} (prices must be finite and > 0)",
+                fix="drop or repair the row at the source")))
         if kind == "bars":
             v = pl.col("volume")
-            bad = frame.filter(v.is_not_null() & (~v.is_finite() | (v < 0))).select(key + ["volume"]).collect()
-            out.rows(bad, severity=ERROR, check="bad volume", column="volume",
-                     message=lambda r: f"volume = {r['volume']!r} (must be finite and >= 0)",
-                     fix="set volume to 0 when unknown", kind_label=label)
-        bad = frame.filter(pl.col("high") < pl.col("low")).select(key + ["high", "low"]).collect()
-        out.rows(bad, severity=ERROR, check="high < low", column="high",
-                 message=lambda r: f"high {r['high']} is below low {r['low']}",
-                 fix="swap or repair high/low at the source", kind_label=label)
+            checks.append((v.is_not_null() & (~v.is_finite() | (v < 0)), dict(
+                severity=ERROR, check="bad volume", column="volume",
+                message=lambda r: f"volume = {r['volume']!r} (must be finite and >= 0)",
+                fix="set volume to 0 when unknown")))
+        checks.append((pl.col("high") < pl.col("low"), dict(
+            severity=ERROR, check="high < low", column="high",
+            message=lambda r: f"high {r['high']} is below low {r['low']}",
+            fix="swap or repair high/low at the source")))
         for col in ("open", "close"):
             c = pl.col(col)
-            bad = (frame.filter((c < pl.col("low")) | (c > pl.col("high")))
-                   .select(key + [col, "low", "high"]).collect())
-            out.rows(bad, severity=ERROR, check=f"{col} outside range", column=col,
-                     message=lambda r, col=col: f"{col} {r[col]} is outside [low {r['low']}, high {r['high']}]",
-                     fix="repair the bar so that low <= open, close <= high", kind_label=label)
-
+            checks.append(((c < pl.col("low")) | (c > pl.col("high")), dict(
+                severity=ERROR, check=f"{col} outside range", column=col,
+                message=lambda r, col=col: f"{col} {r[col]} is outside [low {r['low']}, high {r['high']}]",
+                fix="repair the bar so that low <= open, close <= high")))
+    flags = [condition.fill_null(False).alias(f"_check{n}") for n, (condition, _) in enumerate(checks)]
+    if kind != "funding":  # gaps: consecutive bars further apart than the instrument's one timeframe
+        step = _timeframe_ns()
+        spacing = (pl.col("ts") - pl.col("previous")).dt.total_nanoseconds()
+        flags.append((spacing > step).fill_null(False).alias("_gap"))  # instruments of one timeframe: below
+        flags.append((spacing // step - 1).alias("missing"))
+    flagged = (frame.with_columns(previous=pl.col("ts").shift(1).over("instrument"))
+               .with_columns(flags)
+               .filter(pl.any_horizontal(pl.col(f"_check{n}") for n in range(len(checks)))
+                       | (pl.col("_gap") if kind != "funding" else pl.lit(False))))
     if kind == "funding":
         stats = frame.group_by("instrument").agg(
             rows=pl.len(), start=pl.col("ts").min(), end=pl.col("ts").max(),
             exchange=pl.col("exchange").first(), market=pl.col("market").first(),
             markets=pl.col("market").unique().sort(), file=pl.col("file").first(),
             timeframes=pl.lit(None, dtype=pl.List(pl.String)),
-            spacing=pl.col("ts").sort().diff().dt.total_seconds().drop_nulls().mode().sort().first()).collect()
+            spacing=pl.col("ts").sort().diff().dt.total_seconds().drop_nulls().mode().sort().first())
+    else:
+        stats = frame.group_by("instrument").agg(
+            rows=pl.len(), start=pl.col("ts").min(), end=pl.col("ts").max(),
+            exchange=pl.col("exchange").first(), market=pl.col("market").first(),
+            markets=pl.col("market").unique().sort(), file=pl.col("file").first(),
+            timeframes=pl.col("timeframe").unique().sort())
+    flagged, stats = pl.collect_all([flagged, stats])
+    for n, (_, arguments) in enumerate(checks):
+        out.rows(flagged.filter(pl.col(f"_check{n}")), kind_label=label, **arguments)
+    if kind == "funding":
         return stats
+    one_timeframe = stats.filter(pl.col("timeframes").list.drop_nulls().list.len() == 1)["instrument"]
+    out.gaps = (flagged.filter(pl.col("_gap") & pl.col("instrument").is_in(one_timeframe.implode()))
+                .select("file", "row", "instrument", "ts", "missing"))
 
-    stats = frame.group_by("instrument").agg(
-        rows=pl.len(), start=pl.col("ts").min(), end=pl.col("ts").max(),
-        exchange=pl.col("exchange").first(), market=pl.col("market").first(),
-        markets=pl.col("market").unique().sort(), file=pl.col("file").first(),
-        timeframes=pl.col("timeframe").unique().sort()).collect()
     for record in stats.sort("instrument").iter_rows(named=True):
         frames = [t for t in record["timeframes"] if t is not None]
         for timeframe in frames:
@@ -291,25 +314,10 @@ def _check_table(kind: str, frame: pl.LazyFrame, out: _Collector, max_funding_ra
     return stats
 
 
-def _check_gaps(kind: str, frame: pl.LazyFrame, stats: pl.DataFrame, out: _Collector) -> None:
-    """Warn (with counts) where consecutive bars are further apart than the timeframe."""
-    durations = {}
-    for record in stats.iter_rows(named=True):
-        frames = record["timeframes"] or []
-        if len(frames) == 1:
-            try:
-                durations[record["instrument"]] = int(parse_timeframe(frames[0]).total_seconds() * 1e9)
-            except ValueError:
-                pass
-    if not durations:
-        return
-    lookup = pl.DataFrame({"instrument": list(durations), "step_ns": list(durations.values())})
-    gaps = (frame.select("file", "row", "instrument", "ts")
-            .with_columns(spacing=pl.col("ts").diff().over("instrument").dt.total_nanoseconds())
-            .join(lookup.lazy(), on="instrument", how="inner", maintain_order="left")
-            .filter(pl.col("spacing") > pl.col("step_ns"))
-            .with_columns(missing=(pl.col("spacing") // pl.col("step_ns") - 1))
-            .collect())
+def _check_gaps(kind: str, out: _Collector) -> None:
+    """Warn (with counts) where consecutive bars are further apart than the timeframe (rows flagged
+    by `_check_table`)."""
+    gaps = out.gaps
     if gaps.height == 0:
         return
     summary = gaps.group_by("instrument").agg(gaps=pl.len(), missing=pl.col("missing").sum(),
@@ -421,7 +429,7 @@ def validate_dataset(path: str | Path, *, max_funding_rate: float = DEFAULT_MAX_
         frames[kind] = frame
         stats_by_kind[kind] = stats
         if kind != "funding":
-            _check_gaps(kind, frame, stats, out)
+            _check_gaps(kind, out)
         if stats.height:
             summaries.append(KindSummary(kind=kind, files=len(good), rows=int(stats["rows"].sum()),
                                          start=_iso(stats["start"].min()), end=_iso(stats["end"].max()),

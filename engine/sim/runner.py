@@ -8,7 +8,7 @@ import attrs
 import polars as pl
 
 from xmargin.output.eventlog import events_to_table
-from xmargin.sim.loop import Backtest, RunResult
+from xmargin.sim.loop import Backtest, RunResult, few_collections
 from xmargin.output.snapshots import collateral_table, positions_table
 from xmargin.output.writer import equity_table, run_id_for, run_meta, write_run_folder
 from xmargin.analysis.summary import summarize
@@ -36,5 +36,6 @@ def execute(config, out: Path | None = None, run_id: str | None = None, progress
     result = Backtest(config, progress=progress, **backtest_options).run()
     out.mkdir(parents=True, exist_ok=True)
     run_id = run_id or run_id_for(config, out)
-    path, summary = write_run_folder(result, out=out, run_id=run_id, extra_manifest=extra_manifest)
+    with few_collections():
+        path, summary = write_run_folder(result, out=out, run_id=run_id, extra_manifest=extra_manifest)
     return Completed(path=path, summary=summary, result=result)
