@@ -88,13 +88,24 @@ def _carry_forward(values: np.ndarray, present: np.ndarray) -> np.ndarray:
     return filled
 
 
+_FINGERPRINTS: dict = {}  # (folder, (file, size, mtime) ...) -> digest: hashed once per process
+
+
 def fingerprint(folder: str | Path) -> str:
     """sha256 over dataset.toml and every Parquet file (path relative to the folder, then bytes)."""
     folder = Path(folder)
-    digest = hashlib.sha256()
     files = [folder / "dataset.toml"]
     for kind in ("bars", "mark", "index", "funding"):
         files.extend(table_files(folder, kind))
+    stamp = (str(folder.resolve()), tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files))
+    if stamp not in _FINGERPRINTS:
+        _FINGERPRINTS.clear()
+        _FINGERPRINTS[stamp] = _digest(folder, files)
+    return _FINGERPRINTS[stamp]
+
+
+def _digest(folder: Path, files: list[Path]) -> str:
+    digest = hashlib.sha256()
     for path in files:
         digest.update(str(path.relative_to(folder)).encode())
         with open(path, "rb") as handle:  # in blocks: memory stays flat however large the file

@@ -127,7 +127,6 @@ class _Collector:
     def __init__(self, limit: int):
         self.limit = limit
         self.problems: list[Problem] = []
-        self.gaps: pl.DataFrame | None = None  # the bar gaps `_check_table` found in the last table
 
     def add(self, **fields) -> None:
         self.problems.append(Problem(**fields))
@@ -207,98 +206,78 @@ def _check_schema(files: list[Path], kind: str, root: Path, out: _Collector) -> 
     return good
 
 
-def _timeframe_ns() -> pl.Expr:
-    """Each row's `timeframe` in ns as `parse_timeframe` reads it; null where it does not parse."""
-    parts = pl.col("timeframe").str.extract_groups(TIMEFRAME_PATTERN.pattern)
-    number = parts.struct.field("1").cast(pl.Int64)
-    unit = parts.struct.field("2").replace_strict(_UNIT_SECONDS, default=None, return_dtype=pl.Int64)
-    return pl.when(number > 0).then(number * unit * 1_000_000_000)
-
-
 def _check_table(kind: str, frame: pl.LazyFrame, out: _Collector, max_funding_rate: float) -> pl.DataFrame:
-    """Content checks of one kind; returns per-instrument stats (instrument, timeframe, rows, start, end).
-
-    One pass over the files: every row-level check is a flag column, only flagged rows are
-    collected (with the per-instrument stats in the same `collect_all`); bar gaps are flagged too
-    and reported by `_check_gaps` (stored in `out.gaps`)."""
+    """Content checks of one kind; returns per-instrument stats (instrument, timeframe, rows, start, end)."""
+    key = ["file", "row", "instrument", "ts"]
     label = f" in {kind}"
     nulls = [c for c in COLUMNS_BY_KIND[kind] if c not in ("volume",)]
-    checks: list[tuple[pl.Expr, dict]] = []  # (offending-row condition, out.rows arguments), in report order
+    null_rows = frame.filter(pl.any_horizontal([pl.col(c).is_null() for c in nulls]))
+    null_df = null_rows.select(key + [c for c in nulls if c not in key]).collect()
     for col in nulls:
-        checks.append((pl.col(col).is_null(), dict(
-            severity=ERROR, check="missing value", column=col, message=f"{col} is empty (null)",
-            fix="fill or drop the row at the source, then re-import")))
-    # Timestamps strictly increasing per instrument, in file order.
-    checks.append((pl.col("ts") < pl.col("previous"), dict(
-        severity=ERROR, check="unsorted", column="ts",
-        message=lambda r: f"timestamp goes backwards (previous row of this instrument is at {_iso(r['previous'])})",
-        fix="sort rows by ts per instrument (and order files by time) before writing")))
-    checks.append((pl.col("ts") == pl.col("previous"), dict(
-        severity=ERROR, check="duplicate ts", column="ts", message="duplicate timestamp for this instrument",
-        fix="drop duplicates, keeping one row per ts (e.g. .unique(['exchange','symbol','ts'], keep='last'))")))
+        out.rows(null_df.filter(pl.col(col).is_null()), severity=ERROR, check="missing value", column=col,
+                 message=f"{col} is empty (null)", fix="fill or drop the row at the source, then re-import",
+                 kind_label=label)
+
+    # Timestamps strictly increasing per instrument (and timeframe: a dataset may hold several), in file order.
+    series = ["instrument"] if kind == "funding" else ["instrument", "timeframe"]
+    step = frame.with_columns(previous=pl.col("ts").shift(1).over(series))
+    order = step.filter(pl.col("ts") <= pl.col("previous")).select(key + ["previous"]).collect()
+    out.rows(order.filter(pl.col("ts") < pl.col("previous")), severity=ERROR, check="unsorted", column="ts",
+             message=lambda r: f"timestamp goes backwards (previous row of this instrument is at {_iso(r['previous'])})",
+             fix="sort rows by ts per instrument (and order files by time) before writing", kind_label=label)
+    out.rows(order.filter(pl.col("ts") == pl.col("previous")), severity=ERROR, check="duplicate ts", column="ts",
+             message="duplicate timestamp for this instrument",
+             fix="drop duplicates, keeping one row per ts (e.g. .unique(['exchange','symbol','ts'], keep='last'))",
+             kind_label=label)
+
     if kind == "funding":
         rate = pl.col("funding_rate")
-        checks.append((~rate.is_finite() | (rate.abs() > max_funding_rate), dict(
-            severity=ERROR, check="funding rate", column="funding_rate",
-            message=lambda r: f"funding rate {r['funding_rate']!r} is not finite or beyond ±{max_funding_rate} "
-                              "per interval",
-            fix="rates are fractions per funding interval (0.0001 = 0.01 %), not percent or annualised; "
-                "divide by 100 or fix the source (or raise --max-funding-rate if genuine)")))
+        bad = frame.filter(~rate.is_finite() | (rate.abs() > max_funding_rate)).select(key + ["funding_rate"]).collect()
+        out.rows(bad, severity=ERROR, check="funding rate", column="funding_rate",
+                 message=lambda r: f"funding rate {r['funding_rate']!r} is not finite or beyond ±{max_funding_rate} "
+                                   "per interval",
+                 fix="rates are fractions per funding interval (0.0001 = 0.01 %), not percent or annualised; "
+                     "divide by 100 or fix the source (or raise --max-funding-rate if genuine)", kind_label=label)
     else:
         for col in PRICE_NAMES:
             c = pl.col(col)
-            checks.append((c.is_not_null() & (~c.is_finite() | (c <= 0)), dict(
-                severity=ERROR, check="bad price", column=col,
-                message=lambda r, col=col: f"{col} = {r[col]!r} (prices must be finite and > 0)",
-                fix="drop or repair the row at the source")))
+            bad = frame.filter(c.is_not_null() & (~c.is_finite() | (c <= 0))).select(key + [col]).collect()
+            out.rows(bad, severity=ERROR, check="bad price", column=col,
+                     message=lambda r, col=col: f"{col} = {r[col]!r} (prices must be finite and > 0)",
+                     fix="drop or repair the row at the source", kind_label=label)
         if kind == "bars":
             v = pl.col("volume")
-            checks.append((v.is_not_null() & (~v.is_finite() | (v < 0)), dict(
-                severity=ERROR, check="bad volume", column="volume",
-                message=lambda r: f"volume = {r['volume']!r} (must be finite and >= 0)",
-                fix="set volume to 0 when unknown")))
-        checks.append((pl.col("high") < pl.col("low"), dict(
-            severity=ERROR, check="high < low", column="high",
-            message=lambda r: f"high {r['high']} is below low {r['low']}",
-            fix="swap or repair high/low at the source")))
+            bad = frame.filter(v.is_not_null() & (~v.is_finite() | (v < 0))).select(key + ["volume"]).collect()
+            out.rows(bad, severity=ERROR, check="bad volume", column="volume",
+                     message=lambda r: f"volume = {r['volume']!r} (must be finite and >= 0)",
+                     fix="set volume to 0 when unknown", kind_label=label)
+        bad = frame.filter(pl.col("high") < pl.col("low")).select(key + ["high", "low"]).collect()
+        out.rows(bad, severity=ERROR, check="high < low", column="high",
+                 message=lambda r: f"high {r['high']} is below low {r['low']}",
+                 fix="swap or repair high/low at the source", kind_label=label)
         for col in ("open", "close"):
             c = pl.col(col)
-            checks.append(((c < pl.col("low")) | (c > pl.col("high")), dict(
-                severity=ERROR, check=f"{col} outside range", column=col,
-                message=lambda r, col=col: f"{col} {r[col]} is outside [low {r['low']}, high {r['high']}]",
-                fix="repair the bar so that low <= open, close <= high")))
-    flags = [condition.fill_null(False).alias(f"_check{n}") for n, (condition, _) in enumerate(checks)]
-    if kind != "funding":  # gaps: consecutive bars further apart than the instrument's one timeframe
-        step = _timeframe_ns()
-        spacing = (pl.col("ts") - pl.col("previous")).dt.total_nanoseconds()
-        flags.append((spacing > step).fill_null(False).alias("_gap"))  # instruments of one timeframe: below
-        flags.append((spacing // step - 1).alias("missing"))
-    flagged = (frame.with_columns(previous=pl.col("ts").shift(1).over("instrument"))
-               .with_columns(flags)
-               .filter(pl.any_horizontal(pl.col(f"_check{n}") for n in range(len(checks)))
-                       | (pl.col("_gap") if kind != "funding" else pl.lit(False))))
+            bad = (frame.filter((c < pl.col("low")) | (c > pl.col("high")))
+                   .select(key + [col, "low", "high"]).collect())
+            out.rows(bad, severity=ERROR, check=f"{col} outside range", column=col,
+                     message=lambda r, col=col: f"{col} {r[col]} is outside [low {r['low']}, high {r['high']}]",
+                     fix="repair the bar so that low <= open, close <= high", kind_label=label)
+
     if kind == "funding":
         stats = frame.group_by("instrument").agg(
             rows=pl.len(), start=pl.col("ts").min(), end=pl.col("ts").max(),
             exchange=pl.col("exchange").first(), market=pl.col("market").first(),
             markets=pl.col("market").unique().sort(), file=pl.col("file").first(),
             timeframes=pl.lit(None, dtype=pl.List(pl.String)),
-            spacing=pl.col("ts").sort().diff().dt.total_seconds().drop_nulls().mode().sort().first())
-    else:
-        stats = frame.group_by("instrument").agg(
-            rows=pl.len(), start=pl.col("ts").min(), end=pl.col("ts").max(),
-            exchange=pl.col("exchange").first(), market=pl.col("market").first(),
-            markets=pl.col("market").unique().sort(), file=pl.col("file").first(),
-            timeframes=pl.col("timeframe").unique().sort())
-    flagged, stats = pl.collect_all([flagged, stats])
-    for n, (_, arguments) in enumerate(checks):
-        out.rows(flagged.filter(pl.col(f"_check{n}")), kind_label=label, **arguments)
-    if kind == "funding":
+            spacing=pl.col("ts").sort().diff().dt.total_seconds().drop_nulls().mode().sort().first()).collect()
         return stats
-    one_timeframe = stats.filter(pl.col("timeframes").list.drop_nulls().list.len() == 1)["instrument"]
-    out.gaps = (flagged.filter(pl.col("_gap") & pl.col("instrument").is_in(one_timeframe.implode()))
-                .select("file", "row", "instrument", "ts", "missing"))
 
+    # one row per instrument and timeframe: a dataset may hold several timeframes of one instrument
+    stats = frame.with_columns(series=pl.col("timeframe")).group_by("instrument", "series").agg(
+        rows=pl.len(), start=pl.col("ts").min(), end=pl.col("ts").max(),
+        exchange=pl.col("exchange").first(), market=pl.col("market").first(),
+        markets=pl.col("market").unique().sort(), file=pl.col("file").first(),
+        timeframes=pl.col("timeframe").unique().sort()).drop("series").collect()
     for record in stats.sort("instrument").iter_rows(named=True):
         frames = [t for t in record["timeframes"] if t is not None]
         for timeframe in frames:
@@ -307,27 +286,40 @@ def _check_table(kind: str, frame: pl.LazyFrame, out: _Collector, max_funding_ra
             except ValueError as exc:
                 out.add(severity=ERROR, check="timeframe", file=record["file"], instrument=record["instrument"],
                         column="timeframe", message=str(exc), fix="write the bar length as e.g. '1m', '5m', '1h', '8h', '1d'")
-        if len(frames) > 1:
-            out.add(severity=ERROR, check="timeframe", file=record["file"], instrument=record["instrument"],
-                    column="timeframe", message=f"several timeframes in the {kind} table: {frames}",
-                    fix=f"keep one timeframe per instrument in {kind}/ (move the others to another dataset)")
     return stats
 
 
-def _check_gaps(kind: str, out: _Collector) -> None:
-    """Warn (with counts) where consecutive bars are further apart than the timeframe (rows flagged
-    by `_check_table`)."""
-    gaps = out.gaps
+def _check_gaps(kind: str, frame: pl.LazyFrame, stats: pl.DataFrame, out: _Collector) -> None:
+    """Warn (with counts) where consecutive bars of one timeframe are further apart than it."""
+    durations = {}
+    for record in stats.iter_rows(named=True):
+        for timeframe in record["timeframes"] or []:
+            try:
+                durations[(record["instrument"], timeframe)] = int(parse_timeframe(timeframe).total_seconds() * 1e9)
+            except (TypeError, ValueError):
+                pass
+    if not durations:
+        return
+    lookup = pl.DataFrame({"instrument": [k[0] for k in durations], "timeframe": [k[1] for k in durations],
+                           "step_ns": list(durations.values())})
+    gaps = (frame.select("file", "row", "instrument", "timeframe", "ts")
+            .with_columns(spacing=pl.col("ts").diff().over("instrument", "timeframe").dt.total_nanoseconds())
+            .join(lookup.lazy(), on=["instrument", "timeframe"], how="inner", maintain_order="left")
+            .filter(pl.col("spacing") > pl.col("step_ns"))
+            .with_columns(missing=(pl.col("spacing") // pl.col("step_ns") - 1))
+            .collect())
     if gaps.height == 0:
         return
-    summary = gaps.group_by("instrument").agg(gaps=pl.len(), missing=pl.col("missing").sum(),
-                                              file=pl.col("file").first()).sort("instrument")
+    summary = gaps.group_by("instrument", "timeframe").agg(gaps=pl.len(), missing=pl.col("missing").sum(),
+                                                           file=pl.col("file").first()).sort("instrument", "timeframe")
     for record in summary.iter_rows(named=True):
-        first = gaps.filter(pl.col("instrument") == record["instrument"]).head(out.limit)
+        first = gaps.filter((pl.col("instrument") == record["instrument"])
+                            & (pl.col("timeframe") == record["timeframe"])).head(out.limit)
         listed = ", ".join(f"{_iso(t)} ({m} missing)" for t, m in zip(first["ts"], first["missing"]))
         more = f" and {record['gaps'] - first.height} more" if record["gaps"] > first.height else ""
         out.add(severity=WARNING, check="gaps", file=record["file"], instrument=record["instrument"], column="ts",
-                message=f"{record['gaps']} gaps in {kind}, {record['missing']} missing bars; gaps end at {listed}{more}",
+                message=f"{record['gaps']} gaps in {kind} ({record['timeframe']}), {record['missing']} missing bars; "
+                        f"gaps end at {listed}{more}",
                 fix="none needed if the exchange had no data then (the engine carries prices over); "
                     "otherwise re-download the missing range")
 
@@ -429,11 +421,11 @@ def validate_dataset(path: str | Path, *, max_funding_rate: float = DEFAULT_MAX_
         frames[kind] = frame
         stats_by_kind[kind] = stats
         if kind != "funding":
-            _check_gaps(kind, out)
+            _check_gaps(kind, frame, stats, out)
         if stats.height:
             summaries.append(KindSummary(kind=kind, files=len(good), rows=int(stats["rows"].sum()),
                                          start=_iso(stats["start"].min()), end=_iso(stats["end"].max()),
-                                         instruments=stats.height))
+                                         instruments=stats["instrument"].n_unique()))
     if "bars" in frames and "mark" in frames:
         _check_mark_vs_last(frames["bars"], frames["mark"], out, mark_threshold)
     if stats_by_kind:
