@@ -19,7 +19,7 @@ import polars as pl
 import pyarrow as pa
 
 from xmargin._version import __version__
-from xmargin.analysis.distance import distance_options, distance_table, equity_distances, run_distances
+from xmargin.analysis.distance import distance_table, equity_distances, run_distances
 from xmargin.analysis.summary import summarize
 from xmargin.output.eventlog import file_hash, write_events, write_ipc
 from xmargin.output.projections import PROJECTIONS
@@ -95,7 +95,9 @@ def _snapshot_chunks(snapshots, limit: int = SNAPSHOT_ROWS):
     for n, snapshot in enumerate(snapshots):
         account = snapshot.account
         rows += 1 + len(account.positions) + len(account.balances)
-        if rows >= limit:
+        # cut only between moments (ts, events applied): snapshots of one moment stay together
+        if rows >= limit and (n + 1 == len(snapshots) or (snapshots[n + 1].ts, snapshots[n + 1].events_applied)
+                              != (snapshot.ts, snapshot.events_applied)):
             yield snapshots[start:n + 1]
             start, rows = n + 1, 0
     if start < len(snapshots):
@@ -108,13 +110,10 @@ def _snapshot_parts(result):
     if result.projected is not None and result.distances is not None:
         yield equity_table(result), positions_table(result), result.distances.to_arrow(), collateral_table(result)
         return
-    options = distance_options(result.catalog, result.config)
     for chunk in _snapshot_chunks(result.snapshots):
         equity, positions, collateral = snapshot_tables(chunk, result.catalog, result.feed)
-        base = pl.from_arrow(equity)
-        distance = distance_table(pl.from_arrow(positions), base,
-                                  collateral=pl.from_arrow(collateral) if options["multi_asset"] else None, **options)
-        yield equity_distances(base, distance).to_arrow(), positions, distance.to_arrow(), collateral
+        distance = distance_table(chunk, result.catalog, result.feed, result.config.warning_thresholds)
+        yield equity_distances(pl.from_arrow(equity), distance).to_arrow(), positions, distance.to_arrow(), collateral
 
 
 def write_snapshot_tables(result, folder: Path) -> None:
