@@ -120,7 +120,7 @@ def leverage_for(account, catalog, instrument: str) -> float:
     return account.leverage.get(instrument, catalog.venues[account.exchange].leverage)
 
 
-_ORDER_MARGIN: dict[tuple, tuple] = {}  # (exchange, asset) -> (orders, positions, catalog, prices, total)
+_ORDER_MARGIN: dict[tuple, tuple] = {}  # (exchange, asset) -> (orders, positions, catalog, price bytes, total)
 
 
 def order_margin(account, catalog, prices, asset: str) -> float:
@@ -134,10 +134,9 @@ def order_margin(account, catalog, prices, asset: str) -> float:
     key = (account.exchange, asset)
     last = _ORDER_MARGIN.get(key)
     values = orders.values()
+    stamp = None if prices is None else np.asarray(prices, dtype=np.float64).tobytes()  # prices of the sum
     if last is not None and len(orders) == len(last[0]) + 1 and last[1] is positions and last[2] is catalog \
-            and (last[3] is prices or (last[3] is not None and prices is not None and
-                                       np.array_equal(last[3], prices))) \
-            and all(map(operator.is_, last[0].values(), values)):
+            and last[3] == stamp and all(map(operator.is_, last[0].values(), values)):
         total = _add_order_margin(last[4], next(reversed(values)), positions, catalog, prices, asset)
     else:
         total = 0.0
@@ -145,7 +144,7 @@ def order_margin(account, catalog, prices, asset: str) -> float:
             total = _add_order_margin(total, order, positions, catalog, prices, asset)
     if len(_ORDER_MARGIN) >= 16:
         _ORDER_MARGIN.clear()
-    _ORDER_MARGIN[key] = (orders, positions, catalog, prices, total)
+    _ORDER_MARGIN[key] = (orders, positions, catalog, stamp, total)
     return total
 
 
