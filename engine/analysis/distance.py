@@ -103,21 +103,25 @@ def _subset(legs: Legs, keep: np.ndarray, cases: np.ndarray) -> Legs:
                 reserved=legs.reserved[cases])
 
 
-def distance_table(snapshots, catalog, feed, thresholds) -> pl.DataFrame:
+def distance_table(snapshots, catalog, feed, thresholds, units=None) -> pl.DataFrame:
     """One row per snapshot x risk unit holding positions x (each underlying, "all"): ts, reason,
     exchange, events_applied, asset (the unit's pool: the settlement asset, "USD" for a
     multi-asset account), unit (`cross:<pool>` or the isolated instrument), underlying (base
     asset or "all"), warning_distance, liquidation_distance (fractions; inf: never within the cap).
 
     The units are the margin modes' (`xmargin.margin.modes`, as the scan and the tables), valued by
-    the kernel; snapshots with the same (ts, reason, exchange, events_applied) count once."""
+    the kernel; snapshots with the same (ts, reason, exchange, events_applied) count once.
+    `units`: `xmargin.output.snapshots.snapshot_units` of `snapshots`, when already built."""
     seen, kept = set(), []
     for snapshot in snapshots:
         key = (snapshot.ts, snapshot.reason, snapshot.account.exchange, snapshot.events_applied)
         if key not in seen:
             seen.add(key)
             kept.append(snapshot)
-    units, owner = snapshot_units(kept, catalog, feed)
+    if len(kept) == len(snapshots):
+        kept = snapshots  # the same list as the tables': its units are built once (snapshot_units)
+    # `units`: the snapshots' `snapshot_units` when the caller has them (used when none is dropped)
+    units, owner = units if units and len(kept) == len(snapshots) else snapshot_units(kept, catalog, feed)
     chosen = [u for u, unit in enumerate(units) if unit.positions]
     if not chosen:
         return pl.DataFrame(schema=SCHEMA)
@@ -170,20 +174,25 @@ def distance_table(snapshots, catalog, feed, thresholds) -> pl.DataFrame:
     thresholds = list(thresholds)
     warning = (first_crossing(cases, k=float(thresholds[0]), **moves) if thresholds
                else np.full(n_cases, math.nan))
-    labels = [(u, "all") for u in range(n_units)] + [None] * len(keys)
-    for g, c in enumerate(case_of_group.tolist()):
-        labels[c] = (int(group_unit[g]), names[code[first[g]]])
-    order = sorted(range(len(labels)), key=lambda c: (labels[c][0], labels[c][1] == "all", c))
-    out = {name: [] for name in SCHEMA}
-    for c in order:
-        u, name = labels[c]
-        unit, snapshot = units[u], kept[owner[u]]
-        for column, value in (("ts", snapshot.ts), ("reason", snapshot.reason), ("exchange", unit.exchange),
-                              ("events_applied", snapshot.events_applied), ("asset", unit.asset),
-                              ("unit", unit.name), ("underlying", name), ("warning_distance", float(warning[c])),
-                              ("liquidation_distance", float(liquidation[c]))):
-            out[column].append(value)
-    return pl.DataFrame(out, schema={**SCHEMA, "ts": pl.Int64}).with_columns(pl.col("ts").cast(SCHEMA["ts"]))
+    # rows: per unit its single-underlying cases (in order of appearance), then "all"
+    case_unit = np.concatenate([np.arange(n_units), np.empty(len(keys), dtype=np.int64)])
+    case_unit[case_of_group] = group_unit
+    case_name = np.concatenate([np.full(n_units, len(names)), np.empty(len(keys), dtype=np.int64)])
+    case_name[case_of_group] = code[first]
+    order = np.lexsort((np.arange(n_cases), case_name == len(names), case_unit))
+    unit_of = case_unit[order]
+    snapshot_of = np.asarray(owner, dtype=np.int64)[unit_of]
+    pick = pl.Series(unit_of)
+    return pl.DataFrame({
+        "ts": np.array([s.ts for s in kept], dtype=np.int64)[snapshot_of],
+        "reason": pl.Series([s.reason for s in kept], dtype=pl.String).gather(pl.Series(snapshot_of)),
+        "exchange": pl.Series([u.exchange for u in units], dtype=pl.String).gather(pick),
+        "events_applied": np.array([s.events_applied for s in kept], dtype=np.int64)[snapshot_of],
+        "asset": pl.Series([u.asset for u in units], dtype=pl.String).gather(pick),
+        "unit": pl.Series([u.name for u in units], dtype=pl.String).gather(pick),
+        "underlying": pl.Series([*names.tolist(), "all"], dtype=pl.String).gather(pl.Series(case_name[order])),
+        "warning_distance": warning[order], "liquidation_distance": liquidation[order],
+    }, schema={**SCHEMA, "ts": pl.Int64}).with_columns(pl.col("ts").cast(SCHEMA["ts"]))
 
 
 def equity_distances(equity: pl.DataFrame, distance: pl.DataFrame) -> pl.DataFrame:

@@ -69,8 +69,9 @@ def _order_margins(units, owner, snapshots, catalog, feed) -> list[float]:
     return out
 
 
-def project(snapshots, catalog, feed) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
-    """(equity, positions, collateral) DataFrames for the recorded snapshots."""
+def project(snapshots, catalog, feed, units=None) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """(equity, positions, collateral) DataFrames for the recorded snapshots; `units`: their
+    `snapshot_units` when the caller has them already."""
     snaps = pl.DataFrame({
         "snapshot": np.arange(len(snapshots), dtype=np.int64),
         "ts": [s.ts for s in snapshots], "reason": [s.reason for s in snapshots],
@@ -78,7 +79,7 @@ def project(snapshots, catalog, feed) -> tuple[pl.DataFrame, pl.DataFrame, pl.Da
         "events_applied": [s.events_applied for s in snapshots],
     }, schema={"snapshot": pl.Int64, "ts": pl.Int64, "reason": pl.String, "exchange": pl.String,
                "events_applied": pl.Int64})
-    units, owner = snapshot_units(snapshots, catalog, feed)
+    units, owner = units or snapshot_units(snapshots, catalog, feed)
     reserved = _order_margins(units, owner, snapshots, catalog, feed)
     legs = stack(units, reserved)
     owner = np.asarray(owner, dtype=np.int64)
@@ -239,10 +240,10 @@ def _typed(frame: pl.DataFrame, fields) -> pa.Table:
     return frame.select(schema.names).to_arrow().cast(schema)
 
 
-def snapshot_tables(snapshots, catalog, feed) -> tuple[pa.Table, pa.Table, pa.Table]:
+def snapshot_tables(snapshots, catalog, feed, units=None) -> tuple[pa.Table, pa.Table, pa.Table]:
     """The equity (without distances), positions and collateral tables of `snapshots` (a whole
     run's or a consecutive part of them: rows never depend on another snapshot)."""
-    equity, positions, collateral = project(snapshots, catalog, feed)
+    equity, positions, collateral = project(snapshots, catalog, feed, units)
     return _typed(equity, _POOL_FIELDS), _typed(positions, _POSITION_FIELDS), _typed(collateral, _COLLATERAL_FIELDS)
 
 

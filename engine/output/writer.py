@@ -23,7 +23,8 @@ from xmargin.analysis.distance import distance_table, equity_distances, run_dist
 from xmargin.analysis.summary import summarize
 from xmargin.output.eventlog import file_hash, write_events, write_ipc
 from xmargin.output.projections import PROJECTIONS
-from xmargin.output.snapshots import collateral_table, equity_base_table, positions_table, snapshot_tables
+from xmargin.output.snapshots import (collateral_table, equity_base_table, positions_table, snapshot_tables,
+                                      snapshot_units)
 
 SNAPSHOT_ROWS = 200_000  # pool, position and balance rows valued (and their distances searched) per chunk
 
@@ -111,8 +112,9 @@ def _snapshot_parts(result):
         yield equity_table(result), positions_table(result), result.distances.to_arrow(), collateral_table(result)
         return
     for chunk in _snapshot_chunks(result.snapshots):
-        equity, positions, collateral = snapshot_tables(chunk, result.catalog, result.feed)
-        distance = distance_table(chunk, result.catalog, result.feed, result.config.warning_thresholds)
+        units = snapshot_units(chunk, result.catalog, result.feed)  # valued for the tables and the distances
+        equity, positions, collateral = snapshot_tables(chunk, result.catalog, result.feed, units)
+        distance = distance_table(chunk, result.catalog, result.feed, result.config.warning_thresholds, units)
         yield equity_distances(pl.from_arrow(equity), distance).to_arrow(), positions, distance.to_arrow(), collateral
 
 
