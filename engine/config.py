@@ -17,13 +17,15 @@ import attrs
 from xmargin.errors import ConfigError, RulesError
 from xmargin.margin.modes import MODE_NAMES, MODES
 from xmargin.venues.rules import load_rules
+from xmargin.venues.fees import market_fees
 
 MARGIN_MODES = MODE_NAMES  # the margin-mode registry (xmargin.margin.modes)
 INTRABAR = ("path", "worst-case", "close")
 ON_LIQUIDATION = ("continue", "stop")
 RUN_KEYS = {"dataset", "start", "end", "strategy", "seed", "name", "out", "slippage_bps", "sample_interval",
-            "intrabar", "on_liquidation", "warning_thresholds", "instruments"}
-EXCHANGE_KEYS = {"rules", "margin_mode", "collateral", "leverage", "withdrawal_fees", "transfer_delay_minutes"}
+            "intrabar", "on_liquidation", "warning_thresholds", "instruments", "timeframe", "strict",
+            "one_legged_ratio", "one_legged_after"}
+EXCHANGE_KEYS = {"rules", "margin_mode", "collateral", "leverage", "withdrawal_fees", "transfer_delay_minutes", "fees"}
 
 
 def reject_unknown(mapping: dict, allowed, where: str, prefix: str = "") -> None:
@@ -69,6 +71,7 @@ class ExchangeConfig:
     leverage: float
     withdrawal_fees: dict
     transfer_delay_minutes: dict
+    fees: dict = attrs.field(factory=dict)  # market -> FeeRates or None (xmargin.venues.fees.market_fees)
 
 
 @attrs.frozen
@@ -88,6 +91,10 @@ class RunConfig:
     on_liquidation: str = "continue"
     warning_thresholds: tuple[float, ...] = (0.7, 0.9)
     instruments: tuple[str, ...] | None = None
+    strict: bool = False  # rejected orders or a one-legged hedge make `xmargin run` exit 1
+    one_legged_ratio: float = 0.5  # |net| / gross exposure of a hedged underlying above which it is one-legged
+    one_legged_after_ns: int = 8 * 3_600_000_000_000  # ... for longer than this
+    timeframe: str | None = None  # bar timeframe to run on when the dataset holds several (e.g. "1h")
     raw: dict = attrs.field(factory=dict, eq=False, repr=False)
 
 
@@ -188,9 +195,13 @@ def parse_config(data: dict, base: Path = Path("."), where: str = "config") -> R
         collateral = entry.get("collateral", {})
         if not isinstance(collateral, dict) or not collateral:
             raise ConfigError(f"{prefix}.collateral: give the starting balances, e.g. {{ USDT = 20000 }}.")
+        accepted = sorted(rules.collateral_ratios)
         for asset, amount in collateral.items():
             if not isinstance(amount, (int, float)) or amount < 0:
                 raise ConfigError(f"{prefix}.collateral.{asset} = {amount!r}: must be a number >= 0.")
+            if accepted and asset not in accepted:
+                raise ConfigError(f"{prefix}.collateral.{asset}: {name} ({rules.name}) does not accept {asset} as "
+                                  f"collateral; it accepts {accepted}.")
         leverage = entry.get("leverage", 10)
         if not isinstance(leverage, (int, float)) or leverage <= 0:
             raise ConfigError(f"{prefix}.leverage = {leverage!r}: must be a number > 0.")
@@ -198,7 +209,8 @@ def parse_config(data: dict, base: Path = Path("."), where: str = "config") -> R
             name=name, rules=entry["rules"], margin_mode=mode,
             collateral={a: float(v) for a, v in collateral.items()}, leverage=float(leverage),
             withdrawal_fees={a: float(v) for a, v in entry.get("withdrawal_fees", {}).items()},
-            transfer_delay_minutes={a: float(v) for a, v in entry.get("transfer_delay_minutes", {}).items()})
+            transfer_delay_minutes={a: float(v) for a, v in entry.get("transfer_delay_minutes", {}).items()},
+            fees=market_fees(rules, entry.get("fees", {}), f"{prefix}.fees"))
     intrabar = run.get("intrabar", "path")
     if intrabar not in INTRABAR:
         raise ConfigError(f"run.intrabar = {intrabar!r}: allowed {list(INTRABAR)}.")
@@ -221,10 +233,24 @@ def parse_config(data: dict, base: Path = Path("."), where: str = "config") -> R
     if start and end and end <= start:
         raise ConfigError(f"run.end ({end}) must be after run.start ({start}).")
     instruments = run.get("instruments")
+    timeframe = run.get("timeframe")
+    if timeframe is not None:
+        parse_duration(timeframe, "run.timeframe")
+    strict = run.get("strict", False)
+    if not isinstance(strict, bool):
+        raise ConfigError(f"run.strict = {strict!r}: must be true or false.")
+    one_legged_ratio = run.get("one_legged_ratio", 0.5)
+    if isinstance(one_legged_ratio, bool) or not isinstance(one_legged_ratio, (int, float)) \
+            or not 0 <= one_legged_ratio <= 1:
+        raise ConfigError(f"run.one_legged_ratio = {one_legged_ratio!r}: a number in [0, 1] (|net| / gross exposure "
+                          "of a hedged underlying; 1 turns the one-legged warning off).")
     return RunConfig(
         dataset=dataset, strategy=str(run["strategy"]), params=dict(strategy.get("params", {})),
         exchanges=exchanges, start=start, end=end, seed=seed, name=str(run.get("name", "")),
         out=Path(run.get("out", "runs")), slippage_bps=float(slippage),
         sample_interval_ns=parse_duration(run.get("sample_interval", "1h"), "run.sample_interval"),
         intrabar=intrabar, on_liquidation=on_liquidation, warning_thresholds=tuple(float(t) for t in thresholds),
-        instruments=tuple(instruments) if instruments else None, raw=data)
+        instruments=tuple(instruments) if instruments else None,
+        timeframe=None if timeframe is None else str(timeframe), strict=strict,
+        one_legged_ratio=float(one_legged_ratio),
+        one_legged_after_ns=parse_duration(run.get("one_legged_after", "8h"), "run.one_legged_after"), raw=data)

@@ -23,3 +23,8 @@ class RulesError(XmarginError):
 
 class RunError(XmarginError):
     """A run folder is missing, incomplete or inconsistent."""
+
+
+class ReportError(XmarginError):
+    """A report cannot be made: the folder is not a run, comparison, sweep or capital result, or
+    the plotting extra is missing."""

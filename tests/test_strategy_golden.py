@@ -5,9 +5,11 @@ Why the pinned numbers are plausible (checked by hand against the event logs whe
 
 * basis carry (BTC, Binance, 2024-10..12, 50k per leg, 3x, buffer 0.5): Q4-2024 BTC funding
   averaged ~10 %/yr and the carry was in most of the quarter: ~50k x 10 % x 0.25 = 1.25k; got
-  1,533 received. Fees: 18 taker fills at 5 bps on ~360k traded notional = 180. No liquidation (the
-  perp's margin is at most half the cash). Strategy PnL ~ funding - fees + basis/rebalancing
-  slippage: +1.2k on 100k.
+  1,533 received. Fees: 18 taker fills, the perp's 180.4k notional at Binance USD-M's 5 bps and the
+  spot's 180.4k at Binance spot's 10 bps = 270.6 (before issue 15 every fill paid the futures rate:
+  180.4; the spot half adds 180,430.67 x 0.05 % = 90.22, checked against the fill events). No
+  liquidation (the perp's margin is at most half the cash). Strategy PnL ~ funding - fees +
+  basis/rebalancing slippage: +1.2k on 100k.
 * funding arbitrage (BTC, Binance 8h vs Hyperliquid 1h, 40k per leg): Hyperliquid paid more than
   Binance most of the quarter, so the book is mostly short Hyperliquid / long Binance: funding
   received on Hyperliquid (+1,820), paid on Binance (-779). Price PnL nets out across the silos
@@ -20,7 +22,8 @@ Why the pinned numbers are plausible (checked by hand against the event logs whe
 * core hedge + isolated spec (BTC carry + 25x long ETH isolated, 2025-01-15..03-15): ETH fell
   from ~3,220 to ~3,000 by 2025-01-27, > 4 % against a 25x long: one isolated liquidation, loss
   917 <= its 1,000 isolated margin; the cross hedge keeps running (rebalance fills afterwards).
-  PnL -717 = funding 274 - fees 68 - liquidation 917 + carry basis.
+  PnL -745 = funding 274 - fees 96 - liquidation 917 + carry basis. Fees: 80,750.77 perp notional at
+  5 bps + 55,783.35 spot notional at Binance spot's 10 bps = 96.16 (68.27 when spot paid 5 bps).
 
 `marked_pnl` is an independent mark-to-market of the final ledger (stables at par, spot at the last
 close, perps' uPnL at the mark); every test checks that the summary's USD PnL equals it.
@@ -73,7 +76,7 @@ def headline(summary: dict) -> dict:
 def test_basis_carry_golden(tmp_path):
     completed = run("basis_carry", tmp_path)
     assert headline(completed.summary) == {"binance": {
-        "fills": 18, "fees": pytest.approx(180.40476691914805, rel=1e-9),
+        "fills": 18, "fees": pytest.approx(270.62010255849106, rel=1e-9),
         "funding": pytest.approx(1532.9111372817422, rel=1e-9), "liquidations": 0, "liquidation_loss": 0.0,
         "rejected_orders": 0}}
     assert completed.summary["exchanges"]["binance"]["realized_pnl"] == pytest.approx(-6120.690819539996, rel=1e-9)
@@ -119,7 +122,7 @@ def test_core_hedge_isolated_golden(tmp_path):
     completed = run("core_hedge_isolated", tmp_path)
     summary = completed.summary
     assert headline(summary) == {"binance": {
-        "fills": 9, "fees": pytest.approx(68.267057648844, rel=1e-9),
+        "fills": 9, "fees": pytest.approx(96.1587302233365, rel=1e-9),
         "funding": pytest.approx(274.36622793459605, rel=1e-9), "liquidations": 1,
         "liquidation_loss": pytest.approx(-917.3978750557332, rel=1e-9), "rejected_orders": 0}}
     assert marked_pnl(completed) == pytest.approx(MARKED["core_hedge_isolated"], rel=1e-9)
@@ -131,4 +134,4 @@ def test_core_hedge_isolated_golden(tmp_path):
     assert list(positions) == ["binance:BTC/USDT:USDT"]  # the hedge survived
 
 
-MARKED = {"basis_carry": 1321.0232892271742, "core_hedge_isolated": -717.3055447429797}
+MARKED = {"basis_carry": 1230.8079535878496, "core_hedge_isolated": -745.1972173174727}

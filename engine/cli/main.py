@@ -28,13 +28,18 @@ def main():
 
 def _register():
     from xmargin.cli.data import data
+    from xmargin.cli.rules import rules
     from xmargin.cli.run import register
 
     main.add_command(data)
+    main.add_command(rules)
     register(main)
     from xmargin.cli.analysis import register as register_analysis
 
     register_analysis(main)
+    from xmargin.cli.report import report
+
+    main.add_command(report)
 
 
 _register()

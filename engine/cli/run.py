@@ -55,14 +55,23 @@ def config_options(function):
 @config_options
 @click.option("--run-id", help="Name of the run folder (default: <name or strategy>-<UTC time>).")
 @click.option("--quiet", is_flag=True, help="No progress line.")
-def run(config_path, sets, margin_modes, start, end, out, seed, skip_validation, run_id, quiet):
+@click.option("--strict", is_flag=True,
+              help="Exit 1 when an order was rejected or a hedge was left one-legged (also run.strict = true).")
+def run(config_path, sets, margin_modes, start, end, out, seed, skip_validation, run_id, quiet, strict):
     """Run a backtest from CONFIG.toml and write runs/<run-id>/."""
     from xmargin.sim.runner import execute
-    from xmargin.analysis.summary import format_summary
+    from xmargin.analysis.summary import format_summary, problems
 
     config = _load(config_path, sets, margin_modes, start, end, out, seed, skip_validation)
     completed = execute(config, run_id=run_id, progress=not quiet and sys.stderr.isatty())
     click.echo(format_summary(completed.summary, completed.path))
+    found = problems(completed.summary)
+    if found and (strict or config.strict):
+        for problem in found:
+            click.echo(f"strict: {problem}", err=True)
+        click.echo("error: strict run with rejected orders or a one-legged hedge (the run folder is written).",
+                   err=True)
+        sys.exit(1)
 
 
 @click.command()

@@ -125,8 +125,12 @@ def _union_of_times(times: list[np.ndarray]) -> np.ndarray:
 
 
 def load_feed(folder: str | Path, keys: list[str], start: datetime | None = None,
-              end: datetime | None = None) -> Feed:
-    """Load the bars, marks and funding of `keys` (`exchange:symbol`) in [start, end)."""
+              end: datetime | None = None, timeframe: str | None = None) -> Feed:
+    """Load the bars, marks and funding of `keys` (`exchange:symbol`) in [start, end).
+
+    A dataset may hold several bar timeframes of one instrument (e.g. 5m and 1h): `timeframe` picks
+    one (config `run.timeframe`); without it the instruments' bars must have exactly one. Marks are
+    used only at the bars' timeframe (an 8h mark never stands in for a 1h one)."""
     manifest: DatasetManifest = read_manifest(folder)
     declared = set(manifest.keys)
     unknown = [k for k in keys if k not in declared]
@@ -146,6 +150,12 @@ def load_feed(folder: str | Path, keys: list[str], start: datetime | None = None
         exchange, symbol = key.split(":", 1)
         frame = (bars_scan.filter((pl.col("exchange") == exchange) & (pl.col("symbol") == symbol))
                  .select(pl.col("ts").dt.epoch("ns"), "timeframe", "open", "high", "low", "close").collect())
+        if timeframe is not None:
+            available = sorted(frame["timeframe"].unique().to_list())
+            frame = frame.filter(pl.col("timeframe") == timeframe)
+            if frame.height == 0 and available:
+                raise DatasetError(f"{folder}: {key} has no {timeframe} bars between {start} and {end} (it has "
+                                   f"{available}). Fix: set run.timeframe to one of those, or leave {key} out.")
         timeframes.update(frame["timeframe"].unique().to_list())
         per_instrument.append(frame.drop("timeframe"))
     if not any(frame.height for frame in per_instrument):
@@ -153,7 +163,8 @@ def load_feed(folder: str | Path, keys: list[str], start: datetime | None = None
                            "the instruments with `xmargin data info`.")
     if len(timeframes) != 1:
         raise DatasetError(f"{folder}: the bars of {keys} have several timeframes {sorted(timeframes)}; a run "
-                           "needs one bar timeframe. Pick instruments of one timeframe.")
+                           "needs one bar timeframe. Fix: set run.timeframe (e.g. run.timeframe = "
+                           f"\"{sorted(timeframes)[-1]}\"), or pick instruments of one timeframe.")
     timeframes = sorted(timeframes)
     bar_ns = timeframe_ns(timeframes[0])
     ts = _union_of_times([frame["ts"].to_numpy() for frame in per_instrument])

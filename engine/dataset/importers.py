@@ -1,19 +1,22 @@
 """Import market data from layouts traders already have into an xmargin dataset.
 
 * freqtrade / ccxt `download-data`: `<PAIR>-<timeframe>[-futures|-mark|-index|-funding_rate|-spot]`
-  `.feather|.parquet|.json` (e.g. `BTC_USDT_USDT-1h-futures.feather`, `BTC_USDT-1h.feather` = spot).
-  Feather/Parquet hold `date, open, high, low, close, volume`; JSON is `[[ms, o, h, l, c, v], ...]`;
-  funding_rate files carry the rate in `open`.
+  `.feather|.parquet|.json|.json.gz` (e.g. `BTC_USDT_USDT-1h-futures.feather`, `BTC_USDT-1h.feather` =
+  spot). Feather/Parquet hold `date, open, high, low, close, volume`; JSON (`json`, and `jsongz`
+  gzipped) is `[[ms, o, h, l, c, v], ...]`; funding_rate files carry the rate in `open`.
 * data.binance.vision CSV or zip: klines `BTCUSDT-1h-2024-01.csv|zip` (under `markPriceKlines/` or
   `indexPriceKlines/` for mark/index), with or without header, open time in ms or µs (by magnitude);
   funding `BTCUSDT-fundingRate-2024-01.csv|zip` (calc_time, funding_interval_hours, last_funding_rate).
 
+Every file keeps the timeframe its name states: a folder holding 5m and 1h bars (or 1h and 8h marks)
+becomes one table per timeframe, and `--timeframe` selects files, it never relabels them.
 Rows are sorted and de-duplicated per instrument (keep last); funding timestamps are rounded to the
 second. Content problems are reported like `validate` does, naming the source file and row.
 """
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import re
@@ -34,7 +37,7 @@ KNOWN_EXCHANGES = ("binance", "bybit", "okx", "hyperliquid", "kraken", "gate", "
                    "bitmex", "dydx", "htx", "mexc", "bingx")
 QUOTE_SUFFIXES = ("FDUSD", "USDT", "USDC", "BUSD", "TUSD", "USD", "BTC", "ETH", "BNB", "EUR")
 FREQTRADE_NAME = re.compile(r"^(?P<pair>[A-Za-z0-9]+(?:_[A-Za-z0-9]+){1,2})-(?P<timeframe>\d+[smhdwM])"
-                            r"(?:-(?P<candle>futures|mark|index|funding_rate|spot))?\.(?P<ext>feather|parquet|json)$")
+                            r"(?:-(?P<candle>futures|mark|index|funding_rate|spot))?\.(?P<ext>feather|parquet|json|json\.gz)$")
 VISION_KLINES = re.compile(r"^(?P<pair>[A-Z0-9]+(?:_PERP)?)-(?P<timeframe>\d+[smhdwM])-(?P<date>\d{4}-\d{2}(?:-\d{2})?)"
                            r"\.(?P<ext>csv|zip)$")
 VISION_FUNDING = re.compile(r"^(?P<pair>[A-Z0-9]+(?:_PERP)?)-fundingRate-(?P<date>\d{4}-\d{2}(?:-\d{2})?)\.(?P<ext>csv|zip)$")
@@ -63,7 +66,8 @@ DEFAULT_FILTERS = {
 
 @attrs.frozen
 class ImportOptions:
-    """Overrides for what is otherwise inferred from file and folder names (None = infer)."""
+    """Overrides for what is otherwise inferred from file and folder names (None = infer).
+    `timeframe` is a filter: only files whose name states it are imported (funding has none)."""
 
     exchange: str | None = None
     kind: str | None = None
@@ -152,7 +156,7 @@ def identify(path: Path, options: ImportOptions = ImportOptions()) -> SourceFile
             symbol = f"{pieces[0]}/{pieces[1]}:{pieces[1]}"
         else:
             symbol = f"{pieces[0]}/{pieces[1]}"
-        timeframe = None if kind == "funding" else (options.timeframe or match.group("timeframe"))
+        timeframe = None if kind == "funding" else match.group("timeframe")
         return SourceFile(path, "freqtrade", kind, exchange or "binance", market, symbol, timeframe)
     funding = VISION_FUNDING.match(name)
     klines = VISION_KLINES.match(name)
@@ -188,7 +192,7 @@ def identify(path: Path, options: ImportOptions = ImportOptions()) -> SourceFile
             raise _fail(path, f"cannot split {match.group('pair')!r} into base and quote",
                         "pass --symbol, e.g. --symbol BTC/USDT:USDT") from None
         symbol = f"{base}/{quote}:{settle}" if market == "perp" else f"{base}/{quote}"
-    timeframe = None if kind == "funding" else (options.timeframe or match.group("timeframe"))
+    timeframe = None if kind == "funding" else match.group("timeframe")
     return SourceFile(path, "binance-vision", kind, exchange or "binance", market, symbol, timeframe)
 
 
@@ -255,8 +259,9 @@ def _read_csv_bytes(source: SourceFile) -> tuple[pl.DataFrame, int]:
 def _read_freqtrade(source: SourceFile) -> pl.DataFrame:
     path = source.path
     try:
-        if path.suffix == ".json":
-            rows = json.loads(path.read_text())
+        if path.name.endswith((".json", ".json.gz")):
+            raw = path.read_bytes()
+            rows = json.loads(gzip.decompress(raw) if path.name.endswith(".gz") else raw)
             if not isinstance(rows, list) or any(not isinstance(r, list) or len(r) < 6 for r in rows[:1]):
                 raise _fail(path, "JSON is not a list of [ms, open, high, low, close, volume] rows",
                             "re-download with freqtrade --data-format-ohlcv json")
@@ -334,12 +339,20 @@ def _expand(sources: list[Path], options: ImportOptions) -> list[SourceFile]:
             if identified is None:
                 if not Path(source).is_dir():
                     unknown.append(path)
+            elif options.timeframe and identified.timeframe not in (None, options.timeframe):
+                if not Path(source).is_dir():
+                    raise _fail(path, f"the file name says timeframe {identified.timeframe}, but --timeframe "
+                                      f"{options.timeframe} was given; a file is never relabelled",
+                                "leave out --timeframe, or give the files of that timeframe")
             else:
                 found.append(identified)
     if unknown:
         raise _fail(unknown[0], "file name matches no known layout",
                     "name files like BTC_USDT_USDT-1h-futures.feather (freqtrade) or BTCUSDT-1h-2024-01.csv "
                     "(data.binance.vision); see `xmargin data import --help`")
+    if options.timeframe and not any(f.timeframe == options.timeframe for f in found):
+        raise DatasetError(f"{', '.join(map(str, sources))}: no files of timeframe {options.timeframe} found. "
+                           "Fix: leave out --timeframe to import every timeframe, or pick one the names state.")
     if not found:
         raise DatasetError(f"{', '.join(map(str, sources))}: no importable files found. "
                            "Fix: see `xmargin data import --help` for the file names understood.")
@@ -358,7 +371,8 @@ def _instrument(exchange: str, market: str, symbol: str, funding_hours: float | 
     lot, minimum, tick = DEFAULT_FILTERS.get((exchange, market, base), (0.0, 0.0, 0.0))
     if (exchange, market, base) not in DEFAULT_FILTERS:
         notes.append(f"{exchange}:{symbol}: lot_size, min_notional, tick_size set to 0 (not enforced); "
-                     f"edit {MANIFEST_NAME} with the exchange's values")
+                     f"set them with `xmargin rules import <exchangeInfo or load_markets dump> --exchange {exchange} "
+                     f"--dataset <this dataset>` or edit {MANIFEST_NAME}")
     if market != "spot" and funding_hours is None:
         funding_hours = 1.0 if exchange == "hyperliquid" else 8.0
         notes.append(f"{exchange}:{symbol}: no funding imported; funding_interval_hours set to {funding_hours:g} "

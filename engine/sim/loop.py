@@ -18,6 +18,7 @@ from contextlib import contextmanager
 import attrs
 import numpy as np
 
+from xmargin.errors import ConfigError
 from xmargin.ledger import events as ev
 from xmargin.margin.auto_exchange import conversion_events
 from xmargin.ledger.decide import decide
@@ -27,6 +28,7 @@ from xmargin.ledger.apply import apply
 from xmargin.margin.liquidation import liquidation_events
 from xmargin.margin.modes import venue_mode
 from xmargin.margin.risk import POINTS, risk_units, scan
+from xmargin.venues.fees import market_fees
 from xmargin.venues.rules import load_rules
 from xmargin.output.snapshots import Snapshot
 from xmargin.ledger.state import Ledger
@@ -39,19 +41,27 @@ def build_catalog(config, manifest) -> Catalog:
     (restricted to `run.instruments` when given), in dataset order."""
     venues = {}
     for name, exchange in config.exchanges.items():
-        venues[name] = Venue(exchange=name, rules=load_rules(exchange.rules), margin_mode=exchange.margin_mode,
+        rules = load_rules(exchange.rules)
+        venues[name] = Venue(exchange=name, rules=rules, margin_mode=exchange.margin_mode,
                              collateral=dict(exchange.collateral), leverage=exchange.leverage,
                              withdrawal_fees=dict(exchange.withdrawal_fees),
-                             transfer_delay_minutes=dict(exchange.transfer_delay_minutes))
+                             transfer_delay_minutes=dict(exchange.transfer_delay_minutes),
+                             fees=dict(exchange.fees or market_fees(rules, {}, f"exchanges.{name}.fees")))
     wanted = set(config.instruments) if config.instruments else None
     tradables = {}
     for instrument in manifest.instruments:
         if instrument.exchange not in venues or (wanted is not None and instrument.key not in wanted):
             continue
-        rules = venues[instrument.exchange].rules
+        venue = venues[instrument.exchange]
+        fees = venue.fees.get(instrument.market)
+        if fees is None:
+            raise ConfigError(f"exchanges.{venue.exchange}.fees.{instrument.market}: rule set {venue.rules.name} "
+                              f"publishes no {instrument.market} fees and the config gives none, but the run trades "
+                              f"{instrument.key}. Set e.g. exchanges.{venue.exchange}.fees.{instrument.market} = "
+                              "{ maker = 0.001, taker = 0.001 } with the exchange's rates.")
         tradables[instrument.key] = Tradable(instrument=instrument, column=len(tradables),
-                                             brackets=rules.brackets_for(instrument.native_id),
-                                             maker_fee=rules.maker_fee, taker_fee=rules.taker_fee)
+                                             brackets=venue.rules.brackets_for(instrument.native_id),
+                                             maker_fee=fees.maker, taker_fee=fees.taker)
     return Catalog.create(venues, tradables)
 
 
@@ -118,7 +128,8 @@ class Backtest:
         started = time.perf_counter()
         self.config = config
         self.catalog = catalog or build_catalog(config, read_manifest(config.dataset))
-        self.feed = feed or load_feed(config.dataset, list(self.catalog.tradables), config.start, config.end)
+        self.feed = feed or load_feed(config.dataset, list(self.catalog.tradables), config.start, config.end,
+                                      config.timeframe)
         self.load_seconds = time.perf_counter() - started
         self.strategy = strategy or build_strategy(config.strategy, config.params)
         self.wakes: Wakes = self.strategy.wakes()

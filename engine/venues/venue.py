@@ -19,6 +19,7 @@ class Venue:
     leverage: float
     withdrawal_fees: dict
     transfer_delay_minutes: dict
+    fees: dict = attrs.field(factory=dict)  # market -> FeeRates or None (xmargin.venues.fees.market_fees)
 
 
 @attrs.frozen(eq=False)

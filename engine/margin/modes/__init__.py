@@ -17,8 +17,6 @@ Adding a mode: its module here, an entry in `_MODES` below, and the mode's name 
 
 from __future__ import annotations
 
-import operator
-
 import attrs
 
 from xmargin.margin.modes import cross, isolated, multi_asset
@@ -89,33 +87,27 @@ def venue_mode(catalog, exchange: str) -> MarginMode:
     return MODES[catalog.venues[exchange].margin_mode]
 
 
-_UNITS: dict[tuple, tuple] = {}  # ids of the account's parts -> (the parts, catalog, units)
-
-
-def _unit_parts(account) -> tuple:
-    """What an account's units are built from: its positions, balances, settings and warning
-    levels, not its open orders (their margin is the pool's `pool_order_margin`), so placing an
-    order keeps the units. Ledger values are immutable: an unchanged part is the same object."""
-    return (account.positions, account.balances, account.leverage, account.margin_modes, account.warning_levels)
+_UNITS: dict[tuple, tuple] = {}  # a few recent account states' units (small: old states are garbage soon)
 
 
 def account_units(catalog, account, prices=None) -> list:
-    """The risk units of `account` as its venue's mode builds them. Units that do not depend on
-    prices are built once per account state (the scan, `decide` and the View value the same
-    state several times, and a strategy's orders change only the orders); a mode with
+    """The risk units of `account` as its venue's mode builds them. Units depend on the account's
+    positions, balances, leverage settings and warning levels only (accounts are immutable values
+    that share unchanged dicts), so they are built once per state of those: the scan, `decide`,
+    order fills and the View value the same state several times. A mode with
     `revalue_each_stretch` builds them at `prices` every time."""
     mode = MODES[catalog.venues[account.exchange].margin_mode]
     if mode.revalue_each_stretch:
         return mode.module.risk_units(account, catalog, prices)
-    parts = _unit_parts(account)
-    key = (account.exchange, *map(id, parts))
+    parts = (account.positions, account.balances, account.leverage, account.warning_levels)
+    key = (id(catalog), account.exchange, *map(id, parts))
     hit = _UNITS.get(key)
-    if hit is not None and hit[1] is catalog and all(map(operator.is_, hit[0], parts)):
+    if hit is not None and hit[0] is catalog and all(a is b for a, b in zip(hit[1], parts)):
         return hit[2]
     if len(_UNITS) >= 8:
         _UNITS.clear()
     units = mode.module.risk_units(account, catalog, prices)
-    _UNITS[key] = (parts, catalog, units)
+    _UNITS[key] = (catalog, parts, units)
     return units
 
 
