@@ -24,6 +24,7 @@ from xmargin._version import __version__
 from xmargin.analysis.capital import capital
 from xmargin.analysis.compare import compare
 from xmargin.analysis.stress import stress
+from xmargin.analysis.sweep import Sweep, open_sweep, sweep
 from xmargin.config import RunConfig, load_config
 from xmargin.dataset.validate import validate_dataset
 from xmargin.errors import ConfigError, DatasetError, RulesError, RunError, XmarginError
@@ -36,8 +37,7 @@ from xmargin.sim.strategy import View, Wake, Wakes
 
 __all__ = [
     "AdjustIsolatedMargin", "CancelOrder", "Completed", "ConfigError", "DatasetError", "PlaceOrder", "RulesError",
-    "Run", "RunConfig", "RunError", "SetLeverage", "SetMarginMode", "Transfer", "View", "Wake", "Wakes",
-    "XmarginError", "__version__", "capital", "compare", "list_runs", "load_config", "open_run", "report", "run",
-    "stress",
-    "validate_dataset", "verify_run",
+    "Run", "RunConfig", "RunError", "SetLeverage", "SetMarginMode", "Sweep", "Transfer", "View", "Wake", "Wakes",
+    "XmarginError", "__version__", "capital", "compare", "list_runs", "load_config", "open_run", "open_sweep",
+    "report", "run", "stress", "sweep", "validate_dataset", "verify_run",
 ]

@@ -107,12 +107,13 @@ def _with_amounts(config, amounts: dict):
 
 
 def _rerun(config, amounts: dict, folder: Path, run_id: str, shocks=(), manifest: dict | None = None):
-    """One re-run of `config` at starting collateral `amounts`: the single place that runs variants
-    (to be switched to the shared variants runner of compare / stress / sweep)."""
-    from xmargin.sim.runner import execute
+    """One re-run of `config` at starting collateral `amounts`, through the variants runner that
+    compare, stress and sweep share (xmargin.analysis.variants); its outcome has `path` and `summary`."""
+    from xmargin.analysis.variants import Variant, run_variants
 
-    return execute(_with_amounts(config, amounts), out=folder, run_id=run_id, shocks=tuple(shocks),
-                   extra_manifest={"capital": manifest or {}})
+    variant = Variant(run_id, _with_amounts(config, amounts), tuple(shocks),
+                      extra_manifest={"capital": manifest or {}})
+    return run_variants([variant], folder, keep="all", errors="raise")[0]
 
 
 def failure(path, ratio: float) -> dict | None:

@@ -289,8 +289,8 @@ def compare(config, setups, out=None, compare_id: str | None = None, progress: b
     and return (table, notes): a polars DataFrame with one row per set-up and the divergence notes
     (list of dicts with a readable `text`), both also written under `<out>/<compare-id>/`.
     `shocks` (xmargin.analysis.stress) are injected into every set-up's run (compare modes under stress)."""
+    from xmargin.analysis.variants import Variant, run_variants
     from xmargin.output.eventlog import write_ipc
-    from xmargin.sim.runner import execute
 
     config = as_config(config)
     if isinstance(setups, dict):
@@ -303,10 +303,12 @@ def compare(config, setups, out=None, compare_id: str | None = None, progress: b
     folder.mkdir(parents=True, exist_ok=True)
     rows, logs = [], []
     sample_hours = config.sample_interval_ns / 3.6e12
-    for name, assignment in setups:
-        setup_config = with_modes(config, assignment)
-        completed = execute(setup_config, out=folder, run_id=folder_name(name), progress=progress, shocks=tuple(shocks),
-                            extra_manifest={"compare": {"id": compare_id, "setup": name, "margin_modes": assignment}})
+    variants = [Variant(folder_name(name), with_modes(config, assignment), tuple(shocks), {"setup": name},
+                        {"compare": {"id": compare_id, "setup": name, "margin_modes": assignment}})
+                for name, assignment in setups]
+    outcomes = run_variants(variants, folder, keep="all", errors="raise", progress=progress)
+    for (name, assignment), variant, completed in zip(setups, variants, outcomes):
+        setup_config = variant.config
         row = {"setup": name, "margin_modes": ",".join(f"{e}={v.margin_mode}" for e, v in setup_config.exchanges.items())}
         row.update(setup_metrics(completed.path, completed.summary, config.warning_thresholds, sample_hours))
         row["path"] = str(completed.path)

@@ -401,8 +401,8 @@ def stress(config, scenarios: dict, out=None, stress_id: str | None = None, base
     import polars as pl
 
     from xmargin.analysis.compare import as_config, new_id
+    from xmargin.analysis.variants import Variant, run_variants
     from xmargin.output.eventlog import write_ipc
-    from xmargin.sim.runner import execute
 
     config = as_config(config)
     root = Path(out or config.out)
@@ -414,9 +414,11 @@ def stress(config, scenarios: dict, out=None, stress_id: str | None = None, base
         raise ConfigError("stress: no scenario to run; give --shock or [[stress]] tables in the config.")
     rows, reports = [], {}
     base_pnl = None
-    for name, shocks in plan:
-        completed = execute(config, out=folder, run_id=name, progress=progress, shocks=tuple(shocks),
-                            extra_manifest={"stress": {"scenario": name, "shocks": [s.describe() for s in shocks]}})
+    variants = [Variant(name, config, tuple(shocks), {"scenario": name},
+                        {"stress": {"scenario": name, "shocks": [s.describe() for s in shocks]}})
+                for name, shocks in plan]
+    outcomes = run_variants(variants, folder, keep="all", errors="raise", progress=progress)
+    for (name, shocks), completed in zip(plan, outcomes):
         summary = completed.summary
         total = summary["total"]
         since = shock_start(shocks)

@@ -208,7 +208,7 @@ def summarize(events: pl.DataFrame, equity: pl.DataFrame, meta: dict, collateral
                             f"for {row['hours_above_ratio']:,.0f} h from {row['above_ratio_from']} (peak net "
                             f"{row['net_at_peak']:,.0f} USD, {row['peak_net_share']:.0%} of gross)")
     return {**meta, "exchanges": per_exchange, "total": totals, "exposure": exposure, "rejections": rejected,
-            "warnings": warnings, "one_legged": {"ratio": one_legged_ratio, "after_hours": one_legged_after_hours},
+            "warnings": [*meta.get("input_warnings", ()), *warnings], "one_legged": {"ratio": one_legged_ratio, "after_hours": one_legged_after_hours},
             "money_note": "USD: balances at their price, stablecoins and positions' PnL at par"}
 
 
@@ -279,7 +279,8 @@ def format_summary(summary: dict, run_path) -> str:
     for rejection in summary.get("rejections", []):
         lines.append(f"  REJECTED: {rejection['count']} order(s) on {rejection['exchange']}: {rejection['kind']} "
                      f"(first {rejection['first_ts']} {rejection['first_instrument']}: {rejection['example']})")
+    inputs = set(summary.get("input_warnings", ()))  # caveats about the data and config the run rests on
     for warning in summary.get("warnings", []):
-        lines.append(f"  WARNING: {warning}")
+        lines.append(f"  {'input warning' if warning in inputs else 'WARNING'}: {warning}")
     lines.append(f"  outputs: {run_path}  (open with xmargin.open_run)")
     return "\n".join(lines)

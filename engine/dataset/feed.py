@@ -4,14 +4,16 @@ No Python object per bar: the loop indexes these arrays and scans whole slices o
 numpy between the moments that need per-event work. Missing bars are not invented: `has_bar` is
 False there (nothing fills), prices carry the last close forward for valuation, and the bar's
 range is flat. A mark series of another timeframe than the bars, or none, falls back to the last
-price for that instrument; `mark_source` says which was used (recorded in the run manifest).
+price for that instrument; so does a mark series after its last row (a mark that stops early is
+not held stale); `mark_source` says which was used (recorded in the run manifest) and
+`warnings` say what a run summary must repeat.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 import attrs
@@ -55,6 +57,7 @@ class Feed:
     funding_rate: np.ndarray
     funding_ts: np.ndarray
     fingerprint: str
+    warnings: tuple = ()  # (instrument key, message, check): what a run trading that instrument must repeat
     funding_by_column: dict = attrs.field(init=False, repr=False)
 
     def __attrs_post_init__(self):
@@ -66,7 +69,12 @@ class Feed:
         object.__setattr__(self, "funding_by_column", by_column)
 
     def column(self, key: str) -> int:
-        return self.keys.index(key)
+        """The array column of an instrument; an unknown key is an error listing the known ones."""
+        try:
+            return self.keys.index(key)
+        except ValueError:
+            raise DatasetError(f"unknown instrument {key!r}: this run has {list(self.keys)} (keys are "
+                               "'exchange:symbol' as declared in dataset.toml).") from None
 
     @property
     def bars(self) -> int:
@@ -86,6 +94,10 @@ def _carry_forward(values: np.ndarray, present: np.ndarray) -> np.ndarray:
     filled = values[np.maximum(last, 0), np.arange(values.shape[1])[None, :]]
     filled[last < 0] = np.nan
     return filled
+
+
+def _iso(ns: int) -> str:
+    return datetime.fromtimestamp(ns / 1e9, tz=timezone.utc).strftime("%Y-%m-%d %H:%M")
 
 
 _FINGERPRINTS: dict = {}  # (folder, (file, size, mtime) ...) -> digest: hashed once per process
@@ -182,6 +194,9 @@ def load_feed(folder: str | Path, keys: list[str], start: datetime | None = None
         np.copyto(target, close, where=~has_bar)
 
     mark_source = {k: "last" for k in keys}
+    warnings = [(key, f"{key}: no bars between {_iso(int(ts[0]))} and {_iso(int(ts[-1]) + bar_ns)}; nothing on it "
+                      "can fill in this run (check run.start / run.end and `xmargin data info`)", "no bars")
+                for c, key in enumerate(keys) if not has_bar[:, c].any()]
     mark = [open_, high, low, close]  # shared with the last prices until a mark series replaces them
     mark_scan = scan(folder, "mark", start, end, keys)
     if mark_scan is not None:
@@ -204,13 +219,23 @@ def load_feed(folder: str | Path, keys: list[str], start: datetime | None = None
             target[present] = dense[present]
         for k in set(marks["key"].unique().to_list()):
             mark_source[k] = "mark"
-        # Where a mark series has holes inside the run, carry the mark close, not the last price.
+        # Where a mark series has holes inside the run, carry the mark close, not the last price;
+        # after its last row the last price takes over (a stale mark would freeze PnL and margin).
         for c, k in enumerate(keys):
             if mark_source[k] == "mark":
+                rows = np.flatnonzero(present[:, c])
                 filled = _carry_forward(np.where(present[:, c:c + 1], mark[3][:, c:c + 1], np.nan), present[:, c:c + 1])
                 hole = ~present[:, c] & ~np.isnan(filled[:, 0])
+                hole[rows[-1] + 1:] = False
                 for target in mark:
                     target[hole, c] = filled[hole, 0]
+                last_bar = np.flatnonzero(has_bar[:, c])
+                if len(last_bar) and last_bar[-1] > rows[-1]:
+                    stops = _iso(int(ts[rows[-1]]) + bar_ns)
+                    mark_source[k] = f"mark until {stops}, then last"
+                    warnings.append((k, f"{k}: the mark series stops at {stops}, {last_bar[-1] - rows[-1]} bars "
+                                         "before its last bar; margin and PnL use the last price from there on",
+                                     "mark ends early"))
 
     funding_scan = scan(folder, "funding", start, end, keys)
     if funding_scan is None:
@@ -221,12 +246,15 @@ def load_feed(folder: str | Path, keys: list[str], start: datetime | None = None
                    .with_columns(pl.col("key").replace_strict(index, return_dtype=pl.Int32).alias("column"))
                    .sort("ts", "column").collect())
     funding_ts = funding["ts"].to_numpy().astype(np.int64)
-    # A settlement at time s is paid at the first bar opening at or after s (bars open on the hour).
-    funding_row = np.searchsorted(ts, funding_ts, side="left")
-    inside = funding_row < len(ts)
+    # A settlement at time s is paid at the bar that contains it (open <= s < open + bar length;
+    # Hyperliquid stamps HH:00:01), else at the first bar opening after s (a gap in every series).
+    funding_row = np.searchsorted(ts, funding_ts, side="right") - 1
+    contained = (funding_row >= 0) & (ts[np.maximum(funding_row, 0)] + bar_ns > funding_ts)
+    funding_row = np.where(contained, funding_row, funding_row + 1)
+    inside = (funding_row < len(ts)) & (funding_row >= 0) & (funding_ts >= ts[0])
     return Feed(keys=tuple(keys), ts=ts, bar_ns=bar_ns, open=open_, high=high, low=low, close=close,
                 has_bar=has_bar, mark_open=mark[0], mark_high=mark[1], mark_low=mark[2], mark_close=mark[3],
                 mark_source=mark_source, funding_row=funding_row[inside],
                 funding_column=funding["column"].to_numpy()[inside].astype(np.int64),
                 funding_rate=funding["funding_rate"].to_numpy()[inside], funding_ts=funding_ts[inside],
-                fingerprint=fingerprint(folder))
+                fingerprint=fingerprint(folder), warnings=tuple(warnings))

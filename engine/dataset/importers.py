@@ -19,9 +19,11 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import os
 import re
 import shutil
 import zipfile
+import zlib
 from collections import Counter
 from pathlib import Path
 
@@ -243,8 +245,8 @@ def _read_csv_bytes(source: SourceFile) -> tuple[pl.DataFrame, int]:
                     raise _fail(path, f"zip holds {len(members)} CSV files, expected 1",
                                 "unzip it and import the CSV files")
                 raw = archive.read(members[0])
-        except zipfile.BadZipFile as exc:
-            raise _fail(path, f"not a valid zip ({exc})", "download the file again") from exc
+        except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
+            raise _fail(path, f"not a valid zip or a damaged one ({exc})", "download the file again") from exc
     else:
         raw = path.read_bytes()
     text = raw.lstrip()
@@ -305,7 +307,16 @@ def read_source(source: SourceFile) -> pl.DataFrame:
             raise _fail(path, f"{raw.width} columns, expected at least {len(wanted)} ({', '.join(wanted)})",
                         "check this is a data.binance.vision " + ("fundingRate" if source.kind == "funding" else "klines")
                         + " file")
-        raw = raw.rename(dict(zip(raw.columns[: len(wanted)], wanted)))
+        if offset:  # a header names the columns: read them by name, whatever their order
+            names = {c.strip().lower(): c for c in raw.columns}
+            missing = [c for c in wanted if c not in names]
+            if missing:
+                raise _fail(path, f"the header has no columns {missing} (found {raw.columns})",
+                            f"name the columns {', '.join(wanted)} in the header, or drop the header to read them "
+                            "by position")
+            raw = raw.select([pl.col(names[c]).alias(c) for c in wanted])
+        else:
+            raw = raw.rename(dict(zip(raw.columns[: len(wanted)], wanted)))
         date = wanted[0]
         if source.kind == "funding":
             values = _numeric(path, raw, {"last_funding_rate": "funding_rate"}, offset)
@@ -421,13 +432,50 @@ def import_files(sources: list[str | Path], out: str | Path, options: ImportOpti
 
     merging = (out / MANIFEST_NAME).is_file()
     existing = read_manifest(out) if merging else None
-    target = out if merging else out.with_name(out.name + ".partial")
+    target = _stage(out) if merging else out.with_name(out.name + ".partial")
     if not merging:
         if out.exists() and any(out.iterdir()):
             raise DatasetError(f"{out}: exists, is not empty and holds no {MANIFEST_NAME}. "
                                "Fix: choose a new folder for --out, or an existing dataset to merge into.")
         if target.exists():
             shutil.rmtree(target)
+    try:
+        result = _write(target, out, prepared, existing, files, name)
+    except BaseException:
+        if merging:  # the dataset itself was never touched: drop the staged copy
+            shutil.rmtree(target, ignore_errors=True)
+        raise
+    if merging:
+        old = out.with_name(f".{out.name}.import-old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.rename(out, old)
+        os.rename(target, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        if out.exists():
+            out.rmdir()
+        target.rename(out)
+    return result
+
+
+def _stage(out: Path) -> Path:
+    """A copy of the dataset `out` to merge into (files hard-linked where possible; every file the
+    import writes is unlinked first, so the original is never written through a link)."""
+    staging = out.with_name(f".{out.name}.import-staging")
+    shutil.rmtree(staging, ignore_errors=True)
+
+    def link(source, destination):
+        try:
+            os.link(source, destination)
+        except OSError:
+            shutil.copy2(source, destination)
+
+    shutil.copytree(out, staging, copy_function=link)
+    return staging
+
+
+def _write(target: Path, out: Path, prepared: dict, existing, files, name) -> ImportResult:
+    """Write the prepared tables and the manifest into `target` and validate the result."""
     funding_hours: dict[tuple, float] = {}
     tables = []
     for (kind, exchange, market, symbol, timeframe), (frame, dropped) in sorted(prepared.items(), key=lambda i: str(i[0])):
@@ -437,6 +485,7 @@ def import_files(sources: list[str | Path], out: str | Path, options: ImportOpti
         if path.is_file():
             table = (pl.concat([pl.read_parquet(path), table], how="vertical")
                      .unique("ts", keep="last", maintain_order=True).sort("ts"))
+            path.unlink()  # may be a hard link to the original dataset's file
         path.parent.mkdir(parents=True, exist_ok=True)
         table.write_parquet(path, compression="zstd", statistics=True)
         tables.append(ImportedTable(kind, f"{exchange}:{symbol}", table.height, dropped, relative))
@@ -460,13 +509,10 @@ def import_files(sources: list[str | Path], out: str | Path, options: ImportOpti
         description=existing.description if existing else f"Imported from {', '.join(layouts)} files.",
         kind=existing.kind if existing else "real", instruments=tuple(declared),
         sources=(existing.sources if existing else ()) + (source,))
+    (target / MANIFEST_NAME).unlink(missing_ok=True)
     write_manifest(target, manifest)
     report = validate_dataset(target)
     if not report.ok:
-        raise DatasetError(f"imported data does not validate (left in {target} for inspection):\n"
-                           + "\n".join(map(str, report.errors)))
-    if not merging:
-        if out.exists():
-            out.rmdir()
-        target.rename(out)
+        kept = f"{out} is unchanged" if existing else f"left in {target} for inspection"
+        raise DatasetError(f"imported data does not validate ({kept}):\n" + "\n".join(map(str, report.errors)))
     return ImportResult(path=out, tables=tuple(tables), instruments=tuple(declared), notes=tuple(notes))

@@ -1,13 +1,20 @@
 """Writing a run folder: Arrow IPC tables, summary.json, manifest.json; atomically.
 
-A run is written under `<out>/<run-id>.partial/` and renamed to `<out>/<run-id>/` only when every
-file is complete, so an interrupted run never leaves a folder that looks finished.
+A run owns its folder exclusively: `reserve_run` refuses an existing run id and takes
+`<out>/<run-id>.partial/` (created atomically, locked with `flock` while the run computes and
+writes) before anything is computed; the folder is renamed to `<out>/<run-id>/` only when every
+file is complete, so an interrupted run never leaves a folder that looks finished. The manifest
+holds the sha256 of every other file and a digest of itself, so `verify` notices any edit.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
+import hashlib
 import json
 import math
+import os
 import platform
 import shutil
 from contextlib import ExitStack
@@ -19,29 +26,27 @@ import polars as pl
 import pyarrow as pa
 
 from xmargin._version import __version__
-from xmargin.analysis.distance import distance_table, equity_distances, run_distances
+from xmargin.analysis.distance import distance_table, equity_distances
 from xmargin.analysis.summary import summarize
-from xmargin.output.eventlog import file_hash, write_events, write_ipc
-from xmargin.output.projections import PROJECTIONS
-from xmargin.output.snapshots import (collateral_table, equity_base_table, positions_table, snapshot_tables,
-                                      snapshot_units)
+from xmargin.errors import RunError
+from xmargin.output.eventlog import file_hash, read_ipc, write_events, write_ipc
+from xmargin.output.snapshots import snapshot_tables, snapshot_units
+from xmargin.output.tables import BY_NAME, OUTPUT_TABLES, SCHEMA_VERSION, equity_table
 
 SNAPSHOT_ROWS = 200_000  # pool, position and balance rows valued (and their distances searched) per chunk
 
-def equity_table(result) -> pa.Table:
-    """Pool snapshots plus warning_distance / liquidation_distance (xmargin.analysis.distance)."""
-    return equity_distances(pl.from_arrow(equity_base_table(result)), run_distances(result)).to_arrow()
+__all__ = ["equity_table", "final_state", "run_id_for", "run_meta", "write_run", "write_run_folder"]
 
 
-def _json_safe(value):
+def json_safe(value):
     if isinstance(value, float) and not math.isfinite(value):
         return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
     if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
+        return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
+        return [json_safe(v) for v in value]
     if isinstance(value, (np.floating, np.integer)):
-        return _json_safe(value.item())
+        return json_safe(value.item())
     if isinstance(value, (datetime, Path)):
         return str(value)
     return value
@@ -75,19 +80,130 @@ def run_id_for(config, out: Path) -> str:
     return candidate
 
 
+LOCK_NAME = ".lock"
+MANIFEST_DIGEST = "manifest_sha256"
+
+
+def check_run_id(run_id: str) -> str:
+    """A run id names one folder directly inside the output folder: no path, no '..', no '.partial'."""
+    text = str(run_id)
+    if (not text or text in (".", "..") or "/" in text or "\\" in text or text.startswith(".")
+            or text.endswith(".partial") or Path(text).is_absolute()):
+        raise RunError(f"--run-id {text!r}: a run id is one folder name inside the output folder (letters, digits, "
+                       "'-', '_'; no '/', no leading '.', not ending in '.partial'). Use --out to choose where "
+                       "runs are written.")
+    return text
+
+
+def manifest_digest(manifest: dict) -> str:
+    """sha256 of the manifest's canonical JSON without its own digest field."""
+    body = {k: v for k, v in manifest.items() if k != MANIFEST_DIGEST}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+class Reservation:
+    """An exclusive claim on `<out>/<run_id>`: the locked `<run_id>.partial/` folder the run writes into."""
+
+    def __init__(self, out: Path, run_id: str, partial: Path, handle):
+        self.out, self.run_id, self.partial, self._handle = out, run_id, partial, handle
+        self.final = out / run_id
+
+    def release(self) -> None:
+        """Give the claim up and remove the unfinished folder (idempotent)."""
+        if self._handle is not None:
+            shutil.rmtree(self.partial, ignore_errors=True)
+            self._handle.close()
+            self._handle = None
+
+    def commit(self) -> Path:
+        """Rename the complete partial folder to its final name; refuse to replace anything."""
+        if self.final.exists():
+            raise RunError(f"{self.final} appeared while this run was computing; the run is not saved. Choose "
+                           "another --run-id.")
+        os.rename(self.partial, self.final)
+        (self.final / LOCK_NAME).unlink(missing_ok=True)
+        self._handle.close()
+        self._handle = None
+        return self.final
+
+
+def _lock(partial: Path):
+    handle = open(partial / LOCK_NAME, "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        return None
+    return handle
+
+
+def reserve_run(out: Path, run_id: str) -> Reservation:
+    """Claim `<out>/<run_id>` before computing: refuses an existing run, a folder another process is
+    writing, an output folder that is itself a run, and an output folder that cannot be written."""
+    out = Path(out)
+    run_id = check_run_id(run_id)
+    if (out / "manifest.json").is_file() or (out / LOCK_NAME).is_file():  # a finished run, or one being written
+        raise RunError(f"--out {out}: that is a run folder; --out names the folder that receives run folders "
+                       "(e.g. runs/).")
+    final, partial = out / run_id, out / f"{run_id}.partial"
+    if final.exists():
+        raise RunError(f"{final} already exists; choose another --run-id or remove that folder first.")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        try:
+            partial.mkdir()
+        except FileExistsError:
+            handle = _lock(partial)
+            if handle is None:
+                raise RunError(f"{partial} is being written by another run with the same id right now; choose "
+                               "another --run-id.") from None
+            handle.close()  # left over from an interrupted run: nobody holds it
+            shutil.rmtree(partial)
+            partial.mkdir()
+        handle = _lock(partial)
+        if handle is None:
+            raise RunError(f"{partial} was claimed by another run with the same id; choose another --run-id.")
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    except OSError as exc:
+        shutil.rmtree(partial, ignore_errors=True)
+        reason = "the disk is full" if exc.errno == errno.ENOSPC else (
+            "it is not writable" if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS) else exc.strerror)
+        raise RunError(f"--out {out}: cannot create the run folder there ({reason}); choose another --out.") from exc
+    return Reservation(out, run_id, partial, handle)
+
+
 def _iso(ns: int) -> str:
     return datetime.fromtimestamp(ns / 1e9, tz=timezone.utc).strftime("%Y-%m-%d %H:%M")
 
 
 def run_meta(result, run_id: str = "") -> dict:
-    """The summary's header: run id, strategy, period, sizes, timings, margin modes, mark sources."""
+    """The summary's header: run id, strategy, period, sizes, timings, margin modes, mark sources,
+    the input warnings (`summarize` adds them to `warnings`)."""
     feed = result.feed
     return {"run_id": run_id, "strategy": result.config.strategy, "start": _iso(int(feed.ts[0])),
             "end": _iso(int(feed.ts[-1]) + feed.bar_ns), "bars": feed.bars, "instruments": list(feed.keys),
             "events": len(result.events), "run_seconds": result.timings["run_seconds"],
             "load_seconds": result.timings["load_seconds"],
             "margin_modes": {n: v.margin_mode for n, v in result.catalog.venues.items()},
-            "mark_price_source": dict(feed.mark_source)}
+            "mark_price_source": dict(feed.mark_source),
+            "input_warnings": list(result.warnings)}
+
+
+def summary_options(result) -> dict:
+    """`summarize`'s keyword arguments from the run's config."""
+    return {"one_legged_ratio": result.config.one_legged_ratio,
+            "one_legged_after_hours": result.config.one_legged_after_ns / 3.6e12}
+
+
+def summary_from_folder(folder: Path, result, run_id: str) -> dict:
+    """The run summary computed from the tables written in `folder` (read back, not rebuilt)."""
+    def read(name):
+        return pl.scan_ipc(folder / f"{name}.arrow").collect().rechunk()  # sums as over one table
+
+    return summarize(read("events"), read("equity"), run_meta(result, run_id), collateral=read("collateral"),
+                     positions=read("positions"), **summary_options(result))
 
 
 def _snapshot_chunks(snapshots, limit: int = SNAPSHOT_ROWS):
@@ -105,77 +221,77 @@ def _snapshot_chunks(snapshots, limit: int = SNAPSHOT_ROWS):
         yield snapshots[start:]
 
 
-def _snapshot_parts(result):
-    """(equity with distances, positions, distance, collateral) Arrow tables, chunk after chunk of
-    snapshots (the in-memory tables when the run already has them)."""
+def _valuation_parts(result):
+    """{table name: Arrow table} of the valuation tables (equity with distances, positions,
+    distance, collateral), chunk after chunk of snapshots (at once when the run already has them)."""
     if result.projected is not None and result.distances is not None:
-        yield equity_table(result), positions_table(result), result.distances.to_arrow(), collateral_table(result)
+        yield {name: BY_NAME[name].build(result, None) for name in ("equity", "positions", "distance", "collateral")}
         return
     for chunk in _snapshot_chunks(result.snapshots):
         units = snapshot_units(chunk, result.catalog, result.feed)  # valued for the tables and the distances
         equity, positions, collateral = snapshot_tables(chunk, result.catalog, result.feed, units)
         distance = distance_table(chunk, result.catalog, result.feed, result.config.warning_thresholds, units)
-        yield equity_distances(pl.from_arrow(equity), distance).to_arrow(), positions, distance.to_arrow(), collateral
+        yield {"equity": equity_distances(pl.from_arrow(equity), distance).to_arrow(), "positions": positions,
+               "distance": distance.to_arrow(), "collateral": collateral}
 
 
-def write_snapshot_tables(result, folder: Path) -> None:
-    """equity.arrow, positions.arrow, distance.arrow and collateral.arrow, written one chunk of
-    snapshots at a time (one record batch per chunk), so memory stays at one chunk's rows."""
-    names = ("equity", "positions", "distance", "collateral")
+def write_tables(result, folder: Path) -> None:
+    """Every table of the registry (`xmargin.output.tables`) into `folder`, each built once and
+    streamed: the event log in record batches, the projections from the written log, the valuation
+    tables one chunk of snapshots at a time (one record batch per chunk), so memory stays at one
+    chunk's rows."""
+    events_file = folder / BY_NAME["events"].file
+    write_events(result.events, events_file)
+    log = pl.scan_ipc(events_file)
+    streamed = set()
     with ExitStack() as stack:
         writers = {}
-        for tables in _snapshot_parts(result):
-            for name, table in zip(names, tables):
+        for parts in _valuation_parts(result):
+            for name, table in parts.items():
+                if name not in BY_NAME:
+                    continue
+                entry = BY_NAME[name]
                 if name not in writers:
-                    sink = stack.enter_context(pa.OSFile(str(folder / f"{name}.arrow"), "wb"))
-                    writers[name] = (stack.enter_context(pa.ipc.new_file(sink, table.schema)), table.schema)
-                writer, schema = writers[name]
-                writer.write_table(table if table.schema == schema else table.cast(schema))
-
-
-def summary_from_folder(folder: Path, meta: dict) -> dict:
-    """The run summary computed from the tables written in `folder` (read back, not rebuilt)."""
-    def read(name):
-        return pl.scan_ipc(folder / f"{name}.arrow").collect().rechunk()  # sums as over one table
-
-    return summarize(read("events"), read("equity"), meta, collateral=read("collateral"),
-                     positions=read("positions"))
+                    sink = stack.enter_context(pa.OSFile(str(folder / entry.file), "wb"))
+                    writers[name] = stack.enter_context(pa.ipc.new_file(sink, entry.schema))
+                writers[name].write_table(entry.conform(table))
+                streamed.add(name)
+    events = None
+    for table in OUTPUT_TABLES:
+        if table.name == "events" or table.name in streamed:
+            continue
+        if table.project is not None:
+            write_ipc(table.conform(table.project(log).collect().to_arrow()), folder / table.file)
+        else:  # a table this writer does not stream: its registry build over the written log
+            events = read_ipc(events_file) if events is None else events
+            write_ipc(table.conform(table.build(result, events)), folder / table.file)
 
 
 def write_run(result, summary: dict | None = None, out: Path | None = None, run_id: str | None = None,
-              extra_manifest: dict | None = None) -> Path:
-    """Write every table and the JSON files under `<out>/<run_id>.partial`, then rename. Without
-    `summary`, it is computed from the written tables (`write_run_folder`)."""
-    return write_run_folder(result, summary, out, run_id, extra_manifest)[0]
+              extra_manifest: dict | None = None, reservation: Reservation | None = None) -> Path:
+    """Write every table and the JSON files into the reserved `<out>/<run_id>.partial`, then rename.
+    Without `summary`, it is computed from the written tables (`write_run_folder`)."""
+    return write_run_folder(result, summary, out, run_id, extra_manifest, reservation)[0]
 
 
 def write_run_folder(result, summary: dict | None = None, out: Path | None = None, run_id: str | None = None,
-                     extra_manifest: dict | None = None) -> tuple[Path, dict]:
-    """`write_run`, returning (run folder, summary). Each table is built once and streamed to its
-    file: the event log in batches, the snapshot tables in chunks; the summary reads the files back."""
+                     extra_manifest: dict | None = None,
+                     reservation: Reservation | None = None) -> tuple[Path, dict]:
+    """`write_run`, returning (run folder, summary)."""
     config = result.config
-    out = Path(out or config.out)
-    out.mkdir(parents=True, exist_ok=True)
-    run_id = run_id or run_id_for(config, out)
-    final = out / run_id
-    if final.exists():
-        raise FileExistsError(f"{final} already exists; choose another run id or remove it.")
-    partial = out / f"{run_id}.partial"
-    if partial.exists():
-        shutil.rmtree(partial)
-    partial.mkdir()
+    if reservation is None:
+        out = Path(out or config.out)
+        reservation = reserve_run(out, run_id or run_id_for(config, out))
+    run_id, partial = reservation.run_id, reservation.partial
     try:
-        write_events(result.events, partial / "events.arrow")
-        lazy = pl.scan_ipc(partial / "events.arrow")
-        for name, project in PROJECTIONS.items():
-            write_ipc(project(lazy).collect().to_arrow(), partial / f"{name}.arrow")
-        write_snapshot_tables(result, partial)
+        write_tables(result, partial)
         if summary is None:
-            summary = summary_from_folder(partial, run_meta(result, run_id))
-        (partial / "summary.json").write_text(json.dumps(_json_safe(summary), indent=2) + "\n")
+            summary = summary_from_folder(partial, result, run_id)
+        (partial / "summary.json").write_text(json.dumps(json_safe(summary), indent=2) + "\n")
         manifest = {
             "run_id": run_id,
-            "config": _json_safe(config.raw),
+            "schema_version": SCHEMA_VERSION,
+            "config": json_safe(config.raw),
             "resolved": {"dataset": str(config.dataset), "start": str(config.start), "end": str(config.end),
                          "seed": config.seed, "intrabar": result.intrabar, "slippage_bps": config.slippage_bps,
                          "on_liquidation": config.on_liquidation,
@@ -194,9 +310,18 @@ def write_run_folder(result, summary: dict | None = None, out: Path | None = Non
             "final_state": final_state(result.ledger),
         }
         manifest.update(extra_manifest or {})
-        (partial / "manifest.json").write_text(json.dumps(_json_safe(manifest), indent=2) + "\n")
-        partial.rename(final)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
+        manifest["files"] = {f.name: file_hash(f) for f in sorted(partial.iterdir())
+                             if f.is_file() and f.name != LOCK_NAME}
+        manifest = json_safe(manifest)
+        manifest[MANIFEST_DIGEST] = manifest_digest(manifest)
+        (partial / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        return reservation.commit(), summary
+    except OSError as exc:
+        reservation.release()
+        if exc.errno == errno.ENOSPC:
+            raise RunError(f"{reservation.out}: the disk filled up while writing the run; nothing was kept. Free "
+                           "space or choose another --out.") from exc
         raise
-    return final, summary
+    except BaseException:
+        reservation.release()
+        raise

@@ -44,9 +44,11 @@ def fill_events(ledger, context, order, price: float, liquidity: str, ts: int) -
     notional = abs(order.quantity) * price
     fee = notional * fee_rate
     exchange = account.exchange
+    # At the fill (the bar's open) only the open prices are known: never the bar's close.
+    prices = (context.feed.mark_open[context.row], context.feed.open[context.row])
     if not instrument.is_derivative:
         if order.quantity > 0:
-            shortfall = spot_buy_shortfall(account, context, instrument, notional, fee)
+            shortfall = spot_buy_shortfall(account, context, instrument, notional, fee, prices)
             if shortfall:
                 return [ev.OrderRejected(ts, exchange, order.instrument, order.order_id, order.quantity,
                                          f"at fill: {shortfall}", order.tag)]
@@ -75,8 +77,7 @@ def fill_events(ledger, context, order, price: float, liquidity: str, ts: int) -
     mode = position.margin_mode if position is not None else account.mode_for(order.instrument)
     margin_delta = 0.0
     if increase > 0:
-        pool = pool_for(account, catalog, context.feed.mark_close[context.row], context.feed.close[context.row],
-                        instrument.settle)
+        pool = pool_for(account, catalog, *prices, instrument.settle)
         free = (pool.free_collateral + pool.open_order_margin) if pool is not None else 0.0
         required = margin.contract_notional(increase, price, inverse, size) / order.leverage + fee
         if required > free + max(realized, 0.0) + 1e-9:

@@ -10,8 +10,9 @@ import polars as pl
 from xmargin.output.eventlog import events_to_table
 from xmargin.sim.loop import Backtest, RunResult, few_collections
 from xmargin.output.snapshots import collateral_table, positions_table
-from xmargin.output.writer import equity_table, run_id_for, run_meta, write_run_folder
+from xmargin.output.writer import equity_table, reserve_run, run_id_for, run_meta, summary_options, write_run_folder
 from xmargin.analysis.summary import summarize
+from xmargin.sim.strategy import build_strategy
 
 
 @attrs.frozen
@@ -22,20 +23,29 @@ class Completed:
 
 
 def summary_for(result: RunResult, run_id: str = "") -> dict:
-    """The run summary from the in-memory tables (each built once per result)."""
+    """The run summary from the in-memory tables (each built once per result); `execute` computes
+    the same from the written files."""
     return summarize(pl.from_arrow(events_to_table(result.events)), pl.from_arrow(equity_table(result)),
                      run_meta(result, run_id), collateral=pl.from_arrow(collateral_table(result)),
-                     positions=pl.from_arrow(positions_table(result)))
+                     positions=pl.from_arrow(positions_table(result)), **summary_options(result))
 
 
 def execute(config, out: Path | None = None, run_id: str | None = None, progress: bool = False,
-            extra_manifest: dict | None = None, **backtest_options) -> Completed:
-    """Run a validated config and write `<out>/<run-id>/`; returns the folder and the summary."""
+            extra_manifest: dict | None = None, warnings=(), **backtest_options) -> Completed:
+    """Run a validated config and write `<out>/<run-id>/`; returns the folder and the summary.
 
+    The run folder is claimed before anything is computed (an existing id, a folder another run
+    is writing, an unwritable output folder are refused up front) and released if the run fails.
+    `warnings`: the dataset validation's Problems; those about the instruments the run trades are
+    repeated in the summary with the run's own."""
     out = Path(out or config.out)
-    result = Backtest(config, progress=progress, **backtest_options).run()
-    out.mkdir(parents=True, exist_ok=True)
-    run_id = run_id or run_id_for(config, out)
-    with few_collections():
-        path, summary = write_run_folder(result, out=out, run_id=run_id, extra_manifest=extra_manifest)
+    if backtest_options.get("strategy") is None:  # a bad strategy reference or params: refused before any folder
+        backtest_options["strategy"] = build_strategy(config.strategy, config.params, config.folder)
+    reservation = reserve_run(out, run_id or run_id_for(config, out))
+    try:
+        result = Backtest(config, progress=progress, input_warnings=warnings, **backtest_options).run()
+        with few_collections():  # the tables are written straight from the result, the summary from them
+            path, summary = write_run_folder(result, extra_manifest=extra_manifest, reservation=reservation)
+    finally:
+        reservation.release()
     return Completed(path=path, summary=summary, result=result)

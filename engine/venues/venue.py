@@ -65,7 +65,14 @@ class Catalog:
         return cls(venues=venues, tradables=tradables, asset_columns=columns)
 
     def tradable(self, key: str) -> Tradable:
-        return self.tradables[key]
+        """The tradable of an `exchange:symbol` key; an unknown key is an error listing the known ones."""
+        try:
+            return self.tradables[key]
+        except KeyError:
+            from xmargin.errors import DatasetError
+
+            raise DatasetError(f"unknown instrument {key!r}: this run trades {sorted(self.tradables)} (keys are "
+                               "'exchange:symbol' as declared in dataset.toml).") from None
 
     def on_exchange(self, exchange: str) -> list[Tradable]:
         return [t for t in self.tradables.values() if t.instrument.exchange == exchange]
