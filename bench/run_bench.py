@@ -219,9 +219,8 @@ def child(dataset: Path, workload: str, reference: Path) -> dict:
     import tempfile
 
     from xmargin.ledger import events as ev
-    from xmargin.sim.loop import Backtest
-    from xmargin.sim.runner import summary_for
-    from xmargin.output.writer import write_run
+    from xmargin.sim.loop import Backtest, few_collections
+    from xmargin.output.writer import write_run_folder
 
     out_dir = Path(tempfile.mkdtemp(prefix="xmargin-bench-", dir=DEFAULT_DIR))
     config = bench_config(dataset, workload, out_dir)
@@ -235,8 +234,8 @@ def child(dataset: Path, workload: str, reference: Path) -> dict:
     rss_engine = _rss_mb()
     # the output phase: everything `xmargin run` does after the run (summary, every table written)
     started = time.perf_counter()
-    summary = summary_for(result, "bench")
-    path = write_run(result, summary, out=out_dir, run_id="bench")
+    with few_collections():  # as xmargin.sim.runner.execute
+        path, summary = write_run_folder(result, out=out_dir, run_id="bench")
     output_seconds = time.perf_counter() - started
     rss_outputs = _rss_mb()
     events_sha256 = json.loads((path / "manifest.json").read_text())["events_sha256"]
