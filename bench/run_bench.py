@@ -115,6 +115,8 @@ def config_dict(dataset: Path, workload: str, out: Path) -> dict:
         bases = dict.fromkeys(i.symbol for i in read_manifest(dataset).instruments)
         params["pairs"] = [[f"venuea:{s}", f"venueb:{s}"] for s in bases]
     exchange = {"rules": "binance-usdm", "margin_mode": "cross", "collateral": {"USDT": 100_000}, "leverage": 10}
+    if spec["data"] != "peers":  # the generated X02, X03, ... have no brackets of their own in binance-usdm
+        exchange["allow_default_brackets"] = True
     return {"run": {"dataset": str(dataset), "strategy": spec["strategy"], "name": f"bench-{workload}",
                     "out": str(out), "slippage_bps": 0.0},
             "strategy": {"params": params},
