@@ -47,7 +47,7 @@ import polars as pl
 
 from xmargin.margin.kernel import Legs, valuate
 from xmargin.margin.units import stack
-from xmargin.output.snapshots import snapshot_units
+from xmargin.output.snapshots import run_units, snapshot_units
 
 MAX_UP = 10.0
 ITERATIONS = 48  # bisection steps: the move is then known to 10 / 2**48 ~ 4e-14
@@ -109,20 +109,17 @@ def distance_table(snapshots, catalog, feed, thresholds, units=None) -> pl.DataF
     multi-asset account), unit (`cross:<pool>` or the isolated instrument), underlying (base
     asset or "all"), warning_distance, liquidation_distance (fractions; inf: never within the cap).
 
-    The units are the margin modes' (`xmargin.margin.modes`, as the scan and the tables), valued by
-    the kernel; snapshots with the same (ts, reason, exchange, events_applied) count once.
-    `units`: `xmargin.output.snapshots.snapshot_units` of `snapshots`, when already built."""
-    seen, kept = set(), []
-    for snapshot in snapshots:
+    The units are the margin modes' (`xmargin.margin.modes`, as the scan and the tables; `units`:
+    the snapshots' `snapshot_units` when already built), valued by the kernel; snapshots with the
+    same (ts, reason, exchange, events_applied) count once."""
+    seen, distinct = set(), set()
+    for n, snapshot in enumerate(snapshots):
         key = (snapshot.ts, snapshot.reason, snapshot.account.exchange, snapshot.events_applied)
         if key not in seen:
             seen.add(key)
-            kept.append(snapshot)
-    if len(kept) == len(snapshots):
-        kept = snapshots  # the same list as the tables': its units are built once (snapshot_units)
-    # `units`: the snapshots' `snapshot_units` when the caller has them (used when none is dropped)
-    units, owner = units if units and len(kept) == len(snapshots) else snapshot_units(kept, catalog, feed)
-    chosen = [u for u, unit in enumerate(units) if unit.positions]
+            distinct.add(n)
+    units, owner = units if units is not None else snapshot_units(snapshots, catalog, feed)
+    chosen = [u for u, (unit, n) in enumerate(zip(units, owner)) if unit.positions and n in distinct]
     if not chosen:
         return pl.DataFrame(schema=SCHEMA)
     units = [units[u] for u in chosen]
@@ -133,7 +130,7 @@ def distance_table(snapshots, catalog, feed, thresholds, units=None) -> pl.DataF
     columns = np.fromiter((r[0] for unit in units for r in unit.rows), dtype=np.int64, count=n_legs)
     names, code = np.unique(np.array([underlying_of[c] for c in columns.tolist()], dtype=object),
                             return_inverse=True)
-    rows = np.array([kept[o].row for o in owner], dtype=np.int64)[legs.unit]
+    rows = np.array([snapshots[n].row for n in owner], dtype=np.int64)[legs.unit]
     mark = feed.mark_close[rows, columns]
     exposure = np.where(legs.size > 0, legs.quantity * legs.size / mark, legs.quantity * mark)
     # cases: every unit with "all" (every leg adverse), then each (unit, underlying) in order of
@@ -184,10 +181,10 @@ def distance_table(snapshots, catalog, feed, thresholds, units=None) -> pl.DataF
     snapshot_of = np.asarray(owner, dtype=np.int64)[unit_of]
     pick = pl.Series(unit_of)
     return pl.DataFrame({
-        "ts": np.array([s.ts for s in kept], dtype=np.int64)[snapshot_of],
-        "reason": pl.Series([s.reason for s in kept], dtype=pl.String).gather(pl.Series(snapshot_of)),
+        "ts": np.array([s.ts for s in snapshots], dtype=np.int64)[snapshot_of],
+        "reason": pl.Series([s.reason for s in snapshots], dtype=pl.String).gather(pl.Series(snapshot_of)),
         "exchange": pl.Series([u.exchange for u in units], dtype=pl.String).gather(pick),
-        "events_applied": np.array([s.events_applied for s in kept], dtype=np.int64)[snapshot_of],
+        "events_applied": np.array([s.events_applied for s in snapshots], dtype=np.int64)[snapshot_of],
         "asset": pl.Series([u.asset for u in units], dtype=pl.String).gather(pick),
         "unit": pl.Series([u.name for u in units], dtype=pl.String).gather(pick),
         "underlying": pl.Series([*names.tolist(), "all"], dtype=pl.String).gather(pl.Series(case_name[order])),
@@ -212,5 +209,5 @@ def run_distances(result) -> pl.DataFrame:
     result and kept on it)."""
     if result.distances is None:
         result.distances = distance_table(result.snapshots, result.catalog, result.feed,
-                                          result.config.warning_thresholds)
+                                          result.config.warning_thresholds, run_units(result))
     return result.distances

@@ -236,14 +236,11 @@ def stack(units, reserved=None) -> Legs:
     if not rows:
         return Legs.build([], [], (), base=np.zeros(len(units)), reserved=reserved)
     _, quantity, entry, size, table_of, leverage, fixed, scale = zip(*rows)
-    tables, where = [], {}
-    for table in table_of:
-        if table is not None and id(table) not in where:
-            where[id(table)] = len(tables)
-            tables.append(table)
+    tables = [t for t in dict.fromkeys(table_of) if t is not None]  # tables hash by identity
+    where = {t: i for i, t in enumerate(tables)}
+    where[None] = COLLATERAL
     return Legs(quantity=np.array(quantity, dtype=np.float64), entry=np.array(entry, dtype=np.float64),
-                size=np.array(size, dtype=np.float64),
-                table=np.array([COLLATERAL if t is None else where[id(t)] for t in table_of], dtype=np.int64),
+                size=np.array(size, dtype=np.float64), table=np.array([where[t] for t in table_of], dtype=np.int64),
                 tables=tuple(tables), leverage=np.array(leverage, dtype=np.float64),
                 fixed_maintenance=np.array([math.nan if f is None else f for f in fixed], dtype=np.float64),
                 scale=np.array(scale, dtype=np.float64),

@@ -73,9 +73,16 @@ def _order_margins(units, owner, snapshots, catalog, feed) -> list[float]:
     return out
 
 
+def run_units(result) -> tuple[list, list]:
+    """`snapshot_units` of a finished run, computed once (the tables and distance share them)."""
+    if result.units is None:
+        result.units = snapshot_units(result.snapshots, result.catalog, result.feed)
+    return result.units
+
+
 def project(snapshots, catalog, feed, units=None) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
-    """(equity, positions, collateral) DataFrames for the recorded snapshots; `units`: their
-    `snapshot_units` when the caller has them already."""
+    """(equity, positions, collateral) DataFrames for the recorded snapshots (`units`: their
+    `snapshot_units`, when already built)."""
     snaps = pl.DataFrame({
         "snapshot": np.arange(len(snapshots), dtype=np.int64),
         "ts": [s.ts for s in snapshots], "reason": [s.reason for s in snapshots],
@@ -83,7 +90,7 @@ def project(snapshots, catalog, feed, units=None) -> tuple[pl.DataFrame, pl.Data
         "events_applied": [s.events_applied for s in snapshots],
     }, schema={"snapshot": pl.Int64, "ts": pl.Int64, "reason": pl.String, "exchange": pl.String,
                "events_applied": pl.Int64})
-    units, owner = units or snapshot_units(snapshots, catalog, feed)
+    units, owner = units if units is not None else snapshot_units(snapshots, catalog, feed)
     reserved = _order_margins(units, owner, snapshots, catalog, feed)
     legs = stack(units, reserved)
     owner = np.asarray(owner, dtype=np.int64)
@@ -98,7 +105,7 @@ def project(snapshots, catalog, feed, units=None) -> tuple[pl.DataFrame, pl.Data
     is_position = legs.table != COLLATERAL
     scaled_pnl = value.unrealized_pnl * legs.scale
     position_pnl = np.bincount(legs.unit[is_position], scaled_pnl[is_position], minlength=n_units)
-    collateral = legs.base + np.bincount(legs.unit[~is_position], value.unrealized_pnl[~is_position],
+    collateral = legs.base + np.bincount(legs.unit[~is_position], scaled_pnl[~is_position],
                                          minlength=n_units)
     maintenance = value.maintenance_margin
     initial = value.initial_margin
@@ -140,14 +147,15 @@ def project(snapshots, catalog, feed, units=None) -> tuple[pl.DataFrame, pl.Data
 
     # -- positions: in the account's order, with liquidation and bankruptcy prices ----------------
     where = {}
-    for u, unit in enumerate(units):
+    for u, (unit, n, first) in enumerate(zip(units, owner.tolist(), first_leg.tolist())):
         for k, key in enumerate(unit.instruments):
-            where[(int(owner[u]), key)] = (u, int(first_leg[u]) + k)
-    picks = [(n, key, *where[(n, key)]) for n, snapshot in enumerate(snapshots) for key in snapshot.account.positions]
+            where[n, key] = (u, first + k)
+    picks = [(n, key, position, *where[n, key]) for n, snapshot in enumerate(snapshots)
+             for key, position in snapshot.account.positions.items()]
     index = np.array([p[0] for p in picks], dtype=np.int64)
-    unit_of = np.array([p[2] for p in picks], dtype=np.int64)
-    leg = np.array([p[3] for p in picks], dtype=np.int64)
-    positions_of = [snapshots[p[0]].account.positions[p[1]] for p in picks]
+    unit_of = np.array([p[3] for p in picks], dtype=np.int64)
+    leg = np.array([p[4] for p in picks], dtype=np.int64)
+    positions_of = [p[2] for p in picks]
     quantity, entry = legs.quantity[leg], legs.entry[leg]
     notional, pnl, leg_mm = value.notional[leg], value.unrealized_pnl[leg], value.leg_maintenance[leg]
     isolated = np.array([units[u].isolated for u in unit_of.tolist()], dtype=bool)
@@ -249,7 +257,7 @@ def snapshot_tables(snapshots, catalog, feed, units=None) -> tuple[pa.Table, pa.
 def _projected(result):
     """The equity, positions and collateral frames of a run (computed once per result)."""
     if result.projected is None:
-        result.projected = project(result.snapshots, result.catalog, result.feed)
+        result.projected = project(result.snapshots, result.catalog, result.feed, run_units(result))
     return result.projected
 
 
