@@ -249,6 +249,13 @@ def _typed(frame: pl.DataFrame, fields) -> pa.Table:
     return frame.select(schema.names).to_arrow().cast(schema)
 
 
+def snapshot_tables(snapshots, catalog, feed, units=None) -> tuple[pa.Table, pa.Table, pa.Table]:
+    """The equity (without distances), positions and collateral tables of `snapshots` (a whole
+    run's or a consecutive part of them: rows never depend on another snapshot)."""
+    equity, positions, collateral = project(snapshots, catalog, feed, units)
+    return _typed(equity, _POOL_FIELDS), _typed(positions, _POSITION_FIELDS), _typed(collateral, _COLLATERAL_FIELDS)
+
+
 def _projected(result):
     """The equity, positions and collateral frames of a run (computed once per result)."""
     if result.projected is None:
