@@ -5,6 +5,8 @@ strategy on the same data
 
   - has no order rejected for lack of margin or balance (and no transfer rejected for lack of free
     collateral): a rejected leg is not surviving, the book would not be the one intended;
+  - trades on every exchange where the run with ample collateral trades: a strategy that sizes by its
+    collateral and, with too little, trades nothing there is not running the same book;
   - has no liquidation;
   - optionally never reaches a margin ratio `level` (`warning`: the config's first warning
     threshold; a number in (0, 1]; default `liquidation`, i.e. 1);
@@ -67,6 +69,7 @@ class Outcome:
     cause: dict | None
     runs: tuple
     fills: int
+    fills_by_exchange: dict = attrs.field(factory=dict)
 
 
 @attrs.frozen
@@ -217,9 +220,12 @@ class _Search:
         self.trials: list[Outcome] = []
         self.progress = progress
         self.independent = False  # set when the reference run moved no collateral between exchanges
+        # Exchanges the run with ample collateral trades on, with its fill counts there. A trial that trades
+        # nothing on one of them does not "trade as it does with ample collateral": it fails.
+        self.trading: dict = {}
 
     def run(self, amounts: dict, label: str) -> Outcome:
-        runs, cause, fills = [], None, 0
+        runs, cause, fills, by_exchange = [], None, 0, {}
         for name, shocks in self.scenarios:
             run_id = label if name == "history" else f"{label}-{name}"
             completed = _rerun(self.config, amounts, self.folder, run_id, shocks,
@@ -227,11 +233,13 @@ class _Search:
                                 "amounts": {f"{e}.{a}": v for (e, a), v in amounts.items()}})
             runs.append(completed.path.name)
             fills += int(completed.summary["total"]["fills"])
-            found = failure(completed.path, self.ratio)
+            for exchange, figures in completed.summary.get("exchanges", {}).items():
+                by_exchange[exchange] = by_exchange.get(exchange, 0) + int(figures.get("fills", 0))
+            found = failure(completed.path, self.ratio) or self._idle(completed)
             if found:
                 cause = dict(found, scenario=name)
                 break  # one failing scenario is enough
-        outcome = Outcome(label, dict(amounts), cause is None, cause, tuple(runs), fills)
+        outcome = Outcome(label, dict(amounts), cause is None, cause, tuple(runs), fills, by_exchange)
         self.trials.append(outcome)
         if self.progress:
             import sys
@@ -241,6 +249,16 @@ class _Search:
 
     def label(self, text: str) -> str:
         return f"trial-{len(self.trials) + 1:02d}-{text}"
+
+    def _idle(self, completed) -> dict | None:
+        """A trial that trades nothing on an exchange where the ample run trades: not the same book."""
+        exchanges = completed.summary.get("exchanges", {})
+        for exchange, expected in sorted(self.trading.items()):
+            if int(exchanges.get(exchange, {}).get("fills", 0)) == 0:
+                return {"ts": str(completed.summary.get("start", "")), "exchange": exchange, "kind": "no trades",
+                        "detail": f"the strategy trades nothing there with this collateral (with ample "
+                                  f"collateral: {expected} fills): it sizes by its collateral"}
+        return None
 
 
 def _step(key) -> float:
@@ -281,6 +299,7 @@ def solve(search: _Search, starting: dict, tolerance: float, ample: float) -> di
             return state
         reference = bigger
         state["reference"] = bigger
+    search.trading = {exchange: n for exchange, n in reference.fills_by_exchange.items() if n > 0}
     nothing = search.run({k: 0.0 for k in keys}, search.label("zero"))
     if nothing.survives:  # sizes by its collateral (or needs none): does it survive at every amount?
         grid = [search.run({k: _up(v * f, k) for k, v in starting.items()}, search.label(f"grid-x{f:g}"))
