@@ -64,6 +64,7 @@ def summarize(events: pl.DataFrame, equity: pl.DataFrame, meta: dict, collateral
     in_flight = sent_usd.join(arrived_usd.select("transfer_id"), on="transfer_id", how="anti")
     by_type = {t: events.filter(pl.col("type") == t) for t in (
         "CollateralDeposited", "FeeCharged", "FundingSettled", "PositionLiquidated", "InsuranceFundUsed",
+        "ContractExpired",
         "OrderFilled", "OrderRejected", "TransferSent", "TransferArrived", "MarginWarningRaised")}
     per_exchange = {}
     for exchange in exchanges:
@@ -112,8 +113,10 @@ def summarize(events: pl.DataFrame, equity: pl.DataFrame, meta: dict, collateral
             "deposits": deposits,
             "final_equity": _f(final),
             "pnl": _f(final) - deposits - transfers_in + transfers_out,
-            "realized_pnl": total("OrderFilled", "realized_pnl") + total("PositionLiquidated", "realized_pnl"),
-            "fees": total("FeeCharged") + total("PositionLiquidated", "fee"),
+            "realized_pnl": total("OrderFilled", "realized_pnl") + total("PositionLiquidated", "realized_pnl")
+            + total("ContractExpired", "realized_pnl"),
+            "fees": total("FeeCharged") + total("PositionLiquidated", "fee") + total("ContractExpired", "fee"),
+            "contracts_expired": by_type["ContractExpired"].filter(pl.col("exchange") == exchange).height,
             "withdrawal_fees": total("TransferSent", "fee"),
             "funding": total("FundingSettled"),
             "fills": by_type["OrderFilled"].filter(pl.col("exchange") == exchange).height,

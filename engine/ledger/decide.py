@@ -76,6 +76,9 @@ def _place(ledger: Ledger, context, c: cmd.PlaceOrder, ts: int) -> list:
 
     if not math.isfinite(c.quantity) or c.quantity == 0:
         return reject(f"quantity {c.quantity} must be a non-zero finite number")
+    if instrument.expiry_ns is not None and ts >= instrument.expiry_ns:
+        return reject(f"{c.instrument} expired at {instrument.expiry}: a dated future takes no orders after its "
+                      "expiry (open positions were settled then); trade the next contract")
     if instrument.lot_size > 0:
         lots = abs(c.quantity) / instrument.lot_size
         if abs(lots - round(lots)) > LOT_TOLERANCE * max(1.0, lots):

@@ -6,8 +6,8 @@
 4. every collateral row's balance (and every single-asset equity row's wallet) equals the
    replayed ledger after the events it had seen;
 5. money is conserved per account and asset: wallet change = deposits + realised PnL + funding
-   - fees + insurance + transfers in - transfers out - withdrawal fees (+ spot flows and
-   collateral conversions).
+   - fees + insurance + transfers in - transfers out - withdrawal fees (+ spot flows, collateral
+   conversions and dated futures settled at expiry).
 """
 
 from __future__ import annotations
@@ -99,6 +99,8 @@ def _conservation(events: pl.DataFrame, ledger, tolerance: float) -> list[str]:
         events.filter(pl.col("type") == "FundingSettled").select("exchange", "asset", "amount"),
         events.filter(pl.col("type") == "FeeCharged").select("exchange", "asset", -pl.col("amount")),
         events.filter(pl.col("type") == "PositionLiquidated")
+        .select("exchange", "asset", (pl.col("realized_pnl") - pl.col("fee")).alias("amount")),
+        events.filter(pl.col("type") == "ContractExpired")
         .select("exchange", "asset", (pl.col("realized_pnl") - pl.col("fee")).alias("amount")),
         events.filter((pl.col("type") == "InsuranceFundUsed") & pl.col("credited"))
         .select("exchange", "asset", "amount"),

@@ -107,6 +107,7 @@ def write_run(result, summary: dict, out: Path | None = None, run_id: str | None
                                    for n, v in result.catalog.venues.items()},
                          "instruments": list(result.feed.keys)},
             "mark_price_source": dict(result.feed.mark_source),
+            "settlements": [s.describe() for s in getattr(result, "settlements", ())],
             "versions": _versions(),
             "dataset_fingerprint": result.feed.fingerprint,
             "seed": config.seed,

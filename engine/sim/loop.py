@@ -20,6 +20,7 @@ from xmargin.ledger import events as ev
 from xmargin.margin.auto_exchange import conversion_events
 from xmargin.ledger.decide import decide
 from xmargin.sim.execution import fill_events, fill_price, funding_events
+from xmargin.sim.expiry import expiry_events, settlement_schedule
 from xmargin.dataset.feed import Feed, load_feed
 from xmargin.ledger.apply import apply
 from xmargin.margin.liquidation import liquidation_events
@@ -83,6 +84,7 @@ class RunResult:
     timings: dict
     intrabar: str
     projected: tuple | None = None
+    settlements: tuple = ()  # xmargin.sim.expiry.Settlement of every dated future in the run
 
 
 class Backtest:
@@ -114,6 +116,7 @@ class Backtest:
         self._units_ledger = None
         self._units: list = []
         self._sample_rows: list = []
+        self.settlements = settlement_schedule(self.catalog, self.feed, getattr(config, "dataset", None))
 
     # -- event plumbing -------------------------------------------------------------------------
     def emit(self, events) -> None:
@@ -170,7 +173,12 @@ class Backtest:
         # sorted Python lists: the loop looks things up with bisect (no numpy call per row)
         wake_rows = self._wake_rows().tolist()
         funding = self._funding_by_row()
-        funding_rows = sorted(funding)
+        expiring: dict[int, list] = {}
+        for settlement in self.settlements:
+            if settlement.row is not None:
+                expiring.setdefault(settlement.row, []).append(settlement)
+        # rows where state changes without a strategy: funding settlements and contract expiries
+        funding_rows = sorted(set(funding) | set(expiring))
         sample_rows = np.flatnonzero((feed.ts + feed.bar_ns) % config.sample_interval_ns == 0)
         self._sample_rows = np.union1d(sample_rows, [total - 1]).tolist()
         slippage = config.slippage_bps / 10_000.0
@@ -194,6 +202,11 @@ class Backtest:
                 changed.update(e.exchange for e in settled)
                 if settled and self.wakes.funding:
                     reasons.append("funding")
+            # 2b. dated futures expiring at this bar settle before anything fills
+            for settlement in expiring.get(row, ()):
+                settled = expiry_events(self.ledger, self.catalog, settlement)
+                self.emit(settled)
+                changed.update(e.exchange for e in settled)
             # 3. fills of resting orders
             filled = self._fill_orders(row, ts, slippage)
             if filled:
@@ -241,7 +254,7 @@ class Backtest:
                          snapshots=self.snapshots,
                          initial_ledger=self.initial_ledger, ledger=self.ledger,
                          timings={"load_seconds": self.load_seconds, "run_seconds": run_seconds},
-                         intrabar=config.intrabar)
+                         intrabar=config.intrabar, settlements=tuple(self.settlements))
 
     def _fill_orders(self, row: int, ts: int, slippage: float) -> list:
         feed = self.feed

@@ -52,7 +52,7 @@ class Catalog:
 
         def rank(tradable, exchange):
             instrument = tradable.instrument
-            return (instrument.exchange != exchange, instrument.market != "spot",
+            return (instrument.exchange != exchange, instrument.market != "spot", instrument.market == "future",
                     instrument.quote not in STABLECOINS, tradable.column)
 
         columns = {}

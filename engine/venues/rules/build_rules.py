@@ -55,6 +55,45 @@ def hyperliquid_tiers(tiers) -> list[dict]:
     return tiered([(lb, lev, 0.5 / lev) for lb, lev in tiers])
 
 
+# ---------------------------------------------------------------- dated futures: settlement rules
+BINANCE_DELIVERY = {
+    "settlement_windows": [
+        {"effective_from": "2019-01-01T00:00:00Z", "minutes": 60,
+         "source": "binance.com FAQ a3401595e1734084959c61491bc0dbe3 'Delivery & Settlement of Quarterly "
+                   "Futures' (2020-09-09): average of the per-second index over the last hour before 08:00 UTC"},
+        {"effective_from": "2024-11-11T08:00:00Z", "minutes": 30,
+         "source": "ChainCatcher 2024-11-04 relaying Binance's announcement (third-party; Binance's page was not "
+                   "found): last 30 minutes (07:30-08:00 UTC) from 2024-11-11 08:00 UTC"},
+    ],
+    "fee": "taker",
+    "sources": ["binance.com FAQ a3401595e1734084959c61491bc0dbe3 (French copy bbapi.viigoo.eu.org: settlement "
+                "fees are charged as taker fees); quarterlies expire on the last Friday of Mar/Jun/Sep/Dec, "
+                "08:00 UTC"],
+}
+BYBIT_DELIVERY = {
+    "settlement_windows": [
+        {"effective_from": "2019-01-01T00:00:00Z", "minutes": 30,
+         "source": "bybit.nl article 000001076 'Index Price (Inverse Futures Contract)' (2022-06-02, mirror): "
+                   "average of the per-second index 07:30-08:00 UTC; testnet.bybit.com contract rules"}],
+    "fee": "taker",
+    "sources": ["testnet.bybit.com/data/contract-rules?type=usdt (settlement 08:00 UTC, average index of the last "
+                "half hour). The settlement fee rate was not found: the taker rate is assumed."],
+}
+OKX_DELIVERY = {
+    "settlement_windows": [
+        {"effective_from": "2019-01-01T00:00:00Z", "minutes": 60,
+         "source": "OKX pre-market futures rule (GRASS, 2024-10-25, mirror): arithmetic average index over the "
+                   "hour before delivery"},
+        {"effective_from": "2026-03-18T00:00:00Z", "minutes": 30,
+         "source": "OKX announcement relayed by gdgz.link 2026-03-06 (third-party): last 30 minutes, sampled "
+                   "every 200 ms"},
+    ],
+    "fee": "taker",
+    "sources": ["hk.okx.com/help/i-future-contracts (updated 2024-05-31): settlement 08:00 UTC on the Friday of "
+                "delivery. The settlement fee rate was not found: the taker rate is assumed."],
+}
+
+
 # ---------------------------------------------------------------- Binance USD(S)-M
 def build_binance(shared: Path) -> dict:
     rules_dir = shared / "exchange-rules"
@@ -119,6 +158,7 @@ def build_binance(shared: Path) -> dict:
         "default_brackets_from": "BLZUSDT",
         "brackets": brackets,
         "collateral_ratios": {a["asset"]: a["collateral_value_ratio"] for a in coll["assets"]},
+        "delivery": BINANCE_DELIVERY,
         "auto_exchange": {
             "threshold_usd": float(coll["auto_exchange"]["threshold_usd"]),
             "cover_ratio": 0.975,
@@ -242,6 +282,7 @@ def build_bybit(ff: dict, tier_examples: dict) -> dict:
         "default_brackets": tiered([(0, 50, 0.01)]),
         "brackets": {"BTCUSDT": tiered([(0, 100, 0.005)])},
         "collateral_ratios": {"USDT": 1.0, "BTC": {"unit": "coin", "tiers": bybit_btc_tiers}},
+        "delivery": BYBIT_DELIVERY,
     }
 
 
@@ -281,6 +322,7 @@ def build_okx(ff: dict) -> dict:
         "default_brackets": tiered([(0, 50, 0.01)]),
         "brackets": {},
         "collateral_ratios": {"USDT": 1.0},
+        "delivery": OKX_DELIVERY,
     }
 
 
@@ -367,6 +409,7 @@ def build_binance_coinm() -> dict:
         "default_brackets_from": "ETHUSD",
         "brackets": brackets,
         "collateral_ratios": {"BTC": 1.0, "ETH": 1.0},
+        "delivery": BINANCE_DELIVERY,
     }
 
 

@@ -9,12 +9,14 @@ from __future__ import annotations
 import json
 import math
 from bisect import bisect_right
+from datetime import datetime
 from pathlib import Path
 
 import attrs
 import numpy as np
 
 from xmargin.errors import RulesError
+from xmargin.venues.rules.delivery import DeliveryRules, delivery_from
 
 DATA_DIR = Path(__file__).parent / "data"
 POLICIES = ("full", "partial")
@@ -123,16 +125,37 @@ class RuleSet:
     symbol_brackets: dict
     collateral_ratios: dict
     raw: dict = attrs.field(repr=False, eq=False)
+    delivery: DeliveryRules = DeliveryRules()  # dated futures: settlement window and fee
 
     def brackets_for(self, native_id: str) -> BracketTable:
-        """Brackets for an exchange symbol id (`BTCUSDT`); the rule set's default when unlisted."""
-        return self.symbol_brackets.get(native_id, self.default_brackets)
+        """Brackets for an exchange symbol id (`BTCUSDT`); the rule set's default when unlisted. An
+        unlisted dated future (`BTCUSDT_250627`) takes the table of the listed delivery contract of the
+        same pair with the nearest expiry (Binance publishes one delivery table for all of a pair's
+        quarterlies), else the default."""
+        table = self.symbol_brackets.get(native_id)
+        if table is not None:
+            return table
+        pair, _, suffix = native_id.partition("_")
+        wanted = _delivery_date(suffix)
+        listed = [(abs((day - wanted).days), s) for s in self.symbol_brackets
+                  if s.startswith(pair + "_") and (day := _delivery_date(s[len(pair) + 1:])) is not None]
+        if wanted is not None and listed:
+            return self.symbol_brackets[min(listed)[1]]
+        return self.default_brackets
 
     def has_symbol(self, native_id: str) -> bool:
         return native_id in self.symbol_brackets
 
     def funding_interval(self, native_id: str) -> float:
         return float(self.funding_interval_overrides.get(native_id, self.funding_interval_hours))
+
+
+def _delivery_date(suffix: str):
+    """The date of a delivery-contract suffix `YYMMDD` (`241227`), or None."""
+    try:
+        return datetime.strptime(suffix, "%y%m%d").date() if len(suffix) == 6 else None
+    except ValueError:
+        return None
 
 
 def builtin_rule_names() -> list[str]:
@@ -231,6 +254,7 @@ def parse_rules(data: dict, where: str) -> RuleSet:
         symbol_brackets=symbol_brackets,
         collateral_ratios=dict(data.get("collateral_ratios", {})),
         raw=data,
+        delivery=delivery_from(data.get("delivery"), where),
     )
 
 
