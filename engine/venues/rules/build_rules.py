@@ -94,6 +94,128 @@ OKX_DELIVERY = {
 }
 
 
+# ---------------------------------------------------------------- portfolio margin (dated variants)
+DERIBIT_GRID = {
+    "name": "deribit-grid", "effective_from": None, "method": "stress",
+    "source": "Deribit PME private/pme/simulate example (2024-06-17): price_range 0.16, buckets_count 4 -> moves "
+              "-16 % .. +16 % in 4 % steps, mm_factor 0.8 (IM = MM / 0.8); offsetting-futures contingency 1 % "
+              "(deribit.com/pages/docs/portfoliomargin, legacy PM). A Deribit-style grid applied to this exchange's "
+              "products for comparison; used only when a config names it.",
+    "price_moves": [0.04, 0.08, 0.12, 0.16],
+    "futures_contingency": 0.01,
+    "initial_factor": 1.25,
+}
+
+
+def binance_portfolio(shared: Path) -> dict:
+    levels = json.loads((shared / "exchange-rules" / "binance_portfolio_margin_unimmr_levels.json").read_text())
+    actions = {"trade freely": "none", "margin call reminder": "margin call",
+               "new orders refused except reduce-only": "reduce only", "liquidation": "liquidation",
+               "liquidation; Binance may claim loss": "liquidation"}
+    return {
+        "sources": [levels["source"]["url"], levels["source"]["also"],
+                    "https://developers.binance.com/docs/zh-CN/derivatives/portfolio-margin-pro/account (uniMMR = "
+                    "accountEquity / accountMaintMargin; example account)"],
+        "not_public": [
+            "The original 2022 PM bands (> 200 % free, 150-200 % and 120-150 % reminders) are printed only up to "
+            "the reminders: without its reduce-only and liquidation lines it is not a variant here.",
+            "Margin loans (Classic PM MarginMM) are not modelled: the engine has no borrowing.",
+            "COIN-M maintenance is read in coin (MMR x contracts x size / mark) and valued at the mark: Binance's "
+            "page leaves the unit ambiguous.",
+        ],
+        "variants": [{
+            "name": "binance-pm-pro-2022-04-18", "effective_from": "2022-04-18T00:00:00Z", "method": "bracket",
+            "source": levels["source"]["url"],
+            "levels": [{"above": b["uniMMR_gt"], "at_or_below": b["uniMMR_le"], "action": actions[b["status"]]}
+                       for b in levels["bands"]],
+            "liquidation_level": 1.05, "reduce_only_level": 1.2,
+        }, DERIBIT_GRID],
+    }
+
+
+OKX_BANDS_BEFORE = [{"upto": 10_000, "multiplier": 1}, {"upto": 70_000, "multiplier": 2},
+                    {"upto": 170_000, "multiplier": 4}, {"upto": 300_000, "multiplier": 6},
+                    {"upto": 470_000, "multiplier": 8}, {"upto": 700_000, "multiplier": 10},
+                    {"upto": None, "multiplier": 12}]
+OKX_BANDS_AFTER = [{"upto": 250_000, "multiplier": 1}, {"upto": 500_000, "multiplier": 2},
+                   {"upto": 1_000_000, "multiplier": 4}, {"upto": 2_000_000, "multiplier": 6},
+                   {"upto": 3_000_000, "multiplier": 8}, {"upto": 4_000_000, "multiplier": 10},
+                   {"upto": None, "multiplier": 12}]
+
+
+def okx_portfolio(shared: Path) -> dict:
+    params = json.loads((shared / "exchange-rules" / "okx_portfolio_margin_params_2025-01.json").read_text())
+    mr1, mr6, mr4 = params["MR1_spot_shock"], params["MR6_extreme_move"], params["MR4_basis_annualized_move_risk"]
+
+    def moves(table):  # the published grids list 0 and each move; the engine adds both signs
+        return {group: [m for m in values if m] for group, values in table.items()}
+
+    common = {"method": "stress", "extreme_weight": 1.0, "minimum_charge_rate": "taker", "initial_factor": 1.3}
+    return {
+        "sources": [params["source"]["url"],
+                    "https://www.okx.com/support/hc/en-us/articles/4417291853837 (MR7 scaling: only the increment "
+                    "of the raw charge above each tier is multiplied; worked example 30,000 raw -> 50,000)",
+                    "https://aws.okx.com/it/help/okx-to-enhance-new-features-in-portfolio-margin-mode (2024-05-31: "
+                    "MMR = max[max(MR1, MR2, MR6) + MR3 + MR4 + MR5, MR7] worked example)",
+                    "okx.com help via mirror (product doc updated 2025-07-09): IMR = 1.3 x MMR; MR9 stablecoin depeg",
+                    "https://scallope.com/6757.html (third-party copy of the 2025-01-02 announcement: the MR7 tiers "
+                    "after 2025-01-15, 250K/500K/1M/2M/3M/4M)"],
+        "not_public": [
+            "MR6 weighting: OKX prints the extreme moves but not how the extreme scenario is weighted; it is "
+            "taken at full weight (extreme_weight 1), so for delta-one books MR6 >= MR1.",
+            "MR4 formula: OKX prints only the annualised move risk. The engine's reading: annualised move x years "
+            "to expiry x |notional| of each dated future (perpetuals carry none here; OKX's 2024-05-31 example "
+            "charges a spot/perp hedge 8,053.32 USDT of MR4, which this reading does not reproduce).",
+            "MR7 raw minimum charge: OKX calls MR7 'the liquidation cost module'; the raw charge is taken as the "
+            "taker fee x gross derivatives notional (the cost of closing it all). The tier multipliers are "
+            "published for BTC and ETH; other underlyings get no multiplier.",
+            "MR9 (stablecoin depeg) is 0: no rate was found; MR2, MR3, MR5 are options/interest terms (0 here).",
+            "Before-2025 parameters are dated from the day the announcement printed them (they were in force "
+            "then); when they started is not published, so they also stand for earlier runs.",
+        ],
+        "variants": [
+            {"name": "okx-pm-before-2025-01-06", "effective_from": "2020-01-01T00:00:00Z", **common,
+             "source": params["source"]["url"] + " ('before adjustments' tables)",
+             "price_moves": moves(mr1["before"]), "extreme_moves": mr6["before"],
+             "basis_annualised_move": mr4["before"],
+             "minimum_charge_bands": {"BTC,ETH": OKX_BANDS_BEFORE, "others": []}},
+            {"name": "okx-pm-2025-01-06", "effective_from": "2025-01-06T08:00:00Z", **common,
+             "source": params["source"]["url"] + " (MR1, MR6 from 2025-01-06; MR4 immediately)",
+             "price_moves": moves(mr1["after"]), "extreme_moves": mr6["after"],
+             "basis_annualised_move": mr4["after"],
+             "minimum_charge_bands": {"BTC,ETH": OKX_BANDS_BEFORE, "others": []}},
+            {"name": "okx-pm-2025-01-15", "effective_from": "2025-01-15T08:00:00Z", **common,
+             "source": "MR7 tiers after 2025-01-15 from scallope.com (third-party copy); the rest as 2025-01-06",
+             "price_moves": moves(mr1["after"]), "extreme_moves": mr6["after"],
+             "basis_annualised_move": mr4["after"],
+             "minimum_charge_bands": {"BTC,ETH": OKX_BANDS_AFTER, "others": []}},
+            DERIBIT_GRID,
+        ],
+    }
+
+
+BYBIT_PORTFOLIO = {
+    "sources": ["https://bybitglobal.com/en/help-center/article/Introduction-to-Portfolio-Margin (2024-09-04): MM = "
+                "maximum loss + contingency, one risk unit per underlying (spot with spot hedging)",
+                "https://main.d34szcsfxnagyb.amplifyapp.com/zh-tw/trading/bybit-portfolio-margin-risk-parameter-"
+                "adjustment (mirror of Bybit Learn): BTC/ETH price range +-15 %, +-10 % from 2025-01-10"],
+    "not_public": [
+        "Contingency rates and the IM factor (IM = MM x factor) were not found: contingency 0 and factor 1.0 here "
+        "(initial margin equals maintenance margin), which understates Bybit's initial margin.",
+        "Price ranges are published for BTC and ETH only: other underlyings are refused in this mode.",
+    ],
+    "variants": [
+        {"name": "bybit-uta-pm-2024-09-04", "effective_from": "2024-09-04T00:00:00Z", "method": "stress",
+         "source": "Bybit Introduction to Portfolio Margin (2024-09-04): +-15 % for BTC, ETH",
+         "price_moves": {"BTC,ETH": [0.15]}, "initial_factor": 1.0},
+        {"name": "bybit-uta-pm-2025-01-10", "effective_from": "2025-01-10T00:00:00Z", "method": "stress",
+         "source": "Bybit Learn (mirror): BTC/ETH price stress range narrowed to +-10 % on 2025-01-10",
+         "price_moves": {"BTC,ETH": [0.10]}, "initial_factor": 1.0},
+        DERIBIT_GRID,
+    ],
+}
+
+
 # ---------------------------------------------------------------- Binance USD(S)-M
 def build_binance(shared: Path) -> dict:
     rules_dir = shared / "exchange-rules"
@@ -159,6 +281,7 @@ def build_binance(shared: Path) -> dict:
         "brackets": brackets,
         "collateral_ratios": {a["asset"]: a["collateral_value_ratio"] for a in coll["assets"]},
         "delivery": BINANCE_DELIVERY,
+        "portfolio_margin": binance_portfolio(shared),
         "auto_exchange": {
             "threshold_usd": float(coll["auto_exchange"]["threshold_usd"]),
             "cover_ratio": 0.975,
@@ -283,11 +406,12 @@ def build_bybit(ff: dict, tier_examples: dict) -> dict:
         "brackets": {"BTCUSDT": tiered([(0, 100, 0.005)])},
         "collateral_ratios": {"USDT": 1.0, "BTC": {"unit": "coin", "tiers": bybit_btc_tiers}},
         "delivery": BYBIT_DELIVERY,
+        "portfolio_margin": BYBIT_PORTFOLIO,
     }
 
 
 # ---------------------------------------------------------------- OKX swaps
-def build_okx(ff: dict) -> dict:
+def build_okx(ff: dict, shared: Path) -> dict:
     e = ff["okx_swap"]
     return {
         "name": "okx-swap",
@@ -323,6 +447,7 @@ def build_okx(ff: dict) -> dict:
         "brackets": {},
         "collateral_ratios": {"USDT": 1.0},
         "delivery": OKX_DELIVERY,
+        "portfolio_margin": okx_portfolio(shared),
     }
 
 
@@ -424,7 +549,7 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     tier_examples = json.loads((shared / "exchange-rules" / "collateral_tier_examples.json").read_text())
     for rules in (build_binance(shared), build_binance_coinm(), build_hyperliquid(ff),
-                  build_bybit(ff, tier_examples), build_okx(ff)):
+                  build_bybit(ff, tier_examples), build_okx(ff, shared)):
         path = out / f"{rules['name']}.json"
         path.write_text(json.dumps(rules, indent=1, ensure_ascii=False) + "\n")
         print(f"wrote {path} ({len(rules['brackets'])} symbols)")

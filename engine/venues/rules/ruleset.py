@@ -17,6 +17,7 @@ import numpy as np
 
 from xmargin.errors import RulesError
 from xmargin.venues.rules.delivery import DeliveryRules, delivery_from
+from xmargin.venues.rules.portfolio import PortfolioRules, portfolio_from
 
 DATA_DIR = Path(__file__).parent / "data"
 POLICIES = ("full", "partial")
@@ -126,6 +127,7 @@ class RuleSet:
     collateral_ratios: dict
     raw: dict = attrs.field(repr=False, eq=False)
     delivery: DeliveryRules = DeliveryRules()  # dated futures: settlement window and fee
+    portfolio: PortfolioRules | None = None  # portfolio-margin variants (None: the exchange has none here)
 
     def brackets_for(self, native_id: str) -> BracketTable:
         """Brackets for an exchange symbol id (`BTCUSDT`); the rule set's default when unlisted. An
@@ -255,6 +257,7 @@ def parse_rules(data: dict, where: str) -> RuleSet:
         collateral_ratios=dict(data.get("collateral_ratios", {})),
         raw=data,
         delivery=delivery_from(data.get("delivery"), where),
+        portfolio=portfolio_from(data.get("portfolio_margin"), where),
     )
 
 
