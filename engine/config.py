@@ -15,9 +15,10 @@ from pathlib import Path
 import attrs
 
 from xmargin.errors import ConfigError, RulesError
+from xmargin.margin.modes import MODE_NAMES, MODES
 from xmargin.venues.rules import load_rules
 
-MARGIN_MODES = ("cross", "isolated", "multi-asset", "portfolio")  # portfolio: reserved, refused for now
+MARGIN_MODES = MODE_NAMES  # the margin-mode registry (xmargin.margin.modes)
 INTRABAR = ("path", "worst-case", "close")
 ON_LIQUIDATION = ("continue", "stop")
 RUN_KEYS = {"dataset", "start", "end", "strategy", "seed", "name", "out", "slippage_bps", "sample_interval",
@@ -178,11 +179,10 @@ def parse_config(data: dict, base: Path = Path("."), where: str = "config") -> R
         except RulesError as exc:
             raise ConfigError(f"{prefix}.rules: {exc}") from exc
         mode = entry.get("margin_mode", "cross")
-        if mode not in MARGIN_MODES:
+        if mode not in MODES:
             raise ConfigError(f"{prefix}.margin_mode = {mode!r}: allowed {list(MARGIN_MODES)}.")
-        if mode == "portfolio":
-            raise ConfigError(f"{prefix}.margin_mode = 'portfolio': portfolio margin is not implemented yet; use "
-                              "cross, isolated or multi-asset.")
+        if MODES[mode].unavailable:
+            raise ConfigError(f"{prefix}.margin_mode = {mode!r}: {MODES[mode].unavailable}")
         if mode not in rules.margin_modes:
             raise ConfigError(f"{prefix}.margin_mode = {mode!r}: rule set {rules.name} allows {list(rules.margin_modes)}.")
         collateral = entry.get("collateral", {})

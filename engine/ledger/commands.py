@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import attrs
 
+from xmargin.margin.modes import POSITION_MODES
+
 ORDER_TYPES = ("market", "limit")
-MARGIN_MODES = ("cross", "isolated")
+MARGIN_MODES = POSITION_MODES  # a position's mode: its account's pool (cross) or its own margin (isolated)
 
 
 @attrs.frozen
@@ -21,7 +23,8 @@ class PlaceOrder:
     order_type: str = attrs.field(default="market", validator=attrs.validators.in_(ORDER_TYPES))
     limit_price: float = attrs.field(default=0.0, converter=float)  # 0: none (market order)
     reduce_only: bool = False
-    margin_mode: str | None = None
+    margin_mode: str | None = attrs.field(default=None, validator=attrs.validators.optional(
+        attrs.validators.in_(MARGIN_MODES)))
     leverage: float | None = None
     tag: str = ""
 

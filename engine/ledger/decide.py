@@ -13,7 +13,8 @@ import math
 from xmargin.ledger import commands as cmd
 from xmargin.ledger import events as ev
 from xmargin.margin import formulas as margin
-from xmargin.margin.accounting import asset_price, is_multi_asset, leverage_for, pool_for
+from xmargin.margin.accounting import asset_price, leverage_for, pool_for
+from xmargin.margin.modes import venue_mode
 from xmargin.ledger.state import Ledger
 from xmargin.ledger.transfers import decide_transfer
 
@@ -32,9 +33,8 @@ def exposure_increase(held: float, quantity: float) -> float:
 def spot_buy_shortfall(account, context, instrument, notional: float, fee: float) -> str:
     """Why a spot buy of `notional` (+ fee) cannot be paid, or "" when it can. Spot is never bought
     on credit: the quote balance must cover it, and the cross pool must stay above its initial margin
-    (in multi-asset mode the bought coin itself counts back as collateral after its haircut)."""
-    from xmargin.margin.collateral import schedule_for, collateral_value
-
+    (when the margin mode pools the bought coin with the quote asset, as multi-asset does, the coin
+    itself counts back as collateral, as the mode counts it: after its haircut)."""
     catalog, feed, row = context.catalog, context.feed, context.row
     cost = notional + fee
     balance = account.balance(instrument.quote)
@@ -42,11 +42,12 @@ def spot_buy_shortfall(account, context, instrument, notional: float, fee: float
         return f"insufficient {instrument.quote}: buying needs {cost:.2f}, the balance is {balance:.2f}"
     pool = pool_for(account, catalog, feed.mark_close[row], feed.close[row], instrument.quote)
     free = pool.free_collateral if pool is not None else 0.0
-    if is_multi_asset(catalog, account.exchange):
+    mode = venue_mode(catalog, account.exchange)
+    if mode.pool_of(instrument.base) == mode.pool_of(instrument.quote):
         price = asset_price(catalog, account.exchange, instrument.base, feed.mark_close[row])
         rules = catalog.venues[account.exchange].rules
         quantity = notional / price if price > 0 else 0.0
-        cost -= collateral_value(quantity, price, schedule_for(rules, instrument.base))
+        cost -= mode.module.counted_collateral(rules, instrument.base, quantity, price)
     if cost > free + 1e-9:
         return f"insufficient free collateral: buying costs {cost:.2f} of it, free {free:.2f}"
     return ""
@@ -116,6 +117,10 @@ def _place(ledger: Ledger, context, c: cmd.PlaceOrder, ts: int) -> list:
         return out
 
     mode = account.mode_for(c.instrument)
+    allowed = venue_mode(catalog, exchange).position_modes
+    if c.margin_mode is not None and c.margin_mode not in allowed:
+        return reject(f"margin mode {c.margin_mode} is not available in a {account.margin_mode} account; "
+                      f"allowed {list(allowed)}")
     if c.margin_mode is not None and c.margin_mode != mode:
         if held != 0 or pending != 0:
             return reject(f"margin mode {c.margin_mode} requested but the position is open in {mode} mode")
@@ -188,7 +193,7 @@ def _adjust(ledger: Ledger, context, c: cmd.AdjustIsolatedMargin, ts: int) -> li
     exchange = c.instrument.split(":", 1)[0]
     account = ledger.accounts.get(exchange)
     position = account.positions.get(c.instrument) if account is not None else None
-    if position is None or position.margin_mode != "isolated":
+    if position is None or not position.is_isolated:
         return _reject(ts, exchange, c.instrument, 0, 0.0, "adjust margin: no isolated position on this instrument")
     tradable = context.catalog.tradable(c.instrument)
     if c.amount > 0:

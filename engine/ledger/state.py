@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import attrs
 
+from xmargin.margin.modes import default_position_mode
+from xmargin.margin.units import ISOLATED
+
 
 @attrs.frozen(slots=True)
 class Position:
@@ -20,6 +23,11 @@ class Position:
     margin_mode: str
     isolated_margin: float
     asset: str
+
+    @property
+    def is_isolated(self) -> bool:
+        """Margined on its own margin (not by its account's pool)."""
+        return self.margin_mode == ISOLATED
 
 
 @attrs.frozen(slots=True)
@@ -82,7 +90,8 @@ class Account:
         return self.balance(asset) + sum(p.isolated_margin for p in self.positions.values() if p.asset == asset)
 
     def mode_for(self, instrument: str) -> str:
-        return self.margin_modes.get(instrument, "isolated" if self.margin_mode == "isolated" else "cross")
+        """The margin mode of `instrument`'s position: its own setting, else the account mode's default."""
+        return self.margin_modes.get(instrument, default_position_mode(self.margin_mode))
 
 
 @attrs.frozen(slots=True)

@@ -6,21 +6,20 @@ from __future__ import annotations
 import math
 
 from xmargin.ledger.events import CollateralConverted
-from xmargin.margin.accounting import asset_price, is_multi_asset
 from xmargin.margin.collateral import STABLECOINS
+from xmargin.margin.modes import venue_mode
+from xmargin.margin.units import asset_price
 
 
 def conversion_events(account, catalog, marks, ts: int) -> list:
-    """Auto-exchange in multi-asset mode, where the rule set has `auto_exchange`: a stablecoin
-    balance below `threshold_usd` is brought back to zero by selling the other assets, the largest
-    collateral value first, `deficit / cover_ratio` worth at their current price, less `fee_rate`."""
-    rules = catalog.venues[account.exchange].rules
-    policy = rules.raw.get("auto_exchange")
-    if not policy or not is_multi_asset(catalog, account.exchange):
+    """Auto-exchange in a margin mode that converts negative balances (multi-asset), where the
+    rule set has `auto_exchange` (`xmargin.venues.rules.AutoExchange`): a stablecoin balance below
+    `threshold_usd` is brought back to zero by selling the other assets, the largest collateral
+    value first, `deficit / cover_ratio` worth at their current price, less `fee_rate`."""
+    policy = catalog.venues[account.exchange].rules.auto_exchange
+    if policy is None or not venue_mode(catalog, account.exchange).auto_exchange:
         return []
-    threshold = float(policy["threshold_usd"])
-    cover_ratio = float(policy.get("cover_ratio", 1.0))
-    fee_rate = float(policy.get("fee_rate", 0.0))
+    threshold, cover_ratio, fee_rate = policy.threshold_usd, policy.cover_ratio, policy.fee_rate
     balances = dict(account.balances)
     out = []
     for asset in sorted(a for a in balances if a in STABLECOINS):

@@ -1,5 +1,8 @@
 """Margin arithmetic over any rule set's bracket table: pure functions, no state.
 
+Tables are `xmargin.venues.rules.BracketTable`s (annotations only: no import, so the rule set
+can read the margin-mode registry without a cycle).
+
 Conventions
 -----------
 * Linear (USDⓈ-margined) contracts: `quantity` is signed base units (+ long, - short), prices are
@@ -28,7 +31,6 @@ import math
 
 import numpy as np
 
-from xmargin.venues.rules.ruleset import BracketTable
 
 _REL_TOL = 1e-12
 

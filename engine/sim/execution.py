@@ -12,6 +12,7 @@ import math
 from xmargin.ledger import events as ev
 from xmargin.margin import formulas as margin
 from xmargin.margin.accounting import pool_for
+from xmargin.margin.units import ISOLATED
 from xmargin.ledger.decide import exposure_increase, spot_buy_shortfall
 
 
@@ -83,7 +84,7 @@ def fill_events(ledger, context, order, price: float, liquidity: str, ts: int) -
             return [ev.OrderRejected(ts, exchange, order.instrument, order.order_id, order.quantity,
                                      f"insufficient margin at fill: needs {required:{digits}} {instrument.settle}, "
                                      f"free collateral {free:{digits}}", order.tag)]
-    if mode == "isolated":
+    if mode == ISOLATED:
         if closed and position is not None:
             margin_delta -= position.isolated_margin * closed / abs(held)
         if increase > 0:
@@ -115,5 +116,5 @@ def funding_events(ledger, context, row: int, settlements) -> list:
         amount = -math.copysign(margin.contract_notional(position.quantity, mark, instrument.is_inverse,
                                                          instrument.contract_size), position.quantity) * rate
         out.append(ev.FundingSettled(ts, exchange, key, position.asset, position.quantity, mark, float(rate), amount,
-                                     position.margin_mode == "isolated"))
+                                     position.is_isolated))
     return out

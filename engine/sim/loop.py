@@ -24,6 +24,7 @@ from xmargin.sim.expiry import expiry_events, settlement_schedule
 from xmargin.dataset.feed import Feed, load_feed
 from xmargin.ledger.apply import apply
 from xmargin.margin.liquidation import liquidation_events
+from xmargin.margin.modes import venue_mode
 from xmargin.margin.risk import POINTS, risk_units, scan
 from xmargin.venues.rules import load_rules
 from xmargin.output.snapshots import Snapshot
@@ -112,7 +113,9 @@ class Backtest:
         self.thresholds = np.array(config.warning_thresholds, dtype=np.float64)
         self._points = POINTS[config.intrabar]
         self._exchanges = sorted(self.catalog.venues)
-        self._multi_asset = any(v.margin_mode == "multi-asset" for v in self.catalog.venues.values())
+        modes = [venue_mode(self.catalog, name) for name in self.catalog.venues]
+        self._revalue_units = any(mode.revalue_each_stretch for mode in modes)  # units move with collateral prices
+        self._auto_exchange = any(mode.auto_exchange for mode in modes)
         self._units_ledger = None
         self._units: list = []
         self._sample_rows: list = []
@@ -278,8 +281,8 @@ class Backtest:
 
     def _risk_units(self, start: int) -> list:
         """The risk units of the current ledger; reused while the ledger object is unchanged (it is
-        immutable) unless a multi-asset pool values collateral at the stretch's prices."""
-        if self._units_ledger is not self.ledger or self._multi_asset:
+        immutable) unless a margin mode values collateral at the stretch's prices (multi-asset)."""
+        if self._units_ledger is not self.ledger or self._revalue_units:
             self._units = risk_units(self.ledger, self.catalog, self.feed.mark_close[start])
             self._units_ledger = self.ledger
         return self._units
@@ -350,9 +353,9 @@ class Backtest:
         return min(row * points + max(point, 0), (row + 1) * points), transfer
 
     def _convert_negative_balances(self, row: int, ts: int, exchanges) -> set:
-        """Multi-asset auto-exchange after events that moved balances (see xmargin.margin.collateral)."""
+        """Auto-exchange after events that moved balances (xmargin.margin.auto_exchange)."""
         converted = set()
-        if not self._multi_asset:
+        if not self._auto_exchange:
             return converted
         for exchange in sorted(exchanges):
             events = conversion_events(self.ledger.accounts[exchange], self.catalog, self.feed.mark_close[row], ts)

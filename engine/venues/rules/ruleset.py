@@ -1,7 +1,7 @@
 """The frozen rule record for one exchange, read from a JSON data file.
 
-A rule file records where each parameter comes from and as of when. Margin modes are generic code
-(`xmargin.margin.formulas`, `xmargin.ledger.apply`) over any rule set: nothing here is exchange-specific logic.
+A rule file records where each parameter comes from and as of when. Margin modes (`xmargin.margin.modes`)
+and liquidation policies (`xmargin.margin.policies`) are generic code over any rule set: nothing here is exchange-specific logic.
 """
 
 from __future__ import annotations
@@ -16,13 +16,16 @@ import attrs
 import numpy as np
 
 from xmargin.errors import RulesError
+from xmargin.margin import policies
+from xmargin.margin.collateral import schedule_from
+from xmargin.margin.modes import MODE_NAMES
 from xmargin.venues.rules.delivery import DeliveryRules, delivery_from
 from xmargin.venues.rules.portfolio import PortfolioRules, portfolio_from
 
 DATA_DIR = Path(__file__).parent / "data"
-POLICIES = ("full", "partial")
+POLICIES = tuple(policies.POLICIES)  # the liquidation-policy registry's names
 FILLS = ("bankruptcy", "trigger")
-MODES = ("isolated", "cross", "mixed", "multi-asset", "portfolio")
+MODES = MODE_NAMES  # the margin-mode registry's names
 
 
 @attrs.frozen
@@ -75,35 +78,62 @@ class BracketTable:
         return self.brackets[self.index(notional)]
 
 
+def _default_parameters(rules: "LiquidationRules"):
+    policy = policies.POLICIES.get(rules.policy)
+    return policy.parameters() if policy is not None else None
+
+
 @attrs.frozen
 class LiquidationRules:
     """How this exchange liquidates.
 
-    `policy`: full (close every position of the account) or partial (worst position first until
-    maintenance is met again). `fill`: positions close at the bankruptcy price or at the trigger
-    (liquidation) price. `fee_rate`: liquidation fee as a fraction of the liquidated notional,
-    paid out of what is left of the position's margin (never making the balance negative: the
-    insurance fund absorbs any shortfall). `maintenance_basis`: an isolated position's maintenance
-    margin on its value at the mark (Binance) or at entry (Bybit's documented isolated formula, whose
-    liquidation price the mark must reach). Partial policy: a position whose notional exceeds
-    `partial_above_notional` is reduced by `partial_fraction` of it at a time (Hyperliquid: 20 %
-    above 100k USDC); when the pool's equity is below `backstop_fraction` x maintenance, the whole
-    pool goes to the exchange's backstop at the bankruptcy prices (Hyperliquid: 2/3).
+    `policy`: a registered liquidation policy (`xmargin.margin.policies`: full, partial) and its
+    typed `parameters` (read from the rule file's `liquidation` table; `rules.partial_fraction`
+    reads the policy's parameter of that name). `fill`: positions close at the bankruptcy price or
+    at the trigger (liquidation) price. `fee_rate`: liquidation fee as a fraction of the liquidated
+    notional, paid out of what is left of the position's margin (never making the balance
+    negative: the insurance fund absorbs any shortfall). `maintenance_basis`: an isolated
+    position's maintenance margin on its value at the mark (Binance) or at entry (Bybit's
+    documented isolated formula, whose liquidation price the mark must reach).
     """
 
     policy: str = attrs.field(validator=attrs.validators.in_(POLICIES))
     fill: str = attrs.field(validator=attrs.validators.in_(FILLS))
     fee_rate: float
     maintenance_basis: str = attrs.field(default="mark", validator=attrs.validators.in_(("mark", "entry")))
-    partial_fraction: float = 1.0
-    partial_above_notional: float = math.inf
-    backstop_fraction: float = 0.0
+    parameters: object = attrs.field(default=attrs.Factory(_default_parameters, takes_self=True))
 
     def __attrs_post_init__(self):
-        if not 0 < self.partial_fraction <= 1:
-            raise ValueError(f"partial_fraction = {self.partial_fraction}: must be in (0, 1]")
-        if not 0 <= self.backstop_fraction < 1:
-            raise ValueError(f"backstop_maintenance_fraction = {self.backstop_fraction}: must be in [0, 1)")
+        expected = policies.POLICIES[self.policy].parameters
+        if not isinstance(self.parameters, expected):
+            raise ValueError(f"parameters of policy {self.policy!r} must be a {expected.__name__}, "
+                             f"got {type(self.parameters).__name__}")
+
+    def __getattr__(self, name: str):
+        """A parameter of the policy (`partial_fraction`, ...), read through `parameters`."""
+        if name.startswith("_") or name == "parameters":
+            raise AttributeError(name)
+        try:
+            return getattr(self.parameters, name)
+        except AttributeError:
+            raise AttributeError(f"liquidation policy {self.policy!r} has no parameter {name!r}") from None
+
+
+@attrs.frozen
+class AutoExchange:
+    """Multi-asset auto-exchange (Binance's Multi-Assets FAQ rule): a stablecoin balance below
+    `threshold_usd` (negative, USD) is brought back to zero by selling other collateral,
+    `deficit / cover_ratio` worth, less `fee_rate` of what is sold."""
+
+    threshold_usd: float = attrs.field(converter=float)
+    cover_ratio: float = attrs.field(default=1.0, converter=float)
+    fee_rate: float = attrs.field(default=0.0, converter=float)
+
+    def __attrs_post_init__(self):
+        if not 0 < self.cover_ratio <= 1:
+            raise ValueError(f"cover_ratio = {self.cover_ratio}: must be in (0, 1]")
+        if not 0 <= self.fee_rate < 1:
+            raise ValueError(f"fee_rate = {self.fee_rate}: must be in [0, 1)")
 
 
 @attrs.frozen
@@ -125,7 +155,7 @@ class RuleSet:
     default_brackets: BracketTable
     symbol_brackets: dict
     collateral_ratios: dict
-    raw: dict = attrs.field(repr=False, eq=False)
+    auto_exchange: AutoExchange | None = None
     delivery: DeliveryRules = DeliveryRules()  # dated futures: settlement window and fee
     portfolio: PortfolioRules | None = None  # portfolio-margin variants (None: the exchange has none here)
 
@@ -212,26 +242,22 @@ def parse_rules(data: dict, where: str) -> RuleSet:
     fees = need(data, "fees")
     funding = need(data, "funding")
     liquidation = need(data, "liquidation")
+    policy = need(liquidation, "policy", "liquidation.")
+    if policy not in POLICIES:
+        raise RulesError(f"{where}: liquidation.policy = {policy!r}: registered policies are {list(POLICIES)}.")
+    parameters = policies.parameters_from(policy, liquidation, where)
     try:
-        liquidation_rules = LiquidationRules(policy=need(liquidation, "policy", "liquidation."),
-                                             fill=need(liquidation, "fill", "liquidation."),
+        liquidation_rules = LiquidationRules(policy=policy, fill=need(liquidation, "fill", "liquidation."),
                                              fee_rate=float(need(liquidation, "fee_rate", "liquidation.")),
                                              maintenance_basis=liquidation.get("maintenance_basis", "mark"),
-                                             partial_fraction=float(liquidation.get("partial_fraction", 1.0)),
-                                             partial_above_notional=float(liquidation.get("partial_above_notional",
-                                                                                          math.inf)),
-                                             backstop_fraction=float(liquidation.get("backstop_maintenance_fraction",
-                                                                                     0.0)))
+                                             parameters=parameters)
     except ValueError as exc:
-        raise RulesError(f"{where}: liquidation: {exc}. policy is one of {POLICIES}, fill one of {FILLS}, "
-                         "maintenance_basis 'mark' or 'entry', partial_fraction in (0, 1], "
-                         "backstop_maintenance_fraction in [0, 1).") from exc
+        raise RulesError(f"{where}: liquidation: {exc}. fill is one of {FILLS}, "
+                         "maintenance_basis 'mark' or 'entry'.") from exc
     modes = tuple(data.get("margin_modes", ("isolated", "cross")))
     unknown = [m for m in modes if m not in MODES]
     if unknown:
         raise RulesError(f"{where}: margin_modes {unknown} unknown; allowed: {list(MODES)}.")
-    from xmargin.margin.collateral import schedule_from
-
     for asset, entry in data.get("collateral_ratios", {}).items():
         try:
             schedule_from(asset, entry)
@@ -255,10 +281,24 @@ def parse_rules(data: dict, where: str) -> RuleSet:
         default_brackets=_table_from(need(data, "default_brackets"), f"{where}: default_brackets"),
         symbol_brackets=symbol_brackets,
         collateral_ratios=dict(data.get("collateral_ratios", {})),
-        raw=data,
+        auto_exchange=_auto_exchange(data.get("auto_exchange"), where),
         delivery=delivery_from(data.get("delivery"), where),
         portfolio=portfolio_from(data.get("portfolio_margin"), where),
     )
+
+
+def _auto_exchange(entry, where: str) -> AutoExchange | None:
+    """The typed `auto_exchange` table (None when the rule set has none)."""
+    if entry is None:
+        return None
+    if not isinstance(entry, dict) or "threshold_usd" not in entry:
+        raise RulesError(f"{where}: auto_exchange: expected a table with threshold_usd (and optionally "
+                         f"cover_ratio, fee_rate), got {entry!r}.")
+    try:
+        return AutoExchange(threshold_usd=entry["threshold_usd"], cover_ratio=entry.get("cover_ratio", 1.0),
+                            fee_rate=entry.get("fee_rate", 0.0))
+    except (TypeError, ValueError) as exc:
+        raise RulesError(f"{where}: auto_exchange: {exc}.") from exc
 
 
 _CACHE: dict[str, RuleSet] = {}

@@ -1,0 +1,253 @@
+"""The valuation kernel: equity, maintenance and initial margin of risk units at price cases.
+
+Every margin figure of the engine comes from here: the View and `decide` (one case, scalar fast
+path `valuate_one`), the surveillance scan (the intrabar path points of a stretch of bars), the
+equity / positions / collateral tables (one case per snapshot), distance to liquidation (shocked
+moves) and liquidation sizing. A margin mode (`xmargin.margin.modes`) only turns an account into
+risk units; what a unit is worth at some prices is decided once, here.
+
+Legs
+----
+A risk unit is a list of legs plus a constant (`base`: the cross wallet balance, the stablecoins'
+collateral value, or an isolated position's margin). A leg is
+
+* a position of a linear contract: PnL quantity x (price - entry), notional |quantity| x price;
+* a position of an inverse contract (`size` > 0, the contract's quote value): PnL quantity x size x
+  (1/entry - 1/price) and notional |quantity| x size / price, in the coin;
+* a collateral leg (`table` -1, entry 0): a non-stable balance held as its haircut coin amount, so
+  its "PnL" is its collateral value; it carries no margin.
+
+`scale` converts a leg's money into the unit's currency (a multi-asset pool values positions
+settled in another asset at that asset's price; 1 elsewhere). A position's maintenance margin is
+the bracket formula at its (scaled) notional, or a constant (`fixed_maintenance`, not nan: an
+isolated position margined on its entry value, Bybit). Initial margin = scaled notional /
+leverage, plus the unit's `reserved` open-order margin.
+
+Units are numbered: `unit[k]` says which unit leg k belongs to, so one call can value many units
+at once (every snapshot of a run, every shocked case of a distance search). Prices are one per leg
+(shape (L,)), or one row per case (shape (C, L)); the results then have shape (U,) or (C, U).
+"""
+
+from __future__ import annotations
+
+import math
+
+import attrs
+import numpy as np
+
+from xmargin.margin import formulas as margin
+
+COLLATERAL = -1  # `Legs.table` of a collateral leg: no margin
+
+
+@attrs.frozen(eq=False)
+class Legs:
+    """The legs of one or more risk units (columnar; see the module docstring). Money in the
+    unit's currency (quote units, the coin for inverse pools, USD for a multi-asset pool)."""
+
+    quantity: np.ndarray  # signed: base units (linear), contracts (inverse), haircut coins (collateral)
+    entry: np.ndarray  # entry price (0 for a collateral leg)
+    size: np.ndarray  # inverse contract size (quote units per contract); 0: linear or collateral
+    table: np.ndarray  # index into `tables`; COLLATERAL (-1): a collateral leg
+    tables: tuple  # BracketTable per index
+    leverage: np.ndarray  # position leverage (inf for a collateral leg)
+    fixed_maintenance: np.ndarray  # constant maintenance margin, nan: the bracket at the price
+    scale: np.ndarray  # price of the settle asset in the unit's currency (1 almost everywhere)
+    unit: np.ndarray  # unit index of each leg
+    base: np.ndarray  # per unit: constant equity (wallet / stable collateral / isolated margin)
+    reserved: np.ndarray  # per unit: initial margin of open orders
+
+    @property
+    def units(self) -> int:
+        return len(self.base)
+
+    @classmethod
+    def build(cls, quantity, entry, tables, *, size=None, table=None, leverage=None, fixed_maintenance=None,
+              scale=None, unit=None, base=(0.0,), reserved=None) -> "Legs":
+        """Legs from lists; defaults: linear, one table per leg in order, leverage inf, moving
+        maintenance, scale 1, a single unit."""
+        n = len(quantity)
+        base = np.asarray(base, dtype=np.float64).reshape(-1)
+
+        def floats(values, default):
+            return np.full(n, default) if values is None else np.asarray(values, dtype=np.float64).reshape(n)
+
+        return cls(quantity=floats(quantity, 0.0), entry=floats(entry, 0.0), size=floats(size, 0.0),
+                   table=np.arange(n, dtype=np.int64) if table is None else np.asarray(table, dtype=np.int64),
+                   tables=tuple(tables), leverage=floats(leverage, math.inf),
+                   fixed_maintenance=floats(fixed_maintenance, math.nan), scale=floats(scale, 1.0),
+                   unit=np.zeros(n, dtype=np.int64) if unit is None else np.asarray(unit, dtype=np.int64),
+                   base=base, reserved=np.zeros(len(base)) if reserved is None else
+                   np.asarray(reserved, dtype=np.float64).reshape(len(base)))
+
+    @classmethod
+    def concat(cls, parts) -> "Legs":
+        """Many units' legs as one set (units renumbered in order, tables merged by identity)."""
+        parts = list(parts)
+        tables: list = []
+        where: dict = {}
+        remapped, units, offset = [], [], 0
+        for part in parts:
+            index = np.empty(len(part.tables) + 1, dtype=np.int64)
+            index[-1] = COLLATERAL
+            for t, table in enumerate(part.tables):
+                if id(table) not in where:
+                    where[id(table)] = len(tables)
+                    tables.append(table)
+                index[t] = where[id(table)]
+            remapped.append(index[part.table])
+            units.append(part.unit + offset)
+            offset += part.units
+
+        def joined(name, dtype=np.float64):
+            arrays = [getattr(p, name) for p in parts]
+            return np.concatenate(arrays) if arrays else np.zeros(0, dtype=dtype)
+
+        return cls(quantity=joined("quantity"), entry=joined("entry"), size=joined("size"),
+                   table=np.concatenate(remapped) if parts else np.zeros(0, dtype=np.int64), tables=tuple(tables),
+                   leverage=joined("leverage"), fixed_maintenance=joined("fixed_maintenance"), scale=joined("scale"),
+                   unit=np.concatenate(units) if parts else np.zeros(0, dtype=np.int64), base=joined("base"),
+                   reserved=joined("reserved"))
+
+
+@attrs.frozen(eq=False)
+class Valuation:
+    """Per unit (shape (U,) or (C, U)): `equity` = base + every leg's PnL (the margin balance),
+    `maintenance_margin`, `initial_margin` (positions plus open orders). Per leg (shape of the
+    prices): `notional`, `unrealized_pnl` (collateral legs: their collateral value),
+    `leg_maintenance`, `leg_initial`, all in the unit's currency except `notional` and
+    `unrealized_pnl`, which are in the leg's settle asset (multiply by `Legs.scale`)."""
+
+    equity: np.ndarray
+    maintenance_margin: np.ndarray
+    initial_margin: np.ndarray
+    notional: np.ndarray
+    unrealized_pnl: np.ndarray
+    leg_maintenance: np.ndarray
+    leg_initial: np.ndarray
+
+
+def leg_values(legs: Legs, prices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(notional, PnL) of every leg at `prices` (shape (L,) or (C, L)), in each leg's settle asset."""
+    prices = np.asarray(prices, dtype=np.float64)
+    pnl = legs.quantity * (prices - legs.entry)
+    notional = np.abs(legs.quantity) * prices
+    inverse = legs.size > 0
+    if inverse.any():
+        safe_price = np.where(inverse, np.maximum(prices, 1e-300), 1.0)
+        safe_entry = np.where(inverse, legs.entry, 1.0)
+        pnl = np.where(inverse, legs.quantity * legs.size * (1.0 / safe_entry - 1.0 / safe_price), pnl)
+        notional = np.where(inverse, np.abs(legs.quantity) * legs.size / safe_price, notional)
+    return notional, pnl
+
+
+def _per_unit(legs: Legs, values: np.ndarray) -> np.ndarray:
+    """Sum a per-leg array (L,) or (C, L) into units: (U,) or (C, U)."""
+    if legs.units == 1:
+        return values.sum(axis=-1, keepdims=True)
+    if values.ndim == 1:
+        return np.bincount(legs.unit, values, minlength=legs.units)
+    return np.stack([np.bincount(legs.unit, row, minlength=legs.units) for row in values])
+
+
+def valuate(legs: Legs, prices: np.ndarray) -> Valuation:
+    """Equity, maintenance and initial margin of every unit at every price case (vectorised)."""
+    notional, pnl = leg_values(legs, prices)
+    scaled = notional * legs.scale
+    maintenance = np.zeros_like(scaled)
+    for t, table in enumerate(legs.tables):
+        idx = np.flatnonzero(legs.table == t)
+        if idx.size:
+            maintenance[..., idx] = margin.maintenance_margin_array(scaled[..., idx], table)
+    fixed = ~np.isnan(legs.fixed_maintenance)
+    if fixed.any():
+        maintenance = np.where(fixed, legs.fixed_maintenance, maintenance)
+    initial = scaled / legs.leverage
+    return Valuation(equity=legs.base + _per_unit(legs, pnl * legs.scale),
+                     maintenance_margin=_per_unit(legs, maintenance),
+                     initial_margin=legs.reserved + _per_unit(legs, initial),
+                     notional=notional, unrealized_pnl=pnl, leg_maintenance=maintenance, leg_initial=initial)
+
+
+# ------------------------------------------------------------------------------------------ scalar
+@attrs.frozen(eq=False)
+class ScalarLegs:
+    """One unit's legs as Python floats, for the scalar fast path (`valuate_one`): per-event
+    callers value one unit at one case, where numpy's per-call cost would dominate. `legs`: per
+    leg (quantity, entry, size, BracketTable or None for collateral, leverage, fixed maintenance or
+    None, scale), the fields of `Legs`."""
+
+    legs: tuple
+    base: float
+    reserved: float
+
+    @classmethod
+    def of(cls, legs: Legs) -> "ScalarLegs":
+        if legs.units != 1:
+            raise ValueError(f"the scalar path values one unit, got {legs.units}")
+        rows = []
+        for k in range(len(legs.quantity)):
+            t = int(legs.table[k])
+            fixed = float(legs.fixed_maintenance[k])
+            rows.append((float(legs.quantity[k]), float(legs.entry[k]), float(legs.size[k]),
+                         legs.tables[t] if t >= 0 else None, float(legs.leverage[k]),
+                         None if math.isnan(fixed) else fixed, float(legs.scale[k])))
+        return cls(tuple(rows), float(legs.base[0]), float(legs.reserved[0]))
+
+
+def leg_value_one(quantity: float, entry: float, size: float, price: float) -> tuple[float, float]:
+    """(notional, PnL) of one leg at `price` (Python floats; `leg_values` for one leg)."""
+    if size > 0:
+        price = max(price, 1e-300)
+        return abs(quantity) * size / price, quantity * size * (1.0 / entry - 1.0 / price)
+    return abs(quantity) * price, quantity * (price - entry)
+
+
+def leg_maintenance_one(notional: float, table, fixed, scale: float) -> float:
+    """Maintenance margin of one leg at its (unscaled) notional, in the unit's currency."""
+    if table is None:
+        return 0.0
+    if fixed is not None:
+        return fixed
+    n = notional * scale
+    i = table.index(n)
+    return n * table.rate_list[i] - table.amount_list[i]
+
+
+def legs_one(legs: ScalarLegs, prices) -> list[tuple[float, float, float, float]]:
+    """Per leg at one price per leg: (notional, PnL) in the leg's settle asset and (maintenance,
+    initial margin) in the unit's currency; `valuate_one` sums them."""
+    out = []
+    for (quantity, entry, size, table, leverage, fixed, scale), price in zip(legs.legs, prices):
+        notional, pnl = leg_value_one(quantity, entry, size, price)
+        out.append((notional, pnl, leg_maintenance_one(notional, table, fixed, scale),
+                    notional * scale / leverage))
+    return out
+
+
+def valuate_one(legs: ScalarLegs, prices) -> tuple[float, float, float]:
+    """(equity, maintenance margin, initial margin) of one unit at one price per leg: the same
+    numbers as `valuate` (held equal by a property test), in plain Python floats."""
+    equity, maintenance, initial = legs.base, 0.0, legs.reserved
+    for (quantity, entry, size, table, leverage, fixed, scale), price in zip(legs.legs, prices):
+        notional, pnl = leg_value_one(quantity, entry, size, price)
+        equity += pnl * scale
+        maintenance += leg_maintenance_one(notional, table, fixed, scale)
+        initial += notional * scale / leverage
+    return equity, maintenance, initial
+
+
+def equity_one(legs: ScalarLegs, prices) -> float:
+    """Equity of one unit at one case (`valuate_one`'s first number, without the margins)."""
+    equity = legs.base
+    for (quantity, entry, size, _, _, _, scale), price in zip(legs.legs, prices):
+        equity += leg_value_one(quantity, entry, size, price)[1] * scale
+    return equity
+
+
+def maintenance_one(legs: ScalarLegs, prices) -> float:
+    """Maintenance margin of one unit at one case (`valuate_one`'s second number)."""
+    maintenance = 0.0
+    for (quantity, entry, size, table, _, fixed, scale), price in zip(legs.legs, prices):
+        maintenance += leg_maintenance_one(leg_value_one(quantity, entry, size, price)[0], table, fixed, scale)
+    return maintenance

@@ -1,0 +1,85 @@
+"""The margin-mode registry: the one list of account margin modes that the config, the rule
+sets, the commands and the engine read.
+
+A mode is a module that turns an account into risk units for the valuation kernel
+(`xmargin.margin.kernel`) and says how its pools count collateral:
+
+    risk_units(account, catalog, prices=None, order_prices=None) -> list[RiskUnit]
+    pool_of(settlement asset) -> pool name
+    wallet_value(account, catalog, prices, pool) -> the pool's wallet before haircuts
+    counted_collateral(rules, asset, balance, price) -> what a balance adds as collateral
+    DEFAULT_POSITION_MODE, POSITION_MODES  ("cross" / "isolated" positions it allows)
+
+Adding a mode: its module here, an entry in `_MODES` below, and the mode's name in the rule files'
+`margin_modes` of the exchanges that offer it (docs/architecture.md).
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from xmargin.margin.modes import cross, isolated, multi_asset
+from xmargin.margin.units import POSITION_MODES
+
+
+@attrs.frozen
+class MarginMode:
+    """One registered account margin mode. `module` implements it (None: reserved, refused
+    with `unavailable`). `auto_exchange`: negative balances are covered by selling other
+    collateral (where the rule set has an `auto_exchange` policy). `revalue_each_stretch`: the
+    units depend on collateral prices, so the scan rebuilds them at every stretch."""
+
+    name: str
+    module: object | None
+    summary: str
+    auto_exchange: bool = False
+    revalue_each_stretch: bool = False
+    unavailable: str = ""
+
+    @property
+    def default_position_mode(self) -> str:
+        return self.module.DEFAULT_POSITION_MODE
+
+    @property
+    def position_modes(self) -> tuple[str, ...]:
+        return self.module.POSITION_MODES
+
+    def risk_units(self, account, catalog, prices=None, order_prices=None) -> list:
+        return self.module.risk_units(account, catalog, prices, order_prices)
+
+    def pool_of(self, asset: str) -> str:
+        return self.module.pool_of(asset)
+
+
+_MODES = (
+    MarginMode("cross", cross, "one pool per settlement asset backs every cross position"),
+    MarginMode("isolated", isolated, "every position on its own margin by default"),
+    MarginMode("multi-asset", multi_asset, "one USD pool; every balance counts at price x collateral ratio",
+               auto_exchange=True, revalue_each_stretch=True),
+    MarginMode("portfolio", None, "portfolio margin (reserved)",
+               unavailable="portfolio margin is not implemented yet; use cross, isolated or multi-asset."),
+)
+MODES: dict[str, MarginMode] = {mode.name: mode for mode in _MODES}
+MODE_NAMES: tuple[str, ...] = tuple(MODES)
+
+
+def margin_mode(name: str) -> MarginMode:
+    """The registered mode `name` (KeyError naming the registered ones)."""
+    try:
+        return MODES[name]
+    except KeyError:
+        raise KeyError(f"margin mode {name!r} is not registered; registered: {list(MODE_NAMES)}") from None
+
+
+def default_position_mode(account_mode: str) -> str:
+    """The margin mode ("cross" / "isolated") a new position gets in an account of `account_mode`."""
+    mode = MODES.get(account_mode)
+    return mode.default_position_mode if mode is not None and mode.module is not None else "cross"
+
+
+def venue_mode(catalog, exchange: str) -> MarginMode:
+    """The margin mode of `exchange`'s account in this run."""
+    return MODES[catalog.venues[exchange].margin_mode]
+
+
+__all__ = ["MODES", "MODE_NAMES", "POSITION_MODES", "MarginMode", "default_position_mode", "margin_mode", "venue_mode"]
