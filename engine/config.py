@@ -23,7 +23,8 @@ INTRABAR = ("path", "worst-case", "close")
 ON_LIQUIDATION = ("continue", "stop")
 RUN_KEYS = {"dataset", "start", "end", "strategy", "seed", "name", "out", "slippage_bps", "sample_interval",
             "intrabar", "on_liquidation", "warning_thresholds", "instruments"}
-EXCHANGE_KEYS = {"rules", "margin_mode", "collateral", "leverage", "withdrawal_fees", "transfer_delay_minutes"}
+EXCHANGE_KEYS = {"rules", "margin_mode", "collateral", "leverage", "withdrawal_fees", "transfer_delay_minutes",
+                 "portfolio_margin"}
 
 
 def reject_unknown(mapping: dict, allowed, where: str, prefix: str = "") -> None:
@@ -69,6 +70,7 @@ class ExchangeConfig:
     leverage: float
     withdrawal_fees: dict
     transfer_delay_minutes: dict
+    portfolio_margin: str | None = None  # a portfolio-margin variant of the rule set (None: the one in force)
 
 
 @attrs.frozen
@@ -185,6 +187,17 @@ def parse_config(data: dict, base: Path = Path("."), where: str = "config") -> R
             raise ConfigError(f"{prefix}.margin_mode = {mode!r}: {MODES[mode].unavailable}")
         if mode not in rules.margin_modes:
             raise ConfigError(f"{prefix}.margin_mode = {mode!r}: rule set {rules.name} allows {list(rules.margin_modes)}.")
+        variant = entry.get("portfolio_margin")
+        if mode == "portfolio" and rules.portfolio is None:
+            raise ConfigError(f"{prefix}.margin_mode = 'portfolio': rule set {rules.name} has no portfolio_margin "
+                              "rules; use a rule set that has them (binance-usdm, okx-swap, bybit-linear).")
+        if variant is not None:
+            if mode != "portfolio":
+                raise ConfigError(f"{prefix}.portfolio_margin = {variant!r}: only with margin_mode = 'portfolio'.")
+            try:
+                rules.portfolio.variant(str(variant), None)
+            except RulesError as exc:
+                raise ConfigError(f"{prefix}.portfolio_margin: {exc}") from exc
         collateral = entry.get("collateral", {})
         if not isinstance(collateral, dict) or not collateral:
             raise ConfigError(f"{prefix}.collateral: give the starting balances, e.g. {{ USDT = 20000 }}.")
@@ -198,7 +211,8 @@ def parse_config(data: dict, base: Path = Path("."), where: str = "config") -> R
             name=name, rules=entry["rules"], margin_mode=mode,
             collateral={a: float(v) for a, v in collateral.items()}, leverage=float(leverage),
             withdrawal_fees={a: float(v) for a, v in entry.get("withdrawal_fees", {}).items()},
-            transfer_delay_minutes={a: float(v) for a, v in entry.get("transfer_delay_minutes", {}).items()})
+            transfer_delay_minutes={a: float(v) for a, v in entry.get("transfer_delay_minutes", {}).items()},
+            portfolio_margin=None if variant is None else str(variant))
     intrabar = run.get("intrabar", "path")
     if intrabar not in INTRABAR:
         raise ConfigError(f"run.intrabar = {intrabar!r}: allowed {list(INTRABAR)}.")

@@ -16,7 +16,7 @@ import attrs
 import numpy as np
 
 from xmargin.margin import formulas as margin
-from xmargin.margin.kernel import legs_one
+from xmargin.margin.kernel import legs_one, required_one
 from xmargin.margin.modes import multi_asset, venue_mode
 from xmargin.margin.units import asset_price, leverage_for, order_margin
 from xmargin.ledger.state import Account
@@ -80,9 +80,9 @@ def pool_key(catalog, exchange: str, asset: str) -> str:
     return venue_mode(catalog, exchange).pool_of(asset)
 
 
-def pool_for(account: Account, catalog, marks: np.ndarray, prices: np.ndarray, asset: str):
+def pool_for(account: Account, catalog, marks: np.ndarray, prices: np.ndarray, asset: str, now_ns: int | None = None):
     """The PoolMetrics backing positions settled in `asset` (None when the account has none)."""
-    return pool_metrics(account, catalog, marks, prices).get(pool_key(catalog, account.exchange, asset))
+    return pool_metrics(account, catalog, marks, prices, now_ns).get(pool_key(catalog, account.exchange, asset))
 
 
 def _valued(unit, marks) -> tuple[list, float, float, float]:
@@ -94,6 +94,9 @@ def _valued(unit, marks) -> tuple[list, float, float, float]:
         pnl += leg_pnl * row[7]
         maintenance += leg_maintenance
         initial += leg_initial
+    if unit.requirement is not None:  # margined as a whole (portfolio margin)
+        maintenance, required = required_one(unit.scalar, [float(marks[r[0]]) for r in unit.rows])
+        initial = unit.reserved + required
     return rows, pnl, maintenance, initial
 
 
@@ -102,7 +105,8 @@ def _pool_scale(catalog, exchange: str, pool: str, asset: str, marks) -> float:
     return 1.0 if pool == asset else asset_price(catalog, exchange, asset, marks)
 
 
-def pool_metrics(account: Account, catalog, marks: np.ndarray, prices: np.ndarray) -> dict[str, PoolMetrics]:
+def pool_metrics(account: Account, catalog, marks: np.ndarray, prices: np.ndarray,
+                 now_ns: int | None = None) -> dict[str, PoolMetrics]:
     """One `PoolMetrics` per pool of the account's margin mode.
 
     margin balance = the pool unit's equity (cross wallet or collateral value after haircuts, plus
@@ -111,7 +115,7 @@ def pool_metrics(account: Account, catalog, marks: np.ndarray, prices: np.ndarra
     (isolated positions hold their own margin outside the pool).
     """
     mode = venue_mode(catalog, account.exchange)
-    units = mode.risk_units(account, catalog, marks, prices)
+    units = mode.risk_units(account, catalog, marks, prices, now_ns=now_ns)
     isolated: dict[str, list] = {}
     for unit in units:
         if unit.isolated:
@@ -137,7 +141,7 @@ def pool_metrics(account: Account, catalog, marks: np.ndarray, prices: np.ndarra
     return pools
 
 
-def position_metrics(account: Account, catalog, marks: np.ndarray) -> list[PositionMetrics]:
+def position_metrics(account: Account, catalog, marks: np.ndarray, now_ns: int | None = None) -> list[PositionMetrics]:
     """Metrics for every open position (in the account's order), with its liquidation price per
     the exchange formula (cross positions: with the other cross positions' maintenance margin and
     PnL held fixed, and the pool's collateral value after haircuts as the wallet balance, held at
@@ -145,7 +149,7 @@ def position_metrics(account: Account, catalog, marks: np.ndarray) -> list[Posit
     mode = venue_mode(catalog, account.exchange)
     basis = catalog.venues[account.exchange].rules.liquidation.maintenance_basis
     found = {}
-    for unit in mode.risk_units(account, catalog, marks):
+    for unit in mode.risk_units(account, catalog, marks, now_ns=now_ns):
         rows, cross_pnl, cross_maintenance, _ = _valued(unit, marks)
         wallet = unit.base + sum(row[1] for row in rows[unit.positions:])
         for k in range(unit.positions):
@@ -156,7 +160,9 @@ def position_metrics(account: Account, catalog, marks: np.ndarray) -> list[Posit
         tradable = catalog.tradable(key)
         inverse, size = tradable.instrument.is_inverse, tradable.instrument.contract_size
         leverage = leverage_for(account, catalog, key)
-        if unit.isolated:
+        if unit.requirement is not None:  # account-level liquidation: see xmargin.analysis.distance; the
+            liquidation = bankrupt = math.nan  # position's margins stay its bracket figures, on its own
+        elif unit.isolated:
             liquidation = margin.isolated_liquidation_price_by_rule(position.quantity, position.entry_price,
                                                                     position.isolated_margin, tradable.brackets,
                                                                     inverse, size, basis)

@@ -23,6 +23,10 @@ the bracket formula at its (scaled) notional, or a constant (`fixed_maintenance`
 isolated position margined on its entry value, Bybit). Initial margin = scaled notional /
 leverage, plus the unit's `reserved` open-order margin.
 
+A unit may instead carry a *requirement*: a model of the whole unit (portfolio margin,
+`xmargin.margin.portfolio`) called with its legs' prices (C, L_unit) that returns its maintenance
+and initial margin per case; the per-leg bracket figures are then not summed for that unit.
+
 Units are numbered: `unit[k]` says which unit leg k belongs to, so one call can value many units
 at once (every snapshot of a run, every shocked case of a distance search). Prices are one per leg
 (shape (L,)), or one row per case (shape (C, L)); the results then have shape (U,) or (C, U).
@@ -56,6 +60,7 @@ class Legs:
     unit: np.ndarray  # unit index of each leg
     base: np.ndarray  # per unit: constant equity (wallet / stable collateral / isolated margin)
     reserved: np.ndarray  # per unit: initial margin of open orders
+    requirements: tuple = ()  # (unit index, leg indices, model): units margined as a whole
 
     @property
     def units(self) -> int:
@@ -63,7 +68,7 @@ class Legs:
 
     @classmethod
     def build(cls, quantity, entry, tables, *, size=None, table=None, leverage=None, fixed_maintenance=None,
-              scale=None, unit=None, base=(0.0,), reserved=None) -> "Legs":
+              scale=None, unit=None, base=(0.0,), reserved=None, requirement=None) -> "Legs":
         """Legs from lists; defaults: linear, one table per leg in order, leverage inf, moving
         maintenance, scale 1, a single unit."""
         n = len(quantity)
@@ -78,7 +83,8 @@ class Legs:
                    fixed_maintenance=floats(fixed_maintenance, math.nan), scale=floats(scale, 1.0),
                    unit=np.zeros(n, dtype=np.int64) if unit is None else np.asarray(unit, dtype=np.int64),
                    base=base, reserved=np.zeros(len(base)) if reserved is None else
-                   np.asarray(reserved, dtype=np.float64).reshape(len(base)))
+                   np.asarray(reserved, dtype=np.float64).reshape(len(base)),
+                   requirements=() if requirement is None else ((0, np.arange(n), requirement),))
 
     @classmethod
     def concat(cls, parts) -> "Legs":
@@ -107,7 +113,17 @@ class Legs:
                    table=np.concatenate(remapped) if parts else np.zeros(0, dtype=np.int64), tables=tuple(tables),
                    leverage=joined("leverage"), fixed_maintenance=joined("fixed_maintenance"), scale=joined("scale"),
                    unit=np.concatenate(units) if parts else np.zeros(0, dtype=np.int64), base=joined("base"),
-                   reserved=joined("reserved"))
+                   reserved=joined("reserved"), requirements=_joined_requirements(parts))
+
+
+def _joined_requirements(parts) -> tuple:
+    """The parts' unit requirements with their unit and leg indices shifted into the joined set."""
+    out, units, legs = [], 0, 0
+    for part in parts:
+        out.extend((u + units, index + legs, model) for u, index, model in part.requirements)
+        units += part.units
+        legs += len(part.quantity)
+    return tuple(out)
 
 
 @attrs.frozen(eq=False)
@@ -163,9 +179,15 @@ def valuate(legs: Legs, prices: np.ndarray) -> Valuation:
     if fixed.any():
         maintenance = np.where(fixed, legs.fixed_maintenance, maintenance)
     initial = scaled / legs.leverage
+    unit_maintenance = _per_unit(legs, maintenance)
+    unit_initial = legs.reserved + _per_unit(legs, initial)
+    for u, index, model in legs.requirements:  # units margined as a whole (portfolio margin)
+        required_maintenance, required_initial = model(np.asarray(prices, dtype=np.float64)[..., index])
+        unit_maintenance[..., u] = required_maintenance if unit_maintenance.ndim > 1 else required_maintenance[0]
+        unit_initial[..., u] = legs.reserved[u] + (required_initial if unit_initial.ndim > 1 else required_initial[0])
     return Valuation(equity=legs.base + _per_unit(legs, pnl * legs.scale),
-                     maintenance_margin=_per_unit(legs, maintenance),
-                     initial_margin=legs.reserved + _per_unit(legs, initial),
+                     maintenance_margin=unit_maintenance,
+                     initial_margin=unit_initial,
                      notional=notional, unrealized_pnl=pnl, leg_maintenance=maintenance, leg_initial=initial)
 
 
@@ -180,6 +202,7 @@ class ScalarLegs:
     legs: tuple
     base: float
     reserved: float
+    requirement: object = None  # a whole-unit model (see `Legs.requirements`), called with one case
 
     @classmethod
     def of(cls, legs: Legs) -> "ScalarLegs":
@@ -192,7 +215,8 @@ class ScalarLegs:
             rows.append((float(legs.quantity[k]), float(legs.entry[k]), float(legs.size[k]),
                          legs.tables[t] if t >= 0 else None, float(legs.leverage[k]),
                          None if math.isnan(fixed) else fixed, float(legs.scale[k])))
-        return cls(tuple(rows), float(legs.base[0]), float(legs.reserved[0]))
+        requirement = legs.requirements[0][2] if legs.requirements else None
+        return cls(tuple(rows), float(legs.base[0]), float(legs.reserved[0]), requirement)
 
 
 def leg_value_one(quantity: float, entry: float, size: float, price: float) -> tuple[float, float]:
@@ -234,7 +258,16 @@ def valuate_one(legs: ScalarLegs, prices) -> tuple[float, float, float]:
         equity += pnl * scale
         maintenance += leg_maintenance_one(notional, table, fixed, scale)
         initial += notional * scale / leverage
+    if legs.requirement is not None:
+        maintenance, required_initial = required_one(legs, prices)
+        initial = legs.reserved + required_initial
     return equity, maintenance, initial
+
+
+def required_one(legs: ScalarLegs, prices) -> tuple[float, float]:
+    """(maintenance, initial margin before open orders) of a whole-unit model at one case."""
+    maintenance, initial = legs.requirement(np.asarray(prices, dtype=np.float64)[None, :])
+    return float(maintenance[0]), float(initial[0])
 
 
 def equity_one(legs: ScalarLegs, prices) -> float:
@@ -247,6 +280,8 @@ def equity_one(legs: ScalarLegs, prices) -> float:
 
 def maintenance_one(legs: ScalarLegs, prices) -> float:
     """Maintenance margin of one unit at one case (`valuate_one`'s second number)."""
+    if legs.requirement is not None:
+        return required_one(legs, prices)[0]
     maintenance = 0.0
     for (quantity, entry, size, table, _, fixed, scale), price in zip(legs.legs, prices):
         maintenance += leg_maintenance_one(leg_value_one(quantity, entry, size, price)[0], table, fixed, scale)

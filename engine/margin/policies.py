@@ -94,6 +94,13 @@ def close_isolated(breached: Breached, rules) -> Plan:
     return Plan(_everything(breached.unit), rules.fill, "isolated")
 
 
+def close_portfolio(breached: Breached, rules) -> Plan:
+    """A portfolio-margin account below its requirement: every position closes at the rule set's
+    fill price (the venues publish the account-level trigger and the order cancellation, not the
+    steps by which they reduce a portfolio; partial steps are not modelled)."""
+    return Plan(_everything(breached.unit), rules.fill, "portfolio")
+
+
 def close_partial(breached: Breached, rules) -> Plan:
     """Worst position first at the trigger marks, in steps, until equity is above the maintenance
     of what is left; the whole pool to the backstop at bankruptcy prices when equity is below

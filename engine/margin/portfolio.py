@@ -82,14 +82,30 @@ class BookValuation:
     terms: dict
 
 
-def portfolio_book(account, catalog, variant, prices: np.ndarray, now_ns: int) -> PortfolioBook:
-    """The book of `account` at `now_ns`: balances as collateral legs (coins with a price in the
-    feed at `prices`; a coin without one counts nothing) and every position, whatever its mode."""
+def portfolio_book(account, catalog, variant, prices, now_ns: int | None, positions=None,
+                   balances=None) -> PortfolioBook:
+    """The book of `account` at `now_ns` (ns; None: futures count no time to expiry): every position
+    (whatever its mode), then the balances as collateral legs (coins with a price in the feed at
+    `prices`; a coin without one counts nothing). `positions` / `balances` replace the account's
+    (a hypothetical book: an order as if filled)."""
     rules = catalog.venues[account.exchange].rules
+    positions = account.positions if positions is None else positions
+    balances = account.balances if balances is None else balances
+    default_leverage = catalog.venues[account.exchange].leverage
     rows = []
+    for key in sorted(positions):
+        position = positions[key]
+        tradable = catalog.tradable(key)
+        instrument = tradable.instrument
+        expiry = instrument.expiry_ns
+        years = max(expiry - now_ns, 0) / YEAR_NS if expiry is not None and now_ns is not None else 0.0
+        rows.append((tradable.column, position.quantity, position.entry_price,
+                     instrument.contract_size if instrument.is_inverse else 0.0,
+                     FUTURE if expiry is not None else PERP, years, instrument.base, tradable.brackets,
+                     account.leverage.get(key, default_leverage), key))
     base = 0.0
-    for asset in sorted(account.balances):
-        balance = account.balances[asset]
+    for asset in sorted(balances):
+        balance = balances[asset]
         if balance == 0:
             continue
         schedule = schedule_for(rules, asset)
@@ -97,21 +113,11 @@ def portfolio_book(account, catalog, variant, prices: np.ndarray, now_ns: int) -
             base += collateral_value(balance, 1.0, schedule)
             continue
         column = catalog.asset_columns.get((account.exchange, asset))
-        price = float(prices[column]) if column is not None else math.nan
+        price = float(prices[column]) if column is not None and prices is not None else math.nan
         if column is None or not math.isfinite(price):
             continue
         rows.append((column, effective_quantity(balance, price, schedule), 0.0, 0.0, COLLATERAL, 0.0, asset, None,
                      math.inf, ""))
-    for key in sorted(account.positions):
-        position = account.positions[key]
-        tradable = catalog.tradable(key)
-        instrument = tradable.instrument
-        expiry = instrument.expiry_ns
-        rows.append((tradable.column, position.quantity, position.entry_price,
-                     instrument.contract_size if instrument.is_inverse else 0.0,
-                     FUTURE if expiry is not None else PERP,
-                     max(expiry - now_ns, 0) / YEAR_NS if expiry is not None else 0.0, instrument.base,
-                     tradable.brackets, account.leverage.get(key, catalog.venues[account.exchange].leverage), key))
     underlyings = tuple(sorted({r[6] for r in rows}))
     return PortfolioBook(
         exchange=account.exchange,
@@ -125,6 +131,20 @@ def portfolio_book(account, catalog, variant, prices: np.ndarray, now_ns: int) -
         underlyings=underlyings, tables=tuple(r[7] for r in rows),
         leverages=np.array([r[8] for r in rows], dtype=np.float64), base=float(base),
         instruments=tuple(r[9] for r in rows if r[4] != COLLATERAL), variant=variant, taker_fee=rules.taker_fee)
+
+
+@attrs.frozen(eq=False)
+class BookRequirement:
+    """The kernel's whole-unit model for a portfolio book (`xmargin.margin.kernel.Legs.requirements`):
+    called with the book's leg prices (C, L), returns (maintenance, initial margin) per case.
+    Maintenance here is what the venue liquidates at: the method's maintenance margin times the
+    variant's `liquidation_level` (Binance PM: uniMMR <= 1.05)."""
+
+    book: PortfolioBook
+
+    def __call__(self, prices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        valued = valuate_book(self.book, prices)
+        return valued.maintenance_margin * self.book.variant.liquidation_level, valued.initial_margin
 
 
 def leg_usd(book: PortfolioBook, prices: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

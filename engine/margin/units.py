@@ -47,6 +47,7 @@ class RiskUnit:
     reserved: float
     level: int
     positions: int
+    requirement: object = None  # a whole-unit margin model (portfolio margin); None: per-leg brackets
 
     @functools.cached_property
     def legs(self) -> Legs:
@@ -64,11 +65,12 @@ class RiskUnit:
         return Legs.build([r[1] for r in rows], [r[2] for r in rows], tables, size=[r[3] for r in rows],
                           table=table_index, leverage=[r[5] for r in rows],
                           fixed_maintenance=[math.nan if r[6] is None else r[6] for r in rows],
-                          scale=[r[7] for r in rows], base=(self.base,), reserved=(self.reserved,))
+                          scale=[r[7] for r in rows], base=(self.base,), reserved=(self.reserved,),
+                          requirement=self.requirement)
 
     @functools.cached_property
     def scalar(self) -> ScalarLegs:
-        return ScalarLegs(tuple(r[1:] for r in self.rows), self.base, self.reserved)
+        return ScalarLegs(tuple(r[1:] for r in self.rows), self.base, self.reserved, self.requirement)
 
     @functools.cached_property
     def columns(self) -> np.ndarray:

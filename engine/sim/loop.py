@@ -99,6 +99,8 @@ class Backtest:
         self.config = config
         self.catalog = catalog or build_catalog(config, read_manifest(config.dataset))
         self.feed = feed or load_feed(config.dataset, list(self.catalog.tradables), config.start, config.end)
+        self.catalog = self.catalog.with_portfolio_variants(
+            {name: e.portfolio_margin for name, e in config.exchanges.items()}, int(self.feed.ts[0]))
         self.load_seconds = time.perf_counter() - started
         self.strategy = strategy or build_strategy(config.strategy, config.params)
         self.wakes: Wakes = self.strategy.wakes()
@@ -283,7 +285,7 @@ class Backtest:
         """The risk units of the current ledger; reused while the ledger object is unchanged (it is
         immutable) unless a margin mode values collateral at the stretch's prices (multi-asset)."""
         if self._units_ledger is not self.ledger or self._revalue_units:
-            self._units = risk_units(self.ledger, self.catalog, self.feed.mark_close[start])
+            self._units = risk_units(self.ledger, self.catalog, self.feed.mark_close[start], int(self.feed.ts[start]))
             self._units_ledger = self.ledger
         return self._units
 

@@ -19,6 +19,7 @@ class Venue:
     leverage: float
     withdrawal_fees: dict
     transfer_delay_minutes: dict
+    portfolio_variant: object = None  # portfolio mode: the rule set's variant this run uses
 
 
 @attrs.frozen(eq=False)
@@ -65,6 +66,16 @@ class Catalog:
 
     def tradable(self, key: str) -> Tradable:
         return self.tradables[key]
+
+    def with_portfolio_variants(self, names: dict, start_ns: int) -> "Catalog":
+        """Every portfolio-mode venue with its variant resolved: the one `names` gives for its exchange,
+        else the one in force at `start_ns` (the run's first bar)."""
+        venues = dict(self.venues)
+        for exchange, venue in self.venues.items():
+            if venue.margin_mode == "portfolio" and venue.portfolio_variant is None:
+                variant = venue.rules.portfolio.variant(names.get(exchange), start_ns)
+                venues[exchange] = attrs.evolve(venue, portfolio_variant=variant)
+        return Catalog(venues=venues, tradables=self.tradables, asset_columns=self.asset_columns)
 
     def on_exchange(self, exchange: str) -> list[Tradable]:
         return [t for t in self.tradables.values() if t.instrument.exchange == exchange]

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import attrs
 
-from xmargin.margin.modes import cross, isolated, multi_asset
+from xmargin.margin.modes import cross, isolated, multi_asset, portfolio
 from xmargin.margin.units import POSITION_MODES
 
 
@@ -35,6 +35,7 @@ class MarginMode:
     auto_exchange: bool = False
     revalue_each_stretch: bool = False
     unavailable: str = ""
+    uses_time: bool = False  # risk units depend on the valuation time (`risk_units(..., now_ns)`)
 
     @property
     def default_position_mode(self) -> str:
@@ -44,7 +45,11 @@ class MarginMode:
     def position_modes(self) -> tuple[str, ...]:
         return self.module.POSITION_MODES
 
-    def risk_units(self, account, catalog, prices=None, order_prices=None) -> list:
+    def risk_units(self, account, catalog, prices=None, order_prices=None, now_ns=None) -> list:
+        """The account's risk units; `now_ns` (the valuation time) reaches modes whose margin
+        depends on time (portfolio margin: a dated future's time to expiry)."""
+        if self.uses_time:
+            return self.module.risk_units(account, catalog, prices, order_prices, now_ns)
         return self.module.risk_units(account, catalog, prices, order_prices)
 
     def pool_of(self, asset: str) -> str:
@@ -56,8 +61,8 @@ _MODES = (
     MarginMode("isolated", isolated, "every position on its own margin by default"),
     MarginMode("multi-asset", multi_asset, "one USD pool; every balance counts at price x collateral ratio",
                auto_exchange=True, revalue_each_stretch=True),
-    MarginMode("portfolio", None, "portfolio margin (reserved)",
-               unavailable="portfolio margin is not implemented yet; use cross, isolated or multi-asset."),
+    MarginMode("portfolio", portfolio, "the whole account as one unit, margined by the exchange's published "
+               "portfolio method (stress scenarios or uniMMR)", revalue_each_stretch=True, uses_time=True),
 )
 MODES: dict[str, MarginMode] = {mode.name: mode for mode in _MODES}
 MODE_NAMES: tuple[str, ...] = tuple(MODES)
