@@ -148,6 +148,7 @@ def position_metrics(account: Account, catalog, marks: np.ndarray, now_ns: int |
     today's collateral prices)."""
     mode = venue_mode(catalog, account.exchange)
     basis = catalog.venues[account.exchange].rules.liquidation.maintenance_basis
+    fee_to_close = catalog.venues[account.exchange].rules.fee_to_close
     found = {}
     for unit in mode.risk_units(account, catalog, marks, now_ns=now_ns):
         rows, cross_pnl, cross_maintenance, _ = _valued(unit, marks)
@@ -167,13 +168,13 @@ def position_metrics(account: Account, catalog, marks: np.ndarray, now_ns: int |
                                                                     position.isolated_margin, tradable.brackets,
                                                                     inverse, size, basis)
             bankrupt = margin.contract_bankruptcy_price(position.quantity, position.entry_price,
-                                                        position.isolated_margin, inverse, size)
+                                                        position.isolated_margin, inverse, size, fee_to_close)
         else:
             liquidation = margin.contract_liquidation_price(
                 position.quantity, position.entry_price, wallet, tradable.brackets, inverse, size,
                 other_maintenance_margin=cross_maintenance - maintenance, other_unrealized_pnl=cross_pnl - pnl)
             bankrupt = margin.contract_bankruptcy_price(position.quantity, position.entry_price,
-                                                        wallet + cross_pnl - pnl, inverse, size)
+                                                        wallet + cross_pnl - pnl, inverse, size, fee_to_close)
         out.append(PositionMetrics(key, position.quantity, position.entry_price, float(marks[tradable.column]),
                                    notional, pnl, notional / leverage, maintenance, position.margin_mode,
                                    position.isolated_margin, leverage, liquidation, bankrupt, position.asset))

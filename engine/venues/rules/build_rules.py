@@ -436,8 +436,10 @@ def build_okx(ff: dict, shared: Path) -> dict:
             "number. BTC/ETH/SOL-USDT-SWAP have no own table.",
             "Fees are from third-party summaries (LV1 maker 0.02% / taker 0.05%), not checked against okx.com.",
             "Funding: 8h default; OKX publishes per-instrument funding times that were not verified.",
-            "OKX's maintenance margin ratio adds the taker fee to the requirement; with fill=bankruptcy the "
-            "fee is not charged separately here (fee_rate 0.0).",
+            "OKX's maintenance margin ratio adds the taker fee to the requirement: maintenance.fee_to_close = "
+            "taker folds it into every tier's rate (MM = notional x (MMR + taker) - amount), so the liquidation "
+            "price is (entry - margin/Q) / (1 - MMR - fee) for a long; with fill=bankruptcy it is not charged "
+            "again as a liquidation fee (fee_rate 0.0).",
         ],
         "fees": {"maker": e["maker"], "taker": e["taker"]},
         "funding": {"interval_hours": float(e["funding"]["default_interval_hours"]), "interval_overrides": {}},
@@ -447,6 +449,11 @@ def build_okx(ff: dict, shared: Path) -> dict:
         "brackets": {},
         "collateral_ratios": {"USDT": 1.0},
         "delivery": OKX_DELIVERY,
+        "maintenance": {"fee_to_close": "taker",
+                        "source": "OKX 'Tiered maintenance margin ratio rules' (updated 2025-05-16, mirror "
+                                  "okx.huicker.com): liquidation when equity <= maintenance margin + liquidation fees; "
+                                  "isolated margin ratio = (margin + UPL) / (|Q| x mark x (tier MMR + fee rate)) "
+                                  "(open-lib.com/11556.html, third-party summary of OKX's help page)"},
         "portfolio_margin": okx_portfolio(shared),
     }
 

@@ -158,12 +158,26 @@ class RuleSet:
     auto_exchange: AutoExchange | None = None
     delivery: DeliveryRules = DeliveryRules()  # dated futures: settlement window and fee
     portfolio: PortfolioRules | None = None  # portfolio-margin variants (None: the exchange has none here)
+    fee_to_close: float = 0.0  # rate of the estimated fee to close held in maintenance margin (OKX, Bybit UTA)
+    _with_fee: dict = attrs.field(factory=dict, eq=False, repr=False)  # brackets_for's cache
 
     def brackets_for(self, native_id: str) -> BracketTable:
-        """Brackets for an exchange symbol id (`BTCUSDT`); the rule set's default when unlisted. An
-        unlisted dated future (`BTCUSDT_250627`) takes the table of the listed delivery contract of the
-        same pair with the nearest expiry (Binance publishes one delivery table for all of a pair's
-        quarterlies), else the default."""
+        """The brackets margining an exchange symbol id (`BTCUSDT`): its published table, or for an
+        unlisted dated future (`BTCUSDT_250627`) the listed delivery table of the same pair with the
+        nearest expiry (Binance publishes one delivery table for all of a pair's quarterlies), else the
+        default. With a `fee_to_close` rate, every bracket's maintenance rate carries it: maintenance
+        margin = notional x (MMR + fee) - amount (the amounts' recurrence is unchanged), so the margin
+        figures, the liquidation-price formulas and the surveillance scan all hold the fee to close."""
+        table = self._published_brackets(native_id)
+        if not self.fee_to_close:
+            return table
+        if id(table) not in self._with_fee:
+            self._with_fee[id(table)] = BracketTable.from_brackets(
+                attrs.evolve(b, maintenance_margin_rate=b.maintenance_margin_rate + self.fee_to_close)
+                for b in table.brackets)
+        return self._with_fee[id(table)]
+
+    def _published_brackets(self, native_id: str) -> BracketTable:
         table = self.symbol_brackets.get(native_id)
         if table is not None:
             return table
@@ -180,6 +194,18 @@ class RuleSet:
 
     def funding_interval(self, native_id: str) -> float:
         return float(self.funding_interval_overrides.get(native_id, self.funding_interval_hours))
+
+
+def _fee_to_close(maintenance: dict, taker: float, where: str) -> float:
+    """A rule file's `maintenance.fee_to_close`: "taker" (the taker rate), a fraction, or absent (0)."""
+    value = maintenance.get("fee_to_close") if isinstance(maintenance, dict) else None
+    if value is None:
+        return 0.0
+    if value == "taker":
+        return taker
+    if isinstance(value, (int, float)) and 0 <= value < 0.01:
+        return float(value)
+    raise RulesError(f"{where}: maintenance.fee_to_close = {value!r}: 'taker' or a fraction in [0, 0.01).")
 
 
 def _delivery_date(suffix: str):
@@ -284,6 +310,7 @@ def parse_rules(data: dict, where: str) -> RuleSet:
         auto_exchange=_auto_exchange(data.get("auto_exchange"), where),
         delivery=delivery_from(data.get("delivery"), where),
         portfolio=portfolio_from(data.get("portfolio_margin"), where),
+        fee_to_close=_fee_to_close(data.get("maintenance", {}), float(need(fees, "taker", "fees.")), where),
     )
 
 
