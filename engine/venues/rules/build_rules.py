@@ -355,15 +355,43 @@ def build_hyperliquid(ff: dict) -> dict:
 
 
 # ---------------------------------------------------------------- Bybit linear (USDT perpetuals)
+# Bybit BTCUSDT risk-limit tiers: (risk limit = the tier's notional cap in USDT, max leverage, MMR, deduction).
+BYBIT_BTCUSDT_TIERS = [
+    (2_000_000, 100, 0.005, 0), (2_600_000, 90, 0.0056, 1_200), (3_200_000, 80, 0.0063, 3_020),
+    (3_800_000, 75, 0.0067, 4_300), (4_400_000, 70, 0.0071, 5_820), (5_000_000, 65, 0.0077, 8_460),
+    (5_600_000, 55, 0.0091, 15_460), (8_500_000, 50, 0.01, 20_500), (10_000_000, 45, 0.013, 46_000),
+    (14_000_000, 40, 0.015, 66_000), (20_000_000, 35, 0.016, 80_000), (28_000_000, 30, 0.02, 160_000),
+    (38_000_000, 25, 0.025, 300_000), (50_000_000, 20, 0.029, 452_000), (55_000_000, 19, 0.03, 502_000),
+    (60_000_000, 18, 0.035, 777_000), (65_000_000, 17, 0.036, 837_000), (70_000_000, 16, 0.038, 967_000),
+    (75_000_000, 15, 0.04, 1_107_000), (80_000_000, 14, 0.045, 1_482_000),
+]
+BYBIT_BTCUSDT_SOURCE = ("Bybit 'Margin Parameters' page, Portuguese mirror https://bybitx.global/pt-PT/announcement-info/"
+                        "margin-parameters (undated, about 2024-25; 20 tiers, the deduction recurrence holds on every "
+                        "row); formula https://bybitglobal.com/en/announcement-info/margin-parameters")
+
+
+def bybit_tiers(rows) -> list[dict]:
+    """Brackets from Bybit risk-limit rows (risk limit, max leverage, MMR, deduction): each tier runs from
+    the previous risk limit to its own; the last risk limit is the largest position, and above it the
+    last tier applies (open cap). The printed deductions must follow the recurrence (checked here)."""
+    floors = [0] + [row[0] for row in rows[:-1]]
+    out = tiered([(floor, lev, rate) for floor, (_, lev, rate, _) in zip(floors, rows)])
+    for bracket, (_, _, _, deduction) in zip(out, rows):
+        if abs(bracket["maintenance_amount"] - deduction) > 1e-6:
+            raise SystemExit(f"build_rules: Bybit deduction {deduction} does not follow the recurrence "
+                             f"({bracket['maintenance_amount']})")
+    return out
+
+
 def build_bybit(ff: dict, tier_examples: dict) -> dict:
     e = ff["bybit_linear"]
     bybit_btc_tiers = tier_examples["bybit_uta_example"]["BTC"]
     return {
         "name": "bybit-linear",
         "exchange": "bybit",
-        "description": ("Bybit USDT perpetuals: only the first risk-limit tier of BTCUSDT is documented here "
-                        "(MMR 0.5% up to 2,000,000 USDT, 100x); everything else uses a 1% MMR / 50x default. "
-                        "Positions are settled at the bankruptcy price; laddered (partial) liquidation."),
+        "description": ("Bybit USDT perpetuals: BTCUSDT's 20 risk-limit tiers as published (0.5 % / 100x up to "
+                        "2,000,000 USDT ... 4.5 % / 14x up to 80,000,000); everything else uses a 1% MMR / 50x "
+                        "default. Positions are settled at the bankruptcy price; laddered (partial) liquidation."),
         "as_of": "2025-11-25",
         "sources": [
             "https://www.bytick.com/fil-PH/help-center/search-result?page=34&pageSize=10&query=Bybit (excerpt of "
@@ -382,11 +410,11 @@ def build_bybit(ff: dict, tier_examples: dict) -> dict:
             *e["funding"]["sources"],
         ],
         "not_public": [
-            "Bybit risk-limit tiers (GET /v5/market/risk-limit) were not found as data: the help-centre 'Margin "
-            "Parameters' page renders them dynamically. BTCUSDT above 2,000,000 USDT, and ETHUSDT/SOLUSDT "
-            "entirely, are not tabulated here: BTCUSDT keeps 0.5%/100x without a cap (understates margin above "
-            "2M USDT); unlisted symbols use default_brackets = 1% MMR / 50x (the 1% 'base rate for ETH, EOS, XRP' "
-            "of the inverse Risk Limit article, used as a proxy for USDT contracts).",
+            "Bybit risk-limit tiers: BTCUSDT's 20 tiers come from a mirror of Bybit's Margin Parameters page "
+            "(undated, about 2024-25). Later generations seen only in third-party code (a 7-tier table 'verified "
+            "2026-02-27'; a 300,000 USDT / 0.33 % / 150x lowest tier from 2026-09) are not used. ETHUSDT/SOLUSDT "
+            "are not tabulated: unlisted symbols use default_brackets = 1% MMR / 50x (the 1% 'base rate for ETH, "
+            "EOS, XRP' of the inverse Risk Limit article, used as a proxy for USDT contracts).",
             "No separate liquidation fee is modelled: Bybit settles at the bankruptcy price (which includes the "
             "estimated fee to close), so fee_rate is 0.0.",
             "Bybit's documented isolated liquidation price evaluates maintenance margin at the entry position "
@@ -403,7 +431,8 @@ def build_bybit(ff: dict, tier_examples: dict) -> dict:
                                  "margin at the entry position value (LP = entry - side x (IM - MM) / size) and "
                                  "liquidates when the mark reaches it (help 'Liquidation Price (USDT Contract)')."},
         "default_brackets": tiered([(0, 50, 0.01)]),
-        "brackets": {"BTCUSDT": tiered([(0, 100, 0.005)])},
+        "brackets": {"BTCUSDT": bybit_tiers(BYBIT_BTCUSDT_TIERS)},
+        "brackets_sources": {"BTCUSDT": BYBIT_BTCUSDT_SOURCE},
         "collateral_ratios": {"USDT": 1.0, "BTC": {"unit": "coin", "tiers": bybit_btc_tiers}},
         "delivery": BYBIT_DELIVERY,
         "portfolio_margin": BYBIT_PORTFOLIO,
