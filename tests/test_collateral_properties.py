@@ -20,6 +20,7 @@ from xmargin.margin.collateral import collateral_value, haircut_amount, schedule
 from xmargin.ledger.commands import PlaceOrder, Transfer
 from xmargin.ledger.apply import apply
 from xmargin.margin.risk import risk_units
+from xmargin.ledger.flows import flows
 from xmargin.venues.venue import Catalog
 from tests.helpers_feed import VenueSpec, make_catalog, make_feed, perp, rules, run, spot
 
@@ -72,30 +73,8 @@ def scenarios(draw):
 
 
 def _flows(event) -> dict:
-    """(exchange, asset) -> wallet change implied by one event, transfers split out."""
-    e = event
-    if isinstance(e, ev.CollateralDeposited):
-        return {(e.exchange, e.asset): e.amount}
-    if isinstance(e, ev.OrderFilled):
-        if e.market == "spot":
-            base = e.instrument.split(":", 1)[1].split("/")[0]
-            return {(e.exchange, base): e.quantity, (e.exchange, e.asset): -e.quantity * e.price}
-        return {(e.exchange, e.asset): e.realized_pnl}
-    if isinstance(e, ev.FundingSettled) or (isinstance(e, ev.InsuranceFundUsed) and e.credited):
-        return {(e.exchange, e.asset): e.amount}
-    if isinstance(e, ev.FeeCharged):
-        return {(e.exchange, e.asset): -e.amount}
-    if isinstance(e, ev.PositionLiquidated):
-        return {(e.exchange, e.asset): e.realized_pnl - e.fee}
-    if isinstance(e, ev.CollateralConverted):
-        out = {(e.exchange, e.from_asset): -e.from_amount}
-        out[(e.exchange, e.to_asset)] = out.get((e.exchange, e.to_asset), 0.0) + e.to_amount
-        return out
-    if isinstance(e, ev.TransferSent):
-        return {(e.exchange, e.asset): -(e.amount + e.fee)}
-    if isinstance(e, ev.TransferArrived):
-        return {(e.exchange, e.asset): e.amount}
-    return {}
+    """(exchange, asset) -> wallet change implied by one event: the ledger's own rule."""
+    return flows(event)
 
 
 def _close(a: float, b: float) -> bool:

@@ -12,7 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from xmargin.margin import formulas as m
-from xmargin.margin.kernel import COLLATERAL, Legs, ScalarLegs, equity_one, maintenance_one, valuate, valuate_one
+from xmargin.margin.kernel import (COLLATERAL, Legs, equity_one, maintenance_one, rows_of, unit_one, valuate,
+                                   valuate_one)
 from xmargin.venues.rules import load_rules
 
 SETTINGS = settings(max_examples=150, deadline=None)
@@ -69,15 +70,24 @@ def test_vectorised_scalar_and_formulas_agree(rows, base, reserved, cases):
     grid = np.array([case[:len(rows)] for case in cases])
     value = valuate(legs, grid)
     assert value.equity.shape == (len(cases), 1)
-    scalar = ScalarLegs.of(legs)
+    scalar = rows_of(legs)
     for c, row in enumerate(grid.tolist()):
         want = _by_hand(rows, base, reserved, row)
-        one = valuate_one(scalar, row)
+        one = valuate_one(scalar, base, row, reserved)
         got = (value.equity[c, 0], value.maintenance_margin[c, 0], value.initial_margin[c, 0])
         for a, b, w in zip(got, one, want):
             assert a == pytest.approx(w, rel=1e-12, abs=1e-9)
             assert b == pytest.approx(w, rel=1e-12, abs=1e-9)
-        assert equity_one(scalar, row) == one[0] and maintenance_one(scalar, row) == one[1]
+        assert equity_one(scalar, base, row) == pytest.approx(one[0], rel=1e-15, abs=1e-12)
+        assert maintenance_one(scalar, row) == one[1]
+        per_leg, pnl, collateral, _, _ = unit_one(scalar, base, row)  # the parts the account tables use
+        position_legs = [k for k, r in enumerate(rows) if r[0] != "collateral"]
+        assert [leg[0] for leg in per_leg] == pytest.approx(value.notional[c, position_legs].tolist(), rel=1e-12)
+        assert [leg[1] for leg in per_leg] == pytest.approx(value.unrealized_pnl[c, position_legs].tolist(),
+                                                          rel=1e-12, abs=1e-9)
+        assert [leg[2] for leg in per_leg] == pytest.approx(value.leg_maintenance[c, position_legs].tolist(),
+                                                          rel=1e-12, abs=1e-9)
+        assert pnl + collateral == one[0]
         single = valuate(legs, grid[c])  # one case as a 1-d price vector
         assert single.equity[0] == pytest.approx(got[0], rel=1e-15, abs=1e-12)
 

@@ -157,7 +157,7 @@ def test_scan_and_tables_value_the_same_unit():
     result, book, feed = _short_account_run(closes=[60_000.0] * 4)
     account = result.ledger.accounts["binance"]
     row = len(feed.ts) - 1
-    (unit,) = portfolio_mode.risk_units(account, book, feed.mark_close[row], None, int(feed.ts[row]))
+    (unit,) = portfolio_mode.risk_units(account, book, feed.mark_close[row], int(feed.ts[row]))
     value = valuate(unit.legs, feed.mark_close[row][unit.columns])
     (pool,) = pool_metrics(account, book, feed.mark_close[row], feed.close[row], int(feed.ts[row])).values()
     assert pool.maintenance_margin == pytest.approx(float(value.maintenance_margin[0]))

@@ -2,7 +2,7 @@
 
 For every snapshot of a run (the rows of the equity / positions tables) and every risk unit (a
 cross pool per settlement asset, or in multi-asset mode one "USD" pool per account; each isolated
-position on its own; the same units as `xmargin.margin.risk`), this module finds the smallest relative
+position on its own; the units of `xmargin.margin.modes`), this module finds the smallest relative
 adverse move x (0.12 = 12 %) of
 
 * each underlying alone (every leg of the unit on that base asset moves together, in the
@@ -16,16 +16,15 @@ unit's wallet (cross wallet balance or isolated margin) held fixed. Prices move 
 snapshot's mark: p = mark x (1 + direction x x); maintenance is re-evaluated with the bracket of
 the moved notional (`xmargin.margin.formulas.maintenance_margin_array`), so bracket changes are exact.
 
-Multi-asset pools (`multi_asset` exchanges, pool "USD"): equity = the stablecoins' collateral
-value (constant) + collateral legs + the positions' PnL, maintenance from the positions only, as
-`xmargin.margin.risk`. A collateral leg is a non-stable balance of the snapshot's collateral rows held as
-its haircut coin amount (collateral_value / price, `xmargin.margin.collateral.effective_quantity`) with
-entry 0, so its value moves with its underlying. "Adverse" for collateral: a holding is a long of
-its asset and a negative balance (a liability) a short, so in the all-together move holdings fall
-and liabilities rise with the positions' longs and shorts; alone, an underlying moves against the
-unit's net holding of it, positions and collateral together (BTC collateral with no BTC position:
-BTC falls). Isolated positions of a multi-asset account stand on their margin, without collateral
-legs. Rows of a multi-asset account carry asset "USD" (the pool of its equity rows).
+The units and their legs are the margin modes' (`xmargin.margin.modes`), the same as the scan's
+and the tables', and every case is valued by the valuation kernel (`xmargin.margin.kernel`): a
+multi-asset pool's collateral legs (non-stable balances held as their haircut coin amount, entry
+0) move with their underlying; an isolated position margined on its entry value keeps a constant
+maintenance margin. "Adverse" for collateral: a holding is a long of its asset and a negative
+balance (a liability) a short, so in the all-together move holdings fall and liabilities rise with
+the positions' longs and shorts; alone, an underlying moves against the unit's net holding of it,
+positions and collateral together (BTC collateral with no BTC position: BTC falls). Rows of a
+multi-asset account carry asset "USD" (the pool of its equity rows).
 
 The search is vectorised over every (snapshot, unit, underlying) case at once: a bisection on x
 (60 halvings of [0, cap]; cap = 1 when some leg moves down, since a price cannot fall below
@@ -35,7 +34,7 @@ too as long as the threshold is above every maintenance rate involved (true of e
 set). `inf`: no move up to the cap gets there (e.g. a long whose margin covers a fall to zero).
 0.0: the unit is already there at the snapshot's marks.
 
-Money and PnL follow the engine's conventions, as `xmargin.margin.risk`: linear legs `quantity x (mark -
+Money and PnL follow the engine's conventions (the kernel's): linear legs `quantity x (mark -
 entry)`, inverse (coin-margined) legs `quantity x contract size x (1/entry - 1/mark)` in the coin.
 """
 
@@ -47,10 +46,9 @@ import weakref
 import numpy as np
 import polars as pl
 
-from xmargin.margin import formulas as margin
-from xmargin.margin.accounting import MULTI_ASSET_POOL
-from xmargin.margin.collateral import STABLECOINS
-from xmargin.output.snapshots import collateral_table, equity_base_table, positions_table
+from xmargin.margin.kernel import Legs, valuate
+from xmargin.margin.units import stack
+from xmargin.output.snapshots import snapshot_units
 
 MAX_UP = 10.0
 ITERATIONS = 48  # bisection steps: the move is then known to 10 / 2**48 ~ 4e-14
@@ -61,50 +59,16 @@ SCHEMA = {"ts": pl.Datetime("ns", "UTC"), "reason": pl.String, "exchange": pl.St
           "liquidation_distance": pl.Float64}
 
 
-def brackets_from_catalog(catalog) -> dict:
-    """instrument key -> BracketTable, as the run used them."""
-    return {key: tradable.brackets for key, tradable in catalog.tradables.items()}
-
-
-def multi_asset_exchanges(catalog) -> set:
-    """The exchanges of a catalog in multi-asset mode."""
-    return {name for name, venue in catalog.venues.items() if venue.margin_mode == "multi-asset"}
-
-
-def first_crossing(case: np.ndarray, n_cases: int, quantity: np.ndarray, mark: np.ndarray, entry: np.ndarray,
-                   direction: np.ndarray, table_id: np.ndarray, tables: list, base: np.ndarray,
-                   k: float, size: np.ndarray | None = None, fixed_mm: np.ndarray | None = None) -> np.ndarray:
-    """Smallest x >= 0 with k x equity(x) - maintenance(x) <= 0, per case (vectorised bisection).
-
-    Leg arrays (one entry per leg of a case): `case` its case index, signed `quantity`, `mark`,
-    `entry`, `direction` (-1 down, +1 up, 0 does not move), `table_id` index into `tables` (-1: a
-    collateral leg, no maintenance). `base` per case: the wallet of the unit. k = 1: liquidation;
-    k = threshold: warning. `size` per leg: the contract size of an inverse (coin-margined) leg, 0
-    for a linear one: its PnL is quantity x size x (1/entry - 1/price) and its notional
-    |quantity| x size / price, in the coin. `fixed_mm` per leg: a maintenance margin that does not
-    move with the price (an isolated position margined on its entry value, Bybit), nan otherwise.
-    """
-    absq = np.abs(quantity)
-    groups = [(np.flatnonzero(table_id == t), tables[t]) for t in np.unique(table_id) if t >= 0]
-    inverse = np.zeros(len(quantity), dtype=bool) if size is None else size > 0
-    safe_entry = np.where(inverse, entry, 1.0)
+def first_crossing(legs: Legs, mark: np.ndarray, direction: np.ndarray, k: float) -> np.ndarray:
+    """Smallest x >= 0 with k x equity(x) - maintenance(x) <= 0 per kernel unit (= case) of `legs`,
+    every leg's price at mark x (1 + direction x x) (direction -1 down, +1 up, 0 does not move);
+    a vectorised bisection over the valuation kernel. k = 1: liquidation; k = threshold: warning."""
+    n_cases = legs.units
+    case = legs.unit
 
     def f(x: np.ndarray) -> np.ndarray:
-        price = mark * (1.0 + direction * x[case])
-        pnl = quantity * (price - entry)
-        notional = absq * price
-        if inverse.any():
-            safe_price = np.where(inverse, np.maximum(price, 1e-300), 1.0)
-            pnl = np.where(inverse, quantity * size * (1.0 / safe_entry - 1.0 / safe_price), pnl)
-            notional = np.where(inverse, absq * size / safe_price, notional)
-        equity = base + np.bincount(case, pnl, minlength=n_cases)
-        maintenance = np.zeros(n_cases)
-        for idx, table in groups:
-            leg_mm = margin.maintenance_margin_array(notional[idx], table)
-            if fixed_mm is not None:
-                leg_mm = np.where(np.isnan(fixed_mm[idx]), leg_mm, fixed_mm[idx])
-            maintenance += np.bincount(case[idx], leg_mm, minlength=n_cases)
-        return k * equity - maintenance
+        value = valuate(legs, mark * (1.0 + direction * x[case]))
+        return k * value.equity - value.maintenance_margin
 
     down = np.bincount(case, direction < 0, minlength=n_cases) > 0
     lo = np.zeros(n_cases)
@@ -123,160 +87,82 @@ def first_crossing(case: np.ndarray, n_cases: int, quantity: np.ndarray, mark: n
     return out
 
 
-def _collateral_parts(equity: pl.DataFrame, collateral: pl.DataFrame | None,
-                      multi_asset: set) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Per snapshot of a multi-asset account: the stablecoins' collateral value (`stable`), and
-    its collateral legs (`underlying`, `quantity` = haircut coin amount, `mark_price` = price).
-    Without collateral rows the pool's whole collateral value counts as constant."""
-    key = list(SNAPSHOT_KEY)
-    legs_schema = {**{k: SCHEMA[k] for k in key}, "underlying": pl.String, "quantity": pl.Float64,
-                   "mark_price": pl.Float64}
-    no_legs = pl.DataFrame(schema=legs_schema)
-    exchanges = sorted(multi_asset)
-    if collateral is None:
-        stable = (equity.filter(pl.col("exchange").is_in(exchanges) & (pl.col("asset") == MULTI_ASSET_POOL))
-                  .unique(key, keep="first", maintain_order=True)
-                  .select(*key, pl.col("collateral_value").alias("stable")))
-        return stable, no_legs
-    rows = (collateral.filter(pl.col("exchange").is_in(exchanges))
-            .unique([*key, "asset"], keep="first", maintain_order=True)
-            .with_columns(pl.col("asset").is_in(list(STABLECOINS)).alias("stablecoin")))
-    stable = (rows.filter(pl.col("stablecoin")).group_by(key, maintain_order=True)
-              .agg(pl.col("collateral_value").sum().alias("stable")))
-    legs = (rows.filter(~pl.col("stablecoin") & (pl.col("balance") != 0) & pl.col("price").is_finite()
-                        & (pl.col("price") > 0) & (pl.col("collateral_value") != 0))
-            .select(*key, pl.col("asset").alias("underlying"),
-                    (pl.col("collateral_value") / pl.col("price")).alias("quantity"),
-                    pl.col("price").alias("mark_price")))
-    return stable, legs.cast(legs_schema)
+def distance_table(snapshots, catalog, feed, thresholds) -> pl.DataFrame:
+    """One row per snapshot x risk unit holding positions x (each underlying, "all"): ts, reason,
+    exchange, events_applied, asset (the unit's pool: the settlement asset, "USD" for a
+    multi-asset account), unit (`cross:<pool>` or the isolated instrument), underlying (base
+    asset or "all"), warning_distance, liquidation_distance (fractions; inf: never within the cap).
 
-
-def distance_table(positions: pl.DataFrame, equity: pl.DataFrame, brackets: dict, thresholds,
-                   collateral: pl.DataFrame | None = None, multi_asset=(), inverse_sizes=None,
-                   entry_basis=()) -> pl.DataFrame:
-    """One row per snapshot x risk unit x (each underlying, "all"): ts, reason, exchange,
-    events_applied, asset (the pool: the settlement asset, "USD" for a multi-asset account), unit
-    (`cross:<pool>` or the isolated instrument), underlying (base asset or "all"),
-    warning_distance, liquidation_distance (fractions; inf: never within the cap).
-
-    `multi_asset`: the exchanges in multi-asset mode; `collateral`: the collateral table
-    (`xmargin.output.writer.collateral_table`), whose non-stable balances become collateral legs of
-    those exchanges' "USD" pools. `inverse_sizes`: instrument -> contract size of the inverse
-    (coin-margined) instruments; their legs move in coin terms (`first_crossing`). `entry_basis`:
-    exchanges whose rules margin isolated positions on their entry value (constant maintenance)."""
-    inverse_sizes = inverse_sizes or {}
-    if positions.height == 0:
+    The units are the margin modes' (`xmargin.margin.modes`, as the scan and the tables), valued by
+    the kernel; snapshots with the same (ts, reason, exchange, events_applied) count once."""
+    seen, kept = set(), []
+    for snapshot in snapshots:
+        key = (snapshot.ts, snapshot.reason, snapshot.account.exchange, snapshot.events_applied)
+        if key not in seen:
+            seen.add(key)
+            kept.append(snapshot)
+    units, owner = snapshot_units(kept, catalog, feed)
+    chosen = [u for u, unit in enumerate(units) if unit.positions]
+    if not chosen:
         return pl.DataFrame(schema=SCHEMA)
-    key = list(SNAPSHOT_KEY)
-    multi_asset = sorted(set(multi_asset))
-    is_multi = pl.col("exchange").is_in(multi_asset)
-    pos = (positions.filter(pl.col("quantity") != 0).unique([*key, "instrument"], keep="first", maintain_order=True)
-           .select(*key, "instrument", "quantity", "entry_price", "mark_price", "margin_mode", "isolated_margin",
-                   "asset")
-           .with_columns(pl.when(is_multi).then(pl.lit(MULTI_ASSET_POOL)).otherwise(pl.col("asset")).alias("pool")))
-    wallets = equity.unique([*key, "asset"], keep="first", maintain_order=True).select(
-        *key, pl.col("asset").alias("pool"), "cross_wallet_balance")
-    collateral_legs = None
-    if multi_asset:  # a multi-asset pool's wallet: its stablecoins at their collateral value
-        stable, collateral_legs = _collateral_parts(equity, collateral, set(multi_asset))
-        wallets = (wallets.join(stable, on=key, how="left", maintain_order="left")
-                   .with_columns(pl.when(is_multi & (pl.col("pool") == MULTI_ASSET_POOL))
-                                 .then(pl.col("stable").fill_null(0.0))
-                                 .otherwise(pl.col("cross_wallet_balance")).alias("cross_wallet_balance"))
-                   .drop("stable"))
-    pos = (pos.join(wallets, on=[*key, "pool"], how="left", maintain_order="left")
-           .with_columns(pl.when(pl.col("margin_mode") == "isolated").then(pl.col("instrument"))
-                         .otherwise(pl.lit("cross:") + pl.col("pool")).alias("unit"),
-                         pl.when(pl.col("margin_mode") == "isolated").then(pl.col("isolated_margin"))
-                         .otherwise(pl.col("cross_wallet_balance").fill_null(0.0)).alias("base"),
-                         pl.col("instrument").str.extract(r"^(?:[^:]*:)?([^/:]+)", 1).alias("underlying")))
-    if pos.height == 0:
-        return pl.DataFrame(schema=SCHEMA)
-    unit_key = [*key, "pool", "unit"]
-    unit_ids = pos.select(unit_key).unique(maintain_order=True).with_row_index("unit_id")
-    pos = pos.join(unit_ids, on=unit_key, how="left", maintain_order="left").with_columns(
-        pl.col("unit_id").cast(pl.Int64))
-    n_units = int(pos["unit_id"].max()) + 1
+    units = [units[u] for u in chosen]
+    owner = [owner[u] for u in chosen]
+    legs = stack(units)
+    underlying_of = {t.column: t.instrument.base for t in catalog.tradables.values()}
+    columns = [r[0] for unit in units for r in unit.rows]
+    underlying = np.array([underlying_of[c] for c in columns], dtype=object)
+    rows = np.array([kept[owner[u]].row for u in legs.unit.tolist()], dtype=np.int64)
+    mark = feed.mark_close[rows, np.asarray(columns, dtype=np.int64)]
+    exposure = np.where(legs.size > 0, legs.quantity * legs.size / mark, legs.quantity * mark)
+    # cases: every unit with "all" (every leg adverse), then each (unit, underlying) with only the
+    # legs on that underlying moving, against the unit's net exposure to it
+    leg_index, case_of, direction, labels, requirements = [], [], [], [], []
+    first = np.concatenate([[0], np.cumsum([len(unit.rows) for unit in units])]).astype(np.int64)
 
-    instruments = pos["instrument"].to_list()
-    table_index: dict = {}
-    tables: list = []
-    for instrument in dict.fromkeys(instruments):
-        if instrument not in brackets:
-            raise KeyError(f"distance: no bracket table for {instrument}")
-        table_index[instrument] = len(tables)
-        tables.append(brackets[instrument])
-    # legs: every position, then (multi-asset) every collateral leg of a cross pool with positions
-    legs = pos.select("unit_id", "underlying", "quantity", "mark_price", "entry_price",
-                      pl.Series("table_id", [table_index[i] for i in instruments], dtype=pl.Int64),
-                      pl.Series("size", [float(inverse_sizes.get(i, 0.0)) for i in instruments], dtype=pl.Float64),
-                      pl.when(pl.col("exchange").is_in(sorted(entry_basis)) & (pl.col("margin_mode") == "isolated"))
-                      .then(pl.lit(0.0)).otherwise(pl.lit(float("nan"))).alias("fixed_mm"))
-    entry_margined = np.flatnonzero(~np.isnan(legs["fixed_mm"].to_numpy())) if entry_basis else []
-    if len(entry_margined):
-        fixed = legs["fixed_mm"].to_numpy().copy()
-        quantities, entries = pos["quantity"].to_numpy(), pos["entry_price"].to_numpy()
-        for k in entry_margined:  # positions come first in `legs`, in `pos` order
-            if inverse_sizes.get(instruments[k]):
-                fixed[k] = np.nan  # inverse positions keep the mark basis
-            else:
-                fixed[k] = margin.maintenance_margin(abs(quantities[k]) * entries[k], brackets[instruments[k]])
-        legs = legs.with_columns(pl.Series("fixed_mm", fixed))
-    if collateral_legs is not None and collateral_legs.height:
-        pools = unit_ids.filter(is_multi & (pl.col("unit") == "cross:" + MULTI_ASSET_POOL)).select(
-            *key, pl.col("unit_id").cast(pl.Int64))
-        extra = (collateral_legs.join(pools, on=key, how="inner", maintain_order="left")
-                 .select("unit_id", "underlying", "quantity", "mark_price", pl.lit(0.0).alias("entry_price"),
-                         pl.lit(-1, dtype=pl.Int64).alias("table_id"), pl.lit(0.0).alias("size"),
-                         pl.lit(float("nan")).alias("fixed_mm")))
-        legs = pl.concat([legs, extra])
-    exposure = (pl.when(pl.col("size") > 0).then(pl.col("quantity") * pl.col("size") / pl.col("mark_price"))
-                .otherwise(pl.col("quantity") * pl.col("mark_price")))
-    legs = legs.with_row_index("leg").with_columns(exposure.sum().over("unit_id", "underlying").alias("net_delta"))
-    # cases: every unit with "all" (0..n_units-1), then every (unit, underlying) with all of the
-    # unit's legs, only those on that underlying moving
-    single = (legs.group_by("unit_id", "underlying", maintain_order=True).agg(pl.col("net_delta").first())
-              .with_row_index("case_offset"))
-    expanded = (single.rename({"underlying": "moving"})
-                .join(legs.drop("net_delta"), on="unit_id", how="inner")
-                .sort("case_offset", "leg"))
+    def margined_as_a_whole(u: int, span) -> None:  # a portfolio unit's case keeps its requirement
+        if units[u].requirement is not None:
+            requirements.append((len(labels), np.arange(len(leg_index), len(leg_index) + len(span)),
+                                 units[u].requirement))
 
-    def column(frame, name):
-        return frame[name].to_numpy()
-
-    quantity = column(legs, "quantity")
-    alone = np.where(expanded["underlying"].to_numpy() == expanded["moving"].to_numpy(),
-                     -np.sign(column(expanded, "net_delta")), 0.0)
-    case = np.concatenate([column(legs, "unit_id"), n_units + column(expanded, "case_offset").astype(np.int64)])
-    n_cases = n_units + single.height
-    unit_base = np.zeros(n_units)
-    unit_base[pos["unit_id"].to_numpy()] = pos["base"].to_numpy()
-    base = np.concatenate([unit_base, unit_base[single["unit_id"].to_numpy()]])
-    args = dict(case=case, n_cases=n_cases,
-                quantity=np.concatenate([quantity, column(expanded, "quantity")]),
-                mark=np.concatenate([column(legs, "mark_price"), column(expanded, "mark_price")]),
-                entry=np.concatenate([column(legs, "entry_price"), column(expanded, "entry_price")]),
-                direction=np.concatenate([-np.sign(quantity), alone]),
-                table_id=np.concatenate([column(legs, "table_id"), column(expanded, "table_id")]),
-                tables=tables, base=base,
-                size=np.concatenate([column(legs, "size"), column(expanded, "size")]),
-                fixed_mm=np.concatenate([column(legs, "fixed_mm"), column(expanded, "fixed_mm")]))
-    liquidation = first_crossing(k=1.0, **args)
+    for u in range(len(units)):
+        span = range(int(first[u]), int(first[u + 1]))
+        margined_as_a_whole(u, span)
+        leg_index.extend(span)
+        case_of.extend([len(labels)] * len(span))
+        direction.extend(-np.sign(legs.quantity[list(span)]))
+        labels.append((u, "all"))
+    for u in range(len(units)):
+        span = list(range(int(first[u]), int(first[u + 1])))
+        for name in dict.fromkeys(underlying[span].tolist()):
+            on = [j for j in span if underlying[j] == name]
+            net = float(np.sign(exposure[on].sum()))
+            margined_as_a_whole(u, span)
+            leg_index.extend(span)
+            case_of.extend([len(labels)] * len(span))
+            direction.extend(-net if underlying[j] == name else 0.0 for j in span)
+            labels.append((u, name))
+    idx = np.asarray(leg_index, dtype=np.int64)
+    case_units = np.array([u for u, _ in labels], dtype=np.int64)
+    cases = Legs(quantity=legs.quantity[idx], entry=legs.entry[idx], size=legs.size[idx], table=legs.table[idx],
+                 tables=legs.tables, leverage=legs.leverage[idx], fixed_maintenance=legs.fixed_maintenance[idx],
+                 scale=legs.scale[idx], unit=np.asarray(case_of, dtype=np.int64), base=legs.base[case_units],
+                 reserved=np.zeros(len(labels)), requirements=tuple(requirements))
+    moves = dict(mark=mark[idx], direction=np.asarray(direction, dtype=np.float64))
+    liquidation = first_crossing(cases, k=1.0, **moves)
     thresholds = list(thresholds)
-    warning = first_crossing(k=float(thresholds[0]), **args) if thresholds else np.full(n_cases, math.nan)
-
-    units = (pos.unique("unit_id", keep="first").sort("unit_id")
-             .select("unit_id", *key, pl.col("pool").alias("asset"), "unit"))
-    all_rows = units.with_columns(pl.lit("all").alias("underlying"),
-                                  pl.Series("warning_distance", warning[:n_units]),
-                                  pl.Series("liquidation_distance", liquidation[:n_units]))
-    single_rows = (single.select("unit_id", "underlying").join(units, on="unit_id", how="left", maintain_order="left")
-                   .with_columns(pl.Series("warning_distance", warning[n_units:]),
-                                 pl.Series("liquidation_distance", liquidation[n_units:])))
-    columns = list(SCHEMA)
-    return (pl.concat([single_rows.select("unit_id", *columns), all_rows.select("unit_id", *columns)])
-            .sort("unit_id", pl.col("underlying") == "all", maintain_order=True).select(columns)
-            .cast(SCHEMA))
+    warning = (first_crossing(cases, k=float(thresholds[0]), **moves) if thresholds
+               else np.full(len(labels), math.nan))
+    order = sorted(range(len(labels)), key=lambda c: (labels[c][0], labels[c][1] == "all", c))
+    out = {name: [] for name in SCHEMA}
+    for c in order:
+        u, name = labels[c]
+        unit, snapshot = units[u], kept[owner[u]]
+        for column, value in (("ts", snapshot.ts), ("reason", snapshot.reason), ("exchange", unit.exchange),
+                              ("events_applied", snapshot.events_applied), ("asset", unit.asset),
+                              ("unit", unit.name), ("underlying", name), ("warning_distance", float(warning[c])),
+                              ("liquidation_distance", float(liquidation[c]))):
+            out[column].append(value)
+    return pl.DataFrame(out, schema={**SCHEMA, "ts": pl.Int64}).with_columns(pl.col("ts").cast(SCHEMA["ts"]))
 
 
 def equity_distances(equity: pl.DataFrame, distance: pl.DataFrame) -> pl.DataFrame:
@@ -301,17 +187,7 @@ def run_distances(result) -> pl.DataFrame:
         return _CACHE[result]
     except (KeyError, TypeError):
         pass
-    equity = pl.from_arrow(equity_base_table(result))
-    positions = pl.from_arrow(positions_table(result))
-    multi_asset = multi_asset_exchanges(result.catalog)
-    collateral = pl.from_arrow(collateral_table(result)) if multi_asset else None
-    inverse_sizes = {key: t.instrument.contract_size for key, t in result.catalog.tradables.items()
-                     if t.instrument.is_inverse}
-    entry_basis = {name for name, venue in result.catalog.venues.items()
-                   if venue.rules.liquidation.maintenance_basis == "entry"}
-    table = distance_table(positions, equity, brackets_from_catalog(result.catalog), result.config.warning_thresholds,
-                           collateral=collateral, multi_asset=multi_asset, inverse_sizes=inverse_sizes,
-                           entry_basis=entry_basis)
+    table = distance_table(result.snapshots, result.catalog, result.feed, result.config.warning_thresholds)
     try:
         _CACHE[result] = table
     except TypeError:

@@ -3,7 +3,7 @@ maintenance margin, margin ratio, free collateral, liquidation prices.
 
 Pure functions over ledger state; the ledger itself never stores derived numbers. The account's
 margin mode (`xmargin.margin.modes`) turns it into risk units and the valuation kernel's scalar path
-(`xmargin.margin.kernel.valuate_one`, `legs_one`) values them: a pool per settlement asset in
+(`xmargin.margin.kernel.unit_one`, `valuate_one` in parts) values them: a pool per settlement asset in
 single-asset modes (money in that asset), one "USD" pool in multi-asset mode; isolated positions
 stand on their own margin and are reported with the pool of their settlement asset.
 """
@@ -16,8 +16,8 @@ import attrs
 import numpy as np
 
 from xmargin.margin import formulas as margin
-from xmargin.margin.kernel import legs_one, required_one
-from xmargin.margin.modes import multi_asset, venue_mode
+from xmargin.margin.kernel import required_one, unit_one
+from xmargin.margin.modes import account_units, multi_asset, venue_mode
 from xmargin.margin.units import asset_price, leverage_for, order_margin
 from xmargin.ledger.state import Account
 
@@ -85,19 +85,14 @@ def pool_for(account: Account, catalog, marks: np.ndarray, prices: np.ndarray, a
     return pool_metrics(account, catalog, marks, prices, now_ns).get(pool_key(catalog, account.exchange, asset))
 
 
-def _valued(unit, marks) -> tuple[list, float, float, float]:
-    """(per-leg values, position PnL, maintenance, initial margin) of a unit at `marks`."""
-    rows = legs_one(unit.scalar, [float(marks[r[0]]) for r in unit.rows])
-    pnl = maintenance = 0.0
-    initial = unit.reserved
-    for (_, leg_pnl, leg_maintenance, leg_initial), row in zip(rows[:unit.positions], unit.rows):
-        pnl += leg_pnl * row[7]
-        maintenance += leg_maintenance
-        initial += leg_initial
-    if unit.requirement is not None:  # margined as a whole (portfolio margin)
-        maintenance, required = required_one(unit.scalar, [float(marks[r[0]]) for r in unit.rows])
-        initial = unit.reserved + required
-    return rows, pnl, maintenance, initial
+def _valued(unit, marks) -> tuple[list, float, float, float, float]:
+    """`xmargin.margin.kernel.unit_one` of a unit at the feed row `marks` (a unit margined as a
+    whole, portfolio margin, takes its maintenance and initial margin from its requirement)."""
+    prices = [float(marks[row[0]]) for row in unit.rows]
+    legs, pnl, collateral, maintenance, initial = unit_one(unit.rows, unit.base, prices)
+    if unit.requirement is not None:
+        maintenance, initial = required_one(unit.requirement, prices)
+    return legs, pnl, collateral, maintenance, initial
 
 
 def _pool_scale(catalog, exchange: str, pool: str, asset: str, marks) -> float:
@@ -115,13 +110,13 @@ def pool_metrics(account: Account, catalog, marks: np.ndarray, prices: np.ndarra
     (isolated positions hold their own margin outside the pool).
     """
     mode = venue_mode(catalog, account.exchange)
-    units = mode.risk_units(account, catalog, marks, prices, now_ns=now_ns)
+    units = account_units(catalog, account, marks, now_ns)
     isolated: dict[str, list] = {}
     for unit in units:
         if unit.isolated:
             pool = mode.pool_of(unit.asset)
             scale = _pool_scale(catalog, account.exchange, pool, unit.asset, marks)
-            _, pnl, _, _ = _valued(unit, marks)
+            _, pnl, _, _, _ = _valued(unit, marks)
             held = isolated.setdefault(pool, [0.0, 0.0])
             held[0] += unit.base * scale
             held[1] += pnl * scale
@@ -129,15 +124,16 @@ def pool_metrics(account: Account, catalog, marks: np.ndarray, prices: np.ndarra
     for unit in units:
         if unit.isolated:
             continue
-        rows, cross_pnl, maintenance, initial = _valued(unit, marks)
-        collateral = unit.base + sum(row[1] for row in rows[unit.positions:])
+        _, cross_pnl, collateral, maintenance, initial = _valued(unit, marks)
+        reserved = mode.module.pool_order_margin(account, catalog, prices, unit.asset)
+        initial += reserved
         margin_balance = collateral + cross_pnl
         cross_wallet = mode.module.wallet_value(account, catalog, marks, unit.asset)
         isolated_margin, isolated_pnl = isolated.get(unit.asset, (0.0, 0.0))
         ratio = maintenance / margin_balance if margin_balance > 0 else (math.inf if maintenance > 0 else 0.0)
         pools[unit.asset] = PoolMetrics(account.exchange, unit.asset, cross_wallet + isolated_margin, cross_wallet,
                                         collateral, isolated_margin, cross_pnl + isolated_pnl, margin_balance,
-                                        initial, maintenance, ratio, margin_balance - initial, unit.reserved)
+                                        initial, maintenance, ratio, margin_balance - initial, reserved)
     return pools
 
 
@@ -150,14 +146,13 @@ def position_metrics(account: Account, catalog, marks: np.ndarray, now_ns: int |
     basis = catalog.venues[account.exchange].rules.liquidation.maintenance_basis
     fee_to_close = catalog.venues[account.exchange].rules.fee_to_close
     found = {}
-    for unit in mode.risk_units(account, catalog, marks, now_ns=now_ns):
-        rows, cross_pnl, cross_maintenance, _ = _valued(unit, marks)
-        wallet = unit.base + sum(row[1] for row in rows[unit.positions:])
+    for unit in account_units(catalog, account, marks, now_ns):
+        legs, cross_pnl, wallet, cross_maintenance, _ = _valued(unit, marks)
         for k in range(unit.positions):
-            found[unit.instruments[k]] = (unit, rows[k], wallet, cross_pnl, cross_maintenance)
+            found[unit.instruments[k]] = (unit, legs[k], wallet, cross_pnl, cross_maintenance)
     out = []
     for key, position in account.positions.items():
-        unit, (notional, pnl, maintenance, _), wallet, cross_pnl, cross_maintenance = found[key]
+        unit, (notional, pnl, maintenance), wallet, cross_pnl, cross_maintenance = found[key]
         tradable = catalog.tradable(key)
         inverse, size = tradable.instrument.is_inverse, tradable.instrument.contract_size
         leverage = leverage_for(account, catalog, key)

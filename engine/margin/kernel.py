@@ -1,7 +1,7 @@
 """The valuation kernel: equity, maintenance and initial margin of risk units at price cases.
 
 Every margin figure of the engine comes from here: the View and `decide` (one case, scalar fast
-path `valuate_one`), the surveillance scan (the intrabar path points of a stretch of bars), the
+path `valuate_one`, `unit_one`), the surveillance scan (the intrabar path points of a stretch of bars), the
 equity / positions / collateral tables (one case per snapshot), distance to liquidation (shocked
 moves) and liquidation sizing. A margin mode (`xmargin.margin.modes`) only turns an account into
 risk units; what a unit is worth at some prices is decided once, here.
@@ -35,6 +35,7 @@ at once (every snapshot of a run, every shocked case of a distance search). Pric
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 
 import attrs
 import numpy as np
@@ -113,10 +114,10 @@ class Legs:
                    table=np.concatenate(remapped) if parts else np.zeros(0, dtype=np.int64), tables=tuple(tables),
                    leverage=joined("leverage"), fixed_maintenance=joined("fixed_maintenance"), scale=joined("scale"),
                    unit=np.concatenate(units) if parts else np.zeros(0, dtype=np.int64), base=joined("base"),
-                   reserved=joined("reserved"), requirements=_joined_requirements(parts))
+                   reserved=joined("reserved"), requirements=joined_requirements(parts))
 
 
-def _joined_requirements(parts) -> tuple:
+def joined_requirements(parts) -> tuple:
     """The parts' unit requirements with their unit and leg indices shifted into the joined set."""
     out, units, legs = [], 0, 0
     for part in parts:
@@ -186,37 +187,26 @@ def valuate(legs: Legs, prices: np.ndarray) -> Valuation:
         unit_maintenance[..., u] = required_maintenance if unit_maintenance.ndim > 1 else required_maintenance[0]
         unit_initial[..., u] = legs.reserved[u] + (required_initial if unit_initial.ndim > 1 else required_initial[0])
     return Valuation(equity=legs.base + _per_unit(legs, pnl * legs.scale),
-                     maintenance_margin=unit_maintenance,
-                     initial_margin=unit_initial,
+                     maintenance_margin=unit_maintenance, initial_margin=unit_initial,
                      notional=notional, unrealized_pnl=pnl, leg_maintenance=maintenance, leg_initial=initial)
 
 
 # ------------------------------------------------------------------------------------------ scalar
-@attrs.frozen(eq=False)
-class ScalarLegs:
-    """One unit's legs as Python floats, for the scalar fast path (`valuate_one`): per-event
-    callers value one unit at one case, where numpy's per-call cost would dominate. `legs`: per
-    leg (quantity, entry, size, BracketTable or None for collateral, leverage, fixed maintenance or
-    None, scale), the fields of `Legs`."""
+# The scalar path takes one unit's legs as rows of Python values, the fields of `Legs` per leg:
+# (feed column, quantity, entry, size, BracketTable or None for a collateral leg, leverage, fixed
+# maintenance or None, scale); the column is the caller's and unused here. Per-event callers value
+# one unit at one case, where numpy's per-call cost would dominate.
 
-    legs: tuple
-    base: float
-    reserved: float
-    requirement: object = None  # a whole-unit model (see `Legs.requirements`), called with one case
-
-    @classmethod
-    def of(cls, legs: Legs) -> "ScalarLegs":
-        if legs.units != 1:
-            raise ValueError(f"the scalar path values one unit, got {legs.units}")
-        rows = []
-        for k in range(len(legs.quantity)):
-            t = int(legs.table[k])
-            fixed = float(legs.fixed_maintenance[k])
-            rows.append((float(legs.quantity[k]), float(legs.entry[k]), float(legs.size[k]),
-                         legs.tables[t] if t >= 0 else None, float(legs.leverage[k]),
-                         None if math.isnan(fixed) else fixed, float(legs.scale[k])))
-        requirement = legs.requirements[0][2] if legs.requirements else None
-        return cls(tuple(rows), float(legs.base[0]), float(legs.reserved[0]), requirement)
+def rows_of(legs: Legs, unit: int = 0) -> tuple:
+    """The scalar-path rows of one unit of `legs` (column -1)."""
+    rows = []
+    for k in np.flatnonzero(legs.unit == unit).tolist():
+        t = int(legs.table[k])
+        fixed = float(legs.fixed_maintenance[k])
+        rows.append((-1, float(legs.quantity[k]), float(legs.entry[k]), float(legs.size[k]),
+                     legs.tables[t] if t >= 0 else None, float(legs.leverage[k]),
+                     None if math.isnan(fixed) else fixed, float(legs.scale[k])))
+    return tuple(rows)
 
 
 def leg_value_one(quantity: float, entry: float, size: float, price: float) -> tuple[float, float]:
@@ -234,55 +224,84 @@ def leg_maintenance_one(notional: float, table, fixed, scale: float) -> float:
     if fixed is not None:
         return fixed
     n = notional * scale
-    i = table.index(n)
+    i = bisect_right(table.floor_list, n) - 1
+    i = i if i > 0 else 0
     return n * table.rate_list[i] - table.amount_list[i]
 
 
-def legs_one(legs: ScalarLegs, prices) -> list[tuple[float, float, float, float]]:
-    """Per leg at one price per leg: (notional, PnL) in the leg's settle asset and (maintenance,
-    initial margin) in the unit's currency; `valuate_one` sums them."""
+def unit_one(rows, base: float, prices) -> tuple[list, float, float, float, float]:
+    """One unit (`rows` on the constant `base`) at one price per leg, split as account tables need
+    it: (per position leg (notional, PnL, maintenance), the positions' PnL, collateral = base +
+    collateral legs' value, maintenance, initial margin). equity = PnL + collateral; `valuate_one`
+    in parts."""
     out = []
-    for (quantity, entry, size, table, leverage, fixed, scale), price in zip(legs.legs, prices):
-        notional, pnl = leg_value_one(quantity, entry, size, price)
-        out.append((notional, pnl, leg_maintenance_one(notional, table, fixed, scale),
-                    notional * scale / leverage))
-    return out
+    pnl = maintenance = initial = 0.0
+    collateral = base
+    for (_, quantity, entry, size, table, leverage, fixed, scale), price in zip(rows, prices):
+        if size > 0:
+            price = max(price, 1e-300)
+            notional, leg_pnl = abs(quantity) * size / price, quantity * size * (1.0 / entry - 1.0 / price)
+        else:
+            notional, leg_pnl = abs(quantity) * price, quantity * (price - entry)
+        if table is None:
+            collateral += leg_pnl
+            continue
+        if fixed is None:
+            n = notional * scale
+            i = bisect_right(table.floor_list, n) - 1
+            i = i if i > 0 else 0
+            leg_maintenance = n * table.rate_list[i] - table.amount_list[i]
+        else:
+            leg_maintenance = fixed
+        pnl += leg_pnl * scale
+        maintenance += leg_maintenance
+        initial += notional * scale / leverage
+        out.append((notional, leg_pnl, leg_maintenance))
+    return out, pnl, collateral, maintenance, initial
 
 
-def valuate_one(legs: ScalarLegs, prices) -> tuple[float, float, float]:
+def valuate_one(rows, base: float, prices, reserved: float = 0.0) -> tuple[float, float, float]:
     """(equity, maintenance margin, initial margin) of one unit at one price per leg: the same
     numbers as `valuate` (held equal by a property test), in plain Python floats."""
-    equity, maintenance, initial = legs.base, 0.0, legs.reserved
-    for (quantity, entry, size, table, leverage, fixed, scale), price in zip(legs.legs, prices):
-        notional, pnl = leg_value_one(quantity, entry, size, price)
-        equity += pnl * scale
-        maintenance += leg_maintenance_one(notional, table, fixed, scale)
-        initial += notional * scale / leverage
-    if legs.requirement is not None:
-        maintenance, required_initial = required_one(legs, prices)
-        initial = legs.reserved + required_initial
-    return equity, maintenance, initial
+    _, pnl, collateral, maintenance, initial = unit_one(rows, base, prices)
+    return collateral + pnl, maintenance, initial + reserved
 
 
-def required_one(legs: ScalarLegs, prices) -> tuple[float, float]:
-    """(maintenance, initial margin before open orders) of a whole-unit model at one case."""
-    maintenance, initial = legs.requirement(np.asarray(prices, dtype=np.float64)[None, :])
+def required_one(requirement, prices) -> tuple[float, float]:
+    """(maintenance, initial margin before open orders) of a whole-unit model at one case (one
+    price per leg of the unit)."""
+    maintenance, initial = requirement(np.asarray(prices, dtype=np.float64)[None, :])
     return float(maintenance[0]), float(initial[0])
 
 
-def equity_one(legs: ScalarLegs, prices) -> float:
-    """Equity of one unit at one case (`valuate_one`'s first number, without the margins)."""
-    equity = legs.base
-    for (quantity, entry, size, _, _, _, scale), price in zip(legs.legs, prices):
-        equity += leg_value_one(quantity, entry, size, price)[1] * scale
-    return equity
+def equity_one(rows, base: float, prices) -> float:
+    """Equity of one unit at one case (`valuate_one`'s first number, without the margins; the
+    scan's cheap bound evaluates it every stretch)."""
+    pnl, collateral = 0.0, base
+    for (_, quantity, entry, size, table, _, _, scale), price in zip(rows, prices):
+        if size > 0:
+            price = max(price, 1e-300)
+            leg_pnl = quantity * size * (1.0 / entry - 1.0 / price)
+        else:
+            leg_pnl = quantity * (price - entry)
+        if table is None:
+            collateral += leg_pnl
+        else:
+            pnl += leg_pnl * scale
+    return collateral + pnl
 
 
-def maintenance_one(legs: ScalarLegs, prices) -> float:
+def maintenance_one(rows, prices) -> float:
     """Maintenance margin of one unit at one case (`valuate_one`'s second number)."""
-    if legs.requirement is not None:
-        return required_one(legs, prices)[0]
     maintenance = 0.0
-    for (quantity, entry, size, table, _, fixed, scale), price in zip(legs.legs, prices):
-        maintenance += leg_maintenance_one(leg_value_one(quantity, entry, size, price)[0], table, fixed, scale)
+    for (_, quantity, entry, size, table, _, fixed, scale), price in zip(rows, prices):
+        if table is None:
+            continue
+        if fixed is not None:
+            maintenance += fixed
+            continue
+        n = (abs(quantity) * size / max(price, 1e-300) if size > 0 else abs(quantity) * price) * scale
+        i = bisect_right(table.floor_list, n) - 1
+        i = i if i > 0 else 0
+        maintenance += n * table.rate_list[i] - table.amount_list[i]
     return maintenance

@@ -35,7 +35,7 @@ def _bankruptcy_prices(unit, triggers, equity: float, notionals: np.ndarray) -> 
         return triggers * (1.0 - direction * (equity / total if total > 0 else 0.0))
 
     def equity_at(r: float) -> float:
-        return equity_one(unit.scalar, (triggers * (1.0 - direction * r)).tolist())
+        return equity_one(unit.rows, unit.base, (triggers * (1.0 - direction * r)).tolist())
 
     low, high = 0.0, 1.0 - 1e-12
     if equity_at(high) > 0:  # cannot reach zero before a long's price does: close at the extreme

@@ -19,7 +19,7 @@ import numpy as np
 
 from xmargin.margin import formulas as margin
 from xmargin.margin.kernel import equity_one, maintenance_one, valuate
-from xmargin.margin.modes import venue_mode
+from xmargin.margin.modes import account_units
 from xmargin.margin.units import RiskUnit, cross_unit_name
 
 POINTS = {"path": 4, "worst-case": 3, "close": 1}
@@ -45,8 +45,7 @@ def risk_units(ledger, catalog, prices: np.ndarray | None = None, now_ns: int | 
     the stretch's start (portfolio margin: a dated future's time to expiry)."""
     units = []
     for exchange in sorted(ledger.accounts):
-        units.extend(venue_mode(catalog, exchange).risk_units(ledger.accounts[exchange], catalog, prices,
-                                                              now_ns=now_ns))
+        units.extend(account_units(catalog, ledger.accounts[exchange], prices, now_ns))
     return units
 
 
@@ -85,12 +84,12 @@ def provably_quiet(unit: RiskUnit, feed, start: int, stop: int, thresholds: np.n
     columns = unit.columns
     highs = feed.mark_high[start:stop, columns].max(axis=0).tolist()
     lows = feed.mark_low[start:stop, columns].min(axis=0).tolist()
-    inverse = unit.inverse.tolist()
-    quantities = unit.legs.quantity.tolist()
-    worst = [low if q > 0 else high for q, low, high in zip(quantities, lows, highs)]
-    largest = [low if inv else high for inv, low, high in zip(inverse, lows, highs)]
-    equity = equity_one(unit.scalar, worst)
-    maintenance = maintenance_one(unit.scalar, largest)
+    worst, largest = [], []
+    for row, low, high in zip(unit.rows, lows, highs):
+        worst.append(low if row[1] > 0 else high)
+        largest.append(low if row[3] > 0 else high)  # an inverse (coin) notional is largest at the low
+    equity = equity_one(unit.rows, unit.base, worst)
+    maintenance = maintenance_one(unit.rows, largest)
     limit = float(thresholds[0]) if len(thresholds) else 1.0
     return equity > 0 and maintenance < limit * equity  # False for nan prices: the full scan decides
 

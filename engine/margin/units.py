@@ -8,7 +8,6 @@ This module holds the record and the builders the modes share; the numbers come 
 
 from __future__ import annotations
 
-import functools
 import math
 
 import attrs
@@ -16,7 +15,7 @@ import numpy as np
 
 from xmargin.margin import formulas as margin
 from xmargin.margin.collateral import STABLECOINS
-from xmargin.margin.kernel import COLLATERAL, Legs, ScalarLegs
+from xmargin.margin.kernel import COLLATERAL, Legs
 
 ISOLATED = "isolated"  # a position margined on its own margin
 CROSS = "cross"  # a position margined by its account's pool
@@ -32,10 +31,10 @@ class RiskUnit:
     """One risk unit: who it is (`exchange`, `asset` = the pool: settlement asset, "USD" for a
     multi-asset pool; `name` = `cross:<pool>` or the isolated instrument; the `instruments` of its
     position legs; the margin-warning `level` it carries) and its legs for the valuation kernel:
-    `rows` (column, quantity, entry, size, table, leverage, fixed maintenance, scale) per leg,
-    its positions first, then collateral legs, on the constant `base` plus `reserved` open-order
-    margin. `legs` (numpy, `xmargin.margin.kernel.valuate`) and `scalar` (Python floats,
-    `valuate_one`) are two views of the same rows, built when first read."""
+    `rows` (column, quantity, entry, size, table, leverage, fixed maintenance, scale) per leg, its
+    positions first, then collateral legs, on the constant `base` (open orders are not legs: their
+    margin is the mode's `pool_order_margin`). The rows feed the kernel's scalar path directly
+    (`xmargin.margin.kernel.unit_one`); `legs` is the same unit as numpy `Legs` for `valuate`."""
 
     exchange: str
     asset: str
@@ -44,13 +43,19 @@ class RiskUnit:
     instruments: tuple[str, ...]
     rows: tuple
     base: float
-    reserved: float
     level: int
     positions: int
     requirement: object = None  # a whole-unit margin model (portfolio margin); None: per-leg brackets
+    _views: dict = attrs.field(factory=dict, repr=False)  # legs / columns, built when first read
 
-    @functools.cached_property
+    @property
     def legs(self) -> Legs:
+        legs = self._views.get("legs")
+        if legs is None:
+            legs = self._views["legs"] = self._build_legs()
+        return legs
+
+    def _build_legs(self) -> Legs:
         rows = self.rows
         tables, where, table_index = [], {}, []
         for row in rows:
@@ -65,17 +70,15 @@ class RiskUnit:
         return Legs.build([r[1] for r in rows], [r[2] for r in rows], tables, size=[r[3] for r in rows],
                           table=table_index, leverage=[r[5] for r in rows],
                           fixed_maintenance=[math.nan if r[6] is None else r[6] for r in rows],
-                          scale=[r[7] for r in rows], base=(self.base,), reserved=(self.reserved,),
-                          requirement=self.requirement)
+                          scale=[r[7] for r in rows], base=(self.base,), requirement=self.requirement)
 
-    @functools.cached_property
-    def scalar(self) -> ScalarLegs:
-        return ScalarLegs(tuple(r[1:] for r in self.rows), self.base, self.reserved, self.requirement)
-
-    @functools.cached_property
+    @property
     def columns(self) -> np.ndarray:
         """The feed column of each leg's price."""
-        return np.array([r[0] for r in self.rows], dtype=np.int64)
+        columns = self._views.get("columns")
+        if columns is None:
+            columns = self._views["columns"] = np.array([r[0] for r in self.rows], dtype=np.int64)
+        return columns
 
     @property
     def quantities(self) -> np.ndarray:
@@ -137,36 +140,78 @@ def order_margin(account, catalog, prices, asset: str) -> float:
 
 
 def build_unit(account, catalog, *, asset: str, name: str, isolated: bool, positions, base: float,
-               collateral=(), scales=None, reserved: float = 0.0) -> RiskUnit:
+               collateral=(), scales=None) -> RiskUnit:
     """A unit of `positions` (ledger Positions) plus collateral legs ((column, haircut coin
     amount) pairs) on the constant `base`. `scales`: per position, the settle asset's price in
     the unit's currency (None: 1). An isolated position of a rule set with maintenance basis
     "entry" (linear contracts) gets its constant maintenance margin."""
     exchange = account.exchange
     entry_basis = isolated and catalog.venues[exchange].rules.liquidation.maintenance_basis == "entry"
+    tradables = catalog.tradables
+    default_leverage = catalog.venues[exchange].leverage
+    leverages = account.leverage
     rows = []
     for n, position in enumerate(positions):
-        tradable = catalog.tradable(position.instrument)
+        tradable = tradables[position.instrument]
         instrument = tradable.instrument
+        inverse = instrument.contract == "inverse"
         fixed = (margin.maintenance_margin(abs(position.quantity) * position.entry_price, tradable.brackets)
-                 if entry_basis and not instrument.is_inverse else None)
+                 if entry_basis and not inverse else None)
         rows.append((tradable.column, position.quantity, position.entry_price,
-                     instrument.contract_size if instrument.is_inverse else 0.0, tradable.brackets,
-                     leverage_for(account, catalog, position.instrument), fixed,
+                     instrument.contract_size if inverse else 0.0, tradable.brackets,
+                     leverages.get(position.instrument, default_leverage), fixed,
                      1.0 if scales is None else scales[n]))
-    rows.extend((column, amount, 0.0, 0.0, None, math.inf, None, 1.0) for column, amount in collateral)
-    return RiskUnit(exchange=exchange, asset=asset, name=name, isolated=isolated,
-                    instruments=tuple(p.instrument for p in positions), rows=tuple(rows), base=float(base),
-                    reserved=float(reserved), level=account.warning_levels.get(name, 0), positions=len(positions))
+    for column, amount in collateral:
+        rows.append((column, amount, 0.0, 0.0, None, math.inf, None, 1.0))
+    return RiskUnit(exchange, asset, name, isolated, tuple(p.instrument for p in positions), tuple(rows), float(base),
+                    account.warning_levels.get(name, 0), len(positions))
 
 
-def isolated_units(account, catalog) -> list[RiskUnit]:
-    """Every isolated position on its own margin (the same in every margin mode), by instrument."""
-    return [build_unit(account, catalog, asset=p.asset, name=p.instrument, isolated=True, positions=[p],
-                       base=p.isolated_margin)
-            for key, p in sorted(account.positions.items()) if p.margin_mode == ISOLATED]
+def isolated_units(account, catalog, positions=None) -> list[RiskUnit]:
+    """Every isolated position on its own margin (the same in every margin mode), by instrument
+    (`positions`: the account's isolated positions in that order, when the caller has them)."""
+    if positions is None:
+        positions = [p for _, p in sorted(account.positions.items()) if p.margin_mode == ISOLATED]
+    return [build_unit(account, catalog, asset=p.asset, name=p.instrument, isolated=True, positions=(p,),
+                       base=p.isolated_margin) for p in positions]
 
 
 def warned_pools(account) -> set:
     """Pools that carry a margin warning (their unit must exist so that the warning can clear)."""
     return {name[6:] for name, level in account.warning_levels.items() if level and name.startswith("cross:")}
+
+
+def stack(units, reserved=None) -> Legs:
+    """Many units' legs as one kernel `Legs` (unit k of the list is kernel unit k), built straight
+    from their rows: one pass of Python over the legs, no numpy call per unit. `reserved`: per
+    unit, the open-order initial margin to add (default none)."""
+    tables, where = [], {}
+    quantity, entry, size, table, leverage, fixed, scale, unit = [], [], [], [], [], [], [], []
+    requirements = []
+    for u, risk_unit in enumerate(units):
+        if risk_unit.requirement is not None:
+            requirements.append((u, np.arange(len(quantity), len(quantity) + len(risk_unit.rows)),
+                                 risk_unit.requirement))
+        for column, q, e, s, t, lev, f, sc in risk_unit.rows:
+            if t is None:
+                table.append(COLLATERAL)
+            else:
+                index = where.get(id(t))
+                if index is None:
+                    index = where[id(t)] = len(tables)
+                    tables.append(t)
+                table.append(index)
+            quantity.append(q)
+            entry.append(e)
+            size.append(s)
+            leverage.append(lev)
+            fixed.append(math.nan if f is None else f)
+            scale.append(sc)
+            unit.append(u)
+    return Legs(quantity=np.array(quantity, dtype=np.float64), entry=np.array(entry, dtype=np.float64),
+                size=np.array(size, dtype=np.float64), table=np.array(table, dtype=np.int64), tables=tuple(tables),
+                leverage=np.array(leverage, dtype=np.float64), fixed_maintenance=np.array(fixed, dtype=np.float64),
+                scale=np.array(scale, dtype=np.float64), unit=np.array(unit, dtype=np.int64),
+                base=np.array([u.base for u in units], dtype=np.float64),
+                reserved=np.zeros(len(units)) if reserved is None else np.asarray(reserved, dtype=np.float64),
+                requirements=tuple(requirements))

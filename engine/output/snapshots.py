@@ -1,9 +1,12 @@
 """Account snapshots and their projection into the equity, positions and collateral tables.
 
 During a run a snapshot is only a record of *which* ledger state to value at *which* feed row
-(accounts are immutable, so keeping a reference is free). The tables are computed once at the end,
-column by column with numpy and polars: the same numbers as `xmargin.margin.accounting` computes for one
-account (a test holds the two to 1e-12), without per-snapshot Python work in the event loop.
+(accounts are immutable, so keeping a reference is free). The tables are computed once at the end:
+each snapshot's account becomes risk units through its margin mode (`xmargin.margin.modes`; one
+set per account state, reused by every snapshot of that state unless the units depend on the
+row's prices), and one call of the valuation kernel (`xmargin.margin.kernel.valuate`) values every
+unit of every snapshot at its row's marks: the same numbers as `xmargin.margin.accounting` gives
+strategies for one account (tests/test_snapshots.py holds the two callers equal).
 
 Row order: snapshots in the order taken; within one, pools by asset, positions in the account's
 order, balances by asset.
@@ -19,9 +22,10 @@ import polars as pl
 import pyarrow as pa
 
 from xmargin.margin import formulas as margin
-from xmargin.margin.accounting import (MULTI_ASSET_POOL, CollateralMetrics, PoolMetrics, PositionMetrics, leverage_for,
-                                       order_margin)
-from xmargin.margin.collateral import STABLECOINS, collateral_value, schedule_for
+from xmargin.margin.accounting import CollateralMetrics, PoolMetrics, PositionMetrics
+from xmargin.margin.kernel import COLLATERAL, valuate
+from xmargin.margin.modes import account_units, venue_mode
+from xmargin.margin.units import asset_price, stack
 from xmargin.output.eventlog import TIMESTAMP
 
 
@@ -41,56 +45,28 @@ KEYS = ("ts", "reason", "exchange", "events_applied")
 _FLOAT = pl.Float64
 
 
-def _prices(catalog, feed, exchanges, assets, rows) -> np.ndarray:
-    """USD price of each (exchange, asset) at each row (stablecoins 1, unknown nan)."""
-    out = np.full(len(rows), np.nan)
-    stable = np.isin(np.asarray(assets, dtype=object), STABLECOINS)
-    out[stable] = 1.0
-    columns = np.array([catalog.asset_columns.get((e, a), -1) for e, a in zip(exchanges, assets)], dtype=np.int64)
-    known = ~stable & (columns >= 0)
-    out[known] = feed.mark_close[np.asarray(rows)[known], columns[known]]
-    return out
-
-
-def _flatten(snapshots, catalog, feed):
-    """Python pass over the recorded states: one list entry per position / balance / pool."""
-    positions = {k: [] for k in ("snapshot", "instrument", "column", "quantity", "entry_price", "margin_mode",
-                                 "isolated_margin", "asset", "leverage", "pool", "table", "inverse", "size")}
-    balances = {k: [] for k in ("snapshot", "asset", "balance", "pool")}
-    reserved = {}
+def snapshot_units(snapshots, catalog, feed) -> tuple[list, list]:
+    """Every snapshot's risk units, flattened: (units, snapshot index of each unit); units are built
+    once per account state unless the mode values collateral at the row's prices."""
+    units, owner = [], []
     for n, snapshot in enumerate(snapshots):
-        account = snapshot.account
-        exchange = account.exchange
-        multi = catalog.venues[exchange].margin_mode == "multi-asset"
-        for key, position in account.positions.items():
-            tradable = catalog.tradable(key)
-            positions["snapshot"].append(n)
-            positions["instrument"].append(key)
-            positions["column"].append(tradable.column)
-            positions["quantity"].append(position.quantity)
-            positions["entry_price"].append(position.entry_price)
-            positions["margin_mode"].append(position.margin_mode)
-            positions["isolated_margin"].append(position.isolated_margin)
-            positions["asset"].append(position.asset)
-            positions["leverage"].append(leverage_for(account, catalog, key))
-            positions["pool"].append(MULTI_ASSET_POOL if multi else position.asset)
-            positions["table"].append(tradable.brackets)
-            positions["inverse"].append(tradable.instrument.is_inverse)
-            positions["size"].append(tradable.instrument.contract_size)
-        for asset in sorted(account.balances):
-            balances["snapshot"].append(n)
-            balances["asset"].append(asset)
-            balances["balance"].append(account.balances[asset])
-            balances["pool"].append(MULTI_ASSET_POOL if multi else asset)
-        if account.orders:
-            assets = STABLECOINS if multi else {catalog.tradable(o.instrument).instrument.settle
-                                                for o in account.orders.values()}
-            for asset in assets:
-                amount = order_margin(account, catalog, feed.close[snapshot.row], asset)
-                if amount:
-                    pool = MULTI_ASSET_POOL if multi else asset
-                    reserved[(n, pool)] = reserved.get((n, pool), 0.0) + amount
-    return positions, balances, reserved
+        found = account_units(catalog, snapshot.account, feed.mark_close[snapshot.row], snapshot.ts)
+        units.extend(found)
+        owner.extend([n] * len(found))
+    return units, owner
+
+
+def _order_margins(units, owner, snapshots, catalog, feed) -> list[float]:
+    """Per unit: the initial margin its pool reserves for open orders (isolated units: none)."""
+    out = []
+    for unit, n in zip(units, owner):
+        account = snapshots[n].account
+        if unit.isolated or not account.orders:
+            out.append(0.0)
+            continue
+        mode = venue_mode(catalog, account.exchange)
+        out.append(mode.module.pool_order_margin(account, catalog, feed.close[snapshots[n].row], unit.asset))
+    return out
 
 
 def project(snapshots, catalog, feed) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
@@ -99,141 +75,143 @@ def project(snapshots, catalog, feed) -> tuple[pl.DataFrame, pl.DataFrame, pl.Da
         "snapshot": np.arange(len(snapshots), dtype=np.int64),
         "ts": [s.ts for s in snapshots], "reason": [s.reason for s in snapshots],
         "exchange": [s.account.exchange for s in snapshots],
-        "events_applied": [s.events_applied for s in snapshots], "row": [s.row for s in snapshots],
+        "events_applied": [s.events_applied for s in snapshots],
     }, schema={"snapshot": pl.Int64, "ts": pl.Int64, "reason": pl.String, "exchange": pl.String,
-               "events_applied": pl.Int64, "row": pl.Int64})
-    snapshot_rows = snaps["row"].to_numpy()
-    snapshot_exchange = snaps["exchange"].to_list()
-    multi_exchanges = [e for e, v in catalog.venues.items() if v.margin_mode == "multi-asset"]
-    p, b, reserved = _flatten(snapshots, catalog, feed)
+               "events_applied": pl.Int64})
+    units, owner = snapshot_units(snapshots, catalog, feed)
+    reserved = _order_margins(units, owner, snapshots, catalog, feed)
+    legs = stack(units, reserved)
+    owner = np.asarray(owner, dtype=np.int64)
+    snapshot_rows = np.array([s.row for s in snapshots], dtype=np.int64)
+    leg_columns = np.array([r[0] for u in units for r in u.rows], dtype=np.int64)
+    leg_rows = snapshot_rows[owner[legs.unit]] if len(legs.unit) else np.zeros(0, dtype=np.int64)
+    marks = feed.mark_close[leg_rows, leg_columns] if len(leg_rows) else np.zeros(0)
+    value = valuate(legs, marks)
 
-    # -- positions -------------------------------------------------------------------------------
-    index = np.asarray(p["snapshot"], dtype=np.int64)
-    rows = snapshot_rows[index] if len(index) else np.zeros(0, dtype=np.int64)
-    columns = np.asarray(p["column"], dtype=np.int64)
-    quantity = np.asarray(p["quantity"], dtype=np.float64)
-    entry = np.asarray(p["entry_price"], dtype=np.float64)
-    mark = feed.mark_close[rows, columns] if len(index) else np.zeros(0)
-    inverse = np.asarray(p["inverse"], dtype=bool)
-    size = np.asarray(p["size"], dtype=np.float64)
-    notional = np.abs(quantity) * mark
-    upnl = quantity * (mark - entry)
-    if inverse.any():  # coin-margined: value and PnL in the coin
-        notional[inverse] = margin.contract_notional(quantity[inverse], mark[inverse], True, size[inverse])
-        upnl[inverse] = margin.contract_pnl(quantity[inverse], entry[inverse], mark[inverse], True, size[inverse])
-    maintenance = np.zeros(len(index))
-    tables = p["table"]
-    groups: dict[int, list] = {}
-    for k, table in enumerate(tables):
-        groups.setdefault(id(table), []).append(k)
-    for members in groups.values():
-        members = np.asarray(members)
-        maintenance[members] = margin.maintenance_margin_array(notional[members], tables[members[0]])
-    leverage = np.asarray(p["leverage"], dtype=np.float64)
-    isolated = np.asarray([m == "isolated" for m in p["margin_mode"]], dtype=bool)
-    isolated_margin = np.asarray(p["isolated_margin"], dtype=np.float64)
-    position_exchange = [snapshot_exchange[i] for i in index]
-    settle_price = _prices(catalog, feed, position_exchange, p["asset"], rows) if len(index) else np.zeros(0)
-    in_multi = np.isin(np.asarray(position_exchange, dtype=object), multi_exchanges) if len(index) else isolated
-    # pool valuation scales by the settle asset's price only in multi-asset pools (USD)
-    scale = np.where(in_multi, settle_price, 1.0)
+    # per unit: position PnL (unit currency) and collateral (constant + collateral legs)
+    n_units = len(units)
+    is_position = legs.table != COLLATERAL
+    scaled_pnl = value.unrealized_pnl * legs.scale
+    position_pnl = np.bincount(legs.unit[is_position], scaled_pnl[is_position], minlength=n_units)
+    collateral = legs.base + np.bincount(legs.unit[~is_position], value.unrealized_pnl[~is_position],
+                                         minlength=n_units)
+    maintenance = value.maintenance_margin
+    initial = value.initial_margin
+
+    # -- equity: one row per pool unit, with its snapshot's isolated positions of that pool -------
+    pools: dict = {}
+    first_leg = np.concatenate([[0], np.cumsum([len(u.rows) for u in units])]).astype(np.int64)
+    for u, unit in enumerate(units):
+        n = int(owner[u])
+        snapshot = snapshots[n]
+        mode = venue_mode(catalog, unit.exchange)
+        if unit.isolated:
+            pool = mode.pool_of(unit.asset)
+            scale = 1.0 if pool == unit.asset else asset_price(catalog, unit.exchange, unit.asset,
+                                                                feed.mark_close[snapshot.row])
+            held = pools.setdefault((n, pool), {"isolated": 0.0, "isolated_pnl": 0.0})
+            held["isolated"] += unit.base * scale
+            held["isolated_pnl"] += float(position_pnl[u]) * scale
+            continue
+        entry = pools.setdefault((n, unit.asset), {"isolated": 0.0, "isolated_pnl": 0.0})
+        entry["unit"] = u
+        entry["wallet"] = mode.module.wallet_value(snapshot.account, catalog, feed.mark_close[snapshot.row],
+                                                   unit.asset)
+    equity_rows = {k: [] for k in ("snapshot", "asset") + tuple(f.name for f in _POOL_FIELDS[1:])}
+    for (n, pool), entry in sorted(pools.items()):
+        u = entry.get("unit")
+        wallet = entry.get("wallet", 0.0)
+        margin_balance = float(collateral[u] + position_pnl[u]) if u is not None else 0.0
+        mm = float(maintenance[u]) if u is not None else 0.0
+        im = float(initial[u]) if u is not None else 0.0
+        ratio = mm / margin_balance if margin_balance > 0 else (math.inf if mm > 0 else 0.0)
+        for name, number in (("snapshot", n), ("asset", pool), ("wallet_balance", wallet + entry["isolated"]),
+                             ("cross_wallet_balance", wallet),
+                             ("collateral_value", float(collateral[u]) if u is not None else 0.0),
+                             ("isolated_margin", entry["isolated"]),
+                             ("unrealized_pnl", (float(position_pnl[u]) if u is not None else 0.0)
+                              + entry["isolated_pnl"]),
+                             ("margin_balance", margin_balance), ("initial_margin", im), ("maintenance_margin", mm),
+                             ("margin_ratio", ratio), ("free_collateral", margin_balance - im),
+                             ("open_order_margin", reserved[u] if u is not None else 0.0)):
+            equity_rows[name].append(number)
+    equity = pl.DataFrame(equity_rows, schema={"snapshot": pl.Int64, "asset": pl.String,
+                                               **{f.name: _FLOAT for f in _POOL_FIELDS[1:]}})
+
+    # -- positions: in the account's order, with liquidation and bankruptcy prices ----------------
+    where = {}
+    for u, unit in enumerate(units):
+        for k, key in enumerate(unit.instruments):
+            where[(int(owner[u]), key)] = (u, int(first_leg[u]) + k)
+    picks = [(n, key, *where[(n, key)]) for n, snapshot in enumerate(snapshots) for key in snapshot.account.positions]
+    index = np.array([p[0] for p in picks], dtype=np.int64)
+    unit_of = np.array([p[2] for p in picks], dtype=np.int64)
+    leg = np.array([p[3] for p in picks], dtype=np.int64)
+    positions_of = [snapshots[p[0]].account.positions[p[1]] for p in picks]
+    quantity, entry = legs.quantity[leg], legs.entry[leg]
+    notional, pnl, leg_mm = value.notional[leg], value.unrealized_pnl[leg], value.leg_maintenance[leg]
+    isolated = np.array([units[u].isolated for u in unit_of.tolist()], dtype=bool)
+    isolated_margin = np.array([p.isolated_margin for p in positions_of], dtype=np.float64)
+    wallet = np.where(isolated, isolated_margin, collateral[unit_of]) if len(leg) else np.zeros(0)
+    other_mm = np.where(isolated, 0.0, maintenance[unit_of] - leg_mm) if len(leg) else np.zeros(0)
+    other_pnl = (np.where(isolated, 0.0, position_pnl[unit_of] - pnl * legs.scale[leg]) if len(leg)
+                 else np.zeros(0))
+    liquidation = np.zeros(len(leg))
+    table_of = legs.table[leg]
+    for t in np.unique(table_of):
+        members = np.flatnonzero(table_of == t)
+        liquidation[members] = margin.cross_liquidation_price_array(quantity[members], entry[members],
+                                                                    wallet[members], legs.tables[t],
+                                                                    other_mm[members], other_pnl[members])
+    bankruptcy = margin.bankruptcy_price_array(quantity, entry, wallet + other_pnl) if len(leg) else np.zeros(0)
+    size = legs.size[leg]
+    for k in np.flatnonzero(~np.isnan(legs.fixed_maintenance[leg])):  # margined on entry value: its own formula
+        liquidation[k] = margin.isolated_liquidation_price_entry_mm(quantity[k], entry[k], wallet[k],
+                                                                    legs.tables[table_of[k]])
+    for k in np.flatnonzero(size > 0):  # inverse positions: the scalar COIN-M formulas
+        liquidation[k] = margin.contract_liquidation_price(quantity[k], entry[k], wallet[k], legs.tables[table_of[k]],
+                                                           True, size[k], other_mm[k], other_pnl[k])
+        bankruptcy[k] = margin.contract_bankruptcy_price(quantity[k], entry[k], wallet[k] + other_pnl[k], True,
+                                                         size[k])
+    leverage = legs.leverage[leg]
     positions = pl.DataFrame({
-        "snapshot": index, "pool": p["pool"], "instrument": p["instrument"], "quantity": quantity,
-        "entry_price": entry, "mark_price": mark, "notional": notional, "unrealized_pnl": upnl,
-        "initial_margin": notional / leverage, "maintenance_margin": maintenance, "margin_mode": p["margin_mode"],
-        "isolated_margin": isolated_margin, "leverage": leverage, "asset": p["asset"],
-        "is_isolated": isolated, "pool_pnl": upnl * scale, "pool_isolated": isolated_margin * scale,
-        "pool_initial": notional * scale / leverage, "pool_maintenance": maintenance,
-    }, schema_overrides={"snapshot": pl.Int64, "pool": pl.String, "instrument": pl.String,
-                         "margin_mode": pl.String, "asset": pl.String})
+        "snapshot": index, "instrument": [p[1] for p in picks], "quantity": quantity, "entry_price": entry,
+        "mark_price": marks[leg] if len(leg) else np.zeros(0), "notional": notional, "unrealized_pnl": pnl,
+        "initial_margin": notional / leverage, "maintenance_margin": leg_mm,
+        "margin_mode": [p.margin_mode for p in positions_of], "isolated_margin": isolated_margin,
+        "leverage": leverage, "liquidation_price": liquidation, "bankruptcy_price": bankruptcy,
+        "asset": [p.asset for p in positions_of],
+    }, schema_overrides={"snapshot": pl.Int64, "instrument": pl.String, "margin_mode": pl.String,
+                         "asset": pl.String, **{c: _FLOAT for c in ("quantity", "entry_price", "mark_price",
+                                                                      "notional", "unrealized_pnl", "initial_margin",
+                                                                      "maintenance_margin", "isolated_margin",
+                                                                      "leverage", "liquidation_price",
+                                                                      "bankruptcy_price")}})
 
-    # -- balances / collateral -------------------------------------------------------------------
-    bindex = np.asarray(b["snapshot"], dtype=np.int64)
-    brows = snapshot_rows[bindex] if len(bindex) else np.zeros(0, dtype=np.int64)
-    bexchange = [snapshot_exchange[i] for i in bindex]
-    price = _prices(catalog, feed, bexchange, b["asset"], brows) if len(bindex) else np.zeros(0)
-    balance = np.asarray(b["balance"], dtype=np.float64)
-    value = balance * price
-    counted = np.where(np.isin(np.asarray(b["asset"], dtype=object), STABLECOINS), value, 0.0) \
-        if len(bindex) else np.zeros(0)
-    for k in range(len(bindex)):
-        if bexchange[k] in multi_exchanges:
-            rules = catalog.venues[bexchange[k]].rules
-            counted[k] = (collateral_value(balance[k], price[k], schedule_for(rules, b["asset"][k]))
-                          if math.isfinite(price[k]) else 0.0)
-    collateral = pl.DataFrame({"snapshot": bindex, "pool": b["pool"], "asset": b["asset"], "balance": balance,
-                               "price": price, "value": value, "collateral_value": counted},
-                              schema_overrides={"snapshot": pl.Int64, "pool": pl.String, "asset": pl.String})
-
-    # -- pools ------------------------------------------------------------------------------------
-    in_multi_balance = pl.col("snapshot").is_in(
-        snaps.filter(pl.col("exchange").is_in(multi_exchanges))["snapshot"].implode())
-    wallets = collateral.group_by("snapshot", "pool").agg(
-        pl.when(in_multi_balance).then(pl.when(pl.col("price").is_nan()).then(0.0).otherwise(pl.col("value")))
-        .otherwise(pl.col("balance")).sum().alias("cross_wallet_balance"),
-        pl.when(in_multi_balance).then(pl.col("collateral_value")).otherwise(pl.col("balance")).sum()
-        .alias("collateral_value"))
-    held = positions.group_by("snapshot", "pool").agg(
-        pl.col("pool_isolated").filter(pl.col("is_isolated")).sum().alias("isolated_margin"),
-        pl.col("pool_pnl").sum().alias("unrealized_pnl"),
-        pl.col("pool_pnl").filter(~pl.col("is_isolated")).sum().alias("cross_pnl"),
-        pl.col("pool_initial").filter(~pl.col("is_isolated")).sum().alias("initial"),
-        pl.col("pool_maintenance").filter(~pl.col("is_isolated")).sum().alias("maintenance_margin"))
-    multi_pools = snaps.filter(pl.col("exchange").is_in(multi_exchanges)).select(
-        "snapshot", pl.lit(MULTI_ASSET_POOL).alias("pool"))
-    keys = pl.concat([wallets.select("snapshot", "pool"), held.select("snapshot", "pool"), multi_pools]).unique()
-    reserved_frame = pl.DataFrame({"snapshot": [k[0] for k in reserved], "pool": [k[1] for k in reserved],
-                                   "open_order_margin": list(reserved.values())},
-                                  schema={"snapshot": pl.Int64, "pool": pl.String, "open_order_margin": _FLOAT})
-    equity = (keys.join(wallets, on=["snapshot", "pool"], how="left")
-              .join(held, on=["snapshot", "pool"], how="left")
-              .join(reserved_frame, on=["snapshot", "pool"], how="left")
-              .with_columns(pl.col(c).fill_null(0.0) for c in (
-                  "cross_wallet_balance", "collateral_value", "isolated_margin", "unrealized_pnl", "cross_pnl",
-                  "initial", "maintenance_margin", "open_order_margin"))
-              .with_columns((pl.col("collateral_value") + pl.col("cross_pnl")).alias("margin_balance"))
-              .with_columns(
-                  (pl.col("cross_wallet_balance") + pl.col("isolated_margin")).alias("wallet_balance"),
-                  (pl.col("initial") + pl.col("open_order_margin")).alias("initial_margin"),
-                  pl.when(pl.col("margin_balance") > 0).then(pl.col("maintenance_margin") / pl.col("margin_balance"))
-                  .when(pl.col("maintenance_margin") > 0).then(float("inf")).otherwise(0.0).alias("margin_ratio"),
-                  (pl.col("margin_balance") - pl.col("initial") - pl.col("open_order_margin"))
-                  .alias("free_collateral"))
-              .sort("snapshot", "pool"))
-
-    # -- liquidation and bankruptcy prices (need the pool's totals) --------------------------------
-    pool_totals = equity.select("snapshot", "pool", "collateral_value", "cross_pnl", "maintenance_margin")
-    joined = positions.with_row_index("position").join(pool_totals.rename(
-        {"maintenance_margin": "pool_mm"}), on=["snapshot", "pool"], how="left").sort("position")
-    wallet = np.where(isolated, isolated_margin, joined["collateral_value"].to_numpy()) if len(index) else np.zeros(0)
-    other_mm = np.where(isolated, 0.0, joined["pool_mm"].to_numpy() - maintenance) if len(index) else np.zeros(0)
-    other_pnl = np.where(isolated, 0.0, joined["cross_pnl"].to_numpy() - upnl * scale) if len(index) else np.zeros(0)
-    liquidation = np.zeros(len(index))
-    for members in groups.values():
-        members = np.asarray(members)
-        liquidation[members] = margin.cross_liquidation_price_array(
-            quantity[members], entry[members], wallet[members], tables[members[0]], other_mm[members],
-            other_pnl[members])
-    bankruptcy = margin.bankruptcy_price_array(quantity, entry, wallet + other_pnl) if len(index) else np.zeros(0)
-    entry_basis = np.array([catalog.venues[e].rules.liquidation.maintenance_basis == "entry"
-                            for e in position_exchange], dtype=bool) & isolated & ~inverse
-    for k in np.flatnonzero(entry_basis):  # isolated, margined on entry value (Bybit): its own formula
-        maintenance[k] = margin.maintenance_margin(abs(quantity[k]) * entry[k], tables[k])
-        liquidation[k] = margin.isolated_liquidation_price_entry_mm(quantity[k], entry[k], wallet[k], tables[k])
-    if entry_basis.any():
-        positions = positions.with_columns(pl.Series("maintenance_margin", maintenance, dtype=_FLOAT))
-    for k in np.flatnonzero(inverse):  # inverse positions: the scalar COIN-M formulas
-        liquidation[k] = margin.contract_liquidation_price(quantity[k], entry[k], wallet[k], tables[k], True, size[k],
-                                                           other_mm[k], other_pnl[k])
-        bankruptcy[k] = margin.contract_bankruptcy_price(quantity[k], entry[k], wallet[k] + other_pnl[k], True, size[k])
-    positions = positions.with_columns(pl.Series("liquidation_price", liquidation, dtype=_FLOAT),
-                                       pl.Series("bankruptcy_price", bankruptcy, dtype=_FLOAT))
+    # -- collateral: every balance, as the account's margin mode counts it -----------------------
+    rows = {k: [] for k in ("snapshot", "asset", "balance", "price", "value", "collateral_value")}
+    for n, snapshot in enumerate(snapshots):
+        account = snapshot.account
+        mode = venue_mode(catalog, account.exchange)
+        rules = catalog.venues[account.exchange].rules
+        row_marks = feed.mark_close[snapshot.row]
+        for asset in sorted(account.balances):
+            balance = account.balances[asset]
+            price = asset_price(catalog, account.exchange, asset, row_marks)
+            rows["snapshot"].append(n)
+            rows["asset"].append(asset)
+            rows["balance"].append(balance)
+            rows["price"].append(price)
+            rows["value"].append(balance * price)
+            rows["collateral_value"].append(mode.module.counted_collateral(rules, asset, balance, price))
+    collateral_frame = pl.DataFrame(rows, schema={"snapshot": pl.Int64, "asset": pl.String, "balance": _FLOAT,
+                                                  "price": _FLOAT, "value": _FLOAT, "collateral_value": _FLOAT})
 
     head = snaps.select("snapshot", "ts", "reason", "exchange", "events_applied")
-    equity = head.join(equity, on="snapshot", how="inner").sort("snapshot", "pool").rename({"pool": "asset"})
-    positions = head.join(positions.with_row_index("position"), on="snapshot", how="inner").sort("position")
-    collateral = head.join(collateral.with_row_index("position"), on="snapshot", how="inner").sort("position")
-    return equity, positions, collateral
+    equity = head.join(equity, on="snapshot", how="inner", maintain_order="right")
+    positions = head.join(positions, on="snapshot", how="inner", maintain_order="right")
+    collateral_frame = head.join(collateral_frame, on="snapshot", how="inner", maintain_order="right")
+    return equity, positions, collateral_frame
 
 
 # The snapshot tables with their explicit Arrow schemas.

@@ -4,8 +4,9 @@ sets, the commands and the engine read.
 A mode is a module that turns an account into risk units for the valuation kernel
 (`xmargin.margin.kernel`) and says how its pools count collateral:
 
-    risk_units(account, catalog, prices=None, order_prices=None) -> list[RiskUnit]
+    risk_units(account, catalog, prices=None) -> list[RiskUnit]   (prices: marks, for collateral legs)
     pool_of(settlement asset) -> pool name
+    pool_order_margin(account, catalog, prices, pool) -> initial margin reserved by open orders
     wallet_value(account, catalog, prices, pool) -> the pool's wallet before haircuts
     counted_collateral(rules, asset, balance, price) -> what a balance adds as collateral
     DEFAULT_POSITION_MODE, POSITION_MODES  ("cross" / "isolated" positions it allows)
@@ -27,15 +28,17 @@ class MarginMode:
     """One registered account margin mode. `module` implements it (None: reserved, refused
     with `unavailable`). `auto_exchange`: negative balances are covered by selling other
     collateral (where the rule set has an `auto_exchange` policy). `revalue_each_stretch`: the
-    units depend on collateral prices, so the scan rebuilds them at every stretch."""
+    units depend on collateral prices, so the scan rebuilds them at every stretch.
+    `pools_are_assets`: each pool is one asset's wallet (its wallet balance is that balance)."""
 
     name: str
     module: object | None
     summary: str
     auto_exchange: bool = False
     revalue_each_stretch: bool = False
+    pools_are_assets: bool = True
     unavailable: str = ""
-    uses_time: bool = False  # risk units depend on the valuation time (`risk_units(..., now_ns)`)
+    uses_time: bool = False  # its units depend on the valuation time: `risk_units(..., now_ns)`
 
     @property
     def default_position_mode(self) -> str:
@@ -45,12 +48,12 @@ class MarginMode:
     def position_modes(self) -> tuple[str, ...]:
         return self.module.POSITION_MODES
 
-    def risk_units(self, account, catalog, prices=None, order_prices=None, now_ns=None) -> list:
-        """The account's risk units; `now_ns` (the valuation time) reaches modes whose margin
+    def risk_units(self, account, catalog, prices=None, now_ns=None) -> list:
+        """The account's risk units; `now_ns` (the valuation time, ns) reaches modes whose margin
         depends on time (portfolio margin: a dated future's time to expiry)."""
         if self.uses_time:
-            return self.module.risk_units(account, catalog, prices, order_prices, now_ns)
-        return self.module.risk_units(account, catalog, prices, order_prices)
+            return self.module.risk_units(account, catalog, prices, now_ns)
+        return self.module.risk_units(account, catalog, prices)
 
     def pool_of(self, asset: str) -> str:
         return self.module.pool_of(asset)
@@ -60,9 +63,10 @@ _MODES = (
     MarginMode("cross", cross, "one pool per settlement asset backs every cross position"),
     MarginMode("isolated", isolated, "every position on its own margin by default"),
     MarginMode("multi-asset", multi_asset, "one USD pool; every balance counts at price x collateral ratio",
-               auto_exchange=True, revalue_each_stretch=True),
+               auto_exchange=True, revalue_each_stretch=True, pools_are_assets=False),
     MarginMode("portfolio", portfolio, "the whole account as one unit, margined by the exchange's published "
-               "portfolio method (stress scenarios or uniMMR)", revalue_each_stretch=True, uses_time=True),
+               "portfolio method (stress scenarios or uniMMR)", revalue_each_stretch=True, pools_are_assets=False,
+               uses_time=True),
 )
 MODES: dict[str, MarginMode] = {mode.name: mode for mode in _MODES}
 MODE_NAMES: tuple[str, ...] = tuple(MODES)
@@ -76,10 +80,12 @@ def margin_mode(name: str) -> MarginMode:
         raise KeyError(f"margin mode {name!r} is not registered; registered: {list(MODE_NAMES)}") from None
 
 
+_DEFAULT_POSITION_MODES = {mode.name: mode.default_position_mode for mode in _MODES if mode.module is not None}
+
+
 def default_position_mode(account_mode: str) -> str:
     """The margin mode ("cross" / "isolated") a new position gets in an account of `account_mode`."""
-    mode = MODES.get(account_mode)
-    return mode.default_position_mode if mode is not None and mode.module is not None else "cross"
+    return _DEFAULT_POSITION_MODES.get(account_mode, "cross")
 
 
 def venue_mode(catalog, exchange: str) -> MarginMode:
@@ -87,4 +93,25 @@ def venue_mode(catalog, exchange: str) -> MarginMode:
     return MODES[catalog.venues[exchange].margin_mode]
 
 
-__all__ = ["MODES", "MODE_NAMES", "POSITION_MODES", "MarginMode", "default_position_mode", "margin_mode", "venue_mode"]
+_UNITS: dict[int, tuple] = {}  # id(account) -> (account, catalog, units): accounts are immutable values
+
+
+def account_units(catalog, account, prices=None, now_ns=None) -> list:
+    """The risk units of `account` as its venue's mode builds them. Units that do not depend on
+    prices are built once per account state (the scan, `decide` and the View value the same
+    state several times); a mode with `revalue_each_stretch` builds them at `prices` every time."""
+    mode = MODES[catalog.venues[account.exchange].margin_mode]
+    if mode.revalue_each_stretch:
+        return mode.risk_units(account, catalog, prices, now_ns)
+    hit = _UNITS.get(id(account))
+    if hit is not None and hit[0] is account and hit[1] is catalog:
+        return hit[2]
+    if len(_UNITS) >= 8:
+        _UNITS.clear()
+    units = mode.module.risk_units(account, catalog, prices)
+    _UNITS[id(account)] = (account, catalog, units)
+    return units
+
+
+__all__ = ["MODES", "MODE_NAMES", "POSITION_MODES", "MarginMode", "account_units", "default_position_mode", "margin_mode",
+           "venue_mode"]

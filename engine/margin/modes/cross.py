@@ -17,19 +17,30 @@ def pool_of(asset: str) -> str:
     return asset
 
 
-def risk_units(account, catalog, prices=None, order_prices=None) -> list[RiskUnit]:
+def risk_units(account, catalog, prices=None) -> list[RiskUnit]:
     """A pool per asset the account holds, settles positions in, or carries a warning for (by
     asset; its cross positions by instrument), then the isolated positions. `prices` are unused
-    (a single-asset pool does not move with collateral prices); `order_prices` (last closes), when
-    given, price the open orders' reserved initial margin."""
-    assets = set(account.balances) | {p.asset for p in account.positions.values()} | warned_pools(account)
-    units = []
-    for asset in sorted(assets):
-        positions = [p for _, p in sorted(account.positions.items()) if p.asset == asset and p.margin_mode == CROSS]
-        reserved = order_margin(account, catalog, order_prices, asset) if order_prices is not None else 0.0
-        units.append(build_unit(account, catalog, asset=asset, name=cross_unit_name(asset), isolated=False,
-                                positions=positions, base=account.balance(asset), reserved=reserved))
-    return units + isolated_units(account, catalog)
+    (a single-asset pool does not move with collateral prices)."""
+    pools: dict[str, list] = {asset: [] for asset in account.balances}
+    if account.warning_levels:
+        for asset in warned_pools(account):
+            pools.setdefault(asset, [])
+    isolated = []
+    for _, position in sorted(account.positions.items()):
+        members = pools.setdefault(position.asset, [])
+        if position.margin_mode == CROSS:
+            members.append(position)
+        else:
+            isolated.append(position)
+    units = [build_unit(account, catalog, asset=asset, name=cross_unit_name(asset), isolated=False,
+                        positions=pools[asset], base=account.balance(asset)) for asset in sorted(pools)]
+    return units + isolated_units(account, catalog, isolated)
+
+
+def pool_order_margin(account, catalog, prices, pool: str) -> float:
+    """Initial margin reserved by the open orders of positions settled in `pool` (at `prices`,
+    the last closes, for market orders)."""
+    return order_margin(account, catalog, prices, pool) if account.orders else 0.0
 
 
 def wallet_value(account, catalog, prices, pool: str) -> float:

@@ -25,9 +25,9 @@ def pool_of(asset: str) -> str:
     return POOL
 
 
-def risk_units(account, catalog, prices=None, order_prices=None) -> list[RiskUnit]:
+def risk_units(account, catalog, prices=None) -> list[RiskUnit]:
     """The USD pool (collateral legs valued from `prices`; balances without a finite price there
-    are left out), then the isolated positions. `order_prices` as in `cross.risk_units`."""
+    are left out), then the isolated positions."""
     rules = catalog.venues[account.exchange].rules
     base = 0.0
     collateral = []
@@ -46,11 +46,17 @@ def risk_units(account, catalog, prices=None, order_prices=None) -> list[RiskUni
         collateral.append((column, effective_quantity(balance, price, schedule)))
     positions = [p for _, p in sorted(account.positions.items()) if p.margin_mode == CROSS]
     scales = [asset_price(catalog, account.exchange, p.asset, prices) for p in positions]
-    reserved = (sum(order_margin(account, catalog, order_prices, asset) for asset in STABLECOINS)
-                if order_prices is not None else 0.0)
     pool = build_unit(account, catalog, asset=POOL, name=cross_unit_name(POOL), isolated=False, positions=positions,
-                      base=base, collateral=collateral, scales=scales, reserved=reserved)
+                      base=base, collateral=collateral, scales=scales)
     return [pool] + isolated_units(account, catalog)
+
+
+def pool_order_margin(account, catalog, prices, pool: str) -> float:
+    """Initial margin reserved by open orders of positions settled in any stablecoin (at `prices`,
+    the last closes, for market orders)."""
+    if not account.orders:
+        return 0.0
+    return sum(order_margin(account, catalog, prices, asset) for asset in STABLECOINS)
 
 
 def wallet_value(account, catalog, prices, pool: str) -> float:

@@ -9,7 +9,7 @@ initial margin come from the method over the same legs, not from per-position br
 
 Maintenance margin here is the liquidation requirement (equity at or below it liquidates): for
 Binance PM that is 1.05 x Binance's accountMaintMargin (uniMMR <= 1.05). Open orders reserve the
-change of initial margin they would cause if filled (never below 0). Orders that add exposure are
+change of initial margin they would cause if filled (never below 0; `pool_order_margin`). Orders that add exposure are
 refused while the account is in the variant's reduce-only band (Binance: uniMMR <= 1.2).
 """
 
@@ -46,7 +46,7 @@ def variant_of(catalog, exchange: str):
     return variant
 
 
-def _unit(account, catalog, book, prices, reserved: float) -> RiskUnit:
+def _unit(account, catalog, book, prices) -> RiskUnit:
     rows = []
     for k in range(len(book.quantities)):
         if book.kinds[k] == COLLATERAL:
@@ -58,7 +58,7 @@ def _unit(account, catalog, book, prices, reserved: float) -> RiskUnit:
         rows.append((int(book.columns[k]), float(book.quantities[k]), float(book.entries[k]), float(book.sizes[k]),
                      book.tables[k], float(book.leverages[k]), None, scale if math.isfinite(scale) else 1.0))
     name = cross_unit_name(POOL)
-    return RiskUnit(account.exchange, POOL, name, False, book.instruments, tuple(rows), book.base, float(reserved),
+    return RiskUnit(account.exchange, POOL, name, False, book.instruments, tuple(rows), book.base,
                     account.warning_levels.get(name, 0), len(book.instruments), BookRequirement(book))
 
 
@@ -100,19 +100,23 @@ def initial_margin(book, prices) -> float:
     return float(valuate(legs, prices[book.columns]).initial_margin[0]) if len(book.quantities) else 0.0
 
 
-def risk_units(account, catalog, prices=None, order_prices=None, now_ns=None) -> list[RiskUnit]:
+def risk_units(account, catalog, prices=None, now_ns=None) -> list[RiskUnit]:
     """The account's one portfolio unit (an account without positions or coins still has one, so a
-    warning can clear). `order_prices` (last closes) price the open orders' reserved margin; `now_ns`
-    the futures' time to expiry (basis charge)."""
+    warning can clear); `now_ns` gives the futures' time to expiry (basis charge)."""
+    return [_unit(account, catalog, portfolio_book(account, catalog, variant_of(catalog, account.exchange), prices,
+                                                   now_ns), prices)]
+
+
+def pool_order_margin(account, catalog, prices, pool: str) -> float:
+    """Initial margin reserved by open orders: the rise of the portfolio's initial margin if every
+    open derivatives order filled (market orders at `prices`, the last closes), never below 0."""
+    if not any(catalog.tradable(o.instrument).instrument.is_derivative and not o.reduce_only
+               for o in account.orders.values()):
+        return 0.0
     variant = variant_of(catalog, account.exchange)
-    book = portfolio_book(account, catalog, variant, prices, now_ns)
-    reserved = 0.0
-    if order_prices is not None and any(catalog.tradable(o.instrument).instrument.is_derivative and not o.reduce_only
-                                        for o in account.orders.values()):
-        filled = portfolio_book(account, catalog, variant, prices, now_ns,
-                                positions=_with_orders(account, catalog, order_prices))
-        reserved = max(initial_margin(filled, order_prices) - initial_margin(book, order_prices), 0.0)
-    return [_unit(account, catalog, book, prices, reserved)]
+    book = portfolio_book(account, catalog, variant, prices, None)
+    filled = portfolio_book(account, catalog, variant, prices, None, positions=_with_orders(account, catalog, prices))
+    return max(initial_margin(filled, prices) - initial_margin(book, prices), 0.0)
 
 
 def wallet_value(account, catalog, prices, pool: str) -> float:
@@ -149,12 +153,12 @@ def order_check(account, catalog, marks, closes, now_ns, changes: dict, balances
     before = portfolio_book(account, catalog, variant, marks, now_ns)
     after = portfolio_book(account, catalog, variant, marks, now_ns, positions=positions,
                            balances=balances if balances is not None else account.balances)
-    unit_after = _unit(attrs.evolve(account, positions=positions), catalog, after, marks, 0.0)
+    unit_after = _unit(attrs.evolve(account, positions=positions), catalog, after, marks)
     value = valuate(unit_after.legs, marks[unit_after.columns])
     equity, initial = float(value.equity[0]) - fee, float(value.initial_margin[0])
     before_initial = initial_margin(before, marks)
     if variant.reduce_only_level and initial > before_initial + 1e-9:
-        unit_now = _unit(account, catalog, before, marks, 0.0)
+        unit_now = _unit(account, catalog, before, marks)
         now = valuate(unit_now.legs, marks[unit_now.columns])
         maintenance = float(now.maintenance_margin[0]) / variant.liquidation_level
         if maintenance > 0 and float(now.equity[0]) <= variant.reduce_only_level * maintenance:
