@@ -10,7 +10,8 @@ closed) when the held future's basis falls below `exit_apr`. Roll: when the held
 stays). A future that expired while held was settled by the exchange (`ContractExpired`): the
 unhedged leg is then hedged again with the next future at the next wake.
 
-Sizing: both legs get `notional / hedge price` base units (rounded down to the coarser lot).
+Sizing: the short future gets `notional / hedge price` base units; the long side the same quantity,
+split between the hedge and an optional `perp` by `perp_share` (rounded down to the lots).
 Margin modes: any; in cross the spot costs cash that backs nothing, in multi-asset or portfolio
 mode the engine counts it as collateral (with spot hedging). Base-asset units already in the
 account at the first wake are not treated as the hedge leg.
@@ -42,10 +43,14 @@ class FuturesBasisParams:
     entry_apr / exit_apr: enter above / exit below this annualised basis (fractions per year),
     defaults 0.0 / -1.0 (always enter, exit only on a deep backwardation).
     roll_before: roll when the held future has this long or less to expiry, default "2d".
-    every: wake interval, default "1h"."""
+    every: wake interval, default "1h".
+    perp / perp_share: a perp of the same asset holding that share of the long side (0..1), so the
+    book is spot + perp + future; default none."""
 
     hedge: str = attrs.field(validator=instrument_key)
     notional: float = attrs.field(validator=finite_number(0.0, min_open=True))
+    perp: str | None = attrs.field(default=None)
+    perp_share: float = attrs.field(default=0.0, validator=finite_number(0.0, 1.0))
     leverage: float = attrs.field(default=3.0, validator=finite_number(0.0, 125.0, min_open=True))
     entry_apr: float = attrs.field(default=0.0, validator=finite_number())
     exit_apr: float = attrs.field(default=-1.0, validator=finite_number())
@@ -55,6 +60,8 @@ class FuturesBasisParams:
     def __attrs_post_init__(self):
         if self.exit_apr > self.entry_apr:
             raise ValueError(f"exit_apr = {self.exit_apr!r}: must be <= entry_apr ({self.entry_apr!r})")
+        if self.perp_share and (self.perp is None or self.perp.count(":") != 2):
+            raise ValueError(f"perp_share = {self.perp_share!r}: needs perp = a perp key 'exchange:BASE/QUOTE:SETTLE'")
 
 
 class FuturesBasis:
@@ -94,16 +101,36 @@ class FuturesBasis:
         return (view.price(key) / view.price(self.params.hedge) - 1.0) / years
 
     def hedge_quantity(self, view) -> float:
+        """The long side held now: the hedge (spot balance beyond the reserve, or perp position) plus
+        the optional perp."""
         hedge = view.instrument(self.params.hedge)
         if hedge.is_derivative:
-            return view.position(self.params.hedge)
-        held = view.balance(self.exchange, hedge.base) - (self.base_reserve or 0.0)
-        return view.round_quantity(self.params.hedge, max(held, 0.0))
+            held = view.position(self.params.hedge)
+        else:
+            held = view.round_quantity(self.params.hedge, max(view.balance(self.exchange, hedge.base)
+                                                              - (self.base_reserve or 0.0), 0.0))
+        if self.params.perp is not None:
+            held += view.position(self.params.perp)
+        return held
 
     def target(self, view, future: str) -> float:
         price = view.price(self.params.hedge)
         quantity = self.params.notional / price
         return min(view.round_quantity(self.params.hedge, quantity), view.round_quantity(future, quantity))
+
+    def long_orders(self, view, quantity: float, tag: str) -> list:
+        """Orders buying `quantity` of the long side (negative: selling it), split hedge / perp."""
+        p = self.params
+        perp_part = view.round_quantity(p.perp, quantity * p.perp_share) if p.perp is not None else 0.0
+        hedge_part = view.round_quantity(p.hedge, quantity - perp_part)
+        orders = []
+        for key, part in ((p.hedge, hedge_part), (p.perp, perp_part)):
+            if key is None or part == 0:
+                continue
+            derivative = view.instrument(key).is_derivative
+            orders.append(PlaceOrder.market(key, part, leverage=p.leverage if derivative and part > 0 else None,
+                                            reduce_only=derivative and part < 0, tag=tag))
+        return orders
 
     # -- the wake -------------------------------------------------------------------------------
     def on_wake(self, view, wake):
@@ -142,14 +169,18 @@ class FuturesBasis:
         quantity = self.target(view, candidate)
         if quantity * view.price(candidate) < view.instrument(candidate).min_notional:
             return []
-        hedge_order = PlaceOrder.market(p.hedge, quantity, tag="basis-entry") if not hedge.is_derivative else \
-            PlaceOrder.market(p.hedge, quantity, leverage=p.leverage, tag="basis-entry")
-        return [hedge_order, PlaceOrder.market(candidate, -quantity, leverage=p.leverage, tag="basis-entry")]
+        return self.long_orders(view, quantity, "basis-entry") + [
+            PlaceOrder.market(candidate, -quantity, leverage=p.leverage, tag="basis-entry")]
 
     def close(self, view, hedge_qty: float, futures: list, tag: str) -> list:
         orders = [PlaceOrder.market(k, -view.position(k), reduce_only=True, tag=f"basis-{tag}") for k in futures]
-        if hedge_qty > 0:
-            hedge = view.instrument(self.params.hedge)
-            orders.append(PlaceOrder.market(self.params.hedge, -hedge_qty, reduce_only=hedge.is_derivative,
-                                            tag=f"basis-{tag}"))
+        p = self.params
+        for key in (p.hedge, p.perp):
+            if key is None:
+                continue
+            instrument = view.instrument(key)
+            held = view.position(key) if instrument.is_derivative else view.round_quantity(
+                key, max(view.balance(self.exchange, instrument.base) - (self.base_reserve or 0.0), 0.0))
+            if held > 0:
+                orders.append(PlaceOrder.market(key, -held, reduce_only=instrument.is_derivative, tag=f"basis-{tag}"))
         return orders

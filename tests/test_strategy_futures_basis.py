@@ -96,3 +96,24 @@ def test_a_perp_can_be_the_long_leg_and_base_already_held_is_not_the_hedge():
 def test_params_are_checked(params, message):
     with pytest.raises(ValueError, match=message):
         FuturesBasis(params)
+
+
+def test_the_long_side_can_be_split_between_spot_and_perp():
+    strategy, view = FuturesBasis({**PARAMS, "perp": PERP, "perp_share": 0.5}), make_view()
+    spot, perp, future = strategy.on_wake(view, wake("start"))
+    assert (spot.instrument, spot.quantity, spot.leverage) == (SPOT, pytest.approx(0.25), None)
+    assert (perp.instrument, perp.quantity, perp.leverage) == (PERP, pytest.approx(0.25), 4)
+    assert future.quantity == pytest.approx(-0.5)
+    view.balances[("binance", "BTC")] = 0.25
+    view.set_position(PERP, 0.25)
+    view.set_position(NEAR, -0.5)
+    assert strategy.hedge_quantity(view) == pytest.approx(0.5)
+    view.prices[NEAR] = 48_000.0  # -4 % over 10 days: below the default exit (-100 %/yr)
+    orders = strategy.on_wake(view, wake("timer"))
+    assert [(o.instrument, round(o.quantity, 6), o.reduce_only) for o in orders] == [
+        (NEAR, 0.5, True), (SPOT, -0.25, False), (PERP, -0.25, True)]
+
+
+def test_perp_share_needs_a_perp():
+    with pytest.raises(ValueError, match="perp_share"):
+        FuturesBasis({**PARAMS, "perp_share": 0.5})

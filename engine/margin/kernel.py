@@ -117,6 +117,22 @@ class Legs:
                    reserved=joined("reserved"), requirements=joined_requirements(parts))
 
 
+_BATCHES: dict = {}  # the last requirements tuple's batches (the distance search reuses one Legs)
+
+
+def _requirement_batches(requirements) -> list:
+    """[(batch function or None, unit indices, models, leg indices)] grouped by the models' type."""
+    if _BATCHES.get("requirements") is requirements:
+        return _BATCHES["batches"]
+    grouped: dict = {}
+    for u, index, model in requirements:
+        grouped.setdefault(getattr(type(model), "evaluate_many", None), []).append((u, index, model))
+    batches = [(batch, np.array([u for u, _, _ in members], dtype=np.int64), [m for _, _, m in members],
+                [index for _, index, _ in members]) for batch, members in grouped.items()]
+    _BATCHES.update(requirements=requirements, batches=batches)
+    return batches
+
+
 def joined_requirements(parts) -> tuple:
     """The parts' unit requirements with their unit and leg indices shifted into the joined set."""
     out, units, legs = [], 0, 0
@@ -182,10 +198,20 @@ def valuate(legs: Legs, prices: np.ndarray) -> Valuation:
     initial = scaled / legs.leverage
     unit_maintenance = _per_unit(legs, maintenance)
     unit_initial = legs.reserved + _per_unit(legs, initial)
-    for u, index, model in legs.requirements:  # units margined as a whole (portfolio margin)
-        required_maintenance, required_initial = model(np.asarray(prices, dtype=np.float64)[..., index])
-        unit_maintenance[..., u] = required_maintenance if unit_maintenance.ndim > 1 else required_maintenance[0]
-        unit_initial[..., u] = legs.reserved[u] + (required_initial if unit_initial.ndim > 1 else required_initial[0])
+    if legs.requirements:  # units margined as a whole (portfolio margin); a model type with
+        # `evaluate_many(models, prices, leg indices) -> (maintenance, initial)` of shape (C, K) values
+        # all its units in one call
+        p = np.asarray(prices, dtype=np.float64)
+        one = unit_maintenance.ndim == 1
+        for batch, units, models, indices in _requirement_batches(legs.requirements):
+            if batch is not None:
+                required_maintenance, required_initial = batch(models, p, indices)
+            else:
+                results = [model(p[..., index]) for model, index in zip(models, indices)]
+                required_maintenance = np.stack([np.atleast_1d(r[0]) for r in results], axis=-1)
+                required_initial = np.stack([np.atleast_1d(r[1]) for r in results], axis=-1)
+            unit_maintenance[..., units] = required_maintenance[0] if one else required_maintenance
+            unit_initial[..., units] = legs.reserved[units] + (required_initial[0] if one else required_initial)
     return Valuation(equity=legs.base + _per_unit(legs, pnl * legs.scale),
                      maintenance_margin=unit_maintenance, initial_margin=unit_initial,
                      notional=notional, unrealized_pnl=pnl, leg_maintenance=maintenance, leg_initial=initial)

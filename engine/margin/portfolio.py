@@ -143,28 +143,48 @@ class BookRequirement:
     book: PortfolioBook
 
     def __call__(self, prices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        valued = valuate_book(self.book, prices)
-        return valued.maintenance_margin * self.book.variant.liquidation_level, valued.initial_margin
+        maintenance, initial, _ = evaluate_books([self.book], [prices])
+        return maintenance[:, 0] * self.book.variant.liquidation_level, initial[:, 0]
+
+    @staticmethod
+    def evaluate_many(models, prices: np.ndarray, indices) -> tuple[np.ndarray, np.ndarray]:
+        """The kernel's batch entry: every model's maintenance and initial margin, (C, K), in one
+        pass; `prices` are the kernel's (L,) or (C, L), `indices` each model's leg positions in them.
+        The prepared batch is kept while the same list of models comes back (the distance search)."""
+        if _LAST_BATCH.get("models") is not models:
+            batch = BookBatch([m.book for m in models])
+            gather = np.concatenate([indices[b] for b in batch.live]) if batch.live else np.zeros(0, dtype=np.int64)
+            levels = np.array([m.book.variant.liquidation_level for m in models])
+            _LAST_BATCH.update(models=models, batch=batch, gather=gather, levels=levels)
+        maintenance, initial, _ = _LAST_BATCH["batch"].evaluate(
+            np.atleast_2d(np.asarray(prices, dtype=np.float64))[:, _LAST_BATCH["gather"]])
+        return maintenance * _LAST_BATCH["levels"], initial
+
+
+_LAST_BATCH: dict = {}  # the last prepared BookBatch (its models are held, so the ids stay theirs)
+
+
+def _leg_usd(q, e, size, kinds, p) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`leg_usd` on leg arrays (prices (C, L))."""
+    inverse = size > 0
+    collateral = kinds == COLLATERAL
+    value = np.where(collateral, q * p, q * (p - e))
+    delta = q * p
+    notional = np.where(collateral, 0.0, np.abs(q) * p)
+    if inverse.any():  # coin PnL q size (1/e - 1/p) valued at p: q size (p/e - 1), linear in the move
+        safe_p = np.where(inverse, np.maximum(p, 1e-300), 1.0)
+        safe_e = np.where(inverse & (e > 0), e, 1.0)
+        value = np.where(inverse, q * size * (safe_p / safe_e - 1.0), value)
+        delta = np.where(inverse, q * size * safe_p / safe_e, delta)
+        notional = np.where(inverse, np.abs(q) * size, notional)
+    return value, delta, notional
 
 
 def leg_usd(book: PortfolioBook, prices: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(value, delta, notional) per leg at `prices` (C, L), in USD: value = the leg's contribution
     to equity (collateral: its haircut value; positions: unrealised PnL), delta = d value / d
     (relative move of its price), notional = |position value| (0 for collateral)."""
-    p = np.asarray(prices, dtype=np.float64)
-    q, e, size = book.quantities, book.entries, book.sizes
-    inverse = size > 0
-    collateral = book.kinds == COLLATERAL
-    safe_p = np.where(inverse, np.maximum(p, 1e-300), 1.0)
-    safe_e = np.where(inverse & (e > 0), e, 1.0)
-    value = np.where(collateral, q * p, q * (p - e))
-    delta = q * p
-    notional = np.where(collateral, 0.0, np.abs(q) * p)
-    if inverse.any():  # coin PnL q size (1/e - 1/p) valued at p: q size (p/e - 1), linear in the move
-        value = np.where(inverse, q * size * (safe_p / safe_e - 1.0), value)
-        delta = np.where(inverse, q * size * safe_p / safe_e, delta)
-        notional = np.where(inverse, np.abs(q) * size, notional)
-    return value, delta, notional
+    return _leg_usd(book.quantities, book.entries, book.sizes, book.kinds, np.asarray(prices, dtype=np.float64))
 
 
 def scaled_minimum_charge(raw: np.ndarray, bands) -> np.ndarray:
@@ -186,59 +206,139 @@ def stress_maintenance(mr1, mr6, mr4, contingency, mr7):
     return np.maximum(np.maximum(mr1, mr6) + mr4 + contingency, mr7)
 
 
-def _per_underlying(book: PortfolioBook, values: np.ndarray, mask=None) -> np.ndarray:
-    """Sum per-leg values (C, L) into underlyings (C, U), over the legs in `mask`."""
-    cases = values.shape[0]
-    out = np.zeros((cases, len(book.underlyings)))
-    for u in range(len(book.underlyings)):
-        legs = book.underlying == u if mask is None else (book.underlying == u) & mask
-        if legs.any():
-            out[:, u] = values[:, legs].sum(axis=1)
-    return out
+def _sum_by(values: np.ndarray, index: np.ndarray, count: int) -> np.ndarray:
+    """Sum the columns of `values` (C, N) into `count` groups by `index` (N,): (C, count)."""
+    if values.shape[0] == 1:
+        return np.bincount(index, values[0], minlength=count)[None, :]
+    onehot = np.zeros((len(index), count))
+    onehot[np.arange(len(index)), index] = 1.0
+    return values @ onehot
+
+
+def _group_parameters(variant, asset: str, taker_fee: float) -> tuple:
+    """(lowest move, highest move, extreme lowest, extreme highest, extreme weight, basis rate,
+    contingency rate, minimum-charge rate, bands) of one underlying under one stress variant."""
+    moves = variant.moves("price_moves", asset)
+    extreme = variant.moves("extreme_moves", asset)
+    rate = variant.value("minimum_charge_rate", asset, 0.0)
+    return (min(moves), max(moves), min(extreme) if len(extreme) > 1 else 0.0,
+            max(extreme) if len(extreme) > 1 else 0.0, float(variant.value("extreme_weight", asset, 1.0)),
+            float(variant.value("basis_annualised_move", asset, 0.0)),
+            float(variant.value("futures_contingency", asset, 0.0)),
+            taker_fee if rate == "taker" else float(rate), variant.bands(asset))
+
+
+class BookBatch:
+    """Many books prepared once for repeated valuation (the distance search values the same books
+    at dozens of prices): every leg of every book in flat arrays, the (book, underlying) groups and
+    their parameters. `evaluate(prices)` takes the books' leg prices side by side, (C, sum of L_b)."""
+
+    def __init__(self, books):
+        self.books = list(books)
+        self.live = [b for b, book in enumerate(self.books) if len(book.quantities)]
+        live = self.live
+        if not live:
+            return
+        self.q = np.concatenate([self.books[b].quantities for b in live])
+        self.entries = np.concatenate([self.books[b].entries for b in live])
+        self.sizes = np.concatenate([self.books[b].sizes for b in live])
+        self.kinds = np.concatenate([self.books[b].kinds for b in live])
+        self.years = np.concatenate([self.books[b].years_left for b in live])
+        self.leverages = np.concatenate([self.books[b].leverages for b in live])
+        self.leg_book = np.concatenate([np.full(len(self.books[b].quantities), n) for n, b in enumerate(live)])
+        self.positions = self.kinds != COLLATERAL
+        self.bracket = np.array([self.books[b].variant.method == "bracket" for b in live])
+        self.leg_bracket = self.positions & self.bracket[self.leg_book]
+        tables = [t for b in live for t in self.books[b].tables]
+        by_table: dict = {}
+        for k in np.flatnonzero(self.leg_bracket).tolist():
+            by_table.setdefault(id(tables[k]), (tables[k], []))[1].append(k)
+        self.by_table = [(table, np.array(index)) for table, index in by_table.values()]
+        groups, leg_group, cache, offset = [], np.zeros(len(self.q), dtype=np.int64), {}, 0
+        for n, b in enumerate(live):
+            book = self.books[b]
+            if not self.bracket[n]:
+                first = len(groups)
+                for asset in book.underlyings:
+                    key = (id(book.variant), asset, book.taker_fee)
+                    if key not in cache:
+                        cache[key] = _group_parameters(book.variant, asset, book.taker_fee)
+                    groups.append((n, b, asset, cache[key]))
+                leg_group[offset:offset + len(book.quantities)] = first + book.underlying
+            offset += len(book.quantities)
+        self.groups, self.leg_group = groups, leg_group
+        self.stress_legs = ~self.bracket[self.leg_book]
+        self.params = np.array([g[3][:8] for g in groups], dtype=np.float64).reshape(len(groups), 8)
+        by_bands: dict = {}
+        for g, group in enumerate(groups):
+            if group[3][8]:
+                by_bands.setdefault(group[3][8], []).append(g)
+        self.by_bands = list(by_bands.items())
+        self.group_book = np.array([g[0] for g in groups], dtype=np.int64)
+        self.factors = np.array([self.books[b].variant.initial_factor for b in live])
+        self.futures = (self.kinds == FUTURE) & self.stress_legs
+
+    def evaluate(self, p: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict]:
+        """(maintenance (C, B), initial (C, B), terms {(book, underlying): {term: (C,)}})."""
+        p = np.atleast_2d(np.asarray(p, dtype=np.float64))
+        maintenance = np.zeros((p.shape[0], len(self.books)))
+        initial = np.zeros((p.shape[0], len(self.books)))
+        live, terms = self.live, {}
+        if not live:
+            return maintenance, initial, terms
+        q = self.q
+        _, delta, notional = _leg_usd(q, self.entries, self.sizes, self.kinds, p)
+        if self.by_table:  # bracket method: per-leg bracket maintenance, notional / leverage
+            leg_mm = np.zeros_like(notional)
+            for table, index in self.by_table:
+                inverse = self.sizes[index] > 0
+                settle = np.where(inverse, notional[:, index] / np.where(inverse, p[:, index], 1.0), notional[:, index])
+                mm = margin.maintenance_margin_array(settle, table)
+                leg_mm[:, index] = np.where(inverse, mm * p[:, index], mm)
+            leg_initial = np.where(self.leg_bracket, notional / np.where(self.leg_bracket, self.leverages, 1.0), 0.0)
+            maintenance[:, live] += _sum_by(leg_mm, self.leg_book, len(live))
+            initial[:, live] += _sum_by(leg_initial, self.leg_book, len(live))
+        if not self.groups:
+            return maintenance, initial, terms
+        count, leg_group, params, stress = len(self.groups), self.leg_group, self.params, self.stress_legs
+        d = _sum_by(np.where(stress, delta, 0.0), leg_group, count)
+        derivative = self.positions & stress
+        gross = _sum_by(np.where(derivative, notional, 0.0), leg_group, count)
+        longs = _sum_by(np.where(derivative & (q > 0), notional, 0.0), leg_group, count)
+        shorts = _sum_by(np.where(derivative & (q < 0), notional, 0.0), leg_group, count)
+        mr4 = _sum_by(np.where(self.futures, notional * self.years * params[leg_group, 5], 0.0), leg_group, count)
+        mr1 = np.maximum(np.maximum(-d * params[:, 0], -d * params[:, 1]), 0.0)
+        mr6 = params[:, 4] * np.maximum(np.maximum(-d * params[:, 2], -d * params[:, 3]), 0.0)
+        contingency = params[:, 6] * np.minimum(longs, shorts)
+        mr7 = params[:, 7] * gross
+        for bands, index in self.by_bands:
+            mr7[:, index] = scaled_minimum_charge(mr7[:, index], bands)
+        requirement = stress_maintenance(mr1, mr6, mr4, contingency, mr7)
+        stress_total = _sum_by(requirement, self.group_book, len(live))
+        maintenance[:, live] += np.where(self.bracket, 0.0, stress_total)
+        initial[:, live] += np.where(self.bracket, 0.0, stress_total * self.factors)
+        for g, (_, b, asset, _) in enumerate(self.groups):
+            terms[(b, asset)] = {"MR1": mr1[:, g], "MR6": mr6[:, g], "MR4": mr4[:, g],
+                                 "contingency": contingency[:, g], "MR7": mr7[:, g], "maintenance": requirement[:, g],
+                                 "delta": d[:, g]}
+        return maintenance, initial, terms
+
+
+def evaluate_books(books, prices_list) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Maintenance and initial margin of many books at once: `prices_list[b]` holds book b's leg
+    prices, (C, L_b) with the same C for every book (see `BookBatch`)."""
+    batch = BookBatch(books)
+    if not batch.live:
+        return batch.evaluate(np.zeros((1, 0)))
+    return batch.evaluate(np.concatenate([np.atleast_2d(np.asarray(prices_list[b], dtype=np.float64))
+                                          for b in batch.live], axis=1))
 
 
 def valuate_book(book: PortfolioBook, prices: np.ndarray) -> BookValuation:
-    """Equity, maintenance and initial margin of the book at `prices` ((L,) one case or (C, L))."""
+    """Equity, maintenance and initial margin of the book at `prices` ((L,) one case or (C, L)),
+    with the per-underlying terms of a stress method."""
     p = np.atleast_2d(np.asarray(prices, dtype=np.float64))
-    value, delta, notional = leg_usd(book, p)
-    equity = book.base + value.sum(axis=1)
-    variant = book.variant
-    positions = book.kinds != COLLATERAL
-    if variant.method == "bracket":
-        maintenance = np.zeros(p.shape[0])
-        initial = np.zeros(p.shape[0])
-        for k in np.flatnonzero(positions):
-            table = book.tables[k]
-            inverse = book.sizes[k] > 0
-            settle_notional = notional[:, k] / p[:, k] if inverse else notional[:, k]  # coin for inverse brackets
-            leg_mm = margin.maintenance_margin_array(settle_notional, table)
-            maintenance += leg_mm * p[:, k] if inverse else leg_mm
-            initial += notional[:, k] / book.leverages[k]
-        return BookValuation(equity, maintenance, initial, {})
-    terms = {}
-    total = np.zeros(p.shape[0])
-    exposure = _per_underlying(book, delta)
-    derivatives = positions
-    gross = _per_underlying(book, notional, derivatives)
-    longs = _per_underlying(book, np.where(book.quantities > 0, notional, 0.0), derivatives)
-    shorts = _per_underlying(book, np.where(book.quantities < 0, notional, 0.0), derivatives)
-    futures = book.kinds == FUTURE
-    for u, asset in enumerate(book.underlyings):
-        d = exposure[:, u:u + 1]
-        moves = np.array(variant.moves("price_moves", asset))
-        extreme = np.array(variant.moves("extreme_moves", asset))
-        mr1 = np.max(-d * moves[None, :], axis=1) if moves.size else np.zeros(p.shape[0])
-        mr6 = (float(variant.value("extreme_weight", asset, 1.0)) * np.max(-d * extreme[None, :], axis=1)
-               if extreme.size > 1 else np.zeros(p.shape[0]))
-        dated = futures & (book.underlying == u)
-        mr4 = float(variant.value("basis_annualised_move", asset, 0.0)) * (
-            notional[:, dated] * book.years_left[dated]).sum(axis=1)
-        contingency = float(variant.value("futures_contingency", asset, 0.0)) * np.minimum(longs[:, u], shorts[:, u])
-        rate = variant.value("minimum_charge_rate", asset, 0.0)
-        rate = book.taker_fee if rate == "taker" else float(rate)
-        mr7 = scaled_minimum_charge(rate * gross[:, u], variant.bands(asset))
-        requirement = stress_maintenance(mr1, mr6, mr4, contingency, mr7)
-        terms[asset] = {"MR1": mr1, "MR6": mr6, "MR4": mr4, "contingency": contingency, "MR7": mr7,
-                        "maintenance": requirement, "delta": d[:, 0]}
-        total += requirement
-    return BookValuation(equity, total, variant.initial_factor * total, terms)
+    value, _, _ = leg_usd(book, p)
+    maintenance, initial, terms = evaluate_books([book], [p])
+    return BookValuation(book.base + value.sum(axis=1), maintenance[:, 0], initial[:, 0],
+                         {asset: values for (_, asset), values in terms.items()})
