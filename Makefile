@@ -12,12 +12,13 @@ $(BIN)/python:
 
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test,report,dask]'
 	touch $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/xmargin data validate datasets/sample
 	$(BIN)/xmargin run examples/demo.toml --no-validate
+	$(BIN)/xmargin report "$$(ls -d runs/demo-*/ | tail -1)"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

@@ -8,6 +8,7 @@ they are checked by the same rules.
 from __future__ import annotations
 
 import copy
+import math
 import tomllib
 from datetime import datetime, timezone
 from pathlib import Path
@@ -17,14 +18,30 @@ import attrs
 from xmargin.errors import ConfigError, RulesError
 from xmargin.margin.modes import MODE_NAMES, MODES
 from xmargin.venues.rules import load_rules
+from xmargin.venues.fees import market_fees
 
 MARGIN_MODES = MODE_NAMES  # the margin-mode registry (xmargin.margin.modes)
 INTRABAR = ("path", "worst-case", "close")
 ON_LIQUIDATION = ("continue", "stop")
 RUN_KEYS = {"dataset", "start", "end", "strategy", "seed", "name", "out", "slippage_bps", "sample_interval",
-            "intrabar", "on_liquidation", "warning_thresholds", "instruments"}
+            "intrabar", "on_liquidation", "warning_thresholds", "instruments", "timeframe", "strict",
+            "one_legged_ratio", "one_legged_after"}
 EXCHANGE_KEYS = {"rules", "margin_mode", "collateral", "leverage", "withdrawal_fees", "transfer_delay_minutes",
-                 "portfolio_margin"}
+                 "allow_default_brackets", "fees", "portfolio_margin"}
+MAX_SLIPPAGE_BPS = 1000.0  # 10 %: beyond that a market order's fill price means nothing
+MAX_LEVERAGE = 1000.0
+
+
+def _number(value, key: str, low: float, high: float = math.inf, low_inclusive: bool = True,
+            unit: str = "") -> float:
+    """A finite int/float (not a bool) within [low, high] (or (low, high]); else ConfigError naming `key`."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if ok:
+        ok = (value >= low if low_inclusive else value > low) and value <= high
+    if not ok:
+        bound = f"{'>=' if low_inclusive else '>'} {low:g}" + (f" and <= {high:g}" if math.isfinite(high) else "")
+        raise ConfigError(f"{key} = {value!r}: must be a finite number {bound}{unit}.")
+    return float(value)
 
 
 def reject_unknown(mapping: dict, allowed, where: str, prefix: str = "") -> None:
@@ -54,9 +71,12 @@ def parse_duration(value: str, key: str) -> int:
     from xmargin.dataset.feed import timeframe_ns
 
     try:
-        return timeframe_ns(str(value))
+        duration = timeframe_ns(str(value))
     except Exception as exc:
         raise ConfigError(f"{key} = {value!r}: not a duration. Use <number><s|m|h|d|w>, e.g. '1h'.") from exc
+    if duration <= 0:
+        raise ConfigError(f"{key} = {value!r}: a duration must be longer than zero, e.g. '1h'.")
+    return duration
 
 
 @attrs.frozen
@@ -70,6 +90,8 @@ class ExchangeConfig:
     leverage: float
     withdrawal_fees: dict
     transfer_delay_minutes: dict
+    allow_default_brackets: bool = False
+    fees: dict = attrs.field(factory=dict)  # market -> FeeRates or None (xmargin.venues.fees.market_fees)
     portfolio_margin: str | None = None  # a portfolio-margin variant of the rule set (None: the one in force)
 
 
@@ -90,16 +112,22 @@ class RunConfig:
     on_liquidation: str = "continue"
     warning_thresholds: tuple[float, ...] = (0.7, 0.9)
     instruments: tuple[str, ...] | None = None
+    strict: bool = False  # rejected orders or a one-legged hedge make `xmargin run` exit 1
+    one_legged_ratio: float = 0.5  # |net| / gross exposure of a hedged underlying above which it is one-legged
+    one_legged_after_ns: int = 8 * 3_600_000_000_000  # ... for longer than this
+    timeframe: str | None = None  # bar timeframe to run on when the dataset holds several (e.g. "1h")
     raw: dict = attrs.field(factory=dict, eq=False, repr=False)
+    folder: Path | None = None  # the config file's folder: `module:Class` strategies are looked up there first
 
 
-def _set_path(data: dict, dotted: str, value) -> None:
+def set_path(data: dict, dotted: str, value, where: str = "--set") -> None:
+    """Set `a.b.c` in a nested mapping, making the tables on the way (config overrides, sweeps)."""
     parts = dotted.split(".")
     target = data
     for part in parts[:-1]:
         target = target.setdefault(part, {})
         if not isinstance(target, dict):
-            raise ConfigError(f"--set {dotted}: '{part}' is not a table in the config.")
+            raise ConfigError(f"{where} {dotted}: '{part}' is not a table in the config.")
     target[parts[-1]] = value
 
 
@@ -117,7 +145,7 @@ def apply_overrides(data: dict, sets=(), margin_modes=(), start=None, end=None, 
         if "=" not in item:
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. strategy.params.notional_usd=20000.")
         key, value = item.split("=", 1)
-        _set_path(data, key.strip(), parse_override_value(value.strip()))
+        set_path(data, key.strip(), parse_override_value(value.strip()))
     for item in margin_modes:
         if "=" not in item:
             raise ConfigError(f"--margin-mode {item!r}: expected EXCHANGE=MODE, e.g. binance=isolated.")
@@ -144,12 +172,33 @@ def load_config(path: str | Path, **overrides) -> RunConfig:
     return parse_config(apply_overrides(data, **overrides), base=path.parent, where=str(path))
 
 
+def check_instruments(instruments, declared, dataset) -> None:
+    """run.instruments must name instruments declared in the dataset's dataset.toml."""
+    unknown = sorted(set(instruments) - set(declared))
+    if unknown:
+        raise ConfigError(f"run.instruments: {unknown} not declared in {dataset}/dataset.toml; declared: "
+                          f"{list(declared)}.")
+
+
+def _check_declared(instruments: list, dataset: Path) -> None:
+    """Checked when the config is read (an unreadable dataset.toml is left to validate to report)."""
+    from xmargin.dataset.manifest import read_manifest
+    from xmargin.errors import DatasetError
+
+    try:
+        declared = read_manifest(dataset).keys
+    except DatasetError:
+        return
+    check_instruments(instruments, declared, dataset)
+
+
 def parse_config(data: dict, base: Path = Path("."), where: str = "config") -> RunConfig:
     """Validate a config mapping. Relative dataset paths resolve against the working directory
     first, then against the config file's folder."""
-    unknown = set(data) - {"run", "strategy", "exchanges", "stress"}
+    unknown = set(data) - {"run", "strategy", "exchanges", "stress", "sweep"}  # [sweep]: xmargin.analysis.sweep
     if unknown:
-        raise ConfigError(f"{where}: unknown tables {sorted(unknown)}; allowed: run, strategy, exchanges, stress.")
+        raise ConfigError(f"{where}: unknown tables {sorted(unknown)}; allowed: run, strategy, exchanges, stress, "
+                          "sweep.")
     run = data.get("run")
     if not isinstance(run, dict):
         raise ConfigError(f"{where}: a [run] table is required (dataset, strategy, ...).")
@@ -157,6 +206,10 @@ def parse_config(data: dict, base: Path = Path("."), where: str = "config") -> R
     for key in ("dataset", "strategy"):
         if key not in run:
             raise ConfigError(f"{where}: run.{key} is required.")
+        if not isinstance(run[key], str) or not run[key]:
+            raise ConfigError(f"{where}: run.{key} = {run[key]!r}: must be a string (a "
+                              + ("dataset folder path" if key == "dataset" else "strategy name or 'module:Class'")
+                              + ").")
     dataset = Path(run["dataset"])
     if not dataset.is_absolute() and not dataset.exists() and (base / dataset).exists():
         dataset = base / dataset
@@ -173,6 +226,8 @@ def parse_config(data: dict, base: Path = Path("."), where: str = "config") -> R
     exchanges = {}
     for name, entry in exchanges_data.items():
         prefix = f"exchanges.{name}"
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{where}: {prefix} = {entry!r}: must be a table ([{prefix}] with rules, collateral, ...).")
         reject_unknown(entry, EXCHANGE_KEYS, where, f"{prefix}.")
         if "rules" not in entry:
             raise ConfigError(f"{where}: {prefix}.rules is required (a built-in rule set name or a file path).")
@@ -201,17 +256,27 @@ def parse_config(data: dict, base: Path = Path("."), where: str = "config") -> R
         collateral = entry.get("collateral", {})
         if not isinstance(collateral, dict) or not collateral:
             raise ConfigError(f"{prefix}.collateral: give the starting balances, e.g. {{ USDT = 20000 }}.")
+        accepted = sorted(rules.collateral_ratios)
         for asset, amount in collateral.items():
-            if not isinstance(amount, (int, float)) or amount < 0:
-                raise ConfigError(f"{prefix}.collateral.{asset} = {amount!r}: must be a number >= 0.")
-        leverage = entry.get("leverage", 10)
-        if not isinstance(leverage, (int, float)) or leverage <= 0:
-            raise ConfigError(f"{prefix}.leverage = {leverage!r}: must be a number > 0.")
+            _number(amount, f"{prefix}.collateral.{asset}", 0.0)
+            if accepted and asset not in accepted:
+                raise ConfigError(f"{prefix}.collateral.{asset}: {name} ({rules.name}) does not accept {asset} as "
+                                  f"collateral; it accepts {accepted}.")
+        leverage = _number(entry.get("leverage", 10), f"{prefix}.leverage", 0.0, MAX_LEVERAGE, low_inclusive=False)
+        tables = {}
+        for table in ("withdrawal_fees", "transfer_delay_minutes"):
+            values = entry.get(table, {})
+            if not isinstance(values, dict):
+                raise ConfigError(f"{prefix}.{table} = {values!r}: must be a table of asset = number.")
+            tables[table] = {a: _number(v, f"{prefix}.{table}.{a}", 0.0) for a, v in values.items()}
+        allow_defaults = entry.get("allow_default_brackets", False)
+        if not isinstance(allow_defaults, bool):
+            raise ConfigError(f"{prefix}.allow_default_brackets = {allow_defaults!r}: must be true or false.")
         exchanges[name] = ExchangeConfig(
             name=name, rules=entry["rules"], margin_mode=mode,
-            collateral={a: float(v) for a, v in collateral.items()}, leverage=float(leverage),
-            withdrawal_fees={a: float(v) for a, v in entry.get("withdrawal_fees", {}).items()},
-            transfer_delay_minutes={a: float(v) for a, v in entry.get("transfer_delay_minutes", {}).items()},
+            collateral={a: float(v) for a, v in collateral.items()}, leverage=leverage,
+            withdrawal_fees=tables["withdrawal_fees"], transfer_delay_minutes=tables["transfer_delay_minutes"],
+            allow_default_brackets=allow_defaults, fees=market_fees(rules, entry.get("fees", {}), f"{prefix}.fees"),
             portfolio_margin=None if variant is None else str(variant))
     intrabar = run.get("intrabar", "path")
     if intrabar not in INTRABAR:
@@ -225,20 +290,43 @@ def parse_config(data: dict, base: Path = Path("."), where: str = "config") -> R
         raise ConfigError(f"run.warning_thresholds = {thresholds!r}: an increasing list of margin ratios "
                           "between 0 and 1, e.g. [0.7, 0.9].")
     seed = run.get("seed", 0)
-    if not isinstance(seed, int):
+    if not isinstance(seed, int) or isinstance(seed, bool):
         raise ConfigError(f"run.seed = {seed!r}: must be an integer.")
-    slippage = run.get("slippage_bps", 1.0)
-    if not isinstance(slippage, (int, float)) or slippage < 0:
-        raise ConfigError(f"run.slippage_bps = {slippage!r}: must be a number >= 0 (basis points).")
+    slippage = _number(run.get("slippage_bps", 1.0), "run.slippage_bps", 0.0, MAX_SLIPPAGE_BPS,
+                       unit=" (basis points: 1 = 0.01 %)")
     start = _parse_time(run.get("start"), "run.start")
     end = _parse_time(run.get("end"), "run.end")
     if start and end and end <= start:
         raise ConfigError(f"run.end ({end}) must be after run.start ({start}).")
     instruments = run.get("instruments")
+    if instruments is not None and (not isinstance(instruments, list)
+                                    or not all(isinstance(i, str) and ":" in i for i in instruments)):
+        raise ConfigError(f"run.instruments = {instruments!r}: must be a list of 'exchange:symbol' keys as declared "
+                          "in the dataset, e.g. [\"binance:BTC/USDT:USDT\"].")
+    if instruments:
+        _check_declared(instruments, dataset)
+    for key in ("name", "out"):
+        if key in run and not isinstance(run[key], str):
+            raise ConfigError(f"run.{key} = {run[key]!r}: must be a string.")
+    timeframe = run.get("timeframe")
+    if timeframe is not None:
+        parse_duration(timeframe, "run.timeframe")
+    strict = run.get("strict", False)
+    if not isinstance(strict, bool):
+        raise ConfigError(f"run.strict = {strict!r}: must be true or false.")
+    one_legged_ratio = run.get("one_legged_ratio", 0.5)
+    if isinstance(one_legged_ratio, bool) or not isinstance(one_legged_ratio, (int, float)) \
+            or not 0 <= one_legged_ratio <= 1:
+        raise ConfigError(f"run.one_legged_ratio = {one_legged_ratio!r}: a number in [0, 1] (|net| / gross exposure "
+                          "of a hedged underlying; 1 turns the one-legged warning off).")
     return RunConfig(
         dataset=dataset, strategy=str(run["strategy"]), params=dict(strategy.get("params", {})),
         exchanges=exchanges, start=start, end=end, seed=seed, name=str(run.get("name", "")),
         out=Path(run.get("out", "runs")), slippage_bps=float(slippage),
         sample_interval_ns=parse_duration(run.get("sample_interval", "1h"), "run.sample_interval"),
         intrabar=intrabar, on_liquidation=on_liquidation, warning_thresholds=tuple(float(t) for t in thresholds),
-        instruments=tuple(instruments) if instruments else None, raw=data)
+        instruments=tuple(instruments) if instruments else None,
+        timeframe=None if timeframe is None else str(timeframe), strict=strict,
+        one_legged_ratio=float(one_legged_ratio),
+        one_legged_after_ns=parse_duration(run.get("one_legged_after", "8h"), "run.one_legged_after"), raw=data,
+        folder=base.resolve())

@@ -23,3 +23,25 @@ class RulesError(XmarginError):
 
 class RunError(XmarginError):
     """A run folder is missing, incomplete or inconsistent."""
+
+
+class StrategyError(XmarginError):
+    """A strategy raised, or returned something that is not a command, during a run. The message
+    names the strategy, the wake time and the offending value; the user's exception is chained."""
+
+
+def mark_strategy_failure(exc: BaseException, message: str) -> str:
+    """Record on a strategy's own exception where it came from (the CLI prints its traceback and
+    `message`, exit 1); returns `message` for `add_note`."""
+    exc.xmargin_strategy_failure = message
+    return f"xmargin: {message}"
+
+
+def strategy_failure(exc: BaseException) -> str | None:
+    """The message `mark_strategy_failure` recorded on `exc`, or None for any other exception."""
+    return getattr(exc, "xmargin_strategy_failure", None)
+
+
+class ReportError(XmarginError):
+    """A report cannot be made: the folder is not a run, comparison, sweep or capital result, or
+    the plotting extra is missing."""

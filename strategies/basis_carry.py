@@ -25,7 +25,7 @@ from xmargin.ledger.commands import PlaceOrder
 from xmargin.sim.strategy import Wakes
 from xmargin.strategies.collateral import (FEE_ALLOWANCE, FundingHistory, annualised, buffer_validator,
                                    build_params, committed, duration, exchange_of, finite_number, instrument_key,
-                                   positive_int)
+                                   margin_of, positive_int)
 
 
 @attrs.frozen
@@ -91,12 +91,13 @@ class BasisCarry:
         price = view.price(p.spot)
         settle = view.instrument(p.perp).settle
         pool = view.margin(self.exchange, settle)
-        perp_im = sum(m.initial_margin for m in view.positions(self.exchange) if m.instrument == p.perp)
-        other = committed(pool) - perp_im
-        upnl = sum(m.unrealized_pnl for m in view.positions(self.exchange)
-                   if m.instrument == p.perp and m.margin_mode == "cross")
-        # equity of the carry: cash + the perp's PnL + our spot holding (at full value)
-        equity = view.balance(self.exchange, settle) + upnl + max(spot_quantity, 0.0) * price
+        perp_margin = margin_of(view, self.exchange, (p.perp,))  # cross initial or isolated margin
+        other = committed(pool) - perp_margin
+        perp = [m for m in view.positions(self.exchange) if m.instrument == p.perp]
+        upnl = sum(m.unrealized_pnl for m in perp)
+        held = sum(m.isolated_margin for m in perp)  # an isolated perp's margin has left the cash balance
+        # equity of the carry: cash + the perp's margin held apart and PnL + our spot holding (at full value)
+        equity = view.balance(self.exchange, settle) + held + upnl + max(spot_quantity, 0.0) * price
         keep = 1.0 - p.collateral_buffer
         cap = max(keep * equity - other, 0.0) / (1.0 / p.leverage + keep * (1.0 + FEE_ALLOWANCE) + FEE_ALLOWANCE)
         return view.round_quantity(p.perp, min(p.notional, cap) / price)

@@ -131,6 +131,15 @@ def notional_budget(pool, buffer: float, leverage: float, release: float = 0.0) 
     return max(room, 0.0) / (1.0 / leverage + FEE_ALLOWANCE)
 
 
+def margin_of(view, exchange: str, instruments) -> float:
+    """Margin committed by the positions in `instruments` on `exchange`, whatever their margin mode:
+    cross initial margin, or the margin an isolated position holds. It is what replacing these
+    positions releases, so a strategy resizing them adds it back to its budget; counting only cross
+    margin would make an isolated book's budget swing at every resize."""
+    return sum(m.isolated_margin if m.margin_mode == "isolated" else m.initial_margin
+               for m in view.positions(exchange) if m.instrument in instruments)
+
+
 def buffer_breached(pool, buffer: float) -> bool:
     return committed(pool) > (1.0 - buffer) * collateral(pool) + 1e-9
 

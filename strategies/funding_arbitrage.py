@@ -25,7 +25,7 @@ from xmargin.ledger.commands import PlaceOrder
 from xmargin.sim.strategy import Wakes
 from xmargin.strategies.collateral import (YEAR_HOURS, CollateralRebalancer, FundingHistory, buffer_validator,
                                    build_params, duration, exchange_of, finite_number,
-                                   hourly_rate, notional_budget)
+                                   hourly_rate, margin_of, notional_budget)
 
 HOUR_NS = 3_600_000_000_000
 
@@ -134,8 +134,7 @@ class FundingArbitrage:
         for key in p.perps:
             exchange = exchange_of(key)
             pool = view.margin(exchange, view.instrument(key).settle)
-            own = sum(m.initial_margin for m in view.positions(exchange)
-                      if m.instrument == key and m.margin_mode == "cross")
+            own = margin_of(view, exchange, (key,))  # released when the leg is resized, cross or isolated
             notional = min(notional, notional_budget(pool, p.collateral_buffer, p.leverage, release=own))
         quantity = notional / price
         for key in p.perps:

@@ -20,7 +20,7 @@ import numpy as np
 from xmargin.ledger.commands import PlaceOrder
 from xmargin.sim.strategy import Wakes
 from xmargin.strategies.collateral import (buffer_validator, build_params, duration, exchange_of, finite_number,
-                                   instrument_key, notional_budget, one_of, positive_int)
+                                   instrument_key, margin_of, notional_budget, one_of, positive_int)
 
 
 def _limits(instance, attribute, value):
@@ -106,8 +106,7 @@ class PairsHedge:
             weights[exchange_of(key)] = weights.get(exchange_of(key), 0.0) + weight
         notional = p.notional
         for exchange, weight in weights.items():
-            own = sum(m.initial_margin for m in view.positions(exchange)
-                      if m.instrument in (p.long, p.short) and m.margin_mode == "cross")
+            own = margin_of(view, exchange, (p.long, p.short))  # released on resize, cross or isolated
             settle = view.instrument(p.long if exchange_of(p.long) == exchange else p.short).settle
             budget = notional_budget(view.margin(exchange, settle), p.collateral_buffer, p.leverage, release=own)
             notional = min(notional, budget / weight)

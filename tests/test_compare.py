@@ -44,6 +44,13 @@ def test_cross_needs_less_collateral_than_isolated_for_a_hedged_pair(tmp_path):
     assert iso["peak_initial_margin"] > 0 and cross["peak_initial_margin"] > 0
     assert 1.9 < cross["capital_efficiency"] < 2.2 and cross["min_headroom_binance"] > 0.9
     assert table["hours_above_warning"].to_list() == [0.0, 0.0]
+    # per exchange figures: a headroom only where it applies (no cross pool with maintenance in isolated mode)
+    assert iso["min_headroom_binance"] is None and 0 < iso["min_isolated_headroom_binance"] < 1
+    assert cross["min_isolated_headroom_binance"] is None
+    # the same fills and prices: the same money consumed and the same drawdown, whatever the mode
+    assert iso["collateral_consumed_binance"] == pytest.approx(cross["collateral_consumed_binance"], abs=1e-6)
+    assert iso["max_drawdown_binance"] == pytest.approx(cross["max_drawdown_binance"], abs=1e-6)
+    assert iso["fills"] == cross["fills"] == 2 and iso["rejected_orders"] == 0
     saved = pl.read_ipc(tmp_path / "runs/pair/comparison.arrow")
     assert saved["setup"].to_list() == ["isolated", "cross"]
     assert (tmp_path / "runs/pair/cross/manifest.json").is_file()
@@ -78,9 +85,37 @@ def test_compare_cli(tmp_path):
                                        "--set", "run.end=2024-10-10"])
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
-    assert lines[0].split()[:4] == ["set-up", "pnl", "ret/IM", "peak"]
-    assert lines[1].split()[0] == "isolated" and lines[2].split()[0] == "binance=cross"
+    # a legend with the full set-up labels, then the book's figures per set-up
+    assert lines[0].split()[:2] == ["[1]", "isolated:"] and lines[1].split()[:2] == ["[2]", "binance=cross:"]
+    assert lines[2].split()[:4] == ["set-up", "pnl", "return", "on"]
+    assert lines[3].split()[0] == "[1]" and lines[4].split()[0] == "[2]"
     assert "divergence: isolated and binance=cross: identical" in result.output
     assert pl.read_ipc(tmp_path / "out/c1/comparison.arrow").height == 2
     result = CliRunner().invoke(main, ["compare", str(config), "--out", str(tmp_path / "out")])
     assert result.exit_code != 0 and "--modes" in result.output
+
+
+def test_comparison_table_keeps_columns_apart_with_wide_numbers():
+    from xmargin.analysis.compare import BOOK_COLUMNS, EXCHANGE_COLUMNS, format_comparison
+
+    wide = -123_456_789_012.345
+    row = {"setup": "binance=cross,hyperliquid=isolated,okx=multi-asset", "margin_modes": "x"}
+    for _, column, _ in BOOK_COLUMNS:
+        row[column] = wide if column not in ("fills", "rejected_orders", "liquidations") else 1_234_567
+    for _, prefix, kind in EXCHANGE_COLUMNS:
+        row[prefix + "binance"] = "2025-01-01 00:00:00+00:00" if kind == "text" else (
+            1_234_567 if kind == "int" else wide)
+        row[prefix + "okx"] = None if kind != "int" else 0
+    text = format_comparison(pl.DataFrame([row, row], infer_schema_length=None), [])
+    lines = text.splitlines()
+    assert lines[0] == "  [1] binance=cross,hyperliquid=isolated,okx=multi-asset: x"  # full label, no truncation
+    header, first = lines[2], lines[3]
+    assert len(first.split()) == len(BOOK_COLUMNS) + 1  # every cell stands apart
+    assert "123,456,789,012.35" in first and "-123,456,789,012.35" in first  # the loss is positive
+    per_exchange = [line for line in lines if line.split()[1:2] in (["binance"], ["okx"])]
+    assert len(per_exchange) == 4
+    okx = next(line for line in per_exchange if " okx " in line)
+    assert okx.split()[2:6] == ["n/a"] * 4  # no figure where it does not apply
+    binance = next(line for line in per_exchange if " binance " in line)
+    assert len(binance.split()) == len(EXCHANGE_COLUMNS) + 2 + 1  # + set-up, exchange; the time has 2 words
+    assert len(header) == len(first)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +15,17 @@ from xmargin.venues.rules import builtin_rule_names, load_rules
 from xmargin.venues.rules.ruleset import FILLS, POLICIES
 
 NAMES = builtin_rule_names()
+VENUES = Path(__file__).resolve().parent / "fixtures" / "venues"
+# rule files written by `xmargin rules import` from the fixtures (tests/fixtures/venues/README.md) pass too
+IMPORTED = {
+    "imported-ccxt-binance": (["ccxt_fetch_leverage_tiers_binance.json"], "binance", "2024-10-24", {}),
+    "imported-bybit-risk-limit": (["HANDWRITTEN_bybit_v5_risk_limit_BTCUSDT.json",
+                                   "bybit_v5_instruments_info_linear.json"], "bybit", "2025-01-01", {}),
+    "imported-okx-tiers": (["HANDWRITTEN_okx_v5_position_tiers_BTC-USDT_SWAP.json", "okx_public_instruments_swap.json"],
+                           "okx", "2025-01-01", {"BTC": 60_000.0}),
+    "imported-hyperliquid-meta": (["hyperliquid_info_meta.json"], "hyperliquid", "2023-07-17", {}),
+    "imported-hyperliquid-tables": (["HANDWRITTEN_hyperliquid_meta_marginTables.json"], "hyperliquid", "2026-11-10", {}),
+}
 
 
 def test_expected_builtins_present():
@@ -25,20 +37,49 @@ def _tables(rules):
     yield from rules.symbol_brackets.items()
 
 
-@pytest.fixture(params=NAMES)
-def rules(request):
-    return load_rules(request.param)
+@pytest.fixture(scope="module")
+def imported_files(tmp_path_factory):
+    from xmargin.venues.metadata import read_metadata
+    from xmargin.venues.rules.imported import rule_file_from, write_rule_file
+
+    folder = tmp_path_factory.mktemp("imported-rules")
+    out = {}
+    for name, (files, exchange, as_of, prices) in IMPORTED.items():
+        paths = [VENUES / f for f in files]
+        imported = rule_file_from(read_metadata(paths, exchange), paths, exchange=exchange, name=name, as_of=as_of,
+                                  reference_prices=prices)
+        out[name] = str(write_rule_file(imported, folder / f"{name}.json"))
+    return out
+
+
+@pytest.fixture(params=NAMES + list(IMPORTED))
+def rules(request, imported_files):
+    return load_rules(imported_files.get(request.param, request.param))
 
 
 def test_metadata(rules):
     assert rules.as_of and isinstance(rules.as_of, str)
     assert rules.sources and all(isinstance(s, str) and s for s in rules.sources)
     assert isinstance(rules.not_public, tuple)
-    assert rules.name in NAMES and rules.exchange
+    assert rules.name in NAMES + list(IMPORTED) and rules.exchange
 
 
 def test_fees_sane(rules):
     assert 0 <= rules.maker_fee <= rules.taker_fee < 0.01
+
+
+def test_spot_fees_sane(rules):
+    if rules.spot_taker_fee is not None:
+        assert 0 <= rules.spot_maker_fee <= rules.spot_taker_fee < 0.01
+
+
+def test_malformed_spot_fees_named(tmp_path):
+    data = _good()
+    data["fees"]["spot"] = {"maker": 0.001}
+    path = _write(tmp_path, data, "spot.json")
+    with pytest.raises(RulesError) as exc:
+        load_rules(path)
+    assert path in str(exc.value) and "fees.spot" in str(exc.value)
 
 
 def test_funding_interval(rules):
@@ -201,3 +242,20 @@ def test_missing_bracket_field(tmp_path):
     with pytest.raises(RulesError) as exc:
         load_rules(path)
     assert path in str(exc.value) and "maintenance_amount" in str(exc.value)
+
+
+def test_every_key_of_the_rule_files_is_documented(imported_files):
+    """docs/rules.md is the format's reference: every key a built-in or imported file uses is in it."""
+    from xmargin.venues.rules.ruleset import DATA_DIR
+
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "rules.md").read_text()
+    keys = set()
+    for path in [*DATA_DIR.glob("*.json"), *map(Path, imported_files.values())]:
+        data = json.loads(path.read_text())
+        keys |= set(data)
+        for table in ("fees", "funding", "liquidation", "auto_exchange"):
+            keys |= set(data.get(table, {}))
+        keys |= {f"spot.{k}" for k in data["fees"].get("spot", {})}
+        keys |= {k for bracket in data["default_brackets"] for k in bracket}
+    assert len(keys) > 30
+    assert sorted(k for k in keys if f"`{k}`" not in docs) == []

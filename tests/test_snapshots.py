@@ -77,7 +77,8 @@ def test_projection_matches_scalar_valuation_for_entry_margined_isolated_and_inv
         "strategy": {"params": {"positions": {"binance:BTC/USDT:USDT": -30000, "binance:ETH/USDT:USDT": 20000},
                                 "margin_modes": {"binance:BTC/USDT:USDT": "isolated"},
                                 "leverage": {"binance:BTC/USDT:USDT": 20}}},
-        "exchanges": {"binance": {"rules": "bybit-linear", "collateral": {"USDT": 20000}}}})
+        "exchanges": {"binance": {"rules": "bybit-linear", "collateral": {"USDT": 20000},
+                                  "allow_default_brackets": True}}})  # bybit-linear lists BTCUSDT only
     _check(run_backtest(bybit))
     inverse = parse_config({
         "run": {"dataset": str(ROOT / "datasets" / "coinm-sample"), "strategy": "hold"},

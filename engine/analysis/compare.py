@@ -16,7 +16,19 @@ Columns (money in settlement assets added at par, as the run summary's totals):
                             (maintenance - unrealised PnL) of the cross pool, plus the same per
                             isolated position (each needs its own), summed; fees and funding
                             ignored. Where a unit was liquidated it only covers the time before.
-  min_headroom_<exchange>   lowest 1 - margin ratio on that exchange (summary; 0 = liquidation)
+                            (kept for comparison with earlier runs; it ignores realised PnL, fees,
+                            funding and transfers: `xmargin capital` answers the capital question)
+  collateral_consumed_<exchange>  deposits + transfers in - transfers out - equity at that exchange's
+                            worst moment (run summary, xmargin.analysis.performance), and
+                            consumed_at_<exchange> its time
+  peak_initial_margin_<exchange>  max of cross initial margin + isolated margin on that exchange
+  max_drawdown_<exchange>, max_drawdown   flow-adjusted drawdown of the exchange and of the whole book
+  return_on_capital, cagr, volatility, sharpe, sortino, hours_under_water   the book's (run summary)
+  fills, rejected_orders    counts over every exchange
+  peak_net_share            the largest peak |net| / gross exposure over the underlyings (1: one-sided)
+  min_headroom_<exchange>   lowest 1 - margin ratio of that exchange's cross pools (summary; 0 =
+                            liquidation; None where it has no cross pool with maintenance)
+  min_isolated_headroom_<exchange>  the same over its isolated positions (None without any)
   hours_above_warning       time during which some unit's margin ratio was at or above the first
                             warning threshold: sample points (pools from the equity table,
                             isolated positions from the positions table) x the sample interval
@@ -47,6 +59,8 @@ from xmargin.config import MARGIN_MODES, RunConfig, load_config
 from xmargin.errors import ConfigError
 
 IGNORED_FOR_DIVERGENCE = ("MarginWarningRaised", "OrderAccepted", "MarginModeChanged")
+PER_EXCHANGE = ("collateral_consumed_", "consumed_at_", "peak_initial_margin_", "max_drawdown_", "min_headroom_",
+                "min_isolated_headroom_", "liquidations_", "rejected_orders_")
 
 
 def as_config(config) -> RunConfig:
@@ -189,9 +203,24 @@ def setup_metrics(run_path, summary: dict, thresholds, sample_hours: float) -> d
         "capital_efficiency": efficiency,
         "tightest_liquidation_distance": (total.get("tightest_moment") or {}).get("liquidation_distance"),
     }
+    stats = total.get("statistics", {})
+    row.update(max_drawdown=total.get("max_drawdown"), return_on_capital=stats.get("return_on_capital"),
+               cagr=stats.get("cagr"), volatility=stats.get("volatility"), sharpe=stats.get("sharpe"),
+               sortino=stats.get("sortino"), hours_under_water=total.get("drawdown", {}).get("hours_under_water"),
+               fills=int(total["fills"]), rejected_orders=int(total.get("rejected_orders", 0)),
+               peak_net_share=max((u["peak_net_share"] for u in summary.get("exposure", {}).values()), default=None))
     for exchange, values in summary["exchanges"].items():
         low = values.get("lowest_margin_headroom")
         row[f"min_headroom_{exchange}"] = low["headroom"] if low else None
+        isolated = values.get("lowest_isolated_headroom")
+        row[f"min_isolated_headroom_{exchange}"] = isolated["headroom"] if isolated else None
+        consumed = values.get("collateral_consumed", {})
+        row[f"collateral_consumed_{exchange}"] = consumed.get("amount", 0.0)
+        row[f"consumed_at_{exchange}"] = consumed.get("ts")
+        row[f"peak_initial_margin_{exchange}"] = values["peak_initial_margin"]
+        row[f"max_drawdown_{exchange}"] = values["max_drawdown"]
+        row[f"liquidations_{exchange}"] = int(values["liquidations"])
+        row[f"rejected_orders_{exchange}"] = int(values["rejected_orders"])
     return row
 
 
@@ -260,8 +289,8 @@ def compare(config, setups, out=None, compare_id: str | None = None, progress: b
     and return (table, notes): a polars DataFrame with one row per set-up and the divergence notes
     (list of dicts with a readable `text`), both also written under `<out>/<compare-id>/`.
     `shocks` (xmargin.analysis.stress) are injected into every set-up's run (compare modes under stress)."""
+    from xmargin.analysis.variants import Variant, run_variants
     from xmargin.output.eventlog import write_ipc
-    from xmargin.sim.runner import execute
 
     config = as_config(config)
     if isinstance(setups, dict):
@@ -274,10 +303,12 @@ def compare(config, setups, out=None, compare_id: str | None = None, progress: b
     folder.mkdir(parents=True, exist_ok=True)
     rows, logs = [], []
     sample_hours = config.sample_interval_ns / 3.6e12
-    for name, assignment in setups:
-        setup_config = with_modes(config, assignment)
-        completed = execute(setup_config, out=folder, run_id=folder_name(name), progress=progress, shocks=tuple(shocks),
-                            extra_manifest={"compare": {"id": compare_id, "setup": name, "margin_modes": assignment}})
+    variants = [Variant(folder_name(name), with_modes(config, assignment), tuple(shocks), {"setup": name},
+                        {"compare": {"id": compare_id, "setup": name, "margin_modes": assignment}})
+                for name, assignment in setups]
+    outcomes = run_variants(variants, folder, keep="all", errors="raise", progress=progress)
+    for (name, assignment), variant, completed in zip(setups, variants, outcomes):
+        setup_config = variant.config
         row = {"setup": name, "margin_modes": ",".join(f"{e}={v.margin_mode}" for e, v in setup_config.exchanges.items())}
         row.update(setup_metrics(completed.path, completed.summary, config.warning_thresholds, sample_hours))
         row["path"] = str(completed.path)
@@ -297,7 +328,12 @@ def compare(config, setups, out=None, compare_id: str | None = None, progress: b
     order = ["setup", "margin_modes", "pnl", "return_on_peak_margin", "peak_initial_margin", "min_collateral"]
     order += sorted(c for c in table.columns if c.startswith("min_headroom_"))
     order += ["hours_above_warning", "liquidations", "liquidation_loss", "liquidation_fees", "insurance_fund_used",
-              "funding", "fees", "capital_efficiency", "tightest_liquidation_distance", "divergence", "path"]
+              "funding", "fees", "capital_efficiency", "tightest_liquidation_distance", "max_drawdown",
+              "return_on_capital", "cagr", "volatility", "sharpe", "sortino", "hours_under_water", "fills",
+              "rejected_orders", "peak_net_share"]
+    for prefix in PER_EXCHANGE:
+        order += [f"{prefix}{e}" for e in config.exchanges if prefix != "min_headroom_"]
+    order += ["divergence", "path"]
     table = table.select(order).with_columns(pl.col(pl.Null).cast(pl.Float64))
     write_ipc(table.to_arrow(), folder / "comparison.arrow")
     (folder / "comparison.json").write_text(json.dumps({"id": compare_id, "rows": table.to_dicts(), "notes": notes},
@@ -305,29 +341,65 @@ def compare(config, setups, out=None, compare_id: str | None = None, progress: b
     return table, notes
 
 
+def _cell(value, kind: str) -> str:
+    """One table cell: n/a for a missing figure; money with thousands separators; percentages."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    if kind == "money":
+        return f"{value:,.2f}"
+    if kind == "loss":  # a loss shown as a positive amount under a "loss" heading
+        return f"{abs(value):,.2f}"
+    if kind == "percent":
+        return f"{value * 100:.1f}%"
+    if kind == "ratio":
+        return f"{value:.2f}"
+    if kind == "hours":
+        return f"{value:,.0f}"
+    return str(value)
+
+
+def fixed_width(headers: list[str], rows: list[list[str]], indent: str = "  ") -> list[str]:
+    """Right-aligned columns (the first left-aligned), each as wide as its widest cell, two spaces
+    apart: wide numbers never run into each other."""
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+
+    def line(cells):
+        first = cells[0].ljust(widths[0])
+        return indent + "  ".join([first] + [c.rjust(w) for c, w in zip(cells[1:], widths[1:])])
+
+    return [line(headers)] + [line(r) for r in rows]
+
+
+BOOK_COLUMNS = (("pnl", "pnl", "money"), ("return on capital", "return_on_capital", "percent"),
+                ("max dd", "max_drawdown", "money"), ("sharpe", "sharpe", "ratio"), ("fills", "fills", "int"),
+                ("rejected", "rejected_orders", "int"), ("liq", "liquidations", "int"),
+                ("liq loss", "liquidation_loss", "loss"), ("liq fees", "liquidation_fees", "money"),
+                ("funding", "funding", "money"), ("fees", "fees", "money"), ("h>warn", "hours_above_warning", "hours"),
+                ("|net|/gross", "peak_net_share", "percent"), ("gross/coll", "capital_efficiency", "ratio"))
+EXCHANGE_COLUMNS = (("consumed", "collateral_consumed_", "money"), ("at", "consumed_at_", "text"),
+                    ("peak IM", "peak_initial_margin_", "money"), ("max dd", "max_drawdown_", "money"),
+                    ("headroom", "min_headroom_", "percent"),
+                    ("isolated headroom", "min_isolated_headroom_", "percent"),
+                    ("liq", "liquidations_", "int"), ("rejected", "rejected_orders_", "int"))
+
+
 def format_comparison(table: pl.DataFrame, notes: list, folder=None) -> str:
-    """A fixed-width table, one line per set-up, then the divergence notes."""
-    headroom = sorted(c for c in table.columns if c.startswith("min_headroom_"))
-    head = (f"  {'set-up':<34}{'pnl':>12}{'ret/IM':>8}{'peak IM':>11}{'min coll':>11}"
-            + "".join(f"{'hr ' + c[len('min_headroom_'):][:8]:>12}" for c in headroom)
-            + f"{'h>warn':>8}{'liq':>5}{'liq loss':>11}{'liq fee':>9}{'funding':>11}{'fees':>9}{'gross/coll':>11}")
-    lines = [head]
-
-    def num(value, fmt):
-        return format(value, fmt) if value is not None and not (isinstance(value, float) and math.isnan(value)) \
-            else "n/a"
-
-    for row in table.iter_rows(named=True):
-        ret = num(row["return_on_peak_margin"] * 100 if row["return_on_peak_margin"] is not None else None, ".1f")
-        line = (f"  {row['setup'][:34]:<34}{row['pnl']:>12,.2f}{ret + '%':>8}{row['peak_initial_margin']:>11,.2f}"
-                f"{row['min_collateral']:>11,.2f}")
-        for column in headroom:
-            value = row[column]
-            line += f"{(num(value * 100, '.1f') + '%') if value is not None else 'n/a':>12}"
-        line += (f"{row['hours_above_warning']:>8,.0f}{row['liquidations']:>5}{row['liquidation_loss']:>11,.2f}"
-                 f"{row['liquidation_fees']:>9,.2f}{row['funding']:>11,.2f}{row['fees']:>9,.2f}"
-                 f"{row['capital_efficiency']:>11,.2f}")
-        lines.append(line)
+    """The comparison as text: a legend of the set-ups (full labels), the book's figures per set-up,
+    each exchange's per set-up, then the divergence notes. Losses are positive amounts under a
+    "loss" heading; n/a where a figure does not apply (no cross pool, no isolated position)."""
+    rows = list(table.iter_rows(named=True))
+    keys = [f"[{n + 1}]" for n in range(len(rows))]
+    lines = [f"  {key} {row['setup']}: {row['margin_modes']}" for key, row in zip(keys, rows)]
+    lines += fixed_width(["set-up"] + [h for h, _, _ in BOOK_COLUMNS],
+                         [[key] + [_cell(row.get(c), kind) for _, c, kind in BOOK_COLUMNS]
+                          for key, row in zip(keys, rows)])
+    exchanges = [c[len("collateral_consumed_"):] for c in table.columns if c.startswith("collateral_consumed_")]
+    if exchanges:
+        lines.append("  per exchange (consumed: deposits + transfers in - transfers out - equity at the worst moment):")
+        lines += fixed_width(["set-up", "exchange"] + [h for h, _, _ in EXCHANGE_COLUMNS],
+                             [[key, exchange] + [_cell(row.get(prefix + exchange), kind)
+                                                 for _, prefix, kind in EXCHANGE_COLUMNS]
+                              for key, row in zip(keys, rows) for exchange in exchanges])
     for note in notes:
         lines.append(f"  divergence: {note['text']}")
     if folder is not None:

@@ -401,8 +401,8 @@ def stress(config, scenarios: dict, out=None, stress_id: str | None = None, base
     import polars as pl
 
     from xmargin.analysis.compare import as_config, new_id
+    from xmargin.analysis.variants import Variant, run_variants
     from xmargin.output.eventlog import write_ipc
-    from xmargin.sim.runner import execute
 
     config = as_config(config)
     root = Path(out or config.out)
@@ -414,9 +414,11 @@ def stress(config, scenarios: dict, out=None, stress_id: str | None = None, base
         raise ConfigError("stress: no scenario to run; give --shock or [[stress]] tables in the config.")
     rows, reports = [], {}
     base_pnl = None
-    for name, shocks in plan:
-        completed = execute(config, out=folder, run_id=name, progress=progress, shocks=tuple(shocks),
-                            extra_manifest={"stress": {"scenario": name, "shocks": [s.describe() for s in shocks]}})
+    variants = [Variant(name, config, tuple(shocks), {"scenario": name},
+                        {"stress": {"scenario": name, "shocks": [s.describe() for s in shocks]}})
+                for name, shocks in plan]
+    outcomes = run_variants(variants, folder, keep="all", errors="raise", progress=progress)
+    for (name, shocks), completed in zip(plan, outcomes):
         summary = completed.summary
         total = summary["total"]
         since = shock_start(shocks)
@@ -441,12 +443,18 @@ def stress(config, scenarios: dict, out=None, stress_id: str | None = None, base
             if warning else None,
             "first_liquidation_ts": liquidation["ts"] if liquidation else None,
             "first_liquidation": f"{liquidation['exchange']} {liquidation['instrument']}" if liquidation else None,
+            "max_drawdown": total.get("max_drawdown"), "rejected_orders": int(total.get("rejected_orders", 0)),
+            **{f"collateral_consumed_{e}": v.get("collateral_consumed", {}).get("amount")
+               for e, v in summary["exchanges"].items()},
             "path": str(completed.path)})
     schema = {"scenario": pl.String, "shocks": pl.String, "pnl": pl.Float64, "pnl_vs_baseline": pl.Float64,
               "liquidations": pl.Int64, "liquidation_loss": pl.Float64, "insurance_fund_used": pl.Float64,
               "fees": pl.Float64, "funding": pl.Float64, "tightest_liquidation_distance": pl.Float64,
               "tightest_at": pl.String, "first_warning_ts": pl.String, "first_warning": pl.String,
-              "first_liquidation_ts": pl.String, "first_liquidation": pl.String, "path": pl.String}
+              "first_liquidation_ts": pl.String, "first_liquidation": pl.String, "max_drawdown": pl.Float64,
+              "rejected_orders": pl.Int64}
+    schema.update({f"collateral_consumed_{e}": pl.Float64 for e in config.exchanges})
+    schema["path"] = pl.String
     table = pl.DataFrame(rows, schema=schema)
     write_ipc(table.to_arrow(), folder / "stress.arrow")
     (folder / "stress.json").write_text(json.dumps(reports, indent=2, default=str) + "\n")
@@ -454,13 +462,19 @@ def stress(config, scenarios: dict, out=None, stress_id: str | None = None, base
 
 
 def format_stress(table, reports: dict, folder=None) -> str:
-    lines = [f"  {'scenario':<16}{'pnl':>13}{'vs base':>12}{'liq':>5}{'liq loss':>12}{'tightest':>10}"]
-    for row in table.iter_rows(named=True):
-        vs = f"{row['pnl_vs_baseline']:>12,.2f}" if row["pnl_vs_baseline"] is not None else f"{'':>12}"
-        tight = row["tightest_liquidation_distance"]
-        tight_text = f"{tight * 100:>9.1f}%" if tight is not None else f"{'n/a':>10}"
-        lines.append(f"  {row['scenario']:<16}{row['pnl']:>13,.2f}{vs}{row['liquidations']:>5}"
-                     f"{row['liquidation_loss']:>12,.2f}{tight_text}")
+    """Per scenario: PnL, against the baseline, the book's flow-adjusted drawdown, liquidations and
+    their loss (a positive amount), rejected orders, the tightest distance and the collateral
+    consumed per exchange; then what each shock triggered first."""
+    from xmargin.analysis.compare import _cell, fixed_width
+
+    consumed = [c for c in table.columns if c.startswith("collateral_consumed_")]
+    headers = ["scenario", "pnl", "vs base", "max dd", "liq", "liq loss", "rejected", "tightest"] + [
+        f"consumed {c[len('collateral_consumed_'):]}" for c in consumed]
+    rows = [[row["scenario"], _cell(row["pnl"], "money"), _cell(row["pnl_vs_baseline"], "money"),
+             _cell(row["max_drawdown"], "money"), str(row["liquidations"]), _cell(row["liquidation_loss"], "loss"),
+             str(row["rejected_orders"]), _cell(row["tightest_liquidation_distance"], "percent")]
+            + [_cell(row[c], "money") for c in consumed] for row in table.iter_rows(named=True)]
+    lines = fixed_width(headers, rows)
     for name, report in reports.items():
         if not report["shocks"]:
             continue

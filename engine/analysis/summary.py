@@ -6,13 +6,20 @@ inverse contracts). Account
 equity is that sum; PnL = final equity - deposits - transfers in + transfers out, deposits and
 transfers valued at the asset's price at the nearest snapshot. A withdrawal fee is a cost of the
 sending exchange; money still in flight at the end belongs to no exchange and is added to the
-total. Margin headroom = 1 - margin ratio (1: no maintenance needed; 0: liquidation).
+total. Margin headroom = 1 - margin ratio (1: no maintenance needed; 0: liquidation); the cross
+pools' and the isolated positions' are reported apart (None where an exchange has none).
+
+Flow-adjusted figures (collateral consumed, drawdown, statistics: xmargin.analysis.performance)
+never count deposits or transfers as PnL; net exposure per underlying and the one-legged hedge
+check: xmargin.analysis.exposure. Rejected orders are grouped by reason (numbers removed).
 """
 
 from __future__ import annotations
 
 import polars as pl
 
+from xmargin.analysis.exposure import exposure_figures, exposure_series, hedged_underlyings
+from xmargin.analysis.performance import book, figures, flow_adjusted, flows
 from xmargin.margin.collateral import STABLECOINS
 
 
@@ -50,8 +57,40 @@ def _usd_values(flows: pl.DataFrame, collateral: pl.DataFrame, amount: str) -> p
     return priced.with_columns((pl.col(amount) * price.fill_null(0.0)).alias("usd"))
 
 
+def reason_kind(reason: pl.Expr) -> pl.Expr:
+    """A rejection reason without its numbers: the text before the first ':' when that names it (two
+    words or more: 'insufficient margin: the order needs 1,234 USDT' -> 'insufficient margin')."""
+    head = reason.str.split(":").list.first().str.strip_chars()
+    named = reason.str.contains(":") & (head.str.count_matches(r"\S+") >= 2)
+    return (pl.when(named).then(head).otherwise(reason)
+            .str.replace_all(r"-?\d[\d,]*(\.\d+)?(e[+-]?\d+)?", "#").str.strip_chars())
+
+
+def rejections(events: pl.DataFrame) -> list[dict]:
+    """Rejected orders grouped by exchange and reason: count, first time, one full example."""
+    rejected = events.filter(pl.col("type") == "OrderRejected")
+    if not rejected.height:
+        return []
+    grouped = (rejected.with_columns(reason_kind(pl.col("reason").fill_null("")).alias("kind"))
+               .sort("seq").group_by("exchange", "kind", maintain_order=True)
+               .agg(pl.len().alias("count"), pl.col("ts").first().alias("first_ts"),
+                    pl.col("instrument").first().alias("first_instrument"),
+                    pl.col("reason").first().alias("example")))
+    return [dict(row, first_ts=str(row["first_ts"]), count=int(row["count"]))
+            for row in grouped.sort("first_ts").iter_rows(named=True)]
+
+
+def _headroom(moments: pl.DataFrame) -> dict | None:
+    if not moments.height:
+        return None
+    worst = moments.sort("margin_ratio", descending=True, maintain_order=True).row(0, named=True)
+    ratio = min(worst["margin_ratio"], 1.0)
+    return {"headroom": 1.0 - ratio, "margin_ratio": worst["margin_ratio"], "ts": str(worst["ts"])}
+
+
 def summarize(events: pl.DataFrame, equity: pl.DataFrame, meta: dict, collateral: pl.DataFrame | None = None,
-              positions: pl.DataFrame | None = None) -> dict:
+              positions: pl.DataFrame | None = None, one_legged_ratio: float = 0.5,
+              one_legged_after_hours: float = 8.0) -> dict:
     """Build summary.json's content from the run's tables."""
     exchanges = sorted(set(equity["exchange"].unique().to_list()) | set(events["exchange"].unique().to_list()))
     equity_by_account = account_equity(collateral, positions)
@@ -66,6 +105,9 @@ def summarize(events: pl.DataFrame, equity: pl.DataFrame, meta: dict, collateral
         "CollateralDeposited", "FeeCharged", "FundingSettled", "PositionLiquidated", "InsuranceFundUsed",
         "ContractExpired",
         "OrderFilled", "OrderRejected", "TransferSent", "TransferArrived", "MarginWarningRaised")}
+    # valued moments: start, every sample (bar close, close marks) and the end; event snapshots are left
+    # out (they carry the marks of the bar being processed, stamped with the event's time)
+    adjusted = flow_adjusted(equity_by_account.filter(pl.col("reason") != "event"), flows(events, collateral))
     per_exchange = {}
     for exchange in exchanges:
         def total(kind, column="amount", exchange=exchange):
@@ -81,27 +123,33 @@ def summarize(events: pl.DataFrame, equity: pl.DataFrame, meta: dict, collateral
         rows = equity.filter(pl.col("exchange") == exchange)
         liquidated = by_type["PositionLiquidated"].filter(pl.col("exchange") == exchange)
         history = equity_by_account.filter(pl.col("exchange") == exchange)
-        samples = history.filter(pl.col("reason") != "event")["equity"]
-        drawdown = 0.0
-        if samples.len():
-            peak = samples.cum_max()
-            drawdown = _f((peak - samples).max())
+        series = adjusted.filter(pl.col("exchange") == exchange)
+        capital = max(_f(series["net_flows"].max()), 0.0) if series.height else 0.0
+        flow_figures = figures(series, capital)
         final = history["equity"][-1] if history.height else 0.0
         deposits = _f(deposits_usd.filter(pl.col("exchange") == exchange)["usd"].sum())
         transfers_in = _f(arrived_usd.filter(pl.col("exchange") == exchange)["usd"].sum())
         transfers_out = _f(sent_usd.filter(pl.col("exchange") == exchange)["usd"].sum())
-        # the tightest moment: equity snapshots, warnings (ratio at the crossing) and liquidations (ratio 1)
-        moments = pl.concat([
+        # the tightest moments, cross pools and isolated positions apart: snapshots, warnings (ratio at the
+        # crossing) and liquidations (ratio 1)
+        warned = by_type["MarginWarningRaised"].filter((pl.col("exchange") == exchange) & (pl.col("level") > 0))
+        pool_warning = pl.col("instrument").fill_null("").str.starts_with("cross:")
+        lowest = _headroom(pl.concat([
             rows.filter(pl.col("maintenance_margin") > 0).select("ts", "margin_ratio"),
-            by_type["MarginWarningRaised"].filter((pl.col("exchange") == exchange) & (pl.col("level") > 0))
-            .select("ts", "margin_ratio"),
-            liquidated.select("ts", pl.lit(1.0).alias("margin_ratio")),
-        ])
-        lowest = None
-        if moments.height:
-            worst = moments.sort("margin_ratio", descending=True, maintain_order=True).row(0, named=True)
-            ratio = min(worst["margin_ratio"], 1.0)
-            lowest = {"headroom": 1.0 - ratio, "margin_ratio": worst["margin_ratio"], "ts": str(worst["ts"])}
+            warned.filter(pool_warning).select("ts", "margin_ratio"),
+            liquidated.filter(~pl.col("isolated").fill_null(False)).select("ts", pl.lit(1.0).alias("margin_ratio")),
+        ]))
+        own_positions = positions.filter((pl.col("exchange") == exchange) & (pl.col("margin_mode") == "isolated"))
+        isolated_equity = pl.col("isolated_margin") + pl.col("unrealized_pnl")
+        lowest_isolated = _headroom(pl.concat([
+            own_positions.filter(pl.col("maintenance_margin") > 0).select(
+                "ts", pl.when(isolated_equity > 0).then(pl.col("maintenance_margin") / isolated_equity)
+                .otherwise(1.0).alias("margin_ratio")),
+            warned.filter(~pool_warning).select("ts", "margin_ratio"),
+            liquidated.filter(pl.col("isolated").fill_null(False)).select("ts", pl.lit(1.0).alias("margin_ratio")),
+        ]))
+        committed = (rows.group_by("ts", "reason", "events_applied")
+                     .agg((pl.col("initial_margin") + pl.col("isolated_margin")).sum().alias("committed")))
         tightest = None  # the smallest all-together adverse move that would liquidate (xmargin.analysis.distance)
         if "liquidation_distance" in rows.columns:
             finite = rows.filter(pl.col("liquidation_distance").is_finite())
@@ -126,9 +174,13 @@ def summarize(events: pl.DataFrame, equity: pl.DataFrame, meta: dict, collateral
             "insurance_fund_used": total("InsuranceFundUsed"),
             "margin_warnings": by_type["MarginWarningRaised"].filter(
                 (pl.col("exchange") == exchange) & (pl.col("level") > 0)).height,
-            "max_drawdown": drawdown,
-            "peak_initial_margin": _f(rows["initial_margin"].max()) if rows.height else 0.0,
+            "max_drawdown": flow_figures["max_drawdown"],
+            "collateral_consumed": flow_figures["collateral_consumed"],
+            "drawdown": flow_figures["drawdown"],
+            "statistics": flow_figures["statistics"],
+            "peak_initial_margin": _f(committed["committed"].max()) if committed.height else 0.0,
             "lowest_margin_headroom": lowest,
+            "lowest_isolated_headroom": lowest_isolated,
             "tightest_moment": tightest,
         }
     totals = {key: sum(v[key] for v in per_exchange.values())
@@ -145,33 +197,93 @@ def summarize(events: pl.DataFrame, equity: pl.DataFrame, meta: dict, collateral
                                "minutes_in_flight": _f(durations.to_series().sum()) if durations.height else 0.0}
     tightest = [dict(v["tightest_moment"], exchange=k) for k, v in per_exchange.items() if v["tightest_moment"]]
     totals["tightest_moment"] = min(tightest, key=lambda t: t["liquidation_distance"]) if tightest else None
-    return {**meta, "exchanges": per_exchange, "total": totals,
+    whole = figures(book(adjusted), totals["deposits"])
+    totals.update(max_drawdown=whole["max_drawdown"], collateral_consumed=whole["collateral_consumed"],
+                  drawdown=whole["drawdown"], statistics=whole["statistics"],
+                  rejected_orders=sum(v["rejected_orders"] for v in per_exchange.values()))
+    exposure = exposure_figures(exposure_series(positions, collateral), hedged_underlyings(events, collateral),
+                                one_legged_ratio, one_legged_after_hours)
+    rejected = rejections(events)
+    warnings = []
+    for underlying, row in exposure.items():
+        if row["one_legged"]:
+            warnings.append(f"one-legged hedge: {underlying} net exposure was above {one_legged_ratio:.0%} of gross "
+                            f"for {row['hours_above_ratio']:,.0f} h from {row['above_ratio_from']} (peak net "
+                            f"{row['net_at_peak']:,.0f} USD, {row['peak_net_share']:.0%} of gross)")
+    return {**meta, "exchanges": per_exchange, "total": totals, "exposure": exposure, "rejections": rejected,
+            "warnings": [*meta.get("input_warnings", ()), *warnings], "one_legged": {"ratio": one_legged_ratio, "after_hours": one_legged_after_hours},
             "money_note": "USD: balances at their price, stablecoins and positions' PnL at par"}
 
 
+def problems(summary: dict) -> list[str]:
+    """What `--strict` refuses: rejected orders and one-legged hedges, one line each."""
+    out = [f"{r['count']} order(s) rejected on {r['exchange']}: {r['kind']} (first {r['first_ts']})"
+           for r in summary.get("rejections", [])]
+    return out + [w for w in summary.get("warnings", []) if w.startswith("one-legged")]
+
+
+def _percent(value) -> str:
+    return "n/a" if value is None else f"{value * 100:.1f}%"
+
+
+def _number(value, fmt: str = ",.2f") -> str:
+    return "n/a" if value is None else format(value, fmt)
+
+
 def format_summary(summary: dict, run_path) -> str:
-    """A short human summary for the end of `xmargin run`."""
+    """A short human summary for the end of `xmargin run`: money per exchange and for the book,
+    rejected orders by reason, warnings (one-legged hedges), performance statistics."""
     lines = [f"run {summary.get('run_id', '')}: {summary.get('start')} -> {summary.get('end')}, "
              f"{summary.get('bars', 0):,} bars, {summary.get('events', 0):,} events, "
              f"{summary.get('run_seconds', 0):.2f} s"]
-    header = f"  {'exchange':<12}{'pnl':>12}{'fees':>10}{'funding':>11}{'max dd':>11}{'liq':>5}{'headroom':>10}"
+    header = (f"  {'exchange':<12} {'pnl':>12} {'fees':>10} {'funding':>10} {'consumed':>11} {'max dd':>10} "
+              f"{'peak IM':>11} {'liq':>4} {'rej':>4} {'headroom':>9}")
     lines.append(header)
     for name, row in summary["exchanges"].items():
         low = row["lowest_margin_headroom"]
-        headroom = f"{low['headroom'] * 100:8.1f}%" if low else "       n/a"
-        lines.append(f"  {name:<12}{row['pnl']:>12,.2f}{row['fees']:>10,.2f}{row['funding']:>11,.2f}"
-                     f"{row['max_drawdown']:>11,.2f}{row['liquidations']:>5}{headroom:>10}")
+        consumed = row.get("collateral_consumed", {}).get("amount", 0.0)
+        lines.append(f"  {name:<12} {row['pnl']:>12,.2f} {row['fees']:>10,.2f} {row['funding']:>10,.2f} "
+                     f"{consumed:>11,.2f} {row['max_drawdown']:>10,.2f} {row['peak_initial_margin']:>11,.2f} "
+                     f"{row['liquidations']:>4} {row['rejected_orders']:>4} "
+                     f"{_percent(low['headroom'] if low else None):>9}")
     t = summary["total"]
-    lines.append(f"  {'total':<12}{t['pnl']:>12,.2f}{t['fees']:>10,.2f}{t['funding']:>11,.2f}{'':>11}"
-                 f"{t['liquidations']:>5}")
+    lines.append(f"  {'book':<12} {t['pnl']:>12,.2f} {t['fees']:>10,.2f} {t['funding']:>10,.2f} "
+                 f"{t.get('collateral_consumed', {}).get('amount', 0.0):>11,.2f} {t.get('max_drawdown', 0.0):>10,.2f} "
+                 f"{'':>11} {t['liquidations']:>4} {t.get('rejected_orders', 0):>4}")
+    lines.append("  (consumed: deposits + transfers in - transfers out - equity at the worst moment; max dd: of "
+                 "equity less those flows)")
     for name, row in summary["exchanges"].items():
-        low = row["lowest_margin_headroom"]
+        low, isolated = row["lowest_margin_headroom"], row.get("lowest_isolated_headroom")
         if low:
             lines.append(f"  lowest headroom on {name}: {low['headroom'] * 100:.1f}% at {low['ts']}")
+        if isolated:
+            lines.append(f"  lowest isolated-position headroom on {name}: {isolated['headroom'] * 100:.1f}% at "
+                         f"{isolated['ts']}")
+        worst = row.get("collateral_consumed", {})
+        if worst.get("ts"):
+            lines.append(f"  collateral consumed on {name}: {worst['amount']:,.2f} at {worst['ts']}")
     tight = summary["total"].get("tightest_moment")
     if tight:
         lines.append(f"  tightest moment: {tight['exchange']} {tight['asset']} at {tight['ts']}: a "
                      f"{tight['liquidation_distance'] * 100:.1f}% adverse move of everything would liquidate "
                      f"(first warning at {tight['warning_distance'] * 100:.1f}%)")
+    stats = t.get("statistics")
+    if stats:
+        dd = t.get("drawdown", {})
+        lines.append(f"  book on capital {stats['capital']:,.0f}: return {_percent(stats['return_on_capital'])}, "
+                     f"CAGR {_percent(stats['cagr'])}, volatility {_percent(stats['volatility'])}, Sharpe "
+                     f"{_number(stats['sharpe'])}, Sortino {_number(stats['sortino'])}, max dd "
+                     f"{t.get('max_drawdown', 0.0):,.2f}, under water {dd.get('hours_under_water', 0.0):,.0f} h "
+                     f"(longest {dd.get('longest_under_water_hours', 0.0):,.0f} h)")
+    for underlying, row in summary.get("exposure", {}).items():
+        lines.append(f"  exposure {underlying}: peak gross {row['peak_gross']:,.0f}, net at peak |net| "
+                     f"{row['net_at_peak']:,.0f} ({row['peak_net_ts']}), peak |net|/gross "
+                     f"{row['peak_net_share'] * 100:.0f}%{'' if row['hedged'] else ' (one instrument: directional)'}")
+    for rejection in summary.get("rejections", []):
+        lines.append(f"  REJECTED: {rejection['count']} order(s) on {rejection['exchange']}: {rejection['kind']} "
+                     f"(first {rejection['first_ts']} {rejection['first_instrument']}: {rejection['example']})")
+    inputs = set(summary.get("input_warnings", ()))  # caveats about the data and config the run rests on
+    for warning in summary.get("warnings", []):
+        lines.append(f"  {'input warning' if warning in inputs else 'WARNING'}: {warning}")
     lines.append(f"  outputs: {run_path}  (open with xmargin.open_run)")
     return "\n".join(lines)

@@ -1,4 +1,5 @@
-"""CLI commands over the analysis API: `compare` (margin set-ups) and `stress` (shock scenarios)."""
+"""CLI commands over the analysis API: `compare` (margin set-ups), `stress` (shock scenarios) and
+`capital` (least collateral per exchange)."""
 
 from __future__ import annotations
 
@@ -84,6 +85,35 @@ def stress(config_path, sets, margin_modes, start, end, out, seed, skip_validati
     click.echo(format_stress(table, reports, Path(table["path"][0]).parent))
 
 
+
+
+@click.command()
+@click.argument("config_path", metavar="CONFIG.toml", type=click.Path(exists=True, dir_okay=False))
+@config_options
+@click.option("--level", default="liquidation", show_default=True, metavar="liquidation|warning|RATIO",
+              help="Survive without reaching this margin ratio: liquidation (1), warning (the first "
+                   "run.warning_thresholds) or a number in (0, 1].")
+@click.option("--tolerance", default=0.01, show_default=True, type=float,
+              help="Proof margin: a run at (1 - tolerance) x the amounts must fail.")
+@click.option("--stress", "with_stress", is_flag=True,
+              help="Also survive every [[stress]] scenario of the config (the worst case).")
+@click.option("--id", "capital_id", help="Name of the output folder (default: capital-<name>-<UTC time>).")
+@click.option("--quiet", is_flag=True, help="No trial-by-trial progress.")
+def capital(config_path, sets, margin_modes, start, end, out, seed, skip_validation, level, tolerance, with_stress,
+            capital_id, quiet):
+    """The least starting collateral per exchange and asset with which CONFIG.toml's strategy has no
+    liquidation and no margin rejection, proven by re-runs.
+
+    Writes <out>/<capital-id>/: capital.arrow, capital.json and the proof run folders."""
+    from xmargin.analysis.capital import capital as solve_capital
+    from xmargin.analysis.capital import format_capital
+
+    config = _load(config_path, sets, margin_modes, start, end, out, seed, skip_validation)
+    result = solve_capital(config, level=level, tolerance=tolerance, stress=with_stress, out=config.out,
+                           capital_id=capital_id, progress=not quiet and sys.stderr.isatty())
+    click.echo(format_capital(result))
+
+
 def register(group) -> None:
-    for command in (compare, stress):
+    for command in (compare, stress, capital):
         group.add_command(command)

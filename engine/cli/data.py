@@ -113,18 +113,25 @@ def synth(out, days, timeframe, seed, exchanges, assets, start, chunk_days, forc
 @click.option("--market", type=click.Choice(["spot", "perp"]), default=None,
               help="Override the market inferred from the file name or folder.")
 @click.option("--symbol", default=None, help="Override the ccxt symbol (e.g. BTC/USDT:USDT); one instrument only.")
-@click.option("--timeframe", default=None, help="Override the timeframe inferred from the file name.")
+@click.option("--timeframe", default=None,
+              help="Import only the files of this timeframe (e.g. 1h; funding files are kept). Files keep the "
+                   "timeframe their name states: it never relabels them.")
 @click.option("--name", default=None, help="Dataset name for a new dataset.toml (default: the folder name).")
-def import_(sources, out, exchange, kind, market, symbol, timeframe, name):
+@click.option("--metadata", "metadata", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="A venue metadata dump (exchangeInfo, load_markets, instruments-info, ...; see `xmargin rules "
+                   "import --help`) giving the instruments' lot size, tick size and minimum notional. Repeatable.")
+def import_(sources, out, exchange, kind, market, symbol, timeframe, name, metadata):
     """Import SOURCE files or folders into the dataset --out.
 
     \b
     Layouts understood (inferred from file names):
       freqtrade / ccxt: BTC_USDT_USDT-1h-futures.feather, -mark, -funding_rate, BTC_USDT-1h.feather
-                        (spot), in .feather, .parquet or .json
+                        (spot), in .feather, .parquet, .json or .json.gz (jsongz)
       data.binance.vision: BTCUSDT-1h-2024-01.csv|zip (klines; under markPriceKlines/ -> mark),
                         BTCUSDT-fundingRate-2024-01.csv|zip
-    Folders are searched recursively for such files.
+    Folders are searched recursively for such files. A folder holding several timeframes
+    (5m and 1h bars, 1h and 8h marks) gives one table per timeframe; a run picks one with
+    run.timeframe.
     """
     from xmargin.dataset.importers import ImportOptions, import_files
 
@@ -132,3 +139,10 @@ def import_(sources, out, exchange, kind, market, symbol, timeframe, name):
     result = import_files(list(sources), out, options=options, name=name)
     for line in result.lines():
         click.echo(line)
+    if metadata:
+        from xmargin.dataset.filters import apply_market_filters
+        from xmargin.venues.metadata import read_metadata
+
+        for venue in sorted({i.exchange for i in result.instruments}):
+            for line in apply_market_filters(out, read_metadata(metadata, venue), venue).lines():
+                click.echo(line)

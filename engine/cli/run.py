@@ -10,11 +10,13 @@ import click
 from xmargin.config import load_config
 
 
-def _load(config_path, sets, margin_modes, start, end, out, seed, skip_validation=False):
+def _load(config_path, sets, margin_modes, start, end, out, seed, skip_validation=False, with_warnings=False):
     """The validated config; unless `skip_validation`, its dataset is checked first (as
-    `xmargin data validate` does) and an unusable one stops here with its problems listed."""
+    `xmargin data validate` does) and an unusable one stops here with its problems listed.
+    With `with_warnings`, returns (config, the validation's warnings) for the run summary."""
     config = load_config(config_path, sets=sets, margin_modes=margin_modes, start=start, end=end,
                          out=str(out) if out else None, seed=seed)
+    warnings = ()
     if not skip_validation:
         from xmargin.dataset.validate import validate_dataset
 
@@ -25,7 +27,8 @@ def _load(config_path, sets, margin_modes, start, end, out, seed, skip_validatio
             click.echo(f"error: dataset {config.dataset} is not usable ({len(report.errors)} errors above); fix "
                        "them (see `xmargin data validate`) or pass --no-validate to run anyway.", err=True)
             sys.exit(1)
-    return config
+        warnings = report.warnings
+    return (config, warnings) if with_warnings else config
 
 
 def config_options(function):
@@ -54,14 +57,24 @@ def config_options(function):
 @config_options
 @click.option("--run-id", help="Name of the run folder (default: <name or strategy>-<UTC time>).")
 @click.option("--quiet", is_flag=True, help="No progress line.")
-def run(config_path, sets, margin_modes, start, end, out, seed, skip_validation, run_id, quiet):
+@click.option("--strict", is_flag=True,
+              help="Exit 1 when an order was rejected or a hedge was left one-legged (also run.strict = true).")
+def run(config_path, sets, margin_modes, start, end, out, seed, skip_validation, run_id, quiet, strict):
     """Run a backtest from CONFIG.toml and write runs/<run-id>/."""
     from xmargin.sim.runner import execute
-    from xmargin.analysis.summary import format_summary
+    from xmargin.analysis.summary import format_summary, problems
 
-    config = _load(config_path, sets, margin_modes, start, end, out, seed, skip_validation)
-    completed = execute(config, run_id=run_id, progress=not quiet and sys.stderr.isatty())
+    config, warnings = _load(config_path, sets, margin_modes, start, end, out, seed, skip_validation,
+                             with_warnings=True)
+    completed = execute(config, run_id=run_id, progress=not quiet and sys.stderr.isatty(), warnings=warnings)
     click.echo(format_summary(completed.summary, completed.path))
+    found = problems(completed.summary)
+    if found and (strict or config.strict):
+        for problem in found:
+            click.echo(f"strict: {problem}", err=True)
+        click.echo("error: strict run with rejected orders or a one-legged hedge (the run folder is written).",
+                   err=True)
+        sys.exit(1)
 
 
 @click.command()

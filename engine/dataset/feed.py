@@ -4,14 +4,16 @@ No Python object per bar: the loop indexes these arrays and scans whole slices o
 numpy between the moments that need per-event work. Missing bars are not invented: `has_bar` is
 False there (nothing fills), prices carry the last close forward for valuation, and the bar's
 range is flat. A mark series of another timeframe than the bars, or none, falls back to the last
-price for that instrument; `mark_source` says which was used (recorded in the run manifest).
+price for that instrument; so does a mark series after its last row (a mark that stops early is
+not held stale); `mark_source` says which was used (recorded in the run manifest) and
+`warnings` say what a run summary must repeat.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 import attrs
@@ -55,6 +57,7 @@ class Feed:
     funding_rate: np.ndarray
     funding_ts: np.ndarray
     fingerprint: str
+    warnings: tuple = ()  # (instrument key, message, check): what a run trading that instrument must repeat
     funding_by_column: dict = attrs.field(init=False, repr=False)
 
     def __attrs_post_init__(self):
@@ -66,7 +69,12 @@ class Feed:
         object.__setattr__(self, "funding_by_column", by_column)
 
     def column(self, key: str) -> int:
-        return self.keys.index(key)
+        """The array column of an instrument; an unknown key is an error listing the known ones."""
+        try:
+            return self.keys.index(key)
+        except ValueError:
+            raise DatasetError(f"unknown instrument {key!r}: this run has {list(self.keys)} (keys are "
+                               "'exchange:symbol' as declared in dataset.toml).") from None
 
     @property
     def bars(self) -> int:
@@ -88,6 +96,10 @@ def _carry_forward(values: np.ndarray, present: np.ndarray) -> np.ndarray:
     return filled
 
 
+def _iso(ns: int) -> str:
+    return datetime.fromtimestamp(ns / 1e9, tz=timezone.utc).strftime("%Y-%m-%d %H:%M")
+
+
 def fingerprint(folder: str | Path) -> str:
     """sha256 over dataset.toml and every Parquet file (path relative to the folder, then bytes)."""
     folder = Path(folder)
@@ -102,8 +114,12 @@ def fingerprint(folder: str | Path) -> str:
 
 
 def load_feed(folder: str | Path, keys: list[str], start: datetime | None = None,
-              end: datetime | None = None) -> Feed:
-    """Load the bars, marks and funding of `keys` (`exchange:symbol`) in [start, end)."""
+              end: datetime | None = None, timeframe: str | None = None) -> Feed:
+    """Load the bars, marks and funding of `keys` (`exchange:symbol`) in [start, end).
+
+    A dataset may hold several bar timeframes of one instrument (e.g. 5m and 1h): `timeframe` picks
+    one (config `run.timeframe`); without it the instruments' bars must have exactly one. Marks are
+    used only at the bars' timeframe (an 8h mark never stands in for a 1h one)."""
     manifest: DatasetManifest = read_manifest(folder)
     declared = set(manifest.keys)
     unknown = [k for k in keys if k not in declared]
@@ -123,6 +139,12 @@ def load_feed(folder: str | Path, keys: list[str], start: datetime | None = None
         exchange, symbol = key.split(":", 1)
         frame = (bars_scan.filter((pl.col("exchange") == exchange) & (pl.col("symbol") == symbol))
                  .select(pl.col("ts").dt.epoch("ns"), "timeframe", "open", "high", "low", "close").collect())
+        if timeframe is not None:
+            available = sorted(frame["timeframe"].unique().to_list())
+            frame = frame.filter(pl.col("timeframe") == timeframe)
+            if frame.height == 0 and available:
+                raise DatasetError(f"{folder}: {key} has no {timeframe} bars between {start} and {end} (it has "
+                                   f"{available}). Fix: set run.timeframe to one of those, or leave {key} out.")
         timeframes.update(frame["timeframe"].unique().to_list())
         per_instrument.append(frame.drop("timeframe"))
     if not any(frame.height for frame in per_instrument):
@@ -130,7 +152,8 @@ def load_feed(folder: str | Path, keys: list[str], start: datetime | None = None
                            "the instruments with `xmargin data info`.")
     if len(timeframes) != 1:
         raise DatasetError(f"{folder}: the bars of {keys} have several timeframes {sorted(timeframes)}; a run "
-                           "needs one bar timeframe. Pick instruments of one timeframe.")
+                           "needs one bar timeframe. Fix: set run.timeframe (e.g. run.timeframe = "
+                           f"\"{sorted(timeframes)[-1]}\"), or pick instruments of one timeframe.")
     timeframes = sorted(timeframes)
     bar_ns = timeframe_ns(timeframes[0])
     ts = np.unique(np.concatenate([frame["ts"].to_numpy() for frame in per_instrument]))
@@ -148,6 +171,9 @@ def load_feed(folder: str | Path, keys: list[str], start: datetime | None = None
         np.copyto(target, close, where=~has_bar)
 
     mark_source = {k: "last" for k in keys}
+    warnings = [(key, f"{key}: no bars between {_iso(int(ts[0]))} and {_iso(int(ts[-1]) + bar_ns)}; nothing on it "
+                      "can fill in this run (check run.start / run.end and `xmargin data info`)", "no bars")
+                for c, key in enumerate(keys) if not has_bar[:, c].any()]
     mark = [open_, high, low, close]  # shared with the last prices until a mark series replaces them
     mark_scan = scan(folder, "mark", start, end, keys)
     if mark_scan is not None:
@@ -170,13 +196,23 @@ def load_feed(folder: str | Path, keys: list[str], start: datetime | None = None
             target[present] = dense[present]
         for k in set(marks["key"].unique().to_list()):
             mark_source[k] = "mark"
-        # Where a mark series has holes inside the run, carry the mark close, not the last price.
+        # Where a mark series has holes inside the run, carry the mark close, not the last price;
+        # after its last row the last price takes over (a stale mark would freeze PnL and margin).
         for c, k in enumerate(keys):
             if mark_source[k] == "mark":
+                rows = np.flatnonzero(present[:, c])
                 filled = _carry_forward(np.where(present[:, c:c + 1], mark[3][:, c:c + 1], np.nan), present[:, c:c + 1])
                 hole = ~present[:, c] & ~np.isnan(filled[:, 0])
+                hole[rows[-1] + 1:] = False
                 for target in mark:
                     target[hole, c] = filled[hole, 0]
+                last_bar = np.flatnonzero(has_bar[:, c])
+                if len(last_bar) and last_bar[-1] > rows[-1]:
+                    stops = _iso(int(ts[rows[-1]]) + bar_ns)
+                    mark_source[k] = f"mark until {stops}, then last"
+                    warnings.append((k, f"{k}: the mark series stops at {stops}, {last_bar[-1] - rows[-1]} bars "
+                                         "before its last bar; margin and PnL use the last price from there on",
+                                     "mark ends early"))
 
     funding_scan = scan(folder, "funding", start, end, keys)
     if funding_scan is None:
@@ -187,12 +223,15 @@ def load_feed(folder: str | Path, keys: list[str], start: datetime | None = None
                    .with_columns(pl.col("key").replace_strict(index, return_dtype=pl.Int32).alias("column"))
                    .sort("ts", "column").collect())
     funding_ts = funding["ts"].to_numpy().astype(np.int64)
-    # A settlement at time s is paid at the first bar opening at or after s (bars open on the hour).
-    funding_row = np.searchsorted(ts, funding_ts, side="left")
-    inside = funding_row < len(ts)
+    # A settlement at time s is paid at the bar that contains it (open <= s < open + bar length;
+    # Hyperliquid stamps HH:00:01), else at the first bar opening after s (a gap in every series).
+    funding_row = np.searchsorted(ts, funding_ts, side="right") - 1
+    contained = (funding_row >= 0) & (ts[np.maximum(funding_row, 0)] + bar_ns > funding_ts)
+    funding_row = np.where(contained, funding_row, funding_row + 1)
+    inside = (funding_row < len(ts)) & (funding_row >= 0) & (funding_ts >= ts[0])
     return Feed(keys=tuple(keys), ts=ts, bar_ns=bar_ns, open=open_, high=high, low=low, close=close,
                 has_bar=has_bar, mark_open=mark[0], mark_high=mark[1], mark_low=mark[2], mark_close=mark[3],
                 mark_source=mark_source, funding_row=funding_row[inside],
                 funding_column=funding["column"].to_numpy()[inside].astype(np.int64),
                 funding_rate=funding["funding_rate"].to_numpy()[inside], funding_ts=funding_ts[inside],
-                fingerprint=fingerprint(folder))
+                fingerprint=fingerprint(folder), warnings=tuple(warnings))

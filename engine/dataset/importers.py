@@ -1,24 +1,29 @@
 """Import market data from layouts traders already have into an xmargin dataset.
 
 * freqtrade / ccxt `download-data`: `<PAIR>-<timeframe>[-futures|-mark|-index|-funding_rate|-spot]`
-  `.feather|.parquet|.json` (e.g. `BTC_USDT_USDT-1h-futures.feather`, `BTC_USDT-1h.feather` = spot).
-  Feather/Parquet hold `date, open, high, low, close, volume`; JSON is `[[ms, o, h, l, c, v], ...]`;
-  funding_rate files carry the rate in `open`.
+  `.feather|.parquet|.json|.json.gz` (e.g. `BTC_USDT_USDT-1h-futures.feather`, `BTC_USDT-1h.feather` =
+  spot). Feather/Parquet hold `date, open, high, low, close, volume`; JSON (`json`, and `jsongz`
+  gzipped) is `[[ms, o, h, l, c, v], ...]`; funding_rate files carry the rate in `open`.
 * data.binance.vision CSV or zip: klines `BTCUSDT-1h-2024-01.csv|zip` (under `markPriceKlines/` or
   `indexPriceKlines/` for mark/index), with or without header, open time in ms or µs (by magnitude);
   funding `BTCUSDT-fundingRate-2024-01.csv|zip` (calc_time, funding_interval_hours, last_funding_rate).
 
+Every file keeps the timeframe its name states: a folder holding 5m and 1h bars (or 1h and 8h marks)
+becomes one table per timeframe, and `--timeframe` selects files, it never relabels them.
 Rows are sorted and de-duplicated per instrument (keep last); funding timestamps are rounded to the
 second. Content problems are reported like `validate` does, naming the source file and row.
 """
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
+import os
 import re
 import shutil
 import zipfile
+import zlib
 from collections import Counter
 from pathlib import Path
 
@@ -34,7 +39,7 @@ KNOWN_EXCHANGES = ("binance", "bybit", "okx", "hyperliquid", "kraken", "gate", "
                    "bitmex", "dydx", "htx", "mexc", "bingx")
 QUOTE_SUFFIXES = ("FDUSD", "USDT", "USDC", "BUSD", "TUSD", "USD", "BTC", "ETH", "BNB", "EUR")
 FREQTRADE_NAME = re.compile(r"^(?P<pair>[A-Za-z0-9]+(?:_[A-Za-z0-9]+){1,2})-(?P<timeframe>\d+[smhdwM])"
-                            r"(?:-(?P<candle>futures|mark|index|funding_rate|spot))?\.(?P<ext>feather|parquet|json)$")
+                            r"(?:-(?P<candle>futures|mark|index|funding_rate|spot))?\.(?P<ext>feather|parquet|json|json\.gz)$")
 VISION_KLINES = re.compile(r"^(?P<pair>[A-Z0-9]+(?:_PERP)?)-(?P<timeframe>\d+[smhdwM])-(?P<date>\d{4}-\d{2}(?:-\d{2})?)"
                            r"\.(?P<ext>csv|zip)$")
 VISION_FUNDING = re.compile(r"^(?P<pair>[A-Z0-9]+(?:_PERP)?)-fundingRate-(?P<date>\d{4}-\d{2}(?:-\d{2})?)\.(?P<ext>csv|zip)$")
@@ -63,7 +68,8 @@ DEFAULT_FILTERS = {
 
 @attrs.frozen
 class ImportOptions:
-    """Overrides for what is otherwise inferred from file and folder names (None = infer)."""
+    """Overrides for what is otherwise inferred from file and folder names (None = infer).
+    `timeframe` is a filter: only files whose name states it are imported (funding has none)."""
 
     exchange: str | None = None
     kind: str | None = None
@@ -152,7 +158,7 @@ def identify(path: Path, options: ImportOptions = ImportOptions()) -> SourceFile
             symbol = f"{pieces[0]}/{pieces[1]}:{pieces[1]}"
         else:
             symbol = f"{pieces[0]}/{pieces[1]}"
-        timeframe = None if kind == "funding" else (options.timeframe or match.group("timeframe"))
+        timeframe = None if kind == "funding" else match.group("timeframe")
         return SourceFile(path, "freqtrade", kind, exchange or "binance", market, symbol, timeframe)
     funding = VISION_FUNDING.match(name)
     klines = VISION_KLINES.match(name)
@@ -188,7 +194,7 @@ def identify(path: Path, options: ImportOptions = ImportOptions()) -> SourceFile
             raise _fail(path, f"cannot split {match.group('pair')!r} into base and quote",
                         "pass --symbol, e.g. --symbol BTC/USDT:USDT") from None
         symbol = f"{base}/{quote}:{settle}" if market == "perp" else f"{base}/{quote}"
-    timeframe = None if kind == "funding" else (options.timeframe or match.group("timeframe"))
+    timeframe = None if kind == "funding" else match.group("timeframe")
     return SourceFile(path, "binance-vision", kind, exchange or "binance", market, symbol, timeframe)
 
 
@@ -239,8 +245,8 @@ def _read_csv_bytes(source: SourceFile) -> tuple[pl.DataFrame, int]:
                     raise _fail(path, f"zip holds {len(members)} CSV files, expected 1",
                                 "unzip it and import the CSV files")
                 raw = archive.read(members[0])
-        except zipfile.BadZipFile as exc:
-            raise _fail(path, f"not a valid zip ({exc})", "download the file again") from exc
+        except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
+            raise _fail(path, f"not a valid zip or a damaged one ({exc})", "download the file again") from exc
     else:
         raw = path.read_bytes()
     text = raw.lstrip()
@@ -255,8 +261,9 @@ def _read_csv_bytes(source: SourceFile) -> tuple[pl.DataFrame, int]:
 def _read_freqtrade(source: SourceFile) -> pl.DataFrame:
     path = source.path
     try:
-        if path.suffix == ".json":
-            rows = json.loads(path.read_text())
+        if path.name.endswith((".json", ".json.gz")):
+            raw = path.read_bytes()
+            rows = json.loads(gzip.decompress(raw) if path.name.endswith(".gz") else raw)
             if not isinstance(rows, list) or any(not isinstance(r, list) or len(r) < 6 for r in rows[:1]):
                 raise _fail(path, "JSON is not a list of [ms, open, high, low, close, volume] rows",
                             "re-download with freqtrade --data-format-ohlcv json")
@@ -300,7 +307,16 @@ def read_source(source: SourceFile) -> pl.DataFrame:
             raise _fail(path, f"{raw.width} columns, expected at least {len(wanted)} ({', '.join(wanted)})",
                         "check this is a data.binance.vision " + ("fundingRate" if source.kind == "funding" else "klines")
                         + " file")
-        raw = raw.rename(dict(zip(raw.columns[: len(wanted)], wanted)))
+        if offset:  # a header names the columns: read them by name, whatever their order
+            names = {c.strip().lower(): c for c in raw.columns}
+            missing = [c for c in wanted if c not in names]
+            if missing:
+                raise _fail(path, f"the header has no columns {missing} (found {raw.columns})",
+                            f"name the columns {', '.join(wanted)} in the header, or drop the header to read them "
+                            "by position")
+            raw = raw.select([pl.col(names[c]).alias(c) for c in wanted])
+        else:
+            raw = raw.rename(dict(zip(raw.columns[: len(wanted)], wanted)))
         date = wanted[0]
         if source.kind == "funding":
             values = _numeric(path, raw, {"last_funding_rate": "funding_rate"}, offset)
@@ -334,12 +350,20 @@ def _expand(sources: list[Path], options: ImportOptions) -> list[SourceFile]:
             if identified is None:
                 if not Path(source).is_dir():
                     unknown.append(path)
+            elif options.timeframe and identified.timeframe not in (None, options.timeframe):
+                if not Path(source).is_dir():
+                    raise _fail(path, f"the file name says timeframe {identified.timeframe}, but --timeframe "
+                                      f"{options.timeframe} was given; a file is never relabelled",
+                                "leave out --timeframe, or give the files of that timeframe")
             else:
                 found.append(identified)
     if unknown:
         raise _fail(unknown[0], "file name matches no known layout",
                     "name files like BTC_USDT_USDT-1h-futures.feather (freqtrade) or BTCUSDT-1h-2024-01.csv "
                     "(data.binance.vision); see `xmargin data import --help`")
+    if options.timeframe and not any(f.timeframe == options.timeframe for f in found):
+        raise DatasetError(f"{', '.join(map(str, sources))}: no files of timeframe {options.timeframe} found. "
+                           "Fix: leave out --timeframe to import every timeframe, or pick one the names state.")
     if not found:
         raise DatasetError(f"{', '.join(map(str, sources))}: no importable files found. "
                            "Fix: see `xmargin data import --help` for the file names understood.")
@@ -358,7 +382,8 @@ def _instrument(exchange: str, market: str, symbol: str, funding_hours: float | 
     lot, minimum, tick = DEFAULT_FILTERS.get((exchange, market, base), (0.0, 0.0, 0.0))
     if (exchange, market, base) not in DEFAULT_FILTERS:
         notes.append(f"{exchange}:{symbol}: lot_size, min_notional, tick_size set to 0 (not enforced); "
-                     f"edit {MANIFEST_NAME} with the exchange's values")
+                     f"set them with `xmargin rules import <exchangeInfo or load_markets dump> --exchange {exchange} "
+                     f"--dataset <this dataset>` or edit {MANIFEST_NAME}")
     if market != "spot" and funding_hours is None:
         funding_hours = 1.0 if exchange == "hyperliquid" else 8.0
         notes.append(f"{exchange}:{symbol}: no funding imported; funding_interval_hours set to {funding_hours:g} "
@@ -407,13 +432,50 @@ def import_files(sources: list[str | Path], out: str | Path, options: ImportOpti
 
     merging = (out / MANIFEST_NAME).is_file()
     existing = read_manifest(out) if merging else None
-    target = out if merging else out.with_name(out.name + ".partial")
+    target = _stage(out) if merging else out.with_name(out.name + ".partial")
     if not merging:
         if out.exists() and any(out.iterdir()):
             raise DatasetError(f"{out}: exists, is not empty and holds no {MANIFEST_NAME}. "
                                "Fix: choose a new folder for --out, or an existing dataset to merge into.")
         if target.exists():
             shutil.rmtree(target)
+    try:
+        result = _write(target, out, prepared, existing, files, name)
+    except BaseException:
+        if merging:  # the dataset itself was never touched: drop the staged copy
+            shutil.rmtree(target, ignore_errors=True)
+        raise
+    if merging:
+        old = out.with_name(f".{out.name}.import-old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.rename(out, old)
+        os.rename(target, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        if out.exists():
+            out.rmdir()
+        target.rename(out)
+    return result
+
+
+def _stage(out: Path) -> Path:
+    """A copy of the dataset `out` to merge into (files hard-linked where possible; every file the
+    import writes is unlinked first, so the original is never written through a link)."""
+    staging = out.with_name(f".{out.name}.import-staging")
+    shutil.rmtree(staging, ignore_errors=True)
+
+    def link(source, destination):
+        try:
+            os.link(source, destination)
+        except OSError:
+            shutil.copy2(source, destination)
+
+    shutil.copytree(out, staging, copy_function=link)
+    return staging
+
+
+def _write(target: Path, out: Path, prepared: dict, existing, files, name) -> ImportResult:
+    """Write the prepared tables and the manifest into `target` and validate the result."""
     funding_hours: dict[tuple, float] = {}
     tables = []
     for (kind, exchange, market, symbol, timeframe), (frame, dropped) in sorted(prepared.items(), key=lambda i: str(i[0])):
@@ -423,6 +485,7 @@ def import_files(sources: list[str | Path], out: str | Path, options: ImportOpti
         if path.is_file():
             table = (pl.concat([pl.read_parquet(path), table], how="vertical")
                      .unique("ts", keep="last", maintain_order=True).sort("ts"))
+            path.unlink()  # may be a hard link to the original dataset's file
         path.parent.mkdir(parents=True, exist_ok=True)
         table.write_parquet(path, compression="zstd", statistics=True)
         tables.append(ImportedTable(kind, f"{exchange}:{symbol}", table.height, dropped, relative))
@@ -446,13 +509,10 @@ def import_files(sources: list[str | Path], out: str | Path, options: ImportOpti
         description=existing.description if existing else f"Imported from {', '.join(layouts)} files.",
         kind=existing.kind if existing else "real", instruments=tuple(declared),
         sources=(existing.sources if existing else ()) + (source,))
+    (target / MANIFEST_NAME).unlink(missing_ok=True)
     write_manifest(target, manifest)
     report = validate_dataset(target)
     if not report.ok:
-        raise DatasetError(f"imported data does not validate (left in {target} for inspection):\n"
-                           + "\n".join(map(str, report.errors)))
-    if not merging:
-        if out.exists():
-            out.rmdir()
-        target.rename(out)
+        kept = f"{out} is unchanged" if existing else f"left in {target} for inspection"
+        raise DatasetError(f"imported data does not validate ({kept}):\n" + "\n".join(map(str, report.errors)))
     return ImportResult(path=out, tables=tuple(tables), instruments=tuple(declared), notes=tuple(notes))

@@ -25,7 +25,7 @@ def _spacing_text(seconds: int) -> str:
 
 
 def dataset_info(path: str | Path) -> pl.DataFrame:
-    """One row per (kind, instrument): timeframe, rows, start, end (UTC), gaps, missing bars,
+    """One row per (kind, instrument, timeframe): rows, start, end (UTC), gaps, missing bars,
     and for funding the most common spacings between events (`spacings`, e.g. "8h×1043, 4h×2")."""
     root = Path(path)
     read_manifest(root)  # fail early, with the manifest's own message, if the folder is not a dataset
@@ -35,12 +35,12 @@ def dataset_info(path: str | Path) -> pl.DataFrame:
         if frame is None:
             continue
         frame = frame.with_columns(instrument=pl.col("exchange") + ":" + pl.col("symbol"))
-        timeframe = pl.col("timeframe").first() if kind != "funding" else pl.lit("event")
+        if kind == "funding":
+            frame = frame.with_columns(timeframe=pl.lit("event"))
         spacing = pl.col("ts").sort().diff().dt.total_seconds()
-        stats = (frame.group_by("instrument")
-                 .agg(timeframe=timeframe, rows=pl.len(), start=pl.col("ts").min(), end=pl.col("ts").max(),
-                      spacing=spacing.drop_nulls())
-                 .collect().sort("instrument"))
+        stats = (frame.group_by("instrument", "timeframe")  # one row per timeframe: a dataset may hold several
+                 .agg(rows=pl.len(), start=pl.col("ts").min(), end=pl.col("ts").max(), spacing=spacing.drop_nulls())
+                 .collect().sort("instrument", "timeframe"))
         for record in stats.iter_rows(named=True):
             spacings = pl.Series(record["spacing"], dtype=pl.Int64)
             gaps = missing = 0

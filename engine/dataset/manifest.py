@@ -85,6 +85,12 @@ def read_manifest(folder: str | Path) -> DatasetManifest:
     for key in ("name", "kind", "instruments"):
         if key not in data:
             raise DatasetError(f"{path}: key '{key}' is missing. Add it (see README, 'Dataset format').")
+    for key in ("name", "kind"):
+        if not isinstance(data[key], str):
+            raise DatasetError(f"{path}: {key} = {data[key]!r}: must be a string.")
+    if not isinstance(data["instruments"], list) or not all(isinstance(e, dict) for e in data["instruments"]):
+        raise DatasetError(f"{path}: instruments = {data['instruments']!r}: must be [[instruments]] tables (one per "
+                           "instrument, with exchange, symbol, market, base, quote, ...).")
     instruments = []
     for n, entry in enumerate(data["instruments"], start=1):
         try:
@@ -98,7 +104,7 @@ def read_manifest(folder: str | Path) -> DatasetManifest:
         raise DatasetError(f"{path}: instruments declared twice: {duplicated}. Keep one entry each.")
     try:
         sources = tuple(Source(**s) for s in data.get("sources", []))
-    except TypeError as exc:
+    except (TypeError, AttributeError) as exc:
         raise DatasetError(f"{path}: a [[sources]] entry is malformed ({exc}).") from exc
     try:
         return DatasetManifest(name=data["name"], description=data.get("description", ""), kind=data["kind"],

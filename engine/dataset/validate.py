@@ -7,7 +7,7 @@ wrong and how to fix it. A dataset is usable when the report holds no errors (wa
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import attrs
@@ -22,6 +22,10 @@ WARNING = "warning"
 DEFAULT_MAX_FUNDING_RATE = 0.05  # fraction per funding interval (5 %)
 DEFAULT_MARK_DEVIATION = 0.05  # |mark close / last close - 1|
 DEFAULT_LISTED_PER_CHECK = 5
+SPIKE_FACTOR = 10.0  # a price more than 10x (or under 1/10 of) both neighbouring closes is a data error
+TYPICAL_FUNDING_CAP_8H = 0.0075  # |rate| per 8 h above which venues' usual caps are exceeded (scaled by interval)
+PERCENT_MEDIAN_PER_HOUR = 0.0005  # a median |rate| above 0.05 %/h (~440 %/yr) is percent written as a fraction
+EARLIEST = datetime(2009, 1, 3, tzinfo=timezone.utc)  # nothing traded before Bitcoin's genesis block
 PRICE_NAMES = ("open", "high", "low", "close")
 TIMEFRAME_PATTERN = re.compile(r"^(\d+)([smhdw])$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -218,8 +222,9 @@ def _check_table(kind: str, frame: pl.LazyFrame, out: _Collector, max_funding_ra
                  message=f"{col} is empty (null)", fix="fill or drop the row at the source, then re-import",
                  kind_label=label)
 
-    # Timestamps strictly increasing per instrument, in file order.
-    step = frame.with_columns(previous=pl.col("ts").shift(1).over("instrument"))
+    # Timestamps strictly increasing per instrument (and timeframe: a dataset may hold several), in file order.
+    series = ["instrument"] if kind == "funding" else ["instrument", "timeframe"]
+    step = frame.with_columns(previous=pl.col("ts").shift(1).over(series))
     order = step.filter(pl.col("ts") <= pl.col("previous")).select(key + ["previous"]).collect()
     out.rows(order.filter(pl.col("ts") < pl.col("previous")), severity=ERROR, check="unsorted", column="ts",
              message=lambda r: f"timestamp goes backwards (previous row of this instrument is at {_iso(r['previous'])})",
@@ -228,6 +233,14 @@ def _check_table(kind: str, frame: pl.LazyFrame, out: _Collector, max_funding_ra
              message="duplicate timestamp for this instrument",
              fix="drop duplicates, keeping one row per ts (e.g. .unique(['exchange','symbol','ts'], keep='last'))",
              kind_label=label)
+
+    latest = datetime.now(timezone.utc).replace(month=1, day=1, hour=0, minute=0, second=0, microsecond=0)
+    latest = latest.replace(year=latest.year + 2)  # the end of next year
+    early = frame.filter((pl.col("ts") < EARLIEST) | (pl.col("ts") >= latest)).select(key).collect()
+    out.rows(early, severity=ERROR, check="implausible date", column="ts",
+             message=lambda r: f"timestamp {_iso(r['ts'])} is before 2009 or after next year",
+             fix="dates in 1970 mean epoch seconds or milliseconds were stored as nanoseconds (or the reverse): "
+                 "convert with the right unit, e.g. pl.from_epoch(col, time_unit='ms')", kind_label=label)
 
     if kind == "funding":
         rate = pl.col("funding_rate")
@@ -244,6 +257,7 @@ def _check_table(kind: str, frame: pl.LazyFrame, out: _Collector, max_funding_ra
             out.rows(bad, severity=ERROR, check="bad price", column=col,
                      message=lambda r, col=col: f"{col} = {r[col]!r} (prices must be finite and > 0)",
                      fix="drop or repair the row at the source", kind_label=label)
+        _check_spikes(frame, key, out, label)
         if kind == "bars":
             v = pl.col("volume")
             bad = frame.filter(v.is_not_null() & (~v.is_finite() | (v < 0))).select(key + ["volume"]).collect()
@@ -268,58 +282,134 @@ def _check_table(kind: str, frame: pl.LazyFrame, out: _Collector, max_funding_ra
             exchange=pl.col("exchange").first(), market=pl.col("market").first(),
             markets=pl.col("market").unique().sort(), file=pl.col("file").first(),
             timeframes=pl.lit(None, dtype=pl.List(pl.String)),
-            spacing=pl.col("ts").sort().diff().dt.total_seconds().drop_nulls().mode().sort().first()).collect()
+            spacing=pl.col("ts").sort().diff().dt.total_seconds().drop_nulls().mode().sort().first(),
+            median_rate=pl.col("funding_rate").abs().median()).collect()
+        _check_funding_scale(frame, stats, key, out, label)
         return stats
 
-    stats = frame.group_by("instrument").agg(
+    # one row per instrument and timeframe: a dataset may hold several timeframes of one instrument
+    stats = frame.with_columns(series=pl.col("timeframe")).group_by("instrument", "series").agg(
         rows=pl.len(), start=pl.col("ts").min(), end=pl.col("ts").max(),
         exchange=pl.col("exchange").first(), market=pl.col("market").first(),
         markets=pl.col("market").unique().sort(), file=pl.col("file").first(),
-        timeframes=pl.col("timeframe").unique().sort()).collect()
+        timeframes=pl.col("timeframe").unique().sort(),
+        spacing=pl.col("ts").diff().dt.total_seconds().drop_nulls().mode().sort().first(),
+        min_spacing=pl.col("ts").diff().dt.total_seconds().filter(pl.col("ts").diff().dt.total_seconds() > 0).min(),
+        ).drop("series").collect()
     for record in stats.sort("instrument").iter_rows(named=True):
         frames = [t for t in record["timeframes"] if t is not None]
         for timeframe in frames:
             try:
-                parse_timeframe(timeframe)
+                length = parse_timeframe(timeframe).total_seconds()
             except ValueError as exc:
                 out.add(severity=ERROR, check="timeframe", file=record["file"], instrument=record["instrument"],
                         column="timeframe", message=str(exc), fix="write the bar length as e.g. '1m', '5m', '1h', '8h', '1d'")
-        if len(frames) > 1:
-            out.add(severity=ERROR, check="timeframe", file=record["file"], instrument=record["instrument"],
-                    column="timeframe", message=f"several timeframes in the {kind} table: {frames}",
-                    fix=f"keep one timeframe per instrument in {kind}/ (move the others to another dataset)")
+                continue
+            closest = record["min_spacing"]
+            if len(frames) == 1 and record["spacing"] is not None and (record["spacing"] != length or closest < length):
+                seen = record["spacing"] if record["spacing"] != length else closest
+                out.add(severity=ERROR, check="timeframe vs spacing", file=record["file"],
+                        instrument=record["instrument"], column="timeframe",
+                        message=f"labelled {timeframe} but rows are {_duration(seen)} apart"
+                                + (" (most often)" if record["spacing"] != length else " in places"),
+                        fix="label the rows with their real bar length (or resample them to the label); "
+                            "never mix bar lengths in one table")
     return stats
 
 
+def _duration(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
+
+
+def _check_spikes(frame: pl.LazyFrame, key: list, out: _Collector, label: str) -> None:
+    """An isolated price more than SPIKE_FACTOR away from both neighbouring closes (or from its
+    only neighbour) of the same instrument: a bad tick that would turn PnL into nonsense."""
+    prev = pl.col("close").shift(1).over("instrument")
+    after = pl.col("close").shift(-1).over("instrument")
+    for col in PRICE_NAMES:
+        c = pl.col(col)
+
+        def away(neighbour):
+            ratio = c / neighbour
+            return (ratio > SPIKE_FACTOR) | (ratio < 1 / SPIKE_FACTOR)
+
+        spike = (pl.when(prev.is_null()).then(away(after)).when(after.is_null()).then(away(prev))
+                 .otherwise(away(prev) & away(after)))
+        found = (frame.with_columns(previous=prev, next=after, spike=spike.fill_null(False))
+                 .filter(c.is_finite() & (c > 0) & pl.col("spike"))
+                 .select(key + [col, "previous", "next"]).collect())
+        out.rows(found, severity=ERROR, check="price spike", column=col,
+                 message=lambda r, col=col: f"{col} = {r[col]!r} is more than {SPIKE_FACTOR:g}x away from the "
+                                            f"neighbouring closes ({r['previous']!r}, {r['next']!r})",
+                 fix="repair or drop the bad tick at the source (an isolated spike is a data error, not a market "
+                     "move)", kind_label=label)
+
+
+def _check_funding_scale(frame: pl.LazyFrame, stats: pl.DataFrame, key: list, out: _Collector, label: str) -> None:
+    """Rates per funding interval against venues' usual caps (warning), a median that only percent
+    written as a fraction explains (error), and stamps off the hour grid (warning)."""
+    for record in stats.sort("instrument").iter_rows(named=True):
+        hours = (record["spacing"] or 8 * 3600) / 3600
+        per_hour = (record["median_rate"] or 0.0) / hours
+        if per_hour > PERCENT_MEDIAN_PER_HOUR:
+            out.add(severity=ERROR, check="funding in percent", file=record["file"], instrument=record["instrument"],
+                    column="funding_rate",
+                    message=f"the median |funding rate| is {record['median_rate']:.4g} per {hours:g}h interval "
+                            f"({per_hour * 24 * 365:.0%} a year): these look like percent, not fractions",
+                    fix="divide funding_rate by 100 (0.01 % must be written 0.0001) and import again")
+    cap = pl.lit(TYPICAL_FUNDING_CAP_8H) * pl.max_horizontal(
+        pl.col("ts").diff().over("instrument").dt.total_seconds().fill_null(8 * 3600) / (8 * 3600), pl.lit(1 / 8))
+    rate = pl.col("funding_rate")
+    high = frame.filter(rate.is_finite() & (rate.abs() > cap)).select(key + ["funding_rate"]).collect()
+    out.rows(high, severity=WARNING, check="funding above typical cap", column="funding_rate",
+             message=lambda r: f"funding rate {r['funding_rate']!r} is above venues' usual caps "
+                               f"(±{TYPICAL_FUNDING_CAP_8H:.2%} per 8h)",
+             fix="check it is a fraction per interval, not percent; keep it if the market really paid that",
+             kind_label=label)
+    off_grid = (frame.filter(pl.col("ts").dt.epoch("s") % 3600 != 0).group_by("instrument")
+                .agg(count=pl.len(), file=pl.col("file").first(), first=pl.col("ts").min()).sort("instrument")
+                .collect())
+    for record in off_grid.iter_rows(named=True):
+        out.add(severity=WARNING, check="funding off the hour", file=record["file"], instrument=record["instrument"],
+                column="ts", message=f"{record['count']} funding stamps are not on the hour (first at "
+                                     f"{_iso(record['first'])}); each settles at the bar that contains it",
+                fix="none needed if the exchange stamps them so (Hyperliquid: HH:00:01); otherwise check the source")
+
+
 def _check_gaps(kind: str, frame: pl.LazyFrame, stats: pl.DataFrame, out: _Collector) -> None:
-    """Warn (with counts) where consecutive bars are further apart than the timeframe."""
+    """Warn (with counts) where consecutive bars of one timeframe are further apart than it."""
     durations = {}
     for record in stats.iter_rows(named=True):
-        frames = record["timeframes"] or []
-        if len(frames) == 1:
+        for timeframe in record["timeframes"] or []:
             try:
-                durations[record["instrument"]] = int(parse_timeframe(frames[0]).total_seconds() * 1e9)
-            except ValueError:
+                durations[(record["instrument"], timeframe)] = int(parse_timeframe(timeframe).total_seconds() * 1e9)
+            except (TypeError, ValueError):
                 pass
     if not durations:
         return
-    lookup = pl.DataFrame({"instrument": list(durations), "step_ns": list(durations.values())})
-    gaps = (frame.select("file", "row", "instrument", "ts")
-            .with_columns(spacing=pl.col("ts").diff().over("instrument").dt.total_nanoseconds())
-            .join(lookup.lazy(), on="instrument", how="inner", maintain_order="left")
+    lookup = pl.DataFrame({"instrument": [k[0] for k in durations], "timeframe": [k[1] for k in durations],
+                           "step_ns": list(durations.values())})
+    gaps = (frame.select("file", "row", "instrument", "timeframe", "ts")
+            .with_columns(spacing=pl.col("ts").diff().over("instrument", "timeframe").dt.total_nanoseconds())
+            .join(lookup.lazy(), on=["instrument", "timeframe"], how="inner", maintain_order="left")
             .filter(pl.col("spacing") > pl.col("step_ns"))
             .with_columns(missing=(pl.col("spacing") // pl.col("step_ns") - 1))
             .collect())
     if gaps.height == 0:
         return
-    summary = gaps.group_by("instrument").agg(gaps=pl.len(), missing=pl.col("missing").sum(),
-                                              file=pl.col("file").first()).sort("instrument")
+    summary = gaps.group_by("instrument", "timeframe").agg(gaps=pl.len(), missing=pl.col("missing").sum(),
+                                                           file=pl.col("file").first()).sort("instrument", "timeframe")
     for record in summary.iter_rows(named=True):
-        first = gaps.filter(pl.col("instrument") == record["instrument"]).head(out.limit)
+        first = gaps.filter((pl.col("instrument") == record["instrument"])
+                            & (pl.col("timeframe") == record["timeframe"])).head(out.limit)
         listed = ", ".join(f"{_iso(t)} ({m} missing)" for t, m in zip(first["ts"], first["missing"]))
         more = f" and {record['gaps'] - first.height} more" if record["gaps"] > first.height else ""
         out.add(severity=WARNING, check="gaps", file=record["file"], instrument=record["instrument"], column="ts",
-                message=f"{record['gaps']} gaps in {kind}, {record['missing']} missing bars; gaps end at {listed}{more}",
+                message=f"{record['gaps']} gaps in {kind} ({record['timeframe']}), {record['missing']} missing bars; "
+                        f"gaps end at {listed}{more}",
                 fix="none needed if the exchange had no data then (the engine carries prices over); "
                     "otherwise re-download the missing range")
 
@@ -345,6 +435,8 @@ def _check_declared(manifest: DatasetManifest, stats_by_kind: dict[str, pl.DataF
     for kind, stats in stats_by_kind.items():
         for record in stats.sort("instrument").iter_rows(named=True):
             key = record["instrument"]
+            if key is None:  # rows with an empty exchange or symbol: reported as missing values
+                continue
             if key not in declared:
                 out.add(severity=ERROR, check="undeclared instrument", file=record["file"], instrument=key,
                         column="symbol", message=f"instrument appears in {kind}/ but is not declared in {MANIFEST_NAME}",
@@ -367,17 +459,53 @@ def _check_declared(manifest: DatasetManifest, stats_by_kind: dict[str, pl.DataF
                                 f"{MANIFEST_NAME} declares funding_interval_hours = {hours:g}",
                         fix="set funding_interval_hours to the exchange's interval (the engine settles at the "
                             "event timestamps either way)")
-    in_bars = set(stats_by_kind["bars"]["instrument"]) if "bars" in stats_by_kind else set()
-    for key in sorted(set(declared) - in_bars):
-        out.add(severity=ERROR, check="declared but absent", instrument=key, file=MANIFEST_NAME,
-                message="declared in dataset.toml but has no rows in bars/",
-                fix="add its bars or remove the [[instruments]] entry")
+    if "bars" in stats_by_kind:  # (when bars/ could not be checked, its errors say so already)
+        in_bars = set(stats_by_kind["bars"]["instrument"])
+        for key in sorted(set(declared) - in_bars):
+            out.add(severity=ERROR, check="declared but absent", instrument=key, file=MANIFEST_NAME,
+                    message="declared in dataset.toml but has no rows in bars/",
+                    fix="add its bars or remove the [[instruments]] entry")
+        _check_coverage(declared, stats_by_kind, out)
     funding = set(stats_by_kind["funding"]["instrument"]) if "funding" in stats_by_kind else set()
     for key in sorted(funding):
         instrument = declared.get(key)
         if instrument is not None and instrument.market == "spot":
             out.add(severity=WARNING, check="funding on spot", instrument=key, file="funding/",
                     message="funding rows for a spot instrument", fix="remove them; spot pays no funding")
+
+
+def _check_coverage(declared: dict, stats_by_kind: dict, out: _Collector) -> None:
+    """Warnings a run would otherwise hide: a perp without a mark series, a mark series ending
+    before its bars, exchanges whose bars do not overlap in time."""
+    bars = {r["instrument"]: r for r in stats_by_kind["bars"].iter_rows(named=True) if r["instrument"]}
+    marks = {r["instrument"]: r for r in stats_by_kind["mark"].iter_rows(named=True)} if "mark" in stats_by_kind else {}
+    for key in sorted(bars):
+        instrument = declared.get(key)
+        if instrument is None or not instrument.is_derivative:
+            continue
+        if key not in marks:
+            out.add(severity=WARNING, check="no mark", file=MANIFEST_NAME, instrument=key,
+                    message="perp without a mark series: runs value it, margin it and liquidate it at the last price",
+                    fix="import its mark-price klines (freqtrade ...-mark files, data.binance.vision markPriceKlines)")
+        elif marks[key]["end"] < bars[key]["end"]:
+            hours = (bars[key]["end"] - marks[key]["end"]).total_seconds() / 3600
+            out.add(severity=WARNING, check="mark ends early", file=marks[key]["file"], instrument=key, column="ts",
+                    message=f"the mark series ends at {_iso(marks[key]['end'])}, {hours:g} h before the bars "
+                            f"({_iso(bars[key]['end'])}); runs use the last price after it",
+                    fix="download the missing mark range, or end runs before the mark stops")
+    ranges: dict[str, list] = {}
+    for record in bars.values():
+        span = ranges.setdefault(record["exchange"], [record["start"], record["end"]])
+        span[0], span[1] = min(span[0], record["start"]), max(span[1], record["end"])
+    names = sorted(ranges)
+    for n, first in enumerate(names):
+        for second in names[n + 1:]:
+            (a0, a1), (b0, b1) = ranges[first], ranges[second]
+            if a1 < b0 or b1 < a0:
+                out.add(severity=WARNING, check="no overlap", file="bars/",
+                        message=f"{first} has bars {_iso(a0)} .. {_iso(a1)}, {second} {_iso(b0)} .. {_iso(b1)}: "
+                                "they never overlap, so no run can hedge across them",
+                        fix="import overlapping ranges for both exchanges")
 
 
 def validate_dataset(path: str | Path, *, max_funding_rate: float = DEFAULT_MAX_FUNDING_RATE,
@@ -393,7 +521,7 @@ def validate_dataset(path: str | Path, *, max_funding_rate: float = DEFAULT_MAX_
     try:
         manifest = read_manifest(root)
     except DatasetError as exc:
-        out.add(severity=ERROR, check="dataset.toml", file=MANIFEST_NAME, message=str(exc),
+        out.add(severity=ERROR, check="dataset.toml", file=MANIFEST_NAME, message=str(exc).rstrip("."),
                 fix="see README, 'Dataset format'")
         return Report(path=str(root), problems=tuple(out.problems))
 
@@ -425,7 +553,7 @@ def validate_dataset(path: str | Path, *, max_funding_rate: float = DEFAULT_MAX_
         if stats.height:
             summaries.append(KindSummary(kind=kind, files=len(good), rows=int(stats["rows"].sum()),
                                          start=_iso(stats["start"].min()), end=_iso(stats["end"].max()),
-                                         instruments=stats.height))
+                                         instruments=stats["instrument"].n_unique()))
     if "bars" in frames and "mark" in frames:
         _check_mark_vs_last(frames["bars"], frames["mark"], out, mark_threshold)
     if stats_by_kind:

@@ -30,21 +30,23 @@ def exposure_increase(held: float, quantity: float) -> float:
     return max(abs(held + quantity) - abs(held), 0.0)
 
 
-def spot_buy_shortfall(account, context, instrument, notional: float, fee: float) -> str:
+def spot_buy_shortfall(account, context, instrument, notional: float, fee: float, prices=None) -> str:
     """Why a spot buy of `notional` (+ fee) cannot be paid, or "" when it can. Spot is never bought
     on credit: the quote balance must cover it, and the cross pool must stay above its initial margin
     (when the margin mode pools the bought coin with the quote asset, as multi-asset does, the coin
-    itself counts back as collateral, as the mode counts it: after its haircut)."""
+    itself counts back as collateral, as the mode counts it: after its haircut).
+    `prices` = (marks, lasts) rows to value at; default the current bar's closes (decision time)."""
     catalog, feed, row = context.catalog, context.feed, context.row
+    marks, lasts = prices if prices is not None else (feed.mark_close[row], feed.close[row])
     cost = notional + fee
     balance = account.balance(instrument.quote)
     if cost > balance + 1e-9:
         return f"insufficient {instrument.quote}: buying needs {cost:.2f}, the balance is {balance:.2f}"
-    pool = pool_for(account, catalog, feed.mark_close[row], feed.close[row], instrument.quote)
+    pool = pool_for(account, catalog, marks, lasts, instrument.quote)
     free = pool.free_collateral if pool is not None else 0.0
     mode = venue_mode(catalog, account.exchange)
     if mode.pool_of(instrument.base) == mode.pool_of(instrument.quote):
-        price = asset_price(catalog, account.exchange, instrument.base, feed.mark_close[row])
+        price = asset_price(catalog, account.exchange, instrument.base, marks)
         rules = catalog.venues[account.exchange].rules
         quantity = notional / price if price > 0 else 0.0
         cost -= mode.module.counted_collateral(rules, instrument.base, quantity, price)
@@ -54,15 +56,17 @@ def spot_buy_shortfall(account, context, instrument, notional: float, fee: float
 
 
 def whole_account_check(account, context, instrument, quantity: float, price: float, fee: float, ts: int,
-                        filling: int | None = None):
+                        filling: int | None = None, prices=None):
     """For a margin mode that margins the account as a whole (portfolio: `order_check`), why an order
     of `quantity` at `price` is refused ("" when it is not); None for the other modes, whose checks
     are per position. Spot trades move the quote and base balances; derivatives the position (with
-    the other open orders on it; `filling`: the id of the order being filled, not counted twice)."""
+    the other open orders on it; `filling`: the id of the order being filled, not counted twice).
+    `prices` = (marks, lasts) rows to value at; default the current bar's closes (decision time)."""
     check = getattr(venue_mode(context.catalog, account.exchange).module, "order_check", None)
     if check is None:
         return None
     feed, row = context.feed, context.row
+    marks, lasts = prices if prices is not None else (feed.mark_close[row], feed.close[row])
     if instrument.is_derivative:
         held = account.positions.get(instrument.key)
         pending = sum(o.quantity for o in account.orders.values()
@@ -74,7 +78,7 @@ def whole_account_check(account, context, instrument, quantity: float, price: fl
         balances = dict(account.balances)
         balances[instrument.quote] = balances.get(instrument.quote, 0.0) - quantity * price
         balances[instrument.base] = balances.get(instrument.base, 0.0) + quantity
-    return check(account, context.catalog, feed.mark_close[row], feed.close[row], ts, changes, balances, fee)
+    return check(account, context.catalog, marks, lasts, ts, changes, balances, fee)
 
 
 def decide(ledger: Ledger, context, command, ts: int) -> list:

@@ -60,6 +60,3 @@ def transfers(events: pl.LazyFrame) -> pl.LazyFrame:
             .with_columns(((pl.col("arrived_ts") - pl.col("sent_ts")).dt.total_seconds() / 60.0)
                           .alias("minutes_in_flight"))
             .sort("transfer_id"))
-
-
-PROJECTIONS = {"fills": fills, "funding": funding, "liquidations": liquidations, "transfers": transfers}

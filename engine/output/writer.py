@@ -1,13 +1,20 @@
 """Writing a run folder: Arrow IPC tables, summary.json, manifest.json; atomically.
 
-A run is written under `<out>/<run-id>.partial/` and renamed to `<out>/<run-id>/` only when every
-file is complete, so an interrupted run never leaves a folder that looks finished.
+A run owns its folder exclusively: `reserve_run` refuses an existing run id and takes
+`<out>/<run-id>.partial/` (created atomically, locked with `flock` while the run computes and
+writes) before anything is computed; the folder is renamed to `<out>/<run-id>/` only when every
+file is complete, so an interrupted run never leaves a folder that looks finished. The manifest
+holds the sha256 of every other file and a digest of itself, so `verify` notices any edit.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
+import hashlib
 import json
 import math
+import os
 import platform
 import shutil
 from datetime import datetime, timezone
@@ -15,28 +22,24 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-import pyarrow as pa
 
 from xmargin._version import __version__
-from xmargin.analysis.distance import equity_distances, run_distances
+from xmargin.errors import RunError
 from xmargin.output.eventlog import events_to_table, file_hash, write_ipc
-from xmargin.output.projections import PROJECTIONS
-from xmargin.output.snapshots import collateral_table, equity_base_table, positions_table
+from xmargin.output.tables import OUTPUT_TABLES, SCHEMA_VERSION, equity_table
 
-def equity_table(result) -> pa.Table:
-    """Pool snapshots plus warning_distance / liquidation_distance (xmargin.analysis.distance)."""
-    return equity_distances(pl.from_arrow(equity_base_table(result)), run_distances(result)).to_arrow()
+__all__ = ["equity_table", "final_state", "run_id_for", "write_run"]
 
 
-def _json_safe(value):
+def json_safe(value):
     if isinstance(value, float) and not math.isfinite(value):
         return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
     if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
+        return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
+        return [json_safe(v) for v in value]
     if isinstance(value, (np.floating, np.integer)):
-        return _json_safe(value.item())
+        return json_safe(value.item())
     if isinstance(value, (datetime, Path)):
         return str(value)
     return value
@@ -70,34 +73,117 @@ def run_id_for(config, out: Path) -> str:
     return candidate
 
 
-def write_run(result, summary: dict, out: Path | None = None, run_id: str | None = None,
-              extra_manifest: dict | None = None) -> Path:
-    """Write every table and the JSON files under `<out>/<run_id>.partial`, then rename."""
-    config = result.config
-    out = Path(out or config.out)
-    out.mkdir(parents=True, exist_ok=True)
-    run_id = run_id or run_id_for(config, out)
-    final = out / run_id
+LOCK_NAME = ".lock"
+MANIFEST_DIGEST = "manifest_sha256"
+
+
+def check_run_id(run_id: str) -> str:
+    """A run id names one folder directly inside the output folder: no path, no '..', no '.partial'."""
+    text = str(run_id)
+    if (not text or text in (".", "..") or "/" in text or "\\" in text or text.startswith(".")
+            or text.endswith(".partial") or Path(text).is_absolute()):
+        raise RunError(f"--run-id {text!r}: a run id is one folder name inside the output folder (letters, digits, "
+                       "'-', '_'; no '/', no leading '.', not ending in '.partial'). Use --out to choose where "
+                       "runs are written.")
+    return text
+
+
+def manifest_digest(manifest: dict) -> str:
+    """sha256 of the manifest's canonical JSON without its own digest field."""
+    body = {k: v for k, v in manifest.items() if k != MANIFEST_DIGEST}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+class Reservation:
+    """An exclusive claim on `<out>/<run_id>`: the locked `<run_id>.partial/` folder the run writes into."""
+
+    def __init__(self, out: Path, run_id: str, partial: Path, handle):
+        self.out, self.run_id, self.partial, self._handle = out, run_id, partial, handle
+        self.final = out / run_id
+
+    def release(self) -> None:
+        """Give the claim up and remove the unfinished folder (idempotent)."""
+        if self._handle is not None:
+            shutil.rmtree(self.partial, ignore_errors=True)
+            self._handle.close()
+            self._handle = None
+
+    def commit(self) -> Path:
+        """Rename the complete partial folder to its final name; refuse to replace anything."""
+        if self.final.exists():
+            raise RunError(f"{self.final} appeared while this run was computing; the run is not saved. Choose "
+                           "another --run-id.")
+        os.rename(self.partial, self.final)
+        (self.final / LOCK_NAME).unlink(missing_ok=True)
+        self._handle.close()
+        self._handle = None
+        return self.final
+
+
+def _lock(partial: Path):
+    handle = open(partial / LOCK_NAME, "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        return None
+    return handle
+
+
+def reserve_run(out: Path, run_id: str) -> Reservation:
+    """Claim `<out>/<run_id>` before computing: refuses an existing run, a folder another process is
+    writing, an output folder that is itself a run, and an output folder that cannot be written."""
+    out = Path(out)
+    run_id = check_run_id(run_id)
+    if (out / "manifest.json").is_file() or (out / LOCK_NAME).is_file():  # a finished run, or one being written
+        raise RunError(f"--out {out}: that is a run folder; --out names the folder that receives run folders "
+                       "(e.g. runs/).")
+    final, partial = out / run_id, out / f"{run_id}.partial"
     if final.exists():
-        raise FileExistsError(f"{final} already exists; choose another run id or remove it.")
-    partial = out / f"{run_id}.partial"
-    if partial.exists():
-        shutil.rmtree(partial)
-    partial.mkdir()
+        raise RunError(f"{final} already exists; choose another --run-id or remove that folder first.")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        try:
+            partial.mkdir()
+        except FileExistsError:
+            handle = _lock(partial)
+            if handle is None:
+                raise RunError(f"{partial} is being written by another run with the same id right now; choose "
+                               "another --run-id.") from None
+            handle.close()  # left over from an interrupted run: nobody holds it
+            shutil.rmtree(partial)
+            partial.mkdir()
+        handle = _lock(partial)
+        if handle is None:
+            raise RunError(f"{partial} was claimed by another run with the same id; choose another --run-id.")
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    except OSError as exc:
+        shutil.rmtree(partial, ignore_errors=True)
+        reason = "the disk is full" if exc.errno == errno.ENOSPC else (
+            "it is not writable" if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS) else exc.strerror)
+        raise RunError(f"--out {out}: cannot create the run folder there ({reason}); choose another --out.") from exc
+    return Reservation(out, run_id, partial, handle)
+
+
+def write_run(result, summary: dict, out: Path | None = None, run_id: str | None = None,
+              extra_manifest: dict | None = None, reservation: Reservation | None = None) -> Path:
+    """Write every table and the JSON files into the reserved `<out>/<run_id>.partial`, then rename."""
+    config = result.config
+    if reservation is None:
+        out = Path(out or config.out)
+        reservation = reserve_run(out, run_id or run_id_for(config, out))
+    run_id, partial = reservation.run_id, reservation.partial
     try:
         events = events_to_table(result.events)
-        write_ipc(events, partial / "events.arrow")
-        lazy = pl.from_arrow(events).lazy()
-        for name, project in PROJECTIONS.items():
-            write_ipc(project(lazy).collect().to_arrow(), partial / f"{name}.arrow")
-        write_ipc(equity_table(result), partial / "equity.arrow")
-        write_ipc(positions_table(result), partial / "positions.arrow")
-        write_ipc(run_distances(result).to_arrow(), partial / "distance.arrow")
-        write_ipc(collateral_table(result), partial / "collateral.arrow")
-        (partial / "summary.json").write_text(json.dumps(_json_safe(summary), indent=2) + "\n")
+        for table in OUTPUT_TABLES:  # the output table registry (xmargin.output.tables)
+            write_ipc(table.conform(table.build(result, events)), partial / table.file)
+        (partial / "summary.json").write_text(json.dumps(json_safe(summary), indent=2) + "\n")
         manifest = {
             "run_id": run_id,
-            "config": _json_safe(config.raw),
+            "schema_version": SCHEMA_VERSION,
+            "config": json_safe(config.raw),
             "resolved": {"dataset": str(config.dataset), "start": str(config.start), "end": str(config.end),
                          "seed": config.seed, "intrabar": result.intrabar, "slippage_bps": config.slippage_bps,
                          "on_liquidation": config.on_liquidation,
@@ -117,9 +203,18 @@ def write_run(result, summary: dict, out: Path | None = None, run_id: str | None
             "final_state": final_state(result.ledger),
         }
         manifest.update(extra_manifest or {})
-        (partial / "manifest.json").write_text(json.dumps(_json_safe(manifest), indent=2) + "\n")
-        partial.rename(final)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
+        manifest["files"] = {f.name: file_hash(f) for f in sorted(partial.iterdir())
+                             if f.is_file() and f.name != LOCK_NAME}
+        manifest = json_safe(manifest)
+        manifest[MANIFEST_DIGEST] = manifest_digest(manifest)
+        (partial / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        return reservation.commit()
+    except OSError as exc:
+        reservation.release()
+        if exc.errno == errno.ENOSPC:
+            raise RunError(f"{reservation.out}: the disk filled up while writing the run; nothing was kept. Free "
+                           "space or choose another --out.") from exc
         raise
-    return final
+    except BaseException:
+        reservation.release()
+        raise

@@ -44,13 +44,15 @@ def fill_events(ledger, context, order, price: float, liquidity: str, ts: int) -
     notional = abs(order.quantity) * price
     fee = notional * fee_rate
     exchange = account.exchange
-    whole = whole_account_check(account, context, instrument, order.quantity, price, fee, ts, order.order_id)
+    # At the fill (the bar's open) only the open prices are known: never the bar's close.
+    prices = (context.feed.mark_open[context.row], context.feed.open[context.row])
+    whole = whole_account_check(account, context, instrument, order.quantity, price, fee, ts, order.order_id, prices)
     if whole:
         return [ev.OrderRejected(ts, exchange, order.instrument, order.order_id, order.quantity,
                                  f"at fill: {whole}", order.tag)]
     if not instrument.is_derivative:
         if order.quantity > 0 and whole is None:
-            shortfall = spot_buy_shortfall(account, context, instrument, notional, fee)
+            shortfall = spot_buy_shortfall(account, context, instrument, notional, fee, prices)
             if shortfall:
                 return [ev.OrderRejected(ts, exchange, order.instrument, order.order_id, order.quantity,
                                          f"at fill: {shortfall}", order.tag)]
@@ -79,8 +81,7 @@ def fill_events(ledger, context, order, price: float, liquidity: str, ts: int) -
     mode = position.margin_mode if position is not None else account.mode_for(order.instrument)
     margin_delta = 0.0
     if increase > 0 and whole is None:
-        pool = pool_for(account, catalog, context.feed.mark_close[context.row], context.feed.close[context.row],
-                        instrument.settle)
+        pool = pool_for(account, catalog, *prices, instrument.settle)
         free = (pool.free_collateral + pool.open_order_margin) if pool is not None else 0.0
         required = margin.contract_notional(increase, price, inverse, size) / order.leverage + fee
         if required > free + max(realized, 0.0) + 1e-9:

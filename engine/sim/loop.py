@@ -16,6 +16,7 @@ from bisect import bisect_left, bisect_right
 import attrs
 import numpy as np
 
+from xmargin.errors import ConfigError
 from xmargin.ledger import events as ev
 from xmargin.margin.auto_exchange import conversion_events
 from xmargin.ledger.decide import decide
@@ -26,10 +27,14 @@ from xmargin.ledger.apply import apply
 from xmargin.margin.liquidation import liquidation_events
 from xmargin.margin.modes import venue_mode
 from xmargin.margin.risk import POINTS, risk_units, scan
+from xmargin.venues.fees import market_fees
 from xmargin.venues.rules import load_rules
 from xmargin.output.snapshots import Snapshot
 from xmargin.ledger.state import Ledger
 from xmargin.sim.strategy import View, Wake, Wakes, build_strategy
+from xmargin.config import check_instruments
+from xmargin.errors import ConfigError, StrategyError, XmarginError, mark_strategy_failure
+from xmargin.ledger import commands as cmd
 from xmargin.venues.venue import Catalog, Tradable, Venue
 
 
@@ -38,20 +43,81 @@ def build_catalog(config, manifest) -> Catalog:
     (restricted to `run.instruments` when given), in dataset order."""
     venues = {}
     for name, exchange in config.exchanges.items():
-        venues[name] = Venue(exchange=name, rules=load_rules(exchange.rules), margin_mode=exchange.margin_mode,
+        rules = load_rules(exchange.rules)
+        venues[name] = Venue(exchange=name, rules=rules, margin_mode=exchange.margin_mode,
                              collateral=dict(exchange.collateral), leverage=exchange.leverage,
                              withdrawal_fees=dict(exchange.withdrawal_fees),
-                             transfer_delay_minutes=dict(exchange.transfer_delay_minutes))
+                             transfer_delay_minutes=dict(exchange.transfer_delay_minutes),
+                             fees=dict(exchange.fees or market_fees(rules, {}, f"exchanges.{name}.fees")))
     wanted = set(config.instruments) if config.instruments else None
+    check_instruments(wanted or (), manifest.keys, config.dataset)
     tradables = {}
     for instrument in manifest.instruments:
         if instrument.exchange not in venues or (wanted is not None and instrument.key not in wanted):
             continue
-        rules = venues[instrument.exchange].rules
+        venue = venues[instrument.exchange]
+        fees = venue.fees.get(instrument.market)
+        if fees is None:
+            raise ConfigError(f"exchanges.{venue.exchange}.fees.{instrument.market}: rule set {venue.rules.name} "
+                              f"publishes no {instrument.market} fees and the config gives none, but the run trades "
+                              f"{instrument.key}. Set e.g. exchanges.{venue.exchange}.fees.{instrument.market} = "
+                              "{ maker = 0.001, taker = 0.001 } with the exchange's rates.")
         tradables[instrument.key] = Tradable(instrument=instrument, column=len(tradables),
-                                             brackets=rules.brackets_for(instrument.native_id),
-                                             maker_fee=rules.maker_fee, taker_fee=rules.taker_fee)
+                                             brackets=venue.rules.brackets_for(instrument.native_id),
+                                             maker_fee=fees.maker, taker_fee=fees.taker)
     return Catalog.create(venues, tradables)
+
+
+def unbracketed(config, catalog: Catalog) -> dict:
+    """Perps whose rule set lists no brackets for their symbol (and whose exchange did not opt in to
+    the rule set's defaults): key -> the error an order on them raises."""
+    out = {}
+    for key, tradable in catalog.tradables.items():
+        instrument = tradable.instrument
+        exchange = config.exchanges[instrument.exchange]
+        rules = catalog.venues[instrument.exchange].rules
+        if (instrument.is_derivative and not rules.has_symbol(instrument.native_id)
+                and not exchange.allow_default_brackets):
+            default = rules.default_brackets.brackets[0]
+            out[key] = (f"exchanges.{instrument.exchange}.rules: rule set {rules.name!r} has no brackets for "
+                        f"{instrument.native_id} ({key}), which the strategy trades. Add its brackets to a rule file "
+                        "(see engine/venues/rules/data/*.json) and point rules at it, or set "
+                        f"exchanges.{instrument.exchange}.allow_default_brackets = true to use the rule set's default "
+                        f"brackets (max leverage {default.max_leverage:g}x, maintenance margin rate "
+                        f"{default.maintenance_margin_rate:.2%} in the first tier).")
+    return out
+
+
+def run_warnings(catalog: Catalog, feed: Feed) -> list[tuple]:
+    """What a run's summary must say about its inputs, as (instrument key or None, message, check):
+    an exchange with nothing to trade, an instrument whose bars cover only part of the run, a perp
+    margined on the last price. Messages about one instrument apply when the run trades it."""
+    warnings = [(None, f"exchanges.{name}: no instrument of the dataset is on this exchange (check the name "
+                       "against the dataset's exchanges); its collateral just sits there", "no instrument")
+                for name in catalog.venues if not catalog.on_exchange(name)]
+    for name, venue in catalog.venues.items():
+        settles = {t.instrument.settle for t in catalog.on_exchange(name) if t.instrument.is_derivative}
+        if settles and venue.margin_mode != "multi-asset" and not settles & set(venue.collateral):
+            warnings.append((None, f"exchanges.{name}.collateral holds {sorted(venue.collateral)} but its perps "
+                                   f"settle in {sorted(settles)}: without multi-asset margin that collateral backs "
+                                   "none of them", "collateral"))
+    warnings.extend(feed.warnings)
+    total = len(feed.ts)
+    for column, key in enumerate(feed.keys):
+        rows = np.flatnonzero(feed.has_bar[:, column])
+        if len(rows) and (rows[0] > 0.05 * total or rows[-1] < 0.95 * (total - 1)):
+            first, last = (_iso(int(feed.ts[r])) for r in (rows[0], rows[-1]))
+            warnings.append((key, f"{key}: bars only from {first} to {last}, {100 * len(rows) / total:.0f} % of the "
+                                  "run; outside that it cannot trade and a hedge on it is one-legged", "coverage"))
+        tradable = catalog.tradables.get(key)
+        if tradable is not None and tradable.instrument.is_derivative and feed.mark_source.get(key) == "last":
+            warnings.append((key, f"{key}: no mark series in the dataset; margin, PnL and liquidations use the "
+                                  "last price", "no mark"))
+    return warnings
+
+
+def _iso(ns: int) -> str:
+    return str(np.datetime64(int(ns), "ns").astype("datetime64[s]")).replace("T", " ")
 
 
 @attrs.define
@@ -85,6 +151,7 @@ class RunResult:
     timings: dict
     intrabar: str
     projected: tuple | None = None
+    warnings: list = attrs.field(factory=list)
     settlements: tuple = ()  # xmargin.sim.expiry.Settlement of every dated future in the run
 
 
@@ -92,18 +159,33 @@ class Backtest:
     """One run: build it from a validated `RunConfig`, call `run()`."""
 
     def __init__(self, config, feed: Feed | None = None, catalog: Catalog | None = None, strategy=None,
-                 shocks=(), progress: bool = False):
+                 shocks=(), progress: bool = False, input_warnings=()):
+        """`input_warnings`: the dataset validation's warnings (Problems); the summary repeats those
+        about instruments the run trades, with the run's own."""
         from xmargin.dataset.manifest import read_manifest
 
         started = time.perf_counter()
         self.config = config
         self.catalog = catalog or build_catalog(config, read_manifest(config.dataset))
-        self.feed = feed or load_feed(config.dataset, list(self.catalog.tradables), config.start, config.end)
+        self._unbracketed = {} if catalog is not None else unbracketed(config, self.catalog)
+        self.feed = feed or load_feed(config.dataset, list(self.catalog.tradables), config.start, config.end,
+                                      config.timeframe)
         self.catalog = self.catalog.with_portfolio_variants(
             {name: e.portfolio_margin for name, e in config.exchanges.items()}, int(self.feed.ts[0]))
         self.load_seconds = time.perf_counter() - started
-        self.strategy = strategy or build_strategy(config.strategy, config.params)
-        self.wakes: Wakes = self.strategy.wakes()
+        given = [(p.instrument or None, f"dataset: {p}") for p in input_warnings]
+        said = {(p.instrument, p.check) for p in input_warnings}
+        self.warnings = given + [(key, message) for key, message, check in run_warnings(self.catalog, self.feed)
+                                 if (key, check) not in said]
+        self.strategy = strategy or build_strategy(config.strategy, config.params, getattr(config, "folder", None))
+        self.strategy_name = getattr(config, "strategy", "") or type(self.strategy).__name__
+        self.wakes: Wakes = self._call_strategy("wakes()", self.strategy.wakes)
+        if not isinstance(self.wakes, Wakes):
+            raise StrategyError(f"strategy {self.strategy_name}: wakes() returned {self.wakes!r} "
+                                f"({type(self.wakes).__name__}), not a Wakes(...); see docs/strategies.md.")
+        for key in self.wakes.bars:
+            if key != "*":
+                self._call_strategy("wakes()", lambda key=key: self.feed.column(key))
         self.context = RunContext(self.catalog, self.feed)
         self.shocks = tuple(shocks)
         for shock in self.shocks:
@@ -122,6 +204,25 @@ class Backtest:
         self._units: list = []
         self._sample_rows: list = []
         self.settlements = settlement_schedule(self.catalog, self.feed, getattr(config, "dataset", None))
+
+    def _warnings_that_apply(self) -> list[str]:
+        """The input warnings about instruments this run traded or watched (and all general ones)."""
+        used = {getattr(event, "instrument", None) for event in self.events} | set(self.wakes.bars)
+        if "*" in used:
+            used |= set(self.feed.keys)
+        return [message for key, message in self.warnings if key is None or key in used]
+
+    def _call_strategy(self, where: str, call):
+        """`call()`; what it raises becomes a StrategyError naming the strategy, the moment and the
+        error, with the user's exception (and traceback) chained."""
+        try:
+            return call()
+        except XmarginError as exc:  # e.g. an unknown instrument key read through the View
+            raise StrategyError(f"strategy {self.strategy_name}: {where} raised {type(exc).__name__}: {exc}") from exc
+        except Exception as exc:  # the user's own exception goes on, with its traceback, named
+            exc.add_note(mark_strategy_failure(exc, f"strategy {self.strategy_name}: {where} raised "
+                                                    f"{type(exc).__name__}: {exc}"))
+            raise
 
     # -- event plumbing -------------------------------------------------------------------------
     def emit(self, events) -> None:
@@ -259,7 +360,8 @@ class Backtest:
                          snapshots=self.snapshots,
                          initial_ledger=self.initial_ledger, ledger=self.ledger,
                          timings={"load_seconds": self.load_seconds, "run_seconds": run_seconds},
-                         intrabar=config.intrabar, settlements=tuple(self.settlements))
+                         intrabar=config.intrabar, warnings=self._warnings_that_apply(),
+                         settlements=tuple(self.settlements))
 
     def _fill_orders(self, row: int, ts: int, slippage: float) -> list:
         feed = self.feed
@@ -380,14 +482,28 @@ class Backtest:
         self.context.row = row
         ts = int(self.feed.ts[row]) + self.feed.bar_ns
         view = View(self.ledger, self.catalog, self.feed, row)
-        commands = self.strategy.on_wake(view, Wake(reasons, wake_events)) or ()
+        where = f"on_wake at {_iso(ts)} (reasons {', '.join(reasons)})"
+        commands = self._call_strategy(where, lambda: list(self.strategy.on_wake(view, Wake(reasons, wake_events))
+                                                            or ()))
+        for command in commands:
+            if type(command) not in _COMMANDS:
+                raise StrategyError(f"strategy {self.strategy_name}: {where} returned {command!r} "
+                                    f"({type(command).__name__}), not a command; return commands from "
+                                    "xmargin.ledger.commands (PlaceOrder, CancelOrder, ...) or nothing.")
+            if isinstance(command, cmd.PlaceOrder) and command.instrument in self._unbracketed:
+                raise ConfigError(self._unbracketed[command.instrument])
         changed = set()
         for command in commands:
-            events = decide(self.ledger, self.context, command, ts)
+            events = self._call_strategy(f"{where}, command {command!r}",
+                                         lambda command=command: decide(self.ledger, self.context, command, ts))
             self.emit(events)
             changed.update(e.exchange for e in events if not isinstance(e, ev.OrderAccepted))
         if changed:
             self._snapshot(row, ts, "event", sorted(changed))
+
+
+_COMMANDS = (cmd.PlaceOrder, cmd.CancelOrder, cmd.SetLeverage, cmd.SetMarginMode, cmd.AdjustIsolatedMargin,
+             cmd.Transfer)
 
 
 def run_backtest(config, progress: bool = False, **kwargs) -> RunResult:

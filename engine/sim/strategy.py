@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib
 import math
+import sys
 from bisect import bisect_right
 from datetime import datetime, timezone
 from importlib.metadata import entry_points
@@ -22,7 +23,7 @@ import attrs
 import numpy as np
 
 from xmargin.margin.accounting import PoolMetrics, PositionMetrics, pool_for, position_metrics
-from xmargin.errors import ConfigError
+from xmargin.errors import ConfigError, DatasetError
 
 
 @attrs.frozen
@@ -107,28 +108,35 @@ class View:
 
     def position(self, key: str) -> float:
         """Signed quantity held (0.0 when flat)."""
-        exchange = key.split(":", 1)[0]
-        position = self._ledger.accounts[exchange].positions.get(key)
+        self._feed.column(key)  # an unknown key is an error naming the known ones
+        position = self._account(key.split(":", 1)[0]).positions.get(key)
         return position.quantity if position is not None else 0.0
 
+    def _account(self, exchange: str):
+        accounts = self._ledger.accounts
+        if exchange not in accounts:
+            raise DatasetError(f"unknown exchange {exchange!r}: this run has {sorted(accounts)} (the "
+                               "[exchanges.<name>] tables of the config).")
+        return accounts[exchange]
+
     def balance(self, exchange: str, asset: str) -> float:
-        return self._ledger.accounts[exchange].balance(asset)
+        return self._account(exchange).balance(asset)
 
     def open_orders(self, exchange: str) -> tuple:
-        return tuple(self._ledger.accounts[exchange].orders.values())
+        return tuple(self._account(exchange).orders.values())
 
     def positions(self, exchange: str) -> list[PositionMetrics]:
         """Every open position of an account with its mark, PnL, margins and liquidation price."""
-        return position_metrics(self._ledger.accounts[exchange], self._catalog, self._feed.mark_close[self._row])
+        return position_metrics(self._account(exchange), self._catalog, self._feed.mark_close[self._row])
 
     def margin(self, exchange: str, asset: str | None = None) -> PoolMetrics:
         """The margin figures of the pool backing `asset` (default: the account's first collateral
         asset); in multi-asset mode that is the one USD pool."""
-        account = self._ledger.accounts[exchange]
+        account = self._account(exchange)
         if asset is None:
             asset = next(iter(self._catalog.venues[exchange].collateral))
         pool = pool_for(account, self._catalog, self._feed.mark_close[self._row], self._feed.close[self._row], asset)
-        return pool or PoolMetrics(exchange, asset, *([0.0] * 12))
+        return pool or PoolMetrics(exchange, asset, *([0.0] * 11))
 
     def in_flight(self) -> tuple:
         return tuple(self._ledger.in_flight.values())
@@ -150,33 +158,56 @@ class View:
         return math.copysign(math.floor(abs(quantity) / lot + 1e-9) * lot, quantity)
 
 
-def resolve_strategy(reference: str):
-    """`module:Class` or a name registered under the `xmargin.strategies` entry-point group."""
+def _import(module_name: str, folder):
+    """Import `module_name`, looking in `folder` (the config's folder) first when given."""
+    if folder is None:
+        return importlib.import_module(module_name)
+    entry = str(folder)
+    sys.path.insert(0, entry)
+    try:
+        return importlib.import_module(module_name)
+    finally:
+        if entry in sys.path:
+            sys.path.remove(entry)
+
+
+def resolve_strategy(reference: str, folder=None):
+    """`module:Class` or a name registered under the `xmargin.strategies` entry-point group.
+
+    A `module:Class` module is looked up in `folder` (the config file's folder) first, then on
+    the import path. Nothing found is called: it must be a class with `wakes` and `on_wake`."""
     if ":" in reference:
         module_name, _, class_name = reference.partition(":")
         try:
-            module = importlib.import_module(module_name)
+            module = _import(module_name, folder)
         except ImportError as exc:
-            raise ConfigError(f"run.strategy = {reference!r}: cannot import module {module_name!r} ({exc}).") from exc
+            raise ConfigError(f"run.strategy = {reference!r}: cannot import module {module_name!r} ({exc}); put "
+                              f"{module_name}.py next to the config or install it.") from exc
         try:
-            return getattr(module, class_name)
+            found = getattr(module, class_name)
         except AttributeError as exc:
             raise ConfigError(f"run.strategy = {reference!r}: module {module_name!r} has no {class_name!r}.") from exc
-    registered = {ep.name: ep for ep in entry_points(group="xmargin.strategies")}
-    if reference not in registered:
-        raise ConfigError(f"run.strategy = {reference!r}: not `module:Class` and not a registered strategy; "
-                          f"registered: {sorted(registered)}.")
-    return registered[reference].load()
+    else:
+        registered = {ep.name: ep for ep in entry_points(group="xmargin.strategies")}
+        if reference not in registered:
+            raise ConfigError(f"run.strategy = {reference!r}: not `module:Class` and not a registered strategy; "
+                              f"registered: {sorted(registered)}.")
+        found = registered[reference].load()
+    if not isinstance(found, type):
+        raise ConfigError(f"run.strategy = {reference!r}: that is a {type(found).__name__}, not a strategy class; "
+                          "see docs/strategies.md.")
+    missing = [m for m in ("wakes", "on_wake") if not callable(getattr(found, m, None))]
+    if missing:
+        raise ConfigError(f"run.strategy = {reference!r}: class {found.__name__} has no {' or '.join(missing)}() "
+                          "method, so it is not a strategy; see docs/strategies.md.")
+    return found
 
 
-def build_strategy(reference: str, params: dict):
-    cls = resolve_strategy(reference)
+def build_strategy(reference: str, params: dict, folder=None):
+    """The strategy instance; its `params` errors and its `wakes()` declaration are checked here."""
+    cls = resolve_strategy(reference, folder)
     try:
         strategy = cls(dict(params))
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, KeyError) as exc:
         raise ConfigError(f"strategy.params for {reference}: {exc}") from exc
-    for method in ("wakes", "on_wake"):
-        if not callable(getattr(strategy, method, None)):
-            raise ConfigError(f"run.strategy = {reference!r}: the class has no {method}() method; see "
-                              "docs/strategies.md.")
     return strategy

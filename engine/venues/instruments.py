@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import datetime, timezone
 
 import attrs
@@ -38,6 +39,42 @@ def _non_negative(instance, attribute, value):
         raise ValueError(f"{attribute.name} must be >= 0, got {value!r}")
 
 
+def _positive(instance, attribute, value):
+    if value is not None and not (value > 0 and math.isfinite(value)):
+        raise ValueError(f"{attribute.name} must be a finite number > 0, got {value!r}")
+
+
+def _text(instance, attribute, value):
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{attribute.name} must be a non-empty string, got {value!r}")
+
+
+def _number(value):
+    """A TOML number as float; text, booleans and the like are refused (the validator names the key)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return _NotANumber(value)
+    return float(value)
+
+
+def _optional_number(value):
+    return None if value is None else _number(value)
+
+
+class _NotANumber:
+    """A value that failed `_number`: every validator below rejects it, naming the key."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def __repr__(self):
+        return repr(self.value)
+
+    def __ge__(self, other):
+        return False
+
+    __gt__ = __ge__
+
+
 @attrs.frozen
 class Instrument:
     """A market on one exchange.
@@ -51,18 +88,18 @@ class Instrument:
     the expiry as a suffix, `BTC/USDT:USDT-241227`.
     """
 
-    exchange: str
-    symbol: str
+    exchange: str = attrs.field(validator=_text)
+    symbol: str = attrs.field(validator=_text)
     market: str = attrs.field(validator=_one_of(MARKETS))
-    base: str
-    quote: str
-    settle: str
+    base: str = attrs.field(validator=_text)
+    quote: str = attrs.field(validator=_text)
+    settle: str = attrs.field(validator=_text)
     contract: str = attrs.field(default="linear", validator=_one_of(CONTRACTS))
-    contract_size: float = attrs.field(default=1.0, converter=float, validator=_non_negative)
-    funding_interval_hours: float | None = None
-    lot_size: float = attrs.field(default=0.0, converter=float, validator=_non_negative)
-    min_notional: float = attrs.field(default=0.0, converter=float, validator=_non_negative)
-    tick_size: float = attrs.field(default=0.0, converter=float, validator=_non_negative)
+    contract_size: float = attrs.field(default=1.0, converter=_number, validator=_positive)
+    funding_interval_hours: float | None = attrs.field(default=None, converter=_optional_number, validator=_positive)
+    lot_size: float = attrs.field(default=0.0, converter=_number, validator=_non_negative)
+    min_notional: float = attrs.field(default=0.0, converter=_number, validator=_non_negative)
+    tick_size: float = attrs.field(default=0.0, converter=_number, validator=_non_negative)
     expiry: str | None = attrs.field(default=None, validator=_expiry_valid)
 
     def __attrs_post_init__(self):

@@ -19,6 +19,7 @@ class Venue:
     leverage: float
     withdrawal_fees: dict
     transfer_delay_minutes: dict
+    fees: dict = attrs.field(factory=dict)  # market -> FeeRates or None (xmargin.venues.fees.market_fees)
     portfolio_variant: object = None  # portfolio mode: the rule set's variant this run uses
 
 
@@ -65,7 +66,14 @@ class Catalog:
         return cls(venues=venues, tradables=tradables, asset_columns=columns)
 
     def tradable(self, key: str) -> Tradable:
-        return self.tradables[key]
+        """The tradable of an `exchange:symbol` key; an unknown key is an error listing the known ones."""
+        try:
+            return self.tradables[key]
+        except KeyError:
+            from xmargin.errors import DatasetError
+
+            raise DatasetError(f"unknown instrument {key!r}: this run trades {sorted(self.tradables)} (keys are "
+                               "'exchange:symbol' as declared in dataset.toml).") from None
 
     def with_portfolio_variants(self, names: dict, start_ns: int) -> "Catalog":
         """Every portfolio-mode venue with its variant resolved: the one `names` gives for its exchange,

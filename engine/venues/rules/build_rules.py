@@ -50,6 +50,32 @@ def tiered(tiers) -> list[dict]:
     return out
 
 
+# Spot fees of the lowest (regular) tier, kept apart from the derivatives fees: a spot fill is charged
+# these (read 2026-11-29; the pages are live tables, so record the date you re-read them).
+SPOT_FEES = {
+    "binance": ({"maker": 0.001, "taker": 0.001}, [
+        "https://www.binance.com/en/fee/schedule (spot fee schedule, live table; not read directly)",
+        "https://bbapi.viigoo.eu.org/en/square/post/25291916660562 (Binance Square mirror, read 2026-11-29: spot "
+        "regular users 0.1 % maker/taker, 0.075 % paying with BNB; USD-M futures 0.02 %/0.04-0.05 %)"]),
+    "bybit": ({"maker": 0.001, "taker": 0.001}, [
+        "https://www.bybitgum.org/en-US/help-center/bybitHC_Article?id=000001634 (mirror of Bybit help 'Trading "
+        "Fee Structure', read 2026-11-29: VIP 0 spot taker 0.1000 % / maker 0.1000 %, perpetual 0.0550 % / "
+        "0.0200 %)"]),
+    "okx": ({"maker": 0.0008, "taker": 0.001}, [
+        "https://www.okx.com/fees (read 2026-11-29: spot USDT pairs, regular users Lv1 maker 0.080 % / taker "
+        "0.100 %)"]),
+    "hyperliquid": ({"maker": 0.0004, "taker": 0.0007}, [
+        "https://hypernode-docs.polynode.dev/research/fees (third-party, read 2026-11-29: base tier spot taker "
+        "0.070 % / maker 0.040 %, perps 0.045 % / 0.015 %; official page "
+        "https://hyperliquid.gitbook.io/hyperliquid-docs/trading/fees)"]),
+}
+
+
+def with_spot(fees: dict, exchange: str) -> dict:
+    """The derivatives `fees` plus the exchange's spot rates under `spot`."""
+    return {**fees, "spot": dict(SPOT_FEES[exchange][0])}
+
+
 def hyperliquid_tiers(tiers) -> list[dict]:
     """Hyperliquid margin tiers [(lower_bound, max_leverage)]: MMR = (1 / max_leverage) / 2 (docs, margin-tiers)."""
     return tiered([(lb, lev, 0.5 / lev) for lb, lev in tiers])
@@ -244,6 +270,7 @@ def build_binance(shared: Path) -> dict:
             f"repo {s['repo']} commit {s['commit']} path {s['path']} (via shared/exchange-rules/"
             "binance_usdm_leverage_brackets.json; Binance GET /fapi/v1/leverageBracket values)",
             *ff["fee_sources"],
+            *SPOT_FEES["binance"][1],
             *ff["funding"]["sources"],
             "https://www.binance.com/en/support/faq/b3c689c1f50a44cabb3a84e663b81d93 (liquidation price formula, "
             "maintenance amount recurrence, recompute with the bracket at the liquidation notional)",
@@ -267,7 +294,7 @@ def build_binance(shared: Path) -> dict:
             "from the same snapshot (20x / 2.5% MMR first bracket, up to 1x / 50% above 1.5M USDT): a "
             "conservative small-cap schedule, chosen by us.",
         ],
-        "fees": {"maker": ff["maker"], "taker": ff["taker"]},
+        "fees": with_spot({"maker": ff["maker"], "taker": ff["taker"]}, "binance"),
         "funding": {"interval_hours": float(ff["funding"]["default_interval_hours"]),
                     "settlement_times_utc": ff["funding"]["settlement_times_utc"],
                     "interval_overrides": overrides},
@@ -324,6 +351,7 @@ def build_hyperliquid(ff: dict) -> dict:
             "backstop below 2/3 of maintenance margin, liq_price formula)",
             "https://hyperliquid.gitbook.io/hyperliquid-docs/trading/fees (fee tiers; base tier 0.045% taker / "
             "0.015% maker, also tabulated at https://hypernode-docs.polynode.dev/research/fees)",
+            *SPOT_FEES["hyperliquid"][1],
             "https://hyperliquid.gitbook.io/hyperliquid-docs/trading/funding (8h rate paid hourly at 1/8; read "
             "via https://docs.hyena.trade/trading/funding-rates and https://www.cortex-vigil.com/wiki/funding-rates, "
             "which replicate/quote it)",
@@ -342,7 +370,7 @@ def build_hyperliquid(ff: dict) -> dict:
             "Backstop liquidation (equity < 2/3 maintenance: the position and its margin go to the liquidator "
             "vault) is recorded in liquidation.backstop_maintenance_fraction but not encoded in policy/fill.",
         ],
-        "fees": {"maker": 0.00015, "taker": 0.00045},
+        "fees": with_spot({"maker": 0.00015, "taker": 0.00045}, "hyperliquid"),
         "funding": {"interval_hours": 1.0, "interval_overrides": {}},
         "margin_modes": ["isolated", "cross"],
         "liquidation": {"policy": "partial", "fill": "trigger", "fee_rate": 0.0,
@@ -407,6 +435,7 @@ def build_bybit(ff: dict, tier_examples: dict) -> dict:
             "https://testnet.bybit.com/ar-SA/help-center/article/Liquidation-Price-Calculation-under-Isolated-Mode-"
             "Unified-Trading-Account",
             *e["fee_sources"],
+            *SPOT_FEES["bybit"][1],
             *e["funding"]["sources"],
         ],
         "not_public": [
@@ -423,7 +452,7 @@ def build_bybit(ff: dict, tier_examples: dict) -> dict:
             "Bybit's published UTA example (shared collateral_tier_examples.json, page updated 2025-09-18); it is "
             "an example table, not a live parameter; other assets are not listed and count at 0.",
         ],
-        "fees": {"maker": e["maker"], "taker": e["taker"]},
+        "fees": with_spot({"maker": e["maker"], "taker": e["taker"]}, "bybit"),
         "funding": {"interval_hours": float(e["funding"]["default_interval_hours"]), "interval_overrides": {}},
         "margin_modes": ["isolated", "cross", "multi-asset", "portfolio"],
         "liquidation": {"policy": "partial", "fill": "bankruptcy", "fee_rate": 0.0, "maintenance_basis": "entry",
@@ -451,6 +480,7 @@ def build_okx(ff: dict, shared: Path) -> dict:
         "as_of": "2025-01-02",
         "sources": [
             *e["fee_sources"],
+            *SPOT_FEES["okx"][1],
             "https://www.okx.com/help-center/6997123251341 (OKX isolated margin mode: margin ratio includes a "
             "taker-fee term; spot-margin formulas)",
             "https://open-lib.com/11556.html (third-party summary of OKX liquidation: partial liquidation by "
@@ -470,7 +500,7 @@ def build_okx(ff: dict, shared: Path) -> dict:
             "price is (entry - margin/Q) / (1 - MMR - fee) for a long; with fill=bankruptcy it is not charged "
             "again as a liquidation fee (fee_rate 0.0).",
         ],
-        "fees": {"maker": e["maker"], "taker": e["taker"]},
+        "fees": with_spot({"maker": e["maker"], "taker": e["taker"]}, "okx"),
         "funding": {"interval_hours": float(e["funding"]["default_interval_hours"]), "interval_overrides": {}},
         "margin_modes": ["isolated", "cross", "multi-asset", "portfolio"],
         "liquidation": {"policy": "partial", "fill": "bankruptcy", "fee_rate": 0.0},
@@ -525,6 +555,7 @@ def build_binance_coinm() -> dict:
             "https://www.binance.com/en/support/faq/ceccfcfb4e3a45e3b48b0b1bb1a8ae46 (Binance COIN-M FAQ: level 1 "
             "maintenance rate 0.4 %, 100 BTCUSD contracts at 25,000 -> MM 0.0016 BTC; 'BTCUSD Level 5 = 50 BTC x "
             "(5% - 2.5%) + 0.56 BTC = 1.81 BTC')",
+            *SPOT_FEES["binance"][1],
             "https://www.binance.com/en/support/faq/360033544231 (Binance Futures fee structure: coin-margined "
             "commission = notional in coin x fee rate, BTCUSD contract size 100 USD; worked example with a "
             "regular user's maker 0.02 % / taker 0.05 %)",
@@ -559,7 +590,7 @@ def build_binance_coinm() -> dict:
             "Collateral: COIN-M margin is the coin itself (BTC for BTCUSD, ETH for ETHUSD), so each counts at "
             "1.0 in its own unit; there is no cross-coin collateral in COIN-M.",
         ],
-        "fees": {"maker": 0.0002, "taker": 0.0005},
+        "fees": with_spot({"maker": 0.0002, "taker": 0.0005}, "binance"),
         "funding": {"interval_hours": 8.0, "settlement_times_utc": ["00:00", "08:00", "16:00"],
                     "interval_overrides": {}},
         "margin_modes": ["isolated", "cross"],

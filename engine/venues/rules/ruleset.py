@@ -19,6 +19,7 @@ from xmargin.errors import RulesError
 from xmargin.margin import policies
 from xmargin.margin.collateral import schedule_from
 from xmargin.margin.modes import MODE_NAMES
+from xmargin.venues.fees import MAX_FEE, MIN_MAKER_FEE
 from xmargin.venues.rules.delivery import DeliveryRules, delivery_from
 from xmargin.venues.rules.portfolio import PortfolioRules, portfolio_from
 
@@ -26,6 +27,7 @@ DATA_DIR = Path(__file__).parent / "data"
 POLICIES = tuple(policies.POLICIES)  # the liquidation-policy registry's names
 FILLS = ("bankruptcy", "trigger")
 MODES = MODE_NAMES  # the margin-mode registry's names
+FEE_RANGE = (MIN_MAKER_FEE, MAX_FEE)  # fractions of notional (0.0005 = 0.05 %); a maker rebate is negative
 
 
 @attrs.frozen
@@ -148,6 +150,8 @@ class RuleSet:
     not_public: tuple[str, ...]
     maker_fee: float
     taker_fee: float
+    spot_maker_fee: float | None  # spot market fees (fraction of notional), apart from the derivatives' above;
+    spot_taker_fee: float | None  # None: the rule file gives none (`fees.spot`)
     funding_interval_hours: float
     funding_interval_overrides: dict
     margin_modes: tuple[str, ...]
@@ -254,7 +258,43 @@ def _table_from(entries, where: str) -> BracketTable:
         if not (0 < b.maintenance_margin_rate < 1) or b.max_leverage <= 0 or b.notional_cap <= b.notional_floor:
             raise RulesError(f"{where}[{n}]: need 0 < maintenance_margin_rate < 1, max_leverage > 0 and "
                              f"notional_cap > notional_floor, got {b}.")
+    if brackets[0].maintenance_amount != 0:
+        raise RulesError(f"{where}[0].maintenance_amount = {brackets[0].maintenance_amount}: the first bracket's "
+                         "maintenance amount is 0.")
+    for n in range(1, len(brackets)):
+        previous, b = brackets[n - 1], brackets[n]
+        # maintenance margin must not jump at a bracket boundary: amount_n = amount_(n-1) + floor_n x (rate_n - rate_(n-1))
+        expected = previous.maintenance_amount + b.notional_floor * (b.maintenance_margin_rate
+                                                                     - previous.maintenance_margin_rate)
+        if abs(b.maintenance_amount - expected) > 1e-6 * max(1.0, abs(expected)):
+            raise RulesError(f"{where}[{n}].maintenance_amount = {b.maintenance_amount:g}: inconsistent with the "
+                             f"rates, expected {expected:g} (previous amount + notional_floor x the rate step), so "
+                             "that maintenance margin is continuous at the bracket boundary.")
     return BracketTable.from_brackets(brackets)
+
+
+def _fraction(value, key: str, where: str, low: float, high: float) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if isinstance(value, bool) or not low <= number <= high:
+        raise RulesError(f"{where}: {key} = {value!r}: must be a fraction within [{low:g}, {high:g}] "
+                         "(0.0005 = 0.05 %; not percent).")
+    return number
+
+
+def _spot_fees(fees: dict, where: str) -> dict:
+    """`fees.spot = {maker, taker}`: the spot market's own rates, apart from the derivatives' `fees.maker/taker`."""
+    spot = fees.get("spot")
+    if spot is None:
+        return {"spot_maker_fee": None, "spot_taker_fee": None}
+    try:
+        return {"spot_maker_fee": _fraction(spot["maker"], "fees.spot.maker", where, *FEE_RANGE),
+                "spot_taker_fee": _fraction(spot["taker"], "fees.spot.taker", where, 0.0, FEE_RANGE[1])}
+    except (KeyError, TypeError) as exc:
+        raise RulesError(f"{where}: fees.spot must be {{\"maker\": <fraction>, \"taker\": <fraction>}}, got "
+                         f"{spot!r}.") from exc
 
 
 def parse_rules(data: dict, where: str) -> RuleSet:
@@ -268,13 +308,17 @@ def parse_rules(data: dict, where: str) -> RuleSet:
     fees = need(data, "fees")
     funding = need(data, "funding")
     liquidation = need(data, "liquidation")
+    for key, mapping in (("fees", fees), ("funding", funding), ("liquidation", liquidation)):
+        if not isinstance(mapping, dict):
+            raise RulesError(f"{where}: key '{key}' must be an object, got {mapping!r}.")
     policy = need(liquidation, "policy", "liquidation.")
     if policy not in POLICIES:
         raise RulesError(f"{where}: liquidation.policy = {policy!r}: registered policies are {list(POLICIES)}.")
     parameters = policies.parameters_from(policy, liquidation, where)
     try:
         liquidation_rules = LiquidationRules(policy=policy, fill=need(liquidation, "fill", "liquidation."),
-                                             fee_rate=float(need(liquidation, "fee_rate", "liquidation.")),
+                                             fee_rate=_fraction(need(liquidation, "fee_rate", "liquidation."),
+                                                                "liquidation.fee_rate", where, 0.0, 0.1),
                                              maintenance_basis=liquidation.get("maintenance_basis", "mark"),
                                              parameters=parameters)
     except ValueError as exc:
@@ -289,6 +333,8 @@ def parse_rules(data: dict, where: str) -> RuleSet:
             schedule_from(asset, entry)
         except RulesError as exc:
             raise RulesError(f"{where}: {exc}") from exc
+    if not isinstance(data.get("brackets", {}), dict):
+        raise RulesError(f"{where}: key 'brackets' must map symbols (e.g. BTCUSDT) to lists of brackets.")
     symbol_brackets = {sym: _table_from(entries, f"{where}: brackets.{sym}")
                        for sym, entries in data.get("brackets", {}).items()}
     return RuleSet(
@@ -298,9 +344,11 @@ def parse_rules(data: dict, where: str) -> RuleSet:
         as_of=need(data, "as_of"),
         sources=tuple(need(data, "sources")),
         not_public=tuple(data.get("not_public", ())),
-        maker_fee=float(need(fees, "maker", "fees.")),
-        taker_fee=float(need(fees, "taker", "fees.")),
-        funding_interval_hours=float(need(funding, "interval_hours", "funding.")),
+        maker_fee=_fraction(need(fees, "maker", "fees."), "fees.maker", where, *FEE_RANGE),
+        taker_fee=_fraction(need(fees, "taker", "fees."), "fees.taker", where, 0.0, FEE_RANGE[1]),
+        **_spot_fees(fees, where),
+        funding_interval_hours=_fraction(need(funding, "interval_hours", "funding."), "funding.interval_hours",
+                                         where, 1 / 60, 24 * 7),
         funding_interval_overrides=dict(funding.get("interval_overrides", {})),
         margin_modes=modes,
         liquidation=liquidation_rules,

@@ -1,0 +1,90 @@
+"""Net exposure per underlying across the whole book, and the one-legged hedge warning.
+
+At every sample snapshot, each underlying (the base asset: BTC of `binance:BTC/USDT:USDT`) has
+
+  gross = sum of |USD notional| of its perp positions on every exchange + the USD value of spot
+          balances of that asset (spot held as a hedge leg or as collateral)
+  net   = the same with signs (long +, short -)
+
+A perp's USD notional is its notional in the settle asset at that asset's price (coin-settled
+inverse contracts: coin notional x coin price). Reported per underlying: peak gross, the net at
+the moment of peak |net|, and the peak of |net| / gross (1: entirely one-sided).
+
+One-legged: an underlying that is hedged (orders on two or more instruments of it, filled or
+rejected, or a spot balance of it besides a perp) whose |net| / gross stays above
+`run.one_legged_ratio` (default 0.5) for longer than `run.one_legged_after` (default 8h) at the
+sample snapshots. Directional books (one instrument per underlying) are never one-legged.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from xmargin.margin.collateral import STABLECOINS
+
+
+def underlying_of(instrument: pl.Expr) -> pl.Expr:
+    """'binance:BTC/USDT:USDT' -> 'BTC'."""
+    return instrument.str.split(":").list.get(1).str.split("/").list.get(0)
+
+
+def exposure_series(positions: pl.DataFrame, collateral: pl.DataFrame) -> pl.DataFrame:
+    """Per sample snapshot time and underlying: gross and net USD exposure over every exchange."""
+    samples = positions.filter(pl.col("reason") == "sample")
+    prices = collateral.filter(pl.col("reason") == "sample").select("ts", "exchange", "asset", "price")
+    settle_price = pl.when(pl.col("asset").is_in(list(STABLECOINS))).then(1.0).otherwise(
+        pl.col("price").fill_null(1.0))
+    perps = (samples.join(prices, on=["ts", "exchange", "asset"], how="left")
+             .select("ts", underlying_of(pl.col("instrument")).alias("underlying"),
+                     (pl.col("notional") * settle_price * pl.col("quantity").sign()).alias("usd")))
+    spot = (collateral.filter((pl.col("reason") == "sample") & ~pl.col("asset").is_in(list(STABLECOINS))
+                              & (pl.col("balance") != 0))
+            .select("ts", pl.col("asset").alias("underlying"), pl.col("value").alias("usd")))
+    legs = pl.concat([perps, spot])
+    return (legs.group_by("ts", "underlying")
+            .agg(pl.col("usd").abs().sum().alias("gross"), pl.col("usd").sum().alias("net"))
+            .sort("underlying", "ts"))
+
+
+def hedged_underlyings(events: pl.DataFrame, collateral: pl.DataFrame) -> set[str]:
+    """Underlyings with orders on two or more instruments, or a spot balance besides an order."""
+    orders = (events.filter(pl.col("type").is_in(["OrderAccepted", "OrderFilled", "OrderRejected"])
+                            & (pl.col("instrument").fill_null("") != ""))
+              .select(pl.col("instrument").unique()))
+    legs = orders.select(underlying_of(pl.col("instrument")).alias("underlying"), "instrument")
+    counts = legs.group_by("underlying").agg(pl.col("instrument").n_unique().alias("legs"))
+    spot = set(collateral.filter(~pl.col("asset").is_in(list(STABLECOINS)) & (pl.col("balance") != 0))["asset"]
+               .unique().to_list())
+    return {row["underlying"] for row in counts.iter_rows(named=True)
+            if row["legs"] >= 2 or (row["legs"] >= 1 and row["underlying"] in spot)}
+
+
+def exposure_figures(series: pl.DataFrame, hedged: set[str], ratio: float, after_hours: float) -> dict:
+    """Per underlying: peak gross, net at peak |net|, peak |net| / gross, and the longest stretch above
+    `ratio` (hours, start time); `one_legged` when hedged and that stretch exceeds `after_hours`."""
+    out = {}
+    for underlying in series["underlying"].unique().sort().to_list():
+        rows = series.filter(pl.col("underlying") == underlying).sort("ts").with_columns(
+            pl.when(pl.col("gross") > 0).then(pl.col("net").abs() / pl.col("gross")).otherwise(0.0).alias("share"))
+        worst = rows.sort("share", descending=True, maintain_order=True).row(0, named=True)
+        peak_net = rows.sort(pl.col("net").abs(), descending=True, maintain_order=True).row(0, named=True)
+        above = rows.with_columns((pl.col("share") > ratio).alias("above"),
+                                  ((pl.col("ts").shift(-1) - pl.col("ts")).dt.total_seconds() / 3600.0)
+                                  .fill_null(0.0).alias("hours"))
+        above = above.with_columns((pl.col("above") != pl.col("above").shift(1)).fill_null(True).cum_sum()
+                                   .alias("_stretch"))
+        stretches = (above.filter(pl.col("above")).group_by("_stretch")
+                     .agg(pl.col("hours").sum(), pl.col("ts").first().alias("from"))
+                     .sort("hours", descending=True, maintain_order=True))
+        longest = stretches.row(0, named=True) if stretches.height else None
+        hours = float(longest["hours"]) if longest else 0.0
+        out[underlying] = {
+            "peak_gross": float(rows["gross"].max()),
+            "net_at_peak": float(peak_net["net"]), "peak_net_ts": str(peak_net["ts"]),
+            "peak_net_share": float(worst["share"]), "peak_net_share_ts": str(worst["ts"]),
+            "final_net": float(rows["net"][-1]), "final_gross": float(rows["gross"][-1]),
+            "hedged": underlying in hedged,
+            "hours_above_ratio": hours, "above_ratio_from": str(longest["from"]) if longest else None,
+            "one_legged": underlying in hedged and hours > after_hours,
+        }
+    return out
