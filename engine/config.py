@@ -242,17 +242,15 @@ def parse_config(data: dict, base: Path = Path("."), where: str = "config") -> R
             raise ConfigError(f"{prefix}.margin_mode = {mode!r}: {MODES[mode].unavailable}")
         if mode not in rules.margin_modes:
             raise ConfigError(f"{prefix}.margin_mode = {mode!r}: rule set {rules.name} allows {list(rules.margin_modes)}.")
+        problem = MODES[mode].config_problem(rules, entry)
+        if problem:
+            raise ConfigError(f"{prefix}.{problem}.")
+        for key in sorted({k for m in MODES.values() for k in m.config_keys} - set(MODES[mode].config_keys)):
+            if key in entry:
+                takers = [m.name for m in MODES.values() if key in m.config_keys]
+                raise ConfigError(f"{prefix}.{key} = {entry[key]!r}: only with margin_mode = "
+                                  + " or ".join(repr(t) for t in takers) + ".")
         variant = entry.get("portfolio_margin")
-        if mode == "portfolio" and rules.portfolio is None:
-            raise ConfigError(f"{prefix}.margin_mode = 'portfolio': rule set {rules.name} has no portfolio_margin "
-                              "rules; use a rule set that has them (binance-usdm, okx-swap, bybit-linear).")
-        if variant is not None:
-            if mode != "portfolio":
-                raise ConfigError(f"{prefix}.portfolio_margin = {variant!r}: only with margin_mode = 'portfolio'.")
-            try:
-                rules.portfolio.variant(str(variant), None)
-            except RulesError as exc:
-                raise ConfigError(f"{prefix}.portfolio_margin: {exc}") from exc
         collateral = entry.get("collateral", {})
         if not isinstance(collateral, dict) or not collateral:
             raise ConfigError(f"{prefix}.collateral: give the starting balances, e.g. {{ USDT = 20000 }}.")

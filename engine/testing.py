@@ -12,6 +12,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
+from xmargin.margin.units import CROSS
 from xmargin.venues.instruments import Instrument
 from xmargin.sim.strategy import Wake
 
@@ -61,7 +62,7 @@ class FakeView:
         for key, price in self.prices.items():
             self.closes.setdefault(key, []).append(price)
 
-    def set_position(self, key: str, quantity: float, entry: float | None = None, mode: str = "cross",
+    def set_position(self, key: str, quantity: float, entry: float | None = None, mode: str = CROSS,
                      isolated_margin: float = 0.0):
         if quantity == 0:
             self.held.pop(key, None)
@@ -121,7 +122,7 @@ class FakeView:
     def margin(self, exchange, asset=None):
         if (exchange, asset) in self.pools:
             return self.pools[(exchange, asset)]
-        cross = [m for m in self.positions(exchange) if m.asset == asset and m.margin_mode == "cross"]
+        cross = [m for m in self.positions(exchange) if m.asset == asset and m.margin_mode == CROSS]
         isolated = sum(m.isolated_margin for m in self.positions(exchange) if m.asset == asset)
         balance = self.balance(exchange, asset)
         return pool(exchange, asset, balance + sum(m.unrealized_pnl for m in cross),

@@ -1,6 +1,9 @@
 """The vectorised snapshot projection (xmargin.output.snapshots) must give the numbers of the scalar
 account valuation (xmargin.margin.accounting) that strategies see, row by row, on real runs: cross with
-liquidations, mixed isolated, two exchanges with transfers, and multi-asset collateral."""
+liquidations, mixed isolated, two exchanges with transfers, and multi-asset collateral. Both callers
+value the margin modes' risk units with the valuation kernel (xmargin.margin.kernel: `valuate` for
+the tables, the scalar `unit_one` for the View), so this holds the kernel's two paths equal on real
+accounts, and the tables' assembly (pools, isolated positions, liquidation prices) to the View's."""
 
 from __future__ import annotations
 

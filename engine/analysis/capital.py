@@ -49,6 +49,7 @@ import polars as pl
 
 from xmargin.errors import ConfigError
 from xmargin.margin.collateral import STABLECOINS
+from xmargin.margin.modes import MODES
 
 GRID = (1.0, 0.5, 0.25, 0.125, 0.0625)  # x the configured amounts, tried when a run with none survives
 MARGIN_REJECTION = "insufficient"  # OrderRejected reasons about money: margin, balance at fill
@@ -450,11 +451,11 @@ def capital(config, level="liquidation", tolerance: float = 0.01, stress=False, 
                      f"amount tried ({tried} the configured amounts); it sizes by its collateral or needs no margin")
     else:
         for exchange, entry in config.exchanges.items():
-            if entry.margin_mode == "multi-asset" and len(entry.collateral) > 1:
+            if not MODES[entry.margin_mode].pools_are_assets and len(entry.collateral) > 1:  # one pool
                 for asset in entry.collateral:
                     state["per_key"][(exchange, asset)]["unique"] = False
                     state["per_key"][(exchange, asset)]["notes"].append(
-                        f"multi-asset: {', '.join(entry.collateral)} back one pool on {exchange}; other mixes "
+                        f"{entry.margin_mode}: {', '.join(entry.collateral)} back one pool on {exchange}; other mixes "
                         "survive too (this is the one found lowering them in turn)")
         amounts, lowers = _prove(search, state["amounts"], tolerance, state)
         _uniqueness(search, amounts, state)

@@ -48,7 +48,7 @@ import polars as pl
 
 from xmargin.margin.kernel import Legs, valuate
 from xmargin.margin.units import stack
-from xmargin.output.snapshots import snapshot_units
+from xmargin.output.snapshots import run_units, snapshot_units
 
 MAX_UP = 10.0
 ITERATIONS = 48  # bisection steps: the move is then known to 10 / 2**48 ~ 4e-14
@@ -87,82 +87,94 @@ def first_crossing(legs: Legs, mark: np.ndarray, direction: np.ndarray, k: float
     return out
 
 
-def distance_table(snapshots, catalog, feed, thresholds) -> pl.DataFrame:
+def _case_requirements(units, first, counts, pair_unit, spans, n_legs) -> tuple:
+    """The whole-unit models (portfolio margin) of the search's cases: case u ("all") holds unit u's
+    legs where they are, case n_units + k (one underlying) a copy of its unit's legs after them."""
+    if not any(unit.requirement is not None for unit in units):
+        return ()
+    out = [(u, np.arange(first[u], first[u] + counts[u]), unit.requirement)
+           for u, unit in enumerate(units) if unit.requirement is not None]
+    starts = n_legs + np.concatenate([[0], np.cumsum(spans)[:-1]]).astype(np.int64)
+    out.extend((len(units) + k, np.arange(starts[k], starts[k] + spans[k]), units[u].requirement)
+               for k, u in enumerate(pair_unit.tolist()) if units[u].requirement is not None)
+    return tuple(out)
+
+
+def distance_table(snapshots, catalog, feed, thresholds, units=None) -> pl.DataFrame:
     """One row per snapshot x risk unit holding positions x (each underlying, "all"): ts, reason,
     exchange, events_applied, asset (the unit's pool: the settlement asset, "USD" for a
     multi-asset account), unit (`cross:<pool>` or the isolated instrument), underlying (base
     asset or "all"), warning_distance, liquidation_distance (fractions; inf: never within the cap).
 
-    The units are the margin modes' (`xmargin.margin.modes`, as the scan and the tables), valued by
-    the kernel; snapshots with the same (ts, reason, exchange, events_applied) count once."""
-    seen, kept = set(), []
-    for snapshot in snapshots:
+    The units are the margin modes' (`xmargin.margin.modes`, as the scan and the tables; `units`:
+    the snapshots' `snapshot_units` when already built), valued by the kernel; snapshots with the
+    same (ts, reason, exchange, events_applied) count once."""
+    seen, first = set(), set()
+    for n, snapshot in enumerate(snapshots):
         key = (snapshot.ts, snapshot.reason, snapshot.account.exchange, snapshot.events_applied)
         if key not in seen:
             seen.add(key)
-            kept.append(snapshot)
-    units, owner = snapshot_units(kept, catalog, feed)
-    chosen = [u for u, unit in enumerate(units) if unit.positions]
+            first.add(n)
+    units, owner = units if units is not None else snapshot_units(snapshots, catalog, feed)
+    chosen = [u for u, (unit, n) in enumerate(zip(units, owner)) if unit.positions and n in first]
     if not chosen:
         return pl.DataFrame(schema=SCHEMA)
     units = [units[u] for u in chosen]
     owner = [owner[u] for u in chosen]
     legs = stack(units)
+    n_units, n_legs = len(units), len(legs.quantity)
     underlying_of = {t.column: t.instrument.base for t in catalog.tradables.values()}
-    columns = [r[0] for unit in units for r in unit.rows]
-    underlying = np.array([underlying_of[c] for c in columns], dtype=object)
-    rows = np.array([kept[owner[u]].row for u in legs.unit.tolist()], dtype=np.int64)
-    mark = feed.mark_close[rows, np.asarray(columns, dtype=np.int64)]
+    columns = np.array([r[0] for unit in units for r in unit.rows], dtype=np.int64)
+    names, code = np.unique(np.array([underlying_of[c] for c in columns.tolist()], dtype=object),
+                            return_inverse=True)
+    rows = np.array([snapshots[n].row for n in owner], dtype=np.int64)[legs.unit]
+    mark = feed.mark_close[rows, columns]
     exposure = np.where(legs.size > 0, legs.quantity * legs.size / mark, legs.quantity * mark)
-    # cases: every unit with "all" (every leg adverse), then each (unit, underlying) with only the
-    # legs on that underlying moving, against the unit's net exposure to it
-    leg_index, case_of, direction, labels, requirements = [], [], [], [], []
-    first = np.concatenate([[0], np.cumsum([len(unit.rows) for unit in units])]).astype(np.int64)
-
-    def margined_as_a_whole(u: int, span) -> None:  # a portfolio unit's case keeps its requirement
-        if units[u].requirement is not None:
-            requirements.append((len(labels), np.arange(len(leg_index), len(leg_index) + len(span)),
-                                 units[u].requirement))
-
-    for u in range(len(units)):
-        span = range(int(first[u]), int(first[u + 1]))
-        margined_as_a_whole(u, span)
-        leg_index.extend(span)
-        case_of.extend([len(labels)] * len(span))
-        direction.extend(-np.sign(legs.quantity[list(span)]))
-        labels.append((u, "all"))
-    for u in range(len(units)):
-        span = list(range(int(first[u]), int(first[u + 1])))
-        for name in dict.fromkeys(underlying[span].tolist()):
-            on = [j for j in span if underlying[j] == name]
-            net = float(np.sign(exposure[on].sum()))
-            margined_as_a_whole(u, span)
-            leg_index.extend(span)
-            case_of.extend([len(labels)] * len(span))
-            direction.extend(-net if underlying[j] == name else 0.0 for j in span)
-            labels.append((u, name))
-    idx = np.asarray(leg_index, dtype=np.int64)
-    case_units = np.array([u for u, _ in labels], dtype=np.int64)
+    counts = np.bincount(legs.unit, minlength=n_units)
+    first = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    # cases 0..n_units-1: every unit with "all" (every leg adverse); then each (unit, underlying),
+    # in order of first appearance, with only the legs on that underlying moving, against the
+    # unit's net exposure to it
+    pair_key = legs.unit * len(names) + code
+    keys, first_leg, pair_of_leg = np.unique(pair_key, return_index=True, return_inverse=True)
+    order = np.argsort(first_leg, kind="stable")
+    keys = keys[order]
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    net = np.sign(np.bincount(rank[pair_of_leg], exposure, minlength=len(keys)))
+    pair_unit, pair_code = keys // len(names), keys % len(names)
+    spans = counts[pair_unit]
+    single_idx = np.repeat(first[pair_unit] - np.concatenate([[0], np.cumsum(spans)[:-1]]), spans) \
+        + np.arange(int(spans.sum()))
+    single_case = np.repeat(np.arange(len(keys)), spans)
+    single_direction = np.where(code[single_idx] == pair_code[single_case], -net[single_case], 0.0)
+    idx = np.concatenate([np.arange(n_legs), single_idx])
+    case_units = np.concatenate([np.arange(n_units), pair_unit])
     cases = Legs(quantity=legs.quantity[idx], entry=legs.entry[idx], size=legs.size[idx], table=legs.table[idx],
                  tables=legs.tables, leverage=legs.leverage[idx], fixed_maintenance=legs.fixed_maintenance[idx],
-                 scale=legs.scale[idx], unit=np.asarray(case_of, dtype=np.int64), base=legs.base[case_units],
-                 reserved=np.zeros(len(labels)), requirements=tuple(requirements))
-    moves = dict(mark=mark[idx], direction=np.asarray(direction, dtype=np.float64))
+                 scale=legs.scale[idx], unit=np.concatenate([legs.unit, n_units + single_case]),
+                 base=legs.base[case_units], reserved=np.zeros(len(case_units)),
+                 requirements=_case_requirements(units, first, counts, pair_unit, spans, n_legs))
+    moves = dict(mark=mark[idx], direction=np.concatenate([-np.sign(legs.quantity), single_direction]))
     liquidation = first_crossing(cases, k=1.0, **moves)
     thresholds = list(thresholds)
     warning = (first_crossing(cases, k=float(thresholds[0]), **moves) if thresholds
-               else np.full(len(labels), math.nan))
-    order = sorted(range(len(labels)), key=lambda c: (labels[c][0], labels[c][1] == "all", c))
-    out = {name: [] for name in SCHEMA}
-    for c in order:
-        u, name = labels[c]
-        unit, snapshot = units[u], kept[owner[u]]
-        for column, value in (("ts", snapshot.ts), ("reason", snapshot.reason), ("exchange", unit.exchange),
-                              ("events_applied", snapshot.events_applied), ("asset", unit.asset),
-                              ("unit", unit.name), ("underlying", name), ("warning_distance", float(warning[c])),
-                              ("liquidation_distance", float(liquidation[c]))):
-            out[column].append(value)
-    return pl.DataFrame(out, schema={**SCHEMA, "ts": pl.Int64}).with_columns(pl.col("ts").cast(SCHEMA["ts"]))
+               else np.full(len(case_units), math.nan))
+    snapshot_of = [snapshots[n] for n in owner]
+    per_unit = pl.DataFrame({
+        "unit_index": np.arange(n_units), "ts": [s.ts for s in snapshot_of],
+        "reason": [s.reason for s in snapshot_of], "exchange": [u.exchange for u in units],
+        "events_applied": [s.events_applied for s in snapshot_of], "asset": [u.asset for u in units],
+        "unit": [u.name for u in units]}, schema_overrides={"unit_index": pl.Int64, "ts": pl.Int64})
+    per_case = pl.DataFrame({
+        "unit_index": case_units, "case": np.arange(len(case_units)),
+        "underlying": ["all"] * n_units + names[pair_code].tolist(),
+        "warning_distance": warning, "liquidation_distance": liquidation},
+        schema_overrides={"unit_index": pl.Int64, "underlying": pl.String})
+    return (per_case.with_columns((pl.col("case") < n_units).alias("is_all"))
+            .sort("unit_index", "is_all", "case")
+            .join(per_unit, on="unit_index", how="left", maintain_order="left")
+            .select(list(SCHEMA)).with_columns(pl.col("ts").cast(SCHEMA["ts"])).cast(SCHEMA))
 
 
 def equity_distances(equity: pl.DataFrame, distance: pl.DataFrame) -> pl.DataFrame:
@@ -187,7 +199,8 @@ def run_distances(result) -> pl.DataFrame:
         return _CACHE[result]
     except (KeyError, TypeError):
         pass
-    table = distance_table(result.snapshots, result.catalog, result.feed, result.config.warning_thresholds)
+    table = distance_table(result.snapshots, result.catalog, result.feed, result.config.warning_thresholds,
+                           run_units(result))
     try:
         _CACHE[result] = table
     except TypeError:

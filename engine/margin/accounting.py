@@ -142,7 +142,6 @@ def position_metrics(account: Account, catalog, marks: np.ndarray, now_ns: int |
     the exchange formula (cross positions: with the other cross positions' maintenance margin and
     PnL held fixed, and the pool's collateral value after haircuts as the wallet balance, held at
     today's collateral prices)."""
-    mode = venue_mode(catalog, account.exchange)
     basis = catalog.venues[account.exchange].rules.liquidation.maintenance_basis
     fee_to_close = catalog.venues[account.exchange].rules.fee_to_close
     found = {}

@@ -1,7 +1,6 @@
 """Margin arithmetic over any rule set's bracket table: pure functions, no state.
 
-Tables are `xmargin.venues.rules.BracketTable`s (annotations only: no import, so the rule set
-can read the margin-mode registry without a cycle).
+Tables are `xmargin.margin.brackets.BracketTable`s (built by `xmargin.venues.rules` from rule files).
 
 Conventions
 -----------
@@ -30,6 +29,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
+
+from xmargin.margin.brackets import BracketTable
 
 
 _REL_TOL = 1e-12

@@ -1,9 +1,9 @@
 """The valuation kernel: equity, maintenance and initial margin of risk units at price cases.
 
 Every margin figure of the engine comes from here: the View and `decide` (one case, scalar fast
-path `valuate_one`, `unit_one`), the surveillance scan (the intrabar path points of a stretch of bars), the
-equity / positions / collateral tables (one case per snapshot), distance to liquidation (shocked
-moves) and liquidation sizing. A margin mode (`xmargin.margin.modes`) only turns an account into
+path `unit_one` / `valuate_one`), the surveillance scan (the intrabar path points of a stretch of
+bars), the equity / positions / collateral tables (one case per snapshot), distance to liquidation
+(shocked moves) and liquidation sizing. A margin mode (`xmargin.margin.modes`) only turns an account into
 risk units; what a unit is worth at some prices is decided once, here.
 
 Legs
@@ -270,7 +270,7 @@ def unit_one(rows, base: float, prices) -> tuple[list, float, float, float, floa
         else:
             notional, leg_pnl = abs(quantity) * price, quantity * (price - entry)
         if table is None:
-            collateral += leg_pnl
+            collateral += leg_pnl * scale
             continue
         if fixed is None:
             n = notional * scale
@@ -311,7 +311,7 @@ def equity_one(rows, base: float, prices) -> float:
         else:
             leg_pnl = quantity * (price - entry)
         if table is None:
-            collateral += leg_pnl
+            collateral += leg_pnl * scale
         else:
             pnl += leg_pnl * scale
     return collateral + pnl

@@ -20,7 +20,7 @@ import numpy as np
 from xmargin.margin import formulas as margin
 from xmargin.margin.kernel import equity_one, maintenance_one, valuate
 from xmargin.margin.modes import account_units
-from xmargin.margin.units import RiskUnit, cross_unit_name
+from xmargin.margin.units import RiskUnit
 
 POINTS = {"path": 4, "worst-case": 3, "close": 1}
 

@@ -70,7 +70,8 @@ class RiskUnit:
         return Legs.build([r[1] for r in rows], [r[2] for r in rows], tables, size=[r[3] for r in rows],
                           table=table_index, leverage=[r[5] for r in rows],
                           fixed_maintenance=[math.nan if r[6] is None else r[6] for r in rows],
-                          scale=[r[7] for r in rows], base=(self.base,), requirement=self.requirement)
+                          scale=[r[7] for r in rows], base=(self.base,),
+                          requirement=self.requirement)
 
     @property
     def columns(self) -> np.ndarray:
@@ -163,8 +164,8 @@ def build_unit(account, catalog, *, asset: str, name: str, isolated: bool, posit
                      1.0 if scales is None else scales[n]))
     for column, amount in collateral:
         rows.append((column, amount, 0.0, 0.0, None, math.inf, None, 1.0))
-    return RiskUnit(exchange, asset, name, isolated, tuple(p.instrument for p in positions), tuple(rows), float(base),
-                    account.warning_levels.get(name, 0), len(positions))
+    return RiskUnit(exchange, asset, name, isolated, tuple([p.instrument for p in positions]), tuple(rows),
+                    float(base), account.warning_levels.get(name, 0), len(positions))
 
 
 def isolated_units(account, catalog, positions=None) -> list[RiskUnit]:
@@ -183,35 +184,29 @@ def warned_pools(account) -> set:
 
 def stack(units, reserved=None) -> Legs:
     """Many units' legs as one kernel `Legs` (unit k of the list is kernel unit k), built straight
-    from their rows: one pass of Python over the legs, no numpy call per unit. `reserved`: per
-    unit, the open-order initial margin to add (default none)."""
-    tables, where = [], {}
-    quantity, entry, size, table, leverage, fixed, scale, unit = [], [], [], [], [], [], [], []
-    requirements = []
-    for u, risk_unit in enumerate(units):
-        if risk_unit.requirement is not None:
-            requirements.append((u, np.arange(len(quantity), len(quantity) + len(risk_unit.rows)),
-                                 risk_unit.requirement))
-        for column, q, e, s, t, lev, f, sc in risk_unit.rows:
-            if t is None:
-                table.append(COLLATERAL)
-            else:
-                index = where.get(id(t))
-                if index is None:
-                    index = where[id(t)] = len(tables)
-                    tables.append(t)
-                table.append(index)
-            quantity.append(q)
-            entry.append(e)
-            size.append(s)
-            leverage.append(lev)
-            fixed.append(math.nan if f is None else f)
-            scale.append(sc)
-            unit.append(u)
+    from their rows (one transpose, no numpy call per unit). `reserved`: per unit, the open-order
+    initial margin to add (default none)."""
+    rows = [row for unit in units for row in unit.rows]
+    counts = [len(unit.rows) for unit in units]
+    if not rows:
+        return Legs.build([], [], (), base=np.zeros(len(units)), reserved=reserved)
+    _, quantity, entry, size, table_of, leverage, fixed, scale = zip(*rows)
+    tables = [t for t in dict.fromkeys(table_of) if t is not None]  # tables hash by identity
+    where = {t: i for i, t in enumerate(tables)}
+    where[None] = COLLATERAL
     return Legs(quantity=np.array(quantity, dtype=np.float64), entry=np.array(entry, dtype=np.float64),
-                size=np.array(size, dtype=np.float64), table=np.array(table, dtype=np.int64), tables=tuple(tables),
-                leverage=np.array(leverage, dtype=np.float64), fixed_maintenance=np.array(fixed, dtype=np.float64),
-                scale=np.array(scale, dtype=np.float64), unit=np.array(unit, dtype=np.int64),
+                size=np.array(size, dtype=np.float64), table=np.array([where[t] for t in table_of], dtype=np.int64),
+                tables=tuple(tables), leverage=np.array(leverage, dtype=np.float64),
+                fixed_maintenance=np.array([math.nan if f is None else f for f in fixed], dtype=np.float64),
+                scale=np.array(scale, dtype=np.float64),
+                unit=np.repeat(np.arange(len(units), dtype=np.int64), counts),
                 base=np.array([u.base for u in units], dtype=np.float64),
                 reserved=np.zeros(len(units)) if reserved is None else np.asarray(reserved, dtype=np.float64),
-                requirements=tuple(requirements))
+                requirements=_requirements(units, counts))
+
+
+def _requirements(units, counts) -> tuple:
+    """The kernel's (unit, leg indices, model) of the units margined as a whole (portfolio margin)."""
+    starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    return tuple((u, np.arange(starts[u], starts[u + 1]), unit.requirement)
+                 for u, unit in enumerate(units) if unit.requirement is not None)

@@ -14,8 +14,6 @@ order, balances by asset.
 
 from __future__ import annotations
 
-import math
-
 import attrs
 import numpy as np
 import polars as pl
@@ -49,8 +47,14 @@ def snapshot_units(snapshots, catalog, feed) -> tuple[list, list]:
     """Every snapshot's risk units, flattened: (units, snapshot index of each unit); units are built
     once per account state unless the mode values collateral at the row's prices."""
     units, owner = [], []
+    built: dict = {}  # id(account) -> units; the snapshots keep the accounts alive
     for n, snapshot in enumerate(snapshots):
-        found = account_units(catalog, snapshot.account, feed.mark_close[snapshot.row], snapshot.ts)
+        account = snapshot.account
+        found = built.get(id(account))
+        if found is None:
+            found = account_units(catalog, account, feed.mark_close[snapshot.row], snapshot.ts)
+            if not venue_mode(catalog, account.exchange).revalue_each_stretch:
+                built[id(account)] = found
         units.extend(found)
         owner.extend([n] * len(found))
     return units, owner
@@ -69,8 +73,16 @@ def _order_margins(units, owner, snapshots, catalog, feed) -> list[float]:
     return out
 
 
-def project(snapshots, catalog, feed) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
-    """(equity, positions, collateral) DataFrames for the recorded snapshots."""
+def run_units(result) -> tuple[list, list]:
+    """`snapshot_units` of a finished run, computed once (the tables and distance share them)."""
+    if result.units is None:
+        result.units = snapshot_units(result.snapshots, result.catalog, result.feed)
+    return result.units
+
+
+def project(snapshots, catalog, feed, units=None) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """(equity, positions, collateral) DataFrames for the recorded snapshots (`units`: their
+    `snapshot_units`, when already built)."""
     snaps = pl.DataFrame({
         "snapshot": np.arange(len(snapshots), dtype=np.int64),
         "ts": [s.ts for s in snapshots], "reason": [s.reason for s in snapshots],
@@ -78,7 +90,7 @@ def project(snapshots, catalog, feed) -> tuple[pl.DataFrame, pl.DataFrame, pl.Da
         "events_applied": [s.events_applied for s in snapshots],
     }, schema={"snapshot": pl.Int64, "ts": pl.Int64, "reason": pl.String, "exchange": pl.String,
                "events_applied": pl.Int64})
-    units, owner = snapshot_units(snapshots, catalog, feed)
+    units, owner = units if units is not None else snapshot_units(snapshots, catalog, feed)
     reserved = _order_margins(units, owner, snapshots, catalog, feed)
     legs = stack(units, reserved)
     owner = np.asarray(owner, dtype=np.int64)
@@ -93,61 +105,57 @@ def project(snapshots, catalog, feed) -> tuple[pl.DataFrame, pl.DataFrame, pl.Da
     is_position = legs.table != COLLATERAL
     scaled_pnl = value.unrealized_pnl * legs.scale
     position_pnl = np.bincount(legs.unit[is_position], scaled_pnl[is_position], minlength=n_units)
-    collateral = legs.base + np.bincount(legs.unit[~is_position], value.unrealized_pnl[~is_position],
+    collateral = legs.base + np.bincount(legs.unit[~is_position], scaled_pnl[~is_position],
                                          minlength=n_units)
     maintenance = value.maintenance_margin
     initial = value.initial_margin
 
     # -- equity: one row per pool unit, with its snapshot's isolated positions of that pool -------
-    pools: dict = {}
+    modes = {name: venue_mode(catalog, name) for name in catalog.venues}
+    isolated = np.array([u.isolated for u in units], dtype=bool)
+    pool = [modes[u.exchange].pool_of(u.asset) if u.isolated else u.asset for u in units]
+    # money of an isolated position counts in its pool's currency (1 when the pool is its asset)
+    scale = np.array([1.0 if p == u.asset else asset_price(catalog, u.exchange, u.asset,
+                                                           feed.mark_close[snapshots[n].row])
+                      for p, u, n in zip(pool, units, owner.tolist())], dtype=np.float64)
+    wallet = np.array([0.0 if u.isolated else u.base if modes[u.exchange].pools_are_assets else
+                       modes[u.exchange].module.wallet_value(snapshots[n].account, catalog,
+                                                             feed.mark_close[snapshots[n].row], u.asset)
+                       for u, n in zip(units, owner.tolist())], dtype=np.float64)
+    base = legs.base
+    per_unit = pl.DataFrame({
+        "snapshot": owner, "asset": pool, "isolated": isolated,
+        "held": np.where(isolated, base * scale, 0.0), "held_pnl": np.where(isolated, position_pnl * scale, 0.0),
+        "wallet": wallet, "collateral": np.where(isolated, 0.0, collateral),
+        "pnl": np.where(isolated, 0.0, position_pnl), "maintenance": np.where(isolated, 0.0, maintenance),
+        "initial": np.where(isolated, 0.0, initial), "reserved": np.where(isolated, 0.0, legs.reserved)},
+        schema_overrides={"snapshot": pl.Int64, "asset": pl.String})
+    margin_balance = pl.col("collateral") + pl.col("pnl")
+    equity = (per_unit.group_by("snapshot", "asset").agg(pl.exclude("isolated").sum())
+              .sort("snapshot", "asset")
+              .select("snapshot", "asset",
+                      (pl.col("wallet") + pl.col("held")).alias("wallet_balance"),
+                      pl.col("wallet").alias("cross_wallet_balance"), pl.col("collateral").alias("collateral_value"),
+                      pl.col("held").alias("isolated_margin"), (pl.col("pnl") + pl.col("held_pnl")).alias("unrealized_pnl"),
+                      margin_balance.alias("margin_balance"), pl.col("initial").alias("initial_margin"),
+                      pl.col("maintenance").alias("maintenance_margin"),
+                      pl.when(margin_balance > 0).then(pl.col("maintenance") / margin_balance)
+                      .when(pl.col("maintenance") > 0).then(float("inf")).otherwise(0.0).alias("margin_ratio"),
+                      (margin_balance - pl.col("initial")).alias("free_collateral"),
+                      pl.col("reserved").alias("open_order_margin")))
     first_leg = np.concatenate([[0], np.cumsum([len(u.rows) for u in units])]).astype(np.int64)
-    for u, unit in enumerate(units):
-        n = int(owner[u])
-        snapshot = snapshots[n]
-        mode = venue_mode(catalog, unit.exchange)
-        if unit.isolated:
-            pool = mode.pool_of(unit.asset)
-            scale = 1.0 if pool == unit.asset else asset_price(catalog, unit.exchange, unit.asset,
-                                                                feed.mark_close[snapshot.row])
-            held = pools.setdefault((n, pool), {"isolated": 0.0, "isolated_pnl": 0.0})
-            held["isolated"] += unit.base * scale
-            held["isolated_pnl"] += float(position_pnl[u]) * scale
-            continue
-        entry = pools.setdefault((n, unit.asset), {"isolated": 0.0, "isolated_pnl": 0.0})
-        entry["unit"] = u
-        entry["wallet"] = mode.module.wallet_value(snapshot.account, catalog, feed.mark_close[snapshot.row],
-                                                   unit.asset)
-    equity_rows = {k: [] for k in ("snapshot", "asset") + tuple(f.name for f in _POOL_FIELDS[1:])}
-    for (n, pool), entry in sorted(pools.items()):
-        u = entry.get("unit")
-        wallet = entry.get("wallet", 0.0)
-        margin_balance = float(collateral[u] + position_pnl[u]) if u is not None else 0.0
-        mm = float(maintenance[u]) if u is not None else 0.0
-        im = float(initial[u]) if u is not None else 0.0
-        ratio = mm / margin_balance if margin_balance > 0 else (math.inf if mm > 0 else 0.0)
-        for name, number in (("snapshot", n), ("asset", pool), ("wallet_balance", wallet + entry["isolated"]),
-                             ("cross_wallet_balance", wallet),
-                             ("collateral_value", float(collateral[u]) if u is not None else 0.0),
-                             ("isolated_margin", entry["isolated"]),
-                             ("unrealized_pnl", (float(position_pnl[u]) if u is not None else 0.0)
-                              + entry["isolated_pnl"]),
-                             ("margin_balance", margin_balance), ("initial_margin", im), ("maintenance_margin", mm),
-                             ("margin_ratio", ratio), ("free_collateral", margin_balance - im),
-                             ("open_order_margin", reserved[u] if u is not None else 0.0)):
-            equity_rows[name].append(number)
-    equity = pl.DataFrame(equity_rows, schema={"snapshot": pl.Int64, "asset": pl.String,
-                                               **{f.name: _FLOAT for f in _POOL_FIELDS[1:]}})
 
     # -- positions: in the account's order, with liquidation and bankruptcy prices ----------------
     where = {}
-    for u, unit in enumerate(units):
+    for u, (unit, n, first) in enumerate(zip(units, owner.tolist(), first_leg.tolist())):
         for k, key in enumerate(unit.instruments):
-            where[(int(owner[u]), key)] = (u, int(first_leg[u]) + k)
-    picks = [(n, key, *where[(n, key)]) for n, snapshot in enumerate(snapshots) for key in snapshot.account.positions]
+            where[n, key] = (u, first + k)
+    picks = [(n, key, position, *where[n, key]) for n, snapshot in enumerate(snapshots)
+             for key, position in snapshot.account.positions.items()]
     index = np.array([p[0] for p in picks], dtype=np.int64)
-    unit_of = np.array([p[2] for p in picks], dtype=np.int64)
-    leg = np.array([p[3] for p in picks], dtype=np.int64)
-    positions_of = [snapshots[p[0]].account.positions[p[1]] for p in picks]
+    unit_of = np.array([p[3] for p in picks], dtype=np.int64)
+    leg = np.array([p[4] for p in picks], dtype=np.int64)
+    positions_of = [p[2] for p in picks]
     quantity, entry = legs.quantity[leg], legs.entry[leg]
     notional, pnl, leg_mm = value.notional[leg], value.unrealized_pnl[leg], value.leg_maintenance[leg]
     isolated = np.array([units[u].isolated for u in unit_of.tolist()], dtype=bool)
@@ -242,7 +250,7 @@ def _typed(frame: pl.DataFrame, fields) -> pa.Table:
 def _projected(result):
     """The equity, positions and collateral frames of a run (computed once per result)."""
     if result.projected is None:
-        result.projected = project(result.snapshots, result.catalog, result.feed)
+        result.projected = project(result.snapshots, result.catalog, result.feed, run_units(result))
     return result.projected
 
 

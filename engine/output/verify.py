@@ -107,7 +107,7 @@ def verify_run(path: str | Path, tolerance: float = 1e-6) -> list[str]:
     modes = manifest["resolved"]["margin_modes"]
     ledger = Ledger.create(modes)
     # a pool's wallet is checkable against the log where the mode pools each asset on its own
-    single = [exchange for exchange, mode in modes.items() if MODES[mode].pools_are_assets]
+    single = [exchange for exchange, mode in modes.items() if mode in MODES and MODES[mode].pools_are_assets]
     equity = (run.equity.filter(pl.col("exchange").is_in(single))
               .select("events_applied", "exchange", "asset", "cross_wallet_balance", "isolated_margin").collect())
     snapshots = [equity]

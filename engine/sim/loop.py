@@ -97,7 +97,7 @@ def run_warnings(catalog: Catalog, feed: Feed) -> list[tuple]:
                 for name in catalog.venues if not catalog.on_exchange(name)]
     for name, venue in catalog.venues.items():
         settles = {t.instrument.settle for t in catalog.on_exchange(name) if t.instrument.is_derivative}
-        if settles and venue.margin_mode != "multi-asset" and not settles & set(venue.collateral):
+        if settles and venue_mode(catalog, name).pools_are_assets and not settles & set(venue.collateral):
             warnings.append((None, f"exchanges.{name}.collateral holds {sorted(venue.collateral)} but its perps "
                                    f"settle in {sorted(settles)}: without multi-asset margin that collateral backs "
                                    "none of them", "collateral"))
@@ -151,6 +151,7 @@ class RunResult:
     timings: dict
     intrabar: str
     projected: tuple | None = None
+    units: tuple | None = None  # (risk units, snapshot index of each): xmargin.output.snapshots.run_units
     warnings: list = attrs.field(factory=list)
     settlements: tuple = ()  # xmargin.sim.expiry.Settlement of every dated future in the run
 

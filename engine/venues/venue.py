@@ -76,11 +76,12 @@ class Catalog:
                                "'exchange:symbol' as declared in dataset.toml).") from None
 
     def with_portfolio_variants(self, names: dict, start_ns: int) -> "Catalog":
-        """Every portfolio-mode venue with its variant resolved: the one `names` gives for its exchange,
-        else the one in force at `start_ns` (the run's first bar)."""
+        """Every venue whose rule set has portfolio-margin rules with its variant resolved (the
+        portfolio mode reads it): the one `names` gives for its exchange, else the one in force at
+        `start_ns` (the run's first bar)."""
         venues = dict(self.venues)
         for exchange, venue in self.venues.items():
-            if venue.margin_mode == "portfolio" and venue.portfolio_variant is None:
+            if venue.rules.portfolio is not None and venue.portfolio_variant is None:
                 variant = venue.rules.portfolio.variant(names.get(exchange), start_ns)
                 venues[exchange] = attrs.evolve(venue, portfolio_variant=variant)
         return Catalog(venues=venues, tradables=self.tradables, asset_columns=self.asset_columns)

@@ -58,6 +58,17 @@ class MarginMode:
     def pool_of(self, asset: str) -> str:
         return self.module.pool_of(asset)
 
+    @property
+    def config_keys(self) -> tuple[str, ...]:
+        """Keys of an `[exchanges.<name>]` table that only this mode reads (e.g. `portfolio_margin`)."""
+        return getattr(self.module, "CONFIG_KEYS", ())
+
+    def config_problem(self, rules, entry: dict) -> str:
+        """What is wrong with an exchange's config table for this mode ("" when nothing), as
+        "<key> = <value>: <problem>"."""
+        check = getattr(self.module, "config_problem", None)
+        return check(rules, entry) if check is not None else ""
+
 
 _MODES = (
     MarginMode("cross", cross, "one pool per settlement asset backs every cross position"),
@@ -93,23 +104,27 @@ def venue_mode(catalog, exchange: str) -> MarginMode:
     return MODES[catalog.venues[exchange].margin_mode]
 
 
-_UNITS: dict[int, tuple] = {}  # id(account) -> (account, catalog, units): accounts are immutable values
+_UNITS: dict[tuple, tuple] = {}  # a few recent account states' units (small: old states are garbage soon)
 
 
 def account_units(catalog, account, prices=None, now_ns=None) -> list:
-    """The risk units of `account` as its venue's mode builds them. Units that do not depend on
-    prices are built once per account state (the scan, `decide` and the View value the same
-    state several times); a mode with `revalue_each_stretch` builds them at `prices` every time."""
+    """The risk units of `account` as its venue's mode builds them. Units depend on the account's
+    positions, balances, leverage settings and warning levels only (accounts are immutable values
+    that share unchanged dicts), so they are built once per state of those: the scan, `decide`,
+    order fills and the View value the same state several times. A mode with
+    `revalue_each_stretch` builds them at `prices` every time."""
     mode = MODES[catalog.venues[account.exchange].margin_mode]
-    if mode.revalue_each_stretch:
+    if mode.revalue_each_stretch:  # (`now_ns`: the valuation time, for modes that use it)
         return mode.risk_units(account, catalog, prices, now_ns)
-    hit = _UNITS.get(id(account))
-    if hit is not None and hit[0] is account and hit[1] is catalog:
+    parts = (account.positions, account.balances, account.leverage, account.warning_levels)
+    key = (id(catalog), account.exchange, *map(id, parts))
+    hit = _UNITS.get(key)
+    if hit is not None and hit[0] is catalog and all(a is b for a, b in zip(hit[1], parts)):
         return hit[2]
     if len(_UNITS) >= 8:
         _UNITS.clear()
     units = mode.module.risk_units(account, catalog, prices)
-    _UNITS[id(account)] = (account, catalog, units)
+    _UNITS[key] = (catalog, parts, units)
     return units
 
 

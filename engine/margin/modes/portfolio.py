@@ -19,6 +19,7 @@ import math
 
 import attrs
 
+from xmargin.errors import RulesError
 from xmargin.margin.collateral import STABLECOINS, collateral_value, schedule_for
 from xmargin.margin.kernel import Legs, valuate
 from xmargin.margin.portfolio import COLLATERAL, BookRequirement, portfolio_book
@@ -27,6 +28,21 @@ from xmargin.margin.units import CROSS, RiskUnit, asset_price, cross_unit_name
 POOL = "USD"
 DEFAULT_POSITION_MODE = CROSS
 POSITION_MODES = (CROSS,)
+CONFIG_KEYS = ("portfolio_margin",)  # `exchanges.<name>.portfolio_margin`: a variant name of the rule set
+
+
+def config_problem(rules, entry: dict) -> str:
+    """The rule set must have portfolio-margin rules; a named variant must be one of them."""
+    if rules.portfolio is None:
+        return (f"margin_mode = 'portfolio': rule set {rules.name} has no portfolio_margin rules; use a rule set "
+                "that has them (binance-usdm, okx-swap, bybit-linear)")
+    variant = entry.get("portfolio_margin")
+    if variant is not None:
+        try:
+            rules.portfolio.variant(str(variant), None)
+        except RulesError as exc:
+            return f"portfolio_margin: {exc}"
+    return ""
 
 
 def pool_of(asset: str) -> str:

@@ -8,17 +8,16 @@ from __future__ import annotations
 
 import json
 import math
-from bisect import bisect_right
 from datetime import datetime
 from pathlib import Path
 
 import attrs
-import numpy as np
 
 from xmargin.errors import RulesError
 from xmargin.margin import policies
+from xmargin.margin.brackets import Bracket, BracketTable
 from xmargin.margin.collateral import schedule_from
-from xmargin.margin.modes import MODE_NAMES
+from xmargin.margin.modes import MODE_NAMES, MODES as _MODE_REGISTRY
 from xmargin.venues.fees import MAX_FEE, MIN_MAKER_FEE
 from xmargin.venues.rules.delivery import DeliveryRules, delivery_from
 from xmargin.venues.rules.portfolio import PortfolioRules, portfolio_from
@@ -28,56 +27,6 @@ POLICIES = tuple(policies.POLICIES)  # the liquidation-policy registry's names
 FILLS = ("bankruptcy", "trigger")
 MODES = MODE_NAMES  # the margin-mode registry's names
 FEE_RANGE = (MIN_MAKER_FEE, MAX_FEE)  # fractions of notional (0.0005 = 0.05 %); a maker rebate is negative
-
-
-@attrs.frozen
-class Bracket:
-    """One maintenance-margin tier: applies to notional in [notional_floor, notional_cap).
-
-    Maintenance margin = notional x maintenance_margin_rate - maintenance_amount (quote units).
-    """
-
-    notional_floor: float
-    notional_cap: float
-    max_leverage: float
-    maintenance_margin_rate: float
-    maintenance_amount: float
-
-
-@attrs.frozen(eq=False)
-class BracketTable:
-    """The brackets of one symbol, with numpy columns for vectorised lookups in the event loop."""
-
-    brackets: tuple[Bracket, ...]
-    floors: np.ndarray
-    rates: np.ndarray
-    amounts: np.ndarray
-    max_leverages: np.ndarray
-    floor_list: tuple = ()  # the same columns as Python floats, for scalar lookups (bisect, no numpy call)
-    rate_list: tuple = ()
-    amount_list: tuple = ()
-
-    @classmethod
-    def from_brackets(cls, brackets) -> "BracketTable":
-        brackets = tuple(brackets)
-        floors = tuple(float(b.notional_floor) for b in brackets)
-        rates = tuple(float(b.maintenance_margin_rate) for b in brackets)
-        amounts = tuple(float(b.maintenance_amount) for b in brackets)
-        return cls(
-            brackets=brackets,
-            floors=np.array(floors, dtype=np.float64),
-            rates=np.array(rates, dtype=np.float64),
-            amounts=np.array(amounts, dtype=np.float64),
-            max_leverages=np.array([b.max_leverage for b in brackets], dtype=np.float64),
-            floor_list=floors, rate_list=rates, amount_list=amounts,
-        )
-
-    def index(self, notional: float) -> int:
-        """Index of the bracket holding |notional| (floor <= notional < cap)."""
-        return max(bisect_right(self.floor_list, abs(notional)) - 1, 0)
-
-    def bracket(self, notional: float) -> Bracket:
-        return self.brackets[self.index(notional)]
 
 
 def _default_parameters(rules: "LiquidationRules"):
@@ -325,9 +274,9 @@ def parse_rules(data: dict, where: str) -> RuleSet:
         raise RulesError(f"{where}: liquidation: {exc}. fill is one of {FILLS}, "
                          "maintenance_basis 'mark' or 'entry'.") from exc
     modes = tuple(data.get("margin_modes", ("isolated", "cross")))
-    unknown = [m for m in modes if m not in MODES]
+    unknown = [m for m in modes if m not in _MODE_REGISTRY]
     if unknown:
-        raise RulesError(f"{where}: margin_modes {unknown} unknown; allowed: {list(MODES)}.")
+        raise RulesError(f"{where}: margin_modes {unknown} unknown; registered margin modes: {list(_MODE_REGISTRY)}.")
     for asset, entry in data.get("collateral_ratios", {}).items():
         try:
             schedule_from(asset, entry)
