@@ -25,6 +25,7 @@ import polars as pl
 
 from xmargin._version import __version__
 from xmargin.errors import RunError
+from xmargin.margin.modes import venue_mode
 from xmargin.output.eventlog import events_to_table, file_hash, write_ipc
 from xmargin.output.tables import OUTPUT_TABLES, SCHEMA_VERSION, equity_table
 
@@ -191,6 +192,12 @@ def write_run(result, summary: dict, out: Path | None = None, run_id: str | None
                          "margin_modes": {n: v.margin_mode for n, v in result.catalog.venues.items()},
                          "rules": {n: {"name": v.rules.name, "as_of": v.rules.as_of}
                                    for n, v in result.catalog.venues.items()},
+                         "portfolio_margin": {n: {"variant": v.portfolio_variant.name,
+                                                  "method": v.portfolio_variant.method,
+                                                  "source": v.portfolio_variant.source}
+                                              for n, v in result.catalog.venues.items()
+                                              if v.portfolio_variant is not None
+                                              and venue_mode(result.catalog, n).config_keys},
                          "instruments": list(result.feed.keys)},
             "mark_price_source": dict(result.feed.mark_source),
             "settlements": [s.describe() for s in getattr(result, "settlements", ())],
