@@ -190,7 +190,8 @@ def write_run(result, summary: dict, out: Path | None = None, run_id: str | None
                          "on_liquidation": config.on_liquidation,
                          "warning_thresholds": list(config.warning_thresholds),
                          "margin_modes": {n: v.margin_mode for n, v in result.catalog.venues.items()},
-                         "rules": {n: {"name": v.rules.name, "as_of": v.rules.as_of}
+                         "rules": {n: {"name": v.rules.name, "as_of": v.rules.as_of,
+                                       "variant": v.rules.variant_name or v.rules.name}
                                    for n, v in result.catalog.venues.items()},
                          "portfolio_margin": {n: {"variant": v.portfolio_variant.name,
                                                   "method": v.portfolio_variant.method,

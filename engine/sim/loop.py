@@ -171,8 +171,10 @@ class Backtest:
         self._unbracketed = {} if catalog is not None else unbracketed(config, self.catalog)
         self.feed = feed or load_feed(config.dataset, list(self.catalog.tradables), config.start, config.end,
                                       config.timeframe)
-        self.catalog = self.catalog.with_portfolio_variants(
-            {name: e.portfolio_margin for name, e in config.exchanges.items()}, int(self.feed.ts[0]))
+        start_ns = int(self.feed.ts[0])  # the rule tables and portfolio variants in force at the first bar
+        self.catalog = self.catalog.with_rules_in_force(
+            {name: e.rules_variant for name, e in config.exchanges.items()}, start_ns).with_portfolio_variants(
+            {name: e.portfolio_margin for name, e in config.exchanges.items()}, start_ns)
         self.load_seconds = time.perf_counter() - started
         given = [(p.instrument or None, f"dataset: {p}") for p in input_warnings]
         said = {(p.instrument, p.check) for p in input_warnings}

@@ -75,6 +75,13 @@ class Catalog:
             raise DatasetError(f"unknown instrument {key!r}: this run trades {sorted(self.tradables)} (keys are "
                                "'exchange:symbol' as declared in dataset.toml).") from None
 
+    def with_rules_in_force(self, names: dict, start_ns: int) -> "Catalog":
+        """Every venue's rule set as it stood at `start_ns` (its dated variants; `names` may pick one
+        per exchange)."""
+        venues = {exchange: attrs.evolve(venue, rules=venue.rules.in_force(start_ns, names.get(exchange)))
+                  if venue.rules.variants else venue for exchange, venue in self.venues.items()}
+        return Catalog(venues=venues, tradables=self.tradables, asset_columns=self.asset_columns)
+
     def with_portfolio_variants(self, names: dict, start_ns: int) -> "Catalog":
         """Every venue whose rule set has portfolio-margin rules with its variant resolved (the
         portfolio mode reads it): the one `names` gives for its exchange, else the one in force at

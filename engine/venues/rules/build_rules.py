@@ -242,6 +242,25 @@ BYBIT_PORTFOLIO = {
 }
 
 
+# Binance Multi-Assets mode as it stands (venue-facts-2026-11): BTC, ETH, BNB 0.95; FDUSD 0.989; BUSD gone;
+# auto-exchange at -5,000 for Regular and VIP1 accounts (-10,000 for the others).
+BINANCE_MULTI_ASSETS_2026_11 = {
+    "name": "binance-multi-assets-2026-11",
+    "effective_from": "2026-11-01T00:00:00Z",
+    "source": "binance.com FAQ 29b45c485d664028b9ca1cdf90b24f6f (current: 'BTC, ETH and BNB ... receive a 5 % value "
+              "haircut'); Multi-Assets Info page (mirror bbapi.viigoo.eu.org, crawl undated, after BUSD's removal): "
+              "BNB $1,000 -> $950, FDUSD $1,000 -> $989; auto-exchange below -5,000 USDT/USDC (Regular, VIP1), "
+              "-10,000 otherwise, or LTV >= 0.995 with no positions",
+    "notes": "Dated at the month the pages were read: when these ratios took over from the 2021 table is not "
+             "published, so earlier runs keep the 2021 table unless a config names this variant. USDT and USDC "
+             "keep the 2021 0.9999 (not contradicted); XRP, ADA, DOT and SOL ratios were not found and are not "
+             "listed (they count 0 in this variant). The threshold is the Regular/VIP1 one (an account's VIP "
+             "level is not modelled); the LTV >= 0.995 trigger (no positions) is not modelled.",
+    "collateral_ratios": {"BTC": 0.95, "ETH": 0.95, "BNB": 0.95, "FDUSD": 0.989, "USDT": 0.9999, "USDC": 0.9999},
+    "auto_exchange": {"threshold_usd": -5_000.0, "cover_ratio": 0.975, "fee_rate": 0.0},
+}
+
+
 # ---------------------------------------------------------------- Binance USD(S)-M
 def build_binance(shared: Path) -> dict:
     rules_dir = shared / "exchange-rules"
@@ -309,6 +328,7 @@ def build_binance(shared: Path) -> dict:
         "collateral_ratios": {a["asset"]: a["collateral_value_ratio"] for a in coll["assets"]},
         "delivery": BINANCE_DELIVERY,
         "portfolio_margin": binance_portfolio(shared),
+        "dated_variants": [BINANCE_MULTI_ASSETS_2026_11],
         "auto_exchange": {
             "threshold_usd": float(coll["auto_exchange"]["threshold_usd"]),
             "cover_ratio": 0.975,
