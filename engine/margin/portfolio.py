@@ -35,7 +35,7 @@ import attrs
 import numpy as np
 
 from xmargin.margin import formulas as margin
-from xmargin.margin.collateral import STABLECOINS, collateral_value, effective_quantity, schedule_for
+from xmargin.margin.collateral import pooled_collateral
 
 YEAR_NS = 365.0 * 86_400 * 1_000_000_000
 COLLATERAL, PERP, FUTURE = 0, 1, 2
@@ -103,21 +103,10 @@ def portfolio_book(account, catalog, variant, prices, now_ns: int | None, positi
                      instrument.contract_size if instrument.is_inverse else 0.0,
                      FUTURE if expiry is not None else PERP, years, instrument.base, tradable.brackets,
                      account.leverage.get(key, default_leverage), key))
-    base = 0.0
-    for asset in sorted(balances):
-        balance = balances[asset]
-        if balance == 0:
-            continue
-        schedule = schedule_for(rules, asset)
-        if asset in STABLECOINS:
-            base += collateral_value(balance, 1.0, schedule)
-            continue
-        column = catalog.asset_columns.get((account.exchange, asset))
-        price = float(prices[column]) if column is not None and prices is not None else math.nan
-        if column is None or not math.isfinite(price):
-            continue
-        rows.append((column, effective_quantity(balance, price, schedule), 0.0, 0.0, COLLATERAL, 0.0, asset, None,
-                     math.inf, ""))
+    base, legs = pooled_collateral(rules, balances, lambda asset: (
+        catalog.asset_columns.get((account.exchange, asset)),
+        _price_at(prices, catalog.asset_columns.get((account.exchange, asset)))))
+    rows.extend((column, amount, 0.0, 0.0, COLLATERAL, 0.0, asset, None, math.inf, "") for column, asset, amount in legs)
     underlyings = tuple(sorted({r[6] for r in rows}))
     return PortfolioBook(
         exchange=account.exchange,
@@ -131,6 +120,10 @@ def portfolio_book(account, catalog, variant, prices, now_ns: int | None, positi
         underlyings=underlyings, tables=tuple(r[7] for r in rows),
         leverages=np.array([r[8] for r in rows], dtype=np.float64), base=float(base),
         instruments=tuple(r[9] for r in rows if r[4] != COLLATERAL), variant=variant, taker_fee=rules.taker_fee)
+
+
+def _price_at(prices, column) -> float:
+    return float(prices[column]) if column is not None and prices is not None else math.nan
 
 
 @attrs.frozen(eq=False)

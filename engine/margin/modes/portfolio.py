@@ -20,7 +20,7 @@ import math
 import attrs
 
 from xmargin.errors import RulesError
-from xmargin.margin.collateral import STABLECOINS, collateral_value, schedule_for
+from xmargin.margin.modes.multi_asset import counted_collateral, wallet_value  # the same one USD pool
 from xmargin.margin.kernel import Legs, valuate
 from xmargin.margin.portfolio import COLLATERAL, BookRequirement, portfolio_book
 from xmargin.margin.units import CROSS, RiskUnit, asset_price, cross_unit_name
@@ -133,23 +133,6 @@ def pool_order_margin(account, catalog, prices, pool: str) -> float:
     book = portfolio_book(account, catalog, variant, prices, None)
     filled = portfolio_book(account, catalog, variant, prices, None, positions=_with_orders(account, catalog, prices))
     return max(initial_margin(filled, prices) - initial_margin(book, prices), 0.0)
-
-
-def wallet_value(account, catalog, prices, pool: str) -> float:
-    """Every balance at its price, before haircuts (USD); balances without a price are left out."""
-    total = 0.0
-    for asset, balance in account.balances.items():
-        price = asset_price(catalog, account.exchange, asset, prices)
-        if math.isfinite(price):
-            total += balance * price
-    return total
-
-
-def counted_collateral(rules, asset: str, balance: float, price: float) -> float:
-    """A balance's collateral value after the exchange's ratio (0 without a price)."""
-    if asset in STABLECOINS:
-        price = 1.0
-    return collateral_value(balance, price, schedule_for(rules, asset)) if math.isfinite(price) else 0.0
 
 
 def order_check(account, catalog, marks, closes, now_ns, changes: dict, balances: dict, fee: float) -> str:
