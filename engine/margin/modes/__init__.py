@@ -39,6 +39,7 @@ class MarginMode:
     pools_are_assets: bool = True
     unavailable: str = ""
     uses_time: bool = False  # its units depend on the valuation time: `risk_units(..., now_ns)`
+    margined_as_a_whole: bool = False  # the account is one unit with one requirement (not per-position margins)
 
     @property
     def default_position_mode(self) -> str:
@@ -77,7 +78,7 @@ _MODES = (
                auto_exchange=True, revalue_each_stretch=True, pools_are_assets=False),
     MarginMode("portfolio", portfolio, "the whole account as one unit, margined by the exchange's published "
                "portfolio method (stress scenarios or uniMMR)", revalue_each_stretch=True, pools_are_assets=False,
-               uses_time=True),
+               uses_time=True, margined_as_a_whole=True),
 )
 MODES: dict[str, MarginMode] = {mode.name: mode for mode in _MODES}
 MODE_NAMES: tuple[str, ...] = tuple(MODES)
