@@ -49,8 +49,9 @@ def _bankruptcy_prices(unit, triggers, equity: float, notionals: np.ndarray) -> 
     return triggers * (1.0 - direction * high)
 
 
-def liquidation_events(ledger, catalog, breach, ts: int) -> list:
-    """Events for one breach found by `xmargin.margin.risk.scan` (`breach.prices` are the trigger marks)."""
+def liquidation_events(ledger, catalog, breach, ts: int, last_partial_ns: int | None = None) -> list:
+    """Events for one breach found by `xmargin.margin.risk.scan` (`breach.prices` are the trigger marks);
+    `last_partial_ns`: when this unit last had a partial step (the policy's cooldown)."""
     unit = breach.unit
     rules = catalog.venues[unit.exchange].rules.liquidation
     account = ledger.accounts[unit.exchange]
@@ -58,8 +59,9 @@ def liquidation_events(ledger, catalog, breach, ts: int) -> list:
     legs = unit.legs
     value = valuate(legs, triggers)
     equity = float(value.equity[0])
+    since = (ts - last_partial_ns) / 1e9 if last_partial_ns is not None else float("inf")
     breached = Breached(unit, catalog, triggers, value.unrealized_pnl, value.notional, equity,
-                        float(value.maintenance_margin[0]))
+                        float(value.maintenance_margin[0]), since)
     events = []
     if unit.requirement is not None:  # account-level: cancel every open order, then close every position
         plan = close_portfolio(breached, rules)

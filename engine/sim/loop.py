@@ -206,6 +206,7 @@ class Backtest:
         self._units_ledger = None
         self._units: list = []
         self._sample_rows: list = []
+        self._last_partial: dict = {}  # (exchange, unit name) -> ts of its last partial liquidation step
         self.settlements = settlement_schedule(self.catalog, self.feed, getattr(config, "dataset", None))
 
     def _warnings_that_apply(self) -> list[str]:
@@ -426,7 +427,11 @@ class Backtest:
             events = []
             for breach in breaches:
                 if breach.liquidation:
-                    events.extend(liquidation_events(self.ledger, self.catalog, breach, ts))
+                    unit_key = (breach.unit.exchange, breach.unit.name)
+                    closed = liquidation_events(self.ledger, self.catalog, breach, ts, self._last_partial.get(unit_key))
+                    if any(getattr(e, "policy", "") == "partial" for e in closed):
+                        self._last_partial[unit_key] = ts  # a partial order starts the policy's cooldown
+                    events.extend(closed)
                 if breach.level != breach.unit.level:
                     instrument = breach.unit.name
                     threshold = float(self.thresholds[breach.level - 1]) if breach.level else 0.0

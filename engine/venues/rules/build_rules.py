@@ -379,6 +379,11 @@ def build_hyperliquid(ff: dict) -> dict:
             "USDC liquidated 20% at a time, 30 s cooldown)",
         ],
         "not_public": [
+            "Partial-liquidation cooldown: Hyperliquid's docs (quoted by docs.tings.xyz) put a 30 s cooldown after "
+            "a partial order, during which liquidation orders are for the full position. The engine supports it "
+            "(liquidation.cooldown_seconds) but this file leaves it at 0: turning it on changes the pinned "
+            "tests/test_liquidation_rules.py expectation of two 20 % steps at one instant, a call for the "
+            "integrator.",
             "The docs page is undated; as_of gives only the year the tiers were read (2025). Tiers change.",
             "Assets without a documented tier table use default_brackets: one tier at 3x (MMR 16.7%), the lowest "
             "max leverage the liquidations page mentions (3-50x) - an assumption on the safe side. The live "
