@@ -104,7 +104,7 @@ def test_stress_raises_the_capital_needed(tmp_path):
     # the Binance pair of tests/test_stress.py (long ETH / short BTC, 20,000 each at 10x, 2024-10-04..14):
     # the history alone needs about the initial margin of the two orders, 4,000 plus taker fees (the
     # pair never comes near maintenance); a 25 % ETH gap at 2024-10-08 costs the long 5,000
-    from tests.test_stress import AT, ETH, write_config
+    from test_stress import AT, ETH, write_config
     from xmargin.analysis.stress import PriceGap, to_ns
 
     config = write_config(tmp_path, "cross", collateral=4500)

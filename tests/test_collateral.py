@@ -18,7 +18,7 @@ from xmargin.errors import RulesError
 from xmargin.venues.rules import load_rules
 from xmargin.ledger.state import Account
 from xmargin.venues.venue import Catalog
-from tests.helpers_feed import VenueSpec, make_catalog, perp, spot
+from helpers_feed import VenueSpec, make_catalog, perp, spot
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "exchange-rules"  # beside the repository, as in CI

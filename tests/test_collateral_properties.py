@@ -22,7 +22,7 @@ from xmargin.ledger.apply import apply
 from xmargin.margin.risk import risk_units
 from xmargin.ledger.flows import flows
 from xmargin.venues.venue import Catalog
-from tests.helpers_feed import VenueSpec, make_catalog, make_feed, perp, rules, run, spot
+from helpers_feed import VenueSpec, make_catalog, make_feed, perp, rules, run, spot
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 BARS = 24

@@ -3,15 +3,18 @@ event logs (the isolated liquidation that cross absorbs), set-up parsing and the
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 import polars as pl
 from click.testing import CliRunner
 
 from xmargin.cli.main import main
-from xmargin.analysis.compare import compare, first_divergence, parse_setups
+from xmargin.analysis.compare import compare, first_divergence, format_comparison, parse_setups
 from xmargin.errors import ConfigError
 from xmargin.analysis.stress import PriceGap, to_ns
-from tests.test_stress import AT, ETH, write_config
+from test_stress import AT, ETH, write_config
 
 
 def test_parse_setups():
@@ -64,6 +67,11 @@ def test_divergence_names_the_isolated_liquidation_that_cross_absorbs(tmp_path):
     rows = {r["setup"]: r for r in table.iter_rows(named=True)}
     assert rows["isolated"]["liquidations"] == 1 and rows["cross"]["liquidations"] == 0
     assert rows["isolated"]["liquidation_loss"] == pytest.approx(-2000, rel=0.01)
+    # compare's liquidation_loss leaves the fees apart; the run summary's includes them (both documented)
+    summary = json.loads((Path(rows["isolated"]["path"]) / "summary.json").read_text())
+    assert summary["total"]["liquidation_loss"] == pytest.approx(
+        rows["isolated"]["liquidation_loss"] - rows["isolated"]["liquidation_fees"], rel=1e-12)
+    assert "their fees apart under liq fees" in format_comparison(table, notes)
     (note,) = notes
     assert note["ts"].startswith("2024-10-08 15:30")  # the gap at 00:00 plus the rest of the day
     assert note["a_event"].startswith(f"PositionLiquidated binance {ETH}")

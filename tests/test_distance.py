@@ -20,7 +20,7 @@ from xmargin.analysis.distance import run_distances
 from xmargin.sim.loop import Backtest
 from xmargin.analysis.stress import CollateralFall, PriceGap
 from xmargin.venues.venue import Catalog
-from tests.helpers_feed import HOUR, T0, Scripted, VenueSpec, make_catalog, make_config, make_feed, of_type, perp, rules
+from helpers_feed import HOUR, T0, Scripted, VenueSpec, make_catalog, make_config, make_feed, of_type, perp, rules
 
 BTC, ETH = "bx:BTC/USDT:USDT", "bx:ETH/USDT:USDT"
 SAMPLE_TS = T0 + 3 * HOUR

@@ -21,7 +21,7 @@ import pytest
 
 from xmargin.ledger import events as ev
 from xmargin.sim.runner import execute
-from tests.test_transfers import config, rescue
+from test_transfers import config, rescue
 
 ROOT = Path(__file__).resolve().parents[1]
 HOUR_NS = 3_600_000_000_000

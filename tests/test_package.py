@@ -143,3 +143,13 @@ def test_wheel_installs_only_xmargin_at_top_level(tmp_path):
     assert "xmargin/strategies/hold.py" in names
     assert "xmargin/venues/rules/data/binance-usdm.json" in names
     assert "xmargin/testing.py" in names
+
+
+def test_plain_pytest_collects_everything_from_the_repo_root():
+    """`pytest` (not only `python -m pytest`) collects every test module without an import error."""
+    pytest_bin = Path(sys.executable).with_name("pytest")
+    command = [str(pytest_bin)] if pytest_bin.exists() else [sys.executable, "-m", "pytest"]
+    done = subprocess.run([*command, "--collect-only", "-q", "-p", "no:cacheprovider"], cwd=ROOT, capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stdout[-2000:]
+    assert "error" not in done.stdout.lower().splitlines()[-1]

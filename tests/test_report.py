@@ -8,6 +8,7 @@ from __future__ import annotations
 import html
 import json
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +32,7 @@ from xmargin.output.charts import run_figures  # noqa: E402
 from xmargin.output.downsample import keep_extremes  # noqa: E402
 from xmargin.output.report import kind_of, report  # noqa: E402
 from xmargin.output.report_grids import read_sweep  # noqa: E402
-from tests.test_stress import AT, ETH, write_config  # noqa: E402
+from test_stress import AT, ETH, write_config  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -304,27 +305,63 @@ def test_without_plotly_the_error_names_the_extra(folders, tmp_path, monkeypatch
 
 
 def test_book_statistics_by_hand():
+    """The summary's statistics (xmargin.analysis.performance, which the report shows) on a hand-made
+    book: deposits 100, equity 100, 110, 99, 104.5, 121 at midnight of five UTC days."""
     from datetime import datetime, timedelta, timezone
 
-    from xmargin.output.charts import performance
+    from xmargin.analysis.performance import figures
 
     start = datetime(2024, 1, 1, tzinfo=timezone.utc)
-    book = pl.DataFrame({"ts": [start + timedelta(days=d) for d in range(5)],
-                         "equity": [100.0, 110.0, 99.0, 104.5, 121.0]})
-    stats = performance(book, deposits=100.0)
-    returns = [0.10, -0.10, 104.5 / 99 - 1, 121 / 104.5 - 1]
-    mean = sum(returns) / 4
-    spread = (sum((r - mean) ** 2 for r in returns) / 3) ** 0.5
-    downside = (sum(min(r, 0) ** 2 for r in returns) / 4) ** 0.5
-    days_per_year = 365.25
-    assert stats["total_return"] == pytest.approx(0.21)
-    assert stats["cagr"] == pytest.approx(1.21 ** (days_per_year / 4) - 1)
-    assert stats["volatility"] == pytest.approx(spread * days_per_year ** 0.5)
-    assert stats["sharpe"] == pytest.approx(mean / spread * days_per_year ** 0.5)
-    assert stats["sortino"] == pytest.approx(mean / downside * days_per_year ** 0.5)
-    assert stats["max_drawdown"] == pytest.approx(11.0) and stats["max_drawdown_fraction"] == pytest.approx(0.1)
-    # under water from day 2 (99 < 110) through day 3 (104.5), back above at day 4
-    assert stats["longest_under_water_days"] == pytest.approx(2.0) and stats["time_under_water"] == pytest.approx(0.5)
+    equity = [100.0, 110.0, 99.0, 104.5, 121.0]
+    book = pl.DataFrame({"ts": [start + timedelta(days=d) for d in range(5)], "equity": equity,
+                         "net_flows": [100.0] * 5, "pnl": [e - 100.0 for e in equity]})
+    out = figures(book, 100.0)
+    stats = out["statistics"]
+    # daily returns: change of PnL over each UTC day / capital; day 0 has only the start: 0
+    returns = [0.0, 0.10, -0.11, 0.055, 0.165]
+    mean = sum(returns) / 5
+    spread = (sum((r - mean) ** 2 for r in returns) / 4) ** 0.5
+    downside = (sum(min(r, 0) ** 2 for r in returns) / 5) ** 0.5
+    assert stats["return_on_capital"] == pytest.approx(0.21) and stats["days"] == 4.0
+    assert stats["cagr"] == pytest.approx(1.21 ** (365 / 4) - 1)
+    assert stats["volatility"] == pytest.approx(spread * 365 ** 0.5)
+    assert stats["sharpe"] == pytest.approx(mean / spread * 365 ** 0.5)
+    assert stats["sortino"] == pytest.approx(mean * 365 / (downside * 365 ** 0.5))
+    # drawdown 110 -> 99; under water from day 2 to day 4 (104.5 is still below the peak)
+    assert out["max_drawdown"] == pytest.approx(11.0)
+    assert out["drawdown"]["hours_under_water"] == 48.0 and out["drawdown"]["longest_under_water_hours"] == 48.0
+    assert out["collateral_consumed"]["amount"] == pytest.approx(1.0)
+
+
+def test_statistics_need_two_days_not_two_dates():
+    """Two hours across midnight touch two UTC dates (two daily returns) but are no basis for an
+    annualised volatility: n/a, as the README says ("n/a under two days")."""
+    from datetime import datetime, timedelta, timezone
+
+    from xmargin.analysis.performance import statistics
+
+    start = datetime(2024, 1, 1, 23, tzinfo=timezone.utc)
+    book = pl.DataFrame({"ts": [start + timedelta(hours=h) for h in range(3)], "pnl": [0.0, 5.0, -3.0]})
+    stats = statistics(book, 100.0)
+    assert stats["return_on_capital"] == pytest.approx(-0.03) and stats["days"] == pytest.approx(2 / 24)
+    assert stats["volatility"] is None and stats["sharpe"] is None and stats["sortino"] is None
+
+
+def test_an_older_summary_gets_the_summarys_own_book_statistics(folders, tmp_path):
+    """A run whose summary.json predates the statistics: the report computes them as the summary does."""
+    from xmargin.output.report import book_statistics
+
+    copy = tmp_path / "older"
+    shutil.copytree(folders["demo"], copy)
+    summary = json.loads((copy / "summary.json").read_text())
+    total = summary["total"]
+    stats, drawdown, dd = total.pop("statistics"), total.pop("drawdown"), total["max_drawdown"]
+    (copy / "summary.json").write_text(json.dumps(summary))
+    shown = book_statistics(xmargin.open_run(copy))
+    assert shown["book.max_drawdown"] == dd and shown["book.hours_under_water"] == drawdown["hours_under_water"]
+    assert {k: shown[f"book.{k}"] for k in stats} == stats
+    text = report(copy, tmp_path / "older.html").read_text()
+    assert "book.sharpe" in text
 
 
 def test_summary_notices_list_warnings_rejections_and_exposure():

@@ -48,6 +48,7 @@ import attrs
 import polars as pl
 
 from xmargin.errors import ConfigError
+from xmargin.output.writer import check_run_id
 from xmargin.margin.collateral import STABLECOINS
 from xmargin.margin.modes import MODES
 
@@ -272,8 +273,11 @@ def solve(search: _Search, starting: dict, tolerance: float, ample: float) -> di
     if not reference.survives:
         bigger = search.run({k: v * ample * 10 for k, v in starting.items()}, search.label(f"ample-x{ample * 10:g}"))
         if not bigger.survives:
+            zero = [f"{k[0]} {k[1]}" for k, v in starting.items() if not v]
             state["unsolved"] = (f"fails even with {ample * 10:g}x the configured collateral: "
-                                 f"{_cause_text(bigger.cause)}")
+                                 f"{_cause_text(bigger.cause)}"
+                                 + (f" ({', '.join(zero)} configured at 0 stay 0 in every trial: give the amount you "
+                                    "would start with)" if zero else ""))
             return state
         reference = bigger
         state["reference"] = bigger
@@ -429,7 +433,7 @@ def capital(config, level="liquidation", tolerance: float = 0.01, stress=False, 
         raise ConfigError("capital: every configured collateral amount is 0; give the amounts you would start "
                           "with (they set the assets and the ample reference, x10).")
     root = Path(out or config.out)
-    capital_id = capital_id or new_id("capital", config, root)
+    capital_id = check_run_id(capital_id, "--id") if capital_id else new_id("capital", config, root)
     final = root / capital_id
     if final.exists():
         raise ConfigError(f"capital: {final} already exists; choose another --id or remove it.")

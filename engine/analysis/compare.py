@@ -33,7 +33,8 @@ Columns (money in settlement assets added at par, as the run summary's totals):
   hours_above_warning       time during which some unit's margin ratio was at or above the first
                             warning threshold: sample points (pools from the equity table,
                             isolated positions from the positions table) x the sample interval
-  liquidations, liquidation_loss (realised PnL of liquidations, negative), liquidation_fees,
+  liquidations, liquidation_loss (realised PnL of liquidations, negative, WITHOUT their fees: the
+                            run summary's liquidation_loss is this minus liquidation_fees), liquidation_fees,
   insurance_fund_used, funding, fees
   capital_efficiency        mean over samples of gross notional / total wallet (incl. isolated margin)
   tightest_liquidation_distance   the smallest all-together adverse move to liquidation (xmargin.analysis.distance)
@@ -59,6 +60,7 @@ import polars as pl
 from xmargin.config import MARGIN_MODES, RunConfig, load_config
 from xmargin.margin.modes import MODES
 from xmargin.errors import ConfigError
+from xmargin.output.writer import check_run_id
 
 IGNORED_FOR_DIVERGENCE = ("MarginWarningRaised", "OrderAccepted", "MarginModeChanged")
 PER_EXCHANGE = ("collateral_consumed_", "consumed_at_", "peak_initial_margin_", "max_drawdown_", "min_headroom_",
@@ -105,18 +107,21 @@ def parse_setups(text_or_list, exchanges) -> list[tuple[str, dict]]:
                 if exchange not in exchanges:
                     raise ConfigError(f"--modes {part!r}: no exchange {exchange!r} in the config; configured: "
                                       f"{sorted(exchanges)}.")
+                if exchange in assignment:
+                    raise ConfigError(f"--modes {part!r}: exchange {exchange!r} given twice in one set-up; give "
+                                      "each exchange one mode (';' separates set-ups).")
                 assignment[exchange] = mode
             name = ",".join(f"{e}={m}" for e, m in assignment.items())
             setups.append((name, assignment))
     if not setups:
-        raise ConfigError("compare: no set-up given; e.g. --modes isolated,cross.")
+        raise ConfigError("--modes: no set-up given; e.g. --modes isolated,cross.")
     for name, assignment in setups:
         for mode in assignment.values():
             if mode not in MARGIN_MODES:
-                raise ConfigError(f"compare set-up {name!r}: margin mode {mode!r}; allowed {list(MARGIN_MODES)}.")
+                raise ConfigError(f"--modes set-up {name!r}: margin mode {mode!r}; allowed {list(MARGIN_MODES)}.")
     names = [n for n, _ in setups]
     if len(set(names)) != len(names):
-        raise ConfigError(f"compare: set-ups {names} repeat; give each once.")
+        raise ConfigError(f"--modes: set-ups {names} repeat; give each once.")
     return setups
 
 
@@ -308,7 +313,7 @@ def compare(config, setups, out=None, compare_id: str | None = None, progress: b
     elif isinstance(setups, str) or all(isinstance(s, str) for s in setups):
         setups = parse_setups(setups, list(config.exchanges))
     root = Path(out or config.out)
-    compare_id = compare_id or new_id("compare", config, root)
+    compare_id = check_run_id(compare_id, "--id") if compare_id else new_id("compare", config, root)
     folder = root / compare_id
     folder.mkdir(parents=True, exist_ok=True)
     rows, logs = [], []
@@ -403,6 +408,8 @@ def format_comparison(table: pl.DataFrame, notes: list, folder=None) -> str:
     lines += fixed_width(["set-up"] + [h for h, _, _ in BOOK_COLUMNS],
                          [[key] + [_cell(row.get(c), kind) for _, c, kind in BOOK_COLUMNS]
                           for key, row in zip(keys, rows)])
+    lines.append("  (liq loss: realised PnL of liquidations, as a loss; their fees apart under liq fees. The run "
+                 "summary's liquidation_loss, and stress's, include those fees)")
     exchanges = [c[len("collateral_consumed_"):] for c in table.columns if c.startswith("collateral_consumed_")]
     if exchanges:
         lines.append("  per exchange (consumed: deposits + transfers in - transfers out - equity at the worst moment):")

@@ -41,8 +41,8 @@ entry)`, inverse (coin-margined) legs `quantity x contract size x (1/entry - 1/m
 from __future__ import annotations
 
 import math
-import weakref
 
+import attrs
 import numpy as np
 import polars as pl
 
@@ -62,41 +62,101 @@ SCHEMA = {"ts": pl.Datetime("ns", "UTC"), "reason": pl.String, "exchange": pl.St
 def first_crossing(legs: Legs, mark: np.ndarray, direction: np.ndarray, k: float) -> np.ndarray:
     """Smallest x >= 0 with k x equity(x) - maintenance(x) <= 0 per kernel unit (= case) of `legs`,
     every leg's price at mark x (1 + direction x x) (direction -1 down, +1 up, 0 does not move);
-    a vectorised bisection over the valuation kernel. k = 1: liquidation; k = threshold: warning."""
+    a vectorised bisection over the valuation kernel. k = 1: liquidation; k = threshold: warning.
+    The bisection values only the legs of the cases still open (crossing inside (0, cap))."""
     n_cases = legs.units
     case = legs.unit
 
-    def f(x: np.ndarray) -> np.ndarray:
-        value = valuate(legs, mark * (1.0 + direction * x[case]))
-        return k * value.equity - value.maintenance_margin
+    def crossing(legs, mark, direction):
+        def f(x: np.ndarray) -> np.ndarray:
+            value = valuate(legs, mark * (1.0 + direction * x[legs.unit]))
+            return k * value.equity - value.maintenance_margin
+        return f
 
+    f = crossing(legs, mark, direction)
     down = np.bincount(case, direction < 0, minlength=n_cases) > 0
-    lo = np.zeros(n_cases)
-    hi = np.where(down, 1.0, MAX_UP)
-    at_zero, at_cap = f(lo), f(hi)
+    cap = np.where(down, 1.0, MAX_UP)
+    at_zero, at_cap = f(np.zeros(n_cases)), f(cap)
     out = np.full(n_cases, math.inf)
     out[at_zero <= 0] = 0.0
     active = (at_zero > 0) & (at_cap <= 0)
     if active.any():
+        cases = np.flatnonzero(active)
+        keep = np.flatnonzero(active[case])
+        f = crossing(_subset(legs, keep, cases), mark[keep], direction[keep])
+        lo, hi = np.zeros(len(cases)), cap[cases]
         for _ in range(ITERATIONS):
             mid = 0.5 * (lo + hi)
             hit = f(mid) <= 0
             hi = np.where(hit, mid, hi)
             lo = np.where(hit, lo, mid)
-        out[active] = hi[active]
+        out[cases] = hi
     return out
 
 
-def _case_requirements(units, first, counts, pair_unit, spans, n_legs) -> tuple:
-    """The whole-unit models (portfolio margin) of the search's cases: case u ("all") holds unit u's
-    legs where they are, case n_units + k (one underlying) a copy of its unit's legs after them."""
-    if not any(unit.requirement is not None for unit in units):
+def _subset(legs: Legs, keep: np.ndarray, cases: np.ndarray) -> Legs:
+    """The legs `keep` (positions) of the units `cases`, renumbered 0..len(cases)-1 in order."""
+    number = np.full(legs.units, -1, dtype=np.int64)
+    number[cases] = np.arange(len(cases))
+    return Legs(quantity=legs.quantity[keep], entry=legs.entry[keep], size=legs.size[keep], table=legs.table[keep],
+                tables=legs.tables, leverage=legs.leverage[keep], fixed_maintenance=legs.fixed_maintenance[keep],
+                scale=legs.scale[keep], unit=number[legs.unit[keep]], base=legs.base[cases],
+                reserved=legs.reserved[cases])
+
+
+@attrs.frozen(eq=False)
+class _Moving:
+    """A whole-unit model (portfolio margin) of which only the legs at `positions` move: the others
+    stay at `marks` (the unit's legs at the snapshot)."""
+
+    model: object
+    positions: np.ndarray
+    marks: np.ndarray
+
+    def __call__(self, prices):
+        p = np.atleast_2d(np.asarray(prices, dtype=np.float64))
+        full = np.repeat(self.marks[None, :], p.shape[0], axis=0)
+        full[:, self.positions] = p
+        return self.model(full)
+
+    @staticmethod
+    def evaluate_many(wrappers, prices, indices):
+        """The kernel's batch entry: the wrapped models' own batch over full price rows (prepared
+        once per list of wrappers: the bisection reuses it)."""
+        if _MOVING.get("wrappers") is not wrappers:
+            sizes = np.array([len(w.marks) for w in wrappers], dtype=np.int64)
+            offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+            _MOVING.update(wrappers=wrappers, models=[w.model for w in wrappers],
+                           template=np.concatenate([w.marks for w in wrappers]),
+                           target=np.concatenate([o + w.positions for w, o in zip(wrappers, offsets)]),
+                           gather=np.concatenate(indices),
+                           indices=[np.arange(o, o + n) for o, n in zip(offsets, sizes)],
+                           batch=type(wrappers[0].model).evaluate_many)
+        p = np.atleast_2d(np.asarray(prices, dtype=np.float64))
+        full = np.repeat(_MOVING["template"][None, :], p.shape[0], axis=0)
+        full[:, _MOVING["target"]] = p[:, _MOVING["gather"]]
+        return _MOVING["batch"](_MOVING["models"], full, _MOVING["indices"])
+
+
+_MOVING: dict = {}
+
+
+def _case_requirements(legs, keys, group, group_unit, case_of_group, moving, mark, n_legs) -> tuple:
+    """The whole-unit models (portfolio margin) of the search's cases: an "all" case is its unit
+    (legs in place); a single-underlying case sees its moving legs, the unit's others at the marks."""
+    if not legs.requirements:
         return ()
-    out = [(u, np.arange(first[u], first[u] + counts[u]), unit.requirement)
-           for u, unit in enumerate(units) if unit.requirement is not None]
-    starts = n_legs + np.concatenate([[0], np.cumsum(spans)[:-1]]).astype(np.int64)
-    out.extend((len(units) + k, np.arange(starts[k], starts[k] + spans[k]), units[u].requirement)
-               for k, u in enumerate(pair_unit.tolist()) if units[u].requirement is not None)
+    out = list(legs.requirements)
+    whole = {u: (index, model) for u, index, model in legs.requirements}
+    moving_group = group[moving]
+    for g in range(len(keys)):
+        found = whole.get(int(group_unit[g]))
+        if found is None:
+            continue
+        index, model = found
+        sel = np.flatnonzero(moving_group == g)
+        out.append((int(case_of_group[g]), n_legs + sel,
+                    _Moving(model, moving[sel] - int(index[0]), mark[index])))
     return tuple(out)
 
 
@@ -109,72 +169,86 @@ def distance_table(snapshots, catalog, feed, thresholds, units=None) -> pl.DataF
     The units are the margin modes' (`xmargin.margin.modes`, as the scan and the tables; `units`:
     the snapshots' `snapshot_units` when already built), valued by the kernel; snapshots with the
     same (ts, reason, exchange, events_applied) count once."""
-    seen, first = set(), set()
+    seen, distinct = set(), set()
     for n, snapshot in enumerate(snapshots):
         key = (snapshot.ts, snapshot.reason, snapshot.account.exchange, snapshot.events_applied)
         if key not in seen:
             seen.add(key)
-            first.add(n)
+            distinct.add(n)
     units, owner = units if units is not None else snapshot_units(snapshots, catalog, feed)
-    chosen = [u for u, (unit, n) in enumerate(zip(units, owner)) if unit.positions and n in first]
+    chosen = [u for u, (unit, n) in enumerate(zip(units, owner)) if unit.positions and n in distinct]
     if not chosen:
         return pl.DataFrame(schema=SCHEMA)
     units = [units[u] for u in chosen]
     owner = [owner[u] for u in chosen]
     legs = stack(units)
-    n_units, n_legs = len(units), len(legs.quantity)
+    n_units, n_legs = legs.units, len(legs.quantity)
     underlying_of = {t.column: t.instrument.base for t in catalog.tradables.values()}
-    columns = np.array([r[0] for unit in units for r in unit.rows], dtype=np.int64)
+    columns = np.fromiter((r[0] for unit in units for r in unit.rows), dtype=np.int64, count=n_legs)
     names, code = np.unique(np.array([underlying_of[c] for c in columns.tolist()], dtype=object),
                             return_inverse=True)
     rows = np.array([snapshots[n].row for n in owner], dtype=np.int64)[legs.unit]
     mark = feed.mark_close[rows, columns]
     exposure = np.where(legs.size > 0, legs.quantity * legs.size / mark, legs.quantity * mark)
-    counts = np.bincount(legs.unit, minlength=n_units)
-    first = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    # cases 0..n_units-1: every unit with "all" (every leg adverse); then each (unit, underlying),
-    # in order of first appearance, with only the legs on that underlying moving, against the
-    # unit's net exposure to it
-    pair_key = legs.unit * len(names) + code
-    keys, first_leg, pair_of_leg = np.unique(pair_key, return_index=True, return_inverse=True)
-    order = np.argsort(first_leg, kind="stable")
-    keys = keys[order]
-    rank = np.empty_like(order)
-    rank[order] = np.arange(len(order))
-    net = np.sign(np.bincount(rank[pair_of_leg], exposure, minlength=len(keys)))
-    pair_unit, pair_code = keys // len(names), keys % len(names)
-    spans = counts[pair_unit]
-    single_idx = np.repeat(first[pair_unit] - np.concatenate([[0], np.cumsum(spans)[:-1]]), spans) \
-        + np.arange(int(spans.sum()))
-    single_case = np.repeat(np.arange(len(keys)), spans)
-    single_direction = np.where(code[single_idx] == pair_code[single_case], -net[single_case], 0.0)
-    idx = np.concatenate([np.arange(n_legs), single_idx])
-    case_units = np.concatenate([np.arange(n_units), pair_unit])
-    cases = Legs(quantity=legs.quantity[idx], entry=legs.entry[idx], size=legs.size[idx], table=legs.table[idx],
-                 tables=legs.tables, leverage=legs.leverage[idx], fixed_maintenance=legs.fixed_maintenance[idx],
-                 scale=legs.scale[idx], unit=np.concatenate([legs.unit, n_units + single_case]),
-                 base=legs.base[case_units], reserved=np.zeros(len(case_units)),
-                 requirements=_case_requirements(units, first, counts, pair_unit, spans, n_legs))
-    moves = dict(mark=mark[idx], direction=np.concatenate([-np.sign(legs.quantity), single_direction]))
+    # cases: every unit with "all" (every leg adverse), then each (unit, underlying) in order of
+    # first appearance, against the unit's net exposure to it. Only the legs on that underlying
+    # move; the unit's other legs keep their PnL (added to the case's base) and their maintenance
+    # margin (one constant leg), so the work grows with the legs, not legs x underlyings.
+    group_key = legs.unit * len(names) + code
+    keys, first, group = np.unique(group_key, return_index=True, return_inverse=True)
+    appearance = np.argsort(first, kind="stable")  # groups by unit, then first appearance
+    case_of_group = np.empty(len(keys), dtype=np.int64)
+    case_of_group[appearance] = n_units + np.arange(len(keys))
+    group_unit = legs.unit[first]
+    net = np.sign(np.bincount(group, exposure, minlength=len(keys)))
+    at_marks = valuate(legs, mark)
+    pnl = at_marks.unrealized_pnl * legs.scale
+    other_pnl = np.bincount(legs.unit, pnl, minlength=n_units)[group_unit] - np.bincount(group, pnl)
+    other_mm = (np.bincount(legs.unit, at_marks.leg_maintenance, minlength=n_units)[group_unit]
+                - np.bincount(group, at_marks.leg_maintenance))
+    moving = np.argsort(case_of_group[group], kind="stable")  # legs of each single case, in leg order
+    held = np.flatnonzero(np.bincount(legs.unit, minlength=n_units)[group_unit] > np.bincount(group))
+    held = held[np.argsort(case_of_group[held], kind="stable")] if legs.tables else held[:0]
+    n_cases = n_units + len(keys)
+    constant = np.zeros(len(held))
+    idx = np.concatenate([np.arange(n_legs), moving])
+    requirements = _case_requirements(legs, keys, group, group_unit, case_of_group, moving, mark, n_legs)
+    cases = Legs(quantity=np.concatenate([legs.quantity[idx], constant]),
+                 entry=np.concatenate([legs.entry[idx], constant]),
+                 size=np.concatenate([legs.size[idx], constant]),
+                 table=np.concatenate([legs.table[idx], np.zeros(len(held), dtype=np.int64)]),
+                 tables=legs.tables, leverage=np.concatenate([legs.leverage[idx], np.full(len(held), math.inf)]),
+                 fixed_maintenance=np.concatenate([legs.fixed_maintenance[idx], other_mm[held]]),
+                 scale=np.concatenate([legs.scale[idx], np.ones(len(held))]),
+                 unit=np.concatenate([legs.unit, case_of_group[group[moving]], case_of_group[held]]),
+                 base=np.concatenate([legs.base, np.empty(len(keys))]), reserved=np.zeros(n_cases),
+                 requirements=requirements)
+    cases.base[case_of_group] = legs.base[group_unit] + other_pnl
+    direction = np.concatenate([-np.sign(legs.quantity), -net[group[moving]], constant])
+    moves = dict(mark=np.concatenate([mark[idx], np.ones(len(held))]), direction=direction)
     liquidation = first_crossing(cases, k=1.0, **moves)
     thresholds = list(thresholds)
     warning = (first_crossing(cases, k=float(thresholds[0]), **moves) if thresholds
-               else np.full(len(case_units), math.nan))
-    snapshot_of = [snapshots[n] for n in owner]
-    per_unit = pl.DataFrame({
-        "unit_index": np.arange(n_units), "ts": [s.ts for s in snapshot_of],
-        "reason": [s.reason for s in snapshot_of], "exchange": [u.exchange for u in units],
-        "events_applied": [s.events_applied for s in snapshot_of], "asset": [u.asset for u in units],
-        "unit": [u.name for u in units]}, schema_overrides={"unit_index": pl.Int64, "ts": pl.Int64})
-    per_case = pl.DataFrame({
-        "unit_index": case_units, "case": np.arange(len(case_units)),
-        "underlying": ["all"] * n_units + names[pair_code].tolist(),
-        "warning_distance": warning, "liquidation_distance": liquidation},
-        schema_overrides={"unit_index": pl.Int64, "underlying": pl.String})
-    return (per_case.with_columns((pl.col("case") < n_units).alias("is_all"))
-            .sort("unit_index", "is_all", "case")
-            .join(per_unit, on="unit_index", how="left", maintain_order="left")
-            .select(list(SCHEMA)).with_columns(pl.col("ts").cast(SCHEMA["ts"])).cast(SCHEMA))
+               else np.full(n_cases, math.nan))
+    # rows: per unit its single-underlying cases (in order of appearance), then "all"
+    case_unit = np.concatenate([np.arange(n_units), np.empty(len(keys), dtype=np.int64)])
+    case_unit[case_of_group] = group_unit
+    case_name = np.concatenate([np.full(n_units, len(names)), np.empty(len(keys), dtype=np.int64)])
+    case_name[case_of_group] = code[first]
+    order = np.lexsort((np.arange(n_cases), case_name == len(names), case_unit))
+    unit_of = case_unit[order]
+    snapshot_of = np.asarray(owner, dtype=np.int64)[unit_of]
+    pick = pl.Series(unit_of)
+    return pl.DataFrame({
+        "ts": np.array([s.ts for s in snapshots], dtype=np.int64)[snapshot_of],
+        "reason": pl.Series([s.reason for s in snapshots], dtype=pl.String).gather(pl.Series(snapshot_of)),
+        "exchange": pl.Series([u.exchange for u in units], dtype=pl.String).gather(pick),
+        "events_applied": np.array([s.events_applied for s in snapshots], dtype=np.int64)[snapshot_of],
+        "asset": pl.Series([u.asset for u in units], dtype=pl.String).gather(pick),
+        "unit": pl.Series([u.name for u in units], dtype=pl.String).gather(pick),
+        "underlying": pl.Series([*names.tolist(), "all"], dtype=pl.String).gather(pl.Series(case_name[order])),
+        "warning_distance": warning[order], "liquidation_distance": liquidation[order],
+    }, schema={**SCHEMA, "ts": pl.Int64}).with_columns(pl.col("ts").cast(SCHEMA["ts"]))
 
 
 def equity_distances(equity: pl.DataFrame, distance: pl.DataFrame) -> pl.DataFrame:
@@ -189,20 +263,10 @@ def equity_distances(equity: pl.DataFrame, distance: pl.DataFrame) -> pl.DataFra
                           pl.col("liquidation_distance").fill_null(math.inf)))
 
 
-_CACHE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-
-
 def run_distances(result) -> pl.DataFrame:
-    """`distance_table` of a finished in-memory run (`xmargin.sim.loop.RunResult`; computed once per result)."""
-
-    try:
-        return _CACHE[result]
-    except (KeyError, TypeError):
-        pass
-    table = distance_table(result.snapshots, result.catalog, result.feed, result.config.warning_thresholds,
-                           run_units(result))
-    try:
-        _CACHE[result] = table
-    except TypeError:
-        pass
-    return table
+    """`distance_table` of a finished in-memory run (`xmargin.sim.loop.RunResult`; computed once per
+    result and kept on it)."""
+    if result.distances is None:
+        result.distances = distance_table(result.snapshots, result.catalog, result.feed,
+                                          result.config.warning_thresholds, run_units(result))
+    return result.distances

@@ -110,6 +110,9 @@ class DaskExecutor:
         if client is None:
             try:
                 client = Client(self.scheduler, timeout=timeout)
+            except ValueError as exc:  # not an address at all (no port, unknown protocol)
+                raise ConfigError(f"--scheduler {self.scheduler!r}: not a scheduler address ({exc}); give "
+                                  "tcp://HOST:PORT, e.g. tcp://127.0.0.1:8786.") from exc
             except OSError as exc:
                 raise ConfigError(f"cannot reach the Dask scheduler at {self.scheduler} ({exc}); start it (`dask "
                                   "scheduler`) and its workers, or check --scheduler / DASK_SCHEDULER_ADDRESS.") \

@@ -5,6 +5,7 @@ At every sample snapshot, each underlying (the base asset: BTC of `binance:BTC/U
   gross = sum of |USD notional| of its perp positions on every exchange + the USD value of spot
           balances of that asset (spot held as a hedge leg or as collateral)
   net   = the same with signs (long +, short -)
+(both 0 at a sample where nothing of it is held: a flat stretch is neither one-legged nor hedged)
 
 A perp's USD notional is its notional in the settle asset at that asset's price (coin-settled
 inverse contracts: coin notional x coin price). Reported per underlying: peak gross, the net at
@@ -28,21 +29,45 @@ def underlying_of(instrument: pl.Expr) -> pl.Expr:
     return instrument.str.split(":").list.get(1).str.split("/").list.get(0)
 
 
-def exposure_series(positions: pl.DataFrame, collateral: pl.DataFrame) -> pl.DataFrame:
-    """Per sample snapshot time and underlying: gross and net USD exposure over every exchange."""
-    samples = positions.filter(pl.col("reason") == "sample")
-    prices = collateral.filter(pl.col("reason") == "sample").select("ts", "exchange", "asset", "price")
-    settle_price = pl.when(pl.col("asset").is_in(list(STABLECOINS))).then(1.0).otherwise(
-        pl.col("price").fill_null(1.0))
-    perps = (samples.join(prices, on=["ts", "exchange", "asset"], how="left")
-             .select("ts", underlying_of(pl.col("instrument")).alias("underlying"),
-                     (pl.col("notional") * settle_price * pl.col("quantity").sign()).alias("usd")))
-    spot = (collateral.filter((pl.col("reason") == "sample") & ~pl.col("asset").is_in(list(STABLECOINS))
-                              & (pl.col("balance") != 0))
+SNAPSHOT = ["ts", "reason", "events_applied", "exchange"]
+
+
+def position_exposure(positions: pl.DataFrame, collateral: pl.DataFrame) -> pl.DataFrame:
+    """Per position row: the snapshot key, `instrument`, `underlying` and `usd`, its signed USD notional
+    (long > 0): the notional in the settle asset at that asset's price at the same snapshot (1 for
+    stablecoins; an inverse contract's coin at the collateral table's price, else its mark)."""
+    prices = collateral.select(*SNAPSHOT, "asset", "price")
+    underlying = underlying_of(pl.col("instrument"))
+    settle_price = (pl.when(pl.col("asset").is_in(list(STABLECOINS))).then(1.0)
+                    .otherwise(pl.coalesce(pl.col("price"),
+                                           pl.when(pl.col("asset") == underlying).then(pl.col("mark_price")))))
+    return (positions.join(prices, on=[*SNAPSHOT, "asset"], how="left")
+            .select(*SNAPSHOT, "instrument", underlying.alias("underlying"),
+                    (pl.col("notional") * settle_price * pl.col("quantity").sign()).alias("usd")))
+
+
+def exposure_series(positions: pl.DataFrame, collateral: pl.DataFrame,
+                    snapshots: pl.DataFrame | None = None) -> pl.DataFrame:
+    """Per snapshot time and underlying: gross and net USD exposure over every exchange, 0 at the
+    times nothing of it is held (the positions table has no rows for flat instruments). `snapshots`
+    (the snapshot key columns) picks the snapshots; default: the sample snapshots."""
+    if snapshots is None:
+        positions = positions.filter(pl.col("reason") == "sample")
+        collateral = collateral.filter(pl.col("reason") == "sample")
+    else:
+        keys = snapshots.select(SNAPSHOT).unique()
+        positions = positions.join(keys, on=SNAPSHOT, how="semi")
+        collateral = collateral.join(keys, on=SNAPSHOT, how="semi")
+    perps = position_exposure(positions, collateral).select("ts", "underlying", "usd")
+    spot = (collateral.filter(~pl.col("asset").is_in(list(STABLECOINS)) & (pl.col("balance") != 0))
             .select("ts", pl.col("asset").alias("underlying"), pl.col("value").alias("usd")))
     legs = pl.concat([perps, spot])
-    return (legs.group_by("ts", "underlying")
-            .agg(pl.col("usd").abs().sum().alias("gross"), pl.col("usd").sum().alias("net"))
+    held = (legs.group_by("ts", "underlying")
+            .agg(pl.col("usd").abs().sum().alias("gross"), pl.col("usd").sum().alias("net")))
+    times = pl.concat([collateral.select("ts"), positions.select("ts")]).unique()
+    return (times.join(legs.select("underlying").unique(), how="cross")
+            .join(held, on=["ts", "underlying"], how="left")
+            .with_columns(pl.col("gross").fill_null(0.0), pl.col("net").fill_null(0.0))
             .sort("underlying", "ts"))
 
 

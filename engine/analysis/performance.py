@@ -26,7 +26,7 @@ sum of the exchanges' (a transfer in flight is out of one and not yet in the oth
 
 Daily returns: the change of pnl over each UTC day (the last snapshot of the day) divided by the
 capital; crypto trades every day, hence 365. Figures that need at least two days or a positive
-capital are None (n/a) otherwise.
+capital are None (n/a) otherwise (a run of 2 hours across midnight has two daily returns: still n/a).
 """
 
 from __future__ import annotations
@@ -41,13 +41,16 @@ DAYS_PER_YEAR = 365
 SERIES = ["events_applied", "ts", "reason"]
 
 
-def _nearest_usd(frame: pl.DataFrame, collateral: pl.DataFrame) -> pl.Series:
-    """`amount` of each row in USD at the asset's price on that exchange at the nearest snapshot."""
+def usd_values(frame: pl.DataFrame, collateral: pl.DataFrame, amount: str = "amount") -> pl.DataFrame:
+    """`frame` (ts, exchange, asset, `amount`) with `usd`: the amount at its asset's price on that
+    exchange at the nearest snapshot (stablecoins at 1; an asset never priced counts 0). Row order kept."""
+    if frame.height == 0:
+        return frame.with_columns(pl.lit(0.0).alias("usd"))
     prices = collateral.select("ts", "exchange", "asset", "price").unique(maintain_order=True).sort("ts")
     priced = frame.with_row_index("_row").sort("ts").join_asof(
         prices, on="ts", by=["exchange", "asset"], strategy="nearest", check_sortedness=False).sort("_row")
     price = pl.when(pl.col("asset").is_in(list(STABLECOINS))).then(1.0).otherwise(pl.col("price").fill_null(0.0))
-    return priced.select(pl.col("amount") * price).to_series()
+    return priced.select(*frame.columns, (pl.col(amount) * price).alias("usd"))
 
 
 def flows(events: pl.DataFrame, collateral: pl.DataFrame) -> pl.DataFrame:
@@ -60,7 +63,7 @@ def flows(events: pl.DataFrame, collateral: pl.DataFrame) -> pl.DataFrame:
         return pl.DataFrame(schema={"seq": pl.Int64, "ts": frame.schema["ts"], "exchange": pl.String,
                                     "usd": pl.Float64})
     sign = pl.col("type").replace_strict(kinds, return_dtype=pl.Float64)
-    return (frame.with_columns(_nearest_usd(frame, collateral).alias("usd"))
+    return (usd_values(frame, collateral)
             .select("seq", "ts", "exchange", (pl.col("usd") * sign).alias("usd")).sort("seq"))
 
 
@@ -158,7 +161,7 @@ def statistics(series: pl.DataFrame, capital: float) -> dict:
              .agg(pl.col("pnl").last()).sort("day"))
     start = float(series["pnl"][0])
     returns = daily.select((pl.col("pnl").diff().fill_null(pl.col("pnl").first() - start) / capital).alias("r"))
-    if returns.height >= 2:
+    if returns.height >= 2 and days >= 2:  # "n/a under two days": two UTC dates touched are not enough
         r = pl.col("r")
         moments = returns.select(r.mean().alias("mean"), r.std(ddof=1).alias("std"),
                                  (r.clip(upper_bound=0.0) ** 2).mean().sqrt().alias("downside")).row(0, named=True)

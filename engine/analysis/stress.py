@@ -42,6 +42,7 @@ import numpy as np
 
 from xmargin.config import parse_duration, reject_unknown
 from xmargin.errors import ConfigError
+from xmargin.output.writer import check_run_id
 
 KINDS = ("gap", "mark-divergence", "funding-spike", "collateral-fall", "withdrawal-halt")
 _PRICE_ARRAYS = ("open", "high", "low", "close")
@@ -406,7 +407,7 @@ def stress(config, scenarios: dict, out=None, stress_id: str | None = None, base
 
     config = as_config(config)
     root = Path(out or config.out)
-    stress_id = stress_id or new_id("stress", config, root)
+    stress_id = check_run_id(stress_id, "--id") if stress_id else new_id("stress", config, root)
     folder = root / stress_id
     folder.mkdir(parents=True, exist_ok=True)
     plan = ([("baseline", ())] if baseline else []) + list(scenarios.items())
@@ -475,6 +476,7 @@ def format_stress(table, reports: dict, folder=None) -> str:
              str(row["rejected_orders"]), _cell(row["tightest_liquidation_distance"], "percent")]
             + [_cell(row[c], "money") for c in consumed] for row in table.iter_rows(named=True)]
     lines = fixed_width(headers, rows)
+    lines.append("  (liq loss: realised PnL of liquidations plus their fees, as the run summary's liquidation_loss)")
     for name, report in reports.items():
         if not report["shocks"]:
             continue

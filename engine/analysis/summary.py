@@ -19,7 +19,7 @@ from __future__ import annotations
 import polars as pl
 
 from xmargin.analysis.exposure import exposure_figures, exposure_series, hedged_underlyings
-from xmargin.analysis.performance import book, figures, flow_adjusted, flows
+from xmargin.analysis.performance import book, figures, flow_adjusted, flows, usd_values
 from xmargin.margin.collateral import STABLECOINS
 
 
@@ -46,15 +46,11 @@ def account_equity(collateral: pl.DataFrame, positions: pl.DataFrame) -> pl.Data
             .sort("events_applied", "ts", "reason"))
 
 
-def _usd_values(flows: pl.DataFrame, collateral: pl.DataFrame, amount: str) -> pl.DataFrame:
-    """Add `usd`: `amount` x the asset's price at the nearest snapshot of that exchange."""
-    prices = collateral.select("ts", "exchange", "asset", "price").unique(maintain_order=True).sort("ts")
-    if flows.height == 0:
-        return flows.with_columns(pl.lit(0.0).alias("usd"))
-    priced = flows.sort("ts").join_asof(prices, on="ts", by=["exchange", "asset"], strategy="nearest",
-                                            check_sortedness=False)
-    price = pl.when(pl.col("asset").is_in(list(STABLECOINS))).then(1.0).otherwise(pl.col("price"))
-    return priced.with_columns((pl.col(amount) * price.fill_null(0.0)).alias("usd"))
+def flow_adjusted_equity(events: pl.DataFrame, collateral: pl.DataFrame, equity_by_account: pl.DataFrame) -> pl.DataFrame:
+    """Per exchange and valued moment (start, every sample at a bar close, the end): equity,
+    net_flows and pnl (xmargin.analysis.performance.flow_adjusted). Event snapshots are left out:
+    they carry the marks of the bar being processed, stamped with the event's time."""
+    return flow_adjusted(equity_by_account.filter(pl.col("reason") != "event"), flows(events, collateral))
 
 
 def reason_kind(reason: pl.Expr) -> pl.Expr:
@@ -94,20 +90,18 @@ def summarize(events: pl.DataFrame, equity: pl.DataFrame, meta: dict, collateral
     """Build summary.json's content from the run's tables."""
     exchanges = sorted(set(equity["exchange"].unique().to_list()) | set(events["exchange"].unique().to_list()))
     equity_by_account = account_equity(collateral, positions)
-    deposits_usd = _usd_values(events.filter(pl.col("type") == "CollateralDeposited")
+    deposits_usd = usd_values(events.filter(pl.col("type") == "CollateralDeposited")
                                .select("ts", "exchange", "asset", "amount"), collateral, "amount")
-    sent_usd = _usd_values(events.filter(pl.col("type") == "TransferSent")
+    sent_usd = usd_values(events.filter(pl.col("type") == "TransferSent")
                            .select("ts", "exchange", "asset", "amount", "fee", "transfer_id"), collateral, "amount")
-    arrived_usd = _usd_values(events.filter(pl.col("type") == "TransferArrived")
+    arrived_usd = usd_values(events.filter(pl.col("type") == "TransferArrived")
                               .select("ts", "exchange", "asset", "amount", "transfer_id"), collateral, "amount")
     in_flight = sent_usd.join(arrived_usd.select("transfer_id"), on="transfer_id", how="anti")
     by_type = {t: events.filter(pl.col("type") == t) for t in (
         "CollateralDeposited", "FeeCharged", "FundingSettled", "PositionLiquidated", "InsuranceFundUsed",
         "ContractExpired",
         "OrderFilled", "OrderRejected", "TransferSent", "TransferArrived", "MarginWarningRaised")}
-    # valued moments: start, every sample (bar close, close marks) and the end; event snapshots are left
-    # out (they carry the marks of the bar being processed, stamped with the event's time)
-    adjusted = flow_adjusted(equity_by_account.filter(pl.col("reason") != "event"), flows(events, collateral))
+    adjusted = flow_adjusted_equity(events, collateral, equity_by_account)
     per_exchange = {}
     for exchange in exchanges:
         def total(kind, column="amount", exchange=exchange):
@@ -118,7 +112,7 @@ def summarize(events: pl.DataFrame, equity: pl.DataFrame, meta: dict, collateral
                 return 0.0
             if frame["asset"].is_in(list(STABLECOINS)).all():
                 return _f(frame[column].sum())
-            return _f(_usd_values(frame.select("ts", "exchange", "asset", column), collateral, column)["usd"].sum())
+            return _f(usd_values(frame.select("ts", "exchange", "asset", column), collateral, column)["usd"].sum())
 
         rows = equity.filter(pl.col("exchange") == exchange)
         liquidated = by_type["PositionLiquidated"].filter(pl.col("exchange") == exchange)

@@ -139,7 +139,12 @@ def _stress_choices(values, raw: dict) -> list[Choice]:
         elif text in scenarios:
             choices.append(Choice("stress", text, shocks=scenarios[text]))
         else:
-            choices.append(Choice("stress", text, shocks=tuple(parse_shock(s) for s in text.split(";") if s.strip())))
+            try:
+                shocks = tuple(parse_shock(s) for s in text.split(";") if s.strip())
+            except ConfigError as exc:
+                raise ConfigError(f"sweep stress {text!r}: not baseline, a [[stress]] scenario of the config "
+                                  f"({', '.join(sorted(scenarios)) or 'it has none'}) nor shocks: {exc}") from None
+            choices.append(Choice("stress", text, shocks=shocks))
     return choices
 
 
@@ -157,6 +162,19 @@ def dimensions(config: RunConfig, grid=(), modes=None, collateral=(), stress=())
     unknown = set(table) - SWEEP_KEYS
     if unknown:
         raise ConfigError(f"[sweep]: unknown keys {sorted(unknown)}; allowed: {sorted(SWEEP_KEYS)}.")
+    kinds = {"grid": (dict,), "modes": (str, list), "collateral": (int, float, list, dict), "stress": (str, list),
+             "keep": (str,)}
+    for key, allowed in kinds.items():
+        value = table.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, allowed)):
+            examples = {"grid": '{ "strategy.params.notional" = [20000, 30000] }', "modes": '["cross", "isolated"]',
+                        "collateral": '[10000, 20000] or { "binance.USDT" = [10000, 20000] }',
+                        "stress": '["baseline", "crash"]', "keep": '"failed"'}
+            raise ConfigError(f"[sweep] {key} = {value!r}: expected e.g. {key} = {examples[key]}.")
+    for key in ("modes", "stress"):
+        if isinstance(table.get(key), list) and not all(isinstance(v, str) for v in table[key]):
+            raise ConfigError(f"[sweep] {key} = {table[key]!r}: every entry is a text, e.g. "
+                              f"{key} = {['cross', 'isolated'] if key == 'modes' else ['baseline', 'crash']}.")
     grid_values: dict = {}
     for key, values in (table.get("grid") or {}).items():
         if not isinstance(values, list) or not values:
@@ -167,13 +185,21 @@ def dimensions(config: RunConfig, grid=(), modes=None, collateral=(), stress=())
     if isinstance(file_collateral, dict):
         keyed_collateral.update(file_collateral)
         file_collateral = None
+    given = set()
     for text in grid:
         key, values = parse_grid(text)
+        if key in given:  # two --grid for one key: neither silently wins
+            raise ConfigError(f"--grid {key}: given twice; give every value once: --grid {key}=V1,V2,...")
+        given.add(key)
         grid_values[key] = values
     command_collateral = None
     for text in collateral:
         key, sep, values = text.partition("=")
         if sep:
+            exchange, _, asset = key.strip().partition(".")
+            if f"exchanges.{exchange}.collateral.{asset}" in given:
+                raise ConfigError(f"--collateral {key.strip()}: also given as --grid exchanges.{exchange}.collateral."
+                                  f"{asset}; give the amounts once.")
             keyed_collateral[key.strip()] = parse_values(values, f"--collateral {text!r}")
         else:
             command_collateral = (command_collateral or []) + parse_values(text, f"--collateral {text!r}")
@@ -360,8 +386,14 @@ def sweep(config, grid=(), modes=None, collateral=(), stress=(), out=None, keep:
                               "or choose another --out.")
     elif resume:
         raise ConfigError(f"--resume: {folder} holds no sweep ({PLAN} missing); run it without --resume.")
+    elif folder.is_dir() and any(folder.iterdir()):
+        raise ConfigError(f"--out {folder}: the folder holds other files and no sweep; give a new or empty folder "
+                          "(a sweep folder's own files would mix with them).")
     else:
-        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"--out {folder}: cannot create the sweep folder ({exc.strerror or exc}).") from None
         plan = {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "xmargin": __version__,
                 "config": {k: v for k, v in (config.raw or {}).items() if k != "sweep"},
                 "parameters": columns, "keep": keep,

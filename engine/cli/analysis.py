@@ -112,6 +112,11 @@ def capital(config_path, sets, margin_modes, start, end, out, seed, skip_validat
     result = solve_capital(config, level=level, tolerance=tolerance, stress=with_stress, out=config.out,
                            capital_id=capital_id, progress=not quiet and sys.stderr.isatty())
     click.echo(format_capital(result))
+    unsolved = result.table.filter(result.table["required_collateral"].is_null())
+    if unsolved.height:  # no amount answers the question: the command failed on its own terms
+        click.echo(f"error: no collateral amount found for {', '.join(unsolved['exchange'] + ' ' + unsolved['asset'])} "
+                   "(see the note above); exit 1.", err=True)
+        sys.exit(1)
 
 
 def register(group) -> None:

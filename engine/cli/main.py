@@ -15,10 +15,13 @@ import click
 
 from xmargin.errors import StrategyError, XmarginError, strategy_failure
 
+PATH_ERRORS = (FileNotFoundError, PermissionError, NotADirectoryError, IsADirectoryError)
+
 
 class _Group(click.Group):
-    """Prints XmarginError messages without a traceback and exits 2 (input refused); a strategy's
-    error prints the user's traceback first and exits 1."""
+    """Prints XmarginError messages without a traceback and exits 2 (input refused), likewise a file or
+    folder that cannot be read or written (an --out under a missing or read-only folder), naming the
+    path; a strategy's error prints the user's traceback first and exits 1."""
 
     def invoke(self, ctx):
         try:
@@ -36,6 +39,10 @@ class _Group(click.Group):
         except Exception as exc:
             message = strategy_failure(exc)
             if message is None:
+                if isinstance(exc, PATH_ERRORS) and exc.filename is not None:  # a path the user gave
+                    click.echo(f"error: {exc.filename}: {exc.strerror or exc}; check the path (its folder must "
+                               "exist and be writable for outputs).", err=True)
+                    sys.exit(2)
                 raise
             click.echo("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)).rstrip(), err=True)
             click.echo(f"error: {message}\nNo run folder was written.", err=True)

@@ -60,17 +60,26 @@ def import_(files, exchange, out, dataset, base, name, as_of, source, reference_
     if out is None and dataset is None:
         raise click.UsageError("give --out RULES.json, --dataset DATASET, or both.")
     metadata = read_metadata(files, exchange)
-    if out is not None:
-        from xmargin.venues.rules.imported import rule_file_from, write_rule_file
+    imported = None
+    if out is not None:  # built and checked before anything is written: a refused import changes nothing
+        from xmargin.venues.rules.imported import rule_file_from
 
+        if name is not None and not name.strip():
+            raise RulesError("--name '': give the rule set a name, or leave --name out (the --out file name).")
         imported = rule_file_from(metadata, files, exchange=exchange, name=name or out.stem, base=base,
                                   as_of=as_of, source=source, reference_prices=_prices(reference_prices))
+    if dataset is not None:
+        from xmargin.dataset.filters import apply_market_filters
+        from xmargin.dataset.manifest import read_manifest
+
+        read_manifest(dataset)  # not a dataset: refused before the rule file is written
+    if imported is not None:
+        from xmargin.venues.rules.imported import write_rule_file
+
         for note in imported.notes:
             click.echo(f"note: {note}")
         write_rule_file(imported, out)
         click.echo(f"wrote {out}: {imported.symbols} symbols, as of {imported.data['as_of']}")
     if dataset is not None:
-        from xmargin.dataset.filters import apply_market_filters
-
         for line in apply_market_filters(dataset, metadata, exchange).lines():
             click.echo(line)

@@ -18,9 +18,9 @@ def _load(config_path, sets, margin_modes, start, end, out, seed, skip_validatio
                          out=str(out) if out else None, seed=seed)
     warnings = ()
     if not skip_validation:
-        from xmargin.dataset.validate import validate_dataset
+        from xmargin.dataset.checked import validate_dataset_cached
 
-        report = validate_dataset(config.dataset)
+        report = validate_dataset_cached(config.dataset)
         if not report.ok:
             for problem in report.errors:
                 click.echo(str(problem), err=True)
@@ -45,7 +45,8 @@ def config_options(function):
         click.option("--seed", type=int, help="Seed handed to the run (overrides run.seed)."),
         click.option("--no-validate", "skip_validation", is_flag=True,
                      help="Skip checking the dataset before the run (it is checked by default, as by "
-                          "`xmargin data validate`; an unusable dataset stops the command with exit 1)."),
+                          "`xmargin data validate`; an unusable dataset stops the command with exit 1; the report is "
+                          "reused while the dataset's bytes and xmargin are unchanged)."),
     ]
     for option in reversed(options):
         function = option(function)

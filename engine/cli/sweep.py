@@ -109,3 +109,7 @@ def sweep(config_path, sets, margin_modes, start, end, out, seed, skip_validatio
         click.echo(str(table.select(shown)))
     click.echo(f"sweep {folder}: {table.height} variants, {table.height - failed.height} ok, {failed.height} failed; "
                f"results: {folder / 'sweep.parquet'} (xmargin.open_sweep or pl.scan_parquet)")
+    if failed.height:  # the table is complete, but not every variant ran: say so to scripts too
+        click.echo(f"error: {failed.height} of {table.height} variant(s) failed (status \"failed\", the message in "
+                   "the error column); exit 1.", err=True)
+        sys.exit(1)

@@ -100,17 +100,40 @@ def _iso(ns: int) -> str:
     return datetime.fromtimestamp(ns / 1e9, tz=timezone.utc).strftime("%Y-%m-%d %H:%M")
 
 
+_FINGERPRINTS: dict = {}  # (folder, (file, size, mtime) ...) -> digest: hashed once per process
+
+
 def fingerprint(folder: str | Path) -> str:
     """sha256 over dataset.toml and every Parquet file (path relative to the folder, then bytes)."""
     folder = Path(folder)
-    digest = hashlib.sha256()
     files = [folder / "dataset.toml"]
     for kind in ("bars", "mark", "index", "funding"):
         files.extend(table_files(folder, kind))
+    stamp = (str(folder.resolve()), tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files))
+    if stamp not in _FINGERPRINTS:
+        _FINGERPRINTS.clear()
+        _FINGERPRINTS[stamp] = _digest(folder, files)
+    return _FINGERPRINTS[stamp]
+
+
+def _digest(folder: Path, files: list[Path]) -> str:
+    digest = hashlib.sha256()
     for path in files:
         digest.update(str(path.relative_to(folder)).encode())
-        digest.update(path.read_bytes())
+        with open(path, "rb") as handle:  # in blocks: memory stays flat however large the file
+            while block := handle.read(1 << 22):
+                digest.update(block)
     return digest.hexdigest()
+
+
+def _union_of_times(times: list[np.ndarray]) -> np.ndarray:
+    """The sorted distinct timestamps of all instruments; without a sort when every instrument has
+    the same strictly increasing timestamps (the common case)."""
+    first = times[0]
+    if all(len(t) == len(first) for t in times) and bool(np.all(first[1:] > first[:-1])) \
+            and all(np.array_equal(t, first) for t in times[1:]):
+        return first.copy()
+    return np.unique(np.concatenate(times))
 
 
 def load_feed(folder: str | Path, keys: list[str], start: datetime | None = None,
@@ -131,23 +154,33 @@ def load_feed(folder: str | Path, keys: list[str], start: datetime | None = None
     bars_scan = scan(folder, "bars", start, end, keys)
     if bars_scan is None:
         raise DatasetError(f"{folder}/bars: no Parquet files. A dataset needs at least a bars table.")
-    # One instrument at a time (filter pushed into the scan): no string keys, no global sort, and
-    # at most one instrument's rows in memory besides the dense arrays.
-    per_instrument = []
+    # One instrument at a time (filter pushed into the scan): no string keys, no global sort. First
+    # the timestamps (and timeframes) of every instrument, then its prices straight into the dense
+    # arrays: at most one instrument's prices in memory besides them.
+    def instrument_bars(key, columns):
+        exchange, symbol = key.split(":", 1)
+        query = bars_scan.filter((pl.col("exchange") == exchange) & (pl.col("symbol") == symbol))
+        if timeframe is not None:
+            query = query.filter(pl.col("timeframe") == timeframe)
+        return query.select(pl.col("ts").dt.epoch("ns"), *columns).collect()
+
+    times = []
     timeframes = set()
     for key in keys:
-        exchange, symbol = key.split(":", 1)
-        frame = (bars_scan.filter((pl.col("exchange") == exchange) & (pl.col("symbol") == symbol))
-                 .select(pl.col("ts").dt.epoch("ns"), "timeframe", "open", "high", "low", "close").collect())
+        frame = instrument_bars(key, ["timeframe"]) if timeframe is None else None
         if timeframe is not None:
-            available = sorted(frame["timeframe"].unique().to_list())
-            frame = frame.filter(pl.col("timeframe") == timeframe)
+            exchange, symbol = key.split(":", 1)
+            found = (bars_scan.filter((pl.col("exchange") == exchange) & (pl.col("symbol") == symbol))
+                     .select(pl.col("ts").dt.epoch("ns"), "timeframe").collect())
+            available = sorted(found["timeframe"].unique().to_list())
+            frame = found.filter(pl.col("timeframe") == timeframe)
             if frame.height == 0 and available:
                 raise DatasetError(f"{folder}: {key} has no {timeframe} bars between {start} and {end} (it has "
                                    f"{available}). Fix: set run.timeframe to one of those, or leave {key} out.")
         timeframes.update(frame["timeframe"].unique().to_list())
-        per_instrument.append(frame.drop("timeframe"))
-    if not any(frame.height for frame in per_instrument):
+        times.append(frame["ts"].to_numpy())
+        del frame
+    if not any(len(t) for t in times):
         raise DatasetError(f"{folder}: no bars for {keys} between {start} and {end}. Widen the range or check "
                            "the instruments with `xmargin data info`.")
     if len(timeframes) != 1:
@@ -156,19 +189,24 @@ def load_feed(folder: str | Path, keys: list[str], start: datetime | None = None
                            f"\"{sorted(timeframes)[-1]}\"), or pick instruments of one timeframe.")
     timeframes = sorted(timeframes)
     bar_ns = timeframe_ns(timeframes[0])
-    ts = np.unique(np.concatenate([frame["ts"].to_numpy() for frame in per_instrument]))
+    ts = _union_of_times(times)
     shape = (len(ts), len(keys))
     has_bar = np.zeros(shape, dtype=bool)
     open_, high, low, close = (np.full(shape, np.nan) for _ in range(4))
-    for column, frame in enumerate(per_instrument):
+    for column, key in enumerate(keys):
+        if not len(times[column]):
+            continue
+        frame = instrument_bars(key, ["open", "high", "low", "close"])
         row = np.searchsorted(ts, frame["ts"].to_numpy())
         has_bar[row, column] = True
         for name, target in (("open", open_), ("high", high), ("low", low), ("close", close)):
             target[row, column] = frame[name].to_numpy()
-    del per_instrument
-    close = _carry_forward(close, has_bar)
-    for target in (open_, high, low):  # a missing bar is flat at the last close
-        np.copyto(target, close, where=~has_bar)
+        del frame
+    del times
+    if not has_bar.all():  # a missing bar is flat at the last close (nothing to fill when none is missing)
+        close = _carry_forward(close, has_bar)
+        for target in (open_, high, low):
+            np.copyto(target, close, where=~has_bar)
 
     mark_source = {k: "last" for k in keys}
     warnings = [(key, f"{key}: no bars between {_iso(int(ts[0]))} and {_iso(int(ts[-1]) + bar_ns)}; nothing on it "

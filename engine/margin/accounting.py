@@ -85,14 +85,26 @@ def pool_for(account: Account, catalog, marks: np.ndarray, prices: np.ndarray, a
     return pool_metrics(account, catalog, marks, prices, now_ns).get(pool_key(catalog, account.exchange, asset))
 
 
+_VALUED: dict[int, tuple] = {}  # id(unit) -> (unit, its leg prices, unit_one's result)
+
+
 def _valued(unit, marks) -> tuple[list, float, float, float, float]:
-    """`xmargin.margin.kernel.unit_one` of a unit at the feed row `marks` (a unit margined as a
-    whole, portfolio margin, takes its maintenance and initial margin from its requirement)."""
-    prices = [float(marks[row[0]]) for row in unit.rows]
-    legs, pnl, collateral, maintenance, initial = unit_one(unit.rows, unit.base, prices)
+    """`xmargin.margin.kernel.unit_one` of a unit at the feed row `marks`; the last result per
+    unit is kept (units are immutable and shared while the account's positions do not change,
+    so the orders of one wake-up value each pool once). A unit margined as a whole (portfolio
+    margin) takes its maintenance and initial margin from its requirement."""
+    prices = marks[unit.columns].tolist() if unit.rows else []
+    hit = _VALUED.get(id(unit))
+    if hit is not None and hit[0] is unit and hit[1] == prices:
+        return hit[2]
+    if len(_VALUED) >= 64:
+        _VALUED.clear()
+    value = unit_one(unit.rows, unit.base, prices)
     if unit.requirement is not None:
-        maintenance, initial = required_one(unit.requirement, prices)
-    return legs, pnl, collateral, maintenance, initial
+        legs, pnl, collateral, _, _ = value
+        value = (legs, pnl, collateral, *required_one(unit.requirement, prices))
+    _VALUED[id(unit)] = (unit, prices, value)
+    return value
 
 
 def _pool_scale(catalog, exchange: str, pool: str, asset: str, marks) -> float:

@@ -9,6 +9,7 @@ This module holds the record and the builders the modes share; the numbers come 
 from __future__ import annotations
 
 import math
+import operator
 
 import attrs
 import numpy as np
@@ -121,23 +122,69 @@ def leverage_for(account, catalog, instrument: str) -> float:
     return account.leverage.get(instrument, catalog.venues[account.exchange].leverage)
 
 
+_ORDER_MARGIN: dict[tuple, tuple] = {}  # (exchange, asset) -> (orders, positions, catalog, price bytes, total)
+
+
 def order_margin(account, catalog, prices, asset: str) -> float:
     """Initial margin reserved by open orders that would increase exposure (settle `asset`);
-    market orders at `prices` (last closes), limits at their limit price."""
-    total = 0.0
-    for order in account.orders.values():
-        tradable = catalog.tradable(order.instrument)
-        if not tradable.instrument.is_derivative or tradable.instrument.settle != asset or order.reduce_only:
-            continue
-        held = account.positions.get(order.instrument)
+    market orders at `prices` (last closes), limits at their limit price.
+
+    The sum runs over the orders in the book's order. When the book is the previous call's plus
+    one order appended (a strategy placing several orders at one bar), the previous sum is
+    extended by that order: the same additions in the same order, without redoing the others."""
+    orders, positions = account.orders, account.positions
+    key = (account.exchange, asset)
+    last = _ORDER_MARGIN.get(key)
+    values = orders.values()
+    stamp = None if prices is None else np.asarray(prices, dtype=np.float64).tobytes()  # prices of the sum
+    if last is not None and len(orders) == len(last[0]) + 1 and last[1] is positions and last[2] is catalog \
+            and last[3] == stamp and all(map(operator.is_, last[0].values(), values)):
+        total = _add_order_margin(last[4], next(reversed(values)), positions, catalog, prices, asset)
+    else:
+        total = 0.0
+        for order in values:
+            total = _add_order_margin(total, order, positions, catalog, prices, asset)
+    if len(_ORDER_MARGIN) >= 16:
+        _ORDER_MARGIN.clear()
+    _ORDER_MARGIN[key] = (orders, positions, catalog, stamp, total)
+    return total
+
+
+_ORDER_PART: dict[int, tuple] = {}  # id(order) -> (order, held position, price, asset, its margin or None)
+
+
+def _add_order_margin(total: float, order, positions, catalog, prices, asset: str) -> float:
+    """`total` plus the order's reserved margin (when it counts for `asset`); the order's share is
+    kept per (order, held position, price), so a book re-summed after a fill recomputes only the
+    orders whose position or price moved."""
+    held = positions.get(order.instrument)
+    hit = _ORDER_PART.get(id(order))
+    if hit is not None and hit[0] is order and hit[1] is held and hit[3] == asset:
+        part = hit[4]
+        if part is not None and order.order_type != "limit" \
+                and float(prices[catalog.tradable(order.instrument).column]) != hit[2]:
+            part = _order_part(order, held, catalog, prices, asset)
+    else:
+        part = _order_part(order, held, catalog, prices, asset)
+    return total if part is None else total + part
+
+
+def _order_part(order, held, catalog, prices, asset: str):
+    """The order's reserved initial margin (None: it reserves nothing for `asset`)."""
+    if len(_ORDER_PART) >= 4096:
+        _ORDER_PART.clear()
+    tradable = catalog.tradable(order.instrument)
+    part = price = None
+    if tradable.instrument.is_derivative and tradable.instrument.settle == asset and not order.reduce_only:
         held_quantity = held.quantity if held is not None else 0.0
         increase = abs(held_quantity + order.quantity) - abs(held_quantity)
         if increase > 0:
             price = order.limit_price if order.order_type == "limit" else float(prices[tradable.column])
             instrument = tradable.instrument
-            total += margin.contract_notional(increase, price, instrument.is_inverse,
-                                              instrument.contract_size) / order.leverage
-    return total
+            part = margin.contract_notional(increase, price, instrument.is_inverse,
+                                            instrument.contract_size) / order.leverage
+    _ORDER_PART[id(order)] = (order, held, price, asset, part)
+    return part
 
 
 def build_unit(account, catalog, *, asset: str, name: str, isolated: bool, positions, base: float,

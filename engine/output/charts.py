@@ -8,11 +8,11 @@ price at the snapshot). Long series are thinned by `xmargin.output.downsample.ke
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import polars as pl
 
+from xmargin.analysis.exposure import exposure_series, position_exposure
 from xmargin.analysis.summary import account_equity
 from xmargin.errors import ReportError
 from xmargin.margin.collateral import STABLECOINS
@@ -239,15 +239,11 @@ def chosen_snapshots(run) -> pl.DataFrame:
 
 
 def signed_exposure(run, snapshots: pl.DataFrame) -> pl.DataFrame:
-    """Per chosen snapshot and derivative position: `exposure`, its signed USD notional (linear:
-    quantity x mark; inverse, settled in the base coin: the coin notional x mark), with `underlying`
-    (the base asset); an instrument held at some time on an exchange counts 0 where it is not held."""
+    """Per chosen snapshot and derivative position: `exposure`, its signed USD notional
+    (xmargin.analysis.exposure.position_exposure, as in the summary), with `underlying`; an
+    instrument held at some time on an exchange counts 0 where it is not held."""
     positions = run.positions.collect().join(snapshots, on=KEY)
-    underlying = pl.col("instrument").str.split(":").list.get(1).str.split("/").list.get(0)
-    inverse = pl.col("asset") == underlying
-    usd = pl.when(inverse).then(pl.col("notional") * pl.col("mark_price")).otherwise(pl.col("notional"))
-    held = positions.with_columns(underlying.alias("underlying"),
-                                  (pl.col("quantity").sign() * usd).alias("exposure"))
+    held = position_exposure(positions, run.collateral.collect().join(snapshots, on=KEY)).rename({"usd": "exposure"})
     grid = snapshots.join(held.select("exchange", "instrument", "underlying").unique(), on="exchange")
     return (grid.join(held.select(*KEY, "instrument", "exposure"), on=[*KEY, "instrument"], how="left")
             .with_columns(pl.col("exposure").fill_null(0.0)).sort("instrument", "ts"))
@@ -263,14 +259,11 @@ def positions_figure(exposure: pl.DataFrame) -> dict:
     return {"data": data, "layout": layout("Positions: signed notional per instrument (long > 0)", "USD")}
 
 
-def net_exposure(run, exposure: pl.DataFrame, snapshots: pl.DataFrame) -> pl.DataFrame:
-    """Net USD exposure per underlying and time: the derivatives' signed notional plus the balances
-    of that coin (spot holdings, coin collateral) at their price, summed over exchanges."""
-    coins = (run.collateral.collect().join(snapshots, on=KEY).filter(~_stable())
-             .select("ts", "exchange", pl.col("asset").alias("underlying"),
-                     (pl.col("balance") * pl.col("price")).alias("exposure")))
-    both = pl.concat([exposure.select("ts", "exchange", "underlying", "exposure"), coins])
-    return both.group_by("ts", "underlying").agg(pl.col("exposure").sum()).sort("underlying", "ts")
+def net_exposure(run, snapshots: pl.DataFrame) -> pl.DataFrame:
+    """Net USD exposure per underlying and time over every exchange, derivatives and coin balances:
+    the summary's definition (xmargin.analysis.exposure.exposure_series) at the chosen snapshots."""
+    series = exposure_series(run.positions.collect(), run.collateral.collect(), snapshots)
+    return series.select("ts", "underlying", pl.col("net").alias("exposure"))
 
 
 def exposure_figure(net: pl.DataFrame) -> dict:
@@ -314,46 +307,7 @@ def flows_figure(flows: pl.DataFrame) -> dict:
     return {"data": data, "layout": layout("Cumulative funding (received > 0) and fees (paid)", "amount in asset")}
 
 
-# ------------------------------------------------------------------------------------------ statistics
-def performance(book: pl.DataFrame, deposits: float) -> dict:
-    """Statistics of the whole book's equity at its sample times (risk-free rate 0, annualised with
-    the median sample interval): total return on deposits, CAGR, volatility, Sharpe, Sortino, the
-    largest drawdown (USD and fraction of the peak), and the time under water (below a past peak)."""
-    if book.height < 3 or deposits <= 0:
-        return {}
-    equity = book["equity"].to_numpy()
-    seconds = book["ts"].dt.epoch("s").to_numpy().astype(np.float64)
-    step = float(np.median(np.diff(seconds)))
-    years = (seconds[-1] - seconds[0]) / (365.25 * 86400)
-    per_year = 365.25 * 86400 / step if step > 0 else math.nan
-    returns = np.diff(equity) / equity[:-1]
-    mean, spread = float(returns.mean()), float(returns.std(ddof=1))
-    downside = float(np.sqrt(np.mean(np.minimum(returns, 0.0) ** 2)))
-    peak = np.maximum.accumulate(equity)
-    under = equity < peak
-    longest, start = 0.0, None
-    for when, below in zip(seconds, under):
-        if below and start is None:
-            start = when
-        if start is not None:
-            longest = max(longest, when - start)
-        if not below:
-            start = None
-    drawdown = peak - equity
-    worst = int(np.argmax(drawdown))
-    return {
-        "total_return": equity[-1] / deposits - 1.0,
-        "cagr": (equity[-1] / deposits) ** (1.0 / years) - 1.0 if years > 0 and equity[-1] > 0 else None,
-        "volatility": spread * math.sqrt(per_year) if spread > 0 else None,
-        "sharpe": mean / spread * math.sqrt(per_year) if spread > 0 else None,
-        "sortino": mean / downside * math.sqrt(per_year) if downside > 0 else None,
-        "max_drawdown": float(drawdown[worst]),
-        "max_drawdown_fraction": float(drawdown[worst] / peak[worst]) if peak[worst] > 0 else None,
-        "longest_under_water_days": longest / 86400,
-        "time_under_water": float(under[1:].mean()),
-    }
-
-
+# ------------------------------------------------------------------------------------------ all
 def run_figures(run) -> tuple[dict, pl.DataFrame]:
     """Every chart of a run ({id: figure}, in page order) and the whole book's equity."""
     thresholds = run.manifest.get("resolved", {}).get("warning_thresholds", [])
@@ -370,7 +324,7 @@ def run_figures(run) -> tuple[dict, pl.DataFrame]:
         "margin-ratio": margin_figure(run, thresholds),
         "distance": distance_figure(run) if "distance" in run.tables else None,  # an optional table
         "positions": positions_figure(exposure),
-        "exposure": exposure_figure(net_exposure(run, exposure, snapshots)),
+        "exposure": exposure_figure(net_exposure(run, snapshots)),
         "funding-fees": flows_figure(cumulative_flows(run)),
     }
     return {key: figure for key, figure in figures.items() if figure is not None}, book

@@ -41,13 +41,14 @@ def event_schema() -> pa.Schema:
     return pa.schema([pa.field(name, types[name]) for name in (*LEADING, *rest)])
 
 
-def events_to_table(events) -> pa.Table:
+def events_to_table(events, first_seq: int = 0) -> pa.Table:
     """One Arrow table in log order: a table per event type (columns straight from attrgetter
-    tuples, no per-cell Python), the others' columns null, merged and put back in `seq` order."""
+    tuples, no per-cell Python), the others' columns null, merged and put back in `seq` order.
+    `first_seq`: the `seq` of `events[0]` (a batch of a longer log)."""
     schema = event_schema()
     groups: dict[type, list] = {}
     seqs: dict[type, list] = {}
-    for seq, event in enumerate(events):
+    for seq, event in enumerate(events, first_seq):
         cls = type(event)
         groups.setdefault(cls, []).append(event)
         seqs.setdefault(cls, []).append(seq)
@@ -96,6 +97,17 @@ def table_to_events(table: pa.Table) -> list:
 def write_ipc(table: pa.Table, path: Path) -> None:
     with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
         writer.write_table(table)
+
+
+EVENT_BATCH = 65_536  # events per record batch of events.arrow: memory stays at one batch's columns
+
+
+def write_events(events, path: Path, batch: int = EVENT_BATCH) -> None:
+    """Write the log to an Arrow IPC file one record batch of `batch` events at a time."""
+    schema = event_schema()
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
+        for start in range(0, len(events), batch):
+            writer.write_table(events_to_table(events[start:start + batch], first_seq=start))
 
 
 def read_ipc(path: Path) -> pa.Table:

@@ -15,6 +15,9 @@ import json
 from datetime import datetime, timezone
 from pathlib import Path
 
+import polars as pl
+import pyarrow as pa
+
 from xmargin.errors import ReportError
 from xmargin.output.html_page import notices, page, summary_table, table, write
 
@@ -49,20 +52,38 @@ SECTIONS = [
 ]
 
 
+def book_statistics(run) -> dict:
+    """The whole book's flow-adjusted figures of a run whose summary.json predates them (written
+    before the summary had `statistics`), by the summary's own definitions
+    (xmargin.analysis.performance), as `book.<figure>` rows."""
+    from xmargin.analysis.performance import book, figures
+    from xmargin.analysis.summary import account_equity, flow_adjusted_equity
+
+    collateral = run.collateral.collect()
+    equity = account_equity(collateral, run.positions.collect())
+    whole = figures(book(flow_adjusted_equity(run.events.collect(), collateral, equity)),
+                    run.summary.get("total", {}).get("deposits", 0.0))
+    out = {"book.max_drawdown": whole["max_drawdown"],
+           "book.collateral_consumed": whole["collateral_consumed"]["amount"],
+           "book.hours_under_water": whole["drawdown"]["hours_under_water"],
+           "book.longest_under_water_hours": whole["drawdown"]["longest_under_water_hours"]}
+    out.update({f"book.{k}": v for k, v in whole["statistics"].items()})
+    return out
+
+
 def run_page(path: Path) -> str:
-    from xmargin.output.charts import performance, run_figures
+    from xmargin.output.charts import run_figures
     from xmargin.output.results import open_run
 
-    run = open_run(path)
-    figures, book = run_figures(run)
+    run = open_run(path, whole=True)
+    figures, _ = run_figures(run)
     total = run.summary.get("total", {})
     if "statistics" in total:  # the run summary has its own performance statistics: show those only
         note, statistics = "From summary.json.", {}
     else:
-        note = ("From summary.json; the <code>book.*</code> rows are computed here from the whole book's equity at "
-                "the sample times (risk-free rate 0, annualised).")
-        statistics = {f"book.{k}": (None if v is None else float(v))
-                      for k, v in performance(book, total.get("deposits", 0.0)).items()}
+        note = ("From summary.json; the <code>book.*</code> rows (the summary's flow-adjusted figures, which this "
+                "older summary lacks) are computed here from the run's tables as <code>xmargin run</code> does now.")
+        statistics = book_statistics(run)
     summary = f'<p class="note">{note}</p>' + summary_table(run.summary, statistics) + notices(run.summary)
     sections = [("Summary", summary, []), *[(title, f'<p class="note">{note}</p>', ids)
                                             for title, note, ids in SECTIONS if set(ids) <= set(figures)]]
@@ -87,15 +108,17 @@ def compare_page(folder: Path) -> str:
     from xmargin.output.results import open_run
 
     data = json.loads((folder / "comparison.json").read_text())
-    rows, notes = data.get("rows", []), data.get("notes", [])
-    if not rows:
-        raise ReportError(f"{folder / 'comparison.json'}: no set-up rows; run `xmargin compare` again.")
+    rows, notes = (data.get("rows"), data.get("notes", [])) if isinstance(data, dict) else (None, None)
+    if not rows or not isinstance(rows, list) or not isinstance(notes, list) or not all(
+            isinstance(r, dict) and {"setup", "path"} <= set(r) for r in rows):
+        raise ReportError(f"{folder / 'comparison.json'}: no set-up rows (a list of objects with setup and path "
+                          "under \"rows\"); run `xmargin compare` again.")
     setups = [r["setup"] for r in rows]
     keys = [k for k in rows[0] if k not in ("setup", "path", "divergence")]
     side = table(keys, setups, {(k, r["setup"]): r.get(k) for r in rows for k in keys})
     merged: dict = {}
     for index, row in enumerate(rows):
-        run = open_run(_run_path(folder, row["path"]))
+        run = open_run(_run_path(folder, row["path"]), whole=True)
         figures, _ = run_figures(run)
         dash = ["solid", "dash", "dot", "dashdot", "longdash"][index % 5]
         for key, figure in figures.items():
@@ -132,6 +155,9 @@ def compare_page(folder: Path) -> str:
 
 
 # ------------------------------------------------------------------------------------------ API
+UNREADABLE = (json.JSONDecodeError, UnicodeDecodeError, pl.exceptions.PolarsError, pa.ArrowException)
+
+
 def kind_of(path: Path) -> str:
     """run | compare | capital | sweep, from the files in the folder."""
     if not path.is_dir():
@@ -144,6 +170,9 @@ def kind_of(path: Path) -> str:
         return "run"
     if any(path.glob("*.parquet")):
         return "sweep"
+    if (path / "sweep.json").is_file():  # planned, interrupted before its table was written
+        raise ReportError(f"{path}: an unfinished sweep (sweep.json, no sweep.parquet yet); finish it with the same "
+                          "`xmargin sweep ... --out DIR --resume`, then report it.")
     raise ReportError(f"{path}: no manifest.json (run), comparison.json (compare), capital.json/capital.arrow "
                       "(capital) or results Parquet table (sweep); nothing to report.")
 
@@ -156,6 +185,10 @@ def report(path, out=None) -> Path:
     path = Path(path)
     kind = kind_of(path)
     build = {"run": run_page, "compare": compare_page, "sweep": sweep_page, "capital": capital_page}[kind]
-    text = build(path)
+    try:
+        text = build(path)
+    except UNREADABLE as exc:  # a file cut short or not what its name says: name the folder, no traceback
+        raise ReportError(f"{path}: a file of this {kind} folder cannot be read ({type(exc).__name__}: {exc}); "
+                          "it is damaged or was not written by xmargin: run the command that made it again.") from None
     return write(text, Path(out) if out else path / "report.html")
 

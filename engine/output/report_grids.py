@@ -169,6 +169,9 @@ def _frame_table(frame: pl.DataFrame, first: list) -> str:
 
 def sweep_page(folder: Path) -> str:
     ok, parameters, figures, failed, file = read_sweep(folder)
+    if not ok.height and failed.height:
+        first = failed.row(0, named=True).get("error")
+        raise ReportError(f"{file}: every variant failed ({failed.height}), nothing to plot; the first error: {first}")
     if not figures:
         raise ReportError(f"{file}: no numeric figure columns besides the parameters {parameters}.")
     shown = ok.head(MAX_TABLE_ROWS)
@@ -235,7 +238,7 @@ def capital_page(folder: Path) -> str:
     if paths:
         merged = {"data": [], "layout": None}
         for role, path in paths:
-            run = open_run(path)
+            run = open_run(path, whole=True)
             figure = margin_figure(run, run.manifest.get("resolved", {}).get("warning_thresholds", []))
             merged["layout"] = merged["layout"] or figure["layout"]
             merged["data"].extend({**t, "name": f"{path.name}: {t['name']}", "legendgroup": path.name,

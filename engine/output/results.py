@@ -46,10 +46,12 @@ class Run:
         raise AttributeError(name)
 
 
-def open_run(path: str | Path) -> Run:
+def open_run(path: str | Path, whole: bool = False) -> Run:
     """Open `runs/<run-id>`; `run.equity.collect()` etc. Refuses a `.partial` (unfinished) folder,
     a folder missing a required table, and one written by a newer layout than this xmargin reads.
-    An older run without an optional table opens; `run.missing` names what it lacks."""
+    An older run without an optional table opens; `run.missing` names what it lacks. `whole`: also
+    read every table file's Arrow footer, so a file cut short is refused by name here (the tables are
+    scanned lazily: otherwise it fails at the first collect)."""
     path = Path(path)
     if path.name.endswith(".partial"):
         raise RunError(f"{path}: an unfinished run (it was interrupted); run it again.")
@@ -64,6 +66,12 @@ def open_run(path: str | Path) -> Run:
     for table in OUTPUT_TABLES:
         file = path / table.file
         if file.is_file():
+            if whole:
+                try:
+                    pl.read_ipc_schema(file)
+                except (pl.exceptions.PolarsError, OSError) as exc:
+                    raise RunError(f"{file}: not a readable Arrow file ({exc}); the run folder is damaged: run its "
+                                   "config again.") from None
             tables[table.name] = pl.scan_ipc(file)
         elif table.required:
             raise RunError(f"{path}: {table.file} is missing; the run folder is damaged (every run has it).")

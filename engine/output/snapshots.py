@@ -47,14 +47,16 @@ def snapshot_units(snapshots, catalog, feed) -> tuple[list, list]:
     """Every snapshot's risk units, flattened: (units, snapshot index of each unit); units are built
     once per account state unless the mode values collateral at the row's prices."""
     units, owner = [], []
-    built: dict = {}  # id(account) -> units; the snapshots keep the accounts alive
+    built: dict = {}  # units by the identity of the dicts they depend on (kept alive by the snapshots)
     for n, snapshot in enumerate(snapshots):
         account = snapshot.account
-        found = built.get(id(account))
+        key = (account.exchange, id(account.positions), id(account.balances), id(account.leverage),
+               id(account.warning_levels))
+        found = built.get(key)
         if found is None:
             found = account_units(catalog, account, feed.mark_close[snapshot.row], snapshot.ts)
             if not venue_mode(catalog, account.exchange).revalue_each_stretch:
-                built[id(account)] = found
+                built[key] = found
         units.extend(found)
         owner.extend([n] * len(found))
     return units, owner
@@ -245,6 +247,13 @@ def _typed(frame: pl.DataFrame, fields) -> pa.Table:
     schema = pa.schema([*_HEAD, *fields])
     frame = frame.with_columns(pl.col("ts").cast(pl.Datetime("ns", "UTC")))
     return frame.select(schema.names).to_arrow().cast(schema)
+
+
+def snapshot_tables(snapshots, catalog, feed, units=None) -> tuple[pa.Table, pa.Table, pa.Table]:
+    """The equity (without distances), positions and collateral tables of `snapshots` (a whole
+    run's or a consecutive part of them: rows never depend on another snapshot)."""
+    equity, positions, collateral = project(snapshots, catalog, feed, units)
+    return _typed(equity, _POOL_FIELDS), _typed(positions, _POSITION_FIELDS), _typed(collateral, _COLLATERAL_FIELDS)
 
 
 def _projected(result):

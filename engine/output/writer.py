@@ -17,19 +17,26 @@ import math
 import os
 import platform
 import shutil
+from contextlib import ExitStack
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
 
 from xmargin._version import __version__
+from xmargin.analysis.distance import distance_table, equity_distances
+from xmargin.analysis.summary import summarize
 from xmargin.errors import RunError
 from xmargin.margin.modes import venue_mode
-from xmargin.output.eventlog import events_to_table, file_hash, write_ipc
-from xmargin.output.tables import OUTPUT_TABLES, SCHEMA_VERSION, equity_table
+from xmargin.output.eventlog import file_hash, read_ipc, write_events, write_ipc
+from xmargin.output.snapshots import snapshot_tables, snapshot_units
+from xmargin.output.tables import BY_NAME, OUTPUT_TABLES, SCHEMA_VERSION, equity_table
 
-__all__ = ["equity_table", "final_state", "run_id_for", "write_run"]
+SNAPSHOT_ROWS = 200_000  # pool, position and balance rows valued (and their distances searched) per chunk
+
+__all__ = ["equity_table", "final_state", "run_id_for", "run_meta", "write_run", "write_run_folder"]
 
 
 def json_safe(value):
@@ -78,12 +85,13 @@ LOCK_NAME = ".lock"
 MANIFEST_DIGEST = "manifest_sha256"
 
 
-def check_run_id(run_id: str) -> str:
-    """A run id names one folder directly inside the output folder: no path, no '..', no '.partial'."""
+def check_run_id(run_id: str, option: str = "--run-id") -> str:
+    """A run id names one folder directly inside the output folder: no path, no '..', no '.partial'
+    (also the ids of compare, stress and capital folders: `option` names the option in the error)."""
     text = str(run_id)
     if (not text or text in (".", "..") or "/" in text or "\\" in text or text.startswith(".")
             or text.endswith(".partial") or Path(text).is_absolute()):
-        raise RunError(f"--run-id {text!r}: a run id is one folder name inside the output folder (letters, digits, "
+        raise RunError(f"{option} {text!r}: an id is one folder name inside the output folder (letters, digits, "
                        "'-', '_'; no '/', no leading '.', not ending in '.partial'). Use --out to choose where "
                        "runs are written.")
     return text
@@ -168,18 +176,119 @@ def reserve_run(out: Path, run_id: str) -> Reservation:
     return Reservation(out, run_id, partial, handle)
 
 
-def write_run(result, summary: dict, out: Path | None = None, run_id: str | None = None,
+def _iso(ns: int) -> str:
+    return datetime.fromtimestamp(ns / 1e9, tz=timezone.utc).strftime("%Y-%m-%d %H:%M")
+
+
+def run_meta(result, run_id: str = "") -> dict:
+    """The summary's header: run id, strategy, period, sizes, timings, margin modes, mark sources,
+    the input warnings (`summarize` adds them to `warnings`)."""
+    feed = result.feed
+    return {"run_id": run_id, "strategy": result.config.strategy, "start": _iso(int(feed.ts[0])),
+            "end": _iso(int(feed.ts[-1]) + feed.bar_ns), "bars": feed.bars, "instruments": list(feed.keys),
+            "events": len(result.events), "run_seconds": result.timings["run_seconds"],
+            "load_seconds": result.timings["load_seconds"],
+            "margin_modes": {n: v.margin_mode for n, v in result.catalog.venues.items()},
+            "mark_price_source": dict(feed.mark_source),
+            "input_warnings": list(result.warnings)}
+
+
+def summary_options(result) -> dict:
+    """`summarize`'s keyword arguments from the run's config."""
+    return {"one_legged_ratio": result.config.one_legged_ratio,
+            "one_legged_after_hours": result.config.one_legged_after_ns / 3.6e12}
+
+
+def summary_from_folder(folder: Path, result, run_id: str) -> dict:
+    """The run summary computed from the tables written in `folder` (read back, not rebuilt)."""
+    def read(name):
+        return pl.scan_ipc(folder / f"{name}.arrow").collect().rechunk()  # sums as over one table
+
+    return summarize(read("events"), read("equity"), run_meta(result, run_id), collateral=read("collateral"),
+                     positions=read("positions"), **summary_options(result))
+
+
+def _snapshot_chunks(snapshots, limit: int = SNAPSHOT_ROWS):
+    """Consecutive slices of `snapshots` holding about `limit` pool, position and balance rows each."""
+    start, rows = 0, 0
+    for n, snapshot in enumerate(snapshots):
+        account = snapshot.account
+        rows += 1 + len(account.positions) + len(account.balances)
+        # cut only between moments (ts, events applied): snapshots of one moment stay together
+        if rows >= limit and (n + 1 == len(snapshots) or (snapshots[n + 1].ts, snapshots[n + 1].events_applied)
+                              != (snapshot.ts, snapshot.events_applied)):
+            yield snapshots[start:n + 1]
+            start, rows = n + 1, 0
+    if start < len(snapshots):
+        yield snapshots[start:]
+
+
+def _valuation_parts(result):
+    """{table name: Arrow table} of the valuation tables (equity with distances, positions,
+    distance, collateral), chunk after chunk of snapshots (at once when the run already has them)."""
+    if result.projected is not None and result.distances is not None:
+        yield {name: BY_NAME[name].build(result, None) for name in ("equity", "positions", "distance", "collateral")}
+        return
+    for chunk in _snapshot_chunks(result.snapshots):
+        units = snapshot_units(chunk, result.catalog, result.feed)  # valued for the tables and the distances
+        equity, positions, collateral = snapshot_tables(chunk, result.catalog, result.feed, units)
+        distance = distance_table(chunk, result.catalog, result.feed, result.config.warning_thresholds, units)
+        yield {"equity": equity_distances(pl.from_arrow(equity), distance).to_arrow(), "positions": positions,
+               "distance": distance.to_arrow(), "collateral": collateral}
+
+
+def write_tables(result, folder: Path) -> None:
+    """Every table of the registry (`xmargin.output.tables`) into `folder`, each built once and
+    streamed: the event log in record batches, the projections from the written log, the valuation
+    tables one chunk of snapshots at a time (one record batch per chunk), so memory stays at one
+    chunk's rows."""
+    events_file = folder / BY_NAME["events"].file
+    write_events(result.events, events_file)
+    log = pl.scan_ipc(events_file)
+    streamed = set()
+    with ExitStack() as stack:
+        writers = {}
+        for parts in _valuation_parts(result):
+            for name, table in parts.items():
+                if name not in BY_NAME:
+                    continue
+                entry = BY_NAME[name]
+                if name not in writers:
+                    sink = stack.enter_context(pa.OSFile(str(folder / entry.file), "wb"))
+                    writers[name] = stack.enter_context(pa.ipc.new_file(sink, entry.schema))
+                writers[name].write_table(entry.conform(table))
+                streamed.add(name)
+    events = None
+    for table in OUTPUT_TABLES:
+        if table.name == "events" or table.name in streamed:
+            continue
+        if table.project is not None:
+            write_ipc(table.conform(table.project(log).collect().to_arrow()), folder / table.file)
+        else:  # a table this writer does not stream: its registry build over the written log
+            events = read_ipc(events_file) if events is None else events
+            write_ipc(table.conform(table.build(result, events)), folder / table.file)
+
+
+def write_run(result, summary: dict | None = None, out: Path | None = None, run_id: str | None = None,
               extra_manifest: dict | None = None, reservation: Reservation | None = None) -> Path:
-    """Write every table and the JSON files into the reserved `<out>/<run_id>.partial`, then rename."""
+    """Write every table and the JSON files into the reserved `<out>/<run_id>.partial`, then rename.
+    Without `summary`, it is computed from the written tables (`write_run_folder`)."""
+    return write_run_folder(result, summary, out, run_id, extra_manifest, reservation)[0]
+
+
+def write_run_folder(result, summary: dict | None = None, out: Path | None = None, run_id: str | None = None,
+                     extra_manifest: dict | None = None,
+                     reservation: Reservation | None = None) -> tuple[Path, dict]:
+    """`write_run`, returning (run folder, summary)."""
     config = result.config
     if reservation is None:
         out = Path(out or config.out)
         reservation = reserve_run(out, run_id or run_id_for(config, out))
     run_id, partial = reservation.run_id, reservation.partial
     try:
-        events = events_to_table(result.events)
-        for table in OUTPUT_TABLES:  # the output table registry (xmargin.output.tables)
-            write_ipc(table.conform(table.build(result, events)), partial / table.file)
+        write_tables(result, partial)
+        if summary is None:
+            summary = summary_from_folder(partial, result, run_id)
         (partial / "summary.json").write_text(json.dumps(json_safe(summary), indent=2) + "\n")
         manifest = {
             "run_id": run_id,
@@ -216,7 +325,7 @@ def write_run(result, summary: dict, out: Path | None = None, run_id: str | None
         manifest = json_safe(manifest)
         manifest[MANIFEST_DIGEST] = manifest_digest(manifest)
         (partial / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-        return reservation.commit()
+        return reservation.commit(), summary
     except OSError as exc:
         reservation.release()
         if exc.errno == errno.ENOSPC:

@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from pathlib import Path
 
 import attrs
 import polars as pl
 
 from xmargin.output.eventlog import events_to_table
-from xmargin.sim.loop import Backtest, RunResult
+from xmargin.sim.loop import Backtest, RunResult, few_collections
 from xmargin.output.snapshots import collateral_table, positions_table
-from xmargin.output.writer import equity_table, reserve_run, run_id_for, write_run
+from xmargin.output.writer import equity_table, reserve_run, run_id_for, run_meta, summary_options, write_run_folder
 from xmargin.analysis.summary import summarize
 from xmargin.sim.strategy import build_strategy
-
-
-def _iso(ns: int) -> str:
-    return datetime.fromtimestamp(ns / 1e9, tz=timezone.utc).strftime("%Y-%m-%d %H:%M")
 
 
 @attrs.frozen
@@ -28,19 +23,11 @@ class Completed:
 
 
 def summary_for(result: RunResult, run_id: str = "") -> dict:
-    feed = result.feed
-    meta = {"run_id": run_id, "strategy": result.config.strategy, "start": _iso(int(feed.ts[0])),
-            "end": _iso(int(feed.ts[-1]) + feed.bar_ns), "bars": feed.bars, "instruments": list(feed.keys),
-            "events": len(result.events), "run_seconds": result.timings["run_seconds"],
-            "load_seconds": result.timings["load_seconds"],
-            "margin_modes": {n: v.margin_mode for n, v in result.catalog.venues.items()},
-            "mark_price_source": dict(feed.mark_source),
-            "input_warnings": list(result.warnings)}  # summarize adds them to `warnings`
-    return summarize(pl.from_arrow(events_to_table(result.events)), pl.from_arrow(equity_table(result)), meta,
-                     collateral=pl.from_arrow(collateral_table(result)),
-                     positions=pl.from_arrow(positions_table(result)),
-                     one_legged_ratio=result.config.one_legged_ratio,
-                     one_legged_after_hours=result.config.one_legged_after_ns / 3.6e12)
+    """The run summary from the in-memory tables (each built once per result); `execute` computes
+    the same from the written files."""
+    return summarize(pl.from_arrow(events_to_table(result.events)), pl.from_arrow(equity_table(result)),
+                     run_meta(result, run_id), collateral=pl.from_arrow(collateral_table(result)),
+                     positions=pl.from_arrow(positions_table(result)), **summary_options(result))
 
 
 def execute(config, out: Path | None = None, run_id: str | None = None, progress: bool = False,
@@ -57,8 +44,8 @@ def execute(config, out: Path | None = None, run_id: str | None = None, progress
     reservation = reserve_run(out, run_id or run_id_for(config, out))
     try:
         result = Backtest(config, progress=progress, input_warnings=warnings, **backtest_options).run()
-        summary = summary_for(result, reservation.run_id)
-        path = write_run(result, summary, extra_manifest=extra_manifest, reservation=reservation)
+        with few_collections():  # the tables are written straight from the result, the summary from them
+            path, summary = write_run_folder(result, extra_manifest=extra_manifest, reservation=reservation)
     finally:
         reservation.release()
     return Completed(path=path, summary=summary, result=result)

@@ -499,7 +499,9 @@ def read_metadata(paths, exchange: str) -> VenueMetadata:
                 try:
                     merged = merged.merge(construct(data, exchange))
                 except (KeyError, TypeError, AttributeError, IndexError) as exc:
-                    raise RulesError(f"{path}: looks like a {name} response but lacks {exc!r}.") from exc
+                    what = f"the field {exc}" if isinstance(exc, KeyError) else f"the expected shape ({exc})"
+                    raise RulesError(f"{path}: looks like a {name} response but lacks {what}; give the response "
+                                     "as the venue (or ccxt) returned it, unedited.") from exc
                 except RulesError as exc:
                     raise RulesError(f"{path}: {exc}") from exc
                 break

@@ -1,0 +1,189 @@
+"""Careless and hostile inputs to the newer commands (sweep, capital, report, rules import, any --out):
+each is refused with a message naming the option, file or key, exit 2 (1 when the command ran and found
+no answer), no traceback, and nothing written that looks like a result."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from click.testing import CliRunner
+
+from xmargin.cli.main import main
+from test_stress import ROOT
+from test_sweep import config_path  # noqa: F401  (the module's 5-day hold config, a fixture)
+
+FIXTURES = ROOT / "tests" / "fixtures" / "venues"
+
+
+def invoke(*args):
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.output
+    return result
+
+
+@pytest.fixture(scope="module")
+def run_folder(config_path, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs")
+    result = invoke("run", config_path, "--out", out, "--run-id", "pair", "--quiet", "--no-validate")
+    assert result.exit_code == 0, result.output
+    return out / "pair"
+
+
+def test_an_out_folder_that_cannot_be_made_is_named_exit_2(config_path, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    for command in (["run", config_path, "--quiet", "--no-validate"],
+                    ["capital", config_path, "--quiet", "--no-validate"]):
+        result = invoke(*command, "--out", blocker / "inside")
+        assert result.exit_code == 2, result.output
+        assert str(blocker / "inside") in result.output and "Traceback" not in result.output
+    result = invoke("sweep", config_path, "--grid", "exchanges.binance.leverage=5", "--out", blocker / "inside")
+    assert result.exit_code == 2 and f"--out {blocker / 'inside'}: cannot create" in result.output
+    assert blocker.read_text() == "" and sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]
+
+
+def test_sweep_refuses_a_key_given_twice_and_a_folder_of_other_files(config_path, run_folder, tmp_path):
+    result = invoke("sweep", config_path, "--grid", "exchanges.binance.leverage=5",
+                    "--grid", "exchanges.binance.leverage=10", "--out", tmp_path / "a")
+    assert result.exit_code == 2 and "--grid exchanges.binance.leverage: given twice" in result.output
+    result = invoke("sweep", config_path, "--grid", "exchanges.binance.collateral.USDT=3000",
+                    "--collateral", "binance.USDT=5000", "--out", tmp_path / "b")
+    assert result.exit_code == 2 and "--collateral binance.USDT: also given as --grid" in result.output
+    before = sorted(p.name for p in run_folder.iterdir())
+    result = invoke("sweep", config_path, "--grid", "exchanges.binance.leverage=5", "--out", run_folder)
+    assert result.exit_code == 2 and f"--out {run_folder}: the folder holds other files" in result.output
+    assert sorted(p.name for p in run_folder.iterdir()) == before  # no sweep.json / sweep.parquet mixed in
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def _damaged(run_folder, tmp_path, name):
+    copy = tmp_path / name
+    shutil.copytree(run_folder, copy)
+    return copy
+
+
+def test_report_on_damaged_folders_names_the_file_and_writes_nothing(run_folder, tmp_path):
+    cases = []
+    cut = _damaged(run_folder, tmp_path, "cut")
+    data = (cut / "equity.arrow").read_bytes()
+    (cut / "equity.arrow").write_bytes(data[: len(data) // 2])
+    cases.append((cut, "equity.arrow: not a readable Arrow file"))
+    no_summary = _damaged(run_folder, tmp_path, "no-summary")
+    (no_summary / "summary.json").unlink()
+    cases.append((no_summary, "summary.json: unreadable"))
+    bad_manifest = _damaged(run_folder, tmp_path, "bad-manifest")
+    (bad_manifest / "manifest.json").write_text("{")
+    cases.append((bad_manifest, "manifest.json: unreadable"))
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    (sweep / "results.parquet").write_text("not parquet")
+    cases.append((sweep, "a file of this sweep folder cannot be read"))
+    capital = tmp_path / "capital"
+    capital.mkdir()
+    (capital / "capital.json").write_text("")
+    cases.append((capital, "a file of this capital folder cannot be read"))
+    comparison = tmp_path / "comparison"
+    comparison.mkdir()
+    (comparison / "comparison.json").write_text(json.dumps({"rows": 5}))
+    cases.append((comparison, "comparison.json: no set-up rows"))
+    unfinished = tmp_path / "unfinished"
+    unfinished.mkdir()
+    (unfinished / "sweep.json").write_text(json.dumps({"parameters": [], "variants": []}))
+    cases.append((unfinished, "an unfinished sweep"))
+    for folder, message in cases:
+        out = tmp_path / f"{folder.name}.html"
+        result = invoke("report", folder, "--out", out)
+        assert result.exit_code == 2, (folder, result.output)
+        assert message in result.output and "Traceback" not in result.output, result.output
+        assert not out.exists() and not list(tmp_path.glob("*.partial"))
+
+
+def test_capital_with_no_amount_that_works_exits_1(config_path, tmp_path):
+    # 5 billion USDT of ETH: rejected for margin even with 100x the configured collateral
+    result = invoke("capital", config_path, "--quiet", "--no-validate", "--out", tmp_path,
+                    "--set", 'strategy.params.positions={"binance:ETH/USDT:USDT"=5000000000}')
+    assert result.exit_code == 1, result.output
+    assert "fails even with 100x the configured collateral" in result.output
+    assert "no collateral amount found for binance USDT" in result.output
+    # an amount configured at 0 is scaled like the others: it stays 0 in every trial, and the note says so
+    hedge = tmp_path / "hedge.toml"
+    hedge.write_text((ROOT / "examples" / "capital_hedge.toml").read_text()
+                     .replace('"datasets/sample"', f'"{ROOT / "datasets" / "sample"}"'))
+    result = invoke("capital", hedge, "--quiet", "--no-validate", "--out", tmp_path, "--end", "2024-11-03",
+                    "--set", "exchanges.binance.collateral.USDT=0")
+    assert result.exit_code == 1, result.output
+    assert "(binance USDT configured at 0 stay 0 in every trial: give the amount you would start with)" in result.output
+
+
+def test_rules_import_refused_by_its_dataset_writes_no_rule_file(tmp_path):
+    dump = FIXTURES / "ccxt_fetch_leverage_tiers_binance.json"
+    not_a_dataset = tmp_path / "empty"
+    not_a_dataset.mkdir()
+    out = tmp_path / "rules.json"
+    result = invoke("rules", "import", dump, "--exchange", "binance", "--as-of", "2024-01-01", "--out", out,
+                    "--dataset", not_a_dataset)
+    assert result.exit_code == 2 and "dataset.toml: missing" in result.output
+    assert not out.exists()
+    result = invoke("rules", "import", dump, "--exchange", "binance", "--as-of", "2024-01-01", "--out", out,
+                    "--name", " ")
+    assert result.exit_code == 2 and "--name" in result.output and not out.exists()
+
+
+@pytest.mark.parametrize("line, message", [
+    ("grid = 5", "[sweep] grid = 5: expected e.g. grid = {"),
+    ("modes = 5", "[sweep] modes = 5: expected e.g. modes = ["),
+    ("stress = 5", "[sweep] stress = 5: expected e.g."),
+    ("modes = [1, 2]", "[sweep] modes = [1, 2]: every entry is a text"),
+    ("collateral = true", "[sweep] collateral = True: expected e.g."),
+])
+def test_a_sweep_table_of_the_wrong_shape_is_named(config_path, tmp_path, line, message):
+    config = tmp_path / "swept.toml"
+    config.write_text(config_path.read_text() + f"\n[sweep]\n{line}\n")
+    result = invoke("sweep", config, "--out", tmp_path / "out", "--workers", "1")
+    assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_rules_import_of_a_wrong_shape_names_the_file_and_the_response(tmp_path):
+    dump = tmp_path / "brackets.json"
+    dump.write_text(json.dumps([{"symbol": "BTCUSDT", "brackets": "nope"}]))
+    result = invoke("rules", "import", dump, "--exchange", "binance", "--as-of", "2024-01-01",
+                    "--out", tmp_path / "rules.json")
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert f"{dump}: looks like a binance leverageBracket response but lacks the expected shape" in result.output
+    assert not (tmp_path / "rules.json").exists()
+
+
+def test_an_id_with_a_path_is_refused_and_nothing_is_written_outside_out(config_path, tmp_path):
+    out = tmp_path / "out"
+    for command in (["capital"], ["compare", "--modes", "cross"]):
+        result = invoke(*command, config_path, "--id", "../escape", "--out", out, "--quiet", "--no-validate")
+        assert result.exit_code == 2 and "--id '../escape': an id is one folder name" in result.output
+    assert not (tmp_path / "escape").exists() and not (out.exists() and any(out.iterdir()))
+
+
+def test_a_set_up_naming_an_exchange_twice_is_refused(config_path, tmp_path):
+    for command in (["compare"], ["sweep", "--workers", "1"]):
+        result = invoke(*command, config_path, "--modes", "binance=cross,binance=isolated", "--out", tmp_path / "o")
+        assert result.exit_code == 2 and "exchange 'binance' given twice in one set-up" in result.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_sweep_with_failed_variants_exits_1_with_its_table(config_path, tmp_path):
+    result = invoke("sweep", config_path, "--grid", "run.start=2030-01-01,2030-02-01", "--set", "run.end=2030-06-01",
+                    "--out", tmp_path / "s", "--workers", "1")
+    assert result.exit_code == 1, result.output
+    assert "2 variants, 0 ok, 2 failed" in result.output and "2 of 2 variant(s) failed" in result.output
+    assert (tmp_path / "s" / "sweep.parquet").is_file()  # every variant's row, status failed, with its error
+    result = invoke("report", tmp_path / "s", "--out", tmp_path / "s.html")
+    assert result.exit_code == 2 and "every variant failed (2), nothing to plot; the first error: DatasetError" \
+        in result.output and not (tmp_path / "s.html").exists()
+
+
+def test_a_scheduler_that_is_no_address_is_named(config_path, tmp_path):
+    pytest.importorskip("distributed", reason="the Dask executor is the optional extra xmargin[dask]")
+    result = invoke("sweep", config_path, "--executor", "dask", "--scheduler", "garbage", "--out", tmp_path / "s")
+    assert result.exit_code == 2 and "--scheduler 'garbage': not a scheduler address" in result.output
+    assert not (tmp_path / "s").exists()
