@@ -27,7 +27,7 @@ RUN_KEYS = {"dataset", "start", "end", "strategy", "seed", "name", "out", "slipp
             "intrabar", "on_liquidation", "warning_thresholds", "instruments", "timeframe", "strict",
             "one_legged_ratio", "one_legged_after"}
 EXCHANGE_KEYS = {"rules", "margin_mode", "collateral", "leverage", "withdrawal_fees", "transfer_delay_minutes",
-                 "allow_default_brackets", "fees"}
+                 "allow_default_brackets", "fees", "portfolio_margin", "rules_variant"}
 MAX_SLIPPAGE_BPS = 1000.0  # 10 %: beyond that a market order's fill price means nothing
 MAX_LEVERAGE = 1000.0
 
@@ -92,6 +92,8 @@ class ExchangeConfig:
     transfer_delay_minutes: dict
     allow_default_brackets: bool = False
     fees: dict = attrs.field(factory=dict)  # market -> FeeRates or None (xmargin.venues.fees.market_fees)
+    portfolio_margin: str | None = None  # a portfolio-margin variant of the rule set (None: the one in force)
+    rules_variant: str | None = None  # a dated variant of the rule set's tables (None: the one in force)
 
 
 @attrs.frozen
@@ -241,6 +243,21 @@ def parse_config(data: dict, base: Path = Path("."), where: str = "config") -> R
             raise ConfigError(f"{prefix}.margin_mode = {mode!r}: {MODES[mode].unavailable}")
         if mode not in rules.margin_modes:
             raise ConfigError(f"{prefix}.margin_mode = {mode!r}: rule set {rules.name} allows {list(rules.margin_modes)}.")
+        problem = MODES[mode].config_problem(rules, entry)
+        if problem:
+            raise ConfigError(f"{prefix}.{problem}.")
+        for key in sorted({k for m in MODES.values() for k in m.config_keys} - set(MODES[mode].config_keys)):
+            if key in entry:
+                takers = [m.name for m in MODES.values() if key in m.config_keys]
+                raise ConfigError(f"{prefix}.{key} = {entry[key]!r}: only with margin_mode = "
+                                  + " or ".join(repr(t) for t in takers) + ".")
+        variant = entry.get("portfolio_margin")
+        rules_variant = entry.get("rules_variant")
+        if rules_variant is not None:
+            try:
+                rules.in_force(None, str(rules_variant))
+            except RulesError as exc:
+                raise ConfigError(f"{prefix}.{exc}") from exc
         collateral = entry.get("collateral", {})
         if not isinstance(collateral, dict) or not collateral:
             raise ConfigError(f"{prefix}.collateral: give the starting balances, e.g. {{ USDT = 20000 }}.")
@@ -264,7 +281,9 @@ def parse_config(data: dict, base: Path = Path("."), where: str = "config") -> R
             name=name, rules=entry["rules"], margin_mode=mode,
             collateral={a: float(v) for a, v in collateral.items()}, leverage=leverage,
             withdrawal_fees=tables["withdrawal_fees"], transfer_delay_minutes=tables["transfer_delay_minutes"],
-            allow_default_brackets=allow_defaults, fees=market_fees(rules, entry.get("fees", {}), f"{prefix}.fees"))
+            allow_default_brackets=allow_defaults, fees=market_fees(rules, entry.get("fees", {}), f"{prefix}.fees"),
+            portfolio_margin=None if variant is None else str(variant),
+            rules_variant=None if rules_variant is None else str(rules_variant))
     intrabar = run.get("intrabar", "path")
     if intrabar not in INTRABAR:
         raise ConfigError(f"run.intrabar = {intrabar!r}: allowed {list(INTRABAR)}.")

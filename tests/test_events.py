@@ -17,6 +17,7 @@ from xmargin.ledger.state import Ledger
 
 BTC = "a:BTC/USDT:USDT"
 SPOT = "a:ETH/USDT"
+FUTURE = "b:BTC/USDT:USDT-241227"
 T = 1_700_000_000_000_000_000
 
 
@@ -54,6 +55,8 @@ def _log() -> list:
         ev.TransferSent(T + 10, "a", 1, "b", "USDT", 1_000.0, 1.0, T + 20),
         ev.TransferRejected(T + 10, "a", 2, "b", "USDT", 1e9, "insufficient"),
         ev.TransferArrived(T + 20, "b", 1, "a", "USDT", 1_000.0),
+        ev.OrderFilled(T + 20, "b", FUTURE, 5, 0.01, 50_000.0, "taker", 0.0, 0.0, "USDT", "future", ""),
+        ev.ContractExpired(T + 21, "b", FUTURE, 0.01, 51_000.0, 10.0, 0.255, 0.0, "USDT", "index mean"),
         ev.RunStopped(T + 21, "a", "on_liquidation = stop"),
     ]
 
@@ -86,8 +89,9 @@ def test_applying_any_event_moves_money_exactly_by_its_flow_rule():
             assert flying[asset] - flying_before[asset] == pytest.approx(in_flight_flow(event).get(asset, 0.0))
     # the log's net effect, by hand: deposits 10,500; fee 2.5; funding -0.5; liquidations -200 - 1.5
     # and -600; insurance +12; spot: +2 ETH, -4,000 USDT; conversion -0.5 ETH, +990 USDT; withdrawal
-    # fee 1 (the 1,000 arrived)
+    # fee 1 (the 1,000 arrived); the future settled at expiry: +10 PnL, -0.255 settlement fee
     money = _money(ledger)
     assert money["a", "USDT"] + money["b", "USDT"] == pytest.approx(
-        10_500 - 2.5 - 0.5 - 201.5 - 600 + 12 - 4_000 + 990 - 1.0, abs=1e-9)
+        10_500 - 2.5 - 0.5 - 201.5 - 600 + 12 - 4_000 + 990 - 1.0 + 10.0 - 0.255, abs=1e-9)
+    assert not ledger.accounts["b"].positions
     assert money["a", "ETH"] == pytest.approx(1.5) and ledger.stopped

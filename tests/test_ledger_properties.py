@@ -120,8 +120,8 @@ class Capture:
         self.calls = []
         self.original = xmargin.sim.loop.liquidation_events
 
-    def __call__(self, ledger, catalog, breach, ts):
-        events = self.original(ledger, catalog, breach, ts)
+    def __call__(self, ledger, catalog, breach, ts, *rest):
+        events = self.original(ledger, catalog, breach, ts, *rest)
         self.calls.append((ledger, breach, events))
         return events
 

@@ -10,6 +10,7 @@ maintenance 0.05 x 2,000 P = 100 P: liquidation at P = 179,090 / 1,900 = 94.2578
 
 from __future__ import annotations
 
+import attrs
 import pytest
 
 from xmargin.ledger import commands as cmd
@@ -84,3 +85,25 @@ def test_a_gap_below_two_thirds_of_maintenance_goes_to_the_backstop():
     assert liquidations[0].price == pytest.approx(100 - 20_910 / 2_000, rel=1e-12)
     assert result.ledger.accounts["hl"].balance("USDC") == pytest.approx(0.0, abs=1e-9)
     assert liquidations[0].ts == T0 + 2 * HOUR
+
+
+def test_with_hyperliquid_cooldown_a_pool_still_liquidatable_within_30_s_closes_whole():
+    """Hyperliquid (venue-facts 2026-11, docs.tings.xyz quoting the HL docs): after a partial order a
+    30 s cooldown, during which liquidation orders are for the full position. Same book as above with
+    `cooldown_seconds = 30`: 400 close at 94.26 (a fifth), and when the path reaches 93.02 in the same
+    stretch of the bar (the same instant here) the remaining 1,600 close whole."""
+    base = load_rules("hyperliquid")
+    cooled = attrs.evolve(base, liquidation=attrs.evolve(
+        base.liquidation, parameters=attrs.evolve(base.liquidation.parameters, cooldown_seconds=30.0)))
+    catalog = make_catalog({"hl": VenueSpec(rules=cooled, collateral={"USDC": 21_000.0}, leverage=10.0)},
+                           [perp("hl", "BTC", settle="USDC")], tables={KEY: flat_brackets(0.05, 20.0)})
+    bars = [(100, 100, 100, 100), (100, 100, 100, 100), (100, 100, 93, 95), (95, 95, 90, 90)]
+    feed = make_feed((KEY,), [b[3] for b in bars], open=[b[0] for b in bars], high=[b[1] for b in bars],
+                     low=[b[2] for b in bars])
+    result, _ = run(catalog, feed, {0: [cmd.PlaceOrder.market(KEY, 2000.0)]})
+    first, rest = of_type(result.events, ev.PositionLiquidated)
+    assert (first.quantity, first.policy) == (-400.0, "partial")
+    assert first.trigger_price == pytest.approx(179_090 / 1_900, rel=1e-9)
+    assert (rest.quantity, rest.policy) == (-1600.0, "cooldown") and rest.ts - first.ts < 30 * 10**9
+    assert rest.trigger_price == pytest.approx(93.01771, rel=1e-6)  # where the rest reached maintenance
+    assert KEY not in result.ledger.accounts["hl"].positions

@@ -201,7 +201,7 @@ def test_the_sweep_table_of_a_config_and_bad_dimensions(config_path, tmp_path):
         (dict(grid=["exchanges.okx.leverage=1"]), "no exchange 'okx'"),
         (dict(grid=["leverage=1,2"]), "must start with run., strategy. or exchanges."),
         (dict(grid=["exchanges.binance.leverage=5,5"]), "repeat"),
-        (dict(modes="cross,portfolio"), "portfolio"),
+        (dict(modes="cross,portfolio-ish"), "portfolio-ish"),  # portfolio itself is a mode now
         (dict(stress=["gap:binance:-20%"]), "expected KIND:TARGET"),
     ]:
         with pytest.raises(ConfigError, match=message):

@@ -14,7 +14,8 @@ Columns (money in settlement assets added at par, as the run summary's totals):
   min_collateral            the smallest starting collateral that would have kept every risk unit
                             above maintenance at the sampled marks: per exchange max over time of
                             (maintenance - unrealised PnL) of the cross pool, plus the same per
-                            isolated position (each needs its own), summed; fees and funding
+                            isolated position (each needs its own), summed (an account margined
+                            as a whole, portfolio, from its own requirement); fees and funding
                             ignored. Where a unit was liquidated it only covers the time before.
                             (kept for comparison with earlier runs; it ignores realised PnL, fees,
                             funding and transfers: `xmargin capital` answers the capital question)
@@ -57,6 +58,7 @@ import attrs
 import polars as pl
 
 from xmargin.config import MARGIN_MODES, RunConfig, load_config
+from xmargin.margin.modes import MODES
 from xmargin.errors import ConfigError
 from xmargin.output.writer import check_run_id
 
@@ -163,6 +165,14 @@ def setup_metrics(run_path, summary: dict, thresholds, sample_hours: float) -> d
 
     # collateral needed to stay above maintenance at the sampled marks
     needed = 0.0
+    modes = run.manifest.get("resolved", {}).get("margin_modes", {})
+    whole = [e for e, m in modes.items() if m in MODES and MODES[m].margined_as_a_whole]
+    if whole:  # margined as a whole (portfolio): the account's requirement, not the positions' brackets
+        accounts = (equity.filter(pl.col("exchange").is_in(whole))
+                    .group_by("exchange").agg((pl.col("maintenance_margin") - pl.col("unrealized_pnl")).max()
+                                              .alias("need")))
+        needed += float(accounts["need"].clip(lower_bound=0.0).sum())
+        positions = positions.filter(~pl.col("exchange").is_in(whole))
     cross = positions.filter(pl.col("margin_mode") == "cross")
     if cross.height:
         pools = (cross.group_by(*key, "asset").agg((pl.col("maintenance_margin") - pl.col("unrealized_pnl")).sum()

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import math
 
+import attrs
 import numpy as np
 import polars as pl
 
@@ -103,6 +104,62 @@ def _subset(legs: Legs, keep: np.ndarray, cases: np.ndarray) -> Legs:
                 reserved=legs.reserved[cases])
 
 
+@attrs.frozen(eq=False)
+class _Moving:
+    """A whole-unit model (portfolio margin) of which only the legs at `positions` move: the others
+    stay at `marks` (the unit's legs at the snapshot)."""
+
+    model: object
+    positions: np.ndarray
+    marks: np.ndarray
+
+    def __call__(self, prices):
+        p = np.atleast_2d(np.asarray(prices, dtype=np.float64))
+        full = np.repeat(self.marks[None, :], p.shape[0], axis=0)
+        full[:, self.positions] = p
+        return self.model(full)
+
+    @staticmethod
+    def evaluate_many(wrappers, prices, indices):
+        """The kernel's batch entry: the wrapped models' own batch over full price rows (prepared
+        once per list of wrappers: the bisection reuses it)."""
+        if _MOVING.get("wrappers") is not wrappers:
+            sizes = np.array([len(w.marks) for w in wrappers], dtype=np.int64)
+            offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+            _MOVING.update(wrappers=wrappers, models=[w.model for w in wrappers],
+                           template=np.concatenate([w.marks for w in wrappers]),
+                           target=np.concatenate([o + w.positions for w, o in zip(wrappers, offsets)]),
+                           gather=np.concatenate(indices),
+                           indices=[np.arange(o, o + n) for o, n in zip(offsets, sizes)],
+                           batch=type(wrappers[0].model).evaluate_many)
+        p = np.atleast_2d(np.asarray(prices, dtype=np.float64))
+        full = np.repeat(_MOVING["template"][None, :], p.shape[0], axis=0)
+        full[:, _MOVING["target"]] = p[:, _MOVING["gather"]]
+        return _MOVING["batch"](_MOVING["models"], full, _MOVING["indices"])
+
+
+_MOVING: dict = {}
+
+
+def _case_requirements(legs, keys, group, group_unit, case_of_group, moving, mark, n_legs) -> tuple:
+    """The whole-unit models (portfolio margin) of the search's cases: an "all" case is its unit
+    (legs in place); a single-underlying case sees its moving legs, the unit's others at the marks."""
+    if not legs.requirements:
+        return ()
+    out = list(legs.requirements)
+    whole = {u: (index, model) for u, index, model in legs.requirements}
+    moving_group = group[moving]
+    for g in range(len(keys)):
+        found = whole.get(int(group_unit[g]))
+        if found is None:
+            continue
+        index, model = found
+        sel = np.flatnonzero(moving_group == g)
+        out.append((int(case_of_group[g]), n_legs + sel,
+                    _Moving(model, moving[sel] - int(index[0]), mark[index])))
+    return tuple(out)
+
+
 def distance_table(snapshots, catalog, feed, thresholds, units=None) -> pl.DataFrame:
     """One row per snapshot x risk unit holding positions x (each underlying, "all"): ts, reason,
     exchange, events_applied, asset (the unit's pool: the settlement asset, "USD" for a
@@ -155,6 +212,7 @@ def distance_table(snapshots, catalog, feed, thresholds, units=None) -> pl.DataF
     n_cases = n_units + len(keys)
     constant = np.zeros(len(held))
     idx = np.concatenate([np.arange(n_legs), moving])
+    requirements = _case_requirements(legs, keys, group, group_unit, case_of_group, moving, mark, n_legs)
     cases = Legs(quantity=np.concatenate([legs.quantity[idx], constant]),
                  entry=np.concatenate([legs.entry[idx], constant]),
                  size=np.concatenate([legs.size[idx], constant]),
@@ -163,7 +221,8 @@ def distance_table(snapshots, catalog, feed, thresholds, units=None) -> pl.DataF
                  fixed_maintenance=np.concatenate([legs.fixed_maintenance[idx], other_mm[held]]),
                  scale=np.concatenate([legs.scale[idx], np.ones(len(held))]),
                  unit=np.concatenate([legs.unit, case_of_group[group[moving]], case_of_group[held]]),
-                 base=np.concatenate([legs.base, np.empty(len(keys))]), reserved=np.zeros(n_cases))
+                 base=np.concatenate([legs.base, np.empty(len(keys))]), reserved=np.zeros(n_cases),
+                 requirements=requirements)
     cases.base[case_of_group] = legs.base[group_unit] + other_pnl
     direction = np.concatenate([-np.sign(legs.quantity), -net[group[moving]], constant])
     moves = dict(mark=np.concatenate([mark[idx], np.ones(len(held))]), direction=direction)

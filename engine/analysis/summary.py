@@ -99,6 +99,7 @@ def summarize(events: pl.DataFrame, equity: pl.DataFrame, meta: dict, collateral
     in_flight = sent_usd.join(arrived_usd.select("transfer_id"), on="transfer_id", how="anti")
     by_type = {t: events.filter(pl.col("type") == t) for t in (
         "CollateralDeposited", "FeeCharged", "FundingSettled", "PositionLiquidated", "InsuranceFundUsed",
+        "ContractExpired",
         "OrderFilled", "OrderRejected", "TransferSent", "TransferArrived", "MarginWarningRaised")}
     adjusted = flow_adjusted_equity(events, collateral, equity_by_account)
     per_exchange = {}
@@ -154,8 +155,10 @@ def summarize(events: pl.DataFrame, equity: pl.DataFrame, meta: dict, collateral
             "deposits": deposits,
             "final_equity": _f(final),
             "pnl": _f(final) - deposits - transfers_in + transfers_out,
-            "realized_pnl": total("OrderFilled", "realized_pnl") + total("PositionLiquidated", "realized_pnl"),
-            "fees": total("FeeCharged") + total("PositionLiquidated", "fee"),
+            "realized_pnl": total("OrderFilled", "realized_pnl") + total("PositionLiquidated", "realized_pnl")
+            + total("ContractExpired", "realized_pnl"),
+            "fees": total("FeeCharged") + total("PositionLiquidated", "fee") + total("ContractExpired", "fee"),
+            "contracts_expired": by_type["ContractExpired"].filter(pl.col("exchange") == exchange).height,
             "withdrawal_fees": total("TransferSent", "fee"),
             "funding": total("FundingSettled"),
             "fills": by_type["OrderFilled"].filter(pl.col("exchange") == exchange).height,

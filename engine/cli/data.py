@@ -64,15 +64,38 @@ def info(path):
 @click.option("--chunk-days", default=31, show_default=True, type=click.IntRange(min=1),
               help="Days generated and written per Parquet file (bounds memory).")
 @click.option("--force", is_flag=True, help="Replace OUT if it already exists.")
-def synth(out, days, timeframe, seed, exchanges, assets, start, chunk_days, force):
+@click.option("--futures-from", "futures_from", default=None, type=click.Path(file_okay=False, path_type=Path),
+              help="Derive quarterly dated futures from the real spot of this dataset (see --spot) instead.")
+@click.option("--spot", default=None, help="With --futures-from: the spot key, e.g. binance:BTC/USDT.")
+@click.option("--basis-apr", default=0.08, show_default=True, type=float,
+              help="With --futures-from: long-run annualised basis of the futures over spot (0.08 = 8 %/yr).")
+@click.option("--basis-volatility", default=0.04, show_default=True, type=float,
+              help="With --futures-from: stationary standard deviation of the annualised basis.")
+def synth(out, days, timeframe, seed, exchanges, assets, start, chunk_days, force, futures_from, spot, basis_apr,
+          basis_volatility):
     """Generate a deterministic synthetic dataset into the folder OUT.
 
     Correlated fat-tailed returns with jumps, per-exchange perps (USDT-linear on CEX names,
     USDC on hyperliquid) with a mean-reverting basis, spot on the first exchange, mark around
     last, and mean-reverting funding (8h on CEX, 1h on hyperliquid).
+
+    With --futures-from DATASET --spot KEY: quarterly futures (last Friday of Mar/Jun/Sep/Dec,
+    08:00 UTC) derived from that real spot with a mean-reverting annualised basis that decays to
+    zero at expiry, plus the real spot and perps of that exchange and asset copied unchanged, over
+    --start and --days; the dataset is marked synthetic (docs/dated-futures.md).
     """
     from xmargin.dataset.synth import SynthParameters, synthesize
 
+    if futures_from is not None:
+        from xmargin.dataset.synth_futures import FuturesParameters, synthesize_futures
+
+        if not spot:
+            raise click.UsageError("--futures-from needs --spot, e.g. --spot binance:BTC/USDT")
+        rows = synthesize_futures(futures_from, out, FuturesParameters(
+            spot=spot, start=start, days=days, seed=seed, basis_apr=basis_apr, basis_volatility=basis_volatility),
+            overwrite=force)
+        click.echo(f"wrote {out}: {rows} rows (quarterly futures derived from {spot}; kind = synthetic)")
+        return
     parameters = SynthParameters(days=days, timeframe=timeframe, seed=seed, exchanges=_csv(exchanges),
                                  assets=_csv(assets), start=start, chunk_days=chunk_days)
     written = synthesize(out, parameters, overwrite=force)

@@ -103,7 +103,7 @@ def synthetic_instruments(parameters: SynthParameters) -> tuple[Instrument, ...]
     return tuple(result)
 
 
-def _ar1(shocks: np.ndarray, persistence: float, initial: np.ndarray) -> np.ndarray:
+def ar1(shocks: np.ndarray, persistence: float, initial: np.ndarray) -> np.ndarray:
     """x_t = persistence * x_{t-1} + shocks_t for each column, from x_0 = initial (vectorised, exact)."""
     if shocks.shape[0] == 0:
         return shocks
@@ -173,7 +173,7 @@ def _chunk_tables(parameters: SynthParameters, rng: np.random.Generator, state: 
     persistence = 0.5 ** (step / 3600.0 / BASIS_HALF_LIFE_HOURS)
     basis_shock_std = BASIS_STATIONARY_STD * math.sqrt(1.0 - persistence**2)
     mean = state.basis_mean.ravel()
-    basis = mean + _ar1(basis_shock_std * rng.standard_normal((bars, mean.size)), persistence, state.basis - mean)
+    basis = mean + ar1(basis_shock_std * rng.standard_normal((bars, mean.size)), persistence, state.basis - mean)
     state.basis = basis[-1].copy()
     mark_noise = MARK_NOISE * rng.standard_normal((bars, mean.size))
 
@@ -211,7 +211,7 @@ def _chunk_tables(parameters: SynthParameters, rng: np.random.Generator, state: 
                                    base_volume[a] * activity[:, a] * volume_noise[:, n_assets + column]))
             mark_factor = np.exp(mark_noise[:, column])
             mark_parts.append(frame(exchange, symbol, "perp", {k: v * mark_factor for k, v in prices.items()}))
-            noise = _ar1(FUNDING_NOISE_PER_8H * math.sqrt(1 - FUNDING_PERSISTENCE**2)
+            noise = ar1(FUNDING_NOISE_PER_8H * math.sqrt(1 - FUNDING_PERSISTENCE**2)
                          * rng.standard_normal((events.size, 1)), FUNDING_PERSISTENCE,
                          np.array([state.funding_noise[column]]))[:, 0]
             if events.size:

@@ -213,6 +213,14 @@ def _liquidated(ledger: Ledger, e: ev.PositionLiquidated) -> Ledger:
     return _with_account(ledger, account)
 
 
+@applies(ev.ContractExpired)
+def _expired(ledger: Ledger, e: ev.ContractExpired) -> Ledger:
+    """The position is gone; its realised PnL and released margin return to the wallet, the fee leaves it."""
+    account = _set_position(ledger.accounts[e.exchange], e.instrument, None)
+    account = _credit(account, e.asset, e.margin_released + e.realized_pnl - e.fee)
+    return _with_account(ledger, account)
+
+
 @applies(ev.InsuranceFundUsed)
 def _insurance(ledger: Ledger, e: ev.InsuranceFundUsed) -> Ledger:
     account = ledger.accounts[e.exchange]

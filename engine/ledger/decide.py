@@ -55,6 +55,32 @@ def spot_buy_shortfall(account, context, instrument, notional: float, fee: float
     return ""
 
 
+def whole_account_check(account, context, instrument, quantity: float, price: float, fee: float, ts: int,
+                        filling: int | None = None, prices=None):
+    """For a margin mode that margins the account as a whole (portfolio: `order_check`), why an order
+    of `quantity` at `price` is refused ("" when it is not); None for the other modes, whose checks
+    are per position. Spot trades move the quote and base balances; derivatives the position (with
+    the other open orders on it; `filling`: the id of the order being filled, not counted twice).
+    `prices` = (marks, lasts) rows to value at; default the current bar's closes (decision time)."""
+    check = getattr(venue_mode(context.catalog, account.exchange).module, "order_check", None)
+    if check is None:
+        return None
+    feed, row = context.feed, context.row
+    marks, lasts = prices if prices is not None else (feed.mark_close[row], feed.close[row])
+    if instrument.is_derivative:
+        held = account.positions.get(instrument.key)
+        pending = sum(o.quantity for o in account.orders.values()
+                      if o.instrument == instrument.key and o.order_id != filling)
+        changes = {instrument.key: (held.quantity if held is not None else 0.0) + pending + quantity}
+        balances = None
+    else:
+        changes = {}
+        balances = dict(account.balances)
+        balances[instrument.quote] = balances.get(instrument.quote, 0.0) - quantity * price
+        balances[instrument.base] = balances.get(instrument.base, 0.0) + quantity
+    return check(account, context.catalog, marks, lasts, ts, changes, balances, fee)
+
+
 def decide(ledger: Ledger, context, command, ts: int) -> list:
     """Events for one command at time `ts` (ns)."""
     handler = _HANDLERS.get(type(command))
@@ -79,6 +105,9 @@ def _place(ledger: Ledger, context, c: cmd.PlaceOrder, ts: int) -> list:
 
     if not math.isfinite(c.quantity) or c.quantity == 0:
         return reject(f"quantity {c.quantity} must be a non-zero finite number")
+    if instrument.expiry_ns is not None and ts >= instrument.expiry_ns:
+        return reject(f"{c.instrument} expired at {instrument.expiry}: a dated future takes no orders after its "
+                      "expiry (open positions were settled then); trade the next contract")
     if instrument.lot_size > 0:
         lots = abs(c.quantity) / instrument.lot_size
         if abs(lots - round(lots)) > LOT_TOLERANCE * max(1.0, lots):
@@ -105,11 +134,17 @@ def _place(ledger: Ledger, context, c: cmd.PlaceOrder, ts: int) -> list:
     if not instrument.is_derivative:
         base = instrument.base
         fee = notional * tradable.taker_fee
-        if c.quantity > 0:
+        whole = whole_account_check(account, context, instrument, c.quantity, reference, fee, ts)
+        if c.quantity > 0 and c.quantity * reference + fee > account.balance(instrument.quote) + 1e-9:
+            return reject(f"insufficient {instrument.quote}: buying needs {c.quantity * reference + fee:.2f}, the "
+                          f"balance is {account.balance(instrument.quote):.2f}")
+        if whole:
+            return reject(whole)
+        if c.quantity > 0 and whole is None:
             shortfall = spot_buy_shortfall(account, context, instrument, notional, fee)
             if shortfall:
                 return reject(shortfall)
-        elif account.balance(base) + 1e-12 < -c.quantity:
+        elif c.quantity < 0 and account.balance(base) + 1e-12 < -c.quantity:
             return reject(f"insufficient {base}: selling {-c.quantity} but the balance is {account.balance(base)}")
         out.append(ev.OrderAccepted(ts, exchange, c.instrument, order_id, c.quantity, c.order_type,
                                     c.limit_price, c.reduce_only, "spot", 1.0, c.tag))
@@ -139,7 +174,11 @@ def _place(ledger: Ledger, context, c: cmd.PlaceOrder, ts: int) -> list:
     if c.leverage is not None and c.leverage != account.leverage.get(c.instrument):
         out.append(ev.LeverageChanged(ts, exchange, c.instrument, leverage))
     increase = exposure_increase(held + pending, c.quantity)
-    if increase > 0:
+    whole = whole_account_check(account, context, instrument, c.quantity, reference,
+                                notional * tradable.taker_fee, ts)
+    if whole:
+        return reject(whole)
+    if increase > 0 and whole is None:
         required = margin.contract_notional(increase, reference, inverse, size) / leverage + notional * tradable.taker_fee
         pool = pool_for(account, catalog, feed.mark_close[row], feed.close[row], instrument.settle)
         free = pool.free_collateral if pool is not None else 0.0

@@ -182,6 +182,25 @@ class PositionLiquidated:
 
 
 @event
+class ContractExpired:
+    """A dated future expired with a position open: the position (`quantity`, signed as held) closed
+    at `settlement_price` (the venue's settlement average; `settlement_source` says which series
+    and window stood in for it), booking `realized_pnl` and the settlement `fee` in `asset`; an
+    isolated position's margin (`margin_released`) returns to the wallet."""
+
+    ts: int
+    exchange: str
+    instrument: str
+    quantity: float
+    settlement_price: float
+    realized_pnl: float
+    fee: float
+    margin_released: float
+    asset: str
+    settlement_source: str
+
+
+@event
 class InsuranceFundUsed:
     """The exchange's insurance fund absorbed a loss. `credited`: it covered a balance that would
     have gone negative (the amount is credited to the account); otherwise it is the fund's own loss

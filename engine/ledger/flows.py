@@ -64,8 +64,9 @@ def _fee(e: ev.FeeCharged) -> dict:
     return {(e.exchange, e.asset): -e.amount}
 
 
-@flows_of(ev.PositionLiquidated)
-def _liquidated(e: ev.PositionLiquidated) -> dict:
+@flows_of(ev.PositionLiquidated, ev.ContractExpired)
+def _liquidated(e) -> dict:
+    """A liquidation or a settlement at expiry: realised PnL in, fee out (released isolated margin stays)."""
     return {(e.exchange, e.asset): e.realized_pnl - e.fee}
 
 

@@ -16,7 +16,7 @@ import attrs
 import numpy as np
 
 from xmargin.margin import formulas as margin
-from xmargin.margin.kernel import unit_one
+from xmargin.margin.kernel import required_one, unit_one
 from xmargin.margin.modes import account_units, multi_asset, venue_mode
 from xmargin.margin.units import asset_price, leverage_for, order_margin
 from xmargin.ledger.state import Account
@@ -80,9 +80,9 @@ def pool_key(catalog, exchange: str, asset: str) -> str:
     return venue_mode(catalog, exchange).pool_of(asset)
 
 
-def pool_for(account: Account, catalog, marks: np.ndarray, prices: np.ndarray, asset: str):
+def pool_for(account: Account, catalog, marks: np.ndarray, prices: np.ndarray, asset: str, now_ns: int | None = None):
     """The PoolMetrics backing positions settled in `asset` (None when the account has none)."""
-    return pool_metrics(account, catalog, marks, prices).get(pool_key(catalog, account.exchange, asset))
+    return pool_metrics(account, catalog, marks, prices, now_ns).get(pool_key(catalog, account.exchange, asset))
 
 
 _VALUED: dict[int, tuple] = {}  # id(unit) -> (unit, its leg prices, unit_one's result)
@@ -91,7 +91,8 @@ _VALUED: dict[int, tuple] = {}  # id(unit) -> (unit, its leg prices, unit_one's 
 def _valued(unit, marks) -> tuple[list, float, float, float, float]:
     """`xmargin.margin.kernel.unit_one` of a unit at the feed row `marks`; the last result per
     unit is kept (units are immutable and shared while the account's positions do not change,
-    so the orders of one wake-up value each pool once)."""
+    so the orders of one wake-up value each pool once). A unit margined as a whole (portfolio
+    margin) takes its maintenance and initial margin from its requirement."""
     prices = marks[unit.columns].tolist() if unit.rows else []
     hit = _VALUED.get(id(unit))
     if hit is not None and hit[0] is unit and hit[1] == prices:
@@ -99,6 +100,9 @@ def _valued(unit, marks) -> tuple[list, float, float, float, float]:
     if len(_VALUED) >= 64:
         _VALUED.clear()
     value = unit_one(unit.rows, unit.base, prices)
+    if unit.requirement is not None:
+        legs, pnl, collateral, _, _ = value
+        value = (legs, pnl, collateral, *required_one(unit.requirement, prices))
     _VALUED[id(unit)] = (unit, prices, value)
     return value
 
@@ -108,7 +112,8 @@ def _pool_scale(catalog, exchange: str, pool: str, asset: str, marks) -> float:
     return 1.0 if pool == asset else asset_price(catalog, exchange, asset, marks)
 
 
-def pool_metrics(account: Account, catalog, marks: np.ndarray, prices: np.ndarray) -> dict[str, PoolMetrics]:
+def pool_metrics(account: Account, catalog, marks: np.ndarray, prices: np.ndarray,
+                 now_ns: int | None = None) -> dict[str, PoolMetrics]:
     """One `PoolMetrics` per pool of the account's margin mode.
 
     margin balance = the pool unit's equity (cross wallet or collateral value after haircuts, plus
@@ -117,7 +122,7 @@ def pool_metrics(account: Account, catalog, marks: np.ndarray, prices: np.ndarra
     (isolated positions hold their own margin outside the pool).
     """
     mode = venue_mode(catalog, account.exchange)
-    units = account_units(catalog, account, marks)
+    units = account_units(catalog, account, marks, now_ns)
     isolated: dict[str, list] = {}
     for unit in units:
         if unit.isolated:
@@ -144,14 +149,15 @@ def pool_metrics(account: Account, catalog, marks: np.ndarray, prices: np.ndarra
     return pools
 
 
-def position_metrics(account: Account, catalog, marks: np.ndarray) -> list[PositionMetrics]:
+def position_metrics(account: Account, catalog, marks: np.ndarray, now_ns: int | None = None) -> list[PositionMetrics]:
     """Metrics for every open position (in the account's order), with its liquidation price per
     the exchange formula (cross positions: with the other cross positions' maintenance margin and
     PnL held fixed, and the pool's collateral value after haircuts as the wallet balance, held at
     today's collateral prices)."""
     basis = catalog.venues[account.exchange].rules.liquidation.maintenance_basis
+    fee_to_close = catalog.venues[account.exchange].rules.fee_to_close
     found = {}
-    for unit in account_units(catalog, account, marks):
+    for unit in account_units(catalog, account, marks, now_ns):
         legs, cross_pnl, wallet, cross_maintenance, _ = _valued(unit, marks)
         for k in range(unit.positions):
             found[unit.instruments[k]] = (unit, legs[k], wallet, cross_pnl, cross_maintenance)
@@ -161,18 +167,20 @@ def position_metrics(account: Account, catalog, marks: np.ndarray) -> list[Posit
         tradable = catalog.tradable(key)
         inverse, size = tradable.instrument.is_inverse, tradable.instrument.contract_size
         leverage = leverage_for(account, catalog, key)
-        if unit.isolated:
+        if unit.requirement is not None:  # account-level liquidation: see xmargin.analysis.distance; the
+            liquidation = bankrupt = math.nan  # position's margins stay its bracket figures, on its own
+        elif unit.isolated:
             liquidation = margin.isolated_liquidation_price_by_rule(position.quantity, position.entry_price,
                                                                     position.isolated_margin, tradable.brackets,
                                                                     inverse, size, basis)
             bankrupt = margin.contract_bankruptcy_price(position.quantity, position.entry_price,
-                                                        position.isolated_margin, inverse, size)
+                                                        position.isolated_margin, inverse, size, fee_to_close)
         else:
             liquidation = margin.contract_liquidation_price(
                 position.quantity, position.entry_price, wallet, tradable.brackets, inverse, size,
                 other_maintenance_margin=cross_maintenance - maintenance, other_unrealized_pnl=cross_pnl - pnl)
             bankrupt = margin.contract_bankruptcy_price(position.quantity, position.entry_price,
-                                                        wallet + cross_pnl - pnl, inverse, size)
+                                                        wallet + cross_pnl - pnl, inverse, size, fee_to_close)
         out.append(PositionMetrics(key, position.quantity, position.entry_price, float(marks[tradable.column]),
                                    notional, pnl, notional / leverage, maintenance, position.margin_mode,
                                    position.isolated_margin, leverage, liquidation, bankrupt, position.asset))

@@ -99,3 +99,23 @@ def schedule_for(rules, asset: str) -> CollateralSchedule:
     if entry is None:
         entry = 1.0 if asset in STABLECOINS else 0.0
     return schedule_from(asset, entry)
+
+
+def pooled_collateral(rules, balances: dict, price_of) -> tuple[float, list]:
+    """One pool of every balance (multi-asset and portfolio margin): (the stablecoins' collateral
+    value, [(column, asset, haircut coin amount)] of the other coins). `price_of(asset)` gives
+    (feed column or None, price); a coin without a column or a finite price is left out."""
+    base, legs = 0.0, []
+    for asset in sorted(balances):
+        balance = balances[asset]
+        if balance == 0:
+            continue
+        schedule = schedule_for(rules, asset)
+        if asset in STABLECOINS:
+            base += collateral_value(balance, 1.0, schedule)
+            continue
+        column, price = price_of(asset)
+        if column is None or not math.isfinite(price):
+            continue
+        legs.append((column, asset, effective_quantity(balance, price, schedule)))
+    return base, legs

@@ -323,18 +323,31 @@ def isolated_liquidation_price_by_rule(quantity: float, entry_price: float, isol
 
 
 def contract_bankruptcy_price(quantity: float, entry_price: float, margin: float, inverse: bool = False,
-                              contract_size: float = 1.0) -> float:
-    """Price where margin + unrealised PnL = 0, by contract type (inverse: 1/P = 1/entry + margin /
-    (quantity x contract_size); inf for a short whose margin covers everything, 0.0 for a long with
-    no positive price). nan for quantity 0."""
-    if not inverse:
-        return bankruptcy_price(quantity, entry_price, margin)
+                              contract_size: float = 1.0, fee_to_close: float = 0.0) -> float:
+    """Price where margin + unrealised PnL = the fee to close there (`fee_to_close` x notional at
+    that price; 0: equity zero), by contract type. Linear: (entry - margin / quantity) / (1 - side x
+    fee); inverse: quantity x size x (1 + side x fee) / (margin + quantity x size / entry) (Bybit's
+    inverse formula: 1.00075 x Q / (Q / entry + balance)); inf for an inverse short whose margin covers
+    everything, 0.0 for a long with no positive price; nan for quantity 0."""
     if quantity == 0:
         return math.nan
-    inverse_price = 1.0 / entry_price + margin / (quantity * contract_size)
-    if inverse_price <= 0:
+    side = 1.0 if quantity > 0 else -1.0
+    if not inverse:
+        if fee_to_close == 0:
+            return bankruptcy_price(quantity, entry_price, margin)
+        return max((entry_price - margin / quantity) / (1.0 - side * fee_to_close), 0.0)
+    denominator = margin + quantity * contract_size / entry_price
+    if denominator == 0 or (denominator < 0) == (quantity > 0):
         return math.inf if quantity < 0 else 0.0
-    return 1.0 / inverse_price
+    return quantity * contract_size * (1.0 + side * fee_to_close) / denominator
+
+
+def close_fee_at_bankruptcy(quantity: float, entry_price: float, leverage: float, taker_fee: float) -> float:
+    """Bybit's estimated fee to close (quote units): |quantity| x the bankruptcy price at `leverage`
+    (entry x (1 - 1/leverage) long, x (1 + 1/leverage) short) x the taker rate (help 'Initial Margin
+    Calculation (USDC Contract)'; the initial margin there is size x mark / leverage plus this fee)."""
+    side = 1.0 if quantity > 0 else -1.0
+    return abs(quantity) * entry_price * (1.0 - side / leverage) * taker_fee
 
 
 def average_entry(held: float, entry_price: float, quantity: float, price: float, inverse: bool = False) -> float:

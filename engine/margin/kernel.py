@@ -23,6 +23,10 @@ the bracket formula at its (scaled) notional, or a constant (`fixed_maintenance`
 isolated position margined on its entry value, Bybit). Initial margin = scaled notional /
 leverage, plus the unit's `reserved` open-order margin.
 
+A unit may instead carry a *requirement*: a model of the whole unit (portfolio margin,
+`xmargin.margin.portfolio`) called with its legs' prices (C, L_unit) that returns its maintenance
+and initial margin per case; the per-leg bracket figures are then not summed for that unit.
+
 Units are numbered: `unit[k]` says which unit leg k belongs to, so one call can value many units
 at once (every snapshot of a run, every shocked case of a distance search). Prices are one per leg
 (shape (L,)), or one row per case (shape (C, L)); the results then have shape (U,) or (C, U).
@@ -57,6 +61,7 @@ class Legs:
     unit: np.ndarray  # unit index of each leg
     base: np.ndarray  # per unit: constant equity (wallet / stable collateral / isolated margin)
     reserved: np.ndarray  # per unit: initial margin of open orders
+    requirements: tuple = ()  # (unit index, leg indices, model): units margined as a whole
 
     @property
     def units(self) -> int:
@@ -64,7 +69,7 @@ class Legs:
 
     @classmethod
     def build(cls, quantity, entry, tables, *, size=None, table=None, leverage=None, fixed_maintenance=None,
-              scale=None, unit=None, base=(0.0,), reserved=None) -> "Legs":
+              scale=None, unit=None, base=(0.0,), reserved=None, requirement=None) -> "Legs":
         """Legs from lists; defaults: linear, one table per leg in order, leverage inf, moving
         maintenance, scale 1, a single unit."""
         n = len(quantity)
@@ -79,7 +84,8 @@ class Legs:
                    fixed_maintenance=floats(fixed_maintenance, math.nan), scale=floats(scale, 1.0),
                    unit=np.zeros(n, dtype=np.int64) if unit is None else np.asarray(unit, dtype=np.int64),
                    base=base, reserved=np.zeros(len(base)) if reserved is None else
-                   np.asarray(reserved, dtype=np.float64).reshape(len(base)))
+                   np.asarray(reserved, dtype=np.float64).reshape(len(base)),
+                   requirements=() if requirement is None else ((0, np.arange(n), requirement),))
 
     @classmethod
     def concat(cls, parts) -> "Legs":
@@ -108,7 +114,33 @@ class Legs:
                    table=np.concatenate(remapped) if parts else np.zeros(0, dtype=np.int64), tables=tuple(tables),
                    leverage=joined("leverage"), fixed_maintenance=joined("fixed_maintenance"), scale=joined("scale"),
                    unit=np.concatenate(units) if parts else np.zeros(0, dtype=np.int64), base=joined("base"),
-                   reserved=joined("reserved"))
+                   reserved=joined("reserved"), requirements=joined_requirements(parts))
+
+
+_BATCHES: dict = {}  # the last requirements tuple's batches (the distance search reuses one Legs)
+
+
+def _requirement_batches(requirements) -> list:
+    """[(batch function or None, unit indices, models, leg indices)] grouped by the models' type."""
+    if _BATCHES.get("requirements") is requirements:
+        return _BATCHES["batches"]
+    grouped: dict = {}
+    for u, index, model in requirements:
+        grouped.setdefault(getattr(type(model), "evaluate_many", None), []).append((u, index, model))
+    batches = [(batch, np.array([u for u, _, _ in members], dtype=np.int64), [m for _, _, m in members],
+                [index for _, index, _ in members]) for batch, members in grouped.items()]
+    _BATCHES.update(requirements=requirements, batches=batches)
+    return batches
+
+
+def joined_requirements(parts) -> tuple:
+    """The parts' unit requirements with their unit and leg indices shifted into the joined set."""
+    out, units, legs = [], 0, 0
+    for part in parts:
+        out.extend((u + units, index + legs, model) for u, index, model in part.requirements)
+        units += part.units
+        legs += len(part.quantity)
+    return tuple(out)
 
 
 @attrs.frozen(eq=False)
@@ -164,9 +196,24 @@ def valuate(legs: Legs, prices: np.ndarray) -> Valuation:
     if fixed.any():
         maintenance = np.where(fixed, legs.fixed_maintenance, maintenance)
     initial = scaled / legs.leverage
+    unit_maintenance = _per_unit(legs, maintenance)
+    unit_initial = legs.reserved + _per_unit(legs, initial)
+    if legs.requirements:  # units margined as a whole (portfolio margin); a model type with
+        # `evaluate_many(models, prices, leg indices) -> (maintenance, initial)` of shape (C, K) values
+        # all its units in one call
+        p = np.asarray(prices, dtype=np.float64)
+        one = unit_maintenance.ndim == 1
+        for batch, units, models, indices in _requirement_batches(legs.requirements):
+            if batch is not None:
+                required_maintenance, required_initial = batch(models, p, indices)
+            else:
+                results = [model(p[..., index]) for model, index in zip(models, indices)]
+                required_maintenance = np.stack([np.atleast_1d(r[0]) for r in results], axis=-1)
+                required_initial = np.stack([np.atleast_1d(r[1]) for r in results], axis=-1)
+            unit_maintenance[..., units] = required_maintenance[0] if one else required_maintenance
+            unit_initial[..., units] = legs.reserved[units] + (required_initial[0] if one else required_initial)
     return Valuation(equity=legs.base + _per_unit(legs, pnl * legs.scale),
-                     maintenance_margin=_per_unit(legs, maintenance),
-                     initial_margin=legs.reserved + _per_unit(legs, initial),
+                     maintenance_margin=unit_maintenance, initial_margin=unit_initial,
                      notional=notional, unrealized_pnl=pnl, leg_maintenance=maintenance, leg_initial=initial)
 
 
@@ -244,6 +291,13 @@ def valuate_one(rows, base: float, prices, reserved: float = 0.0) -> tuple[float
     numbers as `valuate` (held equal by a property test), in plain Python floats."""
     _, pnl, collateral, maintenance, initial = unit_one(rows, base, prices)
     return collateral + pnl, maintenance, initial + reserved
+
+
+def required_one(requirement, prices) -> tuple[float, float]:
+    """(maintenance, initial margin before open orders) of a whole-unit model at one case (one
+    price per leg of the unit)."""
+    maintenance, initial = requirement(np.asarray(prices, dtype=np.float64)[None, :])
+    return float(maintenance[0]), float(initial[0])
 
 
 def equity_one(rows, base: float, prices) -> float:

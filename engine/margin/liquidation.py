@@ -2,7 +2,8 @@
 fee, and what the insurance fund absorbs.
 
 What closes is the rule set's liquidation policy (`xmargin.margin.policies`: full, partial with
-steps and backstop; an isolated position always closes whole). The prices: the trigger marks, or
+steps and backstop; an isolated position always closes whole; a portfolio-margin account cancels
+its open orders and closes every position, its coin balances staying as they are). The prices: the trigger marks, or
 the bankruptcy prices, where every position's price moves adversely by the same fraction r of its
 trigger mark so that the unit's equity is exactly zero (closed form for linear positions,
 bisection with inverse ones; the equity is the valuation kernel's).
@@ -20,7 +21,7 @@ import numpy as np
 
 from xmargin.ledger import events as ev
 from xmargin.margin.kernel import equity_one, leg_value_one, valuate
-from xmargin.margin.policies import POLICIES, Breached, close_isolated
+from xmargin.margin.policies import POLICIES, Breached, close_isolated, close_portfolio
 
 
 def _bankruptcy_prices(unit, triggers, equity: float, notionals: np.ndarray) -> np.ndarray:
@@ -48,8 +49,9 @@ def _bankruptcy_prices(unit, triggers, equity: float, notionals: np.ndarray) -> 
     return triggers * (1.0 - direction * high)
 
 
-def liquidation_events(ledger, catalog, breach, ts: int) -> list:
-    """Events for one breach found by `xmargin.margin.risk.scan` (`breach.prices` are the trigger marks)."""
+def liquidation_events(ledger, catalog, breach, ts: int, last_partial_ns: int | None = None) -> list:
+    """Events for one breach found by `xmargin.margin.risk.scan` (`breach.prices` are the trigger marks);
+    `last_partial_ns`: when this unit last had a partial step (the policy's cooldown)."""
     unit = breach.unit
     rules = catalog.venues[unit.exchange].rules.liquidation
     account = ledger.accounts[unit.exchange]
@@ -57,12 +59,19 @@ def liquidation_events(ledger, catalog, breach, ts: int) -> list:
     legs = unit.legs
     value = valuate(legs, triggers)
     equity = float(value.equity[0])
+    since = (ts - last_partial_ns) / 1e9 if last_partial_ns is not None else float("inf")
     breached = Breached(unit, catalog, triggers, value.unrealized_pnl, value.notional, equity,
-                        float(value.maintenance_margin[0]))
-    plan = close_isolated(breached, rules) if unit.isolated else POLICIES[rules.policy].plan(breached, rules)
+                        float(value.maintenance_margin[0]), since)
+    events = []
+    if unit.requirement is not None:  # account-level: cancel every open order, then close every position
+        plan = close_portfolio(breached, rules)
+        events.extend(ev.OrderCancelled(ts, unit.exchange, order.instrument, order_id,
+                                        "liquidation: open orders are cancelled first")
+                      for order_id, order in sorted(account.orders.items()))
+    else:
+        plan = close_isolated(breached, rules) if unit.isolated else POLICIES[rules.policy].plan(breached, rules)
     fills = triggers if plan.fill == "trigger" else _bankruptcy_prices(unit, triggers, equity, value.notional)
 
-    events = []
     left = equity
     remaining = {k: float(legs.quantity[k]) for k in range(unit.positions)}
     entries, sizes = legs.entry.tolist(), legs.size.tolist()

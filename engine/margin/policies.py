@@ -8,6 +8,9 @@ error names the file and the key). `xmargin.margin.liquidation` turns the plan i
   a drained pool).
 * `partial`: positions close at the trigger marks (the exchange's reducing market orders), worst
   unrealised PnL first, until the pool's equity is above the maintenance margin of what is left.
+  Cooldown (`cooldown_seconds`, Hyperliquid 30 s): after a partial order, a unit still liquidatable
+  within the cooldown has its whole positions closed (at once when one partial order does not
+  suffice; at a later breach inside the cooldown, label "cooldown").
   Stepped: a position above `partial_above_notional` is reduced by `partial_fraction` of it at a
   time (rounded to its lot). Backstop: below `backstop_fraction` x maintenance (a gap) the whole
   pool goes to the exchange's backstop at the bankruptcy prices (Hyperliquid: 20 % steps above
@@ -48,11 +51,13 @@ class FullParameters:
 class PartialParameters:
     """`partial`: step size and backstop. `partial_fraction` of a position above
     `partial_above_notional` (settle-asset units) closes per step; `backstop_fraction`: below that
-    fraction of maintenance the pool goes to the backstop (0: never)."""
+    fraction of maintenance the pool goes to the backstop (0: never); `cooldown_seconds`: one step
+    at a time, the next no sooner than that after it (Hyperliquid: 30 s; 0: every step at once)."""
 
     partial_fraction: float = attrs.field(default=1.0, converter=float, validator=_fraction(True))
     partial_above_notional: float = attrs.field(default=math.inf, converter=float)
     backstop_fraction: float = attrs.field(default=0.0, converter=float, validator=_fraction(False))
+    cooldown_seconds: float = attrs.field(default=0.0, converter=float, validator=attrs.validators.ge(0.0))
 
 
 @attrs.frozen
@@ -78,6 +83,7 @@ class Breached:
     notional: np.ndarray
     equity: float
     maintenance_margin: float
+    seconds_since_partial: float = float("inf")  # since this unit's last partial step (the cooldown)
 
 
 def _everything(unit) -> tuple:
@@ -94,6 +100,13 @@ def close_isolated(breached: Breached, rules) -> Plan:
     return Plan(_everything(breached.unit), rules.fill, "isolated")
 
 
+def close_portfolio(breached: Breached, rules) -> Plan:
+    """A portfolio-margin account below its requirement: every position closes at the rule set's
+    fill price (the venues publish the account-level trigger and the order cancellation, not the
+    steps by which they reduce a portfolio; partial steps are not modelled)."""
+    return Plan(_everything(breached.unit), rules.fill, "portfolio")
+
+
 def close_partial(breached: Breached, rules) -> Plan:
     """Worst position first at the trigger marks, in steps, until equity is above the maintenance
     of what is left; the whole pool to the backstop at bankruptcy prices when equity is below
@@ -101,7 +114,16 @@ def close_partial(breached: Breached, rules) -> Plan:
     parameters = rules.parameters
     if parameters.backstop_fraction and breached.equity < parameters.backstop_fraction * breached.maintenance_margin:
         return Plan(_everything(breached.unit), "bankruptcy", "backstop")
-    return Plan(tuple(_partial_steps(breached, rules)), "trigger", "partial")
+    if parameters.cooldown_seconds > 0 and breached.seconds_since_partial < parameters.cooldown_seconds:
+        return Plan(_everything(breached.unit), "trigger", "cooldown")  # still liquidatable in the cooldown
+    steps = tuple(_partial_steps(breached, rules))
+    if parameters.cooldown_seconds > 0 and len(steps) > 1:
+        # one partial order starts the cooldown; still liquidatable within it (at once), the rest closes whole
+        first_index, first_quantity = steps[0]
+        rest = tuple((k, float(breached.unit.legs.quantity[k]) - (first_quantity if k == first_index else 0.0))
+                     for k in range(breached.unit.positions))
+        steps = (steps[0],) + tuple((k, q) for k, q in rest if abs(q) > 1e-12)
+    return Plan(steps, "trigger", "partial")
 
 
 def _partial_steps(breached: Breached, rules) -> list[tuple[int, float]]:

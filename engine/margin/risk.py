@@ -38,13 +38,14 @@ class Breach:
     prices: np.ndarray
 
 
-def risk_units(ledger, catalog, prices: np.ndarray | None = None) -> list[RiskUnit]:
+def risk_units(ledger, catalog, prices: np.ndarray | None = None, now_ns: int | None = None) -> list[RiskUnit]:
     """The risk units of every account, in a stable order (exchange, then as its margin mode
     lists them: pools, isolated positions). `prices` (marks at the start of the stretch) value
-    the collateral legs of modes whose units move with collateral prices."""
+    the collateral legs of modes whose units move with collateral prices; `now_ns` is the time of
+    the stretch's start (portfolio margin: a dated future's time to expiry)."""
     units = []
     for exchange in sorted(ledger.accounts):
-        units.extend(account_units(catalog, ledger.accounts[exchange], prices))
+        units.extend(account_units(catalog, ledger.accounts[exchange], prices, now_ns))
     return units
 
 
@@ -78,7 +79,7 @@ def provably_quiet(unit: RiskUnit, feed, start: int, stop: int, thresholds: np.n
     highest high; inverse: lowest low). The bound is looser than any intrabar path, so True is
     exact; False sends the unit to the full scan. Only used while the unit carries no warning (a
     warned unit must also be able to clear). Valued with the kernel's scalar path."""
-    if unit.level:
+    if unit.level or unit.requirement is not None:  # a whole-unit model has no monotone bound
         return False
     columns = unit.columns
     highs = feed.mark_high[start:stop, columns].max(axis=0).tolist()
@@ -143,7 +144,7 @@ def trigger_prices(unit: RiskUnit, feed, prices, curves, bar: int, point: int, p
     if point == 0:
         return current.copy()
     previous = prices[bar, point - 1]
-    if len(unit.columns) == 1:
+    if len(unit.columns) == 1 and unit.requirement is None:
         legs = unit.legs
         quantity, entry, table = float(legs.quantity[0]), float(legs.entry[0]), unit.tables[0]
         inverse = bool(legs.size[0] > 0)

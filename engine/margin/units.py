@@ -46,6 +46,7 @@ class RiskUnit:
     base: float
     level: int
     positions: int
+    requirement: object = None  # a whole-unit margin model (portfolio margin); None: per-leg brackets
     _views: dict = attrs.field(factory=dict, repr=False)  # legs / columns, built when first read
 
     @property
@@ -70,7 +71,8 @@ class RiskUnit:
         return Legs.build([r[1] for r in rows], [r[2] for r in rows], tables, size=[r[3] for r in rows],
                           table=table_index, leverage=[r[5] for r in rows],
                           fixed_maintenance=[math.nan if r[6] is None else r[6] for r in rows],
-                          scale=[r[7] for r in rows], base=(self.base,))
+                          scale=[r[7] for r in rows], base=(self.base,),
+                          requirement=self.requirement)
 
     @property
     def columns(self) -> np.ndarray:
@@ -246,4 +248,12 @@ def stack(units, reserved=None) -> Legs:
                 scale=np.array(scale, dtype=np.float64),
                 unit=np.repeat(np.arange(len(units), dtype=np.int64), counts),
                 base=np.array([u.base for u in units], dtype=np.float64),
-                reserved=np.zeros(len(units)) if reserved is None else np.asarray(reserved, dtype=np.float64))
+                reserved=np.zeros(len(units)) if reserved is None else np.asarray(reserved, dtype=np.float64),
+                requirements=_requirements(units, counts))
+
+
+def _requirements(units, counts) -> tuple:
+    """The kernel's (unit, leg indices, model) of the units margined as a whole (portfolio margin)."""
+    starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    return tuple((u, np.arange(starts[u], starts[u + 1]), unit.requirement)
+                 for u, unit in enumerate(units) if unit.requirement is not None)

@@ -54,7 +54,7 @@ def snapshot_units(snapshots, catalog, feed) -> tuple[list, list]:
                id(account.warning_levels))
         found = built.get(key)
         if found is None:
-            found = account_units(catalog, account, feed.mark_close[snapshot.row])
+            found = account_units(catalog, account, feed.mark_close[snapshot.row], snapshot.ts)
             if not venue_mode(catalog, account.exchange).revalue_each_stretch:
                 built[key] = found
         units.extend(found)

@@ -29,6 +29,7 @@ from xmargin._version import __version__
 from xmargin.analysis.distance import distance_table, equity_distances
 from xmargin.analysis.summary import summarize
 from xmargin.errors import RunError
+from xmargin.margin.modes import venue_mode
 from xmargin.output.eventlog import file_hash, read_ipc, write_events, write_ipc
 from xmargin.output.snapshots import snapshot_tables, snapshot_units
 from xmargin.output.tables import BY_NAME, OUTPUT_TABLES, SCHEMA_VERSION, equity_table
@@ -298,10 +299,18 @@ def write_run_folder(result, summary: dict | None = None, out: Path | None = Non
                          "on_liquidation": config.on_liquidation,
                          "warning_thresholds": list(config.warning_thresholds),
                          "margin_modes": {n: v.margin_mode for n, v in result.catalog.venues.items()},
-                         "rules": {n: {"name": v.rules.name, "as_of": v.rules.as_of}
+                         "rules": {n: {"name": v.rules.name, "as_of": v.rules.as_of,
+                                       "variant": v.rules.variant_name or v.rules.name}
                                    for n, v in result.catalog.venues.items()},
+                         "portfolio_margin": {n: {"variant": v.portfolio_variant.name,
+                                                  "method": v.portfolio_variant.method,
+                                                  "source": v.portfolio_variant.source}
+                                              for n, v in result.catalog.venues.items()
+                                              if v.portfolio_variant is not None
+                                              and venue_mode(result.catalog, n).config_keys},
                          "instruments": list(result.feed.keys)},
             "mark_price_source": dict(result.feed.mark_source),
+            "settlements": [s.describe() for s in getattr(result, "settlements", ())],
             "versions": _versions(),
             "dataset_fingerprint": result.feed.fingerprint,
             "seed": config.seed,

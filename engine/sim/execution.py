@@ -13,7 +13,7 @@ from xmargin.ledger import events as ev
 from xmargin.margin import formulas as margin
 from xmargin.margin.accounting import pool_for
 from xmargin.margin.units import ISOLATED
-from xmargin.ledger.decide import exposure_increase, spot_buy_shortfall
+from xmargin.ledger.decide import exposure_increase, spot_buy_shortfall, whole_account_check
 
 
 def fill_price(order, open_: float, high: float, low: float, slippage: float) -> tuple[float, str] | None:
@@ -46,8 +46,12 @@ def fill_events(ledger, context, order, price: float, liquidity: str, ts: int) -
     exchange = account.exchange
     # At the fill (the bar's open) only the open prices are known: never the bar's close.
     prices = (context.feed.mark_open[context.row], context.feed.open[context.row])
+    whole = whole_account_check(account, context, instrument, order.quantity, price, fee, ts, order.order_id, prices)
+    if whole:
+        return [ev.OrderRejected(ts, exchange, order.instrument, order.order_id, order.quantity,
+                                 f"at fill: {whole}", order.tag)]
     if not instrument.is_derivative:
-        if order.quantity > 0:
+        if order.quantity > 0 and whole is None:
             shortfall = spot_buy_shortfall(account, context, instrument, notional, fee, prices)
             if shortfall:
                 return [ev.OrderRejected(ts, exchange, order.instrument, order.order_id, order.quantity,
@@ -76,7 +80,7 @@ def fill_events(ledger, context, order, price: float, liquidity: str, ts: int) -
     increase = exposure_increase(held, quantity)
     mode = position.margin_mode if position is not None else account.mode_for(order.instrument)
     margin_delta = 0.0
-    if increase > 0:
+    if increase > 0 and whole is None:
         pool = pool_for(account, catalog, *prices, instrument.settle)
         free = (pool.free_collateral + pool.open_order_margin) if pool is not None else 0.0
         required = margin.contract_notional(increase, price, inverse, size) / order.leverage + fee

@@ -23,6 +23,7 @@ from xmargin.ledger import events as ev
 from xmargin.margin.auto_exchange import conversion_events
 from xmargin.ledger.decide import decide
 from xmargin.sim.execution import fill_events, fill_price, funding_events
+from xmargin.sim.expiry import expiry_events, settlement_schedule
 from xmargin.dataset.feed import Feed, load_feed
 from xmargin.ledger.apply import apply
 from xmargin.margin.liquidation import liquidation_events
@@ -155,6 +156,7 @@ class RunResult:
     distances: object = None  # the distance table, computed once (analysis.distance.run_distances)
     units: tuple | None = None  # (risk units, snapshot index of each): xmargin.output.snapshots.run_units
     warnings: list = attrs.field(factory=list)
+    settlements: tuple = ()  # xmargin.sim.expiry.Settlement of every dated future in the run
 
 
 GC_YOUNG_THRESHOLD = 100_000  # allocations between young collections while a run is in progress
@@ -191,6 +193,10 @@ class Backtest:
         self._unbracketed = {} if catalog is not None else unbracketed(config, self.catalog)
         self.feed = feed or load_feed(config.dataset, list(self.catalog.tradables), config.start, config.end,
                                       config.timeframe)
+        start_ns = int(self.feed.ts[0])  # the rule tables and portfolio variants in force at the first bar
+        self.catalog = self.catalog.with_rules_in_force(
+            {name: e.rules_variant for name, e in config.exchanges.items()}, start_ns).with_portfolio_variants(
+            {name: e.portfolio_margin for name, e in config.exchanges.items()}, start_ns)
         self.load_seconds = time.perf_counter() - started
         given = [(p.instrument or None, f"dataset: {p}") for p in input_warnings]
         said = {(p.instrument, p.check) for p in input_warnings}
@@ -222,6 +228,8 @@ class Backtest:
         self._units_ledger = None
         self._units: list = []
         self._sample_rows: list = []
+        self._last_partial: dict = {}  # (exchange, unit name) -> ts of its last partial liquidation step
+        self.settlements = settlement_schedule(self.catalog, self.feed, getattr(config, "dataset", None))
 
     def _warnings_that_apply(self) -> list[str]:
         """The input warnings about instruments this run traded or watched (and all general ones)."""
@@ -301,7 +309,12 @@ class Backtest:
         # sorted Python lists: the loop looks things up with bisect (no numpy call per row)
         wake_rows = self._wake_rows().tolist()
         funding = self._funding_by_row()
-        funding_rows = sorted(funding)
+        expiring: dict[int, list] = {}
+        for settlement in self.settlements:
+            if settlement.row is not None:
+                expiring.setdefault(settlement.row, []).append(settlement)
+        # rows where state changes without a strategy: funding settlements and contract expiries
+        funding_rows = sorted(set(funding) | set(expiring))
         sample_rows = np.flatnonzero((feed.ts + feed.bar_ns) % config.sample_interval_ns == 0)
         self._sample_rows = np.union1d(sample_rows, [total - 1]).tolist()
         slippage = config.slippage_bps / 10_000.0
@@ -325,6 +338,11 @@ class Backtest:
                 changed.update(e.exchange for e in settled)
                 if settled and self.wakes.funding:
                     reasons.append("funding")
+            # 2b. dated futures expiring at this bar settle before anything fills
+            for settlement in expiring.get(row, ()):
+                settled = expiry_events(self.ledger, self.catalog, settlement)
+                self.emit(settled)
+                changed.update(e.exchange for e in settled)
             # 3. fills of resting orders
             filled = self._fill_orders(row, ts, slippage)
             if filled:
@@ -372,7 +390,8 @@ class Backtest:
                          snapshots=self.snapshots,
                          initial_ledger=self.initial_ledger, ledger=self.ledger,
                          timings={"load_seconds": self.load_seconds, "run_seconds": run_seconds},
-                         intrabar=config.intrabar, warnings=self._warnings_that_apply())
+                         intrabar=config.intrabar, warnings=self._warnings_that_apply(),
+                         settlements=tuple(self.settlements))
 
     def _fill_orders(self, row: int, ts: int, slippage: float) -> list:
         feed = self.feed
@@ -398,7 +417,7 @@ class Backtest:
         """The risk units of the current ledger; reused while the ledger object is unchanged (it is
         immutable) unless a margin mode values collateral at the stretch's prices (multi-asset)."""
         if self._units_ledger is not self.ledger or self._revalue_units:
-            self._units = risk_units(self.ledger, self.catalog, self.feed.mark_close[start])
+            self._units = risk_units(self.ledger, self.catalog, self.feed.mark_close[start], int(self.feed.ts[start]))
             self._units_ledger = self.ledger
         return self._units
 
@@ -434,7 +453,11 @@ class Backtest:
             events = []
             for breach in breaches:
                 if breach.liquidation:
-                    events.extend(liquidation_events(self.ledger, self.catalog, breach, ts))
+                    unit_key = (breach.unit.exchange, breach.unit.name)
+                    closed = liquidation_events(self.ledger, self.catalog, breach, ts, self._last_partial.get(unit_key))
+                    if any(getattr(e, "policy", "") == "partial" for e in closed):
+                        self._last_partial[unit_key] = ts  # a partial order starts the policy's cooldown
+                    events.extend(closed)
                 if breach.level != breach.unit.level:
                     instrument = breach.unit.name
                     threshold = float(self.thresholds[breach.level - 1]) if breach.level else 0.0

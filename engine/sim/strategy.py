@@ -127,7 +127,7 @@ class View:
 
     def positions(self, exchange: str) -> list[PositionMetrics]:
         """Every open position of an account with its mark, PnL, margins and liquidation price."""
-        return position_metrics(self._account(exchange), self._catalog, self._feed.mark_close[self._row])
+        return position_metrics(self._account(exchange), self._catalog, self._feed.mark_close[self._row], self._now)
 
     def margin(self, exchange: str, asset: str | None = None) -> PoolMetrics:
         """The margin figures of the pool backing `asset` (default: the account's first collateral
@@ -135,7 +135,8 @@ class View:
         account = self._account(exchange)
         if asset is None:
             asset = next(iter(self._catalog.venues[exchange].collateral))
-        pool = pool_for(account, self._catalog, self._feed.mark_close[self._row], self._feed.close[self._row], asset)
+        pool = pool_for(account, self._catalog, self._feed.mark_close[self._row], self._feed.close[self._row], asset,
+                        self._now)
         return pool or PoolMetrics(exchange, asset, *([0.0] * 11))
 
     def in_flight(self) -> tuple:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from datetime import datetime, timezone
 
 import attrs
 
@@ -16,6 +17,21 @@ def _one_of(options):
             raise ValueError(f"{attribute.name} must be one of {', '.join(options)}, got {value!r}")
 
     return check
+
+
+def parse_expiry(value: str) -> datetime:
+    """An expiry timestamp (ISO 8601, e.g. "2024-12-27T08:00:00Z"; no zone means UTC) as an aware UTC datetime."""
+    try:
+        parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise ValueError(f"expiry = {value!r} is not an ISO 8601 date-time; write e.g. "
+                         "\"2024-12-27T08:00:00Z\" (UTC)") from exc
+    return parsed.replace(tzinfo=timezone.utc) if parsed.tzinfo is None else parsed.astimezone(timezone.utc)
+
+
+def _expiry_valid(instance, attribute, value):
+    if value is not None:
+        parse_expiry(value)
 
 
 def _non_negative(instance, attribute, value):
@@ -66,7 +82,10 @@ class Instrument:
     `symbol` is the ccxt unified symbol (`BTC/USDT:USDT` linear perp, `BTC/USD:BTC` inverse perp,
     `BTC/USDT` spot). Quantities are in base units times `contract_size` (contracts for inverse).
     `lot_size` is the quantity step, `min_notional` the smallest order value in the quote asset,
-    `tick_size` the price step (0 means not enforced).
+    `tick_size` the price step (0 means not enforced). A dated future (`market = "future"`) has an
+    `expiry` (ISO 8601 UTC date-time, e.g. "2024-12-27T08:00:00Z"): orders are refused from then on and
+    open positions settle at the settlement price (`xmargin.sim.expiry`); ccxt writes its symbol with
+    the expiry as a suffix, `BTC/USDT:USDT-241227`.
     """
 
     exchange: str = attrs.field(validator=_text)
@@ -81,6 +100,12 @@ class Instrument:
     lot_size: float = attrs.field(default=0.0, converter=_number, validator=_non_negative)
     min_notional: float = attrs.field(default=0.0, converter=_number, validator=_non_negative)
     tick_size: float = attrs.field(default=0.0, converter=_number, validator=_non_negative)
+    expiry: str | None = attrs.field(default=None, validator=_expiry_valid)
+
+    def __attrs_post_init__(self):
+        if (self.market == "future") != (self.expiry is not None):
+            raise ValueError(f"market = {self.market!r} with expiry = {self.expiry!r}: a dated future "
+                             "(market = \"future\") needs an expiry, and only futures have one")
 
     @property
     def key(self) -> str:
@@ -97,8 +122,19 @@ class Instrument:
 
     @property
     def native_id(self) -> str:
-        """Exchange-style id without separators (`BTCUSDT`), used to look up rule brackets."""
+        """Exchange-style id without separators (`BTCUSDT`; a dated future `BTCUSDT_241227`, Binance's
+        delivery-contract id), used to look up rule brackets."""
+        if self.expiry is not None:
+            return f"{self.base}{self.quote}_{parse_expiry(self.expiry):%y%m%d}"
         return f"{self.base}{self.quote}"
+
+    @property
+    def expiry_ns(self) -> int | None:
+        """The expiry as ns since the epoch (UTC); None for spot and perpetuals."""
+        if self.expiry is None:
+            return None
+        moment = parse_expiry(self.expiry)
+        return int(moment.timestamp()) * 1_000_000_000 + moment.microsecond * 1000
 
     @classmethod
     def from_mapping(cls, data: dict) -> "Instrument":

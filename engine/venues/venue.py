@@ -20,6 +20,7 @@ class Venue:
     withdrawal_fees: dict
     transfer_delay_minutes: dict
     fees: dict = attrs.field(factory=dict)  # market -> FeeRates or None (xmargin.venues.fees.market_fees)
+    portfolio_variant: object = None  # portfolio mode: the rule set's variant this run uses
 
 
 @attrs.frozen(eq=False)
@@ -53,7 +54,7 @@ class Catalog:
 
         def rank(tradable, exchange):
             instrument = tradable.instrument
-            return (instrument.exchange != exchange, instrument.market != "spot",
+            return (instrument.exchange != exchange, instrument.market != "spot", instrument.market == "future",
                     instrument.quote not in STABLECOINS, tradable.column)
 
         columns = {}
@@ -73,6 +74,24 @@ class Catalog:
 
             raise DatasetError(f"unknown instrument {key!r}: this run trades {sorted(self.tradables)} (keys are "
                                "'exchange:symbol' as declared in dataset.toml).") from None
+
+    def with_rules_in_force(self, names: dict, start_ns: int) -> "Catalog":
+        """Every venue's rule set as it stood at `start_ns` (its dated variants; `names` may pick one
+        per exchange)."""
+        venues = {exchange: attrs.evolve(venue, rules=venue.rules.in_force(start_ns, names.get(exchange)))
+                  if venue.rules.variants else venue for exchange, venue in self.venues.items()}
+        return Catalog(venues=venues, tradables=self.tradables, asset_columns=self.asset_columns)
+
+    def with_portfolio_variants(self, names: dict, start_ns: int) -> "Catalog":
+        """Every venue whose rule set has portfolio-margin rules with its variant resolved (the
+        portfolio mode reads it): the one `names` gives for its exchange, else the one in force at
+        `start_ns` (the run's first bar)."""
+        venues = dict(self.venues)
+        for exchange, venue in self.venues.items():
+            if venue.rules.portfolio is not None and venue.portfolio_variant is None:
+                variant = venue.rules.portfolio.variant(names.get(exchange), start_ns)
+                venues[exchange] = attrs.evolve(venue, portfolio_variant=variant)
+        return Catalog(venues=venues, tradables=self.tradables, asset_columns=self.asset_columns)
 
     def on_exchange(self, exchange: str) -> list[Tradable]:
         return [t for t in self.tradables.values() if t.instrument.exchange == exchange]

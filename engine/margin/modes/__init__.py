@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import attrs
 
-from xmargin.margin.modes import cross, isolated, multi_asset
+from xmargin.margin.modes import cross, isolated, multi_asset, portfolio
 from xmargin.margin.units import POSITION_MODES
 
 
@@ -38,6 +38,8 @@ class MarginMode:
     revalue_each_stretch: bool = False
     pools_are_assets: bool = True
     unavailable: str = ""
+    uses_time: bool = False  # its units depend on the valuation time: `risk_units(..., now_ns)`
+    margined_as_a_whole: bool = False  # the account is one unit with one requirement (not per-position margins)
 
     @property
     def default_position_mode(self) -> str:
@@ -47,11 +49,26 @@ class MarginMode:
     def position_modes(self) -> tuple[str, ...]:
         return self.module.POSITION_MODES
 
-    def risk_units(self, account, catalog, prices=None) -> list:
+    def risk_units(self, account, catalog, prices=None, now_ns=None) -> list:
+        """The account's risk units; `now_ns` (the valuation time, ns) reaches modes whose margin
+        depends on time (portfolio margin: a dated future's time to expiry)."""
+        if self.uses_time:
+            return self.module.risk_units(account, catalog, prices, now_ns)
         return self.module.risk_units(account, catalog, prices)
 
     def pool_of(self, asset: str) -> str:
         return self.module.pool_of(asset)
+
+    @property
+    def config_keys(self) -> tuple[str, ...]:
+        """Keys of an `[exchanges.<name>]` table that only this mode reads (e.g. `portfolio_margin`)."""
+        return getattr(self.module, "CONFIG_KEYS", ())
+
+    def config_problem(self, rules, entry: dict) -> str:
+        """What is wrong with an exchange's config table for this mode ("" when nothing), as
+        "<key> = <value>: <problem>"."""
+        check = getattr(self.module, "config_problem", None)
+        return check(rules, entry) if check is not None else ""
 
 
 _MODES = (
@@ -59,8 +76,9 @@ _MODES = (
     MarginMode("isolated", isolated, "every position on its own margin by default"),
     MarginMode("multi-asset", multi_asset, "one USD pool; every balance counts at price x collateral ratio",
                auto_exchange=True, revalue_each_stretch=True, pools_are_assets=False),
-    MarginMode("portfolio", None, "portfolio margin (reserved)",
-               unavailable="portfolio margin is not implemented yet; use cross, isolated or multi-asset."),
+    MarginMode("portfolio", portfolio, "the whole account as one unit, margined by the exchange's published "
+               "portfolio method (stress scenarios or uniMMR)", revalue_each_stretch=True, pools_are_assets=False,
+               uses_time=True, margined_as_a_whole=True),
 )
 MODES: dict[str, MarginMode] = {mode.name: mode for mode in _MODES}
 MODE_NAMES: tuple[str, ...] = tuple(MODES)
@@ -90,15 +108,15 @@ def venue_mode(catalog, exchange: str) -> MarginMode:
 _UNITS: dict[tuple, tuple] = {}  # a few recent account states' units (small: old states are garbage soon)
 
 
-def account_units(catalog, account, prices=None) -> list:
+def account_units(catalog, account, prices=None, now_ns=None) -> list:
     """The risk units of `account` as its venue's mode builds them. Units depend on the account's
     positions, balances, leverage settings and warning levels only (accounts are immutable values
     that share unchanged dicts), so they are built once per state of those: the scan, `decide`,
     order fills and the View value the same state several times. A mode with
     `revalue_each_stretch` builds them at `prices` every time."""
     mode = MODES[catalog.venues[account.exchange].margin_mode]
-    if mode.revalue_each_stretch:
-        return mode.module.risk_units(account, catalog, prices)
+    if mode.revalue_each_stretch:  # (`now_ns`: the valuation time, for modes that use it)
+        return mode.risk_units(account, catalog, prices, now_ns)
     parts = (account.positions, account.balances, account.leverage, account.warning_levels)
     key = (id(catalog), account.exchange, *map(id, parts))
     hit = _UNITS.get(key)

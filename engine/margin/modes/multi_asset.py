@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 
-from xmargin.margin.collateral import STABLECOINS, collateral_value, effective_quantity, schedule_for
+from xmargin.margin.collateral import STABLECOINS, collateral_value, pooled_collateral, schedule_for
 from xmargin.margin.units import (CROSS, ISOLATED, RiskUnit, asset_price, build_unit, cross_unit_name,
                                   isolated_units, order_margin)
 
@@ -29,21 +29,9 @@ def risk_units(account, catalog, prices=None) -> list[RiskUnit]:
     """The USD pool (collateral legs valued from `prices`; balances without a finite price there
     are left out), then the isolated positions."""
     rules = catalog.venues[account.exchange].rules
-    base = 0.0
-    collateral = []
-    for asset in sorted(account.balances):
-        balance = account.balances[asset]
-        if balance == 0:
-            continue
-        schedule = schedule_for(rules, asset)
-        if asset in STABLECOINS:
-            base += collateral_value(balance, 1.0, schedule)
-            continue
-        column = catalog.asset_columns.get((account.exchange, asset))
-        price = asset_price(catalog, account.exchange, asset, prices)
-        if column is None or not math.isfinite(price):
-            continue
-        collateral.append((column, effective_quantity(balance, price, schedule)))
+    base, legs = pooled_collateral(rules, account.balances, lambda asset: (
+        catalog.asset_columns.get((account.exchange, asset)), asset_price(catalog, account.exchange, asset, prices)))
+    collateral = [(column, amount) for column, _, amount in legs]
     positions = [p for _, p in sorted(account.positions.items()) if p.margin_mode == CROSS]
     scales = [asset_price(catalog, account.exchange, p.asset, prices) for p in positions]
     pool = build_unit(account, catalog, asset=POOL, name=cross_unit_name(POOL), isolated=False, positions=positions,

@@ -81,6 +81,186 @@ def hyperliquid_tiers(tiers) -> list[dict]:
     return tiered([(lb, lev, 0.5 / lev) for lb, lev in tiers])
 
 
+# ---------------------------------------------------------------- dated futures: settlement rules
+BINANCE_DELIVERY = {
+    "settlement_windows": [
+        {"effective_from": "2019-01-01T00:00:00Z", "minutes": 60,
+         "source": "binance.com FAQ a3401595e1734084959c61491bc0dbe3 'Delivery & Settlement of Quarterly "
+                   "Futures' (2020-09-09): average of the per-second index over the last hour before 08:00 UTC"},
+        {"effective_from": "2024-11-11T08:00:00Z", "minutes": 30,
+         "source": "ChainCatcher 2024-11-04 relaying Binance's announcement (third-party; Binance's page was not "
+                   "found): last 30 minutes (07:30-08:00 UTC) from 2024-11-11 08:00 UTC"},
+    ],
+    "fee": "taker",
+    "sources": ["binance.com FAQ a3401595e1734084959c61491bc0dbe3 (French copy bbapi.viigoo.eu.org: settlement "
+                "fees are charged as taker fees); quarterlies expire on the last Friday of Mar/Jun/Sep/Dec, "
+                "08:00 UTC"],
+}
+BYBIT_DELIVERY = {
+    "settlement_windows": [
+        {"effective_from": "2019-01-01T00:00:00Z", "minutes": 30,
+         "source": "bybit.nl article 000001076 'Index Price (Inverse Futures Contract)' (2022-06-02, mirror): "
+                   "average of the per-second index 07:30-08:00 UTC; testnet.bybit.com contract rules"}],
+    "fee": "taker",
+    "sources": ["testnet.bybit.com/data/contract-rules?type=usdt (settlement 08:00 UTC, average index of the last "
+                "half hour). The settlement fee rate was not found: the taker rate is assumed."],
+}
+OKX_DELIVERY = {
+    "settlement_windows": [
+        {"effective_from": "2019-01-01T00:00:00Z", "minutes": 60,
+         "source": "OKX pre-market futures rule (GRASS, 2024-10-25, mirror): arithmetic average index over the "
+                   "hour before delivery"},
+        {"effective_from": "2026-03-18T00:00:00Z", "minutes": 30,
+         "source": "OKX announcement relayed by gdgz.link 2026-03-06 (third-party): last 30 minutes, sampled "
+                   "every 200 ms"},
+    ],
+    "fee": "taker",
+    "sources": ["hk.okx.com/help/i-future-contracts (updated 2024-05-31): settlement 08:00 UTC on the Friday of "
+                "delivery. The settlement fee rate was not found: the taker rate is assumed."],
+}
+
+
+# ---------------------------------------------------------------- portfolio margin (dated variants)
+DERIBIT_GRID = {
+    "name": "deribit-grid", "effective_from": None, "method": "stress",
+    "source": "Deribit PME private/pme/simulate example (2024-06-17): price_range 0.16, buckets_count 4 -> moves "
+              "-16 % .. +16 % in 4 % steps, mm_factor 0.8 (IM = MM / 0.8); offsetting-futures contingency 1 % "
+              "(deribit.com/pages/docs/portfoliomargin, legacy PM). A Deribit-style grid applied to this exchange's "
+              "products for comparison; used only when a config names it.",
+    "price_moves": [0.04, 0.08, 0.12, 0.16],
+    "futures_contingency": 0.01,
+    "initial_factor": 1.25,
+}
+
+
+def binance_portfolio(shared: Path) -> dict:
+    levels = json.loads((shared / "exchange-rules" / "binance_portfolio_margin_unimmr_levels.json").read_text())
+    actions = {"trade freely": "none", "margin call reminder": "margin call",
+               "new orders refused except reduce-only": "reduce only", "liquidation": "liquidation",
+               "liquidation; Binance may claim loss": "liquidation"}
+    return {
+        "sources": [levels["source"]["url"], levels["source"]["also"],
+                    "https://developers.binance.com/docs/zh-CN/derivatives/portfolio-margin-pro/account (uniMMR = "
+                    "accountEquity / accountMaintMargin; example account)"],
+        "not_public": [
+            "The original 2022 PM bands (> 200 % free, 150-200 % and 120-150 % reminders) are printed only up to "
+            "the reminders: without its reduce-only and liquidation lines it is not a variant here.",
+            "Margin loans (Classic PM MarginMM) are not modelled: the engine has no borrowing.",
+            "COIN-M maintenance is read in coin (MMR x contracts x size / mark) and valued at the mark: Binance's "
+            "page leaves the unit ambiguous.",
+        ],
+        "variants": [{
+            "name": "binance-pm-pro-2022-04-18", "effective_from": "2022-04-18T00:00:00Z", "method": "bracket",
+            "source": levels["source"]["url"],
+            "levels": [{"above": b["uniMMR_gt"], "at_or_below": b["uniMMR_le"], "action": actions[b["status"]]}
+                       for b in levels["bands"]],
+            "liquidation_level": 1.05, "reduce_only_level": 1.2,
+        }, DERIBIT_GRID],
+    }
+
+
+OKX_BANDS_BEFORE = [{"upto": 10_000, "multiplier": 1}, {"upto": 70_000, "multiplier": 2},
+                    {"upto": 170_000, "multiplier": 4}, {"upto": 300_000, "multiplier": 6},
+                    {"upto": 470_000, "multiplier": 8}, {"upto": 700_000, "multiplier": 10},
+                    {"upto": None, "multiplier": 12}]
+OKX_BANDS_AFTER = [{"upto": 250_000, "multiplier": 1}, {"upto": 500_000, "multiplier": 2},
+                   {"upto": 1_000_000, "multiplier": 4}, {"upto": 2_000_000, "multiplier": 6},
+                   {"upto": 3_000_000, "multiplier": 8}, {"upto": 4_000_000, "multiplier": 10},
+                   {"upto": None, "multiplier": 12}]
+
+
+def okx_portfolio(shared: Path) -> dict:
+    params = json.loads((shared / "exchange-rules" / "okx_portfolio_margin_params_2025-01.json").read_text())
+    mr1, mr6, mr4 = params["MR1_spot_shock"], params["MR6_extreme_move"], params["MR4_basis_annualized_move_risk"]
+
+    def moves(table):  # the published grids list 0 and each move; the engine adds both signs
+        return {group: [m for m in values if m] for group, values in table.items()}
+
+    common = {"method": "stress", "extreme_weight": 1.0, "minimum_charge_rate": "taker", "initial_factor": 1.3}
+    return {
+        "sources": [params["source"]["url"],
+                    "https://www.okx.com/support/hc/en-us/articles/4417291853837 (MR7 scaling: only the increment "
+                    "of the raw charge above each tier is multiplied; worked example 30,000 raw -> 50,000)",
+                    "https://aws.okx.com/it/help/okx-to-enhance-new-features-in-portfolio-margin-mode (2024-05-31: "
+                    "MMR = max[max(MR1, MR2, MR6) + MR3 + MR4 + MR5, MR7] worked example)",
+                    "okx.com help via mirror (product doc updated 2025-07-09): IMR = 1.3 x MMR; MR9 stablecoin depeg",
+                    "https://scallope.com/6757.html (third-party copy of the 2025-01-02 announcement: the MR7 tiers "
+                    "after 2025-01-15, 250K/500K/1M/2M/3M/4M)"],
+        "not_public": [
+            "MR6 weighting: OKX prints the extreme moves but not how the extreme scenario is weighted; it is "
+            "taken at full weight (extreme_weight 1), so for delta-one books MR6 >= MR1.",
+            "MR4 formula: OKX prints only the annualised move risk. The engine's reading: annualised move x years "
+            "to expiry x |notional| of each dated future (perpetuals carry none here; OKX's 2024-05-31 example "
+            "charges a spot/perp hedge 8,053.32 USDT of MR4, which this reading does not reproduce).",
+            "MR7 raw minimum charge: OKX calls MR7 'the liquidation cost module'; the raw charge is taken as the "
+            "taker fee x gross derivatives notional (the cost of closing it all). The tier multipliers are "
+            "published for BTC and ETH; other underlyings get no multiplier.",
+            "MR9 (stablecoin depeg) is 0: no rate was found; MR2, MR3, MR5 are options/interest terms (0 here).",
+            "Before-2025 parameters are dated from the day the announcement printed them (they were in force "
+            "then); when they started is not published, so they also stand for earlier runs.",
+        ],
+        "variants": [
+            {"name": "okx-pm-before-2025-01-06", "effective_from": "2020-01-01T00:00:00Z", **common,
+             "source": params["source"]["url"] + " ('before adjustments' tables)",
+             "price_moves": moves(mr1["before"]), "extreme_moves": mr6["before"],
+             "basis_annualised_move": mr4["before"],
+             "minimum_charge_bands": {"BTC,ETH": OKX_BANDS_BEFORE, "others": []}},
+            {"name": "okx-pm-2025-01-06", "effective_from": "2025-01-06T08:00:00Z", **common,
+             "source": params["source"]["url"] + " (MR1, MR6 from 2025-01-06; MR4 immediately)",
+             "price_moves": moves(mr1["after"]), "extreme_moves": mr6["after"],
+             "basis_annualised_move": mr4["after"],
+             "minimum_charge_bands": {"BTC,ETH": OKX_BANDS_BEFORE, "others": []}},
+            {"name": "okx-pm-2025-01-15", "effective_from": "2025-01-15T08:00:00Z", **common,
+             "source": "MR7 tiers after 2025-01-15 from scallope.com (third-party copy); the rest as 2025-01-06",
+             "price_moves": moves(mr1["after"]), "extreme_moves": mr6["after"],
+             "basis_annualised_move": mr4["after"],
+             "minimum_charge_bands": {"BTC,ETH": OKX_BANDS_AFTER, "others": []}},
+            DERIBIT_GRID,
+        ],
+    }
+
+
+BYBIT_PORTFOLIO = {
+    "sources": ["https://bybitglobal.com/en/help-center/article/Introduction-to-Portfolio-Margin (2024-09-04): MM = "
+                "maximum loss + contingency, one risk unit per underlying (spot with spot hedging)",
+                "https://main.d34szcsfxnagyb.amplifyapp.com/zh-tw/trading/bybit-portfolio-margin-risk-parameter-"
+                "adjustment (mirror of Bybit Learn): BTC/ETH price range +-15 %, +-10 % from 2025-01-10"],
+    "not_public": [
+        "Contingency rates and the IM factor (IM = MM x factor) were not found: contingency 0 and factor 1.0 here "
+        "(initial margin equals maintenance margin), which understates Bybit's initial margin.",
+        "Price ranges are published for BTC and ETH only: other underlyings are refused in this mode.",
+    ],
+    "variants": [
+        {"name": "bybit-uta-pm-2024-09-04", "effective_from": "2024-09-04T00:00:00Z", "method": "stress",
+         "source": "Bybit Introduction to Portfolio Margin (2024-09-04): +-15 % for BTC, ETH",
+         "price_moves": {"BTC,ETH": [0.15]}, "initial_factor": 1.0},
+        {"name": "bybit-uta-pm-2025-01-10", "effective_from": "2025-01-10T00:00:00Z", "method": "stress",
+         "source": "Bybit Learn (mirror): BTC/ETH price stress range narrowed to +-10 % on 2025-01-10",
+         "price_moves": {"BTC,ETH": [0.10]}, "initial_factor": 1.0},
+        DERIBIT_GRID,
+    ],
+}
+
+
+# Binance Multi-Assets mode as it stands (venue-facts-2026-11): BTC, ETH, BNB 0.95; FDUSD 0.989; BUSD gone;
+# auto-exchange at -5,000 for Regular and VIP1 accounts (-10,000 for the others).
+BINANCE_MULTI_ASSETS_2026_11 = {
+    "name": "binance-multi-assets-2026-11",
+    "effective_from": "2026-11-01T00:00:00Z",
+    "source": "binance.com FAQ 29b45c485d664028b9ca1cdf90b24f6f (current: 'BTC, ETH and BNB ... receive a 5 % value "
+              "haircut'); Multi-Assets Info page (mirror bbapi.viigoo.eu.org, crawl undated, after BUSD's removal): "
+              "BNB $1,000 -> $950, FDUSD $1,000 -> $989; auto-exchange below -5,000 USDT/USDC (Regular, VIP1), "
+              "-10,000 otherwise, or LTV >= 0.995 with no positions",
+    "notes": "Dated at the month the pages were read: when these ratios took over from the 2021 table is not "
+             "published, so earlier runs keep the 2021 table unless a config names this variant. USDT and USDC "
+             "keep the 2021 0.9999 (not contradicted); XRP, ADA, DOT and SOL ratios were not found and are not "
+             "listed (they count 0 in this variant). The threshold is the Regular/VIP1 one (an account's VIP "
+             "level is not modelled); the LTV >= 0.995 trigger (no positions) is not modelled.",
+    "collateral_ratios": {"BTC": 0.95, "ETH": 0.95, "BNB": 0.95, "FDUSD": 0.989, "USDT": 0.9999, "USDC": 0.9999},
+    "auto_exchange": {"threshold_usd": -5_000.0, "cover_ratio": 0.975, "fee_rate": 0.0},
+}
+
+
 # ---------------------------------------------------------------- Binance USD(S)-M
 def build_binance(shared: Path) -> dict:
     rules_dir = shared / "exchange-rules"
@@ -146,6 +326,9 @@ def build_binance(shared: Path) -> dict:
         "default_brackets_from": "BLZUSDT",
         "brackets": brackets,
         "collateral_ratios": {a["asset"]: a["collateral_value_ratio"] for a in coll["assets"]},
+        "delivery": BINANCE_DELIVERY,
+        "portfolio_margin": binance_portfolio(shared),
+        "dated_variants": [BINANCE_MULTI_ASSETS_2026_11],
         "auto_exchange": {
             "threshold_usd": float(coll["auto_exchange"]["threshold_usd"]),
             "cover_ratio": 0.975,
@@ -196,6 +379,11 @@ def build_hyperliquid(ff: dict) -> dict:
             "USDC liquidated 20% at a time, 30 s cooldown)",
         ],
         "not_public": [
+            "Partial-liquidation cooldown: Hyperliquid's docs (quoted by docs.tings.xyz) put a 30 s cooldown after "
+            "a partial order, during which liquidation orders are for the full position. The engine supports it "
+            "(liquidation.cooldown_seconds) but this file leaves it at 0: turning it on changes the pinned "
+            "tests/test_liquidation_rules.py expectation of two 20 % steps at one instant, a call for the "
+            "integrator.",
             "The docs page is undated; as_of gives only the year the tiers were read (2025). Tiers change.",
             "Assets without a documented tier table use default_brackets: one tier at 3x (MMR 16.7%), the lowest "
             "max leverage the liquidations page mentions (3-50x) - an assumption on the safe side. The live "
@@ -220,15 +408,43 @@ def build_hyperliquid(ff: dict) -> dict:
 
 
 # ---------------------------------------------------------------- Bybit linear (USDT perpetuals)
+# Bybit BTCUSDT risk-limit tiers: (risk limit = the tier's notional cap in USDT, max leverage, MMR, deduction).
+BYBIT_BTCUSDT_TIERS = [
+    (2_000_000, 100, 0.005, 0), (2_600_000, 90, 0.0056, 1_200), (3_200_000, 80, 0.0063, 3_020),
+    (3_800_000, 75, 0.0067, 4_300), (4_400_000, 70, 0.0071, 5_820), (5_000_000, 65, 0.0077, 8_460),
+    (5_600_000, 55, 0.0091, 15_460), (8_500_000, 50, 0.01, 20_500), (10_000_000, 45, 0.013, 46_000),
+    (14_000_000, 40, 0.015, 66_000), (20_000_000, 35, 0.016, 80_000), (28_000_000, 30, 0.02, 160_000),
+    (38_000_000, 25, 0.025, 300_000), (50_000_000, 20, 0.029, 452_000), (55_000_000, 19, 0.03, 502_000),
+    (60_000_000, 18, 0.035, 777_000), (65_000_000, 17, 0.036, 837_000), (70_000_000, 16, 0.038, 967_000),
+    (75_000_000, 15, 0.04, 1_107_000), (80_000_000, 14, 0.045, 1_482_000),
+]
+BYBIT_BTCUSDT_SOURCE = ("Bybit 'Margin Parameters' page, Portuguese mirror https://bybitx.global/pt-PT/announcement-info/"
+                        "margin-parameters (undated, about 2024-25; 20 tiers, the deduction recurrence holds on every "
+                        "row); formula https://bybitglobal.com/en/announcement-info/margin-parameters")
+
+
+def bybit_tiers(rows) -> list[dict]:
+    """Brackets from Bybit risk-limit rows (risk limit, max leverage, MMR, deduction): each tier runs from
+    the previous risk limit to its own; the last risk limit is the largest position, and above it the
+    last tier applies (open cap). The printed deductions must follow the recurrence (checked here)."""
+    floors = [0] + [row[0] for row in rows[:-1]]
+    out = tiered([(floor, lev, rate) for floor, (_, lev, rate, _) in zip(floors, rows)])
+    for bracket, (_, _, _, deduction) in zip(out, rows):
+        if abs(bracket["maintenance_amount"] - deduction) > 1e-6:
+            raise SystemExit(f"build_rules: Bybit deduction {deduction} does not follow the recurrence "
+                             f"({bracket['maintenance_amount']})")
+    return out
+
+
 def build_bybit(ff: dict, tier_examples: dict) -> dict:
     e = ff["bybit_linear"]
     bybit_btc_tiers = tier_examples["bybit_uta_example"]["BTC"]
     return {
         "name": "bybit-linear",
         "exchange": "bybit",
-        "description": ("Bybit USDT perpetuals: only the first risk-limit tier of BTCUSDT is documented here "
-                        "(MMR 0.5% up to 2,000,000 USDT, 100x); everything else uses a 1% MMR / 50x default. "
-                        "Positions are settled at the bankruptcy price; laddered (partial) liquidation."),
+        "description": ("Bybit USDT perpetuals: BTCUSDT's 20 risk-limit tiers as published (0.5 % / 100x up to "
+                        "2,000,000 USDT ... 4.5 % / 14x up to 80,000,000); everything else uses a 1% MMR / 50x "
+                        "default. Positions are settled at the bankruptcy price; laddered (partial) liquidation."),
         "as_of": "2025-11-25",
         "sources": [
             "https://www.bytick.com/fil-PH/help-center/search-result?page=34&pageSize=10&query=Bybit (excerpt of "
@@ -248,11 +464,11 @@ def build_bybit(ff: dict, tier_examples: dict) -> dict:
             *e["funding"]["sources"],
         ],
         "not_public": [
-            "Bybit risk-limit tiers (GET /v5/market/risk-limit) were not found as data: the help-centre 'Margin "
-            "Parameters' page renders them dynamically. BTCUSDT above 2,000,000 USDT, and ETHUSDT/SOLUSDT "
-            "entirely, are not tabulated here: BTCUSDT keeps 0.5%/100x without a cap (understates margin above "
-            "2M USDT); unlisted symbols use default_brackets = 1% MMR / 50x (the 1% 'base rate for ETH, EOS, XRP' "
-            "of the inverse Risk Limit article, used as a proxy for USDT contracts).",
+            "Bybit risk-limit tiers: BTCUSDT's 20 tiers come from a mirror of Bybit's Margin Parameters page "
+            "(undated, about 2024-25). Later generations seen only in third-party code (a 7-tier table 'verified "
+            "2026-02-27'; a 300,000 USDT / 0.33 % / 150x lowest tier from 2026-09) are not used. ETHUSDT/SOLUSDT "
+            "are not tabulated: unlisted symbols use default_brackets = 1% MMR / 50x (the 1% 'base rate for ETH, "
+            "EOS, XRP' of the inverse Risk Limit article, used as a proxy for USDT contracts).",
             "No separate liquidation fee is modelled: Bybit settles at the bankruptcy price (which includes the "
             "estimated fee to close), so fee_rate is 0.0.",
             "Bybit's documented isolated liquidation price evaluates maintenance margin at the entry position "
@@ -269,13 +485,16 @@ def build_bybit(ff: dict, tier_examples: dict) -> dict:
                                  "margin at the entry position value (LP = entry - side x (IM - MM) / size) and "
                                  "liquidates when the mark reaches it (help 'Liquidation Price (USDT Contract)')."},
         "default_brackets": tiered([(0, 50, 0.01)]),
-        "brackets": {"BTCUSDT": tiered([(0, 100, 0.005)])},
+        "brackets": {"BTCUSDT": bybit_tiers(BYBIT_BTCUSDT_TIERS)},
+        "brackets_sources": {"BTCUSDT": BYBIT_BTCUSDT_SOURCE},
         "collateral_ratios": {"USDT": 1.0, "BTC": {"unit": "coin", "tiers": bybit_btc_tiers}},
+        "delivery": BYBIT_DELIVERY,
+        "portfolio_margin": BYBIT_PORTFOLIO,
     }
 
 
 # ---------------------------------------------------------------- OKX swaps
-def build_okx(ff: dict) -> dict:
+def build_okx(ff: dict, shared: Path) -> dict:
     e = ff["okx_swap"]
     return {
         "name": "okx-swap",
@@ -301,8 +520,10 @@ def build_okx(ff: dict) -> dict:
             "number. BTC/ETH/SOL-USDT-SWAP have no own table.",
             "Fees are from third-party summaries (LV1 maker 0.02% / taker 0.05%), not checked against okx.com.",
             "Funding: 8h default; OKX publishes per-instrument funding times that were not verified.",
-            "OKX's maintenance margin ratio adds the taker fee to the requirement; with fill=bankruptcy the "
-            "fee is not charged separately here (fee_rate 0.0).",
+            "OKX's maintenance margin ratio adds the taker fee to the requirement: maintenance.fee_to_close = "
+            "taker folds it into every tier's rate (MM = notional x (MMR + taker) - amount), so the liquidation "
+            "price is (entry - margin/Q) / (1 - MMR - fee) for a long; with fill=bankruptcy it is not charged "
+            "again as a liquidation fee (fee_rate 0.0).",
         ],
         "fees": with_spot({"maker": e["maker"], "taker": e["taker"]}, "okx"),
         "funding": {"interval_hours": float(e["funding"]["default_interval_hours"]), "interval_overrides": {}},
@@ -311,6 +532,13 @@ def build_okx(ff: dict) -> dict:
         "default_brackets": tiered([(0, 50, 0.01)]),
         "brackets": {},
         "collateral_ratios": {"USDT": 1.0},
+        "delivery": OKX_DELIVERY,
+        "maintenance": {"fee_to_close": "taker",
+                        "source": "OKX 'Tiered maintenance margin ratio rules' (updated 2025-05-16, mirror "
+                                  "okx.huicker.com): liquidation when equity <= maintenance margin + liquidation fees; "
+                                  "isolated margin ratio = (margin + UPL) / (|Q| x mark x (tier MMR + fee rate)) "
+                                  "(open-lib.com/11556.html, third-party summary of OKX's help page)"},
+        "portfolio_margin": okx_portfolio(shared),
     }
 
 
@@ -398,6 +626,7 @@ def build_binance_coinm() -> dict:
         "default_brackets_from": "ETHUSD",
         "brackets": brackets,
         "collateral_ratios": {"BTC": 1.0, "ETH": 1.0},
+        "delivery": BINANCE_DELIVERY,
     }
 
 
@@ -412,7 +641,7 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     tier_examples = json.loads((shared / "exchange-rules" / "collateral_tier_examples.json").read_text())
     for rules in (build_binance(shared), build_binance_coinm(), build_hyperliquid(ff),
-                  build_bybit(ff, tier_examples), build_okx(ff)):
+                  build_bybit(ff, tier_examples), build_okx(ff, shared)):
         path = out / f"{rules['name']}.json"
         path.write_text(json.dumps(rules, indent=1, ensure_ascii=False) + "\n")
         print(f"wrote {path} ({len(rules['brackets'])} symbols)")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+from datetime import datetime
 from pathlib import Path
 
 import attrs
@@ -18,6 +19,9 @@ from xmargin.margin.brackets import Bracket, BracketTable
 from xmargin.margin.collateral import schedule_from
 from xmargin.margin.modes import MODE_NAMES, MODES as _MODE_REGISTRY
 from xmargin.venues.fees import MAX_FEE, MIN_MAKER_FEE
+from xmargin.venues.instruments import parse_expiry
+from xmargin.venues.rules.delivery import DeliveryRules, delivery_from
+from xmargin.venues.rules.portfolio import PortfolioRules, portfolio_from
 
 DATA_DIR = Path(__file__).parent / "data"
 POLICIES = tuple(policies.POLICIES)  # the liquidation-policy registry's names
@@ -106,16 +110,123 @@ class RuleSet:
     symbol_brackets: dict
     collateral_ratios: dict
     auto_exchange: AutoExchange | None = None
+    delivery: DeliveryRules = DeliveryRules()  # dated futures: settlement window and fee
+    portfolio: PortfolioRules | None = None  # portfolio-margin variants (None: the exchange has none here)
+    fee_to_close: float = 0.0  # rate of the estimated fee to close held in maintenance margin (OKX, Bybit UTA)
+    variants: tuple = ()  # RuleVariant: dated generations of the collateral tables (newest last)
+    variant_name: str = ""  # which generation this record is ("": the file's own top-level tables)
+
+    def in_force(self, start_ns: int | None, name: str | None = None) -> "RuleSet":
+        """This rule set as it stood at `start_ns` (ns): the newest dated variant in force then, else
+        the file's own tables; `name` picks one (the rule set's own name: the file's tables)."""
+        if name is not None and name != self.name:
+            chosen = next((v for v in self.variants if v.name == name), None)
+            if chosen is None:
+                raise RulesError(f"rules variant {name!r}: {self.name} has {[self.name, *self.variant_names]}.")
+        else:
+            dated = [v for v in self.variants if start_ns is not None and v.effective_from_ns <= start_ns]
+            chosen = None if name is not None or not dated else max(dated, key=lambda v: v.effective_from_ns)
+        if chosen is None:
+            return self
+        return attrs.evolve(self, variant_name=chosen.name,
+                            collateral_ratios=(chosen.collateral_ratios if chosen.collateral_ratios is not None
+                                               else self.collateral_ratios),
+                            auto_exchange=chosen.auto_exchange if chosen.has_auto_exchange else self.auto_exchange)
+
+    @property
+    def variant_names(self) -> list[str]:
+        return [v.name for v in self.variants]
+    _with_fee: dict = attrs.field(factory=dict, eq=False, repr=False)  # brackets_for's cache
 
     def brackets_for(self, native_id: str) -> BracketTable:
-        """Brackets for an exchange symbol id (`BTCUSDT`); the rule set's default when unlisted."""
-        return self.symbol_brackets.get(native_id, self.default_brackets)
+        """The brackets margining an exchange symbol id (`BTCUSDT`): its published table, or for an
+        unlisted dated future (`BTCUSDT_250627`) the listed delivery table of the same pair with the
+        nearest expiry (Binance publishes one delivery table for all of a pair's quarterlies), else the
+        default. With a `fee_to_close` rate, every bracket's maintenance rate carries it: maintenance
+        margin = notional x (MMR + fee) - amount (the amounts' recurrence is unchanged), so the margin
+        figures, the liquidation-price formulas and the surveillance scan all hold the fee to close."""
+        table = self._published_brackets(native_id)
+        if not self.fee_to_close:
+            return table
+        if id(table) not in self._with_fee:
+            self._with_fee[id(table)] = BracketTable.from_brackets(
+                attrs.evolve(b, maintenance_margin_rate=b.maintenance_margin_rate + self.fee_to_close)
+                for b in table.brackets)
+        return self._with_fee[id(table)]
+
+    def _published_brackets(self, native_id: str) -> BracketTable:
+        table = self.symbol_brackets.get(native_id)
+        if table is not None:
+            return table
+        pair, _, suffix = native_id.partition("_")
+        wanted = _delivery_date(suffix)
+        listed = [(abs((day - wanted).days), s) for s in self.symbol_brackets
+                  if s.startswith(pair + "_") and (day := _delivery_date(s[len(pair) + 1:])) is not None]
+        if wanted is not None and listed:
+            return self.symbol_brackets[min(listed)[1]]
+        return self.default_brackets
 
     def has_symbol(self, native_id: str) -> bool:
         return native_id in self.symbol_brackets
 
     def funding_interval(self, native_id: str) -> float:
         return float(self.funding_interval_overrides.get(native_id, self.funding_interval_hours))
+
+
+@attrs.frozen
+class RuleVariant:
+    """A dated generation of a rule set's collateral tables (`dated_variants` in the rule file): in
+    force from `effective_from_ns`; None / `has_auto_exchange` False: that table is the file's own."""
+
+    name: str
+    effective_from_ns: int
+    source: str
+    collateral_ratios: dict | None
+    auto_exchange: object
+    has_auto_exchange: bool
+
+
+def _variants(entries, where: str) -> tuple:
+    """Parse `dated_variants`: each {name, effective_from, source, collateral_ratios?, auto_exchange?}."""
+    out = []
+    for n, entry in enumerate(entries or ()):
+        here = f"{where}: dated_variants[{n}]"
+        unknown = sorted(set(entry) - {"name", "effective_from", "source", "notes", "collateral_ratios",
+                                       "auto_exchange"})
+        if unknown:
+            raise RulesError(f"{here}: unknown keys {unknown}; a variant replaces collateral_ratios and/or "
+                             "auto_exchange, with name, effective_from and source.")
+        try:
+            moment = parse_expiry(entry["effective_from"])
+            name = str(entry["name"])
+        except (KeyError, ValueError) as exc:
+            raise RulesError(f"{here}: {exc}; a variant needs name and effective_from (ISO date-time).") from exc
+        for asset, ratio in entry.get("collateral_ratios", {}).items():
+            schedule_from(asset, ratio)
+        out.append(RuleVariant(name, int(moment.timestamp()) * 1_000_000_000, str(entry.get("source", "")),
+                               dict(entry["collateral_ratios"]) if "collateral_ratios" in entry else None,
+                               _auto_exchange(entry.get("auto_exchange"), here), "auto_exchange" in entry))
+    return tuple(sorted(out, key=lambda v: v.effective_from_ns))
+
+
+def _fee_to_close(maintenance: dict, taker: float, where: str) -> float:
+    """A rule file's `maintenance.fee_to_close`: "taker" (the taker rate), a fraction, or absent (0)."""
+    value = maintenance.get("fee_to_close") if isinstance(maintenance, dict) else None
+    if value is None:
+        return 0.0
+    if value == "taker":
+        return taker
+    if isinstance(value, (int, float)) and 0 <= value < 0.01:
+        return float(value)
+    raise RulesError(f"{where}: maintenance.fee_to_close = {value!r}: 'taker' or a fraction in [0, 0.01).")
+
+
+def _delivery_date(suffix: str):
+    """The date of a delivery-contract suffix `YYMMDD` (`241227`), or None."""
+    try:
+        return datetime.strptime(suffix, "%y%m%d").date() if len(suffix) == 6 else None
+    except ValueError:
+        return None
 
 
 def builtin_rule_names() -> list[str]:
@@ -254,6 +365,10 @@ def parse_rules(data: dict, where: str) -> RuleSet:
         symbol_brackets=symbol_brackets,
         collateral_ratios=dict(data.get("collateral_ratios", {})),
         auto_exchange=_auto_exchange(data.get("auto_exchange"), where),
+        delivery=delivery_from(data.get("delivery"), where),
+        portfolio=portfolio_from(data.get("portfolio_margin"), where),
+        fee_to_close=_fee_to_close(data.get("maintenance", {}), float(need(fees, "taker", "fees.")), where),
+        variants=_variants(data.get("dated_variants"), where),
     )
 
 
