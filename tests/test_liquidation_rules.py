@@ -21,8 +21,15 @@ from helpers_feed import HOUR, T0, VenueSpec, flat_brackets, make_catalog, make_
 KEY = "hl:BTC/USDC:USDC"
 
 
-def book(bar_2, bar_3=None):
-    catalog = make_catalog({"hl": VenueSpec(rules=load_rules("hyperliquid"), collateral={"USDC": 21_000.0},
+def without_cooldown(rules):
+    """The same rule set with no cooldown between partial steps: the stepping arithmetic on its own."""
+    return attrs.evolve(rules, liquidation=attrs.evolve(
+        rules.liquidation, parameters=attrs.evolve(rules.liquidation.parameters, cooldown_seconds=0.0)))
+
+
+def book(bar_2, bar_3=None, rules=None):
+    rules = rules or load_rules("hyperliquid")
+    catalog = make_catalog({"hl": VenueSpec(rules=rules, collateral={"USDC": 21_000.0},
                                             leverage=10.0)},
                            [perp("hl", "BTC", settle="USDC")], tables={KEY: flat_brackets(0.05, 20.0)})
     bars = [(100, 100, 100, 100), (100, 100, 100, 100), bar_2, bar_3 or bar_2[3:] * 4]
@@ -33,8 +40,10 @@ def book(bar_2, bar_3=None):
 
 
 def test_a_large_position_is_liquidated_a_fifth_at_a_time():
+    # The stepping arithmetic with the cooldown switched off (the shipped Hyperliquid file has its 30 s
+    # cooldown: see the cooldown test below for what the venue does with this book).
     # bar 2: 100 -> 93 -> closes 95; bar 3: 95 -> 90 -> closes 90
-    result = book((100, 100, 93, 95), (95, 95, 90, 90))
+    result = book((100, 100, 93, 95), (95, 95, 90, 90), rules=without_cooldown(load_rules("hyperliquid")))
     liquidations = of_type(result.events, ev.PositionLiquidated)
     # by hand, step after step: with q units left and wallet w, equity(P) = w + q (P - 100) meets
     # maintenance 0.05 q P at P = (100 q - w) / (0.95 q); then 20 % of q closes there while the
@@ -90,11 +99,10 @@ def test_a_gap_below_two_thirds_of_maintenance_goes_to_the_backstop():
 def test_with_hyperliquid_cooldown_a_pool_still_liquidatable_within_30_s_closes_whole():
     """Hyperliquid (venue-facts 2026-11, docs.tings.xyz quoting the HL docs): after a partial order a
     30 s cooldown, during which liquidation orders are for the full position. Same book as above with
-    `cooldown_seconds = 30`: 400 close at 94.26 (a fifth), and when the path reaches 93.02 in the same
-    stretch of the bar (the same instant here) the remaining 1,600 close whole."""
-    base = load_rules("hyperliquid")
-    cooled = attrs.evolve(base, liquidation=attrs.evolve(
-        base.liquidation, parameters=attrs.evolve(base.liquidation.parameters, cooldown_seconds=30.0)))
+    the shipped rule file (`cooldown_seconds = 30`): 400 close at 94.26 (a fifth), and when the path reaches
+    93.02 in the same stretch of the bar (the same instant here) the remaining 1,600 close whole."""
+    cooled = load_rules("hyperliquid")
+    assert cooled.liquidation.parameters.cooldown_seconds == 30.0
     catalog = make_catalog({"hl": VenueSpec(rules=cooled, collateral={"USDC": 21_000.0}, leverage=10.0)},
                            [perp("hl", "BTC", settle="USDC")], tables={KEY: flat_brackets(0.05, 20.0)})
     bars = [(100, 100, 100, 100), (100, 100, 100, 100), (100, 100, 93, 95), (95, 95, 90, 90)]

@@ -97,7 +97,7 @@ def test_a_rule_file_naming_an_unregistered_mode_is_refused(tmp_path):
 
 def test_liquidation_parameters_are_typed_and_read_from_the_rule_file():
     hyperliquid = load_rules("hyperliquid").liquidation
-    assert hyperliquid.parameters == policies.PartialParameters(0.2, 100_000.0, 2 / 3)
+    assert hyperliquid.parameters == policies.PartialParameters(0.2, 100_000.0, 2 / 3, cooldown_seconds=30.0)
     assert hyperliquid.backstop_fraction == pytest.approx(2 / 3)  # rule-file key backstop_maintenance_fraction
     assert load_rules("binance-usdm").liquidation.parameters == policies.PartialParameters()
     assert set(policies.POLICIES) == set(ruleset.POLICIES) == {"full", "partial"}

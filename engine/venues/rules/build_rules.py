@@ -379,11 +379,10 @@ def build_hyperliquid(ff: dict) -> dict:
             "USDC liquidated 20% at a time, 30 s cooldown)",
         ],
         "not_public": [
-            "Partial-liquidation cooldown: Hyperliquid's docs (quoted by docs.tings.xyz) put a 30 s cooldown after "
-            "a partial order, during which liquidation orders are for the full position. The engine supports it "
-            "(liquidation.cooldown_seconds) but this file leaves it at 0: turning it on changes the pinned "
-            "tests/test_liquidation_rules.py expectation of two 20 % steps at one instant, a call for the "
-            "integrator.",
+            "Partial-liquidation cooldown (30 s after a partial order, during which liquidation orders are for "
+            "the full position) is read from docs.tings.xyz, which quotes Hyperliquid's docs, and "
+            "tginsight.xyz/channel/hyperliquid_announcements/post/307; the first-party page was not reachable. "
+            "Intrabar path points are nominal (bar fractions), so 'within 30 s' is judged on those stamps.",
             "The docs page is undated; as_of gives only the year the tiers were read (2025). Tiers change.",
             "Assets without a documented tier table use default_brackets: one tier at 3x (MMR 16.7%), the lowest "
             "max leverage the liquidations page mentions (3-50x) - an assumption on the safe side. The live "
@@ -400,7 +399,7 @@ def build_hyperliquid(ff: dict) -> dict:
         "margin_modes": ["isolated", "cross"],
         "liquidation": {"policy": "partial", "fill": "trigger", "fee_rate": 0.0,
                         "backstop_maintenance_fraction": 2 / 3,
-                        "partial_above_notional": 100_000.0, "partial_fraction": 0.2},
+                        "partial_above_notional": 100_000.0, "partial_fraction": 0.2, "cooldown_seconds": 30.0},
         "default_brackets": hyperliquid_tiers([(0, 3)]),
         "brackets": {f"{coin}USDC": hyperliquid_tiers(t) for coin, t in sorted(tables.items())},
         "collateral_ratios": {"USDC": 1.0},
