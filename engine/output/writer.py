@@ -27,7 +27,7 @@ import pyarrow as pa
 
 from xmargin._version import __version__
 from xmargin.analysis.distance import distance_table, equity_distances
-from xmargin.analysis.summary import summarize
+from xmargin.analysis.summary import COLUMNS as SUMMARY_COLUMNS, summarize
 from xmargin.errors import RunError
 from xmargin.margin.modes import venue_mode
 from xmargin.output.eventlog import file_hash, read_ipc, write_events, write_ipc
@@ -200,9 +200,13 @@ def summary_options(result) -> dict:
 
 
 def summary_from_folder(folder: Path, result, run_id: str) -> dict:
-    """The run summary computed from the tables written in `folder` (read back, not rebuilt)."""
+    """The run summary computed from the tables written in `folder` (read back, not rebuilt): only
+    the columns `summarize` reads (`summary.COLUMNS`), so memory grows with those, not with every table."""
     def read(name):
-        return pl.scan_ipc(folder / f"{name}.arrow").collect().rechunk()  # sums as over one table
+        table = pl.scan_ipc(folder / f"{name}.arrow")
+        present = set(table.collect_schema().names())
+        # rechunked: sums as over one table
+        return table.select([c for c in SUMMARY_COLUMNS[name] if c in present]).collect().rechunk()
 
     return summarize(read("events"), read("equity"), run_meta(result, run_id), collateral=read("collateral"),
                      positions=read("positions"), **summary_options(result))
