@@ -34,7 +34,7 @@ from xmargin.output.eventlog import file_hash, read_ipc, write_events, write_ipc
 from xmargin.output.snapshots import snapshot_tables, snapshot_units
 from xmargin.output.tables import BY_NAME, OUTPUT_TABLES, SCHEMA_VERSION, equity_table
 
-SNAPSHOT_ROWS = 200_000  # pool, position and balance rows valued (and their distances searched) per chunk
+SNAPSHOT_ROWS = 50_000  # pool, position and balance rows valued (and their distances searched) per chunk
 
 __all__ = ["equity_table", "final_state", "run_id_for", "run_meta", "write_run", "write_run_folder"]
 
