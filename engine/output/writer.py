@@ -212,8 +212,10 @@ def summary_from_folder(folder: Path, result, run_id: str) -> dict:
                      positions=read("positions"), **summary_options(result))
 
 
-def _snapshot_chunks(snapshots, limit: int = SNAPSHOT_ROWS):
-    """Consecutive slices of `snapshots` holding about `limit` pool, position and balance rows each."""
+def _snapshot_chunks(snapshots, limit: int | None = None):
+    """Consecutive slices of `snapshots` holding about `limit` (default `SNAPSHOT_ROWS`) pool,
+    position and balance rows each."""
+    limit = SNAPSHOT_ROWS if limit is None else limit
     start, rows = 0, 0
     for n, snapshot in enumerate(snapshots):
         account = snapshot.account
