@@ -296,6 +296,7 @@ def write_run_folder(result, summary: dict | None = None, out: Path | None = Non
         if summary is None:
             summary = summary_from_folder(partial, result, run_id)
         (partial / "summary.json").write_text(json.dumps(json_safe(summary), indent=2) + "\n")
+        hashes = {f.name: file_hash(f) for f in sorted(partial.iterdir()) if f.is_file() and f.name != LOCK_NAME}
         manifest = {
             "run_id": run_id,
             "schema_version": SCHEMA_VERSION,
@@ -321,13 +322,12 @@ def write_run_folder(result, summary: dict | None = None, out: Path | None = Non
             "dataset_fingerprint": result.feed.fingerprint,
             "seed": config.seed,
             "events": len(result.events),
-            "events_sha256": file_hash(partial / "events.arrow"),
+            "events_sha256": hashes["events.arrow"],
             "timings": {k: round(v, 4) for k, v in result.timings.items()},
             "final_state": final_state(result.ledger),
         }
         manifest.update(extra_manifest or {})
-        manifest["files"] = {f.name: file_hash(f) for f in sorted(partial.iterdir())
-                             if f.is_file() and f.name != LOCK_NAME}
+        manifest["files"] = hashes  # every file but the manifest and the lock, each read once
         manifest = json_safe(manifest)
         manifest[MANIFEST_DIGEST] = manifest_digest(manifest)
         (partial / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
