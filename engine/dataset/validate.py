@@ -354,25 +354,33 @@ def _check_spikes(frame: pl.LazyFrame, key: list, out: _Collector, label: str, l
     """An isolated price more than SPIKE_FACTOR away from both neighbouring closes (or from its
     only neighbour) of the same instrument: a bad tick that would turn PnL into nonsense.
     `later(query, report)`: the query is collected with the table's other checks."""
-    prev = pl.col("close").shift(1).over("instrument")
-    after = pl.col("close").shift(-1).over("instrument")
+    prev, after = pl.col("previous"), pl.col("next")
+    flags = {}
     for col in PRICE_NAMES:
         c = pl.col(col)
 
-        def away(neighbour):
+        def away(neighbour, c=c):
             ratio = c / neighbour
             return (ratio > SPIKE_FACTOR) | (ratio < 1 / SPIKE_FACTOR)
 
         spike = (pl.when(prev.is_null()).then(away(after)).when(after.is_null()).then(away(prev))
                  .otherwise(away(prev) & away(after)))
-        later(frame.with_columns(previous=prev, next=after, spike=spike.fill_null(False))
-              .filter(c.is_finite() & (c > 0) & pl.col("spike")).select(key + [col, "previous", "next"]),
-              lambda found, col=col: out.rows(
-                  found, severity=ERROR, check="price spike", column=col,
-                  message=lambda r: f"{col} = {r[col]!r} is more than {SPIKE_FACTOR:g}x away from the "
-                                    f"neighbouring closes ({r['previous']!r}, {r['next']!r})",
-                  fix="repair or drop the bad tick at the source (an isolated spike is a data error, not a market "
-                      "move)", kind_label=label))
+        flags[f"_spike_{col}"] = c.is_finite() & (c > 0) & spike.fill_null(False)
+    # one query for every price column (the neighbouring closes found once), reported per column
+    neighbours = frame.with_columns(previous=pl.col("close").shift(1).over("instrument"),
+                                    next=pl.col("close").shift(-1).over("instrument"))
+    query = (neighbours.with_columns(**flags).filter(pl.any_horizontal(list(flags)))
+             .select(*key, *PRICE_NAMES, "previous", "next", *flags))
+
+    def report(found):
+        for col in PRICE_NAMES:
+            out.rows(found.filter(pl.col(f"_spike_{col}")).select(key + [col, "previous", "next"]),
+                     severity=ERROR, check="price spike", column=col,
+                     message=lambda r, col=col: f"{col} = {r[col]!r} is more than {SPIKE_FACTOR:g}x away from the "
+                                                f"neighbouring closes ({r['previous']!r}, {r['next']!r})",
+                     fix="repair or drop the bad tick at the source (an isolated spike is a data error, not a "
+                         "market move)", kind_label=label)
+    later(query, report)
 
 
 def _check_funding_scale(frame: pl.LazyFrame, stats: pl.DataFrame, key: list, out: _Collector, label: str) -> None:
