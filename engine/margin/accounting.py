@@ -167,17 +167,18 @@ def position_metrics(account: Account, catalog, marks: np.ndarray, now_ns: int |
         tradable = catalog.tradable(key)
         inverse, size = tradable.instrument.is_inverse, tradable.instrument.contract_size
         leverage = leverage_for(account, catalog, key)
+        table = tradable.brackets.for_quantity(position.quantity, size if inverse else 0.0)
         if unit.requirement is not None:  # account-level liquidation: see xmargin.analysis.distance; the
             liquidation = bankrupt = math.nan  # position's margins stay its bracket figures, on its own
         elif unit.isolated:
             liquidation = margin.isolated_liquidation_price_by_rule(position.quantity, position.entry_price,
-                                                                    position.isolated_margin, tradable.brackets,
+                                                                    position.isolated_margin, table,
                                                                     inverse, size, basis)
             bankrupt = margin.contract_bankruptcy_price(position.quantity, position.entry_price,
                                                         position.isolated_margin, inverse, size, fee_to_close)
         else:
             liquidation = margin.contract_liquidation_price(
-                position.quantity, position.entry_price, wallet, tradable.brackets, inverse, size,
+                position.quantity, position.entry_price, wallet, table, inverse, size,
                 other_maintenance_margin=cross_maintenance - maintenance, other_unrealized_pnl=cross_pnl - pnl)
             bankrupt = margin.contract_bankruptcy_price(position.quantity, position.entry_price,
                                                         wallet + cross_pnl - pnl, inverse, size, fee_to_close)

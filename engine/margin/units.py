@@ -203,10 +203,11 @@ def build_unit(account, catalog, *, asset: str, name: str, isolated: bool, posit
         tradable = tradables[position.instrument]
         instrument = tradable.instrument
         inverse = instrument.contract == "inverse"
-        fixed = (margin.maintenance_margin(abs(position.quantity) * position.entry_price, tradable.brackets)
+        table = tradable.brackets.for_quantity(position.quantity, instrument.contract_size if inverse else 0.0)
+        fixed = (margin.maintenance_margin(abs(position.quantity) * position.entry_price, table)
                  if entry_basis and not inverse else None)
         rows.append((tradable.column, position.quantity, position.entry_price,
-                     instrument.contract_size if inverse else 0.0, tradable.brackets,
+                     instrument.contract_size if inverse else 0.0, table,
                      leverages.get(position.instrument, default_leverage), fixed,
                      1.0 if scales is None else scales[n]))
     for column, amount in collateral:
