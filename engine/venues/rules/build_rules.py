@@ -472,6 +472,11 @@ def build_bybit(ff: dict, tier_examples: dict) -> dict:
             "estimated fee to close), so fee_rate is 0.0.",
             "Bybit's documented isolated liquidation price evaluates maintenance margin at the entry position "
             "value (see xmargin.margin.formulas.isolated_liquidation_price_entry_mm); the rule file does not switch this.",
+            "maintenance_basis 'entry' also covers inverse contracts, isolated and cross (single-asset pool): Bybit's "
+            "classic inverse formula takes (Q / entry) x MMR (help.bybit.com/hc/en-us/articles/360039261334, legacy, "
+            "a cross example). Linear cross stays at the mark: no Bybit page found documents an entry basis there. "
+            "Bybit's UTA inverse isolated formula (kbybit.com, 2026-05-27) takes the maintenance at the liquidation "
+            "price instead (Q x MMR / LP): a UTA rule set would use maintenance_basis 'mark'.",
             "Collateral (multi-asset mode, Unified Trading Account): USDT at 1 and BTC with the tiered ratios of "
             "Bybit's published UTA example (shared collateral_tier_examples.json, page updated 2025-09-18); it is "
             "an example table, not a live parameter; other assets are not listed and count at 0.",

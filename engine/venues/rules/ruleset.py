@@ -44,9 +44,9 @@ class LiquidationRules:
     reads the policy's parameter of that name). `fill`: positions close at the bankruptcy price or
     at the trigger (liquidation) price. `fee_rate`: liquidation fee as a fraction of the liquidated
     notional, paid out of what is left of the position's margin (never making the balance
-    negative: the insurance fund absorbs any shortfall). `maintenance_basis`: an isolated
-    position's maintenance margin on its value at the mark (Binance) or at entry (Bybit's
-    documented isolated formula, whose liquidation price the mark must reach).
+    negative: the insurance fund absorbs any shortfall). `maintenance_basis`: a position's
+    maintenance margin on its value at the mark (Binance) or at entry (Bybit classic: isolated
+    positions, linear and inverse, and cross inverse ones; see xmargin.margin.units.build_unit).
     """
 
     policy: str = attrs.field(validator=attrs.validators.in_(POLICIES))
