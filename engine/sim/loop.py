@@ -238,14 +238,17 @@ class Backtest:
             used |= set(self.feed.keys)
         return [message for key, message in self.warnings if key is None or key in used]
 
-    def _call_strategy(self, where: str, call):
+    def _call_strategy(self, where, call):
         """`call()`; what it raises becomes a StrategyError naming the strategy, the moment and the
-        error, with the user's exception (and traceback) chained."""
+        error, with the user's exception (and traceback) chained. `where` is a string or a function
+        returning one (formatted only on failure: the hot path builds no message)."""
         try:
             return call()
         except XmarginError as exc:  # e.g. an unknown instrument key read through the View
+            where = where() if callable(where) else where
             raise StrategyError(f"strategy {self.strategy_name}: {where} raised {type(exc).__name__}: {exc}") from exc
         except Exception as exc:  # the user's own exception goes on, with its traceback, named
+            where = where() if callable(where) else where
             exc.add_note(mark_strategy_failure(exc, f"strategy {self.strategy_name}: {where} raised "
                                                     f"{type(exc).__name__}: {exc}"))
             raise
@@ -528,7 +531,7 @@ class Backtest:
                 raise ConfigError(self._unbracketed[command.instrument])
         changed = set()
         for command in commands:
-            events = self._call_strategy(f"{where}, command {command!r}",
+            events = self._call_strategy(lambda command=command: f"{where}, command {command!r}",
                                          lambda command=command: decide(self.ledger, self.context, command, ts))
             self.emit(events)
             changed.update(e.exchange for e in events if not isinstance(e, ev.OrderAccepted))
