@@ -23,6 +23,9 @@ IMPORTED = {
                                    "bybit_v5_instruments_info_linear.json"], "bybit", "2025-01-01", {}),
     "imported-okx-tiers": (["HANDWRITTEN_okx_v5_position_tiers_BTC-USDT_SWAP.json", "okx_public_instruments_swap.json"],
                            "okx", "2025-01-01", {"BTC": 60_000.0}),
+    # the same OKX tiers kept in contracts (`rules import --contracts`)
+    "imported-okx-tiers-contracts": (["HANDWRITTEN_okx_v5_position_tiers_BTC-USDT_SWAP.json",
+                                      "okx_public_instruments_swap.json"], "okx", "2025-01-01", {}),
     "imported-hyperliquid-meta": (["hyperliquid_info_meta.json"], "hyperliquid", "2023-07-17", {}),
     "imported-hyperliquid-tables": (["HANDWRITTEN_hyperliquid_meta_marginTables.json"], "hyperliquid", "2026-11-10", {}),
 }
@@ -33,8 +36,13 @@ def test_expected_builtins_present():
 
 
 def _tables(rules):
+    """The notional bracket tables (contract-counted tiers: `_contract_tables`)."""
     yield "default_brackets", rules.default_brackets
-    yield from rules.symbol_brackets.items()
+    yield from ((sym, t) for sym, t in rules.symbol_brackets.items() if t.unit == "notional")
+
+
+def _contract_tables(rules):
+    return [(sym, t) for sym, t in rules.symbol_brackets.items() if t.unit == "contracts"]
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +55,7 @@ def imported_files(tmp_path_factory):
     for name, (files, exchange, as_of, prices) in IMPORTED.items():
         paths = [VENUES / f for f in files]
         imported = rule_file_from(read_metadata(paths, exchange), paths, exchange=exchange, name=name, as_of=as_of,
-                                  reference_prices=prices)
+                                  reference_prices=prices, contracts=name.endswith("-contracts"))
         out[name] = str(write_rule_file(imported, folder / f"{name}.json"))
     return out
 
@@ -106,6 +114,50 @@ def test_brackets_structure(rules):
             # initial margin at the cap is above maintenance: 1/max_leverage > MMR
             assert 1.0 / br.max_leverage > br.maintenance_margin_rate, (sym, n)
             assert br.notional_cap > br.notional_floor, (sym, n)
+
+
+def test_contract_tiers_structure(rules):
+    """Tiers counted in contracts (OKX): contiguous from 0 contracts, rates strictly rising, leverage never
+    rising, 1 / max_leverage > rate, only the last tier open-ended, a positive contract value."""
+    for sym, t in _contract_tables(rules):
+        assert t.contract_value > 0, sym
+        tiers = t.tiers
+        assert tiers[0].contracts_floor == 0, sym
+        for n in range(1, len(tiers)):
+            assert tiers[n].contracts_floor == tiers[n - 1].contracts_cap, (sym, n)
+            assert tiers[n].maintenance_margin_rate > tiers[n - 1].maintenance_margin_rate, (sym, n)
+            assert tiers[n].max_leverage <= tiers[n - 1].max_leverage, (sym, n)
+        for n, tier in enumerate(tiers):
+            assert tier.contracts_cap > tier.contracts_floor and tier.max_leverage > 0, (sym, n)
+            assert 1.0 / tier.max_leverage > tier.maintenance_margin_rate, (sym, n)
+            assert math.isfinite(tier.contracts_cap) or n == len(tiers) - 1, (sym, n)
+        # the tier a position falls in does not move with price: a one-bracket table at that tier's rate
+        for n, tier in enumerate(tiers):
+            inside = tier.contracts_floor + 1 if math.isinf(tier.contracts_cap) else tier.contracts_cap
+            held = t.for_quantity(inside * t.contract_value)
+            assert len(held.brackets) == 1 and held.rate_list[0] == tier.maintenance_margin_rate, (sym, n)
+            assert held.amount_list[0] == 0 and held.brackets[0].max_leverage == tier.max_leverage, (sym, n)
+
+
+def test_imported_okx_tiers_stay_in_contracts(rules):
+    if rules.name == "imported-okx-tiers-contracts":
+        (table,) = [t for sym, t in _contract_tables(rules) if sym == "BTCUSDT"]
+        assert table.contract_value == 0.01  # BTC-USDT-SWAP ctVal in the instruments dump
+        assert [(t.contracts_cap, t.max_leverage, t.maintenance_margin_rate) for t in table.tiers] == [
+            (20_000.0, 100.0, 0.005), (22_000.0, 66.66, 0.01)]
+
+
+def test_builtin_contract_tiers_are_dated_and_sourced():
+    """Every built-in contract-counted table names its source and date (OKX's published tiers)."""
+    from xmargin.venues.rules.ruleset import DATA_DIR
+
+    found = 0
+    for path in DATA_DIR.glob("*.json"):
+        for sym, entry in json.loads(path.read_text()).get("brackets", {}).items():
+            if isinstance(entry, dict):
+                found += 1
+                assert entry["source"] and entry["as_of"][:2] == "20", (path.name, sym)
+    assert found >= 2
 
 
 def test_maintenance_amount_recurrence(rules):

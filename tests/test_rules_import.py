@@ -139,6 +139,15 @@ def test_okx_tiers_in_contracts_need_contract_value_and_price(tmp_path):
             for b in brackets] == [(0.0, 12_000_000.0, 100.0, 0.005), (12_000_000.0, 13_200_000.0, 66.66, 0.01)]
     assert brackets[1]["maintenance_amount"] == pytest.approx(12_000_000 * (0.01 - 0.005))
     assert "at BTC = 60000 USDT" in result.output
+    # --contracts keeps them counted in contracts, with the instrument's contract value: no price needed
+    result, out = _import(tmp_path / "c", tiers, instruments, "--exchange", "okx", "--as-of", "2025-01-01",
+                          "--contracts")
+    assert result.exit_code == 0, result.output
+    table = json.loads(out.read_text())["brackets"]["BTCUSDT"]
+    assert (table["unit"], table["contract_value"], table["as_of"]) == ("contracts", 0.01, "2025-01-01")
+    assert table["tiers"] == [{"max_contracts": 20_000.0, "max_leverage": 100.0, "maintenance_margin_rate": 0.005},
+                              {"max_contracts": 22_000.0, "max_leverage": 66.66, "maintenance_margin_rate": 0.01}]
+    assert tiers.name in table["source"]
     # a MARGIN (spot-margin loan) tier file is refused, naming it
     margin = VENUES / "okx_public_position_tiers_MARGIN.json"
     result, out = _import(tmp_path / "m", margin, "--exchange", "okx", "--as-of", "2025-01-01")

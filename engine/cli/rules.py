@@ -42,7 +42,11 @@ def rules():
 @click.option("--reference-price", "reference_prices", multiple=True,
               help="ASSET=PRICE for tiers given in contracts (OKX): their notional is contracts x contract "
                    "value x this price.")
-def import_(files, exchange, out, dataset, base, name, as_of, source, reference_prices):
+@click.option("--contracts", is_flag=True, default=False,
+              help="Write tiers given in contracts (OKX) as contract-counted tables with the instrument's contract "
+                   "value (the tier follows the position's size at any price) instead of notional at "
+                   "--reference-price.")
+def import_(files, exchange, out, dataset, base, name, as_of, source, reference_prices, contracts):
     """Read FILES (JSON responses) and write a rule file and/or a dataset's instrument filters.
 
     \b
@@ -50,7 +54,8 @@ def import_(files, exchange, out, dataset, base, name, as_of, source, reference_
       ccxt:        fetch_leverage_tiers(), load_markets()
       Binance:     exchangeInfo, leverageBracket (USD-M, COIN-M)
       Bybit v5:    market/instruments-info, market/risk-limit
-      OKX v5:      public/instruments, public/position-tiers (needs instruments and --reference-price)
+      OKX v5:      public/instruments, public/position-tiers (needs instruments, and --contracts or
+                   --reference-price)
       Hyperliquid: info {"type": "meta"} (with marginTables when present)
     The rule file keeps the base rule set's fees, funding and liquidation and replaces its brackets with
     the imported ones; it is dated and names the files it was made from (docs/rules.md).
@@ -67,7 +72,8 @@ def import_(files, exchange, out, dataset, base, name, as_of, source, reference_
         if name is not None and not name.strip():
             raise RulesError("--name '': give the rule set a name, or leave --name out (the --out file name).")
         imported = rule_file_from(metadata, files, exchange=exchange, name=name or out.stem, base=base,
-                                  as_of=as_of, source=source, reference_prices=_prices(reference_prices))
+                                  as_of=as_of, source=source, reference_prices=_prices(reference_prices),
+                                  contracts=contracts)
     if dataset is not None:
         from xmargin.dataset.filters import apply_market_filters
         from xmargin.dataset.manifest import read_manifest

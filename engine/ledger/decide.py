@@ -164,7 +164,8 @@ def _place(ledger: Ledger, context, c: cmd.PlaceOrder, ts: int) -> list:
     if c.leverage is not None:
         leverage = float(c.leverage)
     new_notional = margin.contract_notional(held + pending + c.quantity, reference, inverse, size)
-    cap = margin.max_leverage(new_notional, tradable.brackets)
+    cap = margin.max_leverage(new_notional, tradable.brackets.for_quantity(held + pending + c.quantity,
+                                                                           size if inverse else 0.0))
     if leverage > cap:
         if c.leverage is not None:
             return reject(f"leverage {leverage:g} exceeds the maximum {cap:g} for a notional of {new_notional:.2f}")
@@ -209,7 +210,9 @@ def _set_leverage(ledger: Ledger, context, c: cmd.SetLeverage, ts: int) -> list:
     mark = float(context.feed.mark_close[context.row, tradable.column])
     notional = margin.contract_notional(position.quantity, mark, instrument.is_inverse, instrument.contract_size) \
         if position else 0.0
-    cap = margin.max_leverage(notional, tradable.brackets)
+    cap = margin.max_leverage(notional, tradable.brackets.for_quantity(position.quantity if position else 0.0,
+                                                                       instrument.contract_size
+                                                                       if instrument.is_inverse else 0.0))
     if not (0 < c.leverage <= cap):
         return _reject(ts, exchange, c.instrument, 0, 0.0,
                        f"set leverage: {c.leverage:g} is outside (0, {cap:g}] for a notional of {notional:.2f}")

@@ -160,25 +160,31 @@ def position_metrics(account: Account, catalog, marks: np.ndarray, now_ns: int |
     for unit in account_units(catalog, account, marks, now_ns):
         legs, cross_pnl, wallet, cross_maintenance, _ = _valued(unit, marks)
         for k in range(unit.positions):
-            found[unit.instruments[k]] = (unit, legs[k], wallet, cross_pnl, cross_maintenance)
+            found[unit.instruments[k]] = (unit, legs[k], wallet, cross_pnl, cross_maintenance, unit.rows[k][6])
     out = []
     for key, position in account.positions.items():
-        unit, (notional, pnl, maintenance), wallet, cross_pnl, cross_maintenance = found[key]
+        unit, (notional, pnl, maintenance), wallet, cross_pnl, cross_maintenance, fixed = found[key]
         tradable = catalog.tradable(key)
         inverse, size = tradable.instrument.is_inverse, tradable.instrument.contract_size
         leverage = leverage_for(account, catalog, key)
+        table = tradable.brackets.for_quantity(position.quantity, size if inverse else 0.0)
         if unit.requirement is not None:  # account-level liquidation: see xmargin.analysis.distance; the
             liquidation = bankrupt = math.nan  # position's margins stay its bracket figures, on its own
         elif unit.isolated:
             liquidation = margin.isolated_liquidation_price_by_rule(position.quantity, position.entry_price,
-                                                                    position.isolated_margin, tradable.brackets,
+                                                                    position.isolated_margin, table,
                                                                     inverse, size, basis)
             bankrupt = margin.contract_bankruptcy_price(position.quantity, position.entry_price,
                                                         position.isolated_margin, inverse, size, fee_to_close)
         else:
-            liquidation = margin.contract_liquidation_price(
-                position.quantity, position.entry_price, wallet, tradable.brackets, inverse, size,
-                other_maintenance_margin=cross_maintenance - maintenance, other_unrealized_pnl=cross_pnl - pnl)
+            if fixed is not None:  # cross, margined on its entry value (Bybit classic inverse)
+                liquidation = margin.entry_value_liquidation_price(
+                    position.quantity, position.entry_price, wallet, fixed, inverse, size,
+                    other_maintenance_margin=cross_maintenance - maintenance, other_unrealized_pnl=cross_pnl - pnl)
+            else:
+                liquidation = margin.contract_liquidation_price(
+                    position.quantity, position.entry_price, wallet, table, inverse, size,
+                    other_maintenance_margin=cross_maintenance - maintenance, other_unrealized_pnl=cross_pnl - pnl)
             bankrupt = margin.contract_bankruptcy_price(position.quantity, position.entry_price,
                                                         wallet + cross_pnl - pnl, inverse, size, fee_to_close)
         out.append(PositionMetrics(key, position.quantity, position.entry_price, float(marks[tradable.column]),

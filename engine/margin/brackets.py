@@ -6,7 +6,7 @@ kernel read them, `xmargin.venues.rules` builds them from rule files.
 
 from __future__ import annotations
 
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 
 import attrs
 import numpy as np
@@ -39,6 +39,8 @@ class BracketTable:
     rate_list: tuple = ()
     amount_list: tuple = ()
 
+    unit = "notional"  # brackets by notional (ContractTiers: by contracts)
+
     @classmethod
     def from_brackets(cls, brackets) -> "BracketTable":
         brackets = tuple(brackets)
@@ -60,3 +62,67 @@ class BracketTable:
 
     def bracket(self, notional: float) -> Bracket:
         return self.brackets[self.index(notional)]
+
+    def for_quantity(self, quantity: float, contract_size: float = 0.0) -> "BracketTable":
+        """The table margining a position of `quantity`: a notional table margins every size itself
+        (a `ContractTiers` table answers with the one tier its size in contracts falls in)."""
+        return self
+
+    def with_added_rate(self, rate: float) -> "BracketTable":
+        """Every bracket's maintenance rate plus `rate` (a fee to close held in maintenance margin);
+        the amounts' recurrence is unchanged."""
+        return BracketTable.from_brackets(
+            attrs.evolve(b, maintenance_margin_rate=b.maintenance_margin_rate + rate) for b in self.brackets)
+
+
+@attrs.frozen
+class ContractTier:
+    """One position tier counted in contracts, as OKX publishes them: positions of more than
+    `contracts_floor` and at most `contracts_cap` contracts (OKX `minSz`..`maxSz`, `maxSz` inclusive)
+    hold maintenance margin = notional x `maintenance_margin_rate` on the whole position."""
+
+    contracts_floor: float
+    contracts_cap: float
+    max_leverage: float
+    maintenance_margin_rate: float
+
+
+@attrs.frozen(eq=False)
+class ContractTiers:
+    """A symbol's tiers counted in contracts (rule file `{"unit": "contracts", ...}`).
+
+    The tier is chosen by the position's size in contracts, which does not move with price (unlike a
+    notional bracket). `contract_value` is the venue's contract value (OKX `ctVal x ctMult`): base
+    units per contract for a linear swap, quote units (USD) per contract for an inverse one. At valuation `for_quantity` turns the tier of a position into a one-bracket
+    notional table (rate of that tier, no deduction), which every margin formula reads as usual.
+    """
+
+    tiers: tuple[ContractTier, ...]
+    contract_value: float
+    _resolved: dict = attrs.field(factory=dict, repr=False)  # tier index -> one-bracket BracketTable
+
+    unit = "contracts"
+
+    def contracts(self, quantity: float, contract_size: float = 0.0) -> float:
+        """|quantity| in the venue's contracts: the engine's linear quantity is in base units, its
+        inverse quantity in contracts of `contract_size` quote units (`contract_size` > 0)."""
+        held = abs(quantity) * contract_size if contract_size > 0 else abs(quantity)
+        return held / self.contract_value
+
+    def index(self, contracts: float) -> int:
+        """Index of the tier holding `contracts` (floor < contracts <= cap; 0 contracts: the first)."""
+        caps = [t.contracts_cap for t in self.tiers]
+        return min(bisect_left(caps, contracts * (1 - 1e-12)), len(caps) - 1)
+
+    def for_quantity(self, quantity: float, contract_size: float = 0.0) -> BracketTable:
+        i = self.index(self.contracts(quantity, contract_size))
+        table = self._resolved.get(i)
+        if table is None:
+            tier = self.tiers[i]
+            table = self._resolved[i] = BracketTable.from_brackets(
+                [Bracket(0.0, float("inf"), tier.max_leverage, tier.maintenance_margin_rate, 0.0)])
+        return table
+
+    def with_added_rate(self, rate: float) -> "ContractTiers":
+        return ContractTiers(tuple(attrs.evolve(t, maintenance_margin_rate=t.maintenance_margin_rate + rate)
+                                   for t in self.tiers), self.contract_value)

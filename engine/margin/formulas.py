@@ -235,6 +235,36 @@ def isolated_liquidation_price_entry_mm(quantity: float, entry_price: float, iso
     return max(entry_price - side * (isolated_margin - mm) / abs(quantity), 0.0)
 
 
+def entry_value_liquidation_price(quantity: float, entry_price: float, wallet_balance: float, maintenance: float,
+                                  inverse: bool = False, contract_size: float = 1.0,
+                                  other_maintenance_margin: float = 0.0, other_unrealized_pnl: float = 0.0) -> float:
+    """Liquidation price of a position whose maintenance margin is the constant `maintenance` (taken
+    on its entry value, Bybit classic): where WB + UPNL1 + PnL = maintenance + TMM1 (settle units).
+
+    Linear: EP - (WB + UPNL1 - MM - TMM1) / Q. Inverse: Q x cs / (Q x cs / EP + WB + UPNL1 - MM - TMM1),
+    Bybit's inverse formula Q x (1/EP - 1/LP) = -(balance - (Q / EP) x MMR) (help.bybit.com
+    360039261334, without its close-fee term). 0.0: a linear long with no positive price; inf: an
+    inverse short never liquidated, or an inverse long below maintenance at every price; nan: Q = 0.
+    """
+    if quantity == 0:
+        return math.nan
+    room = wallet_balance + other_unrealized_pnl - maintenance - other_maintenance_margin
+    if not inverse:
+        return max(entry_price - room / quantity, 0.0)
+    value = quantity * contract_size
+    denominator = value / entry_price + room
+    if denominator == 0 or (denominator > 0) != (quantity > 0):
+        return math.inf
+    return value / denominator
+
+
+def entry_value_maintenance(quantity: float, entry_price: float, table: BracketTable, inverse: bool = False,
+                            contract_size: float = 1.0) -> float:
+    """Maintenance margin on the position's value at entry (settle units): |Q| x EP (linear) or
+    |Q| x cs / EP (inverse, coin) in `table`."""
+    return maintenance_margin(contract_notional(quantity, entry_price, inverse, contract_size), table)
+
+
 # ------------------------------------------------------------------------------------------ inverse
 def inverse_notional(quantity: float, contract_size: float, price: float) -> float:
     """Coin-unit notional of an inverse position: |quantity| x contract_size / price."""
@@ -316,9 +346,14 @@ def isolated_liquidation_price_by_rule(quantity: float, entry_price: float, isol
                                       table: BracketTable, inverse: bool = False, contract_size: float = 1.0,
                                       maintenance_basis: str = "mark") -> float:
     """An isolated position's liquidation price by the rule set's maintenance basis: at the mark
-    (Binance's formula, bracket at the liquidation notional) or at entry (Bybit's formula)."""
+    (Binance's formula, bracket at the liquidation notional) or at entry (Bybit's formulas, linear
+    and inverse)."""
     if maintenance_basis == "entry" and not inverse:
         return isolated_liquidation_price_entry_mm(quantity, entry_price, isolated_margin, table)
+    if maintenance_basis == "entry":
+        return entry_value_liquidation_price(quantity, entry_price, isolated_margin,
+                                             entry_value_maintenance(quantity, entry_price, table, True, contract_size),
+                                             True, contract_size)
     return contract_liquidation_price(quantity, entry_price, isolated_margin, table, inverse, contract_size)
 
 

@@ -101,7 +101,9 @@ def portfolio_book(account, catalog, variant, prices, now_ns: int | None, positi
         years = max(expiry - now_ns, 0) / YEAR_NS if expiry is not None and now_ns is not None else 0.0
         rows.append((tradable.column, position.quantity, position.entry_price,
                      instrument.contract_size if instrument.is_inverse else 0.0,
-                     FUTURE if expiry is not None else PERP, years, instrument.base, tradable.brackets,
+                     FUTURE if expiry is not None else PERP, years, instrument.base,
+                     tradable.brackets.for_quantity(position.quantity,
+                                                    instrument.contract_size if instrument.is_inverse else 0.0),
                      account.leverage.get(key, default_leverage), key))
     base, legs = pooled_collateral(rules, balances, lambda asset: (
         catalog.asset_columns.get((account.exchange, asset)),

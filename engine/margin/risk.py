@@ -149,7 +149,10 @@ def trigger_prices(unit: RiskUnit, feed, prices, curves, bar: int, point: int, p
         quantity, entry, table = float(legs.quantity[0]), float(legs.entry[0]), unit.tables[0]
         inverse = bool(legs.size[0] > 0)
         size = float(legs.size[0]) if inverse else 1.0
-        if unit.fixed:
+        if unit.fixed and inverse:
+            exact = margin.entry_value_liquidation_price(quantity, entry, unit.equity_base,
+                                                         float(legs.fixed_maintenance[0]), True, size)
+        elif unit.fixed:
             exact = margin.isolated_liquidation_price_entry_mm(quantity, entry, unit.equity_base, table)
         else:
             exact = margin.contract_liquidation_price(quantity, entry, unit.equity_base, table, inverse, size)

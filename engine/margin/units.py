@@ -192,9 +192,11 @@ def build_unit(account, catalog, *, asset: str, name: str, isolated: bool, posit
     """A unit of `positions` (ledger Positions) plus collateral legs ((column, haircut coin
     amount) pairs) on the constant `base`. `scales`: per position, the settle asset's price in
     the unit's currency (None: 1). An isolated position of a rule set with maintenance basis
-    "entry" (linear contracts) gets its constant maintenance margin."""
+    "entry" gets its constant maintenance margin on its entry value, and so does a cross inverse
+    position in a single-asset pool (Bybit classic's inverse formula; linear cross stays at the mark:
+    Bybit documents no entry basis there)."""
     exchange = account.exchange
-    entry_basis = isolated and catalog.venues[exchange].rules.liquidation.maintenance_basis == "entry"
+    entry_basis = catalog.venues[exchange].rules.liquidation.maintenance_basis == "entry"
     tradables = catalog.tradables
     default_leverage = catalog.venues[exchange].leverage
     leverages = account.leverage
@@ -203,10 +205,15 @@ def build_unit(account, catalog, *, asset: str, name: str, isolated: bool, posit
         tradable = tradables[position.instrument]
         instrument = tradable.instrument
         inverse = instrument.contract == "inverse"
-        fixed = (margin.maintenance_margin(abs(position.quantity) * position.entry_price, tradable.brackets)
-                 if entry_basis and not inverse else None)
+        table = tradable.brackets.for_quantity(position.quantity, instrument.contract_size if inverse else 0.0)
+        fixed = None
+        if entry_basis and isolated and not inverse:
+            fixed = margin.maintenance_margin(abs(position.quantity) * position.entry_price, table)
+        elif entry_basis and inverse and (isolated or scales is None):
+            fixed = margin.entry_value_maintenance(position.quantity, position.entry_price, table, True,
+                                                   instrument.contract_size)
         rows.append((tradable.column, position.quantity, position.entry_price,
-                     instrument.contract_size if inverse else 0.0, tradable.brackets,
+                     instrument.contract_size if inverse else 0.0, table,
                      leverages.get(position.instrument, default_leverage), fixed,
                      1.0 if scales is None else scales[n]))
     for column, amount in collateral:

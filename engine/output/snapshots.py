@@ -175,12 +175,18 @@ def project(snapshots, catalog, feed, units=None) -> tuple[pl.DataFrame, pl.Data
                                                                     other_mm[members], other_pnl[members])
     bankruptcy = margin.bankruptcy_price_array(quantity, entry, wallet + other_pnl) if len(leg) else np.zeros(0)
     size = legs.size[leg]
-    for k in np.flatnonzero(~np.isnan(legs.fixed_maintenance[leg])):  # margined on entry value: its own formula
+    fixed = legs.fixed_maintenance[leg]
+    for k in np.flatnonzero(~np.isnan(fixed) & (size <= 0)):  # margined on entry value: its own formula
         liquidation[k] = margin.isolated_liquidation_price_entry_mm(quantity[k], entry[k], wallet[k],
                                                                     legs.tables[table_of[k]])
-    for k in np.flatnonzero(size > 0):  # inverse positions: the scalar COIN-M formulas
-        liquidation[k] = margin.contract_liquidation_price(quantity[k], entry[k], wallet[k], legs.tables[table_of[k]],
-                                                           True, size[k], other_mm[k], other_pnl[k])
+    for k in np.flatnonzero(size > 0):  # inverse positions: the scalar COIN-M formulas (entry basis: its own)
+        if np.isnan(fixed[k]):
+            liquidation[k] = margin.contract_liquidation_price(quantity[k], entry[k], wallet[k],
+                                                               legs.tables[table_of[k]], True, size[k], other_mm[k],
+                                                               other_pnl[k])
+        else:
+            liquidation[k] = margin.entry_value_liquidation_price(quantity[k], entry[k], wallet[k], fixed[k], True,
+                                                                  size[k], other_mm[k], other_pnl[k])
         bankruptcy[k] = margin.contract_bankruptcy_price(quantity[k], entry[k], wallet[k] + other_pnl[k], True,
                                                          size[k])
     leverage = legs.leverage[leg]

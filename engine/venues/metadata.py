@@ -86,6 +86,24 @@ class VenueMetadata:
                              shapes=self.shapes + other.shapes, as_of=None if None in dates else min(dates),
                              warnings=self.warnings + other.warnings)
 
+    def contract_values(self) -> dict:
+        """{symbol id: the venue's contract value} of the symbols whose tiers are in contracts: base units
+        per contract (linear, OKX ctVal x ctMult) or USD per contract (inverse); RulesError when no
+        instruments dump gives it."""
+        out = {}
+        for native_id, tiers in sorted(self.tiers.items()):
+            if all(t.unit == "notional" for t in tiers):
+                continue
+            market = self.markets.get(native_id)
+            value = None if market is None else (market.contract_value if market.contract == "linear"
+                                                 else market.contract_size)
+            if not value:
+                raise RulesError(f"{native_id}: its tiers are in contracts and no instruments dump gives the "
+                                 "contract value. Fix: pass the venue's instruments response as well (OKX "
+                                 "GET /api/v5/public/instruments?instType=SWAP).")
+            out[native_id] = value
+        return out
+
     def resolve(self, reference_prices: dict | None = None) -> tuple[dict, list[str]]:
         """Tiers as notional brackets: {symbol id: [Tier in notional]} and notes on conversions.
         Contract tiers need the market's contract value and a reference price for its base asset."""

@@ -472,6 +472,11 @@ def build_bybit(ff: dict, tier_examples: dict) -> dict:
             "estimated fee to close), so fee_rate is 0.0.",
             "Bybit's documented isolated liquidation price evaluates maintenance margin at the entry position "
             "value (see xmargin.margin.formulas.isolated_liquidation_price_entry_mm); the rule file does not switch this.",
+            "maintenance_basis 'entry' also covers inverse contracts, isolated and cross (single-asset pool): Bybit's "
+            "classic inverse formula takes (Q / entry) x MMR (help.bybit.com/hc/en-us/articles/360039261334, legacy, "
+            "a cross example). Linear cross stays at the mark: no Bybit page found documents an entry basis there. "
+            "Bybit's UTA inverse isolated formula (kbybit.com, 2026-05-27) takes the maintenance at the liquidation "
+            "price instead (Q x MMR / LP): a UTA rule set would use maintenance_basis 'mark'.",
             "Collateral (multi-asset mode, Unified Trading Account): USDT at 1 and BTC with the tiered ratios of "
             "Bybit's published UTA example (shared collateral_tier_examples.json, page updated 2025-09-18); it is "
             "an example table, not a live parameter; other assets are not listed and count at 0.",
@@ -493,14 +498,38 @@ def build_bybit(ff: dict, tier_examples: dict) -> dict:
 
 
 # ---------------------------------------------------------------- OKX swaps
+OKX_TIERS_SOURCE = ("OKX announcement 'OKX to adjust position tiers of perpetual swaps' 2023-05-15, effective "
+                    "2023-05-19 (mirror https://www.okx.vote/pl/help/okx-to-adjust-position-tiers-of-perpetual-swaps-"
+                    "2023-05-15; shared/exchange-rules/venue-facts-2026-11.md)")
+# symbol: (contract value (base units, OKX ctVal), first three tiers (max contracts, MMR, IMR), tier >= 4 step
+# (contracts, MMR, IMR)); tiers 4.. follow the announcement's rule "+step contracts, +0.5 % MMR, +0.5 % IMR".
+OKX_SWAP_TIERS = {
+    "ADAUSDT": (100.0, [(1_500, 0.005, 1 / 75), (3_000, 0.0075, 0.02), (6_000, 0.01, 0.025)], (6_000, 0.005, 0.005)),
+    "AAVEUSDT": (0.1, [(1_000, 0.0065, 0.02), (3_000, 0.01, 0.025), (8_000, 0.015, 0.05)], (8_000, 0.005, 0.005)),
+}
+OKX_TIER_COUNT = 10  # tiers written per symbol; the last one is open-ended (see not_public)
+
+
+def okx_contract_tiers(contract_value: float, first, step) -> dict:
+    """A rule file's contract-counted table from OKX's published tier shape (leverage = 1 / IMR)."""
+    rows = list(first)
+    while len(rows) < OKX_TIER_COUNT:
+        cap, mmr, imr = rows[-1]
+        rows.append((cap + step[0], round(mmr + step[1], 6), round(imr + step[2], 6)))
+    return {"unit": "contracts", "contract_value": contract_value, "as_of": "2023-05-19", "source": OKX_TIERS_SOURCE,
+            "tiers": [{"max_contracts": None if n == len(rows) - 1 else cap,
+                       "max_leverage": round(1 / imr, 2), "maintenance_margin_rate": mmr}
+                      for n, (cap, mmr, imr) in enumerate(rows)]}
+
+
 def build_okx(ff: dict, shared: Path) -> dict:
     e = ff["okx_swap"]
     return {
         "name": "okx-swap",
         "exchange": "okx",
-        "description": ("OKX USDT-margined perpetual swaps. No position-tier table was found in an OKX source "
-                        "this session: every symbol uses one assumed default tier (1% MMR, 50x). Fees LV1 "
-                        "0.02%/0.05% (third-party, unverified); 8h funding."),
+        "description": ("OKX USDT-margined perpetual swaps. Position tiers in contracts for ADAUSDT and AAVEUSDT "
+                        "(OKX announcement, effective 2023-05-19); other symbols use one assumed default tier (1% "
+                        "MMR, 50x). Fees LV1 0.02%/0.05% (third-party, unverified); 8h funding."),
         "as_of": "2025-01-02",
         "sources": [
             *e["fee_sources"],
@@ -509,14 +538,25 @@ def build_okx(ff: dict, shared: Path) -> dict:
             "taker-fee term; spot-margin formulas)",
             "https://open-lib.com/11556.html (third-party summary of OKX liquidation: partial liquidation by "
             "tiers, full liquidation taken over at the bankruptcy price)",
+            OKX_TIERS_SOURCE,
             "https://wuyelx.com/7028.html (third-party: OKX tiered maintenance margin rates; BTC perpetual tier "
             "example in contracts, tier 1 0.5% MMR / 100x)",
             "shared/exchange-rules/okx_portfolio_margin_params_2025-01.json (PM parameters; dated 2025-01-02)",
         ],
         "not_public": [
-            "OKX position tiers (GET /api/v5/public/position-tiers) were not found as data or on an okx.com page "
-            "in this session. default_brackets is an ASSUMPTION: one tier, MMR 1%, max leverage 50 - not an OKX "
-            "number. BTC/ETH/SOL-USDT-SWAP have no own table.",
+            "OKX position tiers (GET /api/v5/public/position-tiers) were not found as data. ADAUSDT and AAVEUSDT "
+            "carry the tiers of OKX's 2023-05-15 announcement (effective 2023-05-19), in contracts: tiers 1-3 as "
+            "printed, tiers 4-9 by its rule '+6,000 (ADA) / +8,000 (AAVE) contracts, +0.5 % MMR, +0.5 % IMR per "
+            "tier'; the announcement does not say how many tiers there are, so tier 10 is ASSUMED open-ended. Max "
+            "leverage = 1 / IMR. No older table of these symbols was found, so there is no dated variant.",
+            "Contract values (ctVal) ADA-USDT-SWAP 100 ADA, AAVE-USDT-SWAP 0.1 AAVE: OKX's instrument listing as "
+            "known to the author, NOT checked against a GET /api/v5/public/instruments response this session; "
+            "`xmargin rules import --contracts` with a real response writes the venue's own.",
+            "OKX holds the tier's MMR on the whole position (isolated margin ratio = (margin + UPL) / (|Q| x mark x "
+            "(tier MMR + fee))): no deduction, so maintenance margin jumps where a position crosses a tier "
+            "boundary, unlike notional brackets.",
+            "default_brackets is an ASSUMPTION: one tier, MMR 1%, max leverage 50 - not an OKX number. "
+            "BTC/ETH/SOL-USDT-SWAP have no own table (the only BTC example found is third-party and undated).",
             "Fees are from third-party summaries (LV1 maker 0.02% / taker 0.05%), not checked against okx.com.",
             "Funding: 8h default; OKX publishes per-instrument funding times that were not verified.",
             "OKX's maintenance margin ratio adds the taker fee to the requirement: maintenance.fee_to_close = "
@@ -529,7 +569,9 @@ def build_okx(ff: dict, shared: Path) -> dict:
         "margin_modes": ["isolated", "cross", "multi-asset", "portfolio"],
         "liquidation": {"policy": "partial", "fill": "bankruptcy", "fee_rate": 0.0},
         "default_brackets": tiered([(0, 50, 0.01)]),
-        "brackets": {},
+        "brackets": {sym: okx_contract_tiers(value, first, step)
+                     for sym, (value, first, step) in sorted(OKX_SWAP_TIERS.items())},
+        "brackets_sources": {sym: OKX_TIERS_SOURCE for sym in sorted(OKX_SWAP_TIERS)},
         "collateral_ratios": {"USDT": 1.0},
         "delivery": OKX_DELIVERY,
         "maintenance": {"fee_to_close": "taker",

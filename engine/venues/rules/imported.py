@@ -77,13 +77,27 @@ def _brackets(native_id: str, tiers) -> list[dict]:
     return out
 
 
+def _contract_table(native_id: str, tiers, contract_value: float, dated: str, source: str) -> dict:
+    """A rule file's contract-counted table (`{"unit": "contracts", ...}`) of one symbol, after the same
+    checks as notional brackets (contiguous, rates rising, leverage not rising, rate < 1 / leverage)."""
+    _brackets(native_id, tiers)
+    return {"unit": "contracts", "contract_value": contract_value, "as_of": dated, "source": source,
+            "tiers": [{"max_contracts": None if math.isinf(t.cap) else t.cap, "max_leverage": t.max_leverage,
+                       "maintenance_margin_rate": t.maintenance_margin_rate} for t in tiers]}
+
+
 def _sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def rule_file_from(metadata, files, *, exchange: str, name: str, base: str | None = None,
-                   as_of: str | None = None, source: str = "", reference_prices: dict | None = None) -> ImportedRules:
+                   as_of: str | None = None, source: str = "", reference_prices: dict | None = None,
+                   contracts: bool = False) -> ImportedRules:
     """Assemble (and check with the rule-file parser) a rule file from `metadata` read out of `files`.
+
+    `contracts`: tiers the venue counts in contracts (OKX position tiers) are written in that form
+    (`unit = "contracts"` with the instrument's contract value: the tier follows the position's size,
+    at any price) instead of being turned into notional at `reference_prices`.
 
     A symbol whose tiers break the format (gaps, falling rates, rising leverage, a published amount off
     the recurrence) is left out with a note naming it; if none is left, RulesError."""
@@ -99,8 +113,20 @@ def rule_file_from(metadata, files, *, exchange: str, name: str, base: str | Non
         date.fromisoformat(dated)
     except ValueError:
         raise RulesError(f"--as-of {dated!r}: not a date; give YYYY-MM-DD.") from None
-    tiers, notes = metadata.resolve(reference_prices)
-    brackets = {}
+    brackets, notes = {}, []
+    if contracts:
+        listed_source = f"xmargin rules import of {', '.join(Path(f).name for f in files)}" + (
+            f"; {source}" if source else "")
+        for native_id, value in metadata.contract_values().items():
+            try:
+                brackets[native_id] = _contract_table(native_id, metadata.tiers[native_id], value, dated,
+                                                      listed_source)
+            except RulesError as exc:
+                notes.append(f"{native_id}: left out ({exc})")
+        metadata = attrs.evolve(metadata, tiers={k: v for k, v in metadata.tiers.items()
+                                                 if all(t.unit == "notional" for t in v)})
+    tiers, resolved_notes = metadata.resolve(reference_prices)
+    notes.extend(resolved_notes)
     for native_id, rows in tiers.items():
         try:
             brackets[native_id] = _brackets(native_id, rows)

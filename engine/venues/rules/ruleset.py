@@ -15,7 +15,7 @@ import attrs
 
 from xmargin.errors import RulesError
 from xmargin.margin import policies
-from xmargin.margin.brackets import Bracket, BracketTable
+from xmargin.margin.brackets import Bracket, BracketTable, ContractTier, ContractTiers
 from xmargin.margin.collateral import schedule_from
 from xmargin.margin.modes import MODE_NAMES, MODES as _MODE_REGISTRY
 from xmargin.venues.fees import MAX_FEE, MIN_MAKER_FEE
@@ -44,9 +44,9 @@ class LiquidationRules:
     reads the policy's parameter of that name). `fill`: positions close at the bankruptcy price or
     at the trigger (liquidation) price. `fee_rate`: liquidation fee as a fraction of the liquidated
     notional, paid out of what is left of the position's margin (never making the balance
-    negative: the insurance fund absorbs any shortfall). `maintenance_basis`: an isolated
-    position's maintenance margin on its value at the mark (Binance) or at entry (Bybit's
-    documented isolated formula, whose liquidation price the mark must reach).
+    negative: the insurance fund absorbs any shortfall). `maintenance_basis`: a position's
+    maintenance margin on its value at the mark (Binance) or at entry (Bybit classic: isolated
+    positions, linear and inverse, and cross inverse ones; see xmargin.margin.units.build_unit).
     """
 
     policy: str = attrs.field(validator=attrs.validators.in_(POLICIES))
@@ -149,9 +149,7 @@ class RuleSet:
         if not self.fee_to_close:
             return table
         if id(table) not in self._with_fee:
-            self._with_fee[id(table)] = BracketTable.from_brackets(
-                attrs.evolve(b, maintenance_margin_rate=b.maintenance_margin_rate + self.fee_to_close)
-                for b in table.brackets)
+            self._with_fee[id(table)] = table.with_added_rate(self.fee_to_close)
         return self._with_fee[id(table)]
 
     def _published_brackets(self, native_id: str) -> BracketTable:
@@ -282,6 +280,44 @@ def _table_from(entries, where: str) -> BracketTable:
     return BracketTable.from_brackets(brackets)
 
 
+CONTRACT_TIER_KEYS = ("max_contracts", "max_leverage", "maintenance_margin_rate")
+
+
+def _contract_tiers_from(entry: dict, where: str) -> ContractTiers:
+    """A symbol's tiers counted in contracts: {"unit": "contracts", "contract_value": ctVal, "tiers":
+    [{"max_contracts", "max_leverage", "maintenance_margin_rate"}, ...]} (OKX position tiers; the last
+    `max_contracts` may be null: no bound). Each tier starts above the previous one's maximum."""
+    if entry.get("unit") != "contracts":
+        raise RulesError(f"{where}: unit = {entry.get('unit')!r}; a table given as an object must have unit "
+                         "\"contracts\" (notional brackets are a list).")
+    value, tiers = entry.get("contract_value"), entry.get("tiers")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise RulesError(f"{where}: contract_value = {value!r}: must be the venue's contract value > 0 (OKX ctVal: "
+                         "base units per contract for linear swaps, USD per contract for inverse ones).")
+    if not isinstance(tiers, list) or not tiers:
+        raise RulesError(f"{where}: tiers: expected a non-empty list of {list(CONTRACT_TIER_KEYS)}.")
+    out, floor = [], 0.0
+    for n, tier in enumerate(tiers):
+        here = f"{where}.tiers[{n}]"
+        missing = [k for k in CONTRACT_TIER_KEYS if k not in tier]
+        if missing:
+            raise RulesError(f"{here}: missing {missing}; each tier needs {list(CONTRACT_TIER_KEYS)} "
+                             "(max_contracts null means no upper bound).")
+        try:
+            cap = math.inf if tier["max_contracts"] is None else float(tier["max_contracts"])
+            made = ContractTier(floor, cap, float(tier["max_leverage"]), float(tier["maintenance_margin_rate"]))
+        except (TypeError, ValueError) as exc:
+            raise RulesError(f"{here}: a value is not a number ({exc}).") from exc
+        if not (0 < made.maintenance_margin_rate < 1) or made.max_leverage <= 0 or cap <= floor:
+            raise RulesError(f"{here}: need 0 < maintenance_margin_rate < 1, max_leverage > 0 and max_contracts above "
+                             f"the previous tier's ({floor:g}), got {tier}.")
+        if n < len(tiers) - 1 and cap == math.inf:
+            raise RulesError(f"{here}: max_contracts null (no bound) is allowed on the last tier only.")
+        out.append(made)
+        floor = cap
+    return ContractTiers(tuple(out), float(value))
+
+
 def _fraction(value, key: str, where: str, low: float, high: float) -> float:
     try:
         number = float(value)
@@ -344,7 +380,8 @@ def parse_rules(data: dict, where: str) -> RuleSet:
             raise RulesError(f"{where}: {exc}") from exc
     if not isinstance(data.get("brackets", {}), dict):
         raise RulesError(f"{where}: key 'brackets' must map symbols (e.g. BTCUSDT) to lists of brackets.")
-    symbol_brackets = {sym: _table_from(entries, f"{where}: brackets.{sym}")
+    symbol_brackets = {sym: (_contract_tiers_from(entries, f"{where}: brackets.{sym}") if isinstance(entries, dict)
+                             else _table_from(entries, f"{where}: brackets.{sym}"))
                        for sym, entries in data.get("brackets", {}).items()}
     return RuleSet(
         name=need(data, "name"),
