@@ -74,3 +74,27 @@ def test_a_missing_required_table_or_a_newer_layout_is_refused(folder):
     with pytest.raises(RunError, match="fills.arrow is missing; the run folder is damaged"):
         open_run(folder)
     assert list_runs(folder.parent).row(0, named=True)["tables"] == "damaged: no fills"
+
+
+def test_valuation_tables_in_many_chunks_hold_the_same_rows(config, tmp_path, monkeypatch):
+    """The valuation tables are valued and written a chunk of snapshots at a time: the chunk size
+    changes the record batches, never the rows, the distances or the summary."""
+    from xmargin.output import writer
+
+    def run(run_id):
+        assert run_cli("run", config, "--out", tmp_path / "runs", "--run-id", run_id, "--quiet",
+                       "--end", "2024-10-08").exit_code == 0
+        return tmp_path / "runs" / run_id
+
+    whole = run("whole")
+    monkeypatch.setattr(writer, "SNAPSHOT_ROWS", 7)
+    chunked = run("chunked")
+    with pa.OSFile(str(chunked / "equity.arrow"), "rb") as source:
+        assert pa.ipc.open_file(source).num_record_batches > 10
+    for table in OUTPUT_TABLES:
+        assert read_ipc(chunked / table.file).equals(read_ipc(whole / table.file)), table.name
+    def figures(folder):  # the summary without the run's id and timings
+        summary = json.loads((folder / "summary.json").read_text())
+        return {k: v for k, v in summary.items() if k != "run_id" and not k.endswith("_seconds")}
+
+    assert figures(chunked) == figures(whole)

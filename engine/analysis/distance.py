@@ -46,7 +46,7 @@ import attrs
 import numpy as np
 import polars as pl
 
-from xmargin.margin.kernel import Legs, valuate
+from xmargin.margin.kernel import Legs, margin_gap, valuate
 from xmargin.margin.units import stack
 from xmargin.output.snapshots import run_units, snapshot_units
 
@@ -68,9 +68,10 @@ def first_crossing(legs: Legs, mark: np.ndarray, direction: np.ndarray, k: float
     case = legs.unit
 
     def crossing(legs, mark, direction):
+        gap = margin_gap(legs, k)
+
         def f(x: np.ndarray) -> np.ndarray:
-            value = valuate(legs, mark * (1.0 + direction * x[legs.unit]))
-            return k * value.equity - value.maintenance_margin
+            return gap(mark * (1.0 + direction * x[legs.unit]))
         return f
 
     f = crossing(legs, mark, direction)

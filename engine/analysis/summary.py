@@ -84,6 +84,19 @@ def _headroom(moments: pl.DataFrame) -> dict | None:
     return {"headroom": 1.0 - ratio, "margin_ratio": worst["margin_ratio"], "ts": str(worst["ts"])}
 
 
+# The columns `summarize` reads from each table (with the ones `performance` and `exposure` read for
+# it): a reader of the written tables loads only these (xmargin.output.writer.summary_from_folder).
+COLUMNS = {
+    "events": ("seq", "ts", "type", "exchange", "instrument", "asset", "amount", "fee", "transfer_id",
+               "realized_pnl", "level", "margin_ratio", "isolated", "reason"),
+    "equity": (*SNAPSHOT, "asset", "initial_margin", "isolated_margin", "maintenance_margin", "margin_ratio",
+               "warning_distance", "liquidation_distance"),
+    "collateral": (*SNAPSHOT, "asset", "balance", "price", "value"),
+    "positions": (*SNAPSHOT, "instrument", "asset", "quantity", "mark_price", "notional", "unrealized_pnl",
+                  "maintenance_margin", "margin_mode", "isolated_margin"),
+}
+
+
 def summarize(events: pl.DataFrame, equity: pl.DataFrame, meta: dict, collateral: pl.DataFrame | None = None,
               positions: pl.DataFrame | None = None, one_legged_ratio: float = 0.5,
               one_legged_after_hours: float = 8.0) -> dict:

@@ -211,70 +211,85 @@ def _check_schema(files: list[Path], kind: str, root: Path, out: _Collector) -> 
 
 
 def _check_table(kind: str, frame: pl.LazyFrame, out: _Collector, max_funding_rate: float) -> pl.DataFrame:
-    """Content checks of one kind; returns per-instrument stats (instrument, timeframe, rows, start, end)."""
+    """Content checks of one kind; returns per-instrument stats (instrument, timeframe, rows, start, end).
+
+    Every row-level query is collected in one `pl.collect_all` (the scan of the files is shared: one
+    pass instead of one per check); the problems are then reported in the checks' order."""
     key = ["file", "row", "instrument", "ts"]
     label = f" in {kind}"
+    pending: list[tuple[pl.LazyFrame, object]] = []  # (query, report(collected frame)), in report order
+
+    def later(query: pl.LazyFrame, report) -> None:
+        pending.append((query, report))
+
     nulls = [c for c in COLUMNS_BY_KIND[kind] if c not in ("volume",)]
     null_rows = frame.filter(pl.any_horizontal([pl.col(c).is_null() for c in nulls]))
-    null_df = null_rows.select(key + [c for c in nulls if c not in key]).collect()
-    for col in nulls:
-        out.rows(null_df.filter(pl.col(col).is_null()), severity=ERROR, check="missing value", column=col,
-                 message=f"{col} is empty (null)", fix="fill or drop the row at the source, then re-import",
-                 kind_label=label)
+
+    def report_nulls(null_df):
+        for col in nulls:
+            out.rows(null_df.filter(pl.col(col).is_null()), severity=ERROR, check="missing value", column=col,
+                     message=f"{col} is empty (null)", fix="fill or drop the row at the source, then re-import",
+                     kind_label=label)
+    later(null_rows.select(key + [c for c in nulls if c not in key]), report_nulls)
 
     # Timestamps strictly increasing per instrument (and timeframe: a dataset may hold several), in file order.
     series = ["instrument"] if kind == "funding" else ["instrument", "timeframe"]
     step = frame.with_columns(previous=pl.col("ts").shift(1).over(series))
-    order = step.filter(pl.col("ts") <= pl.col("previous")).select(key + ["previous"]).collect()
-    out.rows(order.filter(pl.col("ts") < pl.col("previous")), severity=ERROR, check="unsorted", column="ts",
-             message=lambda r: f"timestamp goes backwards (previous row of this instrument is at {_iso(r['previous'])})",
-             fix="sort rows by ts per instrument (and order files by time) before writing", kind_label=label)
-    out.rows(order.filter(pl.col("ts") == pl.col("previous")), severity=ERROR, check="duplicate ts", column="ts",
-             message="duplicate timestamp for this instrument",
-             fix="drop duplicates, keeping one row per ts (e.g. .unique(['exchange','symbol','ts'], keep='last'))",
-             kind_label=label)
+    def report_order(order):
+        out.rows(order.filter(pl.col("ts") < pl.col("previous")), severity=ERROR, check="unsorted", column="ts",
+                 message=lambda r: "timestamp goes backwards (previous row of this instrument is at "
+                                   f"{_iso(r['previous'])})",
+                 fix="sort rows by ts per instrument (and order files by time) before writing", kind_label=label)
+        out.rows(order.filter(pl.col("ts") == pl.col("previous")), severity=ERROR, check="duplicate ts", column="ts",
+                 message="duplicate timestamp for this instrument",
+                 fix="drop duplicates, keeping one row per ts (e.g. .unique(['exchange','symbol','ts'], keep='last'))",
+                 kind_label=label)
+    later(step.filter(pl.col("ts") <= pl.col("previous")).select(key + ["previous"]), report_order)
 
     latest = datetime.now(timezone.utc).replace(month=1, day=1, hour=0, minute=0, second=0, microsecond=0)
     latest = latest.replace(year=latest.year + 2)  # the end of next year
-    early = frame.filter((pl.col("ts") < EARLIEST) | (pl.col("ts") >= latest)).select(key).collect()
-    out.rows(early, severity=ERROR, check="implausible date", column="ts",
-             message=lambda r: f"timestamp {_iso(r['ts'])} is before 2009 or after next year",
-             fix="dates in 1970 mean epoch seconds or milliseconds were stored as nanoseconds (or the reverse): "
-                 "convert with the right unit, e.g. pl.from_epoch(col, time_unit='ms')", kind_label=label)
+    later(frame.filter((pl.col("ts") < EARLIEST) | (pl.col("ts") >= latest)).select(key),
+          lambda early: out.rows(
+              early, severity=ERROR, check="implausible date", column="ts",
+              message=lambda r: f"timestamp {_iso(r['ts'])} is before 2009 or after next year",
+              fix="dates in 1970 mean epoch seconds or milliseconds were stored as nanoseconds (or the reverse): "
+                  "convert with the right unit, e.g. pl.from_epoch(col, time_unit='ms')", kind_label=label))
 
     if kind == "funding":
         rate = pl.col("funding_rate")
-        bad = frame.filter(~rate.is_finite() | (rate.abs() > max_funding_rate)).select(key + ["funding_rate"]).collect()
-        out.rows(bad, severity=ERROR, check="funding rate", column="funding_rate",
-                 message=lambda r: f"funding rate {r['funding_rate']!r} is not finite or beyond ±{max_funding_rate} "
-                                   "per interval",
-                 fix="rates are fractions per funding interval (0.0001 = 0.01 %), not percent or annualised; "
-                     "divide by 100 or fix the source (or raise --max-funding-rate if genuine)", kind_label=label)
+        later(frame.filter(~rate.is_finite() | (rate.abs() > max_funding_rate)).select(key + ["funding_rate"]),
+              lambda bad: out.rows(
+                  bad, severity=ERROR, check="funding rate", column="funding_rate",
+                  message=lambda r: f"funding rate {r['funding_rate']!r} is not finite or beyond "
+                                    f"±{max_funding_rate} per interval",
+                  fix="rates are fractions per funding interval (0.0001 = 0.01 %), not percent or annualised; "
+                      "divide by 100 or fix the source (or raise --max-funding-rate if genuine)", kind_label=label))
     else:
         for col in PRICE_NAMES:
             c = pl.col(col)
-            bad = frame.filter(c.is_not_null() & (~c.is_finite() | (c <= 0))).select(key + [col]).collect()
-            out.rows(bad, severity=ERROR, check="bad price", column=col,
-                     message=lambda r, col=col: f"{col} = {r[col]!r} (prices must be finite and > 0)",
-                     fix="drop or repair the row at the source", kind_label=label)
-        _check_spikes(frame, key, out, label)
+            later(frame.filter(c.is_not_null() & (~c.is_finite() | (c <= 0))).select(key + [col]),
+                  lambda bad, col=col: out.rows(
+                      bad, severity=ERROR, check="bad price", column=col,
+                      message=lambda r: f"{col} = {r[col]!r} (prices must be finite and > 0)",
+                      fix="drop or repair the row at the source", kind_label=label))
+        _check_spikes(frame, key, out, label, later)
         if kind == "bars":
             v = pl.col("volume")
-            bad = frame.filter(v.is_not_null() & (~v.is_finite() | (v < 0))).select(key + ["volume"]).collect()
-            out.rows(bad, severity=ERROR, check="bad volume", column="volume",
-                     message=lambda r: f"volume = {r['volume']!r} (must be finite and >= 0)",
-                     fix="set volume to 0 when unknown", kind_label=label)
-        bad = frame.filter(pl.col("high") < pl.col("low")).select(key + ["high", "low"]).collect()
-        out.rows(bad, severity=ERROR, check="high < low", column="high",
-                 message=lambda r: f"high {r['high']} is below low {r['low']}",
-                 fix="swap or repair high/low at the source", kind_label=label)
+            later(frame.filter(v.is_not_null() & (~v.is_finite() | (v < 0))).select(key + ["volume"]),
+                  lambda bad: out.rows(bad, severity=ERROR, check="bad volume", column="volume",
+                                       message=lambda r: f"volume = {r['volume']!r} (must be finite and >= 0)",
+                                       fix="set volume to 0 when unknown", kind_label=label))
+        later(frame.filter(pl.col("high") < pl.col("low")).select(key + ["high", "low"]),
+              lambda bad: out.rows(bad, severity=ERROR, check="high < low", column="high",
+                                   message=lambda r: f"high {r['high']} is below low {r['low']}",
+                                   fix="swap or repair high/low at the source", kind_label=label))
         for col in ("open", "close"):
             c = pl.col(col)
-            bad = (frame.filter((c < pl.col("low")) | (c > pl.col("high")))
-                   .select(key + [col, "low", "high"]).collect())
-            out.rows(bad, severity=ERROR, check=f"{col} outside range", column=col,
-                     message=lambda r, col=col: f"{col} {r[col]} is outside [low {r['low']}, high {r['high']}]",
-                     fix="repair the bar so that low <= open, close <= high", kind_label=label)
+            later(frame.filter((c < pl.col("low")) | (c > pl.col("high"))).select(key + [col, "low", "high"]),
+                  lambda bad, col=col: out.rows(
+                      bad, severity=ERROR, check=f"{col} outside range", column=col,
+                      message=lambda r: f"{col} {r[col]} is outside [low {r['low']}, high {r['high']}]",
+                      fix="repair the bar so that low <= open, close <= high", kind_label=label))
 
     if kind == "funding":
         stats = frame.group_by("instrument").agg(
@@ -283,7 +298,8 @@ def _check_table(kind: str, frame: pl.LazyFrame, out: _Collector, max_funding_ra
             markets=pl.col("market").unique().sort(), file=pl.col("file").first(),
             timeframes=pl.lit(None, dtype=pl.List(pl.String)),
             spacing=pl.col("ts").sort().diff().dt.total_seconds().drop_nulls().mode().sort().first(),
-            median_rate=pl.col("funding_rate").abs().median()).collect()
+            median_rate=pl.col("funding_rate").abs().median())
+        stats = _collect_reported(pending, stats)
         _check_funding_scale(frame, stats, key, out, label)
         return stats
 
@@ -295,7 +311,8 @@ def _check_table(kind: str, frame: pl.LazyFrame, out: _Collector, max_funding_ra
         timeframes=pl.col("timeframe").unique().sort(),
         spacing=pl.col("ts").diff().dt.total_seconds().drop_nulls().mode().sort().first(),
         min_spacing=pl.col("ts").diff().dt.total_seconds().filter(pl.col("ts").diff().dt.total_seconds() > 0).min(),
-        ).drop("series").collect()
+        ).drop("series")
+    stats = _collect_reported(pending, stats)
     for record in stats.sort("instrument").iter_rows(named=True):
         frames = [t for t in record["timeframes"] if t is not None]
         for timeframe in frames:
@@ -324,28 +341,46 @@ def _duration(seconds: float) -> str:
     return f"{seconds:g}s"
 
 
-def _check_spikes(frame: pl.LazyFrame, key: list, out: _Collector, label: str) -> None:
+def _collect_reported(pending: list, stats: pl.LazyFrame) -> pl.DataFrame:
+    """Collect every pending check query and `stats` together (one shared scan), report each
+    check's rows in order, return the collected stats."""
+    *found, collected = pl.collect_all([query for query, _ in pending] + [stats])
+    for frame, (_, report) in zip(found, pending):
+        report(frame)
+    return collected
+
+
+def _check_spikes(frame: pl.LazyFrame, key: list, out: _Collector, label: str, later) -> None:
     """An isolated price more than SPIKE_FACTOR away from both neighbouring closes (or from its
-    only neighbour) of the same instrument: a bad tick that would turn PnL into nonsense."""
-    prev = pl.col("close").shift(1).over("instrument")
-    after = pl.col("close").shift(-1).over("instrument")
+    only neighbour) of the same instrument: a bad tick that would turn PnL into nonsense.
+    `later(query, report)`: the query is collected with the table's other checks."""
+    prev, after = pl.col("previous"), pl.col("next")
+    flags = {}
     for col in PRICE_NAMES:
         c = pl.col(col)
 
-        def away(neighbour):
+        def away(neighbour, c=c):
             ratio = c / neighbour
             return (ratio > SPIKE_FACTOR) | (ratio < 1 / SPIKE_FACTOR)
 
         spike = (pl.when(prev.is_null()).then(away(after)).when(after.is_null()).then(away(prev))
                  .otherwise(away(prev) & away(after)))
-        found = (frame.with_columns(previous=prev, next=after, spike=spike.fill_null(False))
-                 .filter(c.is_finite() & (c > 0) & pl.col("spike"))
-                 .select(key + [col, "previous", "next"]).collect())
-        out.rows(found, severity=ERROR, check="price spike", column=col,
-                 message=lambda r, col=col: f"{col} = {r[col]!r} is more than {SPIKE_FACTOR:g}x away from the "
-                                            f"neighbouring closes ({r['previous']!r}, {r['next']!r})",
-                 fix="repair or drop the bad tick at the source (an isolated spike is a data error, not a market "
-                     "move)", kind_label=label)
+        flags[f"_spike_{col}"] = c.is_finite() & (c > 0) & spike.fill_null(False)
+    # one query for every price column (the neighbouring closes found once), reported per column
+    neighbours = frame.with_columns(previous=pl.col("close").shift(1).over("instrument"),
+                                    next=pl.col("close").shift(-1).over("instrument"))
+    query = (neighbours.with_columns(**flags).filter(pl.any_horizontal(list(flags)))
+             .select(*key, *PRICE_NAMES, "previous", "next", *flags))
+
+    def report(found):
+        for col in PRICE_NAMES:
+            out.rows(found.filter(pl.col(f"_spike_{col}")).select(key + [col, "previous", "next"]),
+                     severity=ERROR, check="price spike", column=col,
+                     message=lambda r, col=col: f"{col} = {r[col]!r} is more than {SPIKE_FACTOR:g}x away from the "
+                                                f"neighbouring closes ({r['previous']!r}, {r['next']!r})",
+                     fix="repair or drop the bad tick at the source (an isolated spike is a data error, not a "
+                         "market move)", kind_label=label)
+    later(query, report)
 
 
 def _check_funding_scale(frame: pl.LazyFrame, stats: pl.DataFrame, key: list, out: _Collector, label: str) -> None:

@@ -183,18 +183,48 @@ def _per_unit(legs: Legs, values: np.ndarray) -> np.ndarray:
     return np.stack([np.bincount(legs.unit, row, minlength=legs.units) for row in values])
 
 
+def _table_legs(legs: Legs) -> tuple[list, np.ndarray | None]:
+    """([(bracket table, leg indices)] of the tables some leg uses, mask of the legs with a fixed
+    maintenance margin or None): what `_leg_maintenance` needs besides the notionals."""
+    by_table = [(table, idx) for t, table in enumerate(legs.tables) if (idx := np.flatnonzero(legs.table == t)).size]
+    fixed = ~np.isnan(legs.fixed_maintenance)
+    return by_table, (fixed if fixed.any() else None)
+
+
+def _leg_maintenance(legs: Legs, scaled: np.ndarray, by_table: list, fixed: np.ndarray | None) -> np.ndarray:
+    """Maintenance margin of every leg at its scaled notional (`_table_legs` gives the rest)."""
+    covered = sum(idx.size for _, idx in by_table) == len(legs.table)
+    maintenance = np.empty_like(scaled) if covered else np.zeros_like(scaled)  # collateral legs: 0
+    for table, idx in by_table:
+        maintenance[..., idx] = margin.maintenance_margin_array(scaled[..., idx], table)
+    if fixed is not None:
+        maintenance = np.where(fixed, legs.fixed_maintenance, maintenance)
+    return maintenance
+
+
+def margin_gap(legs: Legs, k: float):
+    """f(prices) -> k x equity - maintenance margin per unit, the same arithmetic as `valuate`'s
+    (bit for bit) without the initial margin and with the per-table legs found once: for searches
+    that value the same legs at many prices (xmargin.analysis.distance)."""
+    if legs.requirements:  # units margined as a whole: `valuate`'s batch path
+        def whole(prices):
+            value = valuate(legs, prices)
+            return k * value.equity - value.maintenance_margin
+        return whole
+    by_table, fixed = _table_legs(legs)
+
+    def gap(prices):
+        notional, pnl = leg_values(legs, prices)
+        maintenance = _leg_maintenance(legs, notional * legs.scale, by_table, fixed)
+        return k * (legs.base + _per_unit(legs, pnl * legs.scale)) - _per_unit(legs, maintenance)
+    return gap
+
+
 def valuate(legs: Legs, prices: np.ndarray) -> Valuation:
     """Equity, maintenance and initial margin of every unit at every price case (vectorised)."""
     notional, pnl = leg_values(legs, prices)
     scaled = notional * legs.scale
-    maintenance = np.zeros_like(scaled)
-    for t, table in enumerate(legs.tables):
-        idx = np.flatnonzero(legs.table == t)
-        if idx.size:
-            maintenance[..., idx] = margin.maintenance_margin_array(scaled[..., idx], table)
-    fixed = ~np.isnan(legs.fixed_maintenance)
-    if fixed.any():
-        maintenance = np.where(fixed, legs.fixed_maintenance, maintenance)
+    maintenance = _leg_maintenance(legs, scaled, *_table_legs(legs))
     initial = scaled / legs.leverage
     unit_maintenance = _per_unit(legs, maintenance)
     unit_initial = legs.reserved + _per_unit(legs, initial)

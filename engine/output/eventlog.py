@@ -117,4 +117,6 @@ def read_ipc(path: Path) -> pa.Table:
 
 
 def file_hash(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    """sha256 (hex) of a file, read in blocks (memory does not grow with the file)."""
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()

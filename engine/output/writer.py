@@ -27,14 +27,14 @@ import pyarrow as pa
 
 from xmargin._version import __version__
 from xmargin.analysis.distance import distance_table, equity_distances
-from xmargin.analysis.summary import summarize
+from xmargin.analysis.summary import COLUMNS as SUMMARY_COLUMNS, summarize
 from xmargin.errors import RunError
 from xmargin.margin.modes import venue_mode
 from xmargin.output.eventlog import file_hash, read_ipc, write_events, write_ipc
 from xmargin.output.snapshots import snapshot_tables, snapshot_units
 from xmargin.output.tables import BY_NAME, OUTPUT_TABLES, SCHEMA_VERSION, equity_table
 
-SNAPSHOT_ROWS = 200_000  # pool, position and balance rows valued (and their distances searched) per chunk
+SNAPSHOT_ROWS = 50_000  # pool, position and balance rows valued (and their distances searched) per chunk
 
 __all__ = ["equity_table", "final_state", "run_id_for", "run_meta", "write_run", "write_run_folder"]
 
@@ -200,16 +200,22 @@ def summary_options(result) -> dict:
 
 
 def summary_from_folder(folder: Path, result, run_id: str) -> dict:
-    """The run summary computed from the tables written in `folder` (read back, not rebuilt)."""
+    """The run summary computed from the tables written in `folder` (read back, not rebuilt): only
+    the columns `summarize` reads (`summary.COLUMNS`), so memory grows with those, not with every table."""
     def read(name):
-        return pl.scan_ipc(folder / f"{name}.arrow").collect().rechunk()  # sums as over one table
+        table = pl.scan_ipc(folder / f"{name}.arrow")
+        present = set(table.collect_schema().names())
+        # rechunked: sums as over one table
+        return table.select([c for c in SUMMARY_COLUMNS[name] if c in present]).collect().rechunk()
 
     return summarize(read("events"), read("equity"), run_meta(result, run_id), collateral=read("collateral"),
                      positions=read("positions"), **summary_options(result))
 
 
-def _snapshot_chunks(snapshots, limit: int = SNAPSHOT_ROWS):
-    """Consecutive slices of `snapshots` holding about `limit` pool, position and balance rows each."""
+def _snapshot_chunks(snapshots, limit: int | None = None):
+    """Consecutive slices of `snapshots` holding about `limit` (default `SNAPSHOT_ROWS`) pool,
+    position and balance rows each."""
+    limit = SNAPSHOT_ROWS if limit is None else limit
     start, rows = 0, 0
     for n, snapshot in enumerate(snapshots):
         account = snapshot.account
@@ -290,6 +296,7 @@ def write_run_folder(result, summary: dict | None = None, out: Path | None = Non
         if summary is None:
             summary = summary_from_folder(partial, result, run_id)
         (partial / "summary.json").write_text(json.dumps(json_safe(summary), indent=2) + "\n")
+        hashes = {f.name: file_hash(f) for f in sorted(partial.iterdir()) if f.is_file() and f.name != LOCK_NAME}
         manifest = {
             "run_id": run_id,
             "schema_version": SCHEMA_VERSION,
@@ -315,13 +322,12 @@ def write_run_folder(result, summary: dict | None = None, out: Path | None = Non
             "dataset_fingerprint": result.feed.fingerprint,
             "seed": config.seed,
             "events": len(result.events),
-            "events_sha256": file_hash(partial / "events.arrow"),
+            "events_sha256": hashes["events.arrow"],
             "timings": {k: round(v, 4) for k, v in result.timings.items()},
             "final_state": final_state(result.ledger),
         }
         manifest.update(extra_manifest or {})
-        manifest["files"] = {f.name: file_hash(f) for f in sorted(partial.iterdir())
-                             if f.is_file() and f.name != LOCK_NAME}
+        manifest["files"] = hashes  # every file but the manifest and the lock, each read once
         manifest = json_safe(manifest)
         manifest[MANIFEST_DIGEST] = manifest_digest(manifest)
         (partial / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
