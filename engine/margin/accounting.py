@@ -80,9 +80,11 @@ def pool_key(catalog, exchange: str, asset: str) -> str:
     return venue_mode(catalog, exchange).pool_of(asset)
 
 
-def pool_for(account: Account, catalog, marks: np.ndarray, prices: np.ndarray, asset: str, now_ns: int | None = None):
-    """The PoolMetrics backing positions settled in `asset` (None when the account has none)."""
-    return pool_metrics(account, catalog, marks, prices, now_ns).get(pool_key(catalog, account.exchange, asset))
+def pool_for(account: Account, catalog, marks: np.ndarray, prices: np.ndarray, asset: str, now_ns: int | None = None,
+             orders: bool = True):
+    """The PoolMetrics backing positions settled in `asset` (None when the account has none);
+    `orders=False`: without the open orders' reserved margin (see `pool_metrics`)."""
+    return pool_metrics(account, catalog, marks, prices, now_ns, orders).get(pool_key(catalog, account.exchange, asset))
 
 
 _VALUED: dict[int, tuple] = {}  # id(unit) -> (unit, its leg prices, unit_one's result)
@@ -113,13 +115,15 @@ def _pool_scale(catalog, exchange: str, pool: str, asset: str, marks) -> float:
 
 
 def pool_metrics(account: Account, catalog, marks: np.ndarray, prices: np.ndarray,
-                 now_ns: int | None = None) -> dict[str, PoolMetrics]:
+                 now_ns: int | None = None, orders: bool = True) -> dict[str, PoolMetrics]:
     """One `PoolMetrics` per pool of the account's margin mode.
 
     margin balance = the pool unit's equity (cross wallet or collateral value after haircuts, plus
     cross unrealised PnL); margin ratio = maintenance / margin balance (inf when the balance is
     <= 0); free collateral = margin balance - initial margin of cross positions and open orders
-    (isolated positions hold their own margin outside the pool).
+    (isolated positions hold their own margin outside the pool). `orders=False` leaves the open
+    orders out (open order margin 0, free collateral = margin balance - positions' initial margin):
+    what a fill checks, since the order being filled is one of them.
     """
     mode = venue_mode(catalog, account.exchange)
     units = account_units(catalog, account, marks, now_ns)
@@ -137,7 +141,7 @@ def pool_metrics(account: Account, catalog, marks: np.ndarray, prices: np.ndarra
         if unit.isolated:
             continue
         _, cross_pnl, collateral, maintenance, initial = _valued(unit, marks)
-        reserved = mode.module.pool_order_margin(account, catalog, prices, unit.asset)
+        reserved = mode.module.pool_order_margin(account, catalog, prices, unit.asset) if orders else 0.0
         initial += reserved
         margin_balance = collateral + cross_pnl
         cross_wallet = mode.module.wallet_value(account, catalog, marks, unit.asset)

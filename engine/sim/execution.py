@@ -81,8 +81,8 @@ def fill_events(ledger, context, order, price: float, liquidity: str, ts: int) -
     mode = position.margin_mode if position is not None else account.mode_for(order.instrument)
     margin_delta = 0.0
     if increase > 0 and whole is None:
-        pool = pool_for(account, catalog, *prices, instrument.settle)
-        free = (pool.free_collateral + pool.open_order_margin) if pool is not None else 0.0
+        pool = pool_for(account, catalog, *prices, instrument.settle, orders=False)  # the open orders' margin
+        free = pool.free_collateral if pool is not None else 0.0  # is not reserved against the fill
         required = margin.contract_notional(increase, price, inverse, size) / order.leverage + fee
         if required > free + max(realized, 0.0) + 1e-9:
             digits = ".8g" if inverse else ".2f"
