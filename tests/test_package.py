@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -132,17 +133,29 @@ def test_python_dash_m_runs_the_cli():
 
 def test_wheel_installs_only_xmargin_at_top_level(tmp_path):
     """`pip install .` must not put `engine` or `strategies` into site-packages."""
-    done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(tmp_path), str(ROOT)],
-                          capture_output=True, text=True)
+    # build from a clean copy: setuptools reuses a stale build/ folder in the source tree
+    source = tmp_path / "source"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(ROOT / name, source / name)
+    for name in ("engine", "strategies"):
+        shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(tmp_path),
+                           str(source)], capture_output=True, text=True)
     if done.returncode != 0:
         pytest.skip(f"could not build a wheel here (pip needs setuptools from the package index): {done.stderr[-300:]}")
     wheel = next(tmp_path.glob("xmargin-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
     top = {name.split("/")[0] for name in names if not name.split("/")[0].endswith((".dist-info", ".data"))}
     assert top == {"xmargin"}
-    assert "xmargin/strategies/hold.py" in names
-    assert "xmargin/venues/rules/data/binance-usdm.json" in names
     assert "xmargin/testing.py" in names
+    # every module of the source tree is in the wheel (a subpackage missing from pyproject's list would
+    # import in an editable install and fail in a real one), and every built-in rule file
+    for name, file in _modules().items():
+        expected = name.replace(".", "/") + ("/__init__.py" if file.name == "__init__.py" else ".py")
+        assert expected in names, f"{expected} is missing from the wheel: add its package to pyproject.toml"
+    for rules in (ROOT / "engine" / "venues" / "rules" / "data").glob("*.json"):
+        assert f"xmargin/venues/rules/data/{rules.name}" in names
 
 
 def test_plain_pytest_collects_everything_from_the_repo_root():
