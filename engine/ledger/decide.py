@@ -13,7 +13,7 @@ import math
 from xmargin.ledger import commands as cmd
 from xmargin.ledger import events as ev
 from xmargin.margin import formulas as margin
-from xmargin.margin.accounting import asset_price, leverage_for, pool_for
+from xmargin.margin.accounting import asset_price, free_collateral, leverage_for
 from xmargin.margin.modes import venue_mode
 from xmargin.ledger.state import Ledger
 from xmargin.ledger.transfers import decide_transfer
@@ -42,8 +42,7 @@ def spot_buy_shortfall(account, context, instrument, notional: float, fee: float
     balance = account.balance(instrument.quote)
     if cost > balance + 1e-9:
         return f"insufficient {instrument.quote}: buying needs {cost:.2f}, the balance is {balance:.2f}"
-    pool = pool_for(account, catalog, marks, lasts, instrument.quote)
-    free = pool.free_collateral if pool is not None else 0.0
+    free = free_collateral(account, catalog, marks, lasts, instrument.quote)
     mode = venue_mode(catalog, account.exchange)
     if mode.pool_of(instrument.base) == mode.pool_of(instrument.quote):
         price = asset_price(catalog, account.exchange, instrument.base, marks)
@@ -181,8 +180,7 @@ def _place(ledger: Ledger, context, c: cmd.PlaceOrder, ts: int) -> list:
         return reject(whole)
     if increase > 0 and whole is None:
         required = margin.contract_notional(increase, reference, inverse, size) / leverage + notional * tradable.taker_fee
-        pool = pool_for(account, catalog, feed.mark_close[row], feed.close[row], instrument.settle)
-        free = pool.free_collateral if pool is not None else 0.0
+        free = free_collateral(account, catalog, feed.mark_close[row], feed.close[row], instrument.settle)
         if required > free + 1e-9:
             digits = ".8g" if inverse else ".2f"  # coin amounts need more than cents
             return reject(f"insufficient margin: the order needs {required:{digits}} {instrument.settle} (initial "
@@ -238,9 +236,8 @@ def _adjust(ledger: Ledger, context, c: cmd.AdjustIsolatedMargin, ts: int) -> li
         return _reject(ts, exchange, c.instrument, 0, 0.0, "adjust margin: no isolated position on this instrument")
     tradable = context.catalog.tradable(c.instrument)
     if c.amount > 0:
-        pool = pool_for(account, context.catalog, context.feed.mark_close[context.row],
-                        context.feed.close[context.row], position.asset)
-        free = pool.free_collateral if pool else 0.0
+        free = free_collateral(account, context.catalog, context.feed.mark_close[context.row],
+                               context.feed.close[context.row], position.asset)
         if c.amount > free + 1e-9:
             return _reject(ts, exchange, c.instrument, 0, 0.0,
                            f"adjust margin: adding {c.amount:.2f} {position.asset} but free collateral is {free:.2f}")

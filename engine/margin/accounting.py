@@ -24,7 +24,7 @@ from xmargin.ledger.state import Account
 MULTI_ASSET_POOL = multi_asset.POOL
 
 __all__ = ["MULTI_ASSET_POOL", "CollateralMetrics", "PoolMetrics", "PositionMetrics", "asset_price", "collateral_metrics",
-           "leverage_for", "order_margin", "pool_for", "pool_key", "pool_metrics", "position_metrics"]
+           "free_collateral", "leverage_for", "order_margin", "pool_for", "pool_key", "pool_metrics", "position_metrics"]
 
 
 @attrs.frozen
@@ -85,6 +85,19 @@ def pool_for(account: Account, catalog, marks: np.ndarray, prices: np.ndarray, a
     return pool_metrics(account, catalog, marks, prices, now_ns).get(pool_key(catalog, account.exchange, asset))
 
 
+def free_collateral(account: Account, catalog, marks: np.ndarray, prices: np.ndarray, asset: str,
+                    now_ns: int | None = None, orders: bool = True) -> float:
+    """`pool_for(...).free_collateral` (0 when the account has no such pool: nothing backs it) without valuing the
+    other pools or building the PoolMetrics: what order checks read, several times per bar."""
+    mode = venue_mode(catalog, account.exchange)
+    pool = mode.pool_of(asset)
+    for unit in account_units(catalog, account, marks, now_ns):
+        if not unit.isolated and unit.asset == pool:
+            _, _, margin_balance, initial, _ = _cross_pool(mode, account, catalog, marks, prices, unit, orders)
+            return margin_balance - initial
+    return 0.0
+
+
 _VALUED: dict[int, tuple] = {}  # id(unit) -> (unit, its leg prices, unit_one's result)
 
 
@@ -112,14 +125,24 @@ def _pool_scale(catalog, exchange: str, pool: str, asset: str, marks) -> float:
     return 1.0 if pool == asset else asset_price(catalog, exchange, asset, marks)
 
 
+def _cross_pool(mode, account, catalog, marks, prices, unit, orders: bool) -> tuple[float, float, float, float, float]:
+    """(cross PnL, collateral, margin balance, initial margin with open orders, the orders' share) of
+    a cross pool's unit."""
+    _, cross_pnl, collateral, _, initial = _valued(unit, marks)
+    reserved = mode.module.pool_order_margin(account, catalog, prices, unit.asset) if orders else 0.0
+    return cross_pnl, collateral, collateral + cross_pnl, initial + reserved, reserved
+
+
 def pool_metrics(account: Account, catalog, marks: np.ndarray, prices: np.ndarray,
-                 now_ns: int | None = None) -> dict[str, PoolMetrics]:
+                 now_ns: int | None = None, orders: bool = True) -> dict[str, PoolMetrics]:
     """One `PoolMetrics` per pool of the account's margin mode.
 
     margin balance = the pool unit's equity (cross wallet or collateral value after haircuts, plus
     cross unrealised PnL); margin ratio = maintenance / margin balance (inf when the balance is
     <= 0); free collateral = margin balance - initial margin of cross positions and open orders
-    (isolated positions hold their own margin outside the pool).
+    (isolated positions hold their own margin outside the pool). `orders=False` leaves the open
+    orders out (open order margin 0, free collateral = margin balance - positions' initial margin):
+    what a fill checks, since the order being filled is one of them.
     """
     mode = venue_mode(catalog, account.exchange)
     units = account_units(catalog, account, marks, now_ns)
@@ -136,10 +159,9 @@ def pool_metrics(account: Account, catalog, marks: np.ndarray, prices: np.ndarra
     for unit in units:
         if unit.isolated:
             continue
-        _, cross_pnl, collateral, maintenance, initial = _valued(unit, marks)
-        reserved = mode.module.pool_order_margin(account, catalog, prices, unit.asset)
-        initial += reserved
-        margin_balance = collateral + cross_pnl
+        cross_pnl, collateral, margin_balance, initial, reserved = _cross_pool(mode, account, catalog, marks, prices,
+                                                                               unit, orders)
+        maintenance = _valued(unit, marks)[3]
         cross_wallet = mode.module.wallet_value(account, catalog, marks, unit.asset)
         isolated_margin, isolated_pnl = isolated.get(unit.asset, (0.0, 0.0))
         ratio = maintenance / margin_balance if margin_balance > 0 else (math.inf if maintenance > 0 else 0.0)

@@ -11,7 +11,7 @@ import math
 
 from xmargin.ledger import events as ev
 from xmargin.margin import formulas as margin
-from xmargin.margin.accounting import pool_for
+from xmargin.margin.accounting import free_collateral
 from xmargin.margin.units import ISOLATED
 from xmargin.ledger.decide import exposure_increase, spot_buy_shortfall, whole_account_check
 
@@ -81,8 +81,8 @@ def fill_events(ledger, context, order, price: float, liquidity: str, ts: int) -
     mode = position.margin_mode if position is not None else account.mode_for(order.instrument)
     margin_delta = 0.0
     if increase > 0 and whole is None:
-        pool = pool_for(account, catalog, *prices, instrument.settle)
-        free = (pool.free_collateral + pool.open_order_margin) if pool is not None else 0.0
+        free = free_collateral(account, catalog, *prices, instrument.settle, orders=False)  # the open
+        # orders' margin (this order is one of them) is not reserved against the fill
         required = margin.contract_notional(increase, price, inverse, size) / order.leverage + fee
         if required > free + max(realized, 0.0) + 1e-9:
             digits = ".8g" if inverse else ".2f"
