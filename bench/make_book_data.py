@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from xmargin.dataset.manifest import DatasetManifest, Source, write_manifest  # noqa: E402
+from xmargin.dataset.manifest import DatasetManifest, Source, publish, write_manifest  # noqa: E402
 from xmargin.venues.instruments import Instrument  # noqa: E402
 
 SEED = 20241114
@@ -144,10 +144,7 @@ def make(out: str | Path, perps: int, days: int, seed: int = SEED) -> Path:
                         path="bench/make_book_data.py",
                         notes=f"deterministic synthetic data, seed {seed}, perps {perps}, days {days}"),))
     write_manifest(partial, manifest)
-    if out.exists():
-        shutil.rmtree(out)
-    partial.rename(out)
-    return out
+    return publish(partial, out)
 
 
 def main(argv=None) -> int:

@@ -30,7 +30,7 @@ from pathlib import Path
 import attrs
 import polars as pl
 
-from xmargin.dataset.manifest import MANIFEST_NAME, DatasetManifest, Source, read_manifest, write_manifest
+from xmargin.dataset.manifest import MANIFEST_NAME, DatasetManifest, Source, publish, read_manifest, write_manifest
 from xmargin.dataset.validate import ERROR, _check_table, _Collector, parse_timeframe, polars_schema, validate_dataset
 from xmargin.errors import DatasetError
 from xmargin.venues.instruments import Instrument
@@ -445,16 +445,7 @@ def import_files(sources: list[str | Path], out: str | Path, options: ImportOpti
         if merging:  # the dataset itself was never touched: drop the staged copy
             shutil.rmtree(target, ignore_errors=True)
         raise
-    if merging:
-        old = out.with_name(f".{out.name}.import-old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.rename(out, old)
-        os.rename(target, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        if out.exists():
-            out.rmdir()
-        target.rename(out)
+    publish(target, out)  # the merged copy replaces the dataset, or the new one takes the (empty) folder
     return result
 
 

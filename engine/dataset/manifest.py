@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import os
+import shutil
 import tomllib
 from pathlib import Path
 
@@ -151,3 +153,17 @@ def write_manifest(folder: str | Path, manifest: DatasetManifest) -> Path:
     path = Path(folder) / MANIFEST_NAME
     path.write_text(manifest_to_toml(manifest))
     return path
+
+
+def publish(staged: str | Path, out: str | Path) -> Path:
+    """Put a finished dataset folder `staged` in place at `out`: whatever stood at `out` is moved aside
+    first and removed only after the rename, so `out` is never a half-written dataset."""
+    staged, out = Path(staged), Path(out)
+    old = out.with_name(f".{out.name}.replaced")
+    shutil.rmtree(old, ignore_errors=True)
+    if out.exists():
+        os.rename(out, old)
+    os.rename(staged, out)
+    shutil.rmtree(old, ignore_errors=True)
+    return out
+

@@ -36,7 +36,7 @@ import numpy as np
 import polars as pl
 
 from xmargin.dataset.feed import timeframe_ns
-from xmargin.dataset.manifest import DatasetManifest, Source, read_manifest, write_manifest
+from xmargin.dataset.manifest import DatasetManifest, Source, publish, read_manifest, write_manifest
 from xmargin.dataset.synth import ar1
 from xmargin.dataset.tables import scan
 from xmargin.dataset.validate import polars_schema
@@ -200,9 +200,7 @@ def synthesize_futures(source: str | Path, out: str | Path, parameters: FuturesP
             name="xmargin data synth --futures-from", licence="generated from the real spot above",
             notes=f"xmargin.dataset.synth_futures (numpy PCG64) with {settings}; index = the real spot bars"),))
     write_manifest(partial, derived)
-    if out.exists():
-        shutil.rmtree(out)
-    partial.rename(out)
+    publish(partial, out)
     return rows
 
 
