@@ -19,10 +19,10 @@ from xmargin.margin import formulas as margin
 from xmargin.venues.instruments import Instrument
 from xmargin.venues.rules import load_rules
 from xmargin.sim.strategy import Wakes
-from helpers_feed import HOUR, T0, VenueSpec, empty_ledger, make_catalog, make_feed, of_type, perp, run
+from helpers_feed import HOUR, T0, VenueSpec, empty_ledger, make_catalog, make_feed, of_type, run
 
 EXPIRY = "2024-10-01T10:00:00Z"  # T0 + 10 h: bar 10 is the first to open at the expiry
-FUTURE = f"binance:BTC/USDT:USDT-241001"
+FUTURE = "binance:BTC/USDT:USDT-241001"
 
 
 def future(expiry: str = EXPIRY, exchange: str = "binance", inverse: bool = False) -> Instrument:

@@ -7,7 +7,6 @@ Fixtures: tests/fixtures/venues/ (README.md cites repository, path and commit of
 from __future__ import annotations
 
 import json
-import math
 import shutil
 from pathlib import Path
 

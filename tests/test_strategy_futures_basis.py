@@ -3,7 +3,6 @@ before expiry, re-hedge after an expiry, exit, perp hedge, params."""
 
 import pytest
 
-from xmargin.ledger.commands import PlaceOrder
 from xmargin.strategies.futures_basis import FuturesBasis
 from xmargin.testing import T0, FakeView, wake
 from xmargin.venues.instruments import Instrument

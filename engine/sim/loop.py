@@ -35,7 +35,7 @@ from xmargin.output.snapshots import Snapshot
 from xmargin.ledger.state import Ledger
 from xmargin.sim.strategy import View, Wake, Wakes, build_strategy
 from xmargin.config import check_instruments
-from xmargin.errors import ConfigError, StrategyError, XmarginError, mark_strategy_failure
+from xmargin.errors import StrategyError, XmarginError, mark_strategy_failure
 from xmargin.ledger import commands as cmd
 from xmargin.venues.venue import Catalog, Tradable, Venue
 

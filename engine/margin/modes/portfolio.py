@@ -20,7 +20,7 @@ import math
 import attrs
 
 from xmargin.errors import RulesError
-from xmargin.margin.modes.multi_asset import counted_collateral, wallet_value  # the same one USD pool
+from xmargin.margin.modes.multi_asset import counted_collateral, wallet_value  # noqa: F401 (the mode API: the same one USD pool)
 from xmargin.margin.kernel import Legs, valuate
 from xmargin.margin.portfolio import COLLATERAL, BookRequirement, portfolio_book
 from xmargin.margin.units import CROSS, RiskUnit, asset_price, cross_unit_name
