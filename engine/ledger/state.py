@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import attrs
 
-from xmargin.margin.modes import _DEFAULT_POSITION_MODES
-from xmargin.margin.units import CROSS, ISOLATED
+from xmargin.margin.modes import default_position_mode
+from xmargin.margin.units import ISOLATED
 
 
 @attrs.frozen(slots=True)
@@ -92,7 +92,7 @@ class Account:
     def mode_for(self, instrument: str) -> str:
         """The margin mode of `instrument`'s position: its own setting, else the account mode's default."""
         mode = self.margin_modes.get(instrument)
-        return mode if mode is not None else _DEFAULT_POSITION_MODES.get(self.margin_mode, CROSS)
+        return mode if mode is not None else default_position_mode(self.margin_mode)
 
 
 @attrs.frozen(slots=True)

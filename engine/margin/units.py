@@ -204,13 +204,11 @@ def build_unit(account, catalog, *, asset: str, name: str, isolated: bool, posit
     for n, position in enumerate(positions):
         tradable = tradables[position.instrument]
         instrument = tradable.instrument
-        inverse = instrument.contract == "inverse"
+        inverse = instrument.is_inverse
         table = tradable.brackets.for_quantity(position.quantity, instrument.contract_size if inverse else 0.0)
         fixed = None
-        if entry_basis and isolated and not inverse:
-            fixed = margin.maintenance_margin(abs(position.quantity) * position.entry_price, table)
-        elif entry_basis and inverse and (isolated or scales is None):
-            fixed = margin.entry_value_maintenance(position.quantity, position.entry_price, table, True,
+        if entry_basis and (isolated or (inverse and scales is None)):  # linear cross stays at the mark
+            fixed = margin.entry_value_maintenance(position.quantity, position.entry_price, table, inverse,
                                                    instrument.contract_size)
         rows.append((tradable.column, position.quantity, position.entry_price,
                      instrument.contract_size if inverse else 0.0, table,

@@ -519,19 +519,21 @@ class Backtest:
         self.context.row = row
         ts = int(self.feed.ts[row]) + self.feed.bar_ns
         view = View(self.ledger, self.catalog, self.feed, row)
-        where = f"on_wake at {_iso(ts)} (reasons {', '.join(reasons)})"
+        def where() -> str:  # formatted only when a message needs it (not on every wake)
+            return f"on_wake at {_iso(ts)} (reasons {', '.join(reasons)})"
+
         commands = self._call_strategy(where, lambda: list(self.strategy.on_wake(view, Wake(reasons, wake_events))
                                                             or ()))
         for command in commands:
             if type(command) not in _COMMANDS:
-                raise StrategyError(f"strategy {self.strategy_name}: {where} returned {command!r} "
+                raise StrategyError(f"strategy {self.strategy_name}: {where()} returned {command!r} "
                                     f"({type(command).__name__}), not a command; return commands from "
                                     "xmargin.ledger.commands (PlaceOrder, CancelOrder, ...) or nothing.")
             if isinstance(command, cmd.PlaceOrder) and command.instrument in self._unbracketed:
                 raise ConfigError(self._unbracketed[command.instrument])
         changed = set()
         for command in commands:
-            events = self._call_strategy(lambda command=command: f"{where}, command {command!r}",
+            events = self._call_strategy(lambda command=command: f"{where()}, command {command!r}",
                                          lambda command=command: decide(self.ledger, self.context, command, ts))
             self.emit(events)
             changed.update(e.exchange for e in events if not isinstance(e, ev.OrderAccepted))

@@ -20,7 +20,7 @@ from __future__ import annotations
 import attrs
 
 from xmargin.margin.modes import cross, isolated, multi_asset, portfolio
-from xmargin.margin.units import POSITION_MODES
+from xmargin.margin.units import CROSS, POSITION_MODES
 
 
 @attrs.frozen
@@ -97,7 +97,7 @@ _DEFAULT_POSITION_MODES = {mode.name: mode.default_position_mode for mode in _MO
 
 def default_position_mode(account_mode: str) -> str:
     """The margin mode ("cross" / "isolated") a new position gets in an account of `account_mode`."""
-    return _DEFAULT_POSITION_MODES.get(account_mode, "cross")
+    return _DEFAULT_POSITION_MODES.get(account_mode, CROSS)
 
 
 def venue_mode(catalog, exchange: str) -> MarginMode:
