@@ -320,11 +320,9 @@ def parse_config(data: dict, base: Path = Path("."), where: str = "config") -> R
     strict = run.get("strict", False)
     if not isinstance(strict, bool):
         raise ConfigError(f"run.strict = {strict!r}: must be true or false.")
-    one_legged_ratio = run.get("one_legged_ratio", 0.5)
-    if isinstance(one_legged_ratio, bool) or not isinstance(one_legged_ratio, (int, float)) \
-            or not 0 <= one_legged_ratio <= 1:
-        raise ConfigError(f"run.one_legged_ratio = {one_legged_ratio!r}: a number in [0, 1] (|net| / gross exposure "
-                          "of a hedged underlying; 1 turns the one-legged warning off).")
+    one_legged_ratio = _number(run.get("one_legged_ratio", 0.5), "run.one_legged_ratio", 0.0, 1.0,
+                               unit=" (|net| / gross exposure of a hedged underlying; 1 turns the one-legged "
+                                    "warning off)")
     return RunConfig(
         dataset=dataset, strategy=str(run["strategy"]), params=dict(strategy.get("params", {})),
         exchanges=exchanges, start=start, end=end, seed=seed, name=str(run.get("name", "")),

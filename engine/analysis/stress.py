@@ -41,6 +41,7 @@ import attrs
 import numpy as np
 
 from xmargin.config import parse_duration, reject_unknown
+from xmargin.dataset.feed import iso_minutes
 from xmargin.errors import ConfigError
 from xmargin.output.writer import check_run_id
 
@@ -92,10 +93,6 @@ def parse_duration_ns(value, where: str = "duration") -> int | None:
 def _for(duration: int | None) -> str:
     """' for 6h' (or '' without a duration), for describe()."""
     return f" for {duration / 3.6e12:g}h" if duration else ""
-
-
-def _iso(ns: int) -> str:
-    return datetime.fromtimestamp(ns / 1e9, tz=timezone.utc).strftime("%Y-%m-%d %H:%M")
 
 
 def _resolve(backtest, targets: tuple[str, ...], label: str) -> list[int]:
@@ -154,7 +151,7 @@ class PriceGap:
                                                           1.0 + self.size)))
 
     def describe(self) -> str:
-        return f"gap {','.join(self.instruments)} {self.size * 100:+.4g}% at {_iso(self.at)}"
+        return f"gap {','.join(self.instruments)} {self.size * 100:+.4g}% at {iso_minutes(self.at)}"
 
 
 @attrs.frozen
@@ -175,7 +172,7 @@ class MarkDivergence:
 
     def describe(self) -> str:
         until = _for(self.duration)
-        return f"mark-divergence {','.join(self.instruments)} {self.size * 100:+.4g}% at {_iso(self.at)}{until}"
+        return f"mark-divergence {','.join(self.instruments)} {self.size * 100:+.4g}% at {iso_minutes(self.at)}{until}"
 
 
 @attrs.frozen
@@ -197,7 +194,7 @@ class FundingSpike:
 
     def describe(self) -> str:
         until = _for(self.duration)
-        return f"funding-spike {','.join(self.instruments)} rate {self.rate * 100:+.4g}% at {_iso(self.at)}{until}"
+        return f"funding-spike {','.join(self.instruments)} rate {self.rate * 100:+.4g}% at {iso_minutes(self.at)}{until}"
 
 
 @attrs.frozen
@@ -220,7 +217,7 @@ class CollateralFall:
         PriceGap(self.at, keys, self.size).prepare(backtest)
 
     def describe(self) -> str:
-        return f"collateral-fall {self.asset} {self.size * 100:+.4g}% at {_iso(self.at)}"
+        return f"collateral-fall {self.asset} {self.size * 100:+.4g}% at {iso_minutes(self.at)}"
 
 
 @attrs.frozen
@@ -241,7 +238,7 @@ class WithdrawalHalt:
 
     def describe(self) -> str:
         until = _for(self.duration)
-        return f"withdrawal-halt {self.exchange} at {_iso(self.at)}{until}"
+        return f"withdrawal-halt {self.exchange} at {iso_minutes(self.at)}{until}"
 
 
 # ------------------------------------------------------------------------------------------ builders

@@ -179,8 +179,7 @@ def summarize(events: pl.DataFrame, equity: pl.DataFrame, meta: dict, collateral
             "liquidations": liquidated.height,
             "liquidation_loss": total("PositionLiquidated", "realized_pnl") - total("PositionLiquidated", "fee"),
             "insurance_fund_used": total("InsuranceFundUsed"),
-            "margin_warnings": by_type["MarginWarningRaised"].filter(
-                (pl.col("exchange") == exchange) & (pl.col("level") > 0)).height,
+            "margin_warnings": warned.height,
             "max_drawdown": flow_figures["max_drawdown"],
             "collateral_consumed": flow_figures["collateral_consumed"],
             "drawdown": flow_figures["drawdown"],

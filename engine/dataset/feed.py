@@ -59,6 +59,7 @@ class Feed:
     fingerprint: str
     warnings: tuple = ()  # (instrument key, message, check): what a run trading that instrument must repeat
     funding_by_column: dict = attrs.field(init=False, repr=False)
+    _columns: dict = attrs.field(init=False, repr=False, eq=False)  # key -> array column
 
     def __attrs_post_init__(self):
         """Per instrument column: (feed rows, rates) of its funding settlements, for bisect lookups."""
@@ -67,12 +68,13 @@ class Feed:
             mask = self.funding_column == column
             by_column[column] = (self.funding_row[mask].tolist(), self.funding_rate[mask].tolist())
         object.__setattr__(self, "funding_by_column", by_column)
+        object.__setattr__(self, "_columns", {key: n for n, key in enumerate(self.keys)})
 
     def column(self, key: str) -> int:
         """The array column of an instrument; an unknown key is an error listing the known ones."""
         try:
-            return self.keys.index(key)
-        except ValueError:
+            return self._columns[key]
+        except KeyError:
             raise DatasetError(f"unknown instrument {key!r}: this run has {list(self.keys)} (keys are "
                                "'exchange:symbol' as declared in dataset.toml).") from None
 
@@ -96,7 +98,8 @@ def _carry_forward(values: np.ndarray, present: np.ndarray) -> np.ndarray:
     return filled
 
 
-def _iso(ns: int) -> str:
+def iso_minutes(ns: int) -> str:
+    """A nanosecond UTC timestamp as "YYYY-MM-DD HH:MM" (summaries, messages)."""
     return datetime.fromtimestamp(ns / 1e9, tz=timezone.utc).strftime("%Y-%m-%d %H:%M")
 
 
@@ -209,7 +212,7 @@ def load_feed(folder: str | Path, keys: list[str], start: datetime | None = None
             np.copyto(target, close, where=~has_bar)
 
     mark_source = {k: "last" for k in keys}
-    warnings = [(key, f"{key}: no bars between {_iso(int(ts[0]))} and {_iso(int(ts[-1]) + bar_ns)}; nothing on it "
+    warnings = [(key, f"{key}: no bars between {iso_minutes(int(ts[0]))} and {iso_minutes(int(ts[-1]) + bar_ns)}; nothing on it "
                       "can fill in this run (check run.start / run.end and `xmargin data info`)", "no bars")
                 for c, key in enumerate(keys) if not has_bar[:, c].any()]
     mark = [open_, high, low, close]  # shared with the last prices until a mark series replaces them
@@ -246,7 +249,7 @@ def load_feed(folder: str | Path, keys: list[str], start: datetime | None = None
                     target[hole, c] = filled[hole, 0]
                 last_bar = np.flatnonzero(has_bar[:, c])
                 if len(last_bar) and last_bar[-1] > rows[-1]:
-                    stops = _iso(int(ts[rows[-1]]) + bar_ns)
+                    stops = iso_minutes(int(ts[rows[-1]]) + bar_ns)
                     mark_source[k] = f"mark until {stops}, then last"
                     warnings.append((k, f"{k}: the mark series stops at {stops}, {last_bar[-1] - rows[-1]} bars "
                                          "before its last bar; margin and PnL use the last price from there on",

@@ -28,6 +28,7 @@ import pyarrow as pa
 from xmargin._version import __version__
 from xmargin.analysis.distance import distance_table, equity_distances
 from xmargin.analysis.summary import COLUMNS as SUMMARY_COLUMNS, summarize
+from xmargin.dataset.feed import iso_minutes
 from xmargin.errors import RunError
 from xmargin.margin.modes import venue_mode
 from xmargin.output.eventlog import file_hash, read_ipc, write_events, write_ipc
@@ -36,7 +37,7 @@ from xmargin.output.tables import BY_NAME, OUTPUT_TABLES, SCHEMA_VERSION, equity
 
 SNAPSHOT_ROWS = 50_000  # pool, position and balance rows valued (and their distances searched) per chunk
 
-__all__ = ["equity_table", "final_state", "run_id_for", "run_meta", "write_run", "write_run_folder"]
+__all__ = ["equity_table", "final_state", "run_id_for", "run_meta", "write_run_folder"]
 
 
 def json_safe(value):
@@ -176,16 +177,12 @@ def reserve_run(out: Path, run_id: str) -> Reservation:
     return Reservation(out, run_id, partial, handle)
 
 
-def _iso(ns: int) -> str:
-    return datetime.fromtimestamp(ns / 1e9, tz=timezone.utc).strftime("%Y-%m-%d %H:%M")
-
-
 def run_meta(result, run_id: str = "") -> dict:
     """The summary's header: run id, strategy, period, sizes, timings, margin modes, mark sources,
     the input warnings (`summarize` adds them to `warnings`)."""
     feed = result.feed
-    return {"run_id": run_id, "strategy": result.config.strategy, "start": _iso(int(feed.ts[0])),
-            "end": _iso(int(feed.ts[-1]) + feed.bar_ns), "bars": feed.bars, "instruments": list(feed.keys),
+    return {"run_id": run_id, "strategy": result.config.strategy, "start": iso_minutes(int(feed.ts[0])),
+            "end": iso_minutes(int(feed.ts[-1]) + feed.bar_ns), "bars": feed.bars, "instruments": list(feed.keys),
             "events": len(result.events), "run_seconds": result.timings["run_seconds"],
             "load_seconds": result.timings["load_seconds"],
             "margin_modes": {n: v.margin_mode for n, v in result.catalog.venues.items()},
@@ -275,17 +272,11 @@ def write_tables(result, folder: Path) -> None:
             write_ipc(table.conform(table.build(result, events)), folder / table.file)
 
 
-def write_run(result, summary: dict | None = None, out: Path | None = None, run_id: str | None = None,
-              extra_manifest: dict | None = None, reservation: Reservation | None = None) -> Path:
-    """Write every table and the JSON files into the reserved `<out>/<run_id>.partial`, then rename.
-    Without `summary`, it is computed from the written tables (`write_run_folder`)."""
-    return write_run_folder(result, summary, out, run_id, extra_manifest, reservation)[0]
-
-
 def write_run_folder(result, summary: dict | None = None, out: Path | None = None, run_id: str | None = None,
                      extra_manifest: dict | None = None,
                      reservation: Reservation | None = None) -> tuple[Path, dict]:
-    """`write_run`, returning (run folder, summary)."""
+    """Write every table and the JSON files into the reserved `<out>/<run_id>.partial`, then rename;
+    returns (run folder, summary). Without `summary`, it is computed from the written tables."""
     config = result.config
     if reservation is None:
         out = Path(out or config.out)
