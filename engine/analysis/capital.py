@@ -429,7 +429,8 @@ def capital(config, level="liquidation", tolerance: float = 0.01, stress=False, 
     """The least starting collateral per exchange and asset (see the module docstring). `config`: a
     RunConfig or a path; `stress`: False, True (the config's [[stress]] scenarios) or a mapping
     name -> shocks. Writes `<out>/<capital-id>/` and returns (table, report, folder)."""
-    from xmargin.analysis.compare import as_config, new_id
+    from xmargin.analysis.compare import as_config
+    from xmargin.output.writer import run_id_for
     from xmargin.analysis.stress import scenarios_from_config
     from xmargin.output.eventlog import write_ipc
 
@@ -452,7 +453,7 @@ def capital(config, level="liquidation", tolerance: float = 0.01, stress=False, 
         raise ConfigError("capital: every configured collateral amount is 0; give the amounts you would start "
                           "with (they set the assets and the ample reference, x10).")
     root = Path(out or config.out)
-    capital_id = check_run_id(capital_id, "--id") if capital_id else new_id("capital", config, root)
+    capital_id = check_run_id(capital_id, "--id") if capital_id else run_id_for(config, root, "capital")
     final = root / capital_id
     if final.exists():
         raise ConfigError(f"capital: {final} already exists; choose another --id or remove it.")

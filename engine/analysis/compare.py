@@ -51,7 +51,6 @@ from __future__ import annotations
 import json
 import math
 import re
-from datetime import datetime, timezone
 from pathlib import Path
 
 import attrs
@@ -60,7 +59,7 @@ import polars as pl
 from xmargin.config import MARGIN_MODES, RunConfig, load_config
 from xmargin.margin.modes import MODES
 from xmargin.errors import ConfigError
-from xmargin.output.writer import check_run_id
+from xmargin.output.writer import check_run_id, run_id_for
 
 IGNORED_FOR_DIVERGENCE = ("MarginWarningRaised", "OrderAccepted", "MarginModeChanged")
 PER_EXCHANGE = ("collateral_consumed_", "consumed_at_", "peak_initial_margin_", "max_drawdown_", "min_headroom_",
@@ -69,16 +68,6 @@ PER_EXCHANGE = ("collateral_consumed_", "consumed_at_", "peak_initial_margin_", 
 
 def as_config(config) -> RunConfig:
     return config if isinstance(config, RunConfig) else load_config(config)
-
-
-def new_id(kind: str, config, root: Path) -> str:
-    stem = config.name or Path(config.strategy.replace(":", "-")).name.replace(".", "-")
-    base = f"{kind}-{stem}-{datetime.now(timezone.utc).strftime('%Y%m%d-%H%M%S')}"
-    candidate, n = base, 1
-    while (root / candidate).exists():
-        n += 1
-        candidate = f"{base}-{n}"
-    return candidate
 
 
 # ------------------------------------------------------------------------------------------ set-ups
@@ -313,7 +302,7 @@ def compare(config, setups, out=None, compare_id: str | None = None, progress: b
     elif isinstance(setups, str) or all(isinstance(s, str) for s in setups):
         setups = parse_setups(setups, list(config.exchanges))
     root = Path(out or config.out)
-    compare_id = check_run_id(compare_id, "--id") if compare_id else new_id("compare", config, root)
+    compare_id = check_run_id(compare_id, "--id") if compare_id else run_id_for(config, root, "compare")
     folder = root / compare_id
     folder.mkdir(parents=True, exist_ok=True)
     rows, logs = [], []

@@ -398,13 +398,14 @@ def stress(config, scenarios: dict, out=None, stress_id: str | None = None, base
 
     import polars as pl
 
-    from xmargin.analysis.compare import as_config, new_id
+    from xmargin.analysis.compare import as_config
+    from xmargin.output.writer import run_id_for
     from xmargin.analysis.variants import Variant, run_variants
     from xmargin.output.eventlog import write_ipc
 
     config = as_config(config)
     root = Path(out or config.out)
-    stress_id = check_run_id(stress_id, "--id") if stress_id else new_id("stress", config, root)
+    stress_id = check_run_id(stress_id, "--id") if stress_id else run_id_for(config, root, "stress")
     folder = root / stress_id
     folder.mkdir(parents=True, exist_ok=True)
     plan = ([("baseline", ())] if baseline else []) + list(scenarios.items())

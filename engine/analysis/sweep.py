@@ -58,7 +58,8 @@ import polars as pl
 import pyarrow.parquet as pq
 
 from xmargin._version import __version__
-from xmargin.analysis.compare import as_config, new_id, parse_setups
+from xmargin.analysis.compare import as_config, parse_setups
+from xmargin.output.writer import run_id_for
 from xmargin.analysis.stress import parse_shock, scenarios_from_config
 from xmargin.analysis.variants import KEEP, Variant, run_variants
 from xmargin.config import RunConfig, parse_config, parse_override_value, set_path
@@ -373,7 +374,7 @@ def sweep(config, grid=(), modes=None, collateral=(), stress=(), out=None, keep:
         raise ConfigError(f"sweep keep = {keep!r}: allowed {list(KEEP)}.")
     variants = plan_variants(config, grid, modes, collateral, stress)
     columns = list(variants[0].parameters)
-    folder = Path(out) if out else Path(config.out) / new_id("sweep", config, Path(config.out))
+    folder = Path(out) if out else Path(config.out) / run_id_for(config, Path(config.out), "sweep")
     ids = [v.name for v in variants]
     plan_file = folder / PLAN
     if plan_file.is_file():

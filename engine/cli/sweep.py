@@ -72,7 +72,7 @@ def sweep(config_path, sets, margin_modes, start, end, out, seed, skip_validatio
     xmargin.open_sweep(DIR) or pl.scan_parquet. Ctrl-C stops it; --resume --out DIR finishes it."""
     import polars as pl
 
-    from xmargin.analysis.compare import new_id
+    from xmargin.output.writer import run_id_for
     from xmargin.analysis.executors import DaskExecutor, LocalPool
     from xmargin.analysis.sweep import JOURNAL, sweep as run_sweep
     from xmargin.analysis.variants import SerialExecutor
@@ -80,7 +80,7 @@ def sweep(config_path, sets, margin_modes, start, end, out, seed, skip_validatio
     config = _load(config_path, sets, margin_modes, start, end, out, seed, skip_validation)
     if resume and not out:
         raise click.UsageError("--resume needs --out DIR: the folder of the sweep to finish.")
-    folder = Path(out) if out else Path(config.out) / new_id("sweep", config, Path(config.out))
+    folder = Path(out) if out else Path(config.out) / run_id_for(config, Path(config.out), "sweep")
     if executor == "dask":
         pool = DaskExecutor(scheduler)
     elif workers == 1:

@@ -72,9 +72,11 @@ def _versions() -> dict:
             "pyarrow": pyarrow.__version__, "numpy": np.__version__}
 
 
-def run_id_for(config, out: Path) -> str:
+def run_id_for(config, out: Path, kind: str = "") -> str:
+    """A new folder name under `out`: `[kind-]<config name or strategy>-<UTC time>[-n]`, taken by
+    neither a finished folder nor a `.partial` one (runs, and compare / stress / capital / sweep folders)."""
     stem = config.name or Path(config.strategy.replace(":", "-")).name.replace(".", "-")
-    base = f"{stem}-{datetime.now(timezone.utc).strftime('%Y%m%d-%H%M%S')}"
+    base = f"{kind + '-' if kind else ''}{stem}-{datetime.now(timezone.utc).strftime('%Y%m%d-%H%M%S')}"
     candidate, n = base, 1
     while (out / candidate).exists() or (out / f"{candidate}.partial").exists():
         n += 1
