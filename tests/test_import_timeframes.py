@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -199,3 +200,17 @@ def test_data_import_takes_filters_from_metadata(folder, tmp_path):
     assert (xrp.lot_size, xrp.tick_size, xrp.min_notional) == (0.1, 0.0001, 5.0)
     assert "binance:XRP/USDT:USDT: lot_size 0 -> 0.1" in run.output
     assert "warning: binance:DOGE/USDT:USDT: not in the metadata" in run.output
+
+
+def test_validate_reports_an_instrument_once_across_its_timeframes(tmp_path):
+    """Bars stats are per (instrument, timeframe): an undeclared instrument held at 1h and 4h is one error,
+    not one per timeframe."""
+    dataset = tmp_path / "s"
+    shutil.copytree(Path(__file__).resolve().parents[1] / "datasets" / "sample", dataset)
+    source = next((dataset / "bars").rglob("BTC_USDT_USDT-1h*.parquet"))
+    rows = pl.read_parquet(source).with_columns(symbol=pl.lit("ZZZ/USDT:USDT"))
+    rows.write_parquet(source.with_name("ZZZ_USDT_USDT-1h.parquet"))
+    (rows.filter(pl.col("ts").dt.hour() % 4 == 0).with_columns(timeframe=pl.lit("4h"))
+     .write_parquet(source.with_name("ZZZ_USDT_USDT-4h.parquet")))
+    checks = [p.check for p in validate_dataset(dataset).problems if p.instrument == "binance:ZZZ/USDT:USDT"]
+    assert checks.count("undeclared instrument") == 1, checks

@@ -367,8 +367,9 @@ def _check_spikes(frame: pl.LazyFrame, key: list, out: _Collector, label: str, l
                  .otherwise(away(prev) & away(after)))
         flags[f"_spike_{col}"] = c.is_finite() & (c > 0) & spike.fill_null(False)
     # one query for every price column (the neighbouring closes found once), reported per column
-    neighbours = frame.with_columns(previous=pl.col("close").shift(1).over("instrument"),
-                                    next=pl.col("close").shift(-1).over("instrument"))
+    series = ["instrument", "timeframe"]  # neighbours within one series (a dataset may hold 5m and 1h bars)
+    neighbours = frame.with_columns(previous=pl.col("close").shift(1).over(series),
+                                    next=pl.col("close").shift(-1).over(series))
     query = (neighbours.with_columns(**flags).filter(pl.any_horizontal(list(flags)))
              .select(*key, *PRICE_NAMES, "previous", "next", *flags))
 
@@ -468,10 +469,12 @@ def _check_mark_vs_last(bars: pl.LazyFrame, mark: pl.LazyFrame, out: _Collector,
 def _check_declared(manifest: DatasetManifest, stats_by_kind: dict[str, pl.DataFrame], out: _Collector) -> None:
     declared = {i.key: i for i in manifest.instruments}
     for kind, stats in stats_by_kind.items():
+        seen = set()  # stats hold a row per (instrument, timeframe): report an instrument once
         for record in stats.sort("instrument").iter_rows(named=True):
             key = record["instrument"]
-            if key is None:  # rows with an empty exchange or symbol: reported as missing values
+            if key is None or key in seen:  # rows with an empty exchange or symbol: reported as missing values
                 continue
+            seen.add(key)
             if key not in declared:
                 out.add(severity=ERROR, check="undeclared instrument", file=record["file"], instrument=key,
                         column="symbol", message=f"instrument appears in {kind}/ but is not declared in {MANIFEST_NAME}",
@@ -512,8 +515,11 @@ def _check_declared(manifest: DatasetManifest, stats_by_kind: dict[str, pl.DataF
 def _check_coverage(declared: dict, stats_by_kind: dict, out: _Collector) -> None:
     """Warnings a run would otherwise hide: a perp without a mark series, a mark series ending
     before its bars, exchanges whose bars do not overlap in time."""
-    bars = {r["instrument"]: r for r in stats_by_kind["bars"].iter_rows(named=True) if r["instrument"]}
-    marks = {r["instrument"]: r for r in stats_by_kind["mark"].iter_rows(named=True)} if "mark" in stats_by_kind else {}
+    def latest(kind):  # per instrument, the row (of its timeframes) whose series ends last
+        rows = stats_by_kind[kind].sort("end", nulls_last=False).iter_rows(named=True) if kind in stats_by_kind else ()
+        return {r["instrument"]: r for r in rows if r["instrument"]}
+
+    bars, marks = latest("bars"), latest("mark")
     for key in sorted(bars):
         instrument = declared.get(key)
         if instrument is None or not instrument.is_derivative:
