@@ -23,18 +23,12 @@ import math
 
 import attrs
 
+from xmargin.dataset.feed import timeframe_ns
 from xmargin.ledger.commands import PlaceOrder
 from xmargin.sim.strategy import Wakes
 from xmargin.strategies.collateral import build_params, duration, exchange_of, finite_number, instrument_key
 
 YEAR_NS = 365.0 * 86_400 * 1_000_000_000
-_UNIT_NS = {"m": 60_000_000_000, "h": 3_600_000_000_000, "d": 86_400_000_000_000, "w": 604_800_000_000_000}
-
-
-def _duration_ns(text: str) -> int:
-    return int(text[:-1]) * _UNIT_NS[text[-1]]
-
-
 @attrs.frozen
 class FuturesBasisParams:
     """hedge: the long leg, a spot ("binance:BTC/USDT") or a perp ("binance:BTC/USDT:USDT") key.
@@ -68,6 +62,7 @@ class FuturesBasis:
     def __init__(self, params: dict):
         self.params = build_params(FuturesBasisParams, params, "futures-basis")
         self.exchange = exchange_of(self.params.hedge)
+        self.roll_ns = timeframe_ns(self.params.roll_before)  # parsed once, read at every wake
         self.base_reserve: float | None = None
 
     def wakes(self) -> Wakes:
@@ -87,7 +82,7 @@ class FuturesBasis:
 
     def next_future(self, view, exclude: str = "") -> str | None:
         """The soonest future with more than `roll_before` left and a price."""
-        limit = _duration_ns(self.params.roll_before)
+        limit = self.roll_ns
         for key in self.futures(view):
             if key != exclude and self.time_left(view, key) > limit and math.isfinite(view.price(key)):
                 return key
@@ -149,7 +144,7 @@ class FuturesBasis:
             short = view.position(current)
             if self.basis_apr(view, current) < p.exit_apr:
                 return self.close(view, hedge_qty, held, "exit")
-            if self.time_left(view, current) <= _duration_ns(p.roll_before):
+            if self.time_left(view, current) <= self.roll_ns:
                 following = self.next_future(view, exclude=current)
                 # at or past the expiry the exchange settles it: only the next one is sold
                 orders = [PlaceOrder.market(current, -short, reduce_only=True, tag="basis-roll")] \
