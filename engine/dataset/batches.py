@@ -14,15 +14,18 @@ from pathlib import Path
 
 import attrs
 import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
 
-BATCH_ROWS = 500_000  # rows checked at once (the checks need about 0.5 KB a row while they run)
+BATCH_ROWS = 250_000  # rows checked at once: the checks' working memory is about 0.5 KB a row (125 MB a batch)
 SERIES = ("instrument", "timeframe")
 
 
 @attrs.frozen
 class Batch:
     """Rows checked together. Without `first`: every series in `frame` complete. With `first`: the
-    rows `first` .. `first + count - 1` of one series in `frame` (numbered by its `_at` column)."""
+    rows `first` .. `first + count - 1` of one series (numbered by the `_at` column of `frame`,
+    which holds them and the row before and after them)."""
 
     frame: pl.LazyFrame
     first: int | None = None
@@ -34,8 +37,7 @@ class Batch:
         computed as columns, the context rows read for them left out."""
         if self.first is None:
             return self.frame.with_columns(**neighbours)
-        start = max(self.first - 1, 0)
-        return (self.frame.slice(start, self.first + self.count + 1 - start).with_columns(**neighbours)
+        return (self.frame.with_columns(**neighbours)
                 .filter(pl.col("_at").is_between(self.first, self.first + self.count - 1)).drop("_at"))
 
 
@@ -56,11 +58,43 @@ def scan_files(files: list[Path], root: Path, columns: list[str]) -> pl.LazyFram
 
 
 def series_index(files: list[Path]) -> pl.DataFrame:
-    """Rows per (file number, instrument, timeframe): one light scan of the key columns."""
-    frames = [pl.scan_parquet(str(f)).select(instrument=pl.col("exchange") + ":" + pl.col("symbol"),
-                                             timeframe=pl.col("timeframe"), file_number=pl.lit(n, pl.UInt32))
-              for n, f in enumerate(files)]
-    return pl.concat(frames).group_by("file_number", *SERIES).agg(rows=pl.len()).collect()
+    """Rows per (file number, instrument, timeframe). A file whose Parquet statistics say that every
+    row group holds one exchange, symbol and timeframe (no nulls) is counted from its footer;
+    any other file by a streaming scan of its key columns."""
+    known, scans = [], []
+    for number, path in enumerate(files):
+        single = _single_series(path)
+        if single is not None:
+            known.append((number, *single))
+            continue
+        scans.append(pl.scan_parquet(str(path))
+                     .select(instrument=pl.col("exchange") + ":" + pl.col("symbol"), timeframe=pl.col("timeframe"))
+                     .group_by(*SERIES).agg(rows=pl.len()).with_columns(file_number=pl.lit(number, pl.UInt32)))
+    schema = {"file_number": pl.UInt32, "instrument": pl.String, "timeframe": pl.String, "rows": pl.UInt32}
+    frames = [pl.DataFrame(known, schema=schema, orient="row")]
+    frames += [frame.select(*schema).cast(schema) for frame in pl.collect_all(scans, engine="streaming")] if scans else []
+    return pl.concat(frames, how="vertical")
+
+
+def _single_series(path: Path) -> tuple[str, str, int] | None:
+    """(instrument, timeframe, rows) when the file's footer shows one series and no nulls in its
+    keys, else None (also for a footer that cannot be read: the scan then reports it)."""
+    try:
+        metadata = pq.ParquetFile(path).metadata
+        names = [metadata.schema.column(j).path for j in range(metadata.num_columns)]
+        positions = [names.index(name) for name in ("exchange", "symbol", "timeframe")]
+        values = set()
+        for group in range(metadata.num_row_groups):
+            statistics = [metadata.row_group(group).column(j).statistics for j in positions]
+            if any(s is None or not s.has_min_max or s.null_count != 0 or s.min != s.max for s in statistics):
+                return None
+            values.add(tuple(s.min for s in statistics))
+    except (OSError, ValueError, pa.ArrowException):
+        return None
+    if len(values) != 1:
+        return None
+    exchange, symbol, timeframe = values.pop()
+    return f"{exchange}:{symbol}", timeframe, metadata.num_rows
 
 
 def _series_filter(instrument, timeframe) -> pl.Expr:
@@ -114,12 +148,39 @@ def plan_batches(files: list[Path], root: Path, columns: list[str], index: pl.Da
             pending += numbers
             pending_rows += size
             continue
-        frame = scan_files([files[n] for n in numbers], root, columns)
         keys = group_series[group_root]
-        for key in sorted(keys, key=lambda k: tuple((part is None, part or "") for part in k)):
-            rows = (frame if len(keys) == 1 else frame.filter(_series_filter(*key))).with_row_index("_at")
-            batches += [Batch(rows, first, min(limit, series_rows[key] - first), series=(key,))
+        if len(keys) == 1:  # one series in whole files: each slice read straight from its files
+            key = keys[0]
+            batches += [Batch(_slice([(files[n], rows_in_file[n]) for n in numbers], root, columns, first,
+                                     min(limit, series_rows[key] - first)), first,
+                              min(limit, series_rows[key] - first), series=(key,))
                         for first in range(0, series_rows[key], limit)]
+            continue
+        frame = scan_files([files[n] for n in numbers], root, columns)
+        for key in sorted(keys, key=lambda k: tuple((part is None, part or "") for part in k)):
+            rows = frame.filter(_series_filter(*key)).with_row_index("_at")
+            for first in range(0, series_rows[key], limit):
+                count = min(limit, series_rows[key] - first)
+                start = max(first - 1, 0)
+                batches.append(Batch(rows.slice(start, first + count + 1 - start), first, count, series=(key,)))
     if pending:
         batches.append(whole(pending))
     return batches
+
+
+def _slice(files: list[tuple[Path, int]], root: Path, columns: list[str], first: int, count: int) -> pl.LazyFrame:
+    """Rows `first - 1` .. `first + count` of the files (path, rows) read one after the other, as
+    `scan_files` gives them, numbered by `_at`; each file's part is sliced in its own scan (read
+    from the Parquet row groups it needs, not the whole file)."""
+    start, stop = max(first - 1, 0), first + count + 1
+    parts, offset = [], 0
+    for path, rows in files:
+        low, high = max(start - offset, 0), min(stop - offset, rows)
+        if low < high:
+            parts.append(pl.scan_parquet(str(path)).select(columns).slice(low, high - low)
+                         .with_row_index("row", offset=low)  # after the slice: it is then read, not the whole file
+                         .with_columns(file=pl.lit(relative(path, root)),
+                                       instrument=pl.col("exchange") + ":" + pl.col("symbol"),
+                                       _at=pl.col("row").cast(pl.Int64) + offset))
+        offset += rows
+    return pl.concat(parts, how="vertical")
