@@ -91,6 +91,13 @@ def free_collateral(account: Account, catalog, marks: np.ndarray, prices: np.nda
     other pools or building the PoolMetrics: what order checks read, several times per bar."""
     mode = venue_mode(catalog, account.exchange)
     pool = mode.pool_of(asset)
+    value_pool = None if orders else getattr(mode.module, "pool_value", None)
+    if value_pool is not None:  # a fill's check: an account state nothing else values, its pool from its rows
+        value = value_pool(account, catalog, marks, pool)
+        if value is None:
+            return 0.0
+        _, pnl, collateral, _, initial = value
+        return (collateral + pnl) - initial
     for unit in account_units(catalog, account, marks, now_ns):
         if not unit.isolated and unit.asset == pool:
             _, _, margin_balance, initial, _ = _cross_pool(mode, account, catalog, marks, prices, unit, orders)

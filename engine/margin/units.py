@@ -180,10 +180,19 @@ def build_unit(account, catalog, *, asset: str, name: str, isolated: bool, posit
                collateral=(), scales=None) -> RiskUnit:
     """A unit of `positions` (ledger Positions) plus collateral legs ((column, haircut coin
     amount) pairs) on the constant `base`. `scales`: per position, the settle asset's price in
-    the unit's currency (None: 1). An isolated position of a rule set with maintenance basis
-    "entry" gets its constant maintenance margin on its entry value, and so does a cross inverse
-    position in a single-asset pool (Bybit classic's inverse formula; linear cross stays at the mark:
-    Bybit documents no entry basis there).
+    the unit's currency (None: 1). Rows: `position_rows`."""
+    rows = position_rows(account, catalog, positions, isolated, scales)
+    for column, amount in collateral:
+        rows.append((column, amount, 0.0, 0.0, None, math.inf, None, 1.0))
+    return RiskUnit(account.exchange, asset, name, isolated, tuple([p.instrument for p in positions]), tuple(rows),
+                    float(base), account.warning_levels.get(name, 0), len(positions))
+
+
+def position_rows(account, catalog, positions, isolated: bool, scales=None) -> list:
+    """The kernel rows of `positions` in a unit (isolated or a pool; `scales` as `build_unit`). An
+    isolated position of a rule set with maintenance basis "entry" gets its constant maintenance margin
+    on its entry value, and so does a cross inverse position in a single-asset pool (Bybit classic's
+    inverse formula; linear cross stays at the mark: Bybit documents no entry basis there).
 
     A position's row is kept while the position (an immutable value) and its leverage, scale and
     kind of unit are unchanged, so a pool rebuilt after one fill shares the other positions' rows
@@ -217,10 +226,7 @@ def build_unit(account, catalog, *, asset: str, name: str, isolated: bool, posit
             memo.clear()
         memo[id(position)] = (position, catalog, leverage, scale, isolated, scales is None, row)
         rows.append(row)
-    for column, amount in collateral:
-        rows.append((column, amount, 0.0, 0.0, None, math.inf, None, 1.0))
-    return RiskUnit(exchange, asset, name, isolated, tuple([p.instrument for p in positions]), tuple(rows),
-                    float(base), account.warning_levels.get(name, 0), len(positions))
+    return rows
 
 
 def isolated_units(account, catalog, positions=None) -> list[RiskUnit]:
