@@ -115,7 +115,7 @@ def _place(ledger: Ledger, context, c: cmd.PlaceOrder, ts: int) -> list:
 
     if not math.isfinite(c.quantity) or c.quantity == 0:
         return reject(f"quantity {c.quantity} must be a non-zero finite number")
-    if instrument.expiry_ns is not None and ts >= instrument.expiry_ns:
+    if instrument.expiry is not None and ts >= instrument.expiry_ns:
         return reject(f"{c.instrument} expired at {instrument.expiry}: a dated future takes no orders after its "
                       "expiry (open positions were settled then); trade the next contract")
     if instrument.lot_size > 0:
@@ -130,9 +130,12 @@ def _place(ledger: Ledger, context, c: cmd.PlaceOrder, ts: int) -> list:
     reference = c.limit_price if c.order_type == "limit" else price
     held_position = account.positions.get(c.instrument)
     held = held_position.quantity if held_position is not None else 0.0
-    pending = sum(o.quantity for o in account.orders.values() if o.instrument == c.instrument)
-    closes_all = abs(held + pending + c.quantity) < 1e-12
-    if c.reduce_only and exposure_increase(held + pending, c.quantity) > 0:
+    pending = sum(o.quantity for o in account.orders.values() if o.instrument == c.instrument) \
+        if account.orders else 0
+    after = held + pending + c.quantity  # the position if every order on it filled
+    closes_all = abs(after) < 1e-12
+    increase = max(abs(after) - abs(held + pending), 0.0)  # exposure_increase(held + pending, quantity)
+    if c.reduce_only and increase > 0:
         return reject(f"reduce-only order {c.quantity} would increase the position {held + pending}")
     inverse, size = instrument.is_inverse, instrument.contract_size
     order_value = abs(c.quantity) * (size if inverse else reference)  # quote units (USD for inverse)
@@ -173,9 +176,8 @@ def _place(ledger: Ledger, context, c: cmd.PlaceOrder, ts: int) -> list:
     leverage = leverage_for(account, catalog, c.instrument)
     if c.leverage is not None:
         leverage = float(c.leverage)
-    new_notional = margin.contract_notional(held + pending + c.quantity, reference, inverse, size)
-    cap = margin.max_leverage(new_notional, tradable.brackets.for_quantity(held + pending + c.quantity,
-                                                                           size if inverse else 0.0))
+    new_notional = margin.contract_notional(after, reference, inverse, size)
+    cap = margin.max_leverage(new_notional, tradable.brackets.for_quantity(after, size if inverse else 0.0))
     if leverage > cap:
         if c.leverage is not None:
             return reject(f"leverage {leverage:g} exceeds the maximum {cap:g} for a notional of {new_notional:.2f}")
@@ -184,7 +186,6 @@ def _place(ledger: Ledger, context, c: cmd.PlaceOrder, ts: int) -> list:
         return reject(f"leverage {leverage} must be > 0")
     if c.leverage is not None and c.leverage != account.leverage.get(c.instrument):
         out.append(ev.LeverageChanged(ts, exchange, c.instrument, leverage))
-    increase = exposure_increase(held + pending, c.quantity)
     whole = whole_account_check(account, context, instrument, c.quantity, reference,
                                 notional * tradable.taker_fee, ts, pending=pending,
                                 reduce_only=c.reduce_only) if venue.margined_as_a_whole else None

@@ -106,7 +106,12 @@ def _valued(unit, marks) -> tuple[list, float, float, float, float]:
     unit is kept (units are immutable and shared while the account's positions do not change,
     so the orders of one wake-up value each pool once). A unit margined as a whole (portfolio
     margin) takes its maintenance and initial margin from its requirement."""
-    prices = marks[unit.columns].tolist() if unit.rows else []
+    rows = unit.rows
+    if rows:
+        values = marks.tolist()
+        prices = [values[row[0]] for row in rows]
+    else:
+        prices = []
     hit = _VALUED.get(id(unit))
     if hit is not None and hit[0] is unit and hit[1] == prices:
         return hit[2]

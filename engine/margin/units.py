@@ -57,22 +57,7 @@ class RiskUnit:
         return legs
 
     def _build_legs(self) -> Legs:
-        rows = self.rows
-        tables, where, table_index = [], {}, []
-        for row in rows:
-            table = row[4]
-            if table is None:
-                table_index.append(COLLATERAL)
-                continue
-            if id(table) not in where:
-                where[id(table)] = len(tables)
-                tables.append(table)
-            table_index.append(where[id(table)])
-        return Legs.build([r[1] for r in rows], [r[2] for r in rows], tables, size=[r[3] for r in rows],
-                          table=table_index, leverage=[r[5] for r in rows],
-                          fixed_maintenance=[math.nan if r[6] is None else r[6] for r in rows],
-                          scale=[r[7] for r in rows], base=(self.base,),
-                          requirement=self.requirement)
+        return stack((self,))
 
     @property
     def columns(self) -> np.ndarray:
@@ -258,8 +243,9 @@ def stack(units, reserved=None) -> Legs:
     initial margin to add (default none)."""
     rows = [row for unit in units for row in unit.rows]
     counts = [len(unit.rows) for unit in units]
-    if not rows:
-        return Legs.build([], [], (), base=np.zeros(len(units)), reserved=reserved)
+    if not rows:  # units of cash only: each keeps its constant (a wallet balance, an isolated margin)
+        legs = Legs.build([], [], (), base=[u.base for u in units] if units else np.zeros(0), reserved=reserved)
+        return attrs.evolve(legs, requirements=_requirements(units, counts))
     _, quantity, entry, size, table_of, leverage, fixed, scale = zip(*rows)
     tables = [t for t in dict.fromkeys(table_of) if t is not None]  # tables hash by identity
     where = {t: i for i, t in enumerate(tables)}
