@@ -55,12 +55,15 @@ def spot_buy_shortfall(account, context, instrument, notional: float, fee: float
 
 
 def whole_account_check(account, context, instrument, quantity: float, price: float, fee: float, ts: int,
-                        filling: int | None = None, prices=None, pending: float | None = None):
+                        filling: int | None = None, prices=None, pending: float | None = None,
+                        reduce_only: bool = False):
     """For a margin mode that margins the account as a whole (portfolio: `order_check`), why an order
     of `quantity` at `price` is refused ("" when it is not); None for the other modes, whose checks
     are per position. Spot trades move the quote and base balances; derivatives the position (with
     the other open orders on it; `filling`: the id of the order being filled, not counted twice;
-    `pending`: their sum when the caller has it).
+    `pending`: their sum when the caller has it). A `reduce_only` order never takes the position
+    past flat (its fill is clipped there): its target stops at 0, and `fee` (the whole order's) is
+    cut to the clipped part.
     `prices` = (marks, lasts) rows to value at; default the current bar's closes (decision time)."""
     mode = venue_mode(context.catalog, account.exchange)
     if not mode.margined_as_a_whole:
@@ -73,7 +76,12 @@ def whole_account_check(account, context, instrument, quantity: float, price: fl
         if pending is None:
             pending = sum(o.quantity for o in account.orders.values()
                           if o.instrument == instrument.key and o.order_id != filling)
-        changes = {instrument.key: (held.quantity if held is not None else 0.0) + pending + quantity}
+        start = (held.quantity if held is not None else 0.0) + pending
+        target = start + quantity
+        if reduce_only and start * target < 0:
+            fee *= abs(start) / abs(quantity)
+            target = 0.0
+        changes = {instrument.key: target}
         balances = None
     else:
         changes = {}
@@ -179,7 +187,8 @@ def _place(ledger: Ledger, context, c: cmd.PlaceOrder, ts: int) -> list:
     if c.leverage is not None and c.leverage != account.leverage.get(c.instrument):
         out.append(ev.LeverageChanged(ts, exchange, c.instrument, leverage))
     whole = whole_account_check(account, context, instrument, c.quantity, reference,
-                                notional * tradable.taker_fee, ts, pending=pending) if venue.margined_as_a_whole else None
+                                notional * tradable.taker_fee, ts, pending=pending,
+                                reduce_only=c.reduce_only) if venue.margined_as_a_whole else None
     if whole:
         return reject(whole)
     if increase > 0 and whole is None:
