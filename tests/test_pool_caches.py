@@ -1,6 +1,7 @@
-"""The pool-metric caches (a unit's valuation kept for its leg prices, open-order margin extended by
-the appended order and kept per order) change no number: whole runs give the same event log as
-plain recomputation, rejections and liquidations included."""
+"""The pool-metric caches (a unit's valuation kept for its leg prices, each position's row and each
+row's valuation kept per price, open-order margin extended by the appended order and kept per order)
+change no number: whole runs give the same event log as plain recomputation, rejections and
+liquidations included."""
 
 from __future__ import annotations
 
@@ -9,12 +10,19 @@ from pathlib import Path
 import pytest
 
 from xmargin.config import load_config
-from xmargin.margin import accounting, units
+from xmargin.margin import accounting, kernel, units
 from xmargin.margin.kernel import unit_one
 from xmargin.margin.modes import cross
 from xmargin.sim.loop import run_backtest
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+class _Forgetful(dict):
+    """A memo that keeps nothing: every row is built and every leg valued afresh."""
+
+    def __setitem__(self, key, value):
+        pass
 
 
 def _plain_valued(unit, marks):
@@ -35,6 +43,8 @@ def test_cached_pool_metrics_give_the_same_run(example, monkeypatch):
     cached = run_backtest(config).events
     monkeypatch.setattr(accounting, "_valued", _plain_valued)
     monkeypatch.setattr(cross, "order_margin", _plain_order_margin)
+    monkeypatch.setattr(kernel, "_LEG_MEMO", _Forgetful())
+    monkeypatch.setattr(units, "_ROW_MEMO", _Forgetful())
     plain = run_backtest(config).events
     assert any(type(e).__name__ == "OrderAccepted" for e in cached)
     assert cached == plain
@@ -43,8 +53,9 @@ def test_cached_pool_metrics_give_the_same_run(example, monkeypatch):
 @pytest.mark.parametrize("example", ["pairs_hedge", "core_hedge_isolated"])
 def test_free_collateral_is_the_pool_figure(example, monkeypatch):
     """The order checks' `free_collateral` is `pool_for(...).free_collateral` (0 without a pool);
-    without the open orders (the fill check) it is the margin balance less the positions' initial
-    margin, i.e. the pool figure with the orders' margin given back."""
+    without the open orders (the fill check, valued straight from the pool's rows) it is the margin
+    balance less the positions' initial margin, i.e. the pool figure with the orders' margin given
+    back, and exactly the units' pool figure without orders."""
     from xmargin.ledger import decide
     from xmargin.sim import execution
 
@@ -59,6 +70,9 @@ def test_free_collateral_is_the_pool_figure(example, monkeypatch):
             assert free == pool.free_collateral
         else:
             assert free == pytest.approx(pool.free_collateral + pool.open_order_margin, rel=1e-12, abs=1e-9)
+            # the fill's direct path (the pool valued from its rows, no units built) is the units' figure
+            without_orders = accounting.pool_metrics(account, catalog, marks, prices, now_ns, orders=False)
+            assert free == without_orders[pool.asset].free_collateral
         seen.append((orders, pool is not None and pool.open_order_margin > 0))
         return free
 

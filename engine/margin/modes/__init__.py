@@ -10,6 +10,8 @@ A mode is a module that turns an account into risk units for the valuation kerne
     wallet_value(account, catalog, prices, pool) -> the pool's wallet before haircuts
     counted_collateral(rules, asset, balance, price) -> what a balance adds as collateral
     DEFAULT_POSITION_MODE, POSITION_MODES  ("cross" / "isolated" positions it allows)
+    optional: pool_value(account, catalog, marks, pool) -> `kernel.unit_one` of one pool from its rows
+              (None: no such pool), so a fill's check needs no units of the state it values
 
 Adding a mode: its module here, an entry in `_MODES` below, and the mode's name in the rule files'
 `margin_modes` of the exchanges that offer it (docs/architecture.md).
@@ -117,15 +119,16 @@ def account_units(catalog, account, prices=None, now_ns=None) -> list:
     mode = MODES[catalog.venues[account.exchange].margin_mode]
     if mode.revalue_each_stretch:  # (`now_ns`: the valuation time, for modes that use it)
         return mode.risk_units(account, catalog, prices, now_ns)
-    parts = (account.positions, account.balances, account.leverage, account.warning_levels)
-    key = (id(catalog), account.exchange, *map(id, parts))
+    positions, balances, leverage, levels = account.positions, account.balances, account.leverage, account.warning_levels
+    key = (id(catalog), account.exchange, id(positions), id(balances), id(leverage), id(levels))
     hit = _UNITS.get(key)
-    if hit is not None and hit[0] is catalog and all(a is b for a, b in zip(hit[1], parts)):
-        return hit[2]
+    if hit is not None and hit[0] is catalog and hit[1] is positions and hit[2] is balances and hit[3] is leverage \
+            and hit[4] is levels:
+        return hit[5]
     if len(_UNITS) >= 8:
         _UNITS.clear()
     units = mode.module.risk_units(account, catalog, prices)
-    _UNITS[key] = (catalog, parts, units)
+    _UNITS[key] = (catalog, positions, balances, leverage, levels, units)
     return units
 
 

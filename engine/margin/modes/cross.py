@@ -8,6 +8,7 @@ mode) stand on their own margin.
 from __future__ import annotations
 
 from xmargin.margin.collateral import STABLECOINS
+from xmargin.margin import incremental
 from xmargin.margin.units import (CROSS, ISOLATED, RiskUnit, build_unit, cross_unit_name, isolated_units, order_margin,
                                   warned_pools)
 
@@ -17,24 +18,42 @@ def pool_of(asset: str) -> str:
     return asset
 
 
-def risk_units(account, catalog, prices=None) -> list[RiskUnit]:
-    """A pool per asset the account holds, settles positions in, or carries a warning for (by
-    asset; its cross positions by instrument), then the isolated positions. `prices` are unused
-    (a single-asset pool does not move with collateral prices)."""
+def _pools(account) -> tuple[dict[str, list], list]:
+    """({pool asset: its cross positions by instrument} for every asset the account holds, settles
+    positions in, or carries a warning for; the isolated positions by instrument)."""
     pools: dict[str, list] = {asset: [] for asset in account.balances}
     if account.warning_levels:
         for asset in warned_pools(account):
             pools.setdefault(asset, [])
     isolated = []
-    for _, position in sorted(account.positions.items()):
+    positions = account.positions
+    for key in sorted(positions):
+        position = positions[key]
         members = pools.setdefault(position.asset, [])
         if position.margin_mode == CROSS:
             members.append(position)
         else:
             isolated.append(position)
+    return pools, isolated
+
+
+def risk_units(account, catalog, prices=None) -> list[RiskUnit]:
+    """A pool per asset the account holds, settles positions in, or carries a warning for (by
+    asset; its cross positions by instrument), then the isolated positions. `prices` are unused
+    (a single-asset pool does not move with collateral prices)."""
+    pools, isolated = _pools(account)
     units = [build_unit(account, catalog, asset=asset, name=cross_unit_name(asset), isolated=False,
                         positions=pools[asset], base=account.balance(asset)) for asset in sorted(pools)]
-    return units + isolated_units(account, catalog, isolated)
+    return units + isolated_units(account, catalog, isolated) if isolated else units
+
+
+def pool_value(account, catalog, marks, pool: str):
+    """`unit_one` of the pool's unit (None when the account has no such pool) without building the
+    account's units, carried over from the pool's last state valued (`xmargin.margin.incremental`):
+    what a fill checks on an account state nothing else values, one fill after another."""
+    if pool not in account.balances and pool not in _pools(account)[0]:
+        return None
+    return incremental.pool_value(account, catalog, marks, pool)
 
 
 def pool_order_margin(account, catalog, prices, pool: str) -> float:
