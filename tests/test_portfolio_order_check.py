@@ -262,3 +262,53 @@ def test_an_inverse_contracts_fee_is_taken_from_equity_in_usd():
     assert [type(e) for e in filled] == [ev.OrderFilled, ev.FeeCharged]
     assert filled[1].asset == "BTC" and filled[1].amount * 60_000.0 == pytest.approx(fee_usd)
     assert apply(richer, filled[0]).accounts["binance"].positions[INVERSE].quantity == -100.0
+
+
+def test_adding_to_an_inverse_long_averages_its_entry_harmonically():
+    """Long 100 contracts of 100 USD bought at 50,000, the price now 60,000 (+2,000 USD); add 300
+    at 60,000: the ledger's entry is 400 / (100 / 50,000 + 300 / 60,000) = 57,142.86 (harmonic),
+    the PnL still 2,000; IM 40,000 / 10 = 4,000. With the USDT set 100 USD below / above what the
+    order needs, it is refused / accepted; the weighted arithmetic mean (57,500: PnL 1,739) would
+    refuse both and the old entry for all 400 (PnL 8,000) accept both."""
+    book, data = catalog(), feed()
+    fee_usd = 300 * 100.0 * book.tradable(INVERSE).taker_fee
+    bought = ev.OrderFilled(T0, "binance", INVERSE, 1, 100.0, 50_000.0, "taker", 0.0, 0.0, "BTC", "perp", "", True)
+    held = replay(empty_ledger(book), [bought]).accounts["binance"]
+    positions = grown(held, INVERSE, 300.0, 60_000.0, inverse=True)
+    assert positions[INVERSE].entry_price == pytest.approx(400 / (100 / 50_000 + 300 / 60_000), rel=1e-12)
+    marks = data.mark_close[1]
+    at_zero, initial = figures(held, book, marks, positions, {"USDT": 0.0})
+    per_usdt = figures(held, book, marks, positions, {"USDT": 1.0})[0] - at_zero
+    arithmetic = {INVERSE: Position(INVERSE, 400.0, 57_500.0, "cross", 0.0, "BTC")}
+    old_entry = {INVERSE: Position(INVERSE, 400.0, 50_000.0, "cross", 0.0, "BTC")}
+    assert initial == pytest.approx(4_000.0) and at_zero == pytest.approx(2_000.0)
+    for gap, refused in ((-100.0, True), (100.0, False)):
+        usdt = (initial + fee_usd + gap - at_zero) / per_usdt
+        assert figures(held, book, marks, positions, {"USDT": usdt})[0] - fee_usd == pytest.approx(initial + gap)
+        assert (figures(held, book, marks, old_entry, {"USDT": usdt})[0] - fee_usd > initial
+                > figures(held, book, marks, arithmetic, {"USDT": usdt})[0] - fee_usd)
+        ledger = replay(empty_ledger(book), [ev.CollateralDeposited(T0, "binance", "USDT", usdt), bought])
+        (decided,) = decide(ledger, context(book, data, 1), PlaceOrder.market(INVERSE, 300.0), int(data.ts[1]))
+        assert isinstance(decided, ev.OrderRejected if refused else ev.OrderAccepted)
+
+
+def test_a_resting_reduce_only_order_is_not_credited_as_a_cut():
+    """Long 1 BTC at 60,000, a resting reduce-only sell of 1 (a take-profit), 10,000 USDT. A buy of
+    0.8 leaves long 1.8 (IM 10,800 > equity 9,999) unless the take-profit fills: refused, in
+    portfolio mode as in cross mode (which reserves nothing for reduce-only orders either).
+    Counting the take-profit as filled would value the account at long 0.8 (4,800) and accept."""
+    decisions = {}
+    for mode in ("portfolio", "cross"):
+        book, data = catalog(mode), feed()
+        ledger = ledger_with(book, {"USDT": 10_000.0}, fills=[(BTC, 1.0, 60_000.0)])
+        ledger = apply(ledger, ev.OrderAccepted(T0, "binance", BTC, 100, -1.0, "limit", 70_000.0, True, "cross",
+                                                10.0, ""))
+        (decisions[mode],) = decide(ledger, context(book, data, 1), PlaceOrder.market(BTC, 0.8), int(data.ts[1]))
+    assert all(isinstance(d, ev.OrderRejected) for d in decisions.values())
+    book = catalog()
+    account = ledger_with(book, {"USDT": 10_000.0}, fills=[(BTC, 1.0, 60_000.0)]).accounts["binance"]
+    equity, initial = figures(account, book, feed().mark_close[1], grown(account, BTC, 0.8, 60_000.0))
+    _, credited = figures(account, book, feed().mark_close[1], {BTC: Position(BTC, 0.8, 60_000.0, "cross", 0.0,
+                                                                              "USDT")})
+    assert credited < equity < initial == pytest.approx(10_800.0)
+    assert f"initial margin would be {initial:.2f} USD" in decisions["portfolio"].reason
