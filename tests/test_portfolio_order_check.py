@@ -1,9 +1,11 @@
 """Portfolio margin's whole-account order check (`xmargin.ledger.decide.whole_account_check` ->
 `xmargin.margin.modes.portfolio.order_check`) values the account as the order would really leave it.
 
-Binance Portfolio Margin (binance-pm-pro-2022-04-18, bracket method; docs/portfolio-margin.md):
-equity = the balances after their collateral ratio + the positions' unrealised PnL, initial margin =
-notional / leverage. Every expected figure here comes from the engine's own valuation of the
+Binance Portfolio Margin (binance-pm-pro-2022-04-18, bracket method; docs/portfolio-margin.md; source
+binance.com/en-IN/support/faq/binance-portfolio-margin-pro-maintenance-margin-ratio-calculation-
+5e33af8e6ac04d57a1d0a3398e0a0752, as in engine/venues/rules/data/binance-usdm.json): equity = the
+balances after their collateral ratio + the positions' unrealised PnL (USD), initial margin =
+notional / leverage; uniMMR bands as in the rule file. Every expected figure here comes from the engine's own valuation of the
 account state the order produces (`portfolio.risk_units` + the kernel), that state being built
 with the ledger's own fill rule (`xmargin.ledger.apply.next_position`, realised PnL into the
 balance); the tests check the decision follows those figures.
