@@ -139,6 +139,7 @@ def plan_batches(files: list[Path], root: Path, columns: list[str], index: pl.Da
     def whole(numbers: list[int]) -> Batch:
         held = tuple(key for number in sorted(numbers) for key in group_series.get(number, ()))
         return Batch(scan_files([files[n] for n in sorted(numbers)], root, columns), series=held)
+
     for group_root, numbers in sorted(groups.items(), key=lambda item: item[1][0]):
         size = sum(rows_in_file[n] for n in numbers)
         if size <= limit:
@@ -149,30 +150,27 @@ def plan_batches(files: list[Path], root: Path, columns: list[str], index: pl.Da
             pending_rows += size
             continue
         keys = group_series[group_root]
-        if len(keys) == 1:  # one series in whole files: each slice read straight from its files
-            key = keys[0]
-            batches += [Batch(_slice([(files[n], rows_in_file[n]) for n in numbers], root, columns, first,
-                                     min(limit, series_rows[key] - first)), first,
-                              min(limit, series_rows[key] - first), series=(key,))
-                        for first in range(0, series_rows[key], limit)]
-            continue
-        frame = scan_files([files[n] for n in numbers], root, columns)
+        frame = scan_files([files[n] for n in numbers], root, columns) if len(keys) > 1 else None
         for key in sorted(keys, key=lambda k: tuple((part is None, part or "") for part in k)):
-            rows = frame.filter(_series_filter(*key)).with_row_index("_at")
+            rows = frame.filter(_series_filter(*key)).with_row_index("_at") if frame is not None else None
             for first in range(0, series_rows[key], limit):
                 count = min(limit, series_rows[key] - first)
                 start = max(first - 1, 0)
-                batches.append(Batch(rows.slice(start, first + count + 1 - start), first, count, series=(key,)))
+                if rows is None:  # one series in whole files: the slice read straight from its files
+                    part = _slice([(files[n], rows_in_file[n]) for n in numbers], root, columns, start,
+                                  first + count + 1)
+                else:  # a series sharing its files with others: filtered, then sliced
+                    part = rows.slice(start, first + count + 1 - start)
+                batches.append(Batch(part, first, count, series=(key,)))
     if pending:
         batches.append(whole(pending))
     return batches
 
 
-def _slice(files: list[tuple[Path, int]], root: Path, columns: list[str], first: int, count: int) -> pl.LazyFrame:
-    """Rows `first - 1` .. `first + count` of the files (path, rows) read one after the other, as
+def _slice(files: list[tuple[Path, int]], root: Path, columns: list[str], start: int, stop: int) -> pl.LazyFrame:
+    """Rows `start` .. `stop - 1` of the files (path, rows) read one after the other, as
     `scan_files` gives them, numbered by `_at`; each file's part is sliced in its own scan (read
     from the Parquet row groups it needs, not the whole file)."""
-    start, stop = max(first - 1, 0), first + count + 1
     parts, offset = [], 0
     for path, rows in files:
         low, high = max(start - offset, 0), min(stop - offset, rows)
