@@ -21,6 +21,7 @@ from xmargin.margin.kernel import leg_figures
 from xmargin.margin.units import CROSS, position_rows
 
 _add = operator.add
+_legs, _pnl, _maintenance, _initial = (operator.itemgetter(k) for k in (1, 2, 3, 4))  # of `leg_figures`
 
 
 class _Pool:
@@ -34,10 +35,10 @@ class _Pool:
         self.keys, self.values, self.slot = keys, values, slot  # slot: account order index -> member index
         self.rows, self.getter, self.prices, self.figures = rows, getter, prices, figures
         self.result_parts = (
-            [f[1] for f in figures],
-            reduce(_add, [f[2] for f in figures], 0.0),
-            reduce(_add, [f[3] for f in figures], 0.0),
-            reduce(_add, [f[4] for f in figures], 0.0),
+            list(map(_legs, figures)),
+            reduce(_add, map(_pnl, figures), 0.0),
+            reduce(_add, map(_maintenance, figures), 0.0),
+            reduce(_add, map(_initial, figures), 0.0),
         )
 
 
