@@ -166,3 +166,20 @@ def test_plain_pytest_collects_everything_from_the_repo_root():
                           text=True)
     assert done.returncode == 0, done.stdout[-2000:]
     assert "error" not in done.stdout.lower().splitlines()[-1]
+
+
+def test_run_command_path_imports_no_other_command_modules():
+    """`xmargin run` loads what a run needs: `import xmargin` is lazy (PEP 562), so the report, sweep,
+    capital, compare and stress modules (and plotly / dask) stay unloaded, while every public name
+    still resolves on first use."""
+    code = ("import sys, xmargin.cli.main, xmargin.sim.runner, xmargin.analysis.summary, xmargin.dataset.checked; "
+            "print(' '.join(sorted(m for m in sys.modules if m.split('.')[0] in ('plotly', 'dask') or m in "
+            "('xmargin.output.report', 'xmargin.analysis.sweep', 'xmargin.analysis.capital', "
+            "'xmargin.analysis.compare', 'xmargin.analysis.stress', 'xmargin.output.charts'))))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == []
+    code = "import xmargin; print(xmargin.capital.__module__, xmargin.run.__name__, xmargin.Sweep.__name__)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["xmargin.analysis.capital", "execute", "Sweep"]
+    with pytest.raises(AttributeError, match="no attribute 'not_public'"):
+        xmargin.not_public  # noqa: B018
