@@ -1,6 +1,7 @@
-"""The pool-metric caches (a unit's valuation kept for its leg prices, open-order margin extended by
-the appended order and kept per order) change no number: whole runs give the same event log as
-plain recomputation, rejections and liquidations included."""
+"""The pool-metric caches (a unit's valuation kept for its leg prices, each position's row and each
+row's valuation kept per price, open-order margin extended by the appended order and kept per order)
+change no number: whole runs give the same event log as plain recomputation, rejections and
+liquidations included."""
 
 from __future__ import annotations
 
@@ -9,12 +10,19 @@ from pathlib import Path
 import pytest
 
 from xmargin.config import load_config
-from xmargin.margin import accounting, units
+from xmargin.margin import accounting, kernel, units
 from xmargin.margin.kernel import unit_one
 from xmargin.margin.modes import cross
 from xmargin.sim.loop import run_backtest
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+class _Forgetful(dict):
+    """A memo that keeps nothing: every row is built and every leg valued afresh."""
+
+    def __setitem__(self, key, value):
+        pass
 
 
 def _plain_valued(unit, marks):
@@ -35,6 +43,8 @@ def test_cached_pool_metrics_give_the_same_run(example, monkeypatch):
     cached = run_backtest(config).events
     monkeypatch.setattr(accounting, "_valued", _plain_valued)
     monkeypatch.setattr(cross, "order_margin", _plain_order_margin)
+    monkeypatch.setattr(kernel, "_LEG_MEMO", _Forgetful())
+    monkeypatch.setattr(units, "_ROW_MEMO", _Forgetful())
     plain = run_backtest(config).events
     assert any(type(e).__name__ == "OrderAccepted" for e in cached)
     assert cached == plain

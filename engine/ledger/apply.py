@@ -62,18 +62,25 @@ def _credit(account: Account, asset: str, amount: float) -> Account:
     return _account(account, balances=balances)
 
 
+def _positions_with(account: Account, instrument: str, position: Position | None) -> tuple[dict, dict | None]:
+    """(positions, warning levels or None when unchanged) with `instrument`'s position replaced or
+    removed; a closed position's margin-warning level goes with it."""
+    positions = dict(account.positions)
+    if position is not None:
+        positions[instrument] = position
+        return positions, None
+    positions.pop(instrument, None)
+    if instrument not in account.warning_levels:
+        return positions, None
+    levels = dict(account.warning_levels)
+    del levels[instrument]
+    return positions, levels
+
+
 def _set_position(account: Account, instrument: str, position: Position | None) -> Account:
     """Replace or remove a position; a closed position's margin-warning level goes with it."""
-    positions = dict(account.positions)
-    if position is None:
-        positions.pop(instrument, None)
-        if instrument in account.warning_levels:
-            levels = dict(account.warning_levels)
-            del levels[instrument]
-            return _account(account, positions=positions, warning_levels=levels)
-    else:
-        positions[instrument] = position
-    return _account(account, positions=positions)
+    positions, levels = _positions_with(account, instrument, position)
+    return _account(account, positions=positions, warning_levels=levels)
 
 
 def _drop_order(account: Account, order_id: int) -> Account:
@@ -119,8 +126,10 @@ def _accepted(ledger: Ledger, e: ev.OrderAccepted) -> Ledger:
     orders = dict(account.orders)
     orders[e.order_id] = Order(e.order_id, e.instrument, e.quantity, e.order_type, e.limit_price, e.reduce_only,
                                e.margin_mode, e.leverage, e.ts, e.tag)
-    ledger = _with_account(ledger, _account(account, orders=orders))
-    return _with_next_order(ledger, e.order_id)
+    accounts = dict(ledger.accounts)
+    accounts[e.exchange] = _account(account, orders=orders)
+    return Ledger(accounts, ledger.in_flight, max(ledger.next_order_id, e.order_id + 1), ledger.next_transfer_id,
+                  ledger.stopped)
 
 
 @applies(ev.OrderRejected)
@@ -136,17 +145,22 @@ def _cancelled(ledger: Ledger, e: ev.OrderCancelled) -> Ledger:
 
 @applies(ev.OrderFilled)
 def _filled(ledger: Ledger, e: ev.OrderFilled) -> Ledger:
-    account = _drop_order(ledger.accounts[e.exchange], e.order_id)
+    account = ledger.accounts[e.exchange]
+    orders = dict(account.orders)
+    orders.pop(e.order_id, None)
+    balances = dict(account.balances)
     if e.market == "spot":  # base and quote balances move
         base = e.instrument.split(":", 1)[1].split("/")[0]
-        account = _credit(_credit(account, base, e.quantity), e.asset, -e.quantity * e.price)
-        return _with_account(ledger, account)
+        balances[base] = balances.get(base, 0.0) + e.quantity
+        balances[e.asset] = balances.get(e.asset, 0.0) + -e.quantity * e.price
+        return _with_account(ledger, _account(account, balances=balances, orders=orders))
     order_mode = account.mode_for(e.instrument)
     position = next_position(account.positions.get(e.instrument), e.instrument, e.quantity, e.price, order_mode,
                              e.asset, e.margin_delta, e.inverse)
-    account = _set_position(account, e.instrument, position)
-    account = _credit(account, e.asset, e.realized_pnl - e.margin_delta)
-    return _with_account(ledger, account)
+    balances[e.asset] = balances.get(e.asset, 0.0) + (e.realized_pnl - e.margin_delta)
+    positions, levels = _positions_with(account, e.instrument, position)
+    return _with_account(ledger, _account(account, balances=balances, positions=positions, orders=orders,
+                                          warning_levels=levels))
 
 
 @applies(ev.FeeCharged)

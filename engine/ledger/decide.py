@@ -55,21 +55,24 @@ def spot_buy_shortfall(account, context, instrument, notional: float, fee: float
 
 
 def whole_account_check(account, context, instrument, quantity: float, price: float, fee: float, ts: int,
-                        filling: int | None = None, prices=None):
+                        filling: int | None = None, prices=None, pending: float | None = None):
     """For a margin mode that margins the account as a whole (portfolio: `order_check`), why an order
     of `quantity` at `price` is refused ("" when it is not); None for the other modes, whose checks
     are per position. Spot trades move the quote and base balances; derivatives the position (with
-    the other open orders on it; `filling`: the id of the order being filled, not counted twice).
+    the other open orders on it; `filling`: the id of the order being filled, not counted twice;
+    `pending`: their sum when the caller has it).
     `prices` = (marks, lasts) rows to value at; default the current bar's closes (decision time)."""
-    check = getattr(venue_mode(context.catalog, account.exchange).module, "order_check", None)
-    if check is None:
+    mode = venue_mode(context.catalog, account.exchange)
+    if not mode.margined_as_a_whole:
         return None
+    check = mode.module.order_check
     feed, row = context.feed, context.row
     marks, lasts = prices if prices is not None else (feed.mark_close[row], feed.close[row])
     if instrument.is_derivative:
         held = account.positions.get(instrument.key)
-        pending = sum(o.quantity for o in account.orders.values()
-                      if o.instrument == instrument.key and o.order_id != filling)
+        if pending is None:
+            pending = sum(o.quantity for o in account.orders.values()
+                          if o.instrument == instrument.key and o.order_id != filling)
         changes = {instrument.key: (held.quantity if held is not None else 0.0) + pending + quantity}
         balances = None
     else:
@@ -175,7 +178,7 @@ def _place(ledger: Ledger, context, c: cmd.PlaceOrder, ts: int) -> list:
         out.append(ev.LeverageChanged(ts, exchange, c.instrument, leverage))
     increase = exposure_increase(held + pending, c.quantity)
     whole = whole_account_check(account, context, instrument, c.quantity, reference,
-                                notional * tradable.taker_fee, ts)
+                                notional * tradable.taker_fee, ts, pending=pending)
     if whole:
         return reject(whole)
     if increase > 0 and whole is None:

@@ -86,7 +86,7 @@ def initial_margin(notional: float, leverage: float) -> float:
 
 def max_leverage(notional: float, table: BracketTable) -> float:
     """Largest leverage the bracket holding |notional| allows (a multiple, e.g. 125.0)."""
-    return float(table.max_leverages[table.index(notional)])
+    return float(table.brackets[table.index(notional)].max_leverage)
 
 
 def effective_leverage(requested: float, notional: float, table: BracketTable) -> float:

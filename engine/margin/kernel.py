@@ -285,34 +285,61 @@ def leg_maintenance_one(notional: float, table, fixed, scale: float) -> float:
     return n * table.rate_list[i] - table.amount_list[i]
 
 
+_LEG_MEMO: dict[int, tuple] = {}  # id(row) -> (row, price, its leg's figures): rows are immutable tuples
+_LEG_MEMO_SIZE = 16_384
+
+
+def _leg_figures(row, price: float) -> tuple:
+    """One leg at one price: (position leg?, (notional, PnL, maintenance), PnL x scale, maintenance,
+    initial margin x scale); `unit_one` adds them up."""
+    _, quantity, entry, size, table, leverage, fixed, scale = row
+    if size > 0:
+        price = max(price, 1e-300)
+        notional, leg_pnl = abs(quantity) * size / price, quantity * size * (1.0 / entry - 1.0 / price)
+    else:
+        notional, leg_pnl = abs(quantity) * price, quantity * (price - entry)
+    if table is None:
+        return False, None, leg_pnl * scale, 0.0, 0.0
+    if fixed is None:
+        n = notional * scale
+        i = bisect_right(table.floor_list, n) - 1
+        i = i if i > 0 else 0
+        leg_maintenance = n * table.rate_list[i] - table.amount_list[i]
+    else:
+        leg_maintenance = fixed
+    return True, (notional, leg_pnl, leg_maintenance), leg_pnl * scale, leg_maintenance, notional * scale / leverage
+
+
 def unit_one(rows, base: float, prices) -> tuple[list, float, float, float, float]:
     """One unit (`rows` on the constant `base`) at one price per leg, split as account tables need
     it: (per position leg (notional, PnL, maintenance), the positions' PnL, collateral = base +
     collateral legs' value, maintenance, initial margin). equity = PnL + collateral; `valuate_one`
-    in parts."""
+    in parts.
+
+    Each leg's figures are kept per (row, price): a pool rebuilt after one fill shares the rows of
+    its unchanged positions, so only the changed leg is valued again; the sums are redone in row
+    order (the same additions, so the same numbers as valuing every leg)."""
     out = []
     pnl = maintenance = initial = 0.0
     collateral = base
-    for (_, quantity, entry, size, table, leverage, fixed, scale), price in zip(rows, prices):
-        if size > 0:
-            price = max(price, 1e-300)
-            notional, leg_pnl = abs(quantity) * size / price, quantity * size * (1.0 / entry - 1.0 / price)
+    memo = _LEG_MEMO
+    for row, price in zip(rows, prices):
+        hit = memo.get(id(row))
+        if hit is not None and hit[0] is row and hit[1] == price:
+            position, figures, scaled_pnl, leg_maintenance, leg_initial = hit[2]
         else:
-            notional, leg_pnl = abs(quantity) * price, quantity * (price - entry)
-        if table is None:
-            collateral += leg_pnl * scale
+            leg = _leg_figures(row, price)
+            if len(memo) >= _LEG_MEMO_SIZE:
+                memo.clear()
+            memo[id(row)] = (row, price, leg)
+            position, figures, scaled_pnl, leg_maintenance, leg_initial = leg
+        if not position:
+            collateral += scaled_pnl
             continue
-        if fixed is None:
-            n = notional * scale
-            i = bisect_right(table.floor_list, n) - 1
-            i = i if i > 0 else 0
-            leg_maintenance = n * table.rate_list[i] - table.amount_list[i]
-        else:
-            leg_maintenance = fixed
-        pnl += leg_pnl * scale
+        pnl += scaled_pnl
         maintenance += leg_maintenance
-        initial += notional * scale / leverage
-        out.append((notional, leg_pnl, leg_maintenance))
+        initial += leg_initial
+        out.append(figures)
     return out, pnl, collateral, maintenance, initial
 
 

@@ -72,26 +72,31 @@ def unit_curves(unit: RiskUnit, prices: np.ndarray) -> tuple[np.ndarray, np.ndar
     return value.equity[:, 0], value.maintenance_margin[:, 0]
 
 
-def provably_quiet(unit: RiskUnit, feed, start: int, stop: int, thresholds: np.ndarray) -> bool:
+def provably_quiet(unit: RiskUnit, feed, start: int, stop: int, thresholds: np.ndarray, extremes=None) -> bool:
     """True when no path point in bars [start, stop) can breach or warn, by a cheap bound: every
     holding at its own worst mark of the whole stretch (longs and collateral at the lowest low,
     shorts at the highest high) against maintenance at every position's largest notional (linear:
     highest high; inverse: lowest low). The bound is looser than any intrabar path, so True is
     exact; False sends the unit to the full scan. Only used while the unit carries no warning (a
-    warned unit must also be able to clear). Valued with the kernel's scalar path."""
+    warned unit must also be able to clear). Valued with the kernel's scalar path. `extremes`:
+    `stretch_extremes(feed, start, stop)` when the caller has them (one pass serves every unit)."""
     if unit.level or unit.requirement is not None:  # a whole-unit model has no monotone bound
         return False
-    columns = unit.columns
-    highs = feed.mark_high[start:stop, columns].max(axis=0).tolist()
-    lows = feed.mark_low[start:stop, columns].min(axis=0).tolist()
+    highs, lows = extremes if extremes is not None else stretch_extremes(feed, start, stop)
     worst, largest = [], []
-    for row, low, high in zip(unit.rows, lows, highs):
+    for row in unit.rows:
+        low, high = lows[row[0]], highs[row[0]]
         worst.append(low if row[1] > 0 else high)
         largest.append(low if row[3] > 0 else high)  # an inverse (coin) notional is largest at the low
     equity = equity_one(unit.rows, unit.base, worst)
     maintenance = maintenance_one(unit.rows, largest)
     limit = float(thresholds[0]) if len(thresholds) else 1.0
     return equity > 0 and maintenance < limit * equity  # False for nan prices: the full scan decides
+
+
+def stretch_extremes(feed, start: int, stop: int) -> tuple[list, list]:
+    """(highest mark high, lowest mark low) of bars [start, stop) per feed column, as lists."""
+    return feed.mark_high[start:stop].max(axis=0).tolist(), feed.mark_low[start:stop].min(axis=0).tolist()
 
 
 def scan(units, feed, start: int, stop: int, first_point: int, mode: str, thresholds: np.ndarray) -> list[Breach]:
@@ -103,13 +108,17 @@ def scan(units, feed, start: int, stop: int, first_point: int, mode: str, thresh
         return []
     points = POINTS[mode]
     candidates = []
+    extremes = None
     for unit in units:
         if unit.positions == 0:  # no position at risk: a warning left over clears at once
             if unit.level:
                 candidates.append((start * points + first_point, unit, False, 0, 0.0, None, None))
             continue
-        if provably_quiet(unit, feed, start, stop, thresholds):
-            continue
+        if not unit.level and unit.requirement is None:
+            if extremes is None:
+                extremes = stretch_extremes(feed, start, stop)
+            if provably_quiet(unit, feed, start, stop, thresholds, extremes):
+                continue
         prices = path_prices(feed, start, stop, unit.columns, unit.quantities, mode)
         equity, maintenance = unit_curves(unit, prices)
         with np.errstate(divide="ignore", invalid="ignore"):

@@ -187,6 +187,10 @@ def _order_part(order, held, catalog, prices, asset: str):
     return part
 
 
+_ROW_MEMO: dict[int, tuple] = {}  # id(position) -> (position, what else its row depends on, the row)
+_ROW_MEMO_SIZE = 16_384
+
+
 def build_unit(account, catalog, *, asset: str, name: str, isolated: bool, positions, base: float,
                collateral=(), scales=None) -> RiskUnit:
     """A unit of `positions` (ledger Positions) plus collateral legs ((column, haircut coin
@@ -194,14 +198,26 @@ def build_unit(account, catalog, *, asset: str, name: str, isolated: bool, posit
     the unit's currency (None: 1). An isolated position of a rule set with maintenance basis
     "entry" gets its constant maintenance margin on its entry value, and so does a cross inverse
     position in a single-asset pool (Bybit classic's inverse formula; linear cross stays at the mark:
-    Bybit documents no entry basis there)."""
+    Bybit documents no entry basis there).
+
+    A position's row is kept while the position (an immutable value) and its leverage, scale and
+    kind of unit are unchanged, so a pool rebuilt after one fill shares the other positions' rows
+    (and the kernel's per-row valuations)."""
     exchange = account.exchange
     entry_basis = catalog.venues[exchange].rules.liquidation.maintenance_basis == "entry"
     tradables = catalog.tradables
     default_leverage = catalog.venues[exchange].leverage
     leverages = account.leverage
+    memo = _ROW_MEMO
     rows = []
     for n, position in enumerate(positions):
+        leverage = leverages.get(position.instrument, default_leverage)
+        scale = 1.0 if scales is None else scales[n]
+        hit = memo.get(id(position))
+        if hit is not None and hit[0] is position and hit[1] is catalog and hit[2] == leverage and hit[3] == scale \
+                and hit[4] is isolated and hit[5] is (scales is None):
+            rows.append(hit[6])
+            continue
         tradable = tradables[position.instrument]
         instrument = tradable.instrument
         inverse = instrument.is_inverse
@@ -210,10 +226,12 @@ def build_unit(account, catalog, *, asset: str, name: str, isolated: bool, posit
         if entry_basis and (isolated or (inverse and scales is None)):  # linear cross stays at the mark
             fixed = margin.entry_value_maintenance(position.quantity, position.entry_price, table, inverse,
                                                    instrument.contract_size)
-        rows.append((tradable.column, position.quantity, position.entry_price,
-                     instrument.contract_size if inverse else 0.0, table,
-                     leverages.get(position.instrument, default_leverage), fixed,
-                     1.0 if scales is None else scales[n]))
+        row = (tradable.column, position.quantity, position.entry_price, instrument.contract_size if inverse else 0.0,
+               table, leverage, fixed, scale)
+        if len(memo) >= _ROW_MEMO_SIZE:
+            memo.clear()
+        memo[id(position)] = (position, catalog, leverage, scale, isolated, scales is None, row)
+        rows.append(row)
     for column, amount in collateral:
         rows.append((column, amount, 0.0, 0.0, None, math.inf, None, 1.0))
     return RiskUnit(exchange, asset, name, isolated, tuple([p.instrument for p in positions]), tuple(rows),
