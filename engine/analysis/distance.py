@@ -210,8 +210,10 @@ def distance_table(snapshots, catalog, feed, thresholds, units=None) -> pl.DataF
     n_units, n_legs = legs.units, len(legs.quantity)
     underlying_of = {t.column: t.instrument.base for t in catalog.tradables.values()}
     columns = np.fromiter((r[0] for unit in units for r in unit.rows), dtype=np.int64, count=n_legs)
-    names, code = np.unique(np.array([underlying_of[c] for c in columns.tolist()], dtype=object),
-                            return_inverse=True)
+    present, column_code = np.unique(columns, return_inverse=True)  # names looked up per column, not per leg
+    names, name_code = np.unique(np.array([underlying_of[c] for c in present.tolist()], dtype=object),
+                                 return_inverse=True)
+    code = name_code[column_code]
     rows = np.array([snapshots[n].row for n in owner], dtype=np.int64)[legs.unit]
     mark = feed.mark_close[rows, columns]
     exposure = np.where(legs.size > 0, legs.quantity * legs.size / mark, legs.quantity * mark)
