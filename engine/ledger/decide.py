@@ -153,10 +153,10 @@ def _place(ledger: Ledger, context, c: cmd.PlaceOrder, ts: int) -> list:
         return out
 
     mode = account.mode_for(c.instrument)
-    allowed = venue_mode(catalog, exchange).position_modes
-    if c.margin_mode is not None and c.margin_mode not in allowed:
+    venue = venue_mode(catalog, exchange)
+    if c.margin_mode is not None and c.margin_mode not in venue.position_modes:
         return reject(f"margin mode {c.margin_mode} is not available in a {account.margin_mode} account; "
-                      f"allowed {list(allowed)}")
+                      f"allowed {list(venue.position_modes)}")
     if c.margin_mode is not None and c.margin_mode != mode:
         if held != 0 or pending != 0:
             return reject(f"margin mode {c.margin_mode} requested but the position is open in {mode} mode")
@@ -178,7 +178,7 @@ def _place(ledger: Ledger, context, c: cmd.PlaceOrder, ts: int) -> list:
         out.append(ev.LeverageChanged(ts, exchange, c.instrument, leverage))
     increase = exposure_increase(held + pending, c.quantity)
     whole = whole_account_check(account, context, instrument, c.quantity, reference,
-                                notional * tradable.taker_fee, ts, pending=pending)
+                                notional * tradable.taker_fee, ts, pending=pending) if venue.margined_as_a_whole else None
     if whole:
         return reject(whole)
     if increase > 0 and whole is None:

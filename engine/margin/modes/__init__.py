@@ -117,15 +117,16 @@ def account_units(catalog, account, prices=None, now_ns=None) -> list:
     mode = MODES[catalog.venues[account.exchange].margin_mode]
     if mode.revalue_each_stretch:  # (`now_ns`: the valuation time, for modes that use it)
         return mode.risk_units(account, catalog, prices, now_ns)
-    parts = (account.positions, account.balances, account.leverage, account.warning_levels)
-    key = (id(catalog), account.exchange, *map(id, parts))
+    positions, balances, leverage, levels = account.positions, account.balances, account.leverage, account.warning_levels
+    key = (id(catalog), account.exchange, id(positions), id(balances), id(leverage), id(levels))
     hit = _UNITS.get(key)
-    if hit is not None and hit[0] is catalog and all(a is b for a, b in zip(hit[1], parts)):
-        return hit[2]
+    if hit is not None and hit[0] is catalog and hit[1] is positions and hit[2] is balances and hit[3] is leverage \
+            and hit[4] is levels:
+        return hit[5]
     if len(_UNITS) >= 8:
         _UNITS.clear()
     units = mode.module.risk_units(account, catalog, prices)
-    _UNITS[key] = (catalog, parts, units)
+    _UNITS[key] = (catalog, positions, balances, leverage, levels, units)
     return units
 
 

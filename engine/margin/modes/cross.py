@@ -26,7 +26,9 @@ def risk_units(account, catalog, prices=None) -> list[RiskUnit]:
         for asset in warned_pools(account):
             pools.setdefault(asset, [])
     isolated = []
-    for _, position in sorted(account.positions.items()):
+    positions = account.positions
+    for key in sorted(positions):
+        position = positions[key]
         members = pools.setdefault(position.asset, [])
         if position.margin_mode == CROSS:
             members.append(position)
@@ -34,7 +36,7 @@ def risk_units(account, catalog, prices=None) -> list[RiskUnit]:
             isolated.append(position)
     units = [build_unit(account, catalog, asset=asset, name=cross_unit_name(asset), isolated=False,
                         positions=pools[asset], base=account.balance(asset)) for asset in sorted(pools)]
-    return units + isolated_units(account, catalog, isolated)
+    return units + isolated_units(account, catalog, isolated) if isolated else units
 
 
 def pool_order_margin(account, catalog, prices, pool: str) -> float:
