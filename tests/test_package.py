@@ -183,3 +183,27 @@ def test_run_command_path_imports_no_other_command_modules():
     assert done.stdout.split() == ["xmargin.analysis.capital", "execute", "Sweep"]
     with pytest.raises(AttributeError, match="no attribute 'not_public'"):
         xmargin.not_public  # noqa: B018
+
+
+def test_the_command_line_freezes_what_is_left_for_the_exit_and_cli_runner_calls_do_not(monkeypatch, tmp_path):
+    """`xmargin` / `python -m xmargin` (no args: sys.argv) registers gc.freeze as an exit handler, so
+    the interpreter's closing collections skip the objects a run leaves; a call with args (click's
+    CliRunner, a program) registers nothing."""
+    import atexit
+    import gc
+
+    from click.testing import CliRunner
+
+    from xmargin.cli.main import main
+
+    registered = []
+    monkeypatch.setattr(atexit, "register", registered.append)
+    assert CliRunner().invoke(main, ["runs", "list", "--root", str(tmp_path)]).exit_code == 0
+    assert registered == []
+    monkeypatch.setattr(sys, "argv", ["xmargin", "runs", "list", "--root", str(tmp_path)])
+    with pytest.raises(SystemExit) as done:
+        main()
+    assert done.value.code == 0 and registered == [gc.freeze]
+    listed = subprocess.run([sys.executable, "-m", "xmargin", "runs", "list", "--root", str(tmp_path)],
+                            capture_output=True, text=True, check=True)
+    assert "no finished runs" in listed.stdout
