@@ -17,7 +17,8 @@ T = 1_704_067_200_000_000_000  # 2024-01-01 UTC, ns
 
 
 def _events() -> list:
-    """Interleaved event types, with a null (None) and a NaN among the numbers, a bool field, an empty tag."""
+    """Interleaved event types, with a null (None) and a NaN among the numbers, a bool field, an empty and a
+    null (None) tag, non-ASCII text."""
     return [
         CollateralDeposited(ts=T, exchange="binance", asset="USDT", amount=100_000.0),
         OrderAccepted(ts=T + 60_000_000_000, exchange="binance", instrument="binance:BTC/USDT:USDT", order_id=1, quantity=0.5,
@@ -32,10 +33,10 @@ def _events() -> list:
                       order_type="limit", limit_price=42_010.0, reduce_only=True, margin_mode="isolated",
                       leverage=5.0, tag="hedge"),
         OrderRejected(ts=T + 180_000_000_000, exchange="okx", instrument="okx:ETH/USDT:USDT", order_id=3, quantity=1.0,
-                      reason="insufficient margin: needs 1,234.5 USDT", tag=""),
+                      reason="insufficient margin: needs 1,234.5 USDT", tag=None),
         FundingSettled(ts=T + 240_000_000_000, exchange="binance", instrument="binance:BTC/USDT:USDT", asset="USDT",
                        quantity=0.5, price=42_100.0, rate=0.0001, amount=-2.105, isolated=False),
-        MarginWarningRaised(ts=T + 300_000_000_000, exchange="okx", instrument="", level=1, threshold=0.7,
+        MarginWarningRaised(ts=T + 300_000_000_000, exchange="okx", instrument="cross:USDT \u2013 pool", level=1, threshold=0.7,
                             margin_ratio=math.nan),
         OrderFilled(ts=T + 360_000_000_000, exchange="okx", instrument="okx:BTC/USDT:USDT", order_id=2, quantity=-0.5,
                     price=42_010.0, liquidity="maker", realized_pnl=0.0, margin_delta=4_201.0, asset="USDT",
@@ -80,3 +81,4 @@ def test_a_batch_numbers_its_rows_from_first_seq_and_the_file_reads_back(tmp_pat
     assert _same(read_ipc(tmp_path / "events.arrow"), _plain(events))
     assert events_to_table([]).equals(event_schema().empty_table())
 
+    assert events_to_table(events).column("tag").null_count == 1 + 4  # the rejected order's None, 4 events of types without a tag

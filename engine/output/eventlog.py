@@ -59,10 +59,39 @@ def _column(n: int, parts: list, data_type: pa.DataType) -> pa.Array:
             pass
         else:
             return pa.array(data, type=data_type, mask=None if valid.all() else ~valid)
+    if data_type == pa.large_string():
+        strings = _strings(n, parts)
+        if strings is not None:
+            return strings
     column = np.empty(n, dtype=object)  # None: null
     for rows, values in parts:
         column[rows] = np.fromiter(values, dtype=object, count=len(rows))
     return pa.array(column, type=data_type)
+
+
+def _strings(n: int, parts: list) -> pa.Array | None:
+    """A large_string column built from its distinct values (an event field holds a handful:
+    exchanges, instruments, types, tags): each row's code, then the offsets and the bytes with numpy.
+    None when a value is neither a str nor None (pyarrow then decides)."""
+    distinct: dict = {}
+    code = np.full(n, -1, dtype=np.int64)  # -1: a row of another event type (null)
+    for rows, values in parts:
+        for value in dict.fromkeys(values):
+            distinct.setdefault(value, len(distinct))
+        code[rows] = np.fromiter(map(distinct.__getitem__, values), dtype=np.int64, count=len(rows))
+    if not all(value is None or type(value) is str for value in distinct):
+        return None
+    encoded = [b"" if value is None else value.encode() for value in distinct] + [b""]
+    valid = code >= 0
+    if None in distinct:
+        valid &= code != distinct[None]
+    offsets = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(np.array([len(b) for b in encoded], dtype=np.int64)[code], out=offsets[1:])
+    data = b"".join(np.array(encoded, dtype=object)[code].tolist())
+    nulls = n - int(np.count_nonzero(valid))
+    validity = pa.py_buffer(np.packbits(valid, bitorder="little")) if nulls else None
+    return pa.Array.from_buffers(pa.large_string(), n, [validity, pa.py_buffer(offsets), pa.py_buffer(data)],
+                                 null_count=nulls)
 
 
 def events_to_table(events, first_seq: int = 0) -> pa.Table:
