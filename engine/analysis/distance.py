@@ -73,14 +73,14 @@ def first_crossing(legs: Legs, mark: np.ndarray, direction: np.ndarray, k: float
     case = legs.unit
 
     def crossing(legs, mark, direction, constant_legs):
-        moving = len(legs.quantity) - constant_legs
-        if constant_legs and not legs.requirements and legs.units > 1:  # (one unit: the kernel sums otherwise)
-            legs, constant = _moving_legs(legs, moving), np.bincount(legs.unit[moving:],
-                                                                     legs.fixed_maintenance[moving:],
-                                                                     minlength=legs.units)
-            mark, direction = mark[:moving], direction[:moving]
+        # Kept as legs: units margined as a whole (their model replaces the legs' maintenance) and a
+        # single unit (the kernel then sums with numpy's pairwise sum, not bincount's running sum).
+        if constant_legs and not legs.requirements and legs.units > 1:
+            moving = len(legs.quantity) - constant_legs
+            constant = np.bincount(legs.unit[moving:], legs.fixed_maintenance[moving:], minlength=legs.units)
+            legs, mark, direction = _moving_legs(legs, moving), mark[:moving], direction[:moving]
 
-            def gap(prices):
+            def gap(prices):  # the kernel's running sum per case, then its constant leg's maintenance
                 value = valuate(legs, prices)
                 return k * value.equity - (value.maintenance_margin + constant)
         else:
