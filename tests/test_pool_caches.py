@@ -53,8 +53,9 @@ def test_cached_pool_metrics_give_the_same_run(example, monkeypatch):
 @pytest.mark.parametrize("example", ["pairs_hedge", "core_hedge_isolated"])
 def test_free_collateral_is_the_pool_figure(example, monkeypatch):
     """The order checks' `free_collateral` is `pool_for(...).free_collateral` (0 without a pool);
-    without the open orders (the fill check) it is the margin balance less the positions' initial
-    margin, i.e. the pool figure with the orders' margin given back."""
+    without the open orders (the fill check, valued straight from the pool's rows) it is the margin
+    balance less the positions' initial margin, i.e. the pool figure with the orders' margin given
+    back, and exactly the units' pool figure without orders."""
     from xmargin.ledger import decide
     from xmargin.sim import execution
 
@@ -69,6 +70,9 @@ def test_free_collateral_is_the_pool_figure(example, monkeypatch):
             assert free == pool.free_collateral
         else:
             assert free == pytest.approx(pool.free_collateral + pool.open_order_margin, rel=1e-12, abs=1e-9)
+            # the fill's direct path (the pool valued from its rows, no units built) is the units' figure
+            without_orders = accounting.pool_metrics(account, catalog, marks, prices, now_ns, orders=False)
+            assert free == without_orders[pool.asset].free_collateral
         seen.append((orders, pool is not None and pool.open_order_margin > 0))
         return free
 

@@ -16,15 +16,18 @@ import pytest
 from xmargin.ledger import events as ev
 from xmargin.ledger.apply import replay
 from xmargin.ledger.commands import PlaceOrder
-from xmargin.ledger.state import Position
+from xmargin.ledger.decide import decide
+from xmargin.ledger.state import Order, Position
 from xmargin.margin.accounting import pool_metrics
 from xmargin.margin.kernel import valuate
 from xmargin.margin.modes import portfolio as portfolio_mode
 from xmargin.margin.portfolio import portfolio_book, valuate_book
+from xmargin.sim.execution import fill_events
 from xmargin.venues.instruments import Instrument
 from xmargin.venues.rules import load_rules
 from xmargin.venues.venue import Catalog
-from helpers_feed import HOUR, T0, VenueSpec, empty_ledger, make_catalog, make_feed, of_type, run, spot
+from helpers_feed import (HOUR, T0, VenueSpec, context, empty_ledger, make_catalog, make_feed, of_type, perp, run,
+                          spot)
 
 FUTURE = "binance:BTC/USDT:USDT-241227"
 SPOT = "binance:BTC/USDT"
@@ -163,3 +166,61 @@ def test_scan_and_tables_value_the_same_unit():
     assert pool.maintenance_margin == pytest.approx(float(value.maintenance_margin[0]))
     assert pool.margin_balance == pytest.approx(float(value.equity[0]))
     assert T0 < int(feed.ts[row])
+
+
+# ------------------------------------------------------------------ reduce-only orders larger than the position
+@pytest.mark.parametrize("rules, variant, usdt", [
+    # Deribit-style grid: spot 1 BTC (0.95), short 10 perp; unclipped, a reduce-only buy of 20 is valued as spot +
+    # long 10: IM 1.25 x 16 % x 10.95 x 60,000 = 131,400 against equity ~117,000; clipped (flat): spot only,
+    # IM 1.25 x 16 % x 0.95 x 60,000 = 11,400.
+    ("binance-usdm", "deribit-grid", 60_000.0),
+    # Bybit UTA PM (the variant in force, +-15 %): spot only 8,820 against spot + long 10 98,820; equity ~88,800.
+    ("bybit-linear", None, 30_000.0),
+])
+def test_a_reduce_only_order_larger_than_the_short_is_valued_as_the_flat_position_it_produces(rules, variant, usdt):
+    """The engine clips a reduce-only fill to the position (it never opens or flips one), so the
+    whole-account check must value the account flat, not long `buy - short` (decide accepts a
+    reduce-only order up to twice the position: it does not grow |position|)."""
+    price, short, buy = 60_000.0, 10.0, 20.0
+    exchange = rules.split("-")[0]
+    spot_key, perp_key = f"{exchange}:BTC/USDT", f"{exchange}:BTC/USDT:USDT"
+    built = make_catalog({exchange: VenueSpec(load_rules(rules), margin_mode="portfolio", collateral={}, leverage=10)},
+                         [spot(exchange, "BTC", lot_size=1e-5), perp(exchange, "BTC")])
+    venues = dict(built.venues)
+    if variant is not None:
+        venues[exchange] = attrs.evolve(venues[exchange],
+                                        portfolio_variant=venues[exchange].rules.portfolio.variant(variant, None))
+    book = Catalog.create(venues, built.tradables)
+    feed = make_feed([spot_key, perp_key], np.full((3, 2), price))
+    ts, marks, closes = int(feed.ts[1]), feed.mark_close[1], feed.close[1]
+    ledger = replay(empty_ledger(book), [
+        ev.CollateralDeposited(T0, exchange, "USDT", usdt), ev.CollateralDeposited(T0, exchange, "BTC", 1.0),
+        ev.OrderFilled(T0, exchange, perp_key, 1, -short, price, "taker", 0.0, 0.0, "USDT", "perp", "")])
+    account = ledger.accounts[exchange]
+    taker = book.tradable(perp_key).taker_fee
+    fee = buy * price * taker  # what the decide-time check charged (the whole order)
+
+    def figures(positions):
+        (unit,) = portfolio_mode.risk_units(attrs.evolve(account, positions=positions), book, marks, ts)
+        value = valuate(unit.legs, marks[unit.columns])
+        return float(value.equity[0]), float(value.maintenance_margin[0]), float(value.initial_margin[0])
+
+    equity, maintenance, now_initial = figures(account.positions)
+    flat_equity, _, flat_initial = figures({})
+    long_equity, _, long_initial = figures({perp_key: _position(perp_key, buy - short, price)})
+    assert flat_equity == pytest.approx(equity) and long_equity == pytest.approx(equity)  # at the entry price
+    assert maintenance <= now_initial < equity - fee < long_initial and flat_initial < equity - fee
+    # the same numbers through the mode's own check: the flat target passes, the crossed one is refused
+    assert portfolio_mode.order_check(account, book, marks, closes, ts, {perp_key: 0.0}, None, fee) == ""
+    assert f"initial margin would be {long_initial:.2f}" in portfolio_mode.order_check(
+        account, book, marks, closes, ts, {perp_key: buy - short}, None, fee)
+
+    # decide: accepted (its target is clipped at flat)
+    (accepted,) = decide(ledger, context(book, feed, 1), PlaceOrder.market(perp_key, buy, reduce_only=True), ts)
+    assert isinstance(accepted, ev.OrderAccepted) and accepted.quantity == buy
+    # fill (checked on its own: a resting order): clipped to the short, the account ends flat
+    order = Order(7, perp_key, buy, "market", float("nan"), True, "cross", 10.0, ts, "")
+    filled = fill_events(ledger, context(book, feed, 2), order, price, "taker", int(feed.ts[2]))
+    assert [type(e) for e in filled] == [ev.OrderFilled, ev.FeeCharged]
+    assert filled[0].quantity == pytest.approx(short) and filled[1].amount == pytest.approx(short * price * taker)
+    assert perp_key not in replay(ledger, filled).accounts[exchange].positions

@@ -88,3 +88,40 @@ def test_projection_matches_scalar_valuation_for_entry_margined_isolated_and_inv
         "strategy": {"params": {"positions": {"binance:BTC/USD:BTC": -40000}, "leverage": {"binance:BTC/USD:BTC": 25}}},
         "exchanges": {"binance": {"rules": "binance-coinm", "collateral": {"BTC": 0.1}}}})
     _check(run_backtest(inverse))
+
+
+class Idle:
+    """Never trades: every snapshot is an account of cash only."""
+
+    def __init__(self, params):
+        pass
+
+    def wakes(self):
+        from xmargin.sim.strategy import Wakes
+
+        return Wakes(every="1d")
+
+    def on_wake(self, view, wake):
+        return []
+
+
+@pytest.mark.parametrize("margin_mode", ["cross", "multi-asset"])
+def test_an_account_of_cash_only_is_valued_at_its_cash(margin_mode):
+    """A run (or a chunk of snapshots) where no account holds a position: the pool's margin balance,
+    collateral value and free collateral are the deposit, as the View says, not 0 (the stacked legs
+    of units without rows used to drop the units' constants)."""
+    config = parse_config({
+        "run": {"dataset": str(ROOT / "datasets" / "sample"), "strategy": "tests.test_snapshots:Idle",
+                "start": "2024-10-01", "end": "2024-10-05"},
+        "exchanges": {"binance": {"rules": "binance-usdm", "margin_mode": margin_mode,
+                                  "collateral": {"USDT": 100_000}}}})
+    result = run_backtest(config)
+    equity = pl.from_arrow(equity_base_table(result))
+    assert equity.height == len(result.snapshots) > 90
+    marks = result.feed.mark_close[result.snapshots[-1].row]
+    pool = next(iter(pool_metrics(result.snapshots[-1].account, result.catalog, marks, marks).values()))
+    # cross: the USDT wallet itself; multi-asset: USDT at Binance's 0.9999 collateral ratio
+    expected = 100_000.0 if margin_mode == "cross" else 99_990.0
+    assert pool.margin_balance == pool.free_collateral == pool.collateral_value == pytest.approx(expected, abs=1e-9)
+    for column in ("margin_balance", "collateral_value", "free_collateral"):
+        assert equity[column].to_list() == pytest.approx([pool.margin_balance] * equity.height, abs=1e-9), column

@@ -55,12 +55,15 @@ def spot_buy_shortfall(account, context, instrument, notional: float, fee: float
 
 
 def whole_account_check(account, context, instrument, quantity: float, price: float, fee: float, ts: int,
-                        filling: int | None = None, prices=None, pending: float | None = None):
+                        filling: int | None = None, prices=None, pending: float | None = None,
+                        reduce_only: bool = False):
     """For a margin mode that margins the account as a whole (portfolio: `order_check`), why an order
     of `quantity` at `price` is refused ("" when it is not); None for the other modes, whose checks
     are per position. Spot trades move the quote and base balances; derivatives the position (with
     the other open orders on it; `filling`: the id of the order being filled, not counted twice;
-    `pending`: their sum when the caller has it).
+    `pending`: their sum when the caller has it). A `reduce_only` order never takes the position
+    past flat (its fill is clipped there): its target stops at 0, and `fee` (the whole order's) is
+    cut to the clipped part.
     `prices` = (marks, lasts) rows to value at; default the current bar's closes (decision time)."""
     mode = venue_mode(context.catalog, account.exchange)
     if not mode.margined_as_a_whole:
@@ -73,7 +76,12 @@ def whole_account_check(account, context, instrument, quantity: float, price: fl
         if pending is None:
             pending = sum(o.quantity for o in account.orders.values()
                           if o.instrument == instrument.key and o.order_id != filling)
-        changes = {instrument.key: (held.quantity if held is not None else 0.0) + pending + quantity}
+        start = (held.quantity if held is not None else 0.0) + pending
+        target = start + quantity
+        if reduce_only and start * target < 0:
+            fee *= abs(start) / abs(quantity)
+            target = 0.0
+        changes = {instrument.key: target}
         balances = None
     else:
         changes = {}
@@ -107,7 +115,7 @@ def _place(ledger: Ledger, context, c: cmd.PlaceOrder, ts: int) -> list:
 
     if not math.isfinite(c.quantity) or c.quantity == 0:
         return reject(f"quantity {c.quantity} must be a non-zero finite number")
-    if instrument.expiry_ns is not None and ts >= instrument.expiry_ns:
+    if instrument.expiry is not None and ts >= instrument.expiry_ns:
         return reject(f"{c.instrument} expired at {instrument.expiry}: a dated future takes no orders after its "
                       "expiry (open positions were settled then); trade the next contract")
     if instrument.lot_size > 0:
@@ -122,9 +130,12 @@ def _place(ledger: Ledger, context, c: cmd.PlaceOrder, ts: int) -> list:
     reference = c.limit_price if c.order_type == "limit" else price
     held_position = account.positions.get(c.instrument)
     held = held_position.quantity if held_position is not None else 0.0
-    pending = sum(o.quantity for o in account.orders.values() if o.instrument == c.instrument)
-    closes_all = abs(held + pending + c.quantity) < 1e-12
-    if c.reduce_only and exposure_increase(held + pending, c.quantity) > 0:
+    pending = sum(o.quantity for o in account.orders.values() if o.instrument == c.instrument) \
+        if account.orders else 0
+    after = held + pending + c.quantity  # the position if every order on it filled
+    closes_all = abs(after) < 1e-12
+    increase = max(abs(after) - abs(held + pending), 0.0)  # exposure_increase(held + pending, quantity)
+    if c.reduce_only and increase > 0:
         return reject(f"reduce-only order {c.quantity} would increase the position {held + pending}")
     inverse, size = instrument.is_inverse, instrument.contract_size
     order_value = abs(c.quantity) * (size if inverse else reference)  # quote units (USD for inverse)
@@ -165,9 +176,8 @@ def _place(ledger: Ledger, context, c: cmd.PlaceOrder, ts: int) -> list:
     leverage = leverage_for(account, catalog, c.instrument)
     if c.leverage is not None:
         leverage = float(c.leverage)
-    new_notional = margin.contract_notional(held + pending + c.quantity, reference, inverse, size)
-    cap = margin.max_leverage(new_notional, tradable.brackets.for_quantity(held + pending + c.quantity,
-                                                                           size if inverse else 0.0))
+    new_notional = margin.contract_notional(after, reference, inverse, size)
+    cap = margin.max_leverage(new_notional, tradable.brackets.for_quantity(after, size if inverse else 0.0))
     if leverage > cap:
         if c.leverage is not None:
             return reject(f"leverage {leverage:g} exceeds the maximum {cap:g} for a notional of {new_notional:.2f}")
@@ -176,9 +186,9 @@ def _place(ledger: Ledger, context, c: cmd.PlaceOrder, ts: int) -> list:
         return reject(f"leverage {leverage} must be > 0")
     if c.leverage is not None and c.leverage != account.leverage.get(c.instrument):
         out.append(ev.LeverageChanged(ts, exchange, c.instrument, leverage))
-    increase = exposure_increase(held + pending, c.quantity)
     whole = whole_account_check(account, context, instrument, c.quantity, reference,
-                                notional * tradable.taker_fee, ts, pending=pending) if venue.margined_as_a_whole else None
+                                notional * tradable.taker_fee, ts, pending=pending,
+                                reduce_only=c.reduce_only) if venue.margined_as_a_whole else None
     if whole:
         return reject(whole)
     if increase > 0 and whole is None:

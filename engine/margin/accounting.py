@@ -91,6 +91,13 @@ def free_collateral(account: Account, catalog, marks: np.ndarray, prices: np.nda
     other pools or building the PoolMetrics: what order checks read, several times per bar."""
     mode = venue_mode(catalog, account.exchange)
     pool = mode.pool_of(asset)
+    value_pool = None if orders else getattr(mode.module, "pool_value", None)
+    if value_pool is not None:  # a fill's check: an account state nothing else values, its pool from its rows
+        value = value_pool(account, catalog, marks, pool)
+        if value is None:
+            return 0.0
+        _, pnl, collateral, _, initial = value
+        return (collateral + pnl) - initial
     for unit in account_units(catalog, account, marks, now_ns):
         if not unit.isolated and unit.asset == pool:
             _, _, margin_balance, initial, _ = _cross_pool(mode, account, catalog, marks, prices, unit, orders)
@@ -106,7 +113,12 @@ def _valued(unit, marks) -> tuple[list, float, float, float, float]:
     unit is kept (units are immutable and shared while the account's positions do not change,
     so the orders of one wake-up value each pool once). A unit margined as a whole (portfolio
     margin) takes its maintenance and initial margin from its requirement."""
-    prices = marks[unit.columns].tolist() if unit.rows else []
+    rows = unit.rows
+    if rows:
+        values = marks.tolist()
+        prices = [values[row[0]] for row in rows]
+    else:
+        prices = []
     hit = _VALUED.get(id(unit))
     if hit is not None and hit[0] is unit and hit[1] == prices:
         return hit[2]

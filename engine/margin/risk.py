@@ -99,25 +99,50 @@ def stretch_extremes(feed, start: int, stop: int) -> tuple[list, list]:
     return feed.mark_high[start:stop].max(axis=0).tolist(), feed.mark_low[start:stop].min(axis=0).tolist()
 
 
-def scan(units, feed, start: int, stop: int, first_point: int, mode: str, thresholds: np.ndarray) -> list[Breach]:
+class PlannedExtremes:
+    """`stretch_extremes` of the stretches a run will scan, computed in one pass: the segments between
+    consecutive `boundaries` (rows where the loop stops anyway: wakes, funding, expiries). Any other
+    [start, stop) is computed when asked. Same numbers either way (max / min, nan propagating)."""
+
+    def __init__(self, feed, boundaries):
+        total = len(feed.ts)
+        starts = np.unique(np.asarray(list(boundaries), dtype=np.int64))
+        starts = starts[(starts >= 0) & (starts < total)]
+        self._feed = feed
+        self._index = {start: n for n, start in enumerate(starts.tolist())}
+        self._stops = np.append(starts[1:], total).tolist()
+        empty = (0, feed.mark_high.shape[1])
+        self._highs = np.maximum.reduceat(feed.mark_high, starts, axis=0) if len(starts) else np.zeros(empty)
+        self._lows = np.minimum.reduceat(feed.mark_low, starts, axis=0) if len(starts) else np.zeros(empty)
+
+    def __call__(self, start: int, stop: int) -> tuple[list, list]:
+        n = self._index.get(start)
+        if n is not None and self._stops[n] == stop:
+            return self._highs[n].tolist(), self._lows[n].tolist()
+        return stretch_extremes(self._feed, start, stop)
+
+
+def scan(units, feed, start: int, stop: int, first_point: int, mode: str, thresholds: np.ndarray,
+         extremes=None) -> list[Breach]:
     """Breaches at the earliest path point in bars [start, stop), from `first_point` of bar `start`.
 
     Returns every unit breaching at that same point (an empty list when the range is quiet).
+    `extremes(start, stop)`: the stretch's extremes for the quiet bound (default `stretch_extremes`).
     """
     if stop <= start or not units:
         return []
     points = POINTS[mode]
     candidates = []
-    extremes = None
+    bound = None
     for unit in units:
         if unit.positions == 0:  # no position at risk: a warning left over clears at once
             if unit.level:
                 candidates.append((start * points + first_point, unit, False, 0, 0.0, None, None))
             continue
         if not unit.level and unit.requirement is None:
-            if extremes is None:
-                extremes = stretch_extremes(feed, start, stop)
-            if provably_quiet(unit, feed, start, stop, thresholds, extremes):
+            if bound is None:
+                bound = extremes(start, stop) if extremes is not None else stretch_extremes(feed, start, stop)
+            if provably_quiet(unit, feed, start, stop, thresholds, bound):
                 continue
         prices = path_prices(feed, start, stop, unit.columns, unit.quantities, mode)
         equity, maintenance = unit_curves(unit, prices)

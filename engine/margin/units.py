@@ -57,22 +57,7 @@ class RiskUnit:
         return legs
 
     def _build_legs(self) -> Legs:
-        rows = self.rows
-        tables, where, table_index = [], {}, []
-        for row in rows:
-            table = row[4]
-            if table is None:
-                table_index.append(COLLATERAL)
-                continue
-            if id(table) not in where:
-                where[id(table)] = len(tables)
-                tables.append(table)
-            table_index.append(where[id(table)])
-        return Legs.build([r[1] for r in rows], [r[2] for r in rows], tables, size=[r[3] for r in rows],
-                          table=table_index, leverage=[r[5] for r in rows],
-                          fixed_maintenance=[math.nan if r[6] is None else r[6] for r in rows],
-                          scale=[r[7] for r in rows], base=(self.base,),
-                          requirement=self.requirement)
+        return stack((self,))
 
     @property
     def columns(self) -> np.ndarray:
@@ -195,10 +180,19 @@ def build_unit(account, catalog, *, asset: str, name: str, isolated: bool, posit
                collateral=(), scales=None) -> RiskUnit:
     """A unit of `positions` (ledger Positions) plus collateral legs ((column, haircut coin
     amount) pairs) on the constant `base`. `scales`: per position, the settle asset's price in
-    the unit's currency (None: 1). An isolated position of a rule set with maintenance basis
-    "entry" gets its constant maintenance margin on its entry value, and so does a cross inverse
-    position in a single-asset pool (Bybit classic's inverse formula; linear cross stays at the mark:
-    Bybit documents no entry basis there).
+    the unit's currency (None: 1). Rows: `position_rows`."""
+    rows = position_rows(account, catalog, positions, isolated, scales)
+    for column, amount in collateral:
+        rows.append((column, amount, 0.0, 0.0, None, math.inf, None, 1.0))
+    return RiskUnit(account.exchange, asset, name, isolated, tuple([p.instrument for p in positions]), tuple(rows),
+                    float(base), account.warning_levels.get(name, 0), len(positions))
+
+
+def position_rows(account, catalog, positions, isolated: bool, scales=None) -> list:
+    """The kernel rows of `positions` in a unit (isolated or a pool; `scales` as `build_unit`). An
+    isolated position of a rule set with maintenance basis "entry" gets its constant maintenance margin
+    on its entry value, and so does a cross inverse position in a single-asset pool (Bybit classic's
+    inverse formula; linear cross stays at the mark: Bybit documents no entry basis there).
 
     A position's row is kept while the position (an immutable value) and its leverage, scale and
     kind of unit are unchanged, so a pool rebuilt after one fill shares the other positions' rows
@@ -232,10 +226,7 @@ def build_unit(account, catalog, *, asset: str, name: str, isolated: bool, posit
             memo.clear()
         memo[id(position)] = (position, catalog, leverage, scale, isolated, scales is None, row)
         rows.append(row)
-    for column, amount in collateral:
-        rows.append((column, amount, 0.0, 0.0, None, math.inf, None, 1.0))
-    return RiskUnit(exchange, asset, name, isolated, tuple([p.instrument for p in positions]), tuple(rows),
-                    float(base), account.warning_levels.get(name, 0), len(positions))
+    return rows
 
 
 def isolated_units(account, catalog, positions=None) -> list[RiskUnit]:
@@ -258,8 +249,9 @@ def stack(units, reserved=None) -> Legs:
     initial margin to add (default none)."""
     rows = [row for unit in units for row in unit.rows]
     counts = [len(unit.rows) for unit in units]
-    if not rows:
-        return Legs.build([], [], (), base=np.zeros(len(units)), reserved=reserved)
+    if not rows:  # units of cash only: each keeps its constant (a wallet balance, an isolated margin)
+        legs = Legs.build([], [], (), base=[u.base for u in units] if units else np.zeros(0), reserved=reserved)
+        return attrs.evolve(legs, requirements=_requirements(units, counts))
     _, quantity, entry, size, table_of, leverage, fixed, scale = zip(*rows)
     tables = [t for t in dict.fromkeys(table_of) if t is not None]  # tables hash by identity
     where = {t: i for i, t in enumerate(tables)}

@@ -46,11 +46,12 @@ def fill_events(ledger, context, order, price: float, liquidity: str, ts: int) -
     exchange = account.exchange
     # At the fill (the bar's open) only the open prices are known: never the bar's close.
     prices = (context.feed.mark_open[context.row], context.feed.open[context.row])
-    whole = whole_account_check(account, context, instrument, order.quantity, price, fee, ts, order.order_id, prices)
-    if whole:
-        return [ev.OrderRejected(ts, exchange, order.instrument, order.order_id, order.quantity,
-                                 f"at fill: {whole}", order.tag)]
     if not instrument.is_derivative:
+        whole = whole_account_check(account, context, instrument, order.quantity, price, fee, ts, order.order_id,
+                                    prices)
+        if whole:
+            return [ev.OrderRejected(ts, exchange, order.instrument, order.order_id, order.quantity,
+                                     f"at fill: {whole}", order.tag)]
         if order.quantity > 0 and whole is None:
             shortfall = spot_buy_shortfall(account, context, instrument, notional, fee, prices)
             if shortfall:
@@ -74,6 +75,11 @@ def fill_events(ledger, context, order, price: float, liquidity: str, ts: int) -
         if abs(quantity) > abs(held):
             quantity = -held
     fee = margin.contract_notional(quantity, price, inverse, size) * fee_rate  # settle asset
+    # the whole account valued as the fill leaves it: a reduce-only order at its clipped quantity
+    whole = whole_account_check(account, context, instrument, quantity, price, fee, ts, order.order_id, prices)
+    if whole:
+        return [ev.OrderRejected(ts, exchange, order.instrument, order.order_id, order.quantity,
+                                 f"at fill: {whole}", order.tag)]
     closed = min(abs(quantity), abs(held)) if held * quantity < 0 else 0.0
     realized = margin.contract_pnl(math.copysign(closed, held), position.entry_price, price, inverse, size) \
         if closed else 0.0

@@ -28,7 +28,7 @@ from xmargin.dataset.feed import Feed, load_feed
 from xmargin.ledger.apply import apply
 from xmargin.margin.liquidation import liquidation_events
 from xmargin.margin.modes import venue_mode
-from xmargin.margin.risk import POINTS, risk_units, scan
+from xmargin.margin.risk import POINTS, PlannedExtremes, risk_units, scan
 from xmargin.venues.fees import market_fees
 from xmargin.venues.rules import load_rules
 from xmargin.output.snapshots import Snapshot
@@ -240,6 +240,7 @@ class Backtest:
         self._revalue_units = any(mode.revalue_each_stretch for mode in modes)  # units move with collateral prices
         self._auto_exchange = any(mode.auto_exchange for mode in modes)
         self._units_ledger = None
+        self._extremes = None  # PlannedExtremes of the run (set when it starts)
         self._units: list = []
         self._sample_rows: list = []
         self._last_partial: dict = {}  # (exchange, unit name) -> ts of its last partial liquidation step
@@ -340,6 +341,8 @@ class Backtest:
                 expiring.setdefault(settlement.row, []).append(settlement)
         # rows where state changes without a strategy: funding settlements and contract expiries
         funding_rows = sorted(set(funding) | set(expiring))
+        # the stretches the loop scans end at these rows (a wake's next row, funding, expiry)
+        self._extremes = PlannedExtremes(feed, [0, *(w + 1 for w in wake_rows), *funding_rows])
         sample_rows = np.flatnonzero((feed.ts + feed.bar_ns) % config.sample_interval_ns == 0)
         self._sample_rows = np.union1d(sample_rows, [total - 1]).tolist()
         slippage = config.slippage_bps / 10_000.0
@@ -458,7 +461,8 @@ class Backtest:
             if arrival is not None and not start * points + first_point <= arrival[0] < stop * points:
                 arrival = None
             scan_stop = stop if arrival is None else arrival[0] // points + 1
-            breaches = scan(units, feed, start, scan_stop, first_point, self.config.intrabar, self.thresholds)
+            breaches = scan(units, feed, start, scan_stop, first_point, self.config.intrabar, self.thresholds,
+                            self._extremes)
             # a breach at the arrival's own path point crossed maintenance on the way to it: it comes first
             if arrival is not None and (not breaches or breaches[0].row * points + breaches[0].point > arrival[0]):
                 at, point = divmod(arrival[0], points)

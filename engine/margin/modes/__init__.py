@@ -10,6 +10,8 @@ A mode is a module that turns an account into risk units for the valuation kerne
     wallet_value(account, catalog, prices, pool) -> the pool's wallet before haircuts
     counted_collateral(rules, asset, balance, price) -> what a balance adds as collateral
     DEFAULT_POSITION_MODE, POSITION_MODES  ("cross" / "isolated" positions it allows)
+    optional: pool_value(account, catalog, marks, pool) -> `kernel.unit_one` of one pool from its rows
+              (None: no such pool), so a fill's check needs no units of the state it values
 
 Adding a mode: its module here, an entry in `_MODES` below, and the mode's name in the rule files'
 `margin_modes` of the exchanges that offer it (docs/architecture.md).

@@ -8,8 +8,9 @@ mode) stand on their own margin.
 from __future__ import annotations
 
 from xmargin.margin.collateral import STABLECOINS
+from xmargin.margin.kernel import unit_one
 from xmargin.margin.units import (CROSS, ISOLATED, RiskUnit, build_unit, cross_unit_name, isolated_units, order_margin,
-                                  warned_pools)
+                                  position_rows, warned_pools)
 
 
 def pool_of(asset: str) -> str:
@@ -17,10 +18,9 @@ def pool_of(asset: str) -> str:
     return asset
 
 
-def risk_units(account, catalog, prices=None) -> list[RiskUnit]:
-    """A pool per asset the account holds, settles positions in, or carries a warning for (by
-    asset; its cross positions by instrument), then the isolated positions. `prices` are unused
-    (a single-asset pool does not move with collateral prices)."""
+def _pools(account) -> tuple[dict[str, list], list]:
+    """({pool asset: its cross positions by instrument} for every asset the account holds, settles
+    positions in, or carries a warning for; the isolated positions by instrument)."""
     pools: dict[str, list] = {asset: [] for asset in account.balances}
     if account.warning_levels:
         for asset in warned_pools(account):
@@ -34,9 +34,29 @@ def risk_units(account, catalog, prices=None) -> list[RiskUnit]:
             members.append(position)
         else:
             isolated.append(position)
+    return pools, isolated
+
+
+def risk_units(account, catalog, prices=None) -> list[RiskUnit]:
+    """A pool per asset the account holds, settles positions in, or carries a warning for (by
+    asset; its cross positions by instrument), then the isolated positions. `prices` are unused
+    (a single-asset pool does not move with collateral prices)."""
+    pools, isolated = _pools(account)
     units = [build_unit(account, catalog, asset=asset, name=cross_unit_name(asset), isolated=False,
                         positions=pools[asset], base=account.balance(asset)) for asset in sorted(pools)]
     return units + isolated_units(account, catalog, isolated) if isolated else units
+
+
+def pool_value(account, catalog, marks, pool: str):
+    """`unit_one` of the pool's unit (None when the account has no such pool) straight from its rows,
+    without building the account's units: what a fill checks on an account state nothing else values."""
+    pools, _ = _pools(account)
+    members = pools.get(pool)
+    if members is None:
+        return None
+    rows = position_rows(account, catalog, members, False)
+    values = marks.tolist()
+    return unit_one(rows, float(account.balance(pool)), [values[row[0]] for row in rows])
 
 
 def pool_order_margin(account, catalog, prices, pool: str) -> float:
