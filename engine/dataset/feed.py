@@ -129,6 +129,38 @@ def _digest(folder: Path, files: list[Path]) -> str:
     return digest.hexdigest()
 
 
+def _files_by_instrument(files: list[Path]) -> dict:
+    """{"exchange:symbol": the files holding only that instrument, None: the other files}, each
+    file's instrument read from its Parquet footer (exchange and symbol statistics with min = max
+    and no nulls in every row group), so that loading an instrument opens its own files and not
+    every file of a wide dataset. A file whose footer says less (or cannot be read) is under None:
+    every instrument's scan reads it, filtered, and reports what is wrong with it."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    out: dict = {}
+    for path in files:
+        key = None
+        try:
+            metadata = pq.ParquetFile(path).metadata
+            names = [metadata.schema.column(j).path for j in range(metadata.num_columns)]
+            columns = [names.index("exchange"), names.index("symbol")]
+            found = set()
+            for group in range(metadata.num_row_groups):
+                stats = [metadata.row_group(group).column(j).statistics for j in columns]
+                if any(s is None or not s.has_min_max or s.null_count != 0 or s.min != s.max for s in stats):
+                    found = set()
+                    break
+                found.add(tuple(s.min for s in stats))
+            if len(found) == 1:
+                exchange, symbol = found.pop()
+                key = f"{exchange}:{symbol}"
+        except (OSError, ValueError, pa.ArrowException):
+            pass
+        out.setdefault(key, []).append(path)
+    return out
+
+
 def _union_of_times(times: list[np.ndarray]) -> np.ndarray:
     """The sorted distinct timestamps of all instruments; without a sort when every instrument has
     the same strictly increasing timestamps (the common case)."""
@@ -154,15 +186,25 @@ def load_feed(folder: str | Path, keys: list[str], start: datetime | None = None
                            f"{sorted(declared)}.")
     index = {k: n for n, k in enumerate(keys)}
     key_expr = (pl.col("exchange") + ":" + pl.col("symbol")).alias("key")
-    bars_scan = scan(folder, "bars", start, end, keys)
+    bar_files = table_files(folder, "bars")
+    bars_scan = scan(folder, "bars", start, end, keys, files=bar_files)
     if bars_scan is None:
         raise DatasetError(f"{folder}/bars: no Parquet files. A dataset needs at least a bars table.")
-    # One instrument at a time (filter pushed into the scan): no string keys, no global sort. First
-    # the timestamps (and timeframes) of every instrument, then its prices straight into the dense
-    # arrays: at most one instrument's prices in memory besides them.
-    def instrument_bars(key, columns):
+    # One instrument at a time (filter pushed into the scan), reading only the files that can hold
+    # it: no string keys, no global sort. First the timestamps (and timeframes) of every instrument,
+    # then its prices straight into the dense arrays: at most one instrument's prices in memory
+    # besides them.
+    own_files = _files_by_instrument(bar_files)
+
+    def instrument_scan(key):
         exchange, symbol = key.split(":", 1)
-        query = bars_scan.filter((pl.col("exchange") == exchange) & (pl.col("symbol") == symbol))
+        wanted = {*own_files.get(key, ()), *own_files.get(None, ())}
+        files = [path for path in bar_files if path in wanted]  # in the table's order, as one scan reads them
+        source = scan(folder, "bars", start, end, [key], files=files) if files else bars_scan
+        return source.filter((pl.col("exchange") == exchange) & (pl.col("symbol") == symbol))
+
+    def instrument_bars(key, columns):
+        query = instrument_scan(key)
         if timeframe is not None:
             query = query.filter(pl.col("timeframe") == timeframe)
         return query.select(pl.col("ts").dt.epoch("ns"), *columns).collect()
@@ -172,9 +214,7 @@ def load_feed(folder: str | Path, keys: list[str], start: datetime | None = None
     for key in keys:
         frame = instrument_bars(key, ["timeframe"]) if timeframe is None else None
         if timeframe is not None:
-            exchange, symbol = key.split(":", 1)
-            found = (bars_scan.filter((pl.col("exchange") == exchange) & (pl.col("symbol") == symbol))
-                     .select(pl.col("ts").dt.epoch("ns"), "timeframe").collect())
+            found = instrument_scan(key).select(pl.col("ts").dt.epoch("ns"), "timeframe").collect()
             available = sorted(found["timeframe"].unique().to_list())
             frame = found.filter(pl.col("timeframe") == timeframe)
             if frame.height == 0 and available:

@@ -1,0 +1,72 @@
+"""Loading reads each instrument's own bar files (found from the Parquet footers), and gives exactly
+the feed of a scan over every file: with single-instrument files, a file holding two instruments,
+a file that is not Parquet at all, and a time window."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from xmargin.dataset import feed
+from xmargin.dataset.feed import load_feed
+from xmargin.dataset.tables import table_files
+
+SAMPLE = Path(__file__).resolve().parents[1] / "datasets" / "sample"
+KEYS = ["binance:BTC/USDT:USDT", "binance:ETH/USDT:USDT", "binance:SOL/USDT:USDT", "binance:BTC/USDT",
+        "hyperliquid:BTC/USDC:USDC", "hyperliquid:ETH/USDC:USDC"]
+ARRAYS = ("ts", "open", "high", "low", "close", "has_bar", "mark_open", "mark_high", "mark_low", "mark_close",
+          "funding_row", "funding_column", "funding_rate", "funding_ts")
+
+
+@pytest.fixture
+def dataset(tmp_path) -> Path:
+    """The sample dataset with Binance's ETH and SOL perp bars merged into one file (sorted by time,
+    so that it holds two instruments in its row groups)."""
+    out = tmp_path / "sample"
+    shutil.copytree(SAMPLE, out)
+    perp = out / "bars" / "binance" / "perp"
+    eth, sol = perp / "ETH_USDT_USDT-1h.parquet", perp / "SOL_USDT_USDT-1h.parquet"
+    pl.concat([pl.read_parquet(eth), pl.read_parquet(sol)]).sort("ts").write_parquet(perp / "ETH_SOL-1h.parquet")
+    eth.unlink()
+    sol.unlink()
+    return out
+
+
+def _same(a, b) -> bool:
+    return (all(np.array_equal(getattr(a, k), getattr(b, k), equal_nan=getattr(a, k).dtype.kind == "f")
+                for k in ARRAYS) and (a.keys, a.bar_ns, a.mark_source, a.warnings) == (b.keys, b.bar_ns,
+                                                                                    b.mark_source, b.warnings))
+
+
+def test_each_file_is_mapped_to_its_instrument_and_a_mixed_file_to_none(dataset):
+    files = table_files(dataset, "bars")
+    found = feed._files_by_instrument(files)
+    assert [p.name for p in found[None]] == ["ETH_SOL-1h.parquet"]
+    assert [p.name for p in found["binance:BTC/USDT:USDT"]] == ["BTC_USDT_USDT-1h.parquet"]
+    assert [p.name for p in found["hyperliquid:ETH/USDC:USDC"]] == ["ETH_USDC_USDC-1h.parquet"]
+    assert sum(len(v) for v in found.values()) == len(files) == 8
+
+
+@pytest.mark.parametrize("window", [(None, None), (datetime(2025, 1, 3), datetime(2025, 1, 5, 7))])
+def test_loading_own_files_gives_the_feed_of_a_scan_over_every_file(dataset, monkeypatch, window):
+    start, end = window
+    fast = load_feed(dataset, KEYS, start, end)
+    with monkeypatch.context() as patched:  # plain: every instrument's scan reads every file, filtered
+        patched.setattr(feed, "_files_by_instrument", lambda files: {None: list(files)})
+        plain = load_feed(dataset, KEYS, start, end)
+    assert _same(fast, plain)
+    assert fast.has_bar.all(axis=0).sum() >= 5 and len(fast.ts) > 24
+
+
+def test_a_file_that_is_not_parquet_is_still_reported_by_the_scan(dataset):
+    bad = dataset / "bars" / "binance" / "perp" / "BROKEN-1h.parquet"
+    bad.write_bytes(b"not a parquet file")
+    assert [p.name for p in feed._files_by_instrument(table_files(dataset, "bars"))[None]] == [
+        "BROKEN-1h.parquet", "ETH_SOL-1h.parquet"]
+    with pytest.raises(Exception, match="(?i)parquet|BROKEN"):
+        load_feed(dataset, KEYS)
