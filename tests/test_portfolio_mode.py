@@ -211,9 +211,11 @@ def test_a_reduce_only_order_larger_than_the_short_is_valued_as_the_flat_positio
     assert flat_equity == pytest.approx(equity) and long_equity == pytest.approx(equity)  # at the entry price
     assert maintenance <= now_initial < equity - fee < long_initial and flat_initial < equity - fee
     # the same numbers through the mode's own check: the flat target passes, the crossed one is refused
-    assert portfolio_mode.order_check(account, book, marks, closes, ts, {perp_key: 0.0}, None, fee) == ""
+    flat, crossed = (attrs.evolve(account, positions=positions)
+                     for positions in ({}, {perp_key: _position(perp_key, buy - short, price)}))
+    assert portfolio_mode.order_check(account, book, marks, ts, account, flat, fee) == ""
     assert f"initial margin would be {long_initial:.2f}" in portfolio_mode.order_check(
-        account, book, marks, closes, ts, {perp_key: buy - short}, None, fee)
+        account, book, marks, ts, account, crossed, fee)
 
     # decide: accepted (its target is clipped at flat)
     (accepted,) = decide(ledger, context(book, feed, 1), PlaceOrder.market(perp_key, buy, reduce_only=True), ts)

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import math
 
+import attrs
+
 from xmargin.ledger import commands as cmd
 from xmargin.ledger import events as ev
 from xmargin.margin import formulas as margin
 from xmargin.margin.accounting import asset_price, free_collateral, leverage_for
 from xmargin.margin.modes import venue_mode
+from xmargin.ledger.apply import next_position
 from xmargin.ledger.state import Ledger
 from xmargin.ledger.transfers import decide_transfer
 
@@ -55,40 +58,73 @@ def spot_buy_shortfall(account, context, instrument, notional: float, fee: float
 
 
 def whole_account_check(account, context, instrument, quantity: float, price: float, fee: float, ts: int,
-                        filling: int | None = None, prices=None, pending: float | None = None,
-                        reduce_only: bool = False):
+                        filling: int | None = None, prices=None, reduce_only: bool = False):
     """For a margin mode that margins the account as a whole (portfolio: `order_check`), why an order
     of `quantity` at `price` is refused ("" when it is not); None for the other modes, whose checks
-    are per position. Spot trades move the quote and base balances; derivatives the position (with
-    the other open orders on it; `filling`: the id of the order being filled, not counted twice;
-    `pending`: their sum when the caller has it). A `reduce_only` order never takes the position
-    past flat (its fill is clipped there): its target stops at 0, and `fee` (the whole order's) is
-    cut to the clipped part.
+    are per position. The check compares the account before and after the order, counted alike:
+    at order time (`filling` None) both hold every open derivatives order of the account as filled
+    at the last close (the margin the account reserves for them, like cross mode's open-order
+    margin; reduce-only orders reserve nothing and are left out: counting them would credit a cut
+    not yet made), and the order fills at the last close too; at its fill (`filling`: the order's
+    id) the positions held and the fill at `price` (the other resting orders are not counted, as
+    cross mode's fill check: `free_collateral(..., orders=False)`). A fill moves the account as the
+    ledger does (`next_position`; realised PnL into the settle balance). A `reduce_only` order never
+    takes the position past flat (its fill is clipped there): it stops at 0, and `fee` (the whole
+    order's, in the settle asset; priced in USD at `price` for inverse contracts) is cut to the
+    clipped part. Spot trades move the quote and base balances.
     `prices` = (marks, lasts) rows to value at; default the current bar's closes (decision time)."""
     mode = venue_mode(context.catalog, account.exchange)
     if not mode.margined_as_a_whole:
         return None
-    check = mode.module.order_check
-    feed, row = context.feed, context.row
+    catalog, feed, row = context.catalog, context.feed, context.row
     marks, lasts = prices if prices is not None else (feed.mark_close[row], feed.close[row])
+    before = account if filling is not None else _with_open_orders(account, catalog, lasts)
+    if instrument.is_inverse:
+        fee *= price  # coin -> USD: |quantity| x contract size x rate
     if instrument.is_derivative:
-        held = account.positions.get(instrument.key)
-        if pending is None:
-            pending = sum(o.quantity for o in account.orders.values()
-                          if o.instrument == instrument.key and o.order_id != filling)
-        start = (held.quantity if held is not None else 0.0) + pending
-        target = start + quantity
-        if reduce_only and start * target < 0:
+        held = before.positions.get(instrument.key)
+        start = held.quantity if held is not None else 0.0
+        if reduce_only and start * (start + quantity) < 0:
             fee *= abs(start) / abs(quantity)
-            target = 0.0
-        changes = {instrument.key: target}
-        balances = None
+            quantity = -start
+        at = price if filling is not None else float(lasts[catalog.tradable(instrument.key).column])
+        after = _filled(before, catalog, instrument.key, quantity, at)
     else:
-        changes = {}
-        balances = dict(account.balances)
+        balances = dict(before.balances)
         balances[instrument.quote] = balances.get(instrument.quote, 0.0) - quantity * price
         balances[instrument.base] = balances.get(instrument.base, 0.0) + quantity
-    return check(account, context.catalog, marks, lasts, ts, changes, balances, fee)
+        after = attrs.evolve(before, balances=balances)
+    return mode.module.order_check(account, catalog, marks, ts, before, after, fee)
+
+
+def _filled(account, catalog, key: str, quantity: float, price: float):
+    """The account as a fill of `quantity` of derivative `key` at `price` leaves it, fees aside:
+    the position as the ledger moves it (`next_position`), realised PnL into the settle balance."""
+    instrument = catalog.tradable(key).instrument
+    held = account.positions.get(key)
+    balances, positions = account.balances, dict(account.positions)
+    if held is not None and held.quantity * quantity < 0:
+        closed = math.copysign(min(abs(quantity), abs(held.quantity)), held.quantity)
+        balances = dict(balances)
+        balances[instrument.settle] = balances.get(instrument.settle, 0.0) + margin.contract_pnl(
+            closed, held.entry_price, price, instrument.is_inverse, instrument.contract_size)
+    position = next_position(held, key, quantity, price, account.mode_for(key), instrument.settle, 0.0,
+                             instrument.is_inverse)
+    if position is None:
+        positions.pop(key, None)
+    else:
+        positions[key] = position
+    return attrs.evolve(account, balances=balances, positions=positions)
+
+
+def _with_open_orders(account, catalog, lasts):
+    """The account as if its open derivatives orders (reduce-only ones aside) had filled, in the
+    order placed, at the last closes `lasts`."""
+    for order in account.orders.values():
+        tradable = catalog.tradable(order.instrument)
+        if tradable.instrument.is_derivative and not order.reduce_only:
+            account = _filled(account, catalog, order.instrument, order.quantity, float(lasts[tradable.column]))
+    return account
 
 
 def decide(ledger: Ledger, context, command, ts: int) -> list:
@@ -187,7 +223,7 @@ def _place(ledger: Ledger, context, c: cmd.PlaceOrder, ts: int) -> list:
     if c.leverage is not None and c.leverage != account.leverage.get(c.instrument):
         out.append(ev.LeverageChanged(ts, exchange, c.instrument, leverage))
     whole = whole_account_check(account, context, instrument, c.quantity, reference,
-                                notional * tradable.taker_fee, ts, pending=pending,
+                                notional * tradable.taker_fee, ts,
                                 reduce_only=c.reduce_only) if venue.margined_as_a_whole else None
     if whole:
         return reject(whole)

@@ -289,7 +289,7 @@ _LEG_MEMO: dict[int, tuple] = {}  # id(row) -> (row, price, its leg's figures): 
 _LEG_MEMO_SIZE = 16_384
 
 
-def _leg_figures(row, price: float) -> tuple:
+def leg_figures(row, price: float) -> tuple:
     """One leg at one price: (position leg?, (notional, PnL, maintenance), PnL x scale, maintenance,
     initial margin x scale); `unit_one` adds them up."""
     _, quantity, entry, size, table, leverage, fixed, scale = row
@@ -328,7 +328,7 @@ def unit_one(rows, base: float, prices) -> tuple[list, float, float, float, floa
         if hit is not None and hit[0] is row and hit[1] == price:
             position, figures, scaled_pnl, leg_maintenance, leg_initial = hit[2]
         else:
-            leg = _leg_figures(row, price)
+            leg = leg_figures(row, price)
             if len(memo) >= _LEG_MEMO_SIZE:
                 memo.clear()
             memo[id(row)] = (row, price, leg)

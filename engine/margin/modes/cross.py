@@ -8,9 +8,9 @@ mode) stand on their own margin.
 from __future__ import annotations
 
 from xmargin.margin.collateral import STABLECOINS
-from xmargin.margin.kernel import unit_one
+from xmargin.margin import incremental
 from xmargin.margin.units import (CROSS, ISOLATED, RiskUnit, build_unit, cross_unit_name, isolated_units, order_margin,
-                                  position_rows, warned_pools)
+                                  warned_pools)
 
 
 def pool_of(asset: str) -> str:
@@ -48,15 +48,12 @@ def risk_units(account, catalog, prices=None) -> list[RiskUnit]:
 
 
 def pool_value(account, catalog, marks, pool: str):
-    """`unit_one` of the pool's unit (None when the account has no such pool) straight from its rows,
-    without building the account's units: what a fill checks on an account state nothing else values."""
-    pools, _ = _pools(account)
-    members = pools.get(pool)
-    if members is None:
+    """`unit_one` of the pool's unit (None when the account has no such pool) without building the
+    account's units, carried over from the pool's last state valued (`xmargin.margin.incremental`):
+    what a fill checks on an account state nothing else values, one fill after another."""
+    if pool not in account.balances and pool not in _pools(account)[0]:
         return None
-    rows = position_rows(account, catalog, members, False)
-    values = marks.tolist()
-    return unit_one(rows, float(account.balance(pool)), [values[row[0]] for row in rows])
+    return incremental.pool_value(account, catalog, marks, pool)
 
 
 def pool_order_margin(account, catalog, prices, pool: str) -> float:

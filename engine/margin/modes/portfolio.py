@@ -135,29 +135,20 @@ def pool_order_margin(account, catalog, prices, pool: str) -> float:
     return max(initial_margin(filled, prices) - initial_margin(book, prices), 0.0)
 
 
-def order_check(account, catalog, marks, closes, now_ns, changes: dict, balances: dict, fee: float) -> str:
-    """Why an order is refused, or "": the account valued as if it had filled (`changes`: instrument
-    -> new signed quantity, 0 to close; `balances`: the new balances of a spot trade) must keep
-    equity - fee above its initial margin, unless it lowers the initial margin (a hedge or a cut)."""
+def order_check(account, catalog, marks, now_ns, before, after, fee: float) -> str:
+    """Why an order is refused, or "": `after` (the account as the order leaves it, from
+    `xmargin.ledger.decide.whole_account_check`) must keep equity - `fee` (USD) above its initial
+    margin, unless the order lowers the initial margin from `before` (the same account without
+    this order, its other open orders counted alike: a hedge or a cut). In the variant's reduce-only
+    band, judged on `account` as it is (Binance: uniMMR <= 1.2), only such orders pass."""
     variant = variant_of(catalog, account.exchange)
-    positions = dict(account.positions)
-    for key, quantity in changes.items():
-        held = positions.get(key)
-        if abs(quantity) < 1e-12:
-            positions.pop(key, None)
-        else:
-            price = float(closes[catalog.tradable(key).column])
-            positions[key] = _Filled(key, quantity, held.entry_price if held is not None else price, CROSS, 0.0,
-                                      catalog.tradable(key).instrument.settle)
-    before = portfolio_book(account, catalog, variant, marks, now_ns)
-    after = portfolio_book(account, catalog, variant, marks, now_ns, positions=positions,
-                           balances=balances if balances is not None else account.balances)
-    unit_after = _unit(attrs.evolve(account, positions=positions), catalog, after, marks)
+    book_after = portfolio_book(after, catalog, variant, marks, now_ns)
+    unit_after = _unit(after, catalog, book_after, marks)
     value = valuate(unit_after.legs, marks[unit_after.columns])
     equity, initial = float(value.equity[0]) - fee, float(value.initial_margin[0])
-    before_initial = initial_margin(before, marks)
+    before_initial = initial_margin(portfolio_book(before, catalog, variant, marks, now_ns), marks)
     if variant.reduce_only_level and initial > before_initial + 1e-9:
-        unit_now = _unit(account, catalog, before, marks)
+        unit_now = _unit(account, catalog, portfolio_book(account, catalog, variant, marks, now_ns), marks)
         now = valuate(unit_now.legs, marks[unit_now.columns])
         maintenance = float(now.maintenance_margin[0]) / variant.liquidation_level
         if maintenance > 0 and float(now.equity[0]) <= variant.reduce_only_level * maintenance:
