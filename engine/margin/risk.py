@@ -17,6 +17,7 @@ import math
 import attrs
 import numpy as np
 
+from xmargin._arrays import sorted_unique
 from xmargin.margin import formulas as margin
 from xmargin.margin.kernel import equity_one, maintenance_one, valuate
 from xmargin.margin.modes import account_units
@@ -106,7 +107,7 @@ class PlannedExtremes:
 
     def __init__(self, feed, boundaries):
         total = len(feed.ts)
-        starts = np.unique(np.asarray(list(boundaries), dtype=np.int64))
+        starts = sorted_unique(np.asarray(list(boundaries), dtype=np.int64))
         starts = starts[(starts >= 0) & (starts < total)]
         self._feed = feed
         self._index = {start: n for n, start in enumerate(starts.tolist())}

@@ -18,6 +18,7 @@ from contextlib import contextmanager
 import attrs
 import numpy as np
 
+from xmargin._arrays import sorted_unique
 from xmargin.errors import ConfigError
 from xmargin.ledger import events as ev
 from xmargin.margin.auto_exchange import conversion_events
@@ -307,8 +308,8 @@ class Backtest:
             rows.append(np.flatnonzero(feed.has_bar[:, columns].any(axis=1)))
             self._bar_rows = set(rows[-1].tolist())
         if wakes.funding:
-            rows.append(np.unique(feed.funding_row))
-        return np.unique(np.concatenate(rows))
+            rows.append(feed.funding_row)
+        return sorted_unique(np.concatenate(rows))
 
     def _funding_by_row(self) -> dict:
         by_row: dict[int, list] = {}
@@ -344,7 +345,7 @@ class Backtest:
         # the stretches the loop scans end at these rows (a wake's next row, funding, expiry)
         self._extremes = PlannedExtremes(feed, [0, *(w + 1 for w in wake_rows), *funding_rows])
         sample_rows = np.flatnonzero((feed.ts + feed.bar_ns) % config.sample_interval_ns == 0)
-        self._sample_rows = np.union1d(sample_rows, [total - 1]).tolist()
+        self._sample_rows = sorted_unique(np.append(sample_rows, total - 1)).tolist()
         slippage = config.slippage_bps / 10_000.0
         last_progress = time.monotonic()
         row = 0
@@ -424,6 +425,8 @@ class Backtest:
     def _fill_orders(self, row: int, ts: int, slippage: float) -> list:
         feed = self.feed
         out = []
+        if not any(account.orders for account in self.ledger.accounts.values()):
+            return out
         for exchange in sorted(self.ledger.accounts):
             for order_id in sorted(self.ledger.accounts[exchange].orders):
                 order = self.ledger.accounts[exchange].orders.get(order_id)
