@@ -70,3 +70,17 @@ def test_a_file_that_is_not_parquet_is_still_reported_by_the_scan(dataset):
         "BROKEN-1h.parquet", "ETH_SOL-1h.parquet"]
     with pytest.raises(Exception, match="(?i)parquet|BROKEN"):
         load_feed(dataset, KEYS)
+
+
+def test_instruments_with_different_timestamps_share_their_sorted_union(dataset):
+    """Hyperliquid BTC starts 10 bars late and misses 5 in the middle: the feed's timestamps are the
+    sorted union of every instrument's (as np.unique gives it), and its missing bars are marked."""
+    path = dataset / "bars" / "hyperliquid" / "perp" / "BTC_USDC_USDC-1h.parquet"
+    bars = pl.read_parquet(path)
+    bars.slice(10).filter(~pl.int_range(pl.len()).is_between(100, 104)).write_parquet(path)
+    loaded = load_feed(dataset, KEYS)
+    every = [pl.read_parquet(f).filter((pl.col("exchange") + ":" + pl.col("symbol")).is_in(KEYS))["ts"]
+             .dt.epoch("ns").to_numpy() for f in table_files(dataset, "bars")]
+    assert np.array_equal(loaded.ts, np.unique(np.concatenate(every)))
+    column = KEYS.index("hyperliquid:BTC/USDC:USDC")
+    assert (~loaded.has_bar[:, column]).sum() == 15 and loaded.has_bar[:, 0].all()

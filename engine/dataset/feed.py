@@ -20,6 +20,7 @@ import attrs
 import numpy as np
 import polars as pl
 
+from xmargin._arrays import sorted_unique
 from xmargin.dataset.manifest import DatasetManifest, read_manifest
 from xmargin.dataset.tables import scan, table_files
 from xmargin.errors import DatasetError
@@ -168,7 +169,7 @@ def _union_of_times(times: list[np.ndarray]) -> np.ndarray:
     if all(len(t) == len(first) for t in times) and bool(np.all(first[1:] > first[:-1])) \
             and all(np.array_equal(t, first) for t in times[1:]):
         return first.copy()
-    return np.unique(np.concatenate(times))
+    return sorted_unique(np.concatenate(times))
 
 
 def load_feed(folder: str | Path, keys: list[str], start: datetime | None = None,
