@@ -14,21 +14,30 @@ def _load(config_path, sets, margin_modes, start, end, out, seed, skip_validatio
     """The validated config; unless `skip_validation`, its dataset is checked first (as
     `xmargin data validate` does) and an unusable one stops here with its problems listed.
     With `with_warnings`, returns (config, the validation's warnings) for the run summary."""
-    config = load_config(config_path, sets=sets, margin_modes=margin_modes, start=start, end=end,
-                         out=str(out) if out else None, seed=seed)
-    warnings = ()
-    if not skip_validation:
-        from xmargin.dataset.checked import validate_dataset_cached
-
-        report = validate_dataset_cached(config.dataset)
-        if not report.ok:
-            for problem in report.errors:
-                click.echo(str(problem), err=True)
-            click.echo(f"error: dataset {config.dataset} is not usable ({len(report.errors)} errors above); fix "
-                       "them (see `xmargin data validate`) or pass --no-validate to run anyway.", err=True)
-            sys.exit(1)
-        warnings = report.warnings
+    config = _config(config_path, sets, margin_modes, start, end, out, seed)
+    warnings = _checked_dataset(config, skip_validation)
     return (config, warnings) if with_warnings else config
+
+
+def _config(config_path, sets, margin_modes, start, end, out, seed):
+    return load_config(config_path, sets=sets, margin_modes=margin_modes, start=start, end=end,
+                       out=str(out) if out else None, seed=seed)
+
+
+def _checked_dataset(config, skip_validation: bool) -> tuple:
+    """The dataset validation's warnings (none when skipped); an unusable dataset exits 1 with its errors."""
+    if skip_validation:
+        return ()
+    from xmargin.dataset.checked import validate_dataset_cached
+
+    report = validate_dataset_cached(config.dataset)
+    if not report.ok:
+        for problem in report.errors:
+            click.echo(str(problem), err=True)
+        click.echo(f"error: dataset {config.dataset} is not usable ({len(report.errors)} errors above); fix "
+                   "them (see `xmargin data validate`) or pass --no-validate to run anyway.", err=True)
+        sys.exit(1)
+    return report.warnings
 
 
 def config_options(function):
@@ -63,11 +72,15 @@ def config_options(function):
 def run(config_path, sets, margin_modes, start, end, out, seed, skip_validation, run_id, quiet, strict):
     """Run a backtest from CONFIG.toml and write runs/<run-id>/."""
     from xmargin.sim.runner import execute
+    from xmargin.sim.strategy import build_strategy
     from xmargin.analysis.summary import format_summary, problems
 
-    config, warnings = _load(config_path, sets, margin_modes, start, end, out, seed, skip_validation,
-                             with_warnings=True)
-    completed = execute(config, run_id=run_id, progress=not quiet and sys.stderr.isatty(), warnings=warnings)
+    config = _config(config_path, sets, margin_modes, start, end, out, seed)
+    # the strategy (reference and params) is part of the config: refused before the dataset is read
+    strategy = build_strategy(config.strategy, config.params, config.folder)
+    warnings = _checked_dataset(config, skip_validation)
+    completed = execute(config, run_id=run_id, progress=not quiet and sys.stderr.isatty(), warnings=warnings,
+                        strategy=strategy)
     click.echo(format_summary(completed.summary, completed.path))
     found = problems(completed.summary)
     if found and (strict or config.strict):

@@ -19,6 +19,7 @@ from pathlib import Path
 import attrs
 
 from xmargin import _version
+from xmargin.dataset import batches as _batches
 from xmargin.dataset import manifest as _manifest
 from xmargin.dataset import tables as _tables
 from xmargin.dataset import validate as _validate
@@ -36,7 +37,7 @@ def cache_folder() -> Path:
 
 def _validator_digest() -> str:
     digest = hashlib.sha256(_version.__version__.encode())
-    for module in (_validate, _manifest, _tables):
+    for module in (_validate, _batches, _manifest, _tables):
         digest.update(Path(module.__file__).read_bytes())
     return digest.hexdigest()
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import attrs
 import polars as pl
 
+from xmargin.dataset.batches import SERIES, Batch, plan_batches, relative, scan_files, series_index
 from xmargin.dataset.manifest import COLUMNS_BY_KIND, KINDS, MANIFEST_NAME, DatasetManifest, read_manifest
 from xmargin.dataset.tables import table_files
 from xmargin.errors import DatasetError
@@ -159,27 +160,12 @@ def _iso(value) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%S") if hasattr(value, "strftime") else str(value)
 
 
-def _relative(path: Path, root: Path) -> str:
-    try:
-        return str(path.relative_to(root))
-    except ValueError:
-        return str(path)
-
-
-def _scan_files(files: list[Path], root: Path, columns: list[str]) -> pl.LazyFrame:
-    """Concatenate files lazily, each with its own `file` and 0-based `row` columns."""
-    frames = [pl.scan_parquet(str(f)).select(columns).with_row_index("row")
-              .with_columns(file=pl.lit(_relative(f, root)), instrument=pl.col("exchange") + ":" + pl.col("symbol"))
-              for f in files]
-    return pl.concat(frames, how="vertical")
-
-
 def _check_schema(files: list[Path], kind: str, root: Path, out: _Collector) -> list[Path]:
     """Columns and dtypes of each file against COLUMNS_BY_KIND; returns the files that match."""
     expected = COLUMNS_BY_KIND[kind]
     good = []
     for f in files:
-        name = _relative(f, root)
+        name = relative(f, root)
         try:
             schema = pl.scan_parquet(str(f)).collect_schema()
         except Exception as exc:  # unreadable Parquet
@@ -210,109 +196,43 @@ def _check_schema(files: list[Path], kind: str, root: Path, out: _Collector) -> 
     return good
 
 
-def _check_table(kind: str, frame: pl.LazyFrame, out: _Collector, max_funding_rate: float) -> pl.DataFrame:
-    """Content checks of one kind; returns per-instrument stats (instrument, timeframe, rows, start, end).
+def _check_table(kind: str, frame: pl.LazyFrame, out: _Collector, max_funding_rate: float,
+                 batches: list[Batch] | None = None, plan: _Plan | None = None) -> pl.DataFrame:
+    """Content checks of one kind; returns per-series stats (instrument, rows, start, end, timeframes, ...).
 
-    Every row-level query is collected in one `pl.collect_all` (the scan of the files is shared: one
-    pass instead of one per check); the problems are then reported in the checks' order."""
+    The rows are checked batch after batch (`batches`, default `frame` whole): each batch's
+    row-level queries and partial stats are collected in one `pl.collect_all` (one pass over its
+    rows); the rows found are put back in file order and each check reports them in the checks'
+    order, so the report does not depend on the batching. `plan` (from `validate_dataset`) adds
+    the gap search and the mark-vs-last comparison to the same passes."""
     key = ["file", "row", "instrument", "ts"]
     label = f" in {kind}"
-    pending: list[tuple[pl.LazyFrame, object]] = []  # (query, report(collected frame)), in report order
-
-    def later(query: pl.LazyFrame, report) -> None:
-        pending.append((query, report))
-
-    nulls = [c for c in COLUMNS_BY_KIND[kind] if c not in ("volume",)]
-    null_rows = frame.filter(pl.any_horizontal([pl.col(c).is_null() for c in nulls]))
-
-    def report_nulls(null_df):
-        for col in nulls:
-            out.rows(null_df.filter(pl.col(col).is_null()), severity=ERROR, check="missing value", column=col,
-                     message=f"{col} is empty (null)", fix="fill or drop the row at the source, then re-import",
-                     kind_label=label)
-    later(null_rows.select(key + [c for c in nulls if c not in key]), report_nulls)
-
-    # Timestamps strictly increasing per instrument (and timeframe: a dataset may hold several), in file order.
-    series = ["instrument"] if kind == "funding" else ["instrument", "timeframe"]
-    step = frame.with_columns(previous=pl.col("ts").shift(1).over(series))
-    def report_order(order):
-        out.rows(order.filter(pl.col("ts") < pl.col("previous")), severity=ERROR, check="unsorted", column="ts",
-                 message=lambda r: "timestamp goes backwards (previous row of this instrument is at "
-                                   f"{_iso(r['previous'])})",
-                 fix="sort rows by ts per instrument (and order files by time) before writing", kind_label=label)
-        out.rows(order.filter(pl.col("ts") == pl.col("previous")), severity=ERROR, check="duplicate ts", column="ts",
-                 message="duplicate timestamp for this instrument",
-                 fix="drop duplicates, keeping one row per ts (e.g. .unique(['exchange','symbol','ts'], keep='last'))",
-                 kind_label=label)
-    later(step.filter(pl.col("ts") <= pl.col("previous")).select(key + ["previous"]), report_order)
-
-    latest = datetime.now(timezone.utc).replace(month=1, day=1, hour=0, minute=0, second=0, microsecond=0)
-    latest = latest.replace(year=latest.year + 2)  # the end of next year
-    later(frame.filter((pl.col("ts") < EARLIEST) | (pl.col("ts") >= latest)).select(key),
-          lambda early: out.rows(
-              early, severity=ERROR, check="implausible date", column="ts",
-              message=lambda r: f"timestamp {_iso(r['ts'])} is before 2009 or after next year",
-              fix="dates in 1970 mean epoch seconds or milliseconds were stored as nanoseconds (or the reverse): "
-                  "convert with the right unit, e.g. pl.from_epoch(col, time_unit='ms')", kind_label=label))
-
+    batches = batches or [Batch(frame)]
+    series = ["instrument"] if kind == "funding" else list(SERIES)
+    neighbours = {"previous_ts": pl.col("ts").shift(1).over(series)}
+    if kind != "funding":
+        neighbours |= {"previous_close": pl.col("close").shift(1).over(series),
+                       "next_close": pl.col("close").shift(-1).over(series)}
+    reports: list = []
+    found: list[list[pl.DataFrame]] = []
+    for batch in batches:
+        rows = batch.rows(neighbours)
+        checks = _row_checks(kind, rows, key, out, label, max_funding_rate)
+        extra = _stats_queries(kind, rows) + (plan.queries(rows, batch) if plan is not None else [])
+        collected = pl.collect_all([query for query, _ in checks] + extra)
+        reports = [report for _, report in checks]
+        found.append(collected)
+    ordered = [_in_file_order(list(frames), len(batches), plan) for frames in zip(*found)]
+    for frame_found, report in zip(ordered, reports):
+        report(frame_found)
+    extras = ordered[len(reports):]
     if kind == "funding":
-        rate = pl.col("funding_rate")
-        later(frame.filter(~rate.is_finite() | (rate.abs() > max_funding_rate)).select(key + ["funding_rate"]),
-              lambda bad: out.rows(
-                  bad, severity=ERROR, check="funding rate", column="funding_rate",
-                  message=lambda r: f"funding rate {r['funding_rate']!r} is not finite or beyond "
-                                    f"±{max_funding_rate} per interval",
-                  fix="rates are fractions per funding interval (0.0001 = 0.01 %), not percent or annualised; "
-                      "divide by 100 or fix the source (or raise --max-funding-rate if genuine)", kind_label=label))
-    else:
-        for col in PRICE_NAMES:
-            c = pl.col(col)
-            later(frame.filter(c.is_not_null() & (~c.is_finite() | (c <= 0))).select(key + [col]),
-                  lambda bad, col=col: out.rows(
-                      bad, severity=ERROR, check="bad price", column=col,
-                      message=lambda r: f"{col} = {r[col]!r} (prices must be finite and > 0)",
-                      fix="drop or repair the row at the source", kind_label=label))
-        _check_spikes(frame, key, out, label, later)
-        if kind == "bars":
-            v = pl.col("volume")
-            later(frame.filter(v.is_not_null() & (~v.is_finite() | (v < 0))).select(key + ["volume"]),
-                  lambda bad: out.rows(bad, severity=ERROR, check="bad volume", column="volume",
-                                       message=lambda r: f"volume = {r['volume']!r} (must be finite and >= 0)",
-                                       fix="set volume to 0 when unknown", kind_label=label))
-        later(frame.filter(pl.col("high") < pl.col("low")).select(key + ["high", "low"]),
-              lambda bad: out.rows(bad, severity=ERROR, check="high < low", column="high",
-                                   message=lambda r: f"high {r['high']} is below low {r['low']}",
-                                   fix="swap or repair high/low at the source", kind_label=label))
-        for col in ("open", "close"):
-            c = pl.col(col)
-            later(frame.filter((c < pl.col("low")) | (c > pl.col("high"))).select(key + [col, "low", "high"]),
-                  lambda bad, col=col: out.rows(
-                      bad, severity=ERROR, check=f"{col} outside range", column=col,
-                      message=lambda r: f"{col} {r[col]} is outside [low {r['low']}, high {r['high']}]",
-                      fix="repair the bar so that low <= open, close <= high", kind_label=label))
-
-    if kind == "funding":
-        stats = frame.group_by("instrument").agg(
-            rows=pl.len(), start=pl.col("ts").min(), end=pl.col("ts").max(),
-            exchange=pl.col("exchange").first(), market=pl.col("market").first(),
-            markets=pl.col("market").unique().sort(), file=pl.col("file").first(),
-            timeframes=pl.lit(None, dtype=pl.List(pl.String)),
-            spacing=pl.col("ts").sort().diff().dt.total_seconds().drop_nulls().mode().sort().first(),
-            median_rate=pl.col("funding_rate").abs().median())
-        stats = _collect_reported(pending, stats)
+        stats = extras[0]
         _check_funding_scale(frame, stats, key, out, label)
         return stats
-
-    # one row per instrument and timeframe: a dataset may hold several timeframes of one instrument
-    stats = frame.with_columns(series=pl.col("timeframe")).group_by("instrument", "series").agg(
-        rows=pl.len(), start=pl.col("ts").min(), end=pl.col("ts").max(),
-        exchange=pl.col("exchange").first(), market=pl.col("market").first(),
-        markets=pl.col("market").unique().sort(), file=pl.col("file").first(),
-        timeframes=pl.col("timeframe").unique().sort(),
-        spacing=pl.col("ts").diff().dt.total_seconds().drop_nulls().mode().sort().first(),
-        min_spacing=pl.col("ts").diff().dt.total_seconds().filter(pl.col("ts").diff().dt.total_seconds() > 0).min(),
-        ).drop("series")
-    stats = _collect_reported(pending, stats)
+    stats = _merge_stats(extras[0], extras[1])
+    if plan is not None:
+        plan.found(extras[2:])
     for record in stats.sort("instrument").iter_rows(named=True):
         frames = [t for t in record["timeframes"] if t is not None]
         for timeframe in frames:
@@ -334,6 +254,131 @@ def _check_table(kind: str, frame: pl.LazyFrame, out: _Collector, max_funding_ra
     return stats
 
 
+def _in_file_order(frames: list[pl.DataFrame], batches: int, plan: _Plan | None) -> pl.DataFrame:
+    """One check's rows of every batch, concatenated in file order (batches may interleave files)."""
+    frame = pl.concat(frames, how="vertical")
+    if batches == 1 or plan is None or not {"file", "row"} <= set(frame.columns):
+        return frame
+    return (frame.with_columns(_file_number=pl.col("file").replace_strict(plan.file_numbers, return_dtype=pl.UInt32))
+            .sort("_file_number", "row", maintain_order=True).drop("_file_number"))
+
+
+def _row_checks(kind: str, rows: pl.LazyFrame, key: list, out: _Collector, label: str,
+                max_funding_rate: float) -> list[tuple[pl.LazyFrame, object]]:
+    """The row-level checks of one kind over `rows` (with `previous_ts`, and for prices
+    `previous_close` / `next_close`, within each series): (query, report(found rows)) in report order."""
+    checks: list[tuple[pl.LazyFrame, object]] = []
+
+    def later(query: pl.LazyFrame, report) -> None:
+        checks.append((query, report))
+
+    nulls = [c for c in COLUMNS_BY_KIND[kind] if c not in ("volume",)]
+    null_rows = rows.filter(pl.any_horizontal([pl.col(c).is_null() for c in nulls]))
+
+    def report_nulls(null_df):
+        for col in nulls:
+            out.rows(null_df.filter(pl.col(col).is_null()), severity=ERROR, check="missing value", column=col,
+                     message=f"{col} is empty (null)", fix="fill or drop the row at the source, then re-import",
+                     kind_label=label)
+    later(null_rows.select(key + [c for c in nulls if c not in key]), report_nulls)
+
+    # Timestamps strictly increasing per instrument (and timeframe: a dataset may hold several), in file order.
+    def report_order(order):
+        out.rows(order.filter(pl.col("ts") < pl.col("previous")), severity=ERROR, check="unsorted", column="ts",
+                 message=lambda r: "timestamp goes backwards (previous row of this instrument is at "
+                                   f"{_iso(r['previous'])})",
+                 fix="sort rows by ts per instrument (and order files by time) before writing", kind_label=label)
+        out.rows(order.filter(pl.col("ts") == pl.col("previous")), severity=ERROR, check="duplicate ts", column="ts",
+                 message="duplicate timestamp for this instrument",
+                 fix="drop duplicates, keeping one row per ts (e.g. .unique(['exchange','symbol','ts'], keep='last'))",
+                 kind_label=label)
+    later(rows.filter(pl.col("ts") <= pl.col("previous_ts")).select(*key, previous=pl.col("previous_ts")),
+          report_order)
+
+    latest = datetime.now(timezone.utc).replace(month=1, day=1, hour=0, minute=0, second=0, microsecond=0)
+    latest = latest.replace(year=latest.year + 2)  # the end of next year
+    later(rows.filter((pl.col("ts") < EARLIEST) | (pl.col("ts") >= latest)).select(key),
+          lambda early: out.rows(
+              early, severity=ERROR, check="implausible date", column="ts",
+              message=lambda r: f"timestamp {_iso(r['ts'])} is before 2009 or after next year",
+              fix="dates in 1970 mean epoch seconds or milliseconds were stored as nanoseconds (or the reverse): "
+                  "convert with the right unit, e.g. pl.from_epoch(col, time_unit='ms')", kind_label=label))
+
+    if kind == "funding":
+        rate = pl.col("funding_rate")
+        later(rows.filter(~rate.is_finite() | (rate.abs() > max_funding_rate)).select(key + ["funding_rate"]),
+              lambda bad: out.rows(
+                  bad, severity=ERROR, check="funding rate", column="funding_rate",
+                  message=lambda r: f"funding rate {r['funding_rate']!r} is not finite or beyond "
+                                    f"±{max_funding_rate} per interval",
+                  fix="rates are fractions per funding interval (0.0001 = 0.01 %), not percent or annualised; "
+                      "divide by 100 or fix the source (or raise --max-funding-rate if genuine)", kind_label=label))
+        return checks
+    for col in PRICE_NAMES:
+        c = pl.col(col)
+        later(rows.filter(c.is_not_null() & (~c.is_finite() | (c <= 0))).select(key + [col]),
+              lambda bad, col=col: out.rows(
+                  bad, severity=ERROR, check="bad price", column=col,
+                  message=lambda r: f"{col} = {r[col]!r} (prices must be finite and > 0)",
+                  fix="drop or repair the row at the source", kind_label=label))
+    _check_spikes(rows, key, out, label, later)
+    if kind == "bars":
+        v = pl.col("volume")
+        later(rows.filter(v.is_not_null() & (~v.is_finite() | (v < 0))).select(key + ["volume"]),
+              lambda bad: out.rows(bad, severity=ERROR, check="bad volume", column="volume",
+                                   message=lambda r: f"volume = {r['volume']!r} (must be finite and >= 0)",
+                                   fix="set volume to 0 when unknown", kind_label=label))
+    later(rows.filter(pl.col("high") < pl.col("low")).select(key + ["high", "low"]),
+          lambda bad: out.rows(bad, severity=ERROR, check="high < low", column="high",
+                               message=lambda r: f"high {r['high']} is below low {r['low']}",
+                               fix="swap or repair high/low at the source", kind_label=label))
+    for col in ("open", "close"):
+        c = pl.col(col)
+        later(rows.filter((c < pl.col("low")) | (c > pl.col("high"))).select(key + [col, "low", "high"]),
+              lambda bad, col=col: out.rows(
+                  bad, severity=ERROR, check=f"{col} outside range", column=col,
+                  message=lambda r: f"{col} {r[col]} is outside [low {r['low']}, high {r['high']}]",
+                  fix="repair the bar so that low <= open, close <= high", kind_label=label))
+    return checks
+
+
+def _stats_queries(kind: str, rows: pl.LazyFrame) -> list[pl.LazyFrame]:
+    """Funding: the per-instrument stats. Prices: per series (instrument, timeframe) the partial
+    stats of these rows and the count of each spacing (seconds), merged over batches by `_merge_stats`."""
+    if kind == "funding":
+        return [rows.group_by("instrument").agg(
+            rows=pl.len(), start=pl.col("ts").min(), end=pl.col("ts").max(),
+            exchange=pl.col("exchange").first(), market=pl.col("market").first(),
+            markets=pl.col("market").unique().sort(), file=pl.col("file").first(),
+            timeframes=pl.lit(None, dtype=pl.List(pl.String)),
+            spacing=pl.col("ts").sort().diff().dt.total_seconds().drop_nulls().mode().sort().first(),
+            median_rate=pl.col("funding_rate").abs().median())]
+    spacing = (pl.col("ts") - pl.col("previous_ts")).dt.total_seconds()
+    partial = rows.group_by(*SERIES).agg(
+        rows=pl.len(), start=pl.col("ts").min(), end=pl.col("ts").max(),
+        exchange=pl.col("exchange").first(), market=pl.col("market").first(),
+        markets=pl.col("market").unique(), file=pl.col("file").first(),
+        timeframes=pl.col("timeframe").unique(), min_spacing=spacing.filter(spacing > 0).min())
+    counts = (rows.select(*SERIES, spacing=spacing).drop_nulls("spacing")
+              .group_by(*SERIES, "spacing").agg(count=pl.len()))
+    return [partial, counts]
+
+
+def _merge_stats(partial: pl.DataFrame, counts: pl.DataFrame) -> pl.DataFrame:
+    """One row per series (instrument, timeframe) from the batches' partial stats (in batch order):
+    rows, start, end, exchange, market, markets, file, timeframes, spacing (the most frequent, the
+    smallest of equals), min_spacing (the closest positive)."""
+    merged = partial.group_by(*SERIES, maintain_order=True).agg(
+        rows=pl.col("rows").sum(), start=pl.col("start").min(), end=pl.col("end").max(),
+        exchange=pl.col("exchange").first(), market=pl.col("market").first(),
+        markets=pl.col("markets").list.explode(keep_nulls=False, empty_as_null=False).unique().sort(), file=pl.col("file").first(),
+        timeframes=pl.col("timeframes").list.explode(keep_nulls=False, empty_as_null=False).unique().sort(), min_spacing=pl.col("min_spacing").min())
+    mode = (counts.group_by(*SERIES, "spacing").agg(count=pl.col("count").sum())
+            .sort(["count", "spacing"], descending=[True, False])
+            .group_by(*SERIES, maintain_order=True).agg(spacing=pl.col("spacing").first()))
+    return merged.join(mode, on=list(SERIES), how="left", nulls_equal=True).drop("timeframe")
+
+
 def _duration(seconds: float) -> str:
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if seconds >= size and seconds % size == 0:
@@ -341,20 +386,11 @@ def _duration(seconds: float) -> str:
     return f"{seconds:g}s"
 
 
-def _collect_reported(pending: list, stats: pl.LazyFrame) -> pl.DataFrame:
-    """Collect every pending check query and `stats` together (one shared scan), report each
-    check's rows in order, return the collected stats."""
-    *found, collected = pl.collect_all([query for query, _ in pending] + [stats])
-    for frame, (_, report) in zip(found, pending):
-        report(frame)
-    return collected
-
-
-def _check_spikes(frame: pl.LazyFrame, key: list, out: _Collector, label: str, later) -> None:
+def _check_spikes(rows: pl.LazyFrame, key: list, out: _Collector, label: str, later) -> None:
     """An isolated price more than SPIKE_FACTOR away from both neighbouring closes (or from its
-    only neighbour) of the same instrument: a bad tick that would turn PnL into nonsense.
-    `later(query, report)`: the query is collected with the table's other checks."""
-    prev, after = pl.col("previous"), pl.col("next")
+    only neighbour) of the same series (`previous_close`, `next_close`): a bad tick that would turn
+    PnL into nonsense. `later(query, report)`: the query is collected with the table's other checks."""
+    prev, after = pl.col("previous_close"), pl.col("next_close")
     flags = {}
     for col in PRICE_NAMES:
         c = pl.col(col)
@@ -367,11 +403,8 @@ def _check_spikes(frame: pl.LazyFrame, key: list, out: _Collector, label: str, l
                  .otherwise(away(prev) & away(after)))
         flags[f"_spike_{col}"] = c.is_finite() & (c > 0) & spike.fill_null(False)
     # one query for every price column (the neighbouring closes found once), reported per column
-    series = ["instrument", "timeframe"]  # neighbours within one series (a dataset may hold 5m and 1h bars)
-    neighbours = frame.with_columns(previous=pl.col("close").shift(1).over(series),
-                                    next=pl.col("close").shift(-1).over(series))
-    query = (neighbours.with_columns(**flags).filter(pl.any_horizontal(list(flags)))
-             .select(*key, *PRICE_NAMES, "previous", "next", *flags))
+    query = (rows.with_columns(**flags).filter(pl.any_horizontal(list(flags)))
+             .select(*key, *PRICE_NAMES, *flags, previous=prev, next=after))
 
     def report(found):
         for col in PRICE_NAMES:
@@ -382,6 +415,63 @@ def _check_spikes(frame: pl.LazyFrame, key: list, out: _Collector, label: str, l
                      fix="repair or drop the bad tick at the source (an isolated spike is a data error, not a "
                          "market move)", kind_label=label)
     later(query, report)
+
+
+@attrs.define
+class _Plan:
+    """What `validate_dataset` adds to one price kind's batched checks: the files' order (to put
+    the rows found back in it), the gap search and, for mark/, the mark-vs-last comparison with the
+    bars of the batch's series (`bars` = (bars files, their series index)); the rows found are kept
+    in `gaps` and `far` for the reports."""
+
+    root: Path
+    file_numbers: dict[str, int]
+    durations: dict[str, int]  # bar length in ns per timeframe label
+    bars: tuple[list[Path], pl.DataFrame] | None = None
+    threshold: float = DEFAULT_MARK_DEVIATION
+    gaps: pl.DataFrame | None = None
+    far: pl.DataFrame | None = None
+
+    @classmethod
+    def of(cls, files: list[Path], root: Path, index: pl.DataFrame, **fields) -> _Plan:
+        durations = {}
+        for timeframe in index.filter(pl.col("instrument").is_not_null())["timeframe"].unique().to_list():
+            try:
+                durations[timeframe] = int(parse_timeframe(timeframe).total_seconds() * 1e9)
+            except (TypeError, ValueError):
+                pass
+        return cls(root=root, file_numbers={relative(f, root): n for n, f in enumerate(files)},
+                   durations=durations, **fields)
+
+    def queries(self, rows: pl.LazyFrame, batch: Batch) -> list[pl.LazyFrame]:
+        lookup = pl.LazyFrame({"timeframe": list(self.durations), "step_ns": list(self.durations.values())},
+                              schema={"timeframe": pl.String, "step_ns": pl.Int64})
+        gaps = (rows.filter(pl.col("instrument").is_not_null())
+                .select("file", "row", "instrument", "timeframe", "ts",
+                        spacing=(pl.col("ts") - pl.col("previous_ts")).dt.total_nanoseconds())
+                .join(lookup, on="timeframe", how="inner", maintain_order="left")
+                .filter(pl.col("spacing") > pl.col("step_ns"))
+                .with_columns(missing=(pl.col("spacing") // pl.col("step_ns") - 1)))
+        if self.bars is None:
+            return [gaps]
+        files, index = self.bars
+        wanted = pl.DataFrame(list(batch.series), schema=list(SERIES), orient="row")
+        numbers = index.join(wanted, on=list(SERIES), how="semi")["file_number"].unique().sort().to_list()
+        bars = pl.LazyFrame(schema={"instrument": pl.String, "ts": pl.Datetime("ns", "UTC"), "timeframe": pl.String,
+                                    "last_close": pl.Float64})
+        if numbers:
+            bars = pl.concat([pl.scan_parquet(str(files[n])).select(
+                instrument=pl.col("exchange") + ":" + pl.col("symbol"), ts=pl.col("ts"), timeframe=pl.col("timeframe"),
+                last_close=pl.col("close")) for n in numbers]).join(wanted.lazy(), on=list(SERIES), how="semi")
+        far = (rows.select("file", "row", "instrument", "ts", "timeframe", mark_close=pl.col("close"))
+               .join(bars, on=["instrument", "ts", "timeframe"], how="inner")
+               .with_columns(deviation=pl.col("mark_close") / pl.col("last_close") - 1)
+               .filter(pl.col("deviation").abs() > self.threshold))
+        return [gaps, far]
+
+    def found(self, frames: list[pl.DataFrame]) -> None:
+        self.gaps = frames[0]
+        self.far = frames[1] if len(frames) > 1 else None
 
 
 def _check_funding_scale(frame: pl.LazyFrame, stats: pl.DataFrame, key: list, out: _Collector, label: str) -> None:
@@ -415,25 +505,9 @@ def _check_funding_scale(frame: pl.LazyFrame, stats: pl.DataFrame, key: list, ou
                 fix="none needed if the exchange stamps them so (Hyperliquid: HH:00:01); otherwise check the source")
 
 
-def _check_gaps(kind: str, frame: pl.LazyFrame, stats: pl.DataFrame, out: _Collector) -> None:
-    """Warn (with counts) where consecutive bars of one timeframe are further apart than it."""
-    durations = {}
-    for record in stats.iter_rows(named=True):
-        for timeframe in record["timeframes"] or []:
-            try:
-                durations[(record["instrument"], timeframe)] = int(parse_timeframe(timeframe).total_seconds() * 1e9)
-            except (TypeError, ValueError):
-                pass
-    if not durations:
-        return
-    lookup = pl.DataFrame({"instrument": [k[0] for k in durations], "timeframe": [k[1] for k in durations],
-                           "step_ns": list(durations.values())})
-    gaps = (frame.select("file", "row", "instrument", "timeframe", "ts")
-            .with_columns(spacing=pl.col("ts").diff().over("instrument", "timeframe").dt.total_nanoseconds())
-            .join(lookup.lazy(), on=["instrument", "timeframe"], how="inner", maintain_order="left")
-            .filter(pl.col("spacing") > pl.col("step_ns"))
-            .with_columns(missing=(pl.col("spacing") // pl.col("step_ns") - 1))
-            .collect())
+def _report_gaps(kind: str, gaps: pl.DataFrame, out: _Collector) -> None:
+    """Warn (with counts) where consecutive bars of one timeframe are further apart than it
+    (`gaps`: the rows ending a gap, in file order, with `missing` bars)."""
     if gaps.height == 0:
         return
     summary = gaps.group_by("instrument", "timeframe").agg(gaps=pl.len(), missing=pl.col("missing").sum(),
@@ -450,16 +524,11 @@ def _check_gaps(kind: str, frame: pl.LazyFrame, stats: pl.DataFrame, out: _Colle
                     "otherwise re-download the missing range")
 
 
-def _check_mark_vs_last(bars: pl.LazyFrame, mark: pl.LazyFrame, out: _Collector, threshold: float) -> None:
-    """Warn where mark close is more than `threshold` away from last close at the same ts and timeframe."""
-    joined = (mark.select("file", "row", "instrument", "ts", "timeframe", mark_close=pl.col("close"))
-              .join(bars.select("instrument", "ts", "timeframe", last_close=pl.col("close")),
-                    on=["instrument", "ts", "timeframe"], how="inner")
-              .with_columns(deviation=pl.col("mark_close") / pl.col("last_close") - 1)
-              .filter(pl.col("deviation").abs() > threshold)
-              .sort("instrument", "ts")
-              .collect())
-    out.rows(joined, severity=WARNING, check="mark far from last", column="close",
+def _report_mark_vs_last(far: pl.DataFrame, out: _Collector, threshold: float) -> None:
+    """Warn where mark close is more than `threshold` away from last close at the same ts and
+    timeframe (`far`: those mark rows, in file order, with mark_close, last_close, deviation)."""
+    out.rows(far.sort("instrument", "ts", maintain_order=True), severity=WARNING, check="mark far from last",
+             column="close",
              message=lambda r: f"mark close {r['mark_close']} is {r['deviation']:+.2%} from last close "
                                f"{r['last_close']} (threshold {threshold:.0%})",
              fix="check that mark/ and bars/ hold the same instrument and time base "
@@ -569,6 +638,8 @@ def validate_dataset(path: str | Path, *, max_funding_rate: float = DEFAULT_MAX_
     frames: dict[str, pl.LazyFrame] = {}
     stats_by_kind: dict[str, pl.DataFrame] = {}
     summaries = []
+    bars = None  # (bars files, their series index) once bars/ is checked: mark/ is compared with it
+    far = None
     for kind in KINDS:
         files = table_files(root, kind)
         if not files:
@@ -580,23 +651,32 @@ def validate_dataset(path: str | Path, *, max_funding_rate: float = DEFAULT_MAX_
         good = _check_schema(files, kind, root, out)
         if len(good) != len(files):
             continue  # content checks need every file of the kind to have the right schema
-        frame = _scan_files(good, root, list(COLUMNS_BY_KIND[kind]))
+        columns = list(COLUMNS_BY_KIND[kind])
+        frame = scan_files(good, root, columns)
+        batches = plan = None
         try:
-            stats = _check_table(kind, frame, out, max_funding_rate)
+            if kind != "funding":  # price tables are checked in batches of whole series (funding is small)
+                index = series_index(good)
+                plan = _Plan.of(good, root, index, bars=bars if kind == "mark" else None, threshold=mark_threshold)
+                batches = plan_batches(good, root, columns, index)
+            stats = _check_table(kind, frame, out, max_funding_rate, batches, plan)
         except pl.exceptions.PolarsError as exc:
             out.add(severity=ERROR, check="readable", file=f"{kind}/", message=f"cannot scan the {kind} table ({str(exc).splitlines()[0]})",
                     fix="rewrite the files with the documented schema")
             continue
         frames[kind] = frame
         stats_by_kind[kind] = stats
-        if kind != "funding":
-            _check_gaps(kind, frame, stats, out)
+        if plan is not None:
+            _report_gaps(kind, plan.gaps, out)
+            far = plan.far if kind == "mark" else far
+        if kind == "bars":
+            bars = (good, index)
         if stats.height:
             summaries.append(KindSummary(kind=kind, files=len(good), rows=int(stats["rows"].sum()),
                                          start=_iso(stats["start"].min()), end=_iso(stats["end"].max()),
                                          instruments=stats["instrument"].n_unique()))
-    if "bars" in frames and "mark" in frames:
-        _check_mark_vs_last(frames["bars"], frames["mark"], out, mark_threshold)
+    if far is not None:
+        _report_mark_vs_last(far, out, mark_threshold)
     if stats_by_kind:
         _check_declared(manifest, stats_by_kind, out)
     return Report(path=str(root), problems=tuple(out.problems), summaries=tuple(summaries),
