@@ -1,6 +1,6 @@
-"""Loading reads each instrument's own bar files (found from the Parquet footers), and gives exactly
-the feed of a scan over every file: with single-instrument files, a file holding two instruments,
-a file that is not Parquet at all, and a time window."""
+"""Loading reads each instrument's own bar files (xmargin.dataset.batches.series_index), and gives
+exactly the feed of a scan over every file: with single-instrument files, a file holding two
+instruments and a time window; a file that is not Parquet is reported."""
 
 from __future__ import annotations
 
@@ -43,13 +43,14 @@ def _same(a, b) -> bool:
                                                                                     b.mark_source, b.warnings))
 
 
-def test_each_file_is_mapped_to_its_instrument_and_a_mixed_file_to_none(dataset):
+def test_each_instrument_is_mapped_to_the_files_that_hold_it(dataset):
     files = table_files(dataset, "bars")
     found = feed._files_by_instrument(files)
-    assert [p.name for p in found[None]] == ["ETH_SOL-1h.parquet"]
+    assert [p.name for p in found["binance:ETH/USDT:USDT"]] == ["ETH_SOL-1h.parquet"]
+    assert [p.name for p in found["binance:SOL/USDT:USDT"]] == ["ETH_SOL-1h.parquet"]
     assert [p.name for p in found["binance:BTC/USDT:USDT"]] == ["BTC_USDT_USDT-1h.parquet"]
     assert [p.name for p in found["hyperliquid:ETH/USDC:USDC"]] == ["ETH_USDC_USDC-1h.parquet"]
-    assert sum(len(v) for v in found.values()) == len(files) == 8
+    assert len(found) == 9 and {p for v in found.values() for p in v} == set(files)
 
 
 @pytest.mark.parametrize("window", [(None, None), (datetime(2025, 1, 3), datetime(2025, 1, 5, 7))])
@@ -57,17 +58,14 @@ def test_loading_own_files_gives_the_feed_of_a_scan_over_every_file(dataset, mon
     start, end = window
     fast = load_feed(dataset, KEYS, start, end)
     with monkeypatch.context() as patched:  # plain: every instrument's scan reads every file, filtered
-        patched.setattr(feed, "_files_by_instrument", lambda files: {None: list(files)})
+        patched.setattr(feed, "_files_by_instrument", lambda files: {})
         plain = load_feed(dataset, KEYS, start, end)
     assert _same(fast, plain)
     assert fast.has_bar.all(axis=0).sum() >= 5 and len(fast.ts) > 24
 
 
-def test_a_file_that_is_not_parquet_is_still_reported_by_the_scan(dataset):
-    bad = dataset / "bars" / "binance" / "perp" / "BROKEN-1h.parquet"
-    bad.write_bytes(b"not a parquet file")
-    assert [p.name for p in feed._files_by_instrument(table_files(dataset, "bars"))[None]] == [
-        "BROKEN-1h.parquet", "ETH_SOL-1h.parquet"]
+def test_a_file_that_is_not_parquet_is_reported(dataset):
+    (dataset / "bars" / "binance" / "perp" / "BROKEN-1h.parquet").write_bytes(b"not a parquet file")
     with pytest.raises(Exception, match="(?i)parquet|BROKEN"):
         load_feed(dataset, KEYS)
 

@@ -21,6 +21,7 @@ import numpy as np
 import polars as pl
 
 from xmargin._arrays import sorted_unique
+from xmargin.dataset.batches import series_index
 from xmargin.dataset.manifest import DatasetManifest, read_manifest
 from xmargin.dataset.tables import scan, table_files
 from xmargin.errors import DatasetError
@@ -130,35 +131,14 @@ def _digest(folder: Path, files: list[Path]) -> str:
     return digest.hexdigest()
 
 
-def _files_by_instrument(files: list[Path]) -> dict:
-    """{"exchange:symbol": the files holding only that instrument, None: the other files}, each
-    file's instrument read from its Parquet footer (exchange and symbol statistics with min = max
-    and no nulls in every row group), so that loading an instrument opens its own files and not
-    every file of a wide dataset. A file whose footer says less (or cannot be read) is under None:
-    every instrument's scan reads it, filtered, and reports what is wrong with it."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    out: dict = {}
-    for path in files:
-        key = None
-        try:
-            metadata = pq.ParquetFile(path).metadata
-            names = [metadata.schema.column(j).path for j in range(metadata.num_columns)]
-            columns = [names.index("exchange"), names.index("symbol")]
-            found = set()
-            for group in range(metadata.num_row_groups):
-                stats = [metadata.row_group(group).column(j).statistics for j in columns]
-                if any(s is None or not s.has_min_max or s.null_count != 0 or s.min != s.max for s in stats):
-                    found = set()
-                    break
-                found.add(tuple(s.min for s in stats))
-            if len(found) == 1:
-                exchange, symbol = found.pop()
-                key = f"{exchange}:{symbol}"
-        except (OSError, ValueError, pa.ArrowException):
-            pass
-        out.setdefault(key, []).append(path)
+def _files_by_instrument(files: list[Path]) -> dict[str, list[Path]]:
+    """{"exchange:symbol": the files that hold its rows}, from `xmargin.dataset.batches.series_index`
+    (a file's Parquet footer statistics, else a scan of its key columns), so that loading an
+    instrument opens its own files and not every file of a wide dataset."""
+    out: dict[str, list[Path]] = {}
+    for number, instrument in series_index(files).select("file_number", "instrument").iter_rows():
+        if instrument is not None and files[number] not in out.setdefault(instrument, []):
+            out[instrument].append(files[number])
     return out
 
 
@@ -199,7 +179,7 @@ def load_feed(folder: str | Path, keys: list[str], start: datetime | None = None
 
     def instrument_scan(key):
         exchange, symbol = key.split(":", 1)
-        wanted = {*own_files.get(key, ()), *own_files.get(None, ())}
+        wanted = set(own_files.get(key, ()))
         files = [path for path in bar_files if path in wanted]  # in the table's order, as one scan reads them
         source = scan(folder, "bars", start, end, [key], files=files) if files else bars_scan
         return source.filter((pl.col("exchange") == exchange) & (pl.col("symbol") == symbol))
