@@ -207,3 +207,26 @@ def test_multi_asset_equity_table_carries_the_usd_pool_distance():
     assert at_sample["asset"].to_list() == ["USD"]
     all_ = distances_at_sample(result).filter(pl.col("underlying") == "all")["liquidation_distance"][0]
     assert at_sample["liquidation_distance"][0] == all_
+
+
+def test_constant_legs_summed_apart_give_the_same_distances_as_valued_legs(monkeypatch):
+    """The search adds each single-underlying case's fixed maintenance of the unit's other legs after
+    the kernel's sum instead of valuing it as a leg: every distance equals the plain search's, bit for
+    bit (cross: long BTC / short ETH, several snapshots; isolated: one leg per unit, no constant)."""
+    from xmargin.analysis import distance
+    from xmargin.output.snapshots import snapshot_units
+
+    plain = distance.first_crossing
+    for mode, collateral in (("cross", 120_000.0), ("cross", 60_000.0), ("isolated", 120_000.0)):
+        catalog, feed = setup(mode, collateral)
+        result = run(catalog, feed)
+        units = snapshot_units(result.snapshots, catalog, feed)
+        fast = distance.distance_table(result.snapshots, catalog, feed, (0.7, 0.9), units)
+        with monkeypatch.context() as patched:
+            patched.setattr(distance, "first_crossing",
+                            lambda legs, mark, direction, k, constant_legs=0: plain(legs, mark, direction, k))
+            slow = distance.distance_table(result.snapshots, catalog, feed, (0.7, 0.9), units)
+        assert fast.height > 6 and fast.equals(slow)
+        assert fast["liquidation_distance"].to_list() == slow["liquidation_distance"].to_list()
+        assert fast["warning_distance"].to_list() == slow["warning_distance"].to_list()
+        assert (fast["underlying"] != "all").any() and fast["liquidation_distance"].is_finite().any()

@@ -166,3 +166,44 @@ def test_plain_pytest_collects_everything_from_the_repo_root():
                           text=True)
     assert done.returncode == 0, done.stdout[-2000:]
     assert "error" not in done.stdout.lower().splitlines()[-1]
+
+
+def test_run_command_path_imports_no_other_command_modules():
+    """`xmargin run` loads what a run needs: `import xmargin` is lazy (PEP 562), so the report, sweep,
+    capital, compare and stress modules (and plotly / dask) stay unloaded, while every public name
+    still resolves on first use."""
+    code = ("import sys, xmargin.cli.main, xmargin.sim.runner, xmargin.analysis.summary, xmargin.dataset.checked; "
+            "print(' '.join(sorted(m for m in sys.modules if m.split('.')[0] in ('plotly', 'dask') or m in "
+            "('xmargin.output.report', 'xmargin.analysis.sweep', 'xmargin.analysis.capital', "
+            "'xmargin.analysis.compare', 'xmargin.analysis.stress', 'xmargin.output.charts'))))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == []
+    code = "import xmargin; print(xmargin.capital.__module__, xmargin.run.__name__, xmargin.Sweep.__name__)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["xmargin.analysis.capital", "execute", "Sweep"]
+    with pytest.raises(AttributeError, match="no attribute 'not_public'"):
+        xmargin.not_public  # noqa: B018
+
+
+def test_the_command_line_freezes_what_is_left_for_the_exit_and_cli_runner_calls_do_not(monkeypatch, tmp_path):
+    """`xmargin` / `python -m xmargin` (no args: sys.argv) registers gc.freeze as an exit handler, so
+    the interpreter's closing collections skip the objects a run leaves; a call with args (click's
+    CliRunner, a program) registers nothing."""
+    import atexit
+    import gc
+
+    from click.testing import CliRunner
+
+    from xmargin.cli.main import main
+
+    registered = []
+    monkeypatch.setattr(atexit, "register", registered.append)
+    assert CliRunner().invoke(main, ["runs", "list", "--root", str(tmp_path)]).exit_code == 0
+    assert registered == []
+    monkeypatch.setattr(sys, "argv", ["xmargin", "runs", "list", "--root", str(tmp_path)])
+    with pytest.raises(SystemExit) as done:
+        main()
+    assert done.value.code == 0 and registered == [gc.freeze]
+    listed = subprocess.run([sys.executable, "-m", "xmargin", "runs", "list", "--root", str(tmp_path)],
+                            capture_output=True, text=True, check=True)
+    assert "no finished runs" in listed.stdout

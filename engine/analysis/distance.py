@@ -59,22 +59,38 @@ SCHEMA = {"ts": pl.Datetime("ns", "UTC"), "reason": pl.String, "exchange": pl.St
           "liquidation_distance": pl.Float64}
 
 
-def first_crossing(legs: Legs, mark: np.ndarray, direction: np.ndarray, k: float) -> np.ndarray:
+def first_crossing(legs: Legs, mark: np.ndarray, direction: np.ndarray, k: float,
+                   constant_legs: int = 0) -> np.ndarray:
     """Smallest x >= 0 with k x equity(x) - maintenance(x) <= 0 per kernel unit (= case) of `legs`,
     every leg's price at mark x (1 + direction x x) (direction -1 down, +1 up, 0 does not move);
     a vectorised bisection over the valuation kernel. k = 1: liquidation; k = threshold: warning.
-    The bisection values only the legs of the cases still open (crossing inside (0, cap))."""
+    The bisection values only the legs of the cases still open (crossing inside (0, cap)).
+
+    `constant_legs`: the last legs of `legs` that never move (quantity 0, a fixed maintenance
+    margin, at most one per case): their maintenance is added to the kernel's sum of the case's
+    other legs instead of being valued as legs (the same additions in the same order)."""
     n_cases = legs.units
     case = legs.unit
 
-    def crossing(legs, mark, direction):
-        gap = margin_gap(legs, k)
+    def crossing(legs, mark, direction, constant_legs):
+        # Kept as legs: units margined as a whole (their model replaces the legs' maintenance) and a
+        # single unit (the kernel then sums with numpy's pairwise sum, not bincount's running sum).
+        if constant_legs and not legs.requirements and legs.units > 1:
+            moving = len(legs.quantity) - constant_legs
+            constant = np.bincount(legs.unit[moving:], legs.fixed_maintenance[moving:], minlength=legs.units)
+            legs, mark, direction = _moving_legs(legs, moving), mark[:moving], direction[:moving]
+
+            def gap(prices):  # the kernel's running sum per case, then its constant leg's maintenance
+                value = valuate(legs, prices)
+                return k * value.equity - (value.maintenance_margin + constant)
+        else:
+            gap = margin_gap(legs, k)
 
         def f(x: np.ndarray) -> np.ndarray:
             return gap(mark * (1.0 + direction * x[legs.unit]))
         return f
 
-    f = crossing(legs, mark, direction)
+    f = crossing(legs, mark, direction, constant_legs)
     down = np.bincount(case, direction < 0, minlength=n_cases) > 0
     cap = np.where(down, 1.0, MAX_UP)
     at_zero, at_cap = f(np.zeros(n_cases)), f(cap)
@@ -84,7 +100,8 @@ def first_crossing(legs: Legs, mark: np.ndarray, direction: np.ndarray, k: float
     if active.any():
         cases = np.flatnonzero(active)
         keep = np.flatnonzero(active[case])
-        f = crossing(_subset(legs, keep, cases), mark[keep], direction[keep])
+        f = crossing(_subset(legs, keep, cases), mark[keep], direction[keep],
+                     int(np.count_nonzero(keep >= len(legs.quantity) - constant_legs)) if constant_legs else 0)
         lo, hi = np.zeros(len(cases)), cap[cases]
         for _ in range(ITERATIONS):
             mid = 0.5 * (lo + hi)
@@ -93,6 +110,13 @@ def first_crossing(legs: Legs, mark: np.ndarray, direction: np.ndarray, k: float
             lo = np.where(hit, lo, mid)
         out[cases] = hi
     return out
+
+
+def _moving_legs(legs: Legs, n: int) -> Legs:
+    """The first `n` legs of `legs`, every unit kept."""
+    return Legs(quantity=legs.quantity[:n], entry=legs.entry[:n], size=legs.size[:n], table=legs.table[:n],
+                tables=legs.tables, leverage=legs.leverage[:n], fixed_maintenance=legs.fixed_maintenance[:n],
+                scale=legs.scale[:n], unit=legs.unit[:n], base=legs.base, reserved=legs.reserved)
 
 
 def _subset(legs: Legs, keep: np.ndarray, cases: np.ndarray) -> Legs:
@@ -186,8 +210,10 @@ def distance_table(snapshots, catalog, feed, thresholds, units=None) -> pl.DataF
     n_units, n_legs = legs.units, len(legs.quantity)
     underlying_of = {t.column: t.instrument.base for t in catalog.tradables.values()}
     columns = np.fromiter((r[0] for unit in units for r in unit.rows), dtype=np.int64, count=n_legs)
-    names, code = np.unique(np.array([underlying_of[c] for c in columns.tolist()], dtype=object),
-                            return_inverse=True)
+    present, column_code = np.unique(columns, return_inverse=True)  # names looked up per column, not per leg
+    names, name_code = np.unique(np.array([underlying_of[c] for c in present.tolist()], dtype=object),
+                                 return_inverse=True)
+    code = name_code[column_code]
     rows = np.array([snapshots[n].row for n in owner], dtype=np.int64)[legs.unit]
     mark = feed.mark_close[rows, columns]
     exposure = np.where(legs.size > 0, legs.quantity * legs.size / mark, legs.quantity * mark)
@@ -227,9 +253,9 @@ def distance_table(snapshots, catalog, feed, thresholds, units=None) -> pl.DataF
     cases.base[case_of_group] = legs.base[group_unit] + other_pnl
     direction = np.concatenate([-np.sign(legs.quantity), -net[group[moving]], constant])
     moves = dict(mark=np.concatenate([mark[idx], np.ones(len(held))]), direction=direction)
-    liquidation = first_crossing(cases, k=1.0, **moves)
+    liquidation = first_crossing(cases, k=1.0, constant_legs=len(held), **moves)
     thresholds = list(thresholds)
-    warning = (first_crossing(cases, k=float(thresholds[0]), **moves) if thresholds
+    warning = (first_crossing(cases, k=float(thresholds[0]), constant_legs=len(held), **moves) if thresholds
                else np.full(n_cases, math.nan))
     # rows: per unit its single-underlying cases (in order of appearance), then "all"
     case_unit = np.concatenate([np.arange(n_units), np.empty(len(keys), dtype=np.int64)])

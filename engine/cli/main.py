@@ -8,6 +8,8 @@ run folder, command-line usage).
 
 from __future__ import annotations
 
+import atexit
+import gc
 import sys
 import traceback
 
@@ -22,6 +24,16 @@ class _Group(click.Group):
     """Prints XmarginError messages without a traceback and exits 2 (input refused), likewise a file or
     folder that cannot be read or written (an --out under a missing or read-only folder), naming the
     path; a strategy's error prints the user's traceback first and exits 1."""
+
+    def main(self, args=None, *more, **options):
+        """The command line (`xmargin ...`, `python -m xmargin ...`: no `args`, they are read from
+        sys.argv): the objects still alive when the process ends are frozen out of the collector
+        first (after every other exit handler), so the interpreter's closing collections do not
+        traverse them only to exit (about 0.1 s after a year-long run). Called with `args` (tests,
+        click's CliRunner, a program), nothing changes."""
+        if args is None:
+            atexit.register(gc.freeze)
+        return super().main(args, *more, **options)
 
     def invoke(self, ctx):
         try:

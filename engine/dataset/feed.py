@@ -20,6 +20,8 @@ import attrs
 import numpy as np
 import polars as pl
 
+from xmargin._arrays import sorted_unique
+from xmargin.dataset.batches import series_index
 from xmargin.dataset.manifest import DatasetManifest, read_manifest
 from xmargin.dataset.tables import scan, table_files
 from xmargin.errors import DatasetError
@@ -129,6 +131,17 @@ def _digest(folder: Path, files: list[Path]) -> str:
     return digest.hexdigest()
 
 
+def _files_by_instrument(files: list[Path]) -> dict[str, list[Path]]:
+    """{"exchange:symbol": the files that hold its rows}, from `xmargin.dataset.batches.series_index`
+    (a file's Parquet footer statistics, else a scan of its key columns), so that loading an
+    instrument opens its own files and not every file of a wide dataset."""
+    out: dict[str, list[Path]] = {}
+    for number, instrument in series_index(files).select("file_number", "instrument").iter_rows():
+        if instrument is not None and files[number] not in out.setdefault(instrument, []):
+            out[instrument].append(files[number])
+    return out
+
+
 def _union_of_times(times: list[np.ndarray]) -> np.ndarray:
     """The sorted distinct timestamps of all instruments; without a sort when every instrument has
     the same strictly increasing timestamps (the common case)."""
@@ -136,7 +149,7 @@ def _union_of_times(times: list[np.ndarray]) -> np.ndarray:
     if all(len(t) == len(first) for t in times) and bool(np.all(first[1:] > first[:-1])) \
             and all(np.array_equal(t, first) for t in times[1:]):
         return first.copy()
-    return np.unique(np.concatenate(times))
+    return sorted_unique(np.concatenate(times))
 
 
 def load_feed(folder: str | Path, keys: list[str], start: datetime | None = None,
@@ -154,15 +167,25 @@ def load_feed(folder: str | Path, keys: list[str], start: datetime | None = None
                            f"{sorted(declared)}.")
     index = {k: n for n, k in enumerate(keys)}
     key_expr = (pl.col("exchange") + ":" + pl.col("symbol")).alias("key")
-    bars_scan = scan(folder, "bars", start, end, keys)
+    bar_files = table_files(folder, "bars")
+    bars_scan = scan(folder, "bars", start, end, keys, files=bar_files)
     if bars_scan is None:
         raise DatasetError(f"{folder}/bars: no Parquet files. A dataset needs at least a bars table.")
-    # One instrument at a time (filter pushed into the scan): no string keys, no global sort. First
-    # the timestamps (and timeframes) of every instrument, then its prices straight into the dense
-    # arrays: at most one instrument's prices in memory besides them.
-    def instrument_bars(key, columns):
+    # One instrument at a time (filter pushed into the scan), reading only the files that can hold
+    # it: no string keys, no global sort. First the timestamps (and timeframes) of every instrument,
+    # then its prices straight into the dense arrays: at most one instrument's prices in memory
+    # besides them.
+    own_files = _files_by_instrument(bar_files)
+
+    def instrument_scan(key):
         exchange, symbol = key.split(":", 1)
-        query = bars_scan.filter((pl.col("exchange") == exchange) & (pl.col("symbol") == symbol))
+        wanted = set(own_files.get(key, ()))
+        files = [path for path in bar_files if path in wanted]  # in the table's order, as one scan reads them
+        source = scan(folder, "bars", start, end, [key], files=files) if files else bars_scan
+        return source.filter((pl.col("exchange") == exchange) & (pl.col("symbol") == symbol))
+
+    def instrument_bars(key, columns):
+        query = instrument_scan(key)
         if timeframe is not None:
             query = query.filter(pl.col("timeframe") == timeframe)
         return query.select(pl.col("ts").dt.epoch("ns"), *columns).collect()
@@ -172,9 +195,7 @@ def load_feed(folder: str | Path, keys: list[str], start: datetime | None = None
     for key in keys:
         frame = instrument_bars(key, ["timeframe"]) if timeframe is None else None
         if timeframe is not None:
-            exchange, symbol = key.split(":", 1)
-            found = (bars_scan.filter((pl.col("exchange") == exchange) & (pl.col("symbol") == symbol))
-                     .select(pl.col("ts").dt.epoch("ns"), "timeframe").collect())
+            found = instrument_scan(key).select(pl.col("ts").dt.epoch("ns"), "timeframe").collect()
             available = sorted(found["timeframe"].unique().to_list())
             frame = found.filter(pl.col("timeframe") == timeframe)
             if frame.height == 0 and available:
@@ -200,7 +221,9 @@ def load_feed(folder: str | Path, keys: list[str], start: datetime | None = None
         if not len(times[column]):
             continue
         frame = instrument_bars(key, ["open", "high", "low", "close"])
-        row = np.searchsorted(ts, frame["ts"].to_numpy())
+        own = frame["ts"].to_numpy()
+        # an instrument with every timestamp of the run fills its column in order (no search)
+        row = slice(None) if len(own) == len(ts) and np.array_equal(own, ts) else np.searchsorted(ts, own)
         has_bar[row, column] = True
         for name, target in (("open", open_), ("high", high), ("low", low), ("close", close)):
             target[row, column] = frame[name].to_numpy()

@@ -21,13 +21,13 @@ def table_files(folder: str | Path, kind: str) -> list[Path]:
 
 
 def scan(folder: str | Path, kind: str, start: datetime | None = None, end: datetime | None = None,
-         instruments: list[str] | None = None) -> pl.LazyFrame | None:
-    """One LazyFrame over all files of `kind`, or None when the dataset has no such table.
+         instruments: list[str] | None = None, files: list[Path] | None = None) -> pl.LazyFrame | None:
+    """One LazyFrame over all files of `kind` (or over `files`, some of them), or None when there are none.
 
     `start` is inclusive and `end` exclusive (UTC); `instruments` are `exchange:symbol` keys.
     Filters are pushed down into the Parquet scan.
     """
-    files = table_files(folder, kind)
+    files = table_files(folder, kind) if files is None else files
     if not files:
         return None
     frame = pl.scan_parquet([str(f) for f in files])

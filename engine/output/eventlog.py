@@ -13,8 +13,8 @@ import operator
 from pathlib import Path
 
 import attrs
+import numpy as np
 import pyarrow as pa
-import pyarrow.compute  # noqa: F401  (pa.compute)
 
 from xmargin.ledger.events import event_types
 
@@ -41,44 +41,85 @@ def event_schema() -> pa.Schema:
     return pa.schema([pa.field(name, types[name]) for name in (*LEADING, *rest)])
 
 
+_NUMPY_TYPES = {pa.float64(): np.float64, pa.int64(): np.int64, TIMESTAMP: np.int64}  # (not bool: bool(None) is False)
+
+
+def _column(n: int, parts: list, data_type: pa.DataType) -> pa.Array:
+    """One column of `n` rows from (rows, values) parts (null elsewhere): numbers through a typed
+    numpy array and a validity mask, anything else (strings, booleans, a None among the values)
+    through a numpy object column."""
+    dtype = _NUMPY_TYPES.get(data_type)
+    if dtype is not None and not any(values.count(None) for _, values in parts):  # (numpy reads None as nan)
+        data, valid = np.zeros(n, dtype=dtype), np.zeros(n, dtype=bool)
+        try:
+            for rows, values in parts:
+                data[rows] = np.fromiter(values, dtype=dtype, count=len(rows))
+                valid[rows] = True
+        except (TypeError, ValueError):  # a value numpy cannot read as a number: pyarrow decides (or refuses)
+            pass
+        else:
+            return pa.array(data, type=data_type, mask=None if valid.all() else ~valid)
+    if data_type == pa.large_string():
+        strings = _strings(n, parts)
+        if strings is not None:
+            return strings
+    column = np.empty(n, dtype=object)  # None: null
+    for rows, values in parts:
+        column[rows] = np.fromiter(values, dtype=object, count=len(rows))
+    return pa.array(column, type=data_type)
+
+
+def _strings(n: int, parts: list) -> pa.Array | None:
+    """A large_string column built from its distinct values (an event field holds a handful:
+    exchanges, instruments, types, tags): each row's code, then the offsets and the bytes with numpy.
+    None when a value is neither a str nor None (pyarrow then decides)."""
+    distinct: dict = {}
+    code = np.full(n, -1, dtype=np.int64)  # -1: a row of another event type (null)
+    for rows, values in parts:
+        for value in dict.fromkeys(values):
+            distinct.setdefault(value, len(distinct))
+        code[rows] = np.fromiter(map(distinct.__getitem__, values), dtype=np.int64, count=len(rows))
+    if not all(value is None or type(value) is str for value in distinct):
+        return None
+    encoded = [b"" if value is None else value.encode() for value in distinct] + [b""]
+    valid = code >= 0
+    if None in distinct:
+        valid &= code != distinct[None]
+    offsets = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(np.array([len(b) for b in encoded], dtype=np.int64)[code], out=offsets[1:])
+    data = b"".join(np.array(encoded, dtype=object)[code].tolist())
+    nulls = n - int(np.count_nonzero(valid))
+    validity = pa.py_buffer(np.packbits(valid, bitorder="little")) if nulls else None
+    return pa.Array.from_buffers(pa.large_string(), n, [validity, pa.py_buffer(offsets), pa.py_buffer(data)],
+                                 null_count=nulls)
+
+
 def events_to_table(events, first_seq: int = 0) -> pa.Table:
-    """One Arrow table in log order: a table per event type (columns straight from attrgetter
-    tuples, no per-cell Python), the others' columns null, merged and put back in `seq` order.
+    """One Arrow table in log order. Each event type's fields are read at once (attrgetter tuples)
+    and placed at their events' rows of one column per field (null where an event type has no such
+    field), then each column is converted once: no per-cell Python, no sort.
     `first_seq`: the `seq` of `events[0]` (a batch of a longer log)."""
     schema = event_schema()
-    groups: dict[type, list] = {}
-    seqs: dict[type, list] = {}
-    for seq, event in enumerate(events, first_seq):
-        cls = type(event)
-        groups.setdefault(cls, []).append(event)
-        seqs.setdefault(cls, []).append(seq)
     if not events:
         return schema.empty_table()
-    parts = []
-    for cls, members in groups.items():
+    n = len(events)
+    kinds = list(map(type, events))
+    code = {cls: c for c, cls in enumerate(dict.fromkeys(kinds))}
+    codes = np.fromiter(map(code.__getitem__, kinds), dtype=np.int64, count=n)
+    parts: dict[str, list] = {"type": []}
+    for cls, c in code.items():
+        rows = np.flatnonzero(codes == c)
+        members = list(map(events.__getitem__, rows.tolist()))
+        parts["type"].append((rows, [cls.__name__] * len(rows)))
         names = [f.name for f in attrs.fields(cls)]
-        rows = list(map(operator.attrgetter(*names), members)) if len(names) > 1 else \
-            [(getattr(m, names[0]),) for m in members]
-        values = dict(zip(names, zip(*rows)))
-        count = len(members)
-        arrays = []
-        for field in schema:
-            if field.name == "seq":
-                arrays.append(pa.array(seqs[cls], type=pa.int64()))
-            elif field.name == "type":
-                arrays.append(pa.array([cls.__name__] * count, type=field.type))
-            elif field.name in values:
-                column = values[field.name]
-                if field.type == TIMESTAMP:
-                    arrays.append(pa.array(column, type=pa.int64()).cast(TIMESTAMP))
-                else:
-                    arrays.append(pa.array(column, type=field.type))
-            else:
-                arrays.append(pa.nulls(count, type=field.type))
-        parts.append(pa.Table.from_arrays(arrays, schema=schema))
-    merged = pa.concat_tables(parts)
-    order = pa.compute.sort_indices(merged, sort_keys=[("seq", "ascending")])
-    return merged.take(order).combine_chunks()
+        values = zip(*map(operator.attrgetter(*names), members)) if len(names) > 1 else \
+            [[getattr(m, names[0]) for m in members]]
+        for name, column in zip(names, values):
+            parts.setdefault(name, []).append((rows, column))
+    arrays = [pa.array(np.arange(first_seq, first_seq + n, dtype=np.int64)) if field.name == "seq" else
+              _column(n, parts[field.name], field.type) if field.name in parts else
+              pa.nulls(n, type=field.type) for field in schema]
+    return pa.Table.from_arrays(arrays, schema=schema)
 
 
 def table_to_events(table: pa.Table) -> list:
@@ -92,6 +133,12 @@ def table_to_events(table: pa.Table) -> list:
         cls = registry[type_name]
         out.append(cls(*(data[name][row] for name in field_names[type_name])))
     return out
+
+
+def cast_to(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """`table` (columns already in `schema`'s order) with `schema`'s types; no cast (and no
+    pyarrow.compute import) when they are already those."""
+    return table if table.schema.equals(schema) else table.cast(schema)
 
 
 def write_ipc(table: pa.Table, path: Path) -> None:

@@ -24,7 +24,7 @@ from xmargin.margin.accounting import CollateralMetrics, PoolMetrics, PositionMe
 from xmargin.margin.kernel import COLLATERAL, valuate
 from xmargin.margin.modes import account_units, venue_mode
 from xmargin.margin.units import asset_price, stack
-from xmargin.output.eventlog import TIMESTAMP
+from xmargin.output.eventlog import TIMESTAMP, cast_to
 
 
 @attrs.frozen(slots=True)
@@ -252,7 +252,7 @@ def _typed(frame: pl.DataFrame, fields) -> pa.Table:
     the log the snapshot has seen), then the metrics' fields, with the explicit schema."""
     schema = pa.schema([*_HEAD, *fields])
     frame = frame.with_columns(pl.col("ts").cast(pl.Datetime("ns", "UTC")))
-    return frame.select(schema.names).to_arrow().cast(schema)
+    return cast_to(frame.select(schema.names).to_arrow(), schema)
 
 
 def snapshot_tables(snapshots, catalog, feed, units=None) -> tuple[pa.Table, pa.Table, pa.Table]:

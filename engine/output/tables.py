@@ -25,7 +25,7 @@ import pyarrow as pa
 
 from xmargin.analysis.distance import equity_distances, run_distances
 from xmargin.errors import RunError
-from xmargin.output.eventlog import TIMESTAMP, event_schema
+from xmargin.output.eventlog import TIMESTAMP, cast_to, event_schema
 from xmargin.output.projections import fills, funding, liquidations, transfers
 from xmargin.output.snapshots import collateral_table, equity_base_table, positions_table
 
@@ -70,7 +70,7 @@ class OutputTable:
         if set(table.schema.names) != set(self.schema.names):
             raise RunError(f"{self.file}: built with columns {table.schema.names}, but the output table registry "
                            f"(xmargin.output.tables) says {self.schema.names}; update the one that is wrong.")
-        return table.select(self.schema.names).cast(self.schema)
+        return cast_to(table.select(self.schema.names), self.schema)
 
 
 def _projection(name: str, project, columns, description: str) -> OutputTable:

@@ -1,0 +1,84 @@
+"""Loading reads each instrument's own bar files (xmargin.dataset.batches.series_index), and gives
+exactly the feed of a scan over every file: with single-instrument files, a file holding two
+instruments and a time window; a file that is not Parquet is reported."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from xmargin.dataset import feed
+from xmargin.dataset.feed import load_feed
+from xmargin.dataset.tables import table_files
+
+SAMPLE = Path(__file__).resolve().parents[1] / "datasets" / "sample"
+KEYS = ["binance:BTC/USDT:USDT", "binance:ETH/USDT:USDT", "binance:SOL/USDT:USDT", "binance:BTC/USDT",
+        "hyperliquid:BTC/USDC:USDC", "hyperliquid:ETH/USDC:USDC"]
+ARRAYS = ("ts", "open", "high", "low", "close", "has_bar", "mark_open", "mark_high", "mark_low", "mark_close",
+          "funding_row", "funding_column", "funding_rate", "funding_ts")
+
+
+@pytest.fixture
+def dataset(tmp_path) -> Path:
+    """The sample dataset with Binance's ETH and SOL perp bars merged into one file (sorted by time,
+    so that it holds two instruments in its row groups)."""
+    out = tmp_path / "sample"
+    shutil.copytree(SAMPLE, out)
+    perp = out / "bars" / "binance" / "perp"
+    eth, sol = perp / "ETH_USDT_USDT-1h.parquet", perp / "SOL_USDT_USDT-1h.parquet"
+    pl.concat([pl.read_parquet(eth), pl.read_parquet(sol)]).sort("ts").write_parquet(perp / "ETH_SOL-1h.parquet")
+    eth.unlink()
+    sol.unlink()
+    return out
+
+
+def _same(a, b) -> bool:
+    return (all(np.array_equal(getattr(a, k), getattr(b, k), equal_nan=getattr(a, k).dtype.kind == "f")
+                for k in ARRAYS) and (a.keys, a.bar_ns, a.mark_source, a.warnings) == (b.keys, b.bar_ns,
+                                                                                    b.mark_source, b.warnings))
+
+
+def test_each_instrument_is_mapped_to_the_files_that_hold_it(dataset):
+    files = table_files(dataset, "bars")
+    found = feed._files_by_instrument(files)
+    assert [p.name for p in found["binance:ETH/USDT:USDT"]] == ["ETH_SOL-1h.parquet"]
+    assert [p.name for p in found["binance:SOL/USDT:USDT"]] == ["ETH_SOL-1h.parquet"]
+    assert [p.name for p in found["binance:BTC/USDT:USDT"]] == ["BTC_USDT_USDT-1h.parquet"]
+    assert [p.name for p in found["hyperliquid:ETH/USDC:USDC"]] == ["ETH_USDC_USDC-1h.parquet"]
+    assert len(found) == 9 and {p for v in found.values() for p in v} == set(files)
+
+
+@pytest.mark.parametrize("window", [(None, None), (datetime(2025, 1, 3), datetime(2025, 1, 5, 7))])
+def test_loading_own_files_gives_the_feed_of_a_scan_over_every_file(dataset, monkeypatch, window):
+    start, end = window
+    fast = load_feed(dataset, KEYS, start, end)
+    with monkeypatch.context() as patched:  # plain: every instrument's scan reads every file, filtered
+        patched.setattr(feed, "_files_by_instrument", lambda files: {})
+        plain = load_feed(dataset, KEYS, start, end)
+    assert _same(fast, plain)
+    assert fast.has_bar.all(axis=0).sum() >= 5 and len(fast.ts) > 24
+
+
+def test_a_file_that_is_not_parquet_is_reported(dataset):
+    (dataset / "bars" / "binance" / "perp" / "BROKEN-1h.parquet").write_bytes(b"not a parquet file")
+    with pytest.raises(Exception, match="(?i)parquet|BROKEN"):
+        load_feed(dataset, KEYS)
+
+
+def test_instruments_with_different_timestamps_share_their_sorted_union(dataset):
+    """Hyperliquid BTC starts 10 bars late and misses 5 in the middle: the feed's timestamps are the
+    sorted union of every instrument's (as np.unique gives it), and its missing bars are marked."""
+    path = dataset / "bars" / "hyperliquid" / "perp" / "BTC_USDC_USDC-1h.parquet"
+    bars = pl.read_parquet(path)
+    bars.slice(10).filter(~pl.int_range(pl.len()).is_between(100, 104)).write_parquet(path)
+    loaded = load_feed(dataset, KEYS)
+    every = [pl.read_parquet(f).filter((pl.col("exchange") + ":" + pl.col("symbol")).is_in(KEYS))["ts"]
+             .dt.epoch("ns").to_numpy() for f in table_files(dataset, "bars")]
+    assert np.array_equal(loaded.ts, np.unique(np.concatenate(every)))
+    column = KEYS.index("hyperliquid:BTC/USDC:USDC")
+    assert (~loaded.has_bar[:, column]).sum() == 15 and loaded.has_bar[:, 0].all()
