@@ -95,3 +95,34 @@ class _default_collector:
 
     def __exit__(self, *exc):
         return False
+
+
+def test_overlapping_policies_restore_the_collector():
+    """Two runs in threads that enter and leave out of order (A in, B in, A out, B out): the
+    collector is restored when the last one leaves, not set to the policy's threshold for good."""
+    import threading
+
+    before = gc.get_threshold()
+    entered_a, entered_b, a_left = threading.Event(), threading.Event(), threading.Event()
+
+    def run_a():
+        with few_collections():
+            entered_a.set()
+            entered_b.wait(5)
+        a_left.set()
+
+    def run_b():
+        entered_a.wait(5)
+        with few_collections():
+            entered_b.set()
+            a_left.wait(5)
+            assert gc.get_threshold()[0] >= loop.GC_YOUNG_THRESHOLD  # B's run still has the policy
+
+    threads = [threading.Thread(target=run_a), threading.Thread(target=run_b)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert all(e.is_set() for e in (entered_a, entered_b, a_left))
+    assert gc.get_threshold() == before and gc.get_freeze_count() == 0
+    assert loop._freeze_survivors not in gc.callbacks

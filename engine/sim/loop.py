@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gc
 import sys
+import threading
 import time
 from bisect import bisect_left, bisect_right
 from contextlib import contextmanager
@@ -170,6 +171,11 @@ def _freeze_survivors(phase: str, info: dict) -> None:
         gc.freeze()
 
 
+_POLICY_LOCK = threading.Lock()
+_policy_users = 0  # runs (or output phases) inside few_collections now, in any thread
+_saved_thresholds: tuple = ()
+
+
 @contextmanager
 def few_collections():
     """Fewer cyclic-GC passes while a run builds its long-lived log. What exists on entry (the loaded
@@ -178,19 +184,27 @@ def few_collections():
     object is scanned at most once. The log and snapshots are acyclic and freed by reference
     counting; the collector found nothing in them and took about 9 % of W2's run phase, 18-25 % of
     a 4-year run's through repeated older-generation passes. Cyclic garbage a strategy makes is still
-    collected at every young collection. Restored on exit: everything frozen goes to the oldest
-    generation (scanned only by a later full collection, as long-lived objects are)."""
-    thresholds = gc.get_threshold()
-    gc.freeze()
-    gc.set_threshold(max(thresholds[0], GC_YOUNG_THRESHOLD), *thresholds[1:])
-    gc.callbacks.append(_freeze_survivors)
+    collected at every young collection. Nested or overlapping uses (threads) share one policy: the
+    last to leave restores the collector; then everything frozen goes to the oldest generation
+    (scanned only by a later full collection, as long-lived objects are)."""
+    global _policy_users, _saved_thresholds
+    with _POLICY_LOCK:
+        if _policy_users == 0:
+            _saved_thresholds = gc.get_threshold()
+            gc.set_threshold(max(_saved_thresholds[0], GC_YOUNG_THRESHOLD), *_saved_thresholds[1:])
+            gc.callbacks.append(_freeze_survivors)
+        _policy_users += 1
+        gc.freeze()
     try:
         yield
     finally:
-        gc.callbacks.remove(_freeze_survivors)
-        gc.freeze()  # the run's survivors join the oldest generation, not a young one about to be scanned
-        gc.set_threshold(*thresholds)
-        gc.unfreeze()
+        with _POLICY_LOCK:
+            _policy_users -= 1
+            gc.freeze()  # the run's survivors join the oldest generation, not a young one about to be scanned
+            if _policy_users == 0:
+                gc.callbacks.remove(_freeze_survivors)
+                gc.set_threshold(*_saved_thresholds)
+                gc.unfreeze()
 
 
 class Backtest:
