@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import operator
+from itertools import islice
 
 import attrs
 import numpy as np
@@ -114,17 +115,19 @@ def order_margin(account, catalog, prices, asset: str) -> float:
     """Initial margin reserved by open orders that would increase exposure (settle `asset`);
     market orders at `prices` (last closes), limits at their limit price.
 
-    The sum runs over the orders in the book's order. When the book is the previous call's plus
-    one order appended (a strategy placing several orders at one bar), the previous sum is
-    extended by that order: the same additions in the same order, without redoing the others."""
+    The sum runs over the orders in the book's order. When the book is the previous call's with
+    orders appended (a strategy placing several orders at one bar), the previous sum is extended
+    by those orders: the same additions in the same order, without redoing the others."""
     orders, positions = account.orders, account.positions
     key = (account.exchange, asset)
     last = _ORDER_MARGIN.get(key)
     values = orders.values()
     stamp = None if prices is None else np.asarray(prices, dtype=np.float64).tobytes()  # prices of the sum
-    if last is not None and len(orders) == len(last[0]) + 1 and last[1] is positions and last[2] is catalog \
+    if last is not None and len(orders) > len(last[0]) and last[1] is positions and last[2] is catalog \
             and last[3] == stamp and all(map(operator.is_, last[0].values(), values)):
-        total = _add_order_margin(last[4], next(reversed(values)), positions, catalog, prices, asset)
+        total = last[4]
+        for order in islice(values, len(last[0]), None):
+            total = _add_order_margin(total, order, positions, catalog, prices, asset)
     else:
         total = 0.0
         for order in values:
