@@ -43,3 +43,13 @@ def test_planned_extremes_equal_the_direct_ones(rows, columns, seed, nans, bound
         highs, lows = planned(start, stop)
         direct_highs, direct_lows = stretch_extremes(feed, start, stop)
         assert _same(highs, direct_highs) and _same(lows, direct_lows), (start, stop)
+
+
+def test_planned_extremes_are_used_for_long_stretches_and_skipped_for_short_ones():
+    feed = _feed(600, 3, 7, 4)
+    hourly = PlannedExtremes(feed, range(0, 600, 60))
+    assert _same(hourly(60, 120)[0], stretch_extremes(feed, 60, 120)[0])
+    assert hourly._starts == list(range(0, 600, 60))  # planned: one reduceat pass
+    every_bar = PlannedExtremes(feed, range(600))
+    assert _same(every_bar(5, 6)[1], stretch_extremes(feed, 5, 6)[1])
+    assert every_bar._starts == []  # a stretch per bar: nothing planned, nothing copied

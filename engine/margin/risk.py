@@ -13,6 +13,7 @@ adverse extreme (low for longs, high for shorts); `close` looks at closes only.
 from __future__ import annotations
 
 import math
+from bisect import bisect_left
 
 import attrs
 import numpy as np
@@ -103,22 +104,38 @@ def stretch_extremes(feed, start: int, stop: int) -> tuple[list, list]:
 class PlannedExtremes:
     """`stretch_extremes` of the stretches a run will scan, computed in one pass: the segments between
     consecutive `boundaries` (rows where the loop stops anyway: wakes, funding, expiries). Any other
-    [start, stop) is computed when asked. Same numbers either way (max / min, nan propagating)."""
+    [start, stop) is computed when asked. Same numbers either way (max / min, nan propagating). Built
+    at the first question, and not at all when the planned stretches average under `MIN_ROWS` rows (a
+    strategy woken at every bar: the direct max of a row or two is as cheap as a lookup, and the plan
+    would copy the marks)."""
+
+    MIN_ROWS = 8
 
     def __init__(self, feed, boundaries):
-        total = len(feed.ts)
-        starts = sorted_unique(np.asarray(list(boundaries), dtype=np.int64))
-        starts = starts[(starts >= 0) & (starts < total)]
         self._feed = feed
-        self._index = {start: n for n, start in enumerate(starts.tolist())}
-        self._stops = np.append(starts[1:], total).tolist()
-        empty = (0, feed.mark_high.shape[1])
-        self._highs = np.maximum.reduceat(feed.mark_high, starts, axis=0) if len(starts) else np.zeros(empty)
-        self._lows = np.minimum.reduceat(feed.mark_low, starts, axis=0) if len(starts) else np.zeros(empty)
+        self._boundaries = boundaries
+        self._starts = None
+
+    def _plan(self) -> None:
+        feed = self._feed
+        total = len(feed.ts)
+        starts = sorted_unique(np.asarray(list(self._boundaries), dtype=np.int64))
+        starts = starts[(starts >= 0) & (starts < total)]
+        self._boundaries = None
+        if not len(starts) or total / len(starts) < self.MIN_ROWS:
+            self._starts = []
+            return
+        self._starts = starts.tolist()
+        self._stops = [*self._starts[1:], total]
+        self._highs = np.maximum.reduceat(feed.mark_high, starts, axis=0)
+        self._lows = np.minimum.reduceat(feed.mark_low, starts, axis=0)
 
     def __call__(self, start: int, stop: int) -> tuple[list, list]:
-        n = self._index.get(start)
-        if n is not None and self._stops[n] == stop:
+        if self._starts is None:
+            self._plan()
+        starts = self._starts
+        n = bisect_left(starts, start)
+        if n < len(starts) and starts[n] == start and self._stops[n] == stop:
             return self._highs[n].tolist(), self._lows[n].tolist()
         return stretch_extremes(self._feed, start, stop)
 

@@ -51,8 +51,9 @@ def pool_value(account, catalog, marks, pool: str):
     """`unit_one` of the pool's unit (None when the account has no such pool) without building the
     account's units, carried over from the pool's last state valued (`xmargin.margin.incremental`):
     what a fill checks on an account state nothing else values, one fill after another."""
-    if pool not in account.balances and pool not in _pools(account)[0]:
-        return None
+    if pool not in account.balances and not any(p.asset == pool for p in account.positions.values()) \
+            and not (account.warning_levels and pool in warned_pools(account)):
+        return None  # no such pool (`_pools` has one per balance, settlement asset and warned pool)
     return incremental.pool_value(account, catalog, marks, pool)
 
 
