@@ -30,6 +30,9 @@ def apply(ledger: Ledger, event) -> Ledger:
     return _APPLIERS[type(event)](ledger, event)
 
 
+applier_of = _APPLIERS.__getitem__  # event type -> its apply function (the event loop's direct dispatch)
+
+
 def replay(ledger: Ledger, events) -> Ledger:
     for event in events:
         ledger = _APPLIERS[type(event)](ledger, event)

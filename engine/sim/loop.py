@@ -27,7 +27,7 @@ from xmargin.ledger.decide import decide
 from xmargin.sim.execution import fill_events, fill_price, funding_events
 from xmargin.sim.expiry import expiry_events, settlement_schedule
 from xmargin.dataset.feed import Feed, load_feed
-from xmargin.ledger.apply import apply
+from xmargin.ledger.apply import applier_of
 from xmargin.margin.liquidation import liquidation_events
 from xmargin.margin.modes import venue_mode
 from xmargin.margin.risk import POINTS, PlannedExtremes, risk_units, scan
@@ -296,10 +296,10 @@ class Backtest:
 
     # -- event plumbing -------------------------------------------------------------------------
     def emit(self, events) -> None:
-        ledger = self.ledger
+        ledger, log, applier = self.ledger, self.events, applier_of
         for event in events:
-            ledger = apply(ledger, event)
-            self.events.append(event)
+            ledger = applier(type(event))(ledger, event)  # = apply(ledger, event), without a call in between
+            log.append(event)
         self.ledger = ledger
 
     def _snapshot(self, row: int, ts: int, reason: str, exchanges) -> None:
@@ -587,7 +587,9 @@ class Backtest:
                     raise
                 raise named from exc
             self.emit(events)
-            changed.update(e.exchange for e in events if not isinstance(e, ev.OrderAccepted))
+            for event in events:
+                if type(event) is not ev.OrderAccepted:  # an accepted order changes no balance or position
+                    changed.add(event.exchange)
         if changed:
             self._snapshot(row, ts, "event", sorted(changed))
 
