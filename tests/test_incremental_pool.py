@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from helpers_feed import VenueSpec, make_catalog, perp, rules
 from xmargin.ledger.state import Account, Position
-from xmargin.margin import incremental, kernel, units
+from xmargin.margin import incremental, units
 from xmargin.margin.kernel import unit_one
 from xmargin.margin.modes import cross
 
@@ -30,15 +30,15 @@ class _Forgetful(dict):
 
 def _fresh(account, marks, pool):
     """The pool's unit as cross mode builds it, valued by unit_one with every memo off."""
-    saved_rows, saved_legs = units._ROW_MEMO, kernel._LEG_MEMO
-    units._ROW_MEMO, kernel._LEG_MEMO = _Forgetful(), _Forgetful()
+    saved_rows = units._ROW_MEMO
+    units._ROW_MEMO = _Forgetful()
     try:
         for unit in cross.risk_units(account, CATALOG):
             if not unit.isolated and unit.asset == pool:
                 return unit_one(unit.rows, unit.base, [float(marks[row[0]]) for row in unit.rows])
         return None
     finally:
-        units._ROW_MEMO, kernel._LEG_MEMO = saved_rows, saved_legs
+        units._ROW_MEMO = saved_rows
 
 
 step = st.one_of(

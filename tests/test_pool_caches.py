@@ -1,5 +1,5 @@
-"""The pool-metric caches (a unit's valuation kept for its leg prices, each position's row and each
-row's valuation kept per price, open-order margin extended by the appended order and kept per order)
+"""The pool-metric caches (a unit's valuation kept for its leg prices, each position's row kept,
+open-order margin extended by the appended orders and kept per order)
 change no number: whole runs give the same event log as plain recomputation, rejections and
 liquidations included."""
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from xmargin.config import load_config
-from xmargin.margin import accounting, kernel, units
+from xmargin.margin import accounting, units
 from xmargin.margin.kernel import unit_one
 from xmargin.margin.modes import cross
 from xmargin.sim.loop import run_backtest
@@ -43,7 +43,6 @@ def test_cached_pool_metrics_give_the_same_run(example, monkeypatch):
     cached = run_backtest(config).events
     monkeypatch.setattr(accounting, "_valued", _plain_valued)
     monkeypatch.setattr(cross, "order_margin", _plain_order_margin)
-    monkeypatch.setattr(kernel, "_LEG_MEMO", _Forgetful())
     monkeypatch.setattr(units, "_ROW_MEMO", _Forgetful())
     plain = run_backtest(config).events
     assert any(type(e).__name__ == "OrderAccepted" for e in cached)

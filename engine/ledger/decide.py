@@ -170,7 +170,7 @@ def _place(ledger: Ledger, context, c: cmd.PlaceOrder, ts: int) -> list:
         if account.orders else 0
     after = held + pending + c.quantity  # the position if every order on it filled
     closes_all = abs(after) < 1e-12
-    increase = max(abs(after) - abs(held + pending), 0.0)  # exposure_increase(held + pending, quantity)
+    increase = exposure_increase(held + pending, c.quantity)
     if c.reduce_only and increase > 0:
         return reject(f"reduce-only order {c.quantity} would increase the position {held + pending}")
     inverse, size = instrument.is_inverse, instrument.contract_size

@@ -45,6 +45,11 @@ class _Pool:
 _LAST: dict[tuple, _Pool] = {}  # (exchange, pool) -> the last state valued
 
 
+def _member(position, pool: str) -> bool:
+    """A leg of the pool: a cross position settled in it (as `xmargin.margin.modes.cross` pools them)."""
+    return position.asset == pool and position.margin_mode == CROSS
+
+
 def _prices_of(getter, values: list, count: int) -> tuple:
     if count == 0:
         return ()
@@ -57,7 +62,7 @@ def _afresh(account, catalog, values_list, pool: str) -> _Pool:
     keys = list(positions)
     values = list(positions.values())
     order = sorted(range(len(keys)), key=keys.__getitem__)  # the pool's legs by instrument, as its unit
-    members = [i for i in order if values[i].asset == pool and values[i].margin_mode == CROSS]
+    members = [i for i in order if _member(values[i], pool)]
     slot = {i: j for j, i in enumerate(members)}
     rows = position_rows(account, catalog, [values[i] for i in members], False)
     getter = operator.itemgetter(*[row[0] for row in rows]) if rows else None
@@ -83,7 +88,7 @@ def _carried(last: _Pool, account, catalog, values_list, pool: str) -> _Pool | N
             rows, figures = list(rows), list(figures)
             for i in changed:
                 position = values[i]
-                member = position.asset == pool and position.margin_mode == CROSS
+                member = _member(position, pool)
                 j = last.slot.get(i)
                 if member != (j is not None):
                     return None

@@ -285,10 +285,6 @@ def leg_maintenance_one(notional: float, table, fixed, scale: float) -> float:
     return n * table.rate_list[i] - table.amount_list[i]
 
 
-_LEG_MEMO: dict[int, tuple] = {}  # id(row) -> (row, price, its leg's figures): rows are immutable tuples
-_LEG_MEMO_SIZE = 16_384
-
-
 def leg_figures(row, price: float) -> tuple:
     """One leg at one price: (position leg?, (notional, PnL, maintenance), PnL x scale, maintenance,
     initial margin x scale); `unit_one` adds them up."""
@@ -316,23 +312,13 @@ def unit_one(rows, base: float, prices) -> tuple[list, float, float, float, floa
     collateral legs' value, maintenance, initial margin). equity = PnL + collateral; `valuate_one`
     in parts.
 
-    Each leg's figures are kept per (row, price): a pool rebuilt after one fill shares the rows of
-    its unchanged positions, so only the changed leg is valued again; the sums are redone in row
-    order (the same additions, so the same numbers as valuing every leg)."""
+    Each leg's figures are `leg_figures` (which `xmargin.margin.incremental` reuses leg by leg); the
+    sums run in row order."""
     out = []
     pnl = maintenance = initial = 0.0
     collateral = base
-    memo = _LEG_MEMO
     for row, price in zip(rows, prices):
-        hit = memo.get(id(row))
-        if hit is not None and hit[0] is row and hit[1] == price:
-            position, figures, scaled_pnl, leg_maintenance, leg_initial = hit[2]
-        else:
-            leg = leg_figures(row, price)
-            if len(memo) >= _LEG_MEMO_SIZE:
-                memo.clear()
-            memo[id(row)] = (row, price, leg)
-            position, figures, scaled_pnl, leg_maintenance, leg_initial = leg
+        position, figures, scaled_pnl, leg_maintenance, leg_initial = leg_figures(row, price)
         if not position:
             collateral += scaled_pnl
             continue

@@ -74,17 +74,17 @@ def unit_curves(unit: RiskUnit, prices: np.ndarray) -> tuple[np.ndarray, np.ndar
     return value.equity[:, 0], value.maintenance_margin[:, 0]
 
 
-def provably_quiet(unit: RiskUnit, feed, start: int, stop: int, thresholds: np.ndarray, extremes=None) -> bool:
+def provably_quiet(unit: RiskUnit, extremes: tuple[list, list], thresholds: np.ndarray) -> bool:
     """True when no path point in bars [start, stop) can breach or warn, by a cheap bound: every
     holding at its own worst mark of the whole stretch (longs and collateral at the lowest low,
     shorts at the highest high) against maintenance at every position's largest notional (linear:
     highest high; inverse: lowest low). The bound is looser than any intrabar path, so True is
     exact; False sends the unit to the full scan. Only used while the unit carries no warning (a
-    warned unit must also be able to clear). Valued with the kernel's scalar path. `extremes`:
-    `stretch_extremes(feed, start, stop)` when the caller has them (one pass serves every unit)."""
+    warned unit must also be able to clear). Valued with the kernel's scalar path. `extremes`: the
+    stretch's (highest mark high, lowest mark low) per feed column (`stretch_extremes`)."""
     if unit.level or unit.requirement is not None:  # a whole-unit model has no monotone bound
         return False
-    highs, lows = extremes if extremes is not None else stretch_extremes(feed, start, stop)
+    highs, lows = extremes
     worst, largest = [], []
     for row in unit.rows:
         low, high = lows[row[0]], highs[row[0]]
@@ -157,11 +157,10 @@ def scan(units, feed, start: int, stop: int, first_point: int, mode: str, thresh
             if unit.level:
                 candidates.append((start * points + first_point, unit, False, 0, 0.0, None, None))
             continue
-        if not unit.level and unit.requirement is None:
-            if bound is None:
-                bound = extremes(start, stop) if extremes is not None else stretch_extremes(feed, start, stop)
-            if provably_quiet(unit, feed, start, stop, thresholds, bound):
-                continue
+        if bound is None:  # one look at the stretch's extremes serves every unit
+            bound = extremes(start, stop) if extremes is not None else stretch_extremes(feed, start, stop)
+        if provably_quiet(unit, bound, thresholds):
+            continue
         prices = path_prices(feed, start, stop, unit.columns, unit.quantities, mode)
         equity, maintenance = unit_curves(unit, prices)
         with np.errstate(divide="ignore", invalid="ignore"):
