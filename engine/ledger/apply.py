@@ -53,10 +53,12 @@ def _account(a: Account, balances=None, positions=None, orders=None, leverage=No
                    a.insurance_used if insurance_used is None else insurance_used)
 
 
-def _with_account(ledger: Ledger, account: Account) -> Ledger:
+def _with_account(ledger: Ledger, account: Account, order_id: int | None = None) -> Ledger:
+    """The ledger with `account` replaced; `order_id`: an order id now used (the next one is above it)."""
     accounts = dict(ledger.accounts)
     accounts[account.exchange] = account
-    return Ledger(accounts, ledger.in_flight, ledger.next_order_id, ledger.next_transfer_id, ledger.stopped)
+    next_order_id = ledger.next_order_id if order_id is None else max(ledger.next_order_id, order_id + 1)
+    return Ledger(accounts, ledger.in_flight, next_order_id, ledger.next_transfer_id, ledger.stopped)
 
 
 def _credit(account: Account, asset: str, amount: float) -> Account:
@@ -112,12 +114,6 @@ def next_position(position: Position | None, instrument: str, quantity: float, p
     return Position(instrument, new_quantity, entry, position.margin_mode, margin, asset)
 
 
-def _with_next_order(ledger: Ledger, order_id: int) -> Ledger:
-    if ledger.next_order_id > order_id:
-        return ledger
-    return Ledger(ledger.accounts, ledger.in_flight, order_id + 1, ledger.next_transfer_id, ledger.stopped)
-
-
 @applies(ev.CollateralDeposited)
 def _deposited(ledger: Ledger, e: ev.CollateralDeposited) -> Ledger:
     return _with_account(ledger, _credit(ledger.accounts[e.exchange], e.asset, e.amount))
@@ -129,16 +125,13 @@ def _accepted(ledger: Ledger, e: ev.OrderAccepted) -> Ledger:
     orders = dict(account.orders)
     orders[e.order_id] = Order(e.order_id, e.instrument, e.quantity, e.order_type, e.limit_price, e.reduce_only,
                                e.margin_mode, e.leverage, e.ts, e.tag)
-    accounts = dict(ledger.accounts)
-    accounts[e.exchange] = _account(account, orders=orders)
-    return Ledger(accounts, ledger.in_flight, max(ledger.next_order_id, e.order_id + 1), ledger.next_transfer_id,
-                  ledger.stopped)
+    return _with_account(ledger, _account(account, orders=orders), e.order_id)
 
 
 @applies(ev.OrderRejected)
 def _rejected(ledger: Ledger, e: ev.OrderRejected) -> Ledger:
     account = _drop_order(ledger.accounts[e.exchange], e.order_id)
-    return _with_next_order(_with_account(ledger, account), e.order_id)
+    return _with_account(ledger, account, e.order_id)
 
 
 @applies(ev.OrderCancelled)
