@@ -62,35 +62,19 @@ SCHEMA = {"ts": pl.Datetime("ns", "UTC"), "reason": pl.String, "exchange": pl.St
 def first_crossing(legs: Legs, mark: np.ndarray, direction: np.ndarray, k: float,
                    constant_legs: int = 0) -> np.ndarray:
     """Smallest x >= 0 with k x equity(x) - maintenance(x) <= 0 per kernel unit (= case) of `legs`,
-    every leg's price at mark x (1 + direction x x) (direction -1 down, +1 up, 0 does not move);
-    a vectorised bisection over the valuation kernel. k = 1: liquidation; k = threshold: warning.
-    The bisection values only the legs of the cases still open (crossing inside (0, cap)).
+    every leg's price at mark x (1 + direction x x) (direction -1 down, +1 up, 0 does not move).
+    k = 1: liquidation; k = threshold: warning.
+
+    The answer is a point of the grid x_m = cap x m / 2**ITERATIONS (the grid a bisection of
+    [0, cap] in ITERATIONS halvings walks): the m with gap(x_(m-1)) > 0 >= gap(x_m), found by
+    `_grid_crossing` (false position on the grid, a few kernel calls instead of ITERATIONS).
 
     `constant_legs`: the last legs of `legs` that never move (quantity 0, a fixed maintenance
     margin, at most one per case): their maintenance is added to the kernel's sum of the case's
     other legs instead of being valued as legs (the same additions in the same order)."""
     n_cases = legs.units
     case = legs.unit
-
-    def crossing(legs, mark, direction, constant_legs):
-        # Kept as legs: units margined as a whole (their model replaces the legs' maintenance) and a
-        # single unit (the kernel then sums with numpy's pairwise sum, not bincount's running sum).
-        if constant_legs and not legs.requirements and legs.units > 1:
-            moving = len(legs.quantity) - constant_legs
-            constant = np.bincount(legs.unit[moving:], legs.fixed_maintenance[moving:], minlength=legs.units)
-            legs, mark, direction = _moving_legs(legs, moving), mark[:moving], direction[:moving]
-
-            def gap(prices):  # the kernel's running sum per case, then its constant leg's maintenance
-                value = valuate(legs, prices)
-                return k * value.equity - (value.maintenance_margin + constant)
-        else:
-            gap = margin_gap(legs, k)
-
-        def f(x: np.ndarray) -> np.ndarray:
-            return gap(mark * (1.0 + direction * x[legs.unit]))
-        return f
-
-    f = crossing(legs, mark, direction, constant_legs)
+    f = _crossing(legs, mark, direction, k, constant_legs)
     down = np.bincount(case, direction < 0, minlength=n_cases) > 0
     cap = np.where(down, 1.0, MAX_UP)
     at_zero, at_cap = f(np.zeros(n_cases)), f(cap)
@@ -99,17 +83,115 @@ def first_crossing(legs: Legs, mark: np.ndarray, direction: np.ndarray, k: float
     active = (at_zero > 0) & (at_cap <= 0)
     if active.any():
         cases = np.flatnonzero(active)
-        keep = np.flatnonzero(active[case])
-        f = crossing(_subset(legs, keep, cases), mark[keep], direction[keep],
-                     int(np.count_nonzero(keep >= len(legs.quantity) - constant_legs)) if constant_legs else 0)
-        lo, hi = np.zeros(len(cases)), cap[cases]
-        for _ in range(ITERATIONS):
-            mid = 0.5 * (lo + hi)
-            hit = f(mid) <= 0
-            hi = np.where(hit, mid, hi)
-            lo = np.where(hit, lo, mid)
-        out[cases] = hi
+        step = cap[cases] / GRID
+        found = _grid_crossing(_Search(legs, mark, direction, k, constant_legs, cap), cases, at_zero[cases],
+                               at_cap[cases])
+        out[cases] = found * step
     return out
+
+
+GRID = 2 ** ITERATIONS
+FALSE_POSITION_ROUNDS = 12  # then plain halving of what is left (never more than ITERATIONS rounds)
+
+
+def _crossing(legs, mark, direction, k, constant_legs):
+    """f(x) -> the gap of every case of `legs` at the moves x (shape (cases,) or (rows, cases))."""
+    # Kept as legs: units margined as a whole (their model replaces the legs' maintenance) and a
+    # single unit (the kernel then sums with numpy's pairwise sum, not bincount's running sum).
+    if constant_legs and not legs.requirements and legs.units > 1:
+        moving = len(legs.quantity) - constant_legs
+        constant = np.bincount(legs.unit[moving:], legs.fixed_maintenance[moving:], minlength=legs.units)
+        legs, mark, direction = _moving_legs(legs, moving), mark[:moving], direction[:moving]
+
+        def gap(prices):  # the kernel's running sum per case, then its constant leg's maintenance
+            value = valuate(legs, prices)
+            return k * value.equity - (value.maintenance_margin + constant)
+    else:
+        gap = margin_gap(legs, k)
+    unit = legs.unit
+
+    def f(x: np.ndarray) -> np.ndarray:
+        return gap(mark * (1.0 + direction * x[..., unit]))
+    return f
+
+
+@attrs.frozen(eq=False)
+class _Search:
+    """The cases of a distance search: their legs, marks, directions, threshold and caps."""
+
+    legs: Legs
+    mark: np.ndarray
+    direction: np.ndarray
+    k: float
+    constant_legs: int
+    cap: np.ndarray
+
+    def narrowed(self, cases: np.ndarray) -> tuple["_Search", object]:
+        """(the search of `cases` only, renumbered in order; its gap function f(x))."""
+        chosen = np.zeros(self.legs.units, dtype=bool)
+        chosen[cases] = True
+        keep = np.flatnonzero(chosen[self.legs.unit])
+        moving = len(self.legs.quantity) - self.constant_legs
+        constant = int(np.count_nonzero(keep >= moving)) if self.constant_legs else 0
+        search = _Search(_subset(self.legs, keep, cases), self.mark[keep], self.direction[keep], self.k, constant,
+                         self.cap[cases])
+        return search, _crossing(search.legs, search.mark, search.direction, search.k, search.constant_legs)
+
+
+def _grid_crossing(search: _Search, cases: np.ndarray, above: np.ndarray, below: np.ndarray) -> np.ndarray:
+    """Per case of `cases` (gap(0) = `above` > 0 >= gap(cap) = `below`): the grid index m of the
+    first grid point at or past the crossing, gap(x_(m-1)) > 0 >= gap(x_m).
+
+    Each round values two neighbouring grid points per open case, around the false-position
+    estimate inside the case's bracket [lo, hi] (gap(lo) > 0 >= gap(hi)): a gap that is linear
+    between the bracket's ends (linear legs within one bracket of the maintenance table) is closed
+    in one round. An end kept twice in a row has its gap halved for the next estimate (Illinois), so
+    curved gaps (inverse legs, bracket changes) close in a few rounds; after
+    `FALSE_POSITION_ROUNDS` the rest is halved. Cases still open are re-selected (their legs only)
+    when they have become fewer than half of those valued."""
+    n = len(cases)
+    lo, hi = np.zeros(n, dtype=np.int64), np.full(n, GRID, dtype=np.int64)
+    weight_lo, weight_hi = above.astype(np.float64), below.astype(np.float64)
+    kept = np.zeros(n, dtype=np.int8)  # which end the last round kept: 1 lo, 2 hi
+    ids = np.arange(n)  # the cases of `current` (positions in `cases`)
+    current, f = search.narrowed(cases)
+    for round_ in range(FALSE_POSITION_ROUNDS + ITERATIONS + 1):
+        width = hi[ids] - lo[ids]
+        open_ = width > 1
+        if not open_.any():
+            break
+        if np.count_nonzero(open_) * 2 < len(ids):
+            ids = ids[open_]
+            current, f = current.narrowed(np.flatnonzero(open_))
+            width = width[open_]
+        low, high = lo[ids], hi[ids]
+        if round_ < FALSE_POSITION_ROUNDS:
+            w_lo, w_hi = weight_lo[ids], weight_hi[ids]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                t = w_lo / (w_lo - w_hi)
+            t = np.where(np.isfinite(t), np.clip(t, 0.0, 1.0), 0.5)
+            a = low + np.floor(t * width).astype(np.int64)
+        else:
+            a = low + width // 2
+        a = np.clip(a, low + 1, np.maximum(high - 1, low + 1))
+        b = np.minimum(a + 1, np.maximum(high - 1, a))
+        step = current.cap / GRID
+        gaps = f(np.stack([a * step, b * step]))
+        hit_a, hit_b = gaps[0] <= 0, gaps[1] <= 0
+        closed = width <= 1
+        new_hi = np.where(closed, high, np.where(hit_a, a, np.where(hit_b, b, high)))
+        new_lo = np.where(closed, low, np.where(hit_a, low, np.where(hit_b, a, b)))
+        keep_lo = ~closed & hit_a  # lo kept, hi moved
+        keep_hi = ~closed & ~hit_a & ~hit_b
+        g_hi = np.where(hit_a, gaps[0], gaps[1])
+        # Illinois: the end kept again has its weight halved; an end that moved takes its new gap
+        weight_lo[ids] = np.where(keep_lo, np.where(kept[ids] == 1, 0.5, 1.0) * weight_lo[ids], np.where(
+            keep_hi, gaps[1], weight_lo[ids]))
+        weight_hi[ids] = np.where(keep_hi, np.where(kept[ids] == 2, 0.5, 1.0) * weight_hi[ids], np.where(
+            keep_lo, g_hi, weight_hi[ids]))
+        kept[ids] = np.where(keep_lo, 1, np.where(keep_hi, 2, 0))
+        lo[ids], hi[ids] = new_lo, new_hi
+    return hi
 
 
 def _moving_legs(legs: Legs, n: int) -> Legs:
@@ -120,13 +202,20 @@ def _moving_legs(legs: Legs, n: int) -> Legs:
 
 
 def _subset(legs: Legs, keep: np.ndarray, cases: np.ndarray) -> Legs:
-    """The legs `keep` (positions) of the units `cases`, renumbered 0..len(cases)-1 in order."""
+    """The legs `keep` (every leg of the units `cases`, in order) of the units `cases`, renumbered
+    0..len(cases)-1 in order; the units margined as a whole keep their models."""
     number = np.full(legs.units, -1, dtype=np.int64)
     number[cases] = np.arange(len(cases))
+    requirements = ()
+    if legs.requirements:
+        position = np.full(len(legs.quantity), -1, dtype=np.int64)
+        position[keep] = np.arange(len(keep))
+        requirements = tuple((int(number[u]), position[index], model) for u, index, model in legs.requirements
+                             if number[u] >= 0)
     return Legs(quantity=legs.quantity[keep], entry=legs.entry[keep], size=legs.size[keep], table=legs.table[keep],
                 tables=legs.tables, leverage=legs.leverage[keep], fixed_maintenance=legs.fixed_maintenance[keep],
                 scale=legs.scale[keep], unit=number[legs.unit[keep]], base=legs.base[cases],
-                reserved=legs.reserved[cases])
+                reserved=legs.reserved[cases], requirements=requirements)
 
 
 @attrs.frozen(eq=False)
