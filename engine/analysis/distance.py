@@ -47,8 +47,7 @@ import numpy as np
 import polars as pl
 
 from xmargin.margin.kernel import Legs, margin_gap, valuate
-from xmargin.margin.units import stack
-from xmargin.output.snapshots import run_units, snapshot_units
+from xmargin.output.snapshots import run_stacked, stacked_units
 
 MAX_UP = 10.0
 ITERATIONS = 48  # bisection steps: the move is then known to 10 / 2**48 ~ 4e-14
@@ -274,37 +273,36 @@ def _case_requirements(legs, keys, group, group_unit, case_of_group, moving, mar
     return tuple(out)
 
 
-def distance_table(snapshots, catalog, feed, thresholds, units=None) -> pl.DataFrame:
+def distance_table(snapshots, catalog, feed, thresholds, units=None, stacked=None) -> pl.DataFrame:
     """One row per snapshot x risk unit holding positions x (each underlying, "all"): ts, reason,
     exchange, events_applied, asset (the unit's pool: the settlement asset, "USD" for a
     multi-asset account), unit (`cross:<pool>` or the isolated instrument), underlying (base
     asset or "all"), warning_distance, liquidation_distance (fractions; inf: never within the cap).
 
     The units are the margin modes' (`xmargin.margin.modes`, as the scan and the tables; `units`:
-    the snapshots' `snapshot_units` when already built), valued by the kernel; snapshots with the
-    same (ts, reason, exchange, events_applied) count once."""
-    seen, distinct = set(), set()
-    for n, snapshot in enumerate(snapshots):
-        key = (snapshot.ts, snapshot.reason, snapshot.account.exchange, snapshot.events_applied)
-        if key not in seen:
-            seen.add(key)
-            distinct.add(n)
-    units, owner = units if units is not None else snapshot_units(snapshots, catalog, feed)
-    chosen = [u for u, (unit, n) in enumerate(zip(units, owner)) if unit.positions and n in distinct]
-    if not chosen:
+    the snapshots' `snapshot_units`, `stacked`: their `stacked_units`, when already built), valued
+    by the kernel; snapshots with the same (ts, reason, exchange, events_applied) count once."""
+    stacked = stacked if stacked is not None else stacked_units(snapshots, catalog, feed, units)
+    distinct = np.zeros(len(snapshots), dtype=bool)
+    distinct[_first_of_each_moment(snapshots)] = True
+    units, owner = stacked.units, stacked.owner
+    holds = np.fromiter((unit.positions > 0 for unit in units), dtype=bool, count=len(units))
+    chosen = np.flatnonzero(holds & distinct[owner]) if len(units) else np.zeros(0, dtype=np.int64)
+    if not len(chosen):
         return pl.DataFrame(schema=SCHEMA)
-    units = [units[u] for u in chosen]
-    owner = [owner[u] for u in chosen]
-    legs = stack(units)
+    wanted = np.zeros(len(units), dtype=bool)
+    wanted[chosen] = True
+    keep = np.flatnonzero(wanted[stacked.legs.unit])
+    legs = _subset(stacked.legs, keep, chosen)
+    columns, mark = stacked.columns[keep], stacked.marks[keep]
+    units = [units[u] for u in chosen.tolist()]
+    owner = owner[chosen]
     n_units, n_legs = legs.units, len(legs.quantity)
     underlying_of = {t.column: t.instrument.base for t in catalog.tradables.values()}
-    columns = np.fromiter((r[0] for unit in units for r in unit.rows), dtype=np.int64, count=n_legs)
     present, column_code = np.unique(columns, return_inverse=True)  # names looked up per column, not per leg
     names, name_code = np.unique(np.array([underlying_of[c] for c in present.tolist()], dtype=object),
                                  return_inverse=True)
     code = name_code[column_code]
-    rows = np.array([snapshots[n].row for n in owner], dtype=np.int64)[legs.unit]
-    mark = feed.mark_close[rows, columns]
     exposure = np.where(legs.size > 0, legs.quantity * legs.size / mark, legs.quantity * mark)
     # cases: every unit with "all" (every leg adverse), then each (unit, underlying) in order of
     # first appearance, against the unit's net exposure to it. Only the legs on that underlying
@@ -317,11 +315,11 @@ def distance_table(snapshots, catalog, feed, thresholds, units=None) -> pl.DataF
     case_of_group[appearance] = n_units + np.arange(len(keys))
     group_unit = legs.unit[first]
     net = np.sign(np.bincount(group, exposure, minlength=len(keys)))
-    at_marks = valuate(legs, mark)
-    pnl = at_marks.unrealized_pnl * legs.scale
+    pnl = stacked.value.unrealized_pnl[keep] * legs.scale  # the legs at their marks
+    leg_maintenance = stacked.value.leg_maintenance[keep]
     other_pnl = np.bincount(legs.unit, pnl, minlength=n_units)[group_unit] - np.bincount(group, pnl)
-    other_mm = (np.bincount(legs.unit, at_marks.leg_maintenance, minlength=n_units)[group_unit]
-                - np.bincount(group, at_marks.leg_maintenance))
+    other_mm = (np.bincount(legs.unit, leg_maintenance, minlength=n_units)[group_unit]
+                - np.bincount(group, leg_maintenance))
     moving = np.argsort(case_of_group[group], kind="stable")  # legs of each single case, in leg order
     held = np.flatnonzero(np.bincount(legs.unit, minlength=n_units)[group_unit] > np.bincount(group))
     held = held[np.argsort(case_of_group[held], kind="stable")] if legs.tables else held[:0]
@@ -367,6 +365,19 @@ def distance_table(snapshots, catalog, feed, thresholds, units=None) -> pl.DataF
     }, schema={**SCHEMA, "ts": pl.Int64}).with_columns(pl.col("ts").cast(SCHEMA["ts"]))
 
 
+def _first_of_each_moment(snapshots) -> np.ndarray:
+    """Indices of the first snapshot of each (ts, reason, exchange, events_applied), in order."""
+    n, codes = len(snapshots), {}
+    ts = np.fromiter((s.ts for s in snapshots), dtype=np.int64, count=n)
+    applied = np.fromiter((s.events_applied for s in snapshots), dtype=np.int64, count=n)
+    kind = np.fromiter((codes.setdefault((s.reason, s.account.exchange), len(codes)) for s in snapshots),
+                       dtype=np.int64, count=n)
+    order = np.lexsort((np.arange(n), kind, applied, ts))  # stable: the first of equal moments leads
+    new = np.ones(n, dtype=bool)
+    new[1:] = (np.diff(ts[order]) != 0) | (np.diff(applied[order]) != 0) | (np.diff(kind[order]) != 0)
+    return np.sort(order[new])
+
+
 def equity_distances(equity: pl.DataFrame, distance: pl.DataFrame) -> pl.DataFrame:
     """The equity table with `warning_distance` and `liquidation_distance`: per pool row, the
     smallest all-together move that warns / liquidates any unit of that exchange and asset (the
@@ -384,5 +395,5 @@ def run_distances(result) -> pl.DataFrame:
     result and kept on it)."""
     if result.distances is None:
         result.distances = distance_table(result.snapshots, result.catalog, result.feed,
-                                          result.config.warning_thresholds, run_units(result))
+                                          result.config.warning_thresholds, stacked=run_stacked(result))
     return result.distances

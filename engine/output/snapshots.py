@@ -23,7 +23,7 @@ from xmargin.margin import formulas as margin
 from xmargin.margin.accounting import CollateralMetrics, PoolMetrics, PositionMetrics
 from xmargin.margin.kernel import COLLATERAL, valuate
 from xmargin.margin.modes import account_units, venue_mode
-from xmargin.margin.units import asset_price, stack
+from xmargin.margin.units import asset_price, asset_prices, stack
 from xmargin.output.eventlog import TIMESTAMP, cast_to
 
 
@@ -75,16 +75,44 @@ def _order_margins(units, owner, snapshots, catalog, feed) -> list[float]:
     return out
 
 
-def run_units(result) -> tuple[list, list]:
-    """`snapshot_units` of a finished run, computed once (the tables and distance share them)."""
+def run_stacked(result) -> "Stacked":
+    """`stacked_units` of a finished run's snapshots, computed once (the tables and distance share them)."""
     if result.units is None:
-        result.units = snapshot_units(result.snapshots, result.catalog, result.feed)
+        result.units = stacked_units(result.snapshots, result.catalog, result.feed)
     return result.units
 
 
-def project(snapshots, catalog, feed, units=None) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+@attrs.frozen(eq=False)
+class Stacked:
+    """The snapshots' units as one kernel `Legs` (with their open-order margin), each leg's feed
+    column and its mark at its snapshot's row, and their valuation there: what the tables and the
+    distance search share."""
+
+    units: list
+    owner: np.ndarray  # snapshot index of each unit
+    legs: object
+    columns: np.ndarray
+    marks: np.ndarray
+    value: object  # xmargin.margin.kernel.Valuation of `legs` at `marks`
+
+
+def stacked_units(snapshots, catalog, feed, units=None) -> Stacked:
+    """Stack `snapshot_units` (`units`, when already built) of `snapshots` once."""
+    units, owner = units if units is not None else snapshot_units(snapshots, catalog, feed)
+    reserved = _order_margins(units, owner, snapshots, catalog, feed)
+    legs = stack(units, reserved)
+    owner = np.asarray(owner, dtype=np.int64)
+    snapshot_rows = np.fromiter((s.row for s in snapshots), dtype=np.int64, count=len(snapshots))
+    columns = np.fromiter((r[0] for u in units for r in u.rows), dtype=np.int64, count=len(legs.quantity))
+    leg_rows = snapshot_rows[owner[legs.unit]] if len(legs.unit) else np.zeros(0, dtype=np.int64)
+    marks = feed.mark_close[leg_rows, columns] if len(leg_rows) else np.zeros(0)
+    return Stacked(units, owner, legs, columns, marks, valuate(legs, marks))
+
+
+def project(snapshots, catalog, feed, units=None, stacked: Stacked | None = None
+            ) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
     """(equity, positions, collateral) DataFrames for the recorded snapshots (`units`: their
-    `snapshot_units`, when already built)."""
+    `snapshot_units`, `stacked`: their `stacked_units`, when already built)."""
     snaps = pl.DataFrame({
         "snapshot": np.arange(len(snapshots), dtype=np.int64),
         "ts": [s.ts for s in snapshots], "reason": [s.reason for s in snapshots],
@@ -92,15 +120,8 @@ def project(snapshots, catalog, feed, units=None) -> tuple[pl.DataFrame, pl.Data
         "events_applied": [s.events_applied for s in snapshots],
     }, schema={"snapshot": pl.Int64, "ts": pl.Int64, "reason": pl.String, "exchange": pl.String,
                "events_applied": pl.Int64})
-    units, owner = units if units is not None else snapshot_units(snapshots, catalog, feed)
-    reserved = _order_margins(units, owner, snapshots, catalog, feed)
-    legs = stack(units, reserved)
-    owner = np.asarray(owner, dtype=np.int64)
-    snapshot_rows = np.array([s.row for s in snapshots], dtype=np.int64)
-    leg_columns = np.array([r[0] for u in units for r in u.rows], dtype=np.int64)
-    leg_rows = snapshot_rows[owner[legs.unit]] if len(legs.unit) else np.zeros(0, dtype=np.int64)
-    marks = feed.mark_close[leg_rows, leg_columns] if len(leg_rows) else np.zeros(0)
-    value = valuate(legs, marks)
+    stacked = stacked if stacked is not None else stacked_units(snapshots, catalog, feed, units)
+    units, owner, legs, marks, value = stacked.units, stacked.owner, stacked.legs, stacked.marks, stacked.value
 
     # per unit: position PnL (unit currency) and collateral (constant + collateral legs)
     n_units = len(units)
@@ -114,7 +135,7 @@ def project(snapshots, catalog, feed, units=None) -> tuple[pl.DataFrame, pl.Data
 
     # -- equity: one row per pool unit, with its snapshot's isolated positions of that pool -------
     modes = {name: venue_mode(catalog, name) for name in catalog.venues}
-    isolated = np.array([u.isolated for u in units], dtype=bool)
+    isolated = unit_isolated = np.fromiter((u.isolated for u in units), dtype=bool, count=n_units)
     pool = [modes[u.exchange].pool_of(u.asset) if u.isolated else u.asset for u in units]
     # money of an isolated position counts in its pool's currency (1 when the pool is its asset)
     scale = np.array([1.0 if p == u.asset else asset_price(catalog, u.exchange, u.asset,
@@ -145,22 +166,11 @@ def project(snapshots, catalog, feed, units=None) -> tuple[pl.DataFrame, pl.Data
                       .when(pl.col("maintenance") > 0).then(float("inf")).otherwise(0.0).alias("margin_ratio"),
                       (margin_balance - pl.col("initial")).alias("free_collateral"),
                       pl.col("reserved").alias("open_order_margin")))
-    first_leg = np.concatenate([[0], np.cumsum([len(u.rows) for u in units])]).astype(np.int64)
-
     # -- positions: in the account's order, with liquidation and bankruptcy prices ----------------
-    where = {}
-    for u, (unit, n, first) in enumerate(zip(units, owner.tolist(), first_leg.tolist())):
-        for k, key in enumerate(unit.instruments):
-            where[n, key] = (u, first + k)
-    picks = [(n, key, position, *where[n, key]) for n, snapshot in enumerate(snapshots)
-             for key, position in snapshot.account.positions.items()]
-    index = np.array([p[0] for p in picks], dtype=np.int64)
-    unit_of = np.array([p[3] for p in picks], dtype=np.int64)
-    leg = np.array([p[4] for p in picks], dtype=np.int64)
-    positions_of = [p[2] for p in picks]
+    index, unit_of, leg, positions_of, instruments = _position_legs(snapshots, units, owner)
     quantity, entry = legs.quantity[leg], legs.entry[leg]
     notional, pnl, leg_mm = value.notional[leg], value.unrealized_pnl[leg], value.leg_maintenance[leg]
-    isolated = np.array([units[u].isolated for u in unit_of.tolist()], dtype=bool)
+    isolated = unit_isolated[unit_of]
     isolated_margin = np.array([p.isolated_margin for p in positions_of], dtype=np.float64)
     wallet = np.where(isolated, isolated_margin, collateral[unit_of]) if len(leg) else np.zeros(0)
     other_mm = np.where(isolated, 0.0, maintenance[unit_of] - leg_mm) if len(leg) else np.zeros(0)
@@ -191,7 +201,7 @@ def project(snapshots, catalog, feed, units=None) -> tuple[pl.DataFrame, pl.Data
                                                          size[k])
     leverage = legs.leverage[leg]
     positions = pl.DataFrame({
-        "snapshot": index, "instrument": [p[1] for p in picks], "quantity": quantity, "entry_price": entry,
+        "snapshot": index, "instrument": instruments, "quantity": quantity, "entry_price": entry,
         "mark_price": marks[leg] if len(leg) else np.zeros(0), "notional": notional, "unrealized_pnl": pnl,
         "initial_margin": notional / leverage, "maintenance_margin": leg_mm,
         "margin_mode": [p.margin_mode for p in positions_of], "isolated_margin": isolated_margin,
@@ -204,30 +214,74 @@ def project(snapshots, catalog, feed, units=None) -> tuple[pl.DataFrame, pl.Data
                                                                       "leverage", "liquidation_price",
                                                                       "bankruptcy_price")}})
 
-    # -- collateral: every balance, as the account's margin mode counts it -----------------------
-    rows = {k: [] for k in ("snapshot", "asset", "balance", "price", "value", "collateral_value")}
-    for n, snapshot in enumerate(snapshots):
-        account = snapshot.account
-        mode = venue_mode(catalog, account.exchange)
-        rules = catalog.venues[account.exchange].rules
-        row_marks = feed.mark_close[snapshot.row]
-        for asset in sorted(account.balances):
-            balance = account.balances[asset]
-            price = asset_price(catalog, account.exchange, asset, row_marks)
-            rows["snapshot"].append(n)
-            rows["asset"].append(asset)
-            rows["balance"].append(balance)
-            rows["price"].append(price)
-            rows["value"].append(balance * price)
-            rows["collateral_value"].append(mode.module.counted_collateral(rules, asset, balance, price))
-    collateral_frame = pl.DataFrame(rows, schema={"snapshot": pl.Int64, "asset": pl.String, "balance": _FLOAT,
-                                                  "price": _FLOAT, "value": _FLOAT, "collateral_value": _FLOAT})
+    collateral_frame = _collateral_rows(snapshots, catalog, feed)
 
     head = snaps.select("snapshot", "ts", "reason", "exchange", "events_applied")
     equity = head.join(equity, on="snapshot", how="inner", maintain_order="right")
     positions = head.join(positions, on="snapshot", how="inner", maintain_order="right")
     collateral_frame = head.join(collateral_frame, on="snapshot", how="inner", maintain_order="right")
     return equity, positions, collateral_frame
+
+
+def _position_legs(snapshots, units, owner) -> tuple:
+    """The positions table's rows, every snapshot's positions in its account's order: (snapshot
+    index, unit, leg of the stacked units, Position, instrument) per row. A unit's k-th instrument
+    is its leg first + k; rows and legs are matched by (snapshot, instrument) (in one pass when they
+    come in the same order, as they do when an account's positions are in its units' order)."""
+    picks = [(n, key, position) for n, snapshot in enumerate(snapshots)
+             for key, position in snapshot.account.positions.items()]
+    if not picks:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, empty, [], []
+    index, instruments, positions_of = (list(column) for column in zip(*picks))
+    index = np.array(index, dtype=np.int64)
+    counts = np.fromiter((len(u.rows) for u in units), dtype=np.int64, count=len(units))
+    held = np.fromiter((len(u.instruments) for u in units), dtype=np.int64, count=len(units))
+    first = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+    leg_unit = np.repeat(np.arange(len(units), dtype=np.int64), held)
+    leg_of = first[leg_unit] + (np.arange(len(leg_unit)) - np.repeat(np.cumsum(held) - held, held))
+    leg_instruments = [key for u in units for key in u.instruments]
+    leg_snapshot = owner[leg_unit]
+    if leg_instruments != instruments or not np.array_equal(leg_snapshot, index):
+        code: dict = {}
+        names = np.fromiter((code.setdefault(k, len(code)) for k in instruments), dtype=np.int64,
+                            count=len(instruments))
+        leg_names = np.fromiter((code[k] for k in leg_instruments), dtype=np.int64, count=len(leg_instruments))
+        wanted, have = index * len(code) + names, leg_snapshot * len(code) + leg_names
+        order = np.argsort(have, kind="stable")
+        at = order[np.searchsorted(have[order], wanted)]
+        leg_unit, leg_of = leg_unit[at], leg_of[at]
+    return index, leg_unit, leg_of, positions_of, instruments
+
+
+def _collateral_rows(snapshots, catalog, feed) -> pl.DataFrame:
+    """Every snapshot's balances by asset: amount, USD price (`asset_price`: stablecoins 1, a coin
+    at its feed column's mark, nan unknown), value and collateral value as the account's margin
+    mode counts it."""
+    picks = [(n, snapshot.account.exchange, asset, snapshot.account.balances[asset])
+             for n, snapshot in enumerate(snapshots) for asset in sorted(snapshot.account.balances)]
+    schema = {"snapshot": pl.Int64, "asset": pl.String, "balance": _FLOAT, "price": _FLOAT, "value": _FLOAT,
+              "collateral_value": _FLOAT}
+    if not picks:
+        return pl.DataFrame(schema=schema)
+    index, exchanges, assets, balances = (list(column) for column in zip(*picks))
+    index = np.array(index, dtype=np.int64)
+    balance = np.array(balances, dtype=np.float64)
+    price = np.empty(len(index))
+    pairs: dict = {}
+    for k, pair in enumerate(zip(exchanges, assets)):
+        pairs.setdefault(pair, []).append(k)
+    rows = np.fromiter((s.row for s in snapshots), dtype=np.int64, count=len(snapshots))
+    counted = np.empty(len(index))
+    for (exchange, asset), members in pairs.items():
+        members = np.array(members, dtype=np.int64)
+        price[members] = asset_prices(catalog, exchange, asset, feed.mark_close, rows[index[members]])
+        count = venue_mode(catalog, exchange).module.counted_collateral
+        rules = catalog.venues[exchange].rules
+        counted[members] = [count(rules, asset, b, p) for b, p in zip(balance[members].tolist(),
+                                                                       price[members].tolist())]
+    return pl.DataFrame({"snapshot": index, "asset": assets, "balance": balance, "price": price,
+                         "value": balance * price, "collateral_value": counted}, schema=schema)
 
 
 # The snapshot tables with their explicit Arrow schemas.
@@ -255,17 +309,18 @@ def _typed(frame: pl.DataFrame, fields) -> pa.Table:
     return cast_to(frame.select(schema.names).to_arrow(), schema)
 
 
-def snapshot_tables(snapshots, catalog, feed, units=None) -> tuple[pa.Table, pa.Table, pa.Table]:
+def snapshot_tables(snapshots, catalog, feed, units=None, stacked: Stacked | None = None
+                    ) -> tuple[pa.Table, pa.Table, pa.Table]:
     """The equity (without distances), positions and collateral tables of `snapshots` (a whole
     run's or a consecutive part of them: rows never depend on another snapshot)."""
-    equity, positions, collateral = project(snapshots, catalog, feed, units)
+    equity, positions, collateral = project(snapshots, catalog, feed, units, stacked)
     return _typed(equity, _POOL_FIELDS), _typed(positions, _POSITION_FIELDS), _typed(collateral, _COLLATERAL_FIELDS)
 
 
 def _projected(result):
     """The equity, positions and collateral frames of a run (computed once per result)."""
     if result.projected is None:
-        result.projected = project(result.snapshots, result.catalog, result.feed, run_units(result))
+        result.projected = project(result.snapshots, result.catalog, result.feed, stacked=run_stacked(result))
     return result.projected
 
 

@@ -32,7 +32,7 @@ from xmargin.dataset.feed import iso_minutes
 from xmargin.errors import RunError
 from xmargin.margin.modes import venue_mode
 from xmargin.output.eventlog import file_hash, read_ipc, write_events, write_ipc
-from xmargin.output.snapshots import snapshot_tables, snapshot_units
+from xmargin.output.snapshots import snapshot_tables, stacked_units
 from xmargin.output.tables import BY_NAME, OUTPUT_TABLES, SCHEMA_VERSION, equity_table
 
 SNAPSHOT_ROWS = 50_000  # pool, position and balance rows valued (and their distances searched) per chunk
@@ -235,9 +235,10 @@ def _valuation_parts(result):
         yield {name: BY_NAME[name].build(result, None) for name in ("equity", "positions", "distance", "collateral")}
         return
     for chunk in _snapshot_chunks(result.snapshots):
-        units = snapshot_units(chunk, result.catalog, result.feed)  # valued for the tables and the distances
-        equity, positions, collateral = snapshot_tables(chunk, result.catalog, result.feed, units)
-        distance = distance_table(chunk, result.catalog, result.feed, result.config.warning_thresholds, units)
+        stacked = stacked_units(chunk, result.catalog, result.feed)  # valued once for the tables and the distances
+        equity, positions, collateral = snapshot_tables(chunk, result.catalog, result.feed, stacked=stacked)
+        distance = distance_table(chunk, result.catalog, result.feed, result.config.warning_thresholds,
+                                  stacked=stacked)
         yield {"equity": equity_distances(pl.from_arrow(equity), distance).to_arrow(), "positions": positions,
                "distance": distance.to_arrow(), "collateral": collateral}
 

@@ -156,7 +156,7 @@ class RunResult:
     intrabar: str
     projected: tuple | None = None  # (equity, positions, collateral) frames, computed once (output.snapshots)
     distances: object = None  # the distance table, computed once (analysis.distance.run_distances)
-    units: tuple | None = None  # (risk units, snapshot index of each): xmargin.output.snapshots.run_units
+    units: object = None  # the snapshots' stacked risk units: xmargin.output.snapshots.run_stacked
     warnings: list = attrs.field(factory=list)
     settlements: tuple = ()  # xmargin.sim.expiry.Settlement of every dated future in the run
 
