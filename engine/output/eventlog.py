@@ -47,7 +47,7 @@ _NUMPY_TYPES = {pa.float64(): np.float64, pa.int64(): np.int64, TIMESTAMP: np.in
 def _column(n: int, parts: list, data_type: pa.DataType) -> pa.Array:
     """One column of `n` rows from (rows, values) parts (null elsewhere): numbers through a typed
     numpy array and a validity mask, anything else (strings, booleans, a None among the values)
-    through a numpy object column."""
+    through a numpy object column (pyarrow converts a column of str in one pass)."""
     dtype = _NUMPY_TYPES.get(data_type)
     if dtype is not None and not any(values.count(None) for _, values in parts):  # (numpy reads None as nan)
         data, valid = np.zeros(n, dtype=dtype), np.zeros(n, dtype=bool)
@@ -59,44 +59,15 @@ def _column(n: int, parts: list, data_type: pa.DataType) -> pa.Array:
             pass
         else:
             return pa.array(data, type=data_type, mask=None if valid.all() else ~valid)
-    if data_type == pa.large_string():
-        strings = _strings(n, parts)
-        if strings is not None:
-            return strings
     column = np.empty(n, dtype=object)  # None: null
     for rows, values in parts:
         column[rows] = np.fromiter(values, dtype=object, count=len(rows))
     return pa.array(column, type=data_type)
 
 
-def _strings(n: int, parts: list) -> pa.Array | None:
-    """A large_string column built from its distinct values (an event field holds a handful:
-    exchanges, instruments, types, tags): each row's code, then the offsets and the bytes with numpy.
-    None when a value is neither a str nor None (pyarrow then decides)."""
-    distinct: dict = {}
-    code = np.full(n, -1, dtype=np.int64)  # -1: a row of another event type (null)
-    for rows, values in parts:
-        for value in dict.fromkeys(values):
-            distinct.setdefault(value, len(distinct))
-        code[rows] = np.fromiter(map(distinct.__getitem__, values), dtype=np.int64, count=len(rows))
-    if not all(value is None or type(value) is str for value in distinct):
-        return None
-    encoded = [b"" if value is None else value.encode() for value in distinct] + [b""]
-    valid = code >= 0
-    if None in distinct:
-        valid &= code != distinct[None]
-    offsets = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(np.array([len(b) for b in encoded], dtype=np.int64)[code], out=offsets[1:])
-    data = b"".join(np.array(encoded, dtype=object)[code].tolist())
-    nulls = n - int(np.count_nonzero(valid))
-    validity = pa.py_buffer(np.packbits(valid, bitorder="little")) if nulls else None
-    return pa.Array.from_buffers(pa.large_string(), n, [validity, pa.py_buffer(offsets), pa.py_buffer(data)],
-                                 null_count=nulls)
-
-
 def events_to_table(events, first_seq: int = 0) -> pa.Table:
-    """One Arrow table in log order. Each event type's fields are read at once (attrgetter tuples)
-    and placed at their events' rows of one column per field (null where an event type has no such
+    """One Arrow table in log order. Each event type's fields are read field by field (a list
+    per field) and placed at their events' rows of one column per field (null where an event type has no such
     field), then each column is converted once: no per-cell Python, no sort.
     `first_seq`: the `seq` of `events[0]` (a batch of a longer log)."""
     schema = event_schema()
@@ -111,11 +82,8 @@ def events_to_table(events, first_seq: int = 0) -> pa.Table:
         rows = np.flatnonzero(codes == c)
         members = list(map(events.__getitem__, rows.tolist()))
         parts["type"].append((rows, [cls.__name__] * len(rows)))
-        names = [f.name for f in attrs.fields(cls)]
-        values = zip(*map(operator.attrgetter(*names), members)) if len(names) > 1 else \
-            [[getattr(m, names[0]) for m in members]]
-        for name, column in zip(names, values):
-            parts.setdefault(name, []).append((rows, column))
+        for field in attrs.fields(cls):  # a list per field: no tuple per event
+            parts.setdefault(field.name, []).append((rows, list(map(operator.attrgetter(field.name), members))))
     arrays = [pa.array(np.arange(first_seq, first_seq + n, dtype=np.int64)) if field.name == "seq" else
               _column(n, parts[field.name], field.type) if field.name in parts else
               pa.nulls(n, type=field.type) for field in schema]
