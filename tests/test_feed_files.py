@@ -82,3 +82,17 @@ def test_instruments_with_different_timestamps_share_their_sorted_union(dataset)
     assert np.array_equal(loaded.ts, np.unique(np.concatenate(every)))
     column = KEYS.index("hyperliquid:BTC/USDC:USDC")
     assert (~loaded.has_bar[:, column]).sum() == 15 and loaded.has_bar[:, 0].all()
+
+
+@pytest.mark.parametrize("rows", [1, 7, 100])
+def test_prices_streamed_in_small_batches_give_the_same_feed(dataset, monkeypatch, rows):
+    """An instrument's bars are read BATCH_ROWS at a time; batches of 1, 7 or 100 rows (batches that
+    straddle missing bars and files) give the feed of one read per instrument."""
+    path = dataset / "bars" / "hyperliquid" / "perp" / "BTC_USDC_USDC-1h.parquet"
+    bars = pl.read_parquet(path)
+    bars.slice(10).filter(~pl.int_range(pl.len()).is_between(100, 104)).write_parquet(path)
+    whole = load_feed(dataset, KEYS, datetime(2025, 1, 2), None)
+    monkeypatch.setattr(feed, "BATCH_ROWS", rows)
+    batched = load_feed(dataset, KEYS, datetime(2025, 1, 2), None)
+    assert _same(whole, batched)
+    assert (~whole.has_bar).any() and whole.has_bar.any(axis=1).all() and len(whole.ts) > 100

@@ -152,6 +152,9 @@ def _union_of_times(times: list[np.ndarray]) -> np.ndarray:
     return sorted_unique(np.concatenate(times))
 
 
+BATCH_ROWS = 262_144  # rows of one instrument's prices in memory at a time while loading
+
+
 def load_feed(folder: str | Path, keys: list[str], start: datetime | None = None,
               end: datetime | None = None, timeframe: str | None = None) -> Feed:
     """Load the bars, marks and funding of `keys` (`exchange:symbol`) in [start, end).
@@ -173,8 +176,8 @@ def load_feed(folder: str | Path, keys: list[str], start: datetime | None = None
         raise DatasetError(f"{folder}/bars: no Parquet files. A dataset needs at least a bars table.")
     # One instrument at a time (filter pushed into the scan), reading only the files that can hold
     # it: no string keys, no global sort. First the timestamps (and timeframes) of every instrument,
-    # then its prices straight into the dense arrays: at most one instrument's prices in memory
-    # besides them.
+    # then its prices straight into the dense arrays, streamed in batches of BATCH_ROWS rows: besides
+    # the arrays, one batch is in memory (the allocator keeps what a whole instrument would take).
     own_files = _files_by_instrument(bar_files)
 
     def instrument_scan(key):
@@ -184,16 +187,28 @@ def load_feed(folder: str | Path, keys: list[str], start: datetime | None = None
         source = scan(folder, "bars", start, end, [key], files=files) if files else bars_scan
         return source.filter((pl.col("exchange") == exchange) & (pl.col("symbol") == symbol))
 
-    def instrument_bars(key, columns):
+    def instrument_batches(key, columns):
+        """The instrument's rows in file order, `BATCH_ROWS` at a time (all at once on a polars
+        without streamed batches)."""
         query = instrument_scan(key)
         if timeframe is not None:
             query = query.filter(pl.col("timeframe") == timeframe)
-        return query.select(pl.col("ts").dt.epoch("ns"), *columns).collect()
+        query = query.select(pl.col("ts").dt.epoch("ns"), *columns)
+        batches = getattr(query, "collect_batches", None)
+        return batches(chunk_size=BATCH_ROWS) if batches is not None else [query.collect()]
 
     times = []
     timeframes = set()
     for key in keys:
-        frame = instrument_bars(key, ["timeframe"]) if timeframe is None else None
+        if timeframe is None:  # the timestamps and the set of timeframes, a batch at a time
+            own, found_here = [], set()
+            for frame in instrument_batches(key, ["timeframe"]):
+                found_here.update(frame["timeframe"].unique().to_list())
+                own.append(frame["ts"].to_numpy())
+                del frame
+            timeframes.update(found_here)
+            times.append(np.concatenate(own) if own else np.zeros(0, dtype=np.int64))
+            continue
         if timeframe is not None:
             found = instrument_scan(key).select(pl.col("ts").dt.epoch("ns"), "timeframe").collect()
             available = sorted(found["timeframe"].unique().to_list())
@@ -220,14 +235,19 @@ def load_feed(folder: str | Path, keys: list[str], start: datetime | None = None
     for column, key in enumerate(keys):
         if not len(times[column]):
             continue
-        frame = instrument_bars(key, ["open", "high", "low", "close"])
-        own = frame["ts"].to_numpy()
-        # an instrument with every timestamp of the run fills its column in order (no search)
-        row = slice(None) if len(own) == len(ts) and np.array_equal(own, ts) else np.searchsorted(ts, own)
-        has_bar[row, column] = True
-        for name, target in (("open", open_), ("high", high), ("low", low), ("close", close)):
-            target[row, column] = frame[name].to_numpy()
-        del frame
+        own_ts = times[column]
+        aligned = len(own_ts) == len(ts) and np.array_equal(own_ts, ts)
+        done = 0
+        for frame in instrument_batches(key, ["open", "high", "low", "close"]):
+            own = frame["ts"].to_numpy()
+            # an instrument with every timestamp of the run fills its column in order (no search)
+            row = (slice(done, done + len(own)) if aligned and np.array_equal(own, ts[done:done + len(own)])
+                   else np.searchsorted(ts, own))
+            done += len(own)
+            has_bar[row, column] = True
+            for name, target in (("open", open_), ("high", high), ("low", low), ("close", close)):
+                target[row, column] = frame[name].to_numpy()
+            del frame
     del times
     if not has_bar.all():  # a missing bar is flat at the last close (nothing to fill when none is missing)
         close = _carry_forward(close, has_bar)
