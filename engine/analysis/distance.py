@@ -26,9 +26,11 @@ the positions' longs and shorts; alone, an underlying moves against the unit's n
 positions and collateral together (BTC collateral with no BTC position: BTC falls). Rows of a
 multi-asset account carry asset "USD" (the pool of its equity rows).
 
-The search is vectorised over every (snapshot, unit, underlying) case at once: a bisection on x
-(60 halvings of [0, cap]; cap = 1 when some leg moves down, since a price cannot fall below
-zero, else `MAX_UP` = +1000 %). equity - maintenance falls strictly along an adverse move
+The search is vectorised over every (snapshot, unit, underlying) case at once, on the grid of a
+bisection of [0, cap] in 48 halvings (cap = 1 when some leg moves down, since a price cannot fall
+below zero, else `MAX_UP` = +1000 %): the answer is the first grid point at or past the crossing,
+found by false position on the grid (two neighbouring points per round, Illinois weights), a few
+kernel calls where the halvings took 48. equity - maintenance falls strictly along an adverse move
 (maintenance rates are < 1), so the liquidation crossing is unique; the warning crossing is unique
 too as long as the threshold is above every maintenance rate involved (true of every shipped rule
 set). `inf`: no move up to the cap gets there (e.g. a long whose margin covers a fall to zero).
@@ -50,7 +52,7 @@ from xmargin.margin.kernel import Legs, margin_gap, valuate
 from xmargin.output.snapshots import run_stacked, stacked_units
 
 MAX_UP = 10.0
-ITERATIONS = 48  # bisection steps: the move is then known to 10 / 2**48 ~ 4e-14
+ITERATIONS = 48  # the grid: cap / 2**48, so the move is known to 10 / 2**48 ~ 4e-14
 SNAPSHOT_KEY = ("ts", "reason", "exchange", "events_applied")
 
 SCHEMA = {"ts": pl.Datetime("ns", "UTC"), "reason": pl.String, "exchange": pl.String, "events_applied": pl.Int64,
@@ -235,7 +237,7 @@ class _Moving:
     @staticmethod
     def evaluate_many(wrappers, prices, indices):
         """The kernel's batch entry: the wrapped models' own batch over full price rows (prepared
-        once per list of wrappers: the bisection reuses it)."""
+        once per list of wrappers: the search reuses it)."""
         if _MOVING.get("wrappers") is not wrappers:
             sizes = np.array([len(w.marks) for w in wrappers], dtype=np.int64)
             offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])

@@ -131,7 +131,13 @@ def read_ipc(path: Path) -> pa.Table:
         return pa.ipc.open_file(source).read_all()
 
 
+HASH_BLOCK = 1 << 23  # 8 MiB: few GIL hand-overs when a background thread hashes (xmargin.output.writer)
+
+
 def file_hash(path: Path) -> str:
     """sha256 (hex) of a file, read in blocks (memory does not grow with the file)."""
+    digest = hashlib.sha256()
     with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
+        while block := handle.read(HASH_BLOCK):
+            digest.update(block)
+    return digest.hexdigest()

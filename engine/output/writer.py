@@ -17,6 +17,7 @@ import math
 import os
 import platform
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from datetime import datetime, timezone
 from pathlib import Path
@@ -243,13 +244,35 @@ def _valuation_parts(result):
                "distance": distance.to_arrow(), "collateral": collateral}
 
 
-def write_tables(result, folder: Path) -> None:
+class _FileHashes:
+    """sha256 of each finished file of a run folder, computed by one background thread while the
+    writer goes on: file reads and hashlib release the GIL, so the hashes overlap the valuation
+    and the summary instead of following them."""
+
+    def __init__(self):
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="xmargin-hash")
+        self._pending: dict = {}
+
+    def add(self, path: Path) -> None:
+        self._pending[path.name] = self._pool.submit(file_hash, path)
+
+    def result(self) -> dict:
+        """{file name: sha256} of every file added, by name."""
+        return {name: self._pending[name].result() for name in sorted(self._pending)}
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def write_tables(result, folder: Path, hashes: _FileHashes | None = None) -> None:
     """Every table of the registry (`xmargin.output.tables`) into `folder`, each built once and
     streamed: the event log in record batches, the projections from the written log, the valuation
     tables one chunk of snapshots at a time (one record batch per chunk), so memory stays at one
-    chunk's rows."""
+    chunk's rows. `hashes`: told of each file once it is complete."""
+    done = hashes.add if hashes is not None else (lambda path: None)
     events_file = folder / BY_NAME["events"].file
     write_events(result.events, events_file)
+    done(events_file)
     log = pl.scan_ipc(events_file)
     streamed = set()
     with ExitStack() as stack:
@@ -264,6 +287,8 @@ def write_tables(result, folder: Path) -> None:
                     writers[name] = stack.enter_context(pa.ipc.new_file(sink, entry.schema))
                 writers[name].write_table(entry.conform(table))
                 streamed.add(name)
+    for name in sorted(streamed):
+        done(folder / BY_NAME[name].file)
     events = None
     for table in OUTPUT_TABLES:
         if table.name == "events" or table.name in streamed:
@@ -273,6 +298,7 @@ def write_tables(result, folder: Path) -> None:
         else:  # a table this writer does not stream: its registry build over the written log
             events = read_ipc(events_file) if events is None else events
             write_ipc(table.conform(table.build(result, events)), folder / table.file)
+        done(folder / table.file)
 
 
 def write_run_folder(result, summary: dict | None = None, out: Path | None = None, run_id: str | None = None,
@@ -285,12 +311,17 @@ def write_run_folder(result, summary: dict | None = None, out: Path | None = Non
         out = Path(out or config.out)
         reservation = reserve_run(out, run_id or run_id_for(config, out))
     run_id, partial = reservation.run_id, reservation.partial
+    hashing = _FileHashes()
     try:
-        write_tables(result, partial)
+        write_tables(result, partial, hashing)
         if summary is None:
             summary = summary_from_folder(partial, result, run_id)
         (partial / "summary.json").write_text(json.dumps(json_safe(summary), indent=2) + "\n")
-        hashes = {f.name: file_hash(f) for f in sorted(partial.iterdir()) if f.is_file() and f.name != LOCK_NAME}
+        hashing.add(partial / "summary.json")
+        hashes = hashing.result()
+        unhashed = sorted(f.name for f in partial.iterdir() if f.is_file() and f.name not in {*hashes, LOCK_NAME})
+        if unhashed:
+            raise RunError(f"{partial}: {unhashed} written but not hashed (a bug of xmargin.output.writer)")
         manifest = {
             "run_id": run_id,
             "schema_version": SCHEMA_VERSION,
@@ -335,3 +366,5 @@ def write_run_folder(result, summary: dict | None = None, out: Path | None = Non
     except BaseException:
         reservation.release()
         raise
+    finally:
+        hashing.close()
