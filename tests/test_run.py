@@ -250,3 +250,31 @@ def test_verify_says_when_a_run_was_written_by_another_version(config, tmp_path)
     result = run_cli("verify", tmp_path / "old")
     assert result.exit_code == 1
     assert "events.arrow has no columns ['credited']" in result.output and "another version" in result.output
+
+
+def test_a_run_not_kept_in_memory_writes_the_same_folder(tmp_path):
+    """`execute(keep_result=False)` (the command line's way) drops the snapshots and the feed once the
+    tables that need them are written: the folder is the one a kept run writes, file for file, its
+    manifest differs only in timings and run id, and it verifies."""
+    from xmargin.config import load_config
+    from xmargin.output.verify import verify_run
+    from xmargin.sim.runner import execute
+
+    config = load_config(ROOT / "examples" / "demo.toml")
+    kept = execute(config, out=tmp_path, run_id="kept")
+    dropped = execute(config, out=tmp_path, run_id="dropped", keep_result=False)
+    assert kept.result is not None and len(kept.result.snapshots) > 100 and dropped.result is None
+    names = sorted(p.name for p in kept.path.iterdir())
+    assert names == sorted(p.name for p in dropped.path.iterdir()) and "distance.arrow" in names
+    for name in names:
+        if name.endswith(".arrow"):
+            assert (kept.path / name).read_bytes() == (dropped.path / name).read_bytes(), name
+    strip = ("run_id", "run_seconds", "load_seconds")
+    assert ({k: v for k, v in kept.summary.items() if k not in strip}
+            == {k: v for k, v in dropped.summary.items() if k not in strip})
+    manifests = [json.loads((c.path / "manifest.json").read_text()) for c in (kept, dropped)]
+    for manifest in manifests:
+        for key in ("run_id", "timings", "files", "manifest_sha256"):
+            manifest.pop(key)
+    assert manifests[0] == manifests[1]
+    assert verify_run(dropped.path) == []

@@ -80,7 +80,7 @@ def run(config_path, sets, margin_modes, start, end, out, seed, skip_validation,
     strategy = build_strategy(config.strategy, config.params, config.folder)
     warnings = _checked_dataset(config, skip_validation)
     completed = execute(config, run_id=run_id, progress=not quiet and sys.stderr.isatty(), warnings=warnings,
-                        strategy=strategy)
+                        strategy=strategy, keep_result=False)
     click.echo(format_summary(completed.summary, completed.path))
     found = problems(completed.summary)
     if found and (strict or config.strict):

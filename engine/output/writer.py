@@ -199,17 +199,18 @@ def summary_options(result) -> dict:
             "one_legged_after_hours": result.config.one_legged_after_ns / 3.6e12}
 
 
-def summary_from_folder(folder: Path, result, run_id: str) -> dict:
+def summary_from_folder(folder: Path, meta: dict, options: dict) -> dict:
     """The run summary computed from the tables written in `folder` (read back, not rebuilt): only
-    the columns `summarize` reads (`summary.COLUMNS`), so memory grows with those, not with every table."""
+    the columns `summarize` reads (`summary.COLUMNS`), so memory grows with those, not with every
+    table. `meta`: `run_meta`; `options`: `summary_options`."""
     def read(name):
         table = pl.scan_ipc(folder / f"{name}.arrow")
         present = set(table.collect_schema().names())
         # rechunked: sums as over one table
         return table.select([c for c in SUMMARY_COLUMNS[name] if c in present]).collect().rechunk()
 
-    return summarize(read("events"), read("equity"), run_meta(result, run_id), collateral=read("collateral"),
-                     positions=read("positions"), **summary_options(result))
+    return summarize(read("events"), read("equity"), meta, collateral=read("collateral"),
+                     positions=read("positions"), **options)
 
 
 def _snapshot_chunks(snapshots, limit: int | None = None):
@@ -264,11 +265,12 @@ class _FileHashes:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
 
-def write_tables(result, folder: Path, hashes: _FileHashes | None = None) -> None:
+def write_tables(result, folder: Path, hashes: _FileHashes | None = None, release: bool = False) -> None:
     """Every table of the registry (`xmargin.output.tables`) into `folder`, each built once and
     streamed: the event log in record batches, the projections from the written log, the valuation
     tables one chunk of snapshots at a time (one record batch per chunk), so memory stays at one
-    chunk's rows. `hashes`: told of each file once it is complete."""
+    chunk's rows. `hashes`: told of each file once it is complete. `release`: the result's
+    snapshots and feed are dropped once the valuation tables are written (`RunResult.release`)."""
     done = hashes.add if hashes is not None else (lambda path: None)
     events_file = folder / BY_NAME["events"].file
     write_events(result.events, events_file)
@@ -289,6 +291,8 @@ def write_tables(result, folder: Path, hashes: _FileHashes | None = None) -> Non
                 streamed.add(name)
     for name in sorted(streamed):
         done(folder / BY_NAME[name].file)
+    if release:
+        result.release()
     events = None
     for table in OUTPUT_TABLES:
         if table.name == "events" or table.name in streamed:
@@ -301,11 +305,46 @@ def write_tables(result, folder: Path, hashes: _FileHashes | None = None) -> Non
         done(folder / table.file)
 
 
+def _manifest_head(result, run_id: str) -> dict:
+    """The manifest's fields that describe the run (config, resolved settings, instruments, mark
+    sources, versions, timings), read before the result may be released."""
+    config = result.config
+    return {
+        "run_id": run_id,
+        "schema_version": SCHEMA_VERSION,
+        "config": json_safe(config.raw),
+        "resolved": {"dataset": str(config.dataset), "start": str(config.start), "end": str(config.end),
+                     "seed": config.seed, "intrabar": result.intrabar, "slippage_bps": config.slippage_bps,
+                     "on_liquidation": config.on_liquidation,
+                     "warning_thresholds": list(config.warning_thresholds),
+                     "margin_modes": {n: v.margin_mode for n, v in result.catalog.venues.items()},
+                     "rules": {n: {"name": v.rules.name, "as_of": v.rules.as_of,
+                                   "variant": v.rules.variant_name or v.rules.name}
+                               for n, v in result.catalog.venues.items()},
+                     "portfolio_margin": {n: {"variant": v.portfolio_variant.name,
+                                              "method": v.portfolio_variant.method,
+                                              "source": v.portfolio_variant.source}
+                                          for n, v in result.catalog.venues.items()
+                                          if v.portfolio_variant is not None
+                                          and venue_mode(result.catalog, n).config_keys},
+                     "instruments": list(result.feed.keys)},
+        "mark_price_source": dict(result.feed.mark_source),
+        "settlements": [s.describe() for s in getattr(result, "settlements", ())],
+        "versions": _versions(),
+        "dataset_fingerprint": result.feed.fingerprint,
+        "seed": config.seed,
+        "events": len(result.events),
+        "timings": {k: round(v, 4) for k, v in result.timings.items()},
+    }
+
+
 def write_run_folder(result, summary: dict | None = None, out: Path | None = None, run_id: str | None = None,
-                     extra_manifest: dict | None = None,
-                     reservation: Reservation | None = None) -> tuple[Path, dict]:
+                     extra_manifest: dict | None = None, reservation: Reservation | None = None,
+                     release: bool = False) -> tuple[Path, dict]:
     """Write every table and the JSON files into the reserved `<out>/<run_id>.partial`, then rename;
-    returns (run folder, summary). Without `summary`, it is computed from the written tables."""
+    returns (run folder, summary). Without `summary`, it is computed from the written tables.
+    `release`: drop the result's snapshots and feed as soon as the tables that need them are
+    written (`RunResult.release`), so that the summary is computed without them in memory."""
     config = result.config
     if reservation is None:
         out = Path(out or config.out)
@@ -313,44 +352,18 @@ def write_run_folder(result, summary: dict | None = None, out: Path | None = Non
     run_id, partial = reservation.run_id, reservation.partial
     hashing = _FileHashes()
     try:
-        write_tables(result, partial, hashing)
+        meta, manifest = run_meta(result, run_id), _manifest_head(result, run_id)  # before a release
+        write_tables(result, partial, hashing, release=release)
         if summary is None:
-            summary = summary_from_folder(partial, result, run_id)
+            summary = summary_from_folder(partial, meta, summary_options(result))
         (partial / "summary.json").write_text(json.dumps(json_safe(summary), indent=2) + "\n")
         hashing.add(partial / "summary.json")
         hashes = hashing.result()
         unhashed = sorted(f.name for f in partial.iterdir() if f.is_file() and f.name not in {*hashes, LOCK_NAME})
         if unhashed:
             raise RunError(f"{partial}: {unhashed} written but not hashed (a bug of xmargin.output.writer)")
-        manifest = {
-            "run_id": run_id,
-            "schema_version": SCHEMA_VERSION,
-            "config": json_safe(config.raw),
-            "resolved": {"dataset": str(config.dataset), "start": str(config.start), "end": str(config.end),
-                         "seed": config.seed, "intrabar": result.intrabar, "slippage_bps": config.slippage_bps,
-                         "on_liquidation": config.on_liquidation,
-                         "warning_thresholds": list(config.warning_thresholds),
-                         "margin_modes": {n: v.margin_mode for n, v in result.catalog.venues.items()},
-                         "rules": {n: {"name": v.rules.name, "as_of": v.rules.as_of,
-                                       "variant": v.rules.variant_name or v.rules.name}
-                                   for n, v in result.catalog.venues.items()},
-                         "portfolio_margin": {n: {"variant": v.portfolio_variant.name,
-                                                  "method": v.portfolio_variant.method,
-                                                  "source": v.portfolio_variant.source}
-                                              for n, v in result.catalog.venues.items()
-                                              if v.portfolio_variant is not None
-                                              and venue_mode(result.catalog, n).config_keys},
-                         "instruments": list(result.feed.keys)},
-            "mark_price_source": dict(result.feed.mark_source),
-            "settlements": [s.describe() for s in getattr(result, "settlements", ())],
-            "versions": _versions(),
-            "dataset_fingerprint": result.feed.fingerprint,
-            "seed": config.seed,
-            "events": len(result.events),
-            "events_sha256": hashes["events.arrow"],
-            "timings": {k: round(v, 4) for k, v in result.timings.items()},
-            "final_state": final_state(result.ledger),
-        }
+        manifest = {**{k: v for k, v in manifest.items() if k != "timings"}, "events_sha256": hashes["events.arrow"],
+                    "timings": manifest["timings"], "final_state": final_state(result.ledger)}
         manifest.update(extra_manifest or {})
         manifest["files"] = hashes  # every file but the manifest and the lock, each read once
         manifest = json_safe(manifest)

@@ -160,6 +160,14 @@ class RunResult:
     warnings: list = attrs.field(factory=list)
     settlements: tuple = ()  # xmargin.sim.expiry.Settlement of every dated future in the run
 
+    def release(self) -> None:
+        """Drop the snapshots, their cached valuation and the feed (its price arrays are most of a
+        run's memory) once the tables that need them are written (`xmargin.output.writer`, for
+        a command-line run); `feed` is None afterwards."""
+        self.snapshots = []
+        self.units = self.projected = self.distances = None
+        self.feed = None
+
 
 GC_YOUNG_THRESHOLD = 20_000  # net new container objects between young collections while a run is in progress
 

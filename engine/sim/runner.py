@@ -19,7 +19,7 @@ from xmargin.sim.strategy import build_strategy
 class Completed:
     path: Path
     summary: dict
-    result: RunResult = attrs.field(repr=False)
+    result: RunResult | None = attrs.field(repr=False)  # None when not kept (`execute(keep_result=False)`)
 
 
 def summary_for(result: RunResult, run_id: str = "") -> dict:
@@ -31,13 +31,16 @@ def summary_for(result: RunResult, run_id: str = "") -> dict:
 
 
 def execute(config, out: Path | None = None, run_id: str | None = None, progress: bool = False,
-            extra_manifest: dict | None = None, warnings=(), **backtest_options) -> Completed:
+            extra_manifest: dict | None = None, warnings=(), keep_result: bool = True,
+            **backtest_options) -> Completed:
     """Run a validated config and write `<out>/<run-id>/`; returns the folder and the summary.
 
     The run folder is claimed before anything is computed (an existing id, a folder another run
     is writing, an unwritable output folder are refused up front) and released if the run fails.
     `warnings`: the dataset validation's Problems; those about the instruments the run trades are
-    repeated in the summary with the run's own."""
+    repeated in the summary with the run's own. `keep_result=False`: the in-memory run is dropped
+    as soon as its tables are written (the summary is computed without the snapshots and the
+    price arrays in memory) and `Completed.result` is None: the command line's way."""
     out = Path(out or config.out)
     if backtest_options.get("strategy") is None:  # a bad strategy reference or params: refused before any folder
         backtest_options["strategy"] = build_strategy(config.strategy, config.params, config.folder)
@@ -45,7 +48,8 @@ def execute(config, out: Path | None = None, run_id: str | None = None, progress
     try:
         result = Backtest(config, progress=progress, input_warnings=warnings, **backtest_options).run()
         with few_collections():  # the tables are written straight from the result, the summary from them
-            path, summary = write_run_folder(result, extra_manifest=extra_manifest, reservation=reservation)
+            path, summary = write_run_folder(result, extra_manifest=extra_manifest, reservation=reservation,
+                                             release=not keep_result)
     finally:
         reservation.release()
-    return Completed(path=path, summary=summary, result=result)
+    return Completed(path=path, summary=summary, result=result if keep_result else None)
