@@ -72,7 +72,8 @@ class WorkerLost:
 def run_variant(variant: Variant, folder: Path, keep: str = "all", measure: Callable | None = None,
                 progress: bool = False, catch: bool = True) -> Outcome:
     """Run one variant into `<folder>/<name>/` (worker side). `measure(completed) -> dict` runs
-    while the run folder exists. With `catch` an exception becomes a failed outcome."""
+    while the run folder exists (with the folder and the summary: the in-memory run is dropped once
+    written, `execute(keep_result=False)`). With `catch` an exception becomes a failed outcome."""
     from xmargin.sim.runner import execute
 
     started = time.perf_counter()
@@ -81,7 +82,8 @@ def run_variant(variant: Variant, folder: Path, keep: str = "all", measure: Call
     completed, kept = None, None
     try:
         completed = execute(variant.config, out=folder, run_id=variant.name, progress=progress,
-                            shocks=tuple(variant.shocks), extra_manifest=variant.extra_manifest or None)
+                            shocks=tuple(variant.shocks), extra_manifest=variant.extra_manifest or None,
+                            keep_result=False)
         figures = measure(completed) if measure is not None else {}
         status, error = "ok", ""
     except Exception as exc:
