@@ -269,12 +269,14 @@ def write_tables(result, folder: Path, hashes: _FileHashes | None = None, releas
     """Every table of the registry (`xmargin.output.tables`) into `folder`, each built once and
     streamed: the event log in record batches, the projections from the written log, the valuation
     tables one chunk of snapshots at a time (one record batch per chunk), so memory stays at one
-    chunk's rows. `hashes`: told of each file once it is complete. `release`: the result's
-    snapshots and feed are dropped once the valuation tables are written (`RunResult.release`)."""
+    chunk's rows. `hashes`: told of each file once it is complete. `release`: the result's log is
+    dropped once written, its snapshots and feed once the valuation tables are (`RunResult.release`)."""
     done = hashes.add if hashes is not None else (lambda path: None)
     events_file = folder / BY_NAME["events"].file
     write_events(result.events, events_file)
     done(events_file)
+    if release:
+        result.release("events")
     log = pl.scan_ipc(events_file)
     streamed = set()
     with ExitStack() as stack:
@@ -292,7 +294,7 @@ def write_tables(result, folder: Path, hashes: _FileHashes | None = None, releas
     for name in sorted(streamed):
         done(folder / BY_NAME[name].file)
     if release:
-        result.release()
+        result.release("valuation")
     events = None
     for table in OUTPUT_TABLES:
         if table.name == "events" or table.name in streamed:

@@ -160,13 +160,20 @@ class RunResult:
     warnings: list = attrs.field(factory=list)
     settlements: tuple = ()  # xmargin.sim.expiry.Settlement of every dated future in the run
 
-    def release(self) -> None:
-        """Drop the snapshots, their cached valuation and the feed (its price arrays are most of a
-        run's memory) once the tables that need them are written (`xmargin.output.writer`, for
-        a command-line run); `feed` is None afterwards."""
-        self.snapshots = []
-        self.units = self.projected = self.distances = None
-        self.feed = None
+    def release(self, *parts: str) -> None:
+        """Drop what the tables were made from once they are written (`xmargin.output.writer`, for
+        a command-line run): "events" (the log, once `events.arrow` is written), "valuation" (the
+        snapshots, their cached valuation and the feed, whose price arrays are most of a run's
+        memory); both without `parts`. Afterwards `events` / `snapshots` are empty, `feed` is None."""
+        for part in parts or ("events", "valuation"):
+            if part == "events":
+                self.events = []
+            elif part == "valuation":
+                self.snapshots = []
+                self.units = self.projected = self.distances = None
+                self.feed = None
+            else:
+                raise ValueError(f"RunResult.release: unknown part {part!r} (events, valuation)")
 
 
 GC_YOUNG_THRESHOLD = 20_000  # net new container objects between young collections while a run is in progress
