@@ -125,3 +125,26 @@ def test_an_account_of_cash_only_is_valued_at_its_cash(margin_mode):
     assert pool.margin_balance == pool.free_collateral == pool.collateral_value == pytest.approx(expected, abs=1e-9)
     for column in ("margin_balance", "collateral_value", "free_collateral"):
         assert equity[column].to_list() == pytest.approx([pool.margin_balance] * equity.height, abs=1e-9), column
+
+
+def test_a_position_left_out_of_the_units_is_an_error_not_another_positions_row():
+    """The positions table matches each position to its leg by (snapshot, instrument). Units given by
+    a caller (`project(..., units=)`) that leave a position out must stop the projection with an
+    error naming it, not give that row the figures of another position (it once showed the ETH
+    row with the BTC short's quantity, entry and mark)."""
+    from xmargin.errors import RunError
+    from xmargin.output.snapshots import project, snapshot_units
+
+    config = load_config(ROOT / "examples" / "hold.toml", margin_modes=["binance=isolated"], end="2024-10-03")
+    result = run_backtest(config)
+    units, owner = snapshot_units(result.snapshots, result.catalog, result.feed)
+    _, positions, _ = project(result.snapshots, result.catalog, result.feed, units=(units, owner))
+    left_out = max(n for n, unit in enumerate(units) if unit.name == "binance:ETH/USDT:USDT")
+    snapshot = owner[left_out]
+    eth = positions.filter((pl.col("snapshot") == snapshot) & (pl.col("instrument") == "binance:ETH/USDT:USDT"))
+    assert eth["quantity"].to_list() == [result.snapshots[snapshot].account.positions["binance:ETH/USDT:USDT"].quantity]
+    assert eth["quantity"][0] > 0  # the long ETH leg of the hold
+    kept = [n for n in range(len(units)) if n != left_out]
+    with pytest.raises(RunError, match=rf"snapshot {snapshot}.*binance:ETH/USDT:USDT.*none of its risk units"):
+        project(result.snapshots, result.catalog, result.feed,
+                units=([units[n] for n in kept], [owner[n] for n in kept]))

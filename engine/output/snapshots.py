@@ -19,6 +19,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
+from xmargin.errors import RunError
 from xmargin.margin import formulas as margin
 from xmargin.margin.accounting import CollateralMetrics, PoolMetrics, PositionMetrics
 from xmargin.margin.kernel import COLLATERAL, valuate
@@ -246,10 +247,17 @@ def _position_legs(snapshots, units, owner) -> tuple:
         code: dict = {}
         names = np.fromiter((code.setdefault(k, len(code)) for k in instruments), dtype=np.int64,
                             count=len(instruments))
-        leg_names = np.fromiter((code[k] for k in leg_instruments), dtype=np.int64, count=len(leg_instruments))
+        leg_names = np.fromiter((code.setdefault(k, len(code)) for k in leg_instruments), dtype=np.int64,
+                                count=len(leg_instruments))
         wanted, have = index * len(code) + names, leg_snapshot * len(code) + leg_names
         order = np.argsort(have, kind="stable")
-        at = order[np.searchsorted(have[order], wanted)]
+        at = order[np.minimum(np.searchsorted(have[order], wanted), len(order) - 1)] if len(order) else order
+        missing = np.flatnonzero(have[at] != wanted) if len(order) else np.arange(len(wanted))
+        if len(missing):  # a unit must hold every position: never another position's leg in its row
+            n = int(missing[0])
+            raise RunError(f"positions table: snapshot {int(index[n])}'s position {instruments[n]} is in none of its "
+                           f"risk units ({len(missing)} such rows); the margin mode's units must cover every position "
+                           "(a bug of xmargin.margin.modes or of the units passed to project)")
         leg_unit, leg_of = leg_unit[at], leg_of[at]
     return index, leg_unit, leg_of, positions_of, instruments
 
