@@ -345,8 +345,9 @@ def write_run_folder(result, summary: dict | None = None, out: Path | None = Non
                      release: bool = False) -> tuple[Path, dict]:
     """Write every table and the JSON files into the reserved `<out>/<run_id>.partial`, then rename;
     returns (run folder, summary). Without `summary`, it is computed from the written tables.
-    `release`: drop the result's snapshots and feed as soon as the tables that need them are
-    written (`RunResult.release`), so that the summary is computed without them in memory."""
+    `release`: drop the result's log once events.arrow is written and its snapshots and feed once
+    the valuation tables are (`RunResult.release`), so that the summary is computed without them in
+    memory; the result is not usable for tables afterwards (`feed` None, `events` / `snapshots` empty)."""
     config = result.config
     if reservation is None:
         out = Path(out or config.out)
