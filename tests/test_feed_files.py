@@ -96,3 +96,30 @@ def test_prices_streamed_in_small_batches_give_the_same_feed(dataset, monkeypatc
     batched = load_feed(dataset, KEYS, datetime(2025, 1, 2), None)
     assert _same(whole, batched)
     assert (~whole.has_bar).any() and whole.has_bar.any(axis=1).all() and len(whole.ts) > 100
+
+
+@pytest.mark.parametrize("rows", [5, 262_144])
+def test_marks_land_on_their_bars_and_holes_carry_the_last_mark(dataset, monkeypatch, rows):
+    """Binance BTC's mark file with rows 200-209 removed and one extra row 30 s after a bar: every bar
+    with a mark row carries that row's prices, the extra row is ignored, the ten bars of the hole carry
+    the mark close before it (open, high, low and close alike); read in batches of 5 rows or at once."""
+    monkeypatch.setattr(feed, "BATCH_ROWS", rows)
+    path = dataset / "mark" / "binance" / "perp" / "BTC_USDT_USDT-1h.parquet"
+    marks = pl.read_parquet(path)
+    off_grid = marks.slice(300, 1).with_columns((pl.col("ts") + pl.duration(seconds=30)).cast(marks["ts"].dtype),
+                                                pl.col("close") * 2)
+    kept = marks.filter(~pl.int_range(pl.len()).is_between(200, 209))
+    pl.concat([kept, off_grid]).sort("ts").write_parquet(path)
+    loaded = load_feed(dataset, KEYS)
+    column = KEYS.index("binance:BTC/USDT:USDT")
+    at = {int(t): n for n, t in enumerate(loaded.ts.tolist())}
+    ts = kept["ts"].dt.epoch("ns").to_list()
+    rows_of = np.array([at[t] for t in ts])
+    for name in ("open", "high", "low", "close"):
+        assert np.array_equal(getattr(loaded, f"mark_{name}")[rows_of, column], kept[name].to_numpy())
+    hole = np.array([at[t] for t in marks["ts"].dt.epoch("ns").to_list()[200:210]])
+    before = at[marks["ts"].dt.epoch("ns").to_list()[199]]
+    for name in ("open", "high", "low", "close"):
+        assert (getattr(loaded, f"mark_{name}")[hole, column] == loaded.mark_close[before, column]).all()
+    assert loaded.mark_source["binance:BTC/USDT:USDT"] == "mark"
+    assert not np.array_equal(loaded.mark_close[:, column], loaded.close[:, column])

@@ -85,10 +85,11 @@ class Feed:
         return int(self.has_bar.sum())
 
 
-def _dense(frame: pl.DataFrame, row: np.ndarray, column: np.ndarray, shape, name: str) -> np.ndarray:
-    out = np.full(shape, np.nan)
-    out[row, column] = frame[name].to_numpy()
-    return out
+def _in_batches(query: pl.LazyFrame):
+    """The query's rows in order, `BATCH_ROWS` at a time (all at once on a polars without
+    streamed batches): loading keeps one batch besides the arrays it fills."""
+    batches = getattr(query, "collect_batches", None)
+    return batches(chunk_size=BATCH_ROWS) if batches is not None else [query.collect()]
 
 
 def _carry_forward(values: np.ndarray, present: np.ndarray) -> np.ndarray:
@@ -188,14 +189,10 @@ def load_feed(folder: str | Path, keys: list[str], start: datetime | None = None
         return source.filter((pl.col("exchange") == exchange) & (pl.col("symbol") == symbol))
 
     def instrument_batches(key, columns):
-        """The instrument's rows in file order, `BATCH_ROWS` at a time (all at once on a polars
-        without streamed batches)."""
         query = instrument_scan(key)
         if timeframe is not None:
             query = query.filter(pl.col("timeframe") == timeframe)
-        query = query.select(pl.col("ts").dt.epoch("ns"), *columns)
-        batches = getattr(query, "collect_batches", None)
-        return batches(chunk_size=BATCH_ROWS) if batches is not None else [query.collect()]
+        return _in_batches(query.select(pl.col("ts").dt.epoch("ns"), *columns))
 
     times = []
     timeframes = set()
@@ -259,27 +256,38 @@ def load_feed(folder: str | Path, keys: list[str], start: datetime | None = None
                       "can fill in this run (check run.start / run.end and `xmargin data info`)", "no bars")
                 for c, key in enumerate(keys) if not has_bar[:, c].any()]
     mark = [open_, high, low, close]  # shared with the last prices until a mark series replaces them
-    mark_scan = scan(folder, "mark", start, end, keys)
-    if mark_scan is not None:
-        marks = (mark_scan.filter(pl.col("timeframe") == timeframes[0])
-                 .select("ts", key_expr, "open", "high", "low", "close")
-                 .with_columns(pl.col("key").replace_strict(index, return_dtype=pl.Int32).alias("column"))
-                 .collect())
-        mts = marks["ts"].dt.epoch("ns").to_numpy()
-        mrow = np.searchsorted(ts, mts)
-        ok = (mrow < len(ts)) & (ts[np.minimum(mrow, len(ts) - 1)] == mts)
-        marks = marks.filter(pl.Series(ok))
-        mrow = mrow[ok]
-        mcolumn = marks["column"].to_numpy()
-        if marks.height:
-            mark = [array.copy() for array in mark]
+    mark_files = table_files(folder, "mark")
+    if mark_files:
+        # Marks one instrument at a time, from its own files, in batches (as the bars): each batch's
+        # rows that fall on a bar of the run are written into the mark arrays (copies of the last
+        # prices, made at the first such row); a mark between bars is not used.
+        own_marks = _files_by_instrument(mark_files)
         present = np.zeros(shape, dtype=bool)
-        present[mrow, mcolumn] = True
-        for name, target in zip(("open", "high", "low", "close"), mark):
-            dense = _dense(marks, mrow, mcolumn, shape, name)
-            target[present] = dense[present]
-        for k in set(marks["key"].unique().to_list()):
-            mark_source[k] = "mark"
+        copied = False
+        for column, key in enumerate(keys):
+            exchange, symbol = key.split(":", 1)
+            wanted = set(own_marks.get(key, ()))
+            files = [path for path in mark_files if path in wanted] or mark_files
+            query = (scan(folder, "mark", start, end, [key], files=files)
+                     .filter((pl.col("exchange") == exchange) & (pl.col("symbol") == symbol)
+                             & (pl.col("timeframe") == timeframes[0]))
+                     .select(pl.col("ts").dt.epoch("ns"), "open", "high", "low", "close"))
+            for frame in _in_batches(query):
+                mts = frame["ts"].to_numpy()
+                mrow = np.searchsorted(ts, mts)
+                ok = (mrow < len(ts)) & (ts[np.minimum(mrow, len(ts) - 1)] == mts)
+                if not ok.any():
+                    continue
+                if not copied:
+                    mark = [array.copy() for array in mark]
+                    copied = True
+                rows = mrow[ok]
+                present[rows, column] = True
+                for name, target in zip(("open", "high", "low", "close"), mark):
+                    target[rows, column] = frame[name].to_numpy()[ok]
+                del frame
+            if present[:, column].any():
+                mark_source[key] = "mark"
         # Where a mark series has holes inside the run, carry the mark close, not the last price;
         # after its last row the last price takes over (a stale mark would freeze PnL and margin).
         for c, k in enumerate(keys):
