@@ -123,3 +123,26 @@ def test_marks_land_on_their_bars_and_holes_carry_the_last_mark(dataset, monkeyp
         assert (getattr(loaded, f"mark_{name}")[hole, column] == loaded.mark_close[before, column]).all()
     assert loaded.mark_source["binance:BTC/USDT:USDT"] == "mark"
     assert not np.array_equal(loaded.mark_close[:, column], loaded.close[:, column])
+
+
+def test_an_instrument_without_marks_reads_no_mark_file(dataset, monkeypatch):
+    """Marks are read per instrument from the files that hold its rows; an instrument no mark file
+    holds (spot, Hyperliquid here) is not looked for in every mark file (a wide dataset's spot legs
+    would each scan the whole mark table), and the feed is the same."""
+    plain = load_feed(dataset, KEYS)
+    scans = []
+    real = feed.scan
+
+    def recording(folder, table, start, end, keys, files=None):
+        scans.append((table, tuple(keys), tuple(Path(p).name for p in files or ())))
+        return real(folder, table, start, end, keys, files=files)
+
+    monkeypatch.setattr(feed, "scan", recording)
+    loaded = load_feed(dataset, KEYS)
+    assert _same(plain, loaded)
+    holders = feed._files_by_instrument(table_files(dataset, "mark"))
+    mark_scans = [(keys, files) for table, keys, files in scans if table == "mark"]
+    assert mark_scans and {keys for keys, _ in mark_scans} == {(k,) for k in KEYS if k in holders}
+    for (key,), files in mark_scans:
+        assert set(files) == {p.name for p in holders[key]}, key
+    assert [k for k in KEYS if plain.mark_source[k] == "mark"] == [k for k in KEYS if k in holders]

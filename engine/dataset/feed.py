@@ -262,12 +262,16 @@ def load_feed(folder: str | Path, keys: list[str], start: datetime | None = None
         # rows that fall on a bar of the run are written into the mark arrays (copies of the last
         # prices, made at the first such row); a mark between bars is not used.
         own_marks = _files_by_instrument(mark_files)
+        attributed = {path for paths in own_marks.values() for path in paths}
         present = np.zeros(shape, dtype=bool)
         copied = False
         for column, key in enumerate(keys):
             exchange, symbol = key.split(":", 1)
             wanted = set(own_marks.get(key, ()))
-            files = [path for path in mark_files if path in wanted] or mark_files
+            # its own files and any the index gave to no instrument; none: no mark file holds it
+            files = [path for path in mark_files if path in wanted or path not in attributed]
+            if not files:
+                continue
             query = (scan(folder, "mark", start, end, [key], files=files)
                      .filter((pl.col("exchange") == exchange) & (pl.col("symbol") == symbol)
                              & (pl.col("timeframe") == timeframes[0]))
