@@ -278,3 +278,19 @@ def test_a_run_not_kept_in_memory_writes_the_same_folder(tmp_path):
             manifest.pop(key)
     assert manifests[0] == manifests[1]
     assert verify_run(dropped.path) == []
+
+
+def test_releasing_a_run_clears_the_valuation_memos_and_a_later_run_gives_the_same_log(tmp_path):
+    """A released run (the command line's way) empties the registered memos (they pin the run's
+    accounts); the next run in the same process recomputes what it needs: the same log, byte for byte."""
+    from xmargin import _memos
+    from xmargin.config import load_config
+    from xmargin.margin import units
+    from xmargin.sim.runner import execute
+
+    config = load_config(ROOT / "examples" / "demo.toml")
+    first = execute(config, out=tmp_path, run_id="first", keep_result=False)
+    assert len(_memos._MEMOS) >= 9 and all(not found for found in _memos._MEMOS)
+    second = execute(config, out=tmp_path, run_id="second")
+    assert units._ROW_MEMO  # filled again by the kept run
+    assert (first.path / "events.arrow").read_bytes() == (second.path / "events.arrow").read_bytes()

@@ -48,6 +48,7 @@ import attrs
 import numpy as np
 import polars as pl
 
+from xmargin._memos import memo
 from xmargin.margin.kernel import Legs, margin_gap, valuate
 from xmargin.output.snapshots import run_stacked, stacked_units
 
@@ -253,7 +254,7 @@ class _Moving:
         return _MOVING["batch"](_MOVING["models"], full, _MOVING["indices"])
 
 
-_MOVING: dict = {}
+_MOVING: dict = memo()
 
 
 def _case_requirements(legs, keys, group, group_unit, case_of_group, moving, mark, n_legs) -> tuple:

@@ -15,6 +15,7 @@ import math
 import attrs
 import numpy as np
 
+from xmargin._memos import memo
 from xmargin.margin import formulas as margin
 from xmargin.margin.kernel import required_one, unit_one
 from xmargin.margin.modes import account_units, multi_asset, venue_mode
@@ -105,7 +106,7 @@ def free_collateral(account: Account, catalog, marks: np.ndarray, prices: np.nda
     return 0.0
 
 
-_VALUED: dict[int, tuple] = {}  # id(unit) -> (unit, its leg prices, unit_one's result)
+_VALUED: dict[int, tuple] = memo()  # id(unit) -> (unit, its leg prices, unit_one's result)
 
 
 def _valued(unit, marks) -> tuple[list, float, float, float, float]:

@@ -17,6 +17,7 @@ import operator
 from functools import reduce
 from itertools import compress
 
+from xmargin._memos import memo
 from xmargin.margin.kernel import leg_figures
 from xmargin.margin.units import CROSS, position_rows
 
@@ -42,7 +43,7 @@ class _Pool:
         )
 
 
-_LAST: dict[tuple, _Pool] = {}  # (exchange, pool) -> the last state valued
+_LAST: dict[tuple, _Pool] = memo()  # (exchange, pool) -> the last state valued
 
 
 def _member(position, pool: str) -> bool:

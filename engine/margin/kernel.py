@@ -40,6 +40,7 @@ from bisect import bisect_right
 import attrs
 import numpy as np
 
+from xmargin._memos import memo
 from xmargin.margin import formulas as margin
 
 COLLATERAL = -1  # `Legs.table` of a collateral leg: no margin
@@ -117,7 +118,7 @@ class Legs:
                    reserved=joined("reserved"), requirements=joined_requirements(parts))
 
 
-_BATCHES: dict = {}  # the last requirements tuple's batches (the distance search reuses one Legs)
+_BATCHES: dict = memo()  # the last requirements tuple's batches (the distance search reuses one Legs)
 
 
 def _requirement_batches(requirements) -> list:

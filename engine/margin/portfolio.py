@@ -34,6 +34,7 @@ import math
 import attrs
 import numpy as np
 
+from xmargin._memos import memo
 from xmargin.margin import formulas as margin
 from xmargin.margin.collateral import pooled_collateral
 
@@ -156,7 +157,7 @@ class BookRequirement:
         return maintenance * _LAST_BATCH["levels"], initial
 
 
-_LAST_BATCH: dict = {}  # the last prepared BookBatch (its models are held, so the ids stay theirs)
+_LAST_BATCH: dict = memo()  # the last prepared BookBatch (its models are held, so the ids stay theirs)
 
 
 def _leg_usd(q, e, size, kinds, p) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

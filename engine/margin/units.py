@@ -15,6 +15,7 @@ from itertools import islice
 import attrs
 import numpy as np
 
+from xmargin._memos import memo
 from xmargin.margin import formulas as margin
 from xmargin.margin.collateral import STABLECOINS
 from xmargin.margin.kernel import COLLATERAL, Legs
@@ -116,7 +117,7 @@ def leverage_for(account, catalog, instrument: str) -> float:
     return account.leverage.get(instrument, catalog.venues[account.exchange].leverage)
 
 
-_ORDER_MARGIN: dict[tuple, tuple] = {}  # (exchange, asset) -> (orders, positions, catalog, price bytes, total)
+_ORDER_MARGIN: dict[tuple, tuple] = memo()  # (exchange, asset) -> (orders, positions, catalog, price bytes, total)
 
 
 def order_margin(account, catalog, prices, asset: str) -> float:
@@ -146,7 +147,7 @@ def order_margin(account, catalog, prices, asset: str) -> float:
     return total
 
 
-_ORDER_PART: dict[int, tuple] = {}  # id(order) -> (order, held position, price, asset, its margin or None)
+_ORDER_PART: dict[int, tuple] = memo()  # id(order) -> (order, held position, price, asset, its margin or None)
 
 
 def _add_order_margin(total: float, order, positions, catalog, prices, asset: str) -> float:
@@ -183,7 +184,7 @@ def _order_part(order, held, catalog, prices, asset: str):
     return part
 
 
-_ROW_MEMO: dict[int, tuple] = {}  # id(position) -> (position, what else its row depends on, the row)
+_ROW_MEMO: dict[int, tuple] = memo()  # id(position) -> (position, what else its row depends on, the row)
 _ROW_MEMO_SIZE = 16_384
 
 

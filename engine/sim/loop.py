@@ -20,6 +20,7 @@ import attrs
 import numpy as np
 
 from xmargin._arrays import sorted_unique
+from xmargin._memos import clear_memos
 from xmargin.errors import ConfigError
 from xmargin.ledger import events as ev
 from xmargin.margin.auto_exchange import conversion_events
@@ -164,8 +165,10 @@ class RunResult:
         """Drop what the tables were made from once they are written (`xmargin.output.writer`, for
         a command-line run): "events" (the log, once `events.arrow` is written), "valuation" (the
         snapshots, their cached valuation and the feed, whose price arrays are most of a run's
-        memory); both without `parts`. Afterwards `events` / `snapshots` are empty, `feed` is None."""
+        memory); both without `parts`. Afterwards `events` / `snapshots` are empty, `feed` is None.
+        The valuation path's memos are cleared too (recomputed if needed: same numbers)."""
         for part in parts or ("events", "valuation"):
+            clear_memos()  # the run's cached units, rows and pools pin its accounts (xmargin._memos)
             if part == "events":
                 self.events = []
             elif part == "valuation":

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import attrs
 
+from xmargin._memos import memo
 from xmargin.margin.modes import cross, isolated, multi_asset, portfolio
 from xmargin.margin.units import CROSS, POSITION_MODES
 
@@ -107,7 +108,7 @@ def venue_mode(catalog, exchange: str) -> MarginMode:
     return MODES[catalog.venues[exchange].margin_mode]
 
 
-_UNITS: dict[tuple, tuple] = {}  # a few recent account states' units (small: old states are garbage soon)
+_UNITS: dict[tuple, tuple] = memo()  # a few recent account states' units (small: old states are garbage soon)
 
 
 def account_units(catalog, account, prices=None, now_ns=None) -> list:
