@@ -31,13 +31,16 @@ from xmargin.output.eventlog import TIMESTAMP, cast_to
 @attrs.frozen(slots=True)
 class Snapshot:
     """Value `account` at the marks of feed row `row`; stamped `ts` (ns) and `reason`
-    (start | sample | event | final); `events_applied` is how much of the log it has seen."""
+    (start | sample | event | final); `events_applied` is how much of the log it has seen.
+    `units`: the account's risk units when the run already has them (modes whose units do not
+    move with prices: the run values every state it snapshots, so they are built once)."""
 
     ts: int
     reason: str
     events_applied: int
     row: int
     account: object
+    units: object = None
 
 
 KEYS = ("ts", "reason", "exchange", "events_applied")
@@ -53,7 +56,7 @@ def snapshot_units(snapshots, catalog, feed) -> tuple[list, list]:
         account = snapshot.account
         key = (account.exchange, id(account.positions), id(account.balances), id(account.leverage),
                id(account.warning_levels))
-        found = built.get(key)
+        found = snapshot.units if snapshot.units is not None else built.get(key)
         if found is None:
             found = account_units(catalog, account, feed.mark_close[snapshot.row], snapshot.ts)
             if not venue_mode(catalog, account.exchange).revalue_each_stretch:

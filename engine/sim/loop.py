@@ -30,7 +30,7 @@ from xmargin.sim.expiry import expiry_events, settlement_schedule
 from xmargin.dataset.feed import Feed, load_feed
 from xmargin.ledger.apply import applier_of
 from xmargin.margin.liquidation import liquidation_events
-from xmargin.margin.modes import venue_mode
+from xmargin.margin.modes import account_units, venue_mode
 from xmargin.margin.risk import POINTS, PlannedExtremes, risk_units, scan
 from xmargin.venues.fees import market_fees
 from xmargin.venues.rules import load_rules
@@ -274,6 +274,8 @@ class Backtest:
         self._exchanges = sorted(self.catalog.venues)
         modes = [venue_mode(self.catalog, name) for name in self.catalog.venues]
         self._revalue_units = any(mode.revalue_each_stretch for mode in modes)  # units move with collateral prices
+        self._steady_units = {name for name in self.catalog.venues  # exchanges whose units ignore prices
+                              if not venue_mode(self.catalog, name).revalue_each_stretch}
         self._auto_exchange = any(mode.auto_exchange for mode in modes)
         self._units_ledger = None
         self._extremes = None  # PlannedExtremes of the run (set when it starts)
@@ -321,10 +323,14 @@ class Backtest:
         self.ledger = ledger
 
     def _snapshot(self, row: int, ts: int, reason: str, exchanges) -> None:
-        """Record the accounts to value at `row` (valued at the end: xmargin.output.snapshots)."""
+        """Record the accounts to value at `row` (valued at the end: xmargin.output.snapshots),
+        with their risk units where they do not move with prices: the run values every account
+        state it snapshots (the scan that follows), so they are built once, here or there (memo)."""
         applied = len(self.events)
-        accounts = self.ledger.accounts
-        self.snapshots.extend(Snapshot(ts, reason, applied, row, accounts[exchange]) for exchange in exchanges)
+        accounts, catalog, steady = self.ledger.accounts, self.catalog, self._steady_units
+        self.snapshots.extend(Snapshot(ts, reason, applied, row, accounts[exchange],
+                                       account_units(catalog, accounts[exchange]) if exchange in steady else None)
+                              for exchange in exchanges)
 
     # -- schedule -------------------------------------------------------------------------------
     def _wake_rows(self) -> np.ndarray:
