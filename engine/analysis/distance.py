@@ -239,22 +239,22 @@ class _Moving:
     def evaluate_many(wrappers, prices, indices):
         """The kernel's batch entry: the wrapped models' own batch over full price rows (prepared
         once per list of wrappers: the search reuses it)."""
-        if _MOVING.get("wrappers") is not wrappers:
+        last = _MOVING.get("last")  # one lookup: another run's thread may replace or clear it
+        if last is None or last[0] is not wrappers:
             sizes = np.array([len(w.marks) for w in wrappers], dtype=np.int64)
             offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-            _MOVING.update(wrappers=wrappers, models=[w.model for w in wrappers],
-                           template=np.concatenate([w.marks for w in wrappers]),
-                           target=np.concatenate([o + w.positions for w, o in zip(wrappers, offsets)]),
-                           gather=np.concatenate(indices),
-                           indices=[np.arange(o, o + n) for o, n in zip(offsets, sizes)],
-                           batch=type(wrappers[0].model).evaluate_many)
+            last = _MOVING["last"] = (
+                wrappers, [w.model for w in wrappers], np.concatenate([w.marks for w in wrappers]),
+                np.concatenate([o + w.positions for w, o in zip(wrappers, offsets)]), np.concatenate(indices),
+                [np.arange(o, o + n) for o, n in zip(offsets, sizes)], type(wrappers[0].model).evaluate_many)
+        _, models, template, target, gather, model_indices, batch = last
         p = np.atleast_2d(np.asarray(prices, dtype=np.float64))
-        full = np.repeat(_MOVING["template"][None, :], p.shape[0], axis=0)
-        full[:, _MOVING["target"]] = p[:, _MOVING["gather"]]
-        return _MOVING["batch"](_MOVING["models"], full, _MOVING["indices"])
+        full = np.repeat(template[None, :], p.shape[0], axis=0)
+        full[:, target] = p[:, gather]
+        return batch(models, full, model_indices)
 
 
-_MOVING: dict = memo()
+_MOVING: dict = memo()  # "last": (wrappers, models, template, target, gather, indices, batch) of the last list
 
 
 def _case_requirements(legs, keys, group, group_unit, case_of_group, moving, mark, n_legs) -> tuple:

@@ -118,19 +118,21 @@ class Legs:
                    reserved=joined("reserved"), requirements=joined_requirements(parts))
 
 
-_BATCHES: dict = memo()  # the last requirements tuple's batches (the distance search reuses one Legs)
+_BATCHES: dict = memo()  # "last": (requirements tuple, its batches) (the distance search reuses one Legs)
 
 
 def _requirement_batches(requirements) -> list:
-    """[(batch function or None, unit indices, models, leg indices)] grouped by the models' type."""
-    if _BATCHES.get("requirements") is requirements:
-        return _BATCHES["batches"]
+    """[(batch function or None, unit indices, models, leg indices)] grouped by the models' type.
+    (The memo is read in one lookup: another run's thread may replace or clear it at any moment.)"""
+    last = _BATCHES.get("last")
+    if last is not None and last[0] is requirements:
+        return last[1]
     grouped: dict = {}
     for u, index, model in requirements:
         grouped.setdefault(getattr(type(model), "evaluate_many", None), []).append((u, index, model))
     batches = [(batch, np.array([u for u, _, _ in members], dtype=np.int64), [m for _, _, m in members],
                 [index for _, index, _ in members]) for batch, members in grouped.items()]
-    _BATCHES.update(requirements=requirements, batches=batches)
+    _BATCHES["last"] = (requirements, batches)
     return batches
 
 

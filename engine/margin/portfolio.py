@@ -147,17 +147,18 @@ class BookRequirement:
         """The kernel's batch entry: every model's maintenance and initial margin, (C, K), in one
         pass; `prices` are the kernel's (L,) or (C, L), `indices` each model's leg positions in them.
         The prepared batch is kept while the same list of models comes back (the distance search)."""
-        if _LAST_BATCH.get("models") is not models:
+        last = _LAST_BATCH.get("last")  # one lookup: another run's thread may replace or clear it
+        if last is None or last[0] is not models:
             batch = BookBatch([m.book for m in models])
             gather = np.concatenate([indices[b] for b in batch.live]) if batch.live else np.zeros(0, dtype=np.int64)
             levels = np.array([m.book.variant.liquidation_level for m in models])
-            _LAST_BATCH.update(models=models, batch=batch, gather=gather, levels=levels)
-        maintenance, initial, _ = _LAST_BATCH["batch"].evaluate(
-            np.atleast_2d(np.asarray(prices, dtype=np.float64))[:, _LAST_BATCH["gather"]])
-        return maintenance * _LAST_BATCH["levels"], initial
+            last = _LAST_BATCH["last"] = (models, batch, gather, levels)
+        _, batch, gather, levels = last
+        maintenance, initial, _ = batch.evaluate(np.atleast_2d(np.asarray(prices, dtype=np.float64))[:, gather])
+        return maintenance * levels, initial
 
 
-_LAST_BATCH: dict = memo()  # the last prepared BookBatch (its models are held, so the ids stay theirs)
+_LAST_BATCH: dict = memo()  # "last": (models, their BookBatch, gather, levels) (the models are held: ids stay theirs)
 
 
 def _leg_usd(q, e, size, kinds, p) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
