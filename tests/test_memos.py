@@ -58,3 +58,20 @@ def test_memos_emptied_between_lookup_and_use_change_no_number(example, options,
     assert len(events) > 10 and released_events == events
     for table, released in zip(tables, released_tables, strict=True):
         assert table.height and released.equals(table, null_equal=True)
+
+
+class _ClearedAfterEachStore(dict):
+    """A cache emptied right after every store, as by another thread fingerprinting another dataset."""
+
+    def __setitem__(self, key, value):
+        super().__setitem__(key, value)
+        self.clear()
+
+
+def test_a_dataset_fingerprint_survives_another_thread_replacing_the_cache(monkeypatch):
+    from xmargin.dataset import feed
+
+    folder = ROOT / "datasets" / "coinm-sample"
+    expected = feed.fingerprint(folder)
+    monkeypatch.setattr(feed, "_FINGERPRINTS", _ClearedAfterEachStore())
+    assert len(expected) == 64 and feed.fingerprint(folder) == expected

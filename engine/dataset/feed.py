@@ -116,10 +116,12 @@ def fingerprint(folder: str | Path) -> str:
     for kind in ("bars", "mark", "index", "funding"):
         files.extend(table_files(folder, kind))
     stamp = (str(folder.resolve()), tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files))
-    if stamp not in _FINGERPRINTS:
+    digest = _FINGERPRINTS.get(stamp)  # one lookup, the digest kept here: runs in other threads replace the cache
+    if digest is None:
+        digest = _digest(folder, files)
         _FINGERPRINTS.clear()
-        _FINGERPRINTS[stamp] = _digest(folder, files)
-    return _FINGERPRINTS[stamp]
+        _FINGERPRINTS[stamp] = digest
+    return digest
 
 
 def _digest(folder: Path, files: list[Path]) -> str:
