@@ -24,41 +24,64 @@ SITES = [(accounting, "_VALUED"), (units, "_ORDER_MARGIN"), (units, "_ORDER_PART
          (distance, "_MOVING")]
 
 
-class _ReleasedAfterEachLookup(dict):
-    """A memo emptied right after every lookup, as by another thread's `clear_memos()` landing
-    between a lookup and the use of its hit."""
+class _Released(dict):
+    """A memo emptied right after every lookup (and, `stores`, every store), as by another thread's
+    `clear_memos()` landing between a lookup (or a store) and the use of what it found (or stored)."""
+
+    def __init__(self, stores: bool):
+        super().__init__()
+        self.stores = stores
 
     def get(self, key, default=None):
         found = super().get(key, default)
         self.clear()
         return found
 
+    def __setitem__(self, key, value):
+        super().__setitem__(key, value)
+        if self.stores:
+            self.clear()
+
+    def update(self, *args, **kwargs):
+        super().update(*args, **kwargs)
+        if self.stores:
+            self.clear()
+
 
 def test_every_registered_memo_is_one_of_the_sites_checked_here():
     assert sorted(id(getattr(module, name)) for module, name in SITES) == sorted(id(found) for found in _memos._MEMOS)
 
 
-def _outputs(config):
+PORTFOLIO = ("portfolio_basis", (("start", "2024-12-15"), ("end", "2025-01-05")))  # a quarterly expires on 12-27
+GRID = ("portfolio_basis", PORTFOLIO[1] + (("sets", ("exchanges.binance.portfolio_margin=deribit-grid",)),))
+_PLAIN: dict = {}
+
+
+def _outputs(example, options):
+    config = load_config(ROOT / "examples" / f"{example}.toml",
+                         **{k: list(v) if isinstance(v, tuple) else v for k, v in options})
     result = run_backtest(config)
     tables = project(result.snapshots, result.catalog, result.feed)
     return result.events, [*tables, run_distances(result)]
 
 
-@pytest.mark.parametrize("example, options", [
-    ("portfolio_basis", {"start": "2024-12-01"}),  # (a quarterly expires on 2024-12-27)
-    ("portfolio_basis", {"start": "2024-12-01", "sets": ["exchanges.binance.portfolio_margin=deribit-grid"]}),
-    ("core_hedge_isolated", {}),
+@pytest.mark.parametrize("example, options, released, stores", [
+    (*PORTFOLIO, "every memo", False), (*GRID, "every memo", True), ("core_hedge_isolated", (), "every memo", True),
+    # each multi-entry memo alone (emptying the others would make every lookup of this one a miss)
+    (*PORTFOLIO, "_BATCHES", False), (*PORTFOLIO, "_LAST_BATCH", True), (*PORTFOLIO, "_MOVING", False),
 ])
-def test_memos_emptied_between_lookup_and_use_change_no_number(example, options, monkeypatch):
-    config = load_config(ROOT / "examples" / f"{example}.toml", **options)
-    events, tables = _outputs(config)
+def test_memos_emptied_between_lookup_and_use_change_no_number(example, options, released, stores, monkeypatch):
+    if (example, options) not in _PLAIN:
+        _PLAIN[example, options] = _outputs(example, options)
+    events, tables = _PLAIN[example, options]
     for module, name in SITES:
-        monkeypatch.setattr(module, name, _ReleasedAfterEachLookup())
-    released_events, released_tables = _outputs(config)
+        if released in ("every memo", name):
+            monkeypatch.setattr(module, name, _Released(stores))
+    released_events, released_tables = _outputs(example, options)
     assert len(events) > 10 and released_events == events
     assert example != "portfolio_basis" or any(type(e).__name__ == "ContractExpired" for e in events)
-    for table, released in zip(tables, released_tables, strict=True):
-        assert table.height and released.equals(table, null_equal=True)
+    for table, again in zip(tables, released_tables, strict=True):
+        assert table.height and again.equals(table, null_equal=True)
 
 
 class _ClearedAfterEachStore(dict):
