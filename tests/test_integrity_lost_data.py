@@ -117,3 +117,32 @@ def test_an_accepted_merge_is_swapped_in_whole(tmp_path):
     bars = pl.read_parquet(target / "bars" / "binance" / "perp" / "BTC_USDT_USDT-1h.parquet")
     assert bars.height == 48 and bars["close"][-1] == 123.0
     assert tree_digest(target) != first and sorted(p.name for p in tmp_path.iterdir()) == ["ds", "user_data"]
+
+
+def test_a_failed_write_interrupted_again_while_the_hashing_thread_stops_leaves_no_partial_folder(setup,
+                                                                                                  monkeypatch):
+    """Ctrl-C twice: the first interrupts the write, the second the wait for the hashing thread
+    (`_FileHashes.close`); the unfinished folder must still go."""
+    from xmargin.config import load_config
+    from xmargin.sim.loop import run_backtest
+
+    path, out = setup
+    result = run_backtest(load_config(path))
+
+    def failing(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    closing = writer._FileHashes.close
+    calls = []
+
+    def interrupted(self):
+        closing(self)
+        calls.append(1)
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(writer, "summary_from_folder", failing)
+    monkeypatch.setattr(writer._FileHashes, "close", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        writer.write_run_folder(result, out=out, run_id="x")  # (it claims the folder itself)
+    assert calls and finished_runs(out) == [] and not (out / "x.partial").exists()

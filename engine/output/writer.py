@@ -374,15 +374,22 @@ def write_run_folder(result, summary: dict | None = None, out: Path | None = Non
         (partial / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
         return reservation.commit(), summary
     except OSError as exc:
-        hashing.close()  # (the hashing thread stops before the folder goes)
-        reservation.release()
+        _abandon(hashing, reservation)
         if exc.errno == errno.ENOSPC:
             raise RunError(f"{reservation.out}: the disk filled up while writing the run; nothing was kept. Free "
                            "space or choose another --out.") from exc
         raise
     except BaseException:
-        hashing.close()
-        reservation.release()
+        _abandon(hashing, reservation)
         raise
     finally:
         hashing.close()
+
+
+def _abandon(hashing: _FileHashes, reservation: Reservation) -> None:
+    """A failed write: the hashing thread stops before the unfinished folder goes, and the folder
+    goes even when the wait for that thread is interrupted (a second Ctrl-C)."""
+    try:
+        hashing.close()
+    finally:
+        reservation.release()
