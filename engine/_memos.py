@@ -2,7 +2,10 @@
 them all (`clear_memos`).
 
 Each memo is a dict checked by identity (a hit is used only for the very objects it was made
-from), so clearing one costs recomputation, never a different number. A run's memos keep its
+from), so clearing one costs recomputation, never a different number. Runs in several threads of
+one process (a Dask worker) share the memos, and a released run clears them at any moment: so a
+memo is read in one lookup of one value (a tuple of everything the hit needs), never as several
+keys read one after another (tests/test_memos.py empties them between any two steps). A run's memos keep its
 last accounts, positions and units alive, and with them the allocator's pages around them: a
 command-line run clears them once its log is written (`xmargin.sim.loop.RunResult.release`),
 about 95 MB at the end of a four-year run.
