@@ -98,3 +98,57 @@ def test_valuation_tables_in_many_chunks_hold_the_same_rows(config, tmp_path, mo
         return {k: v for k, v in summary.items() if k != "run_id" and not k.endswith("_seconds")}
 
     assert figures(chunked) == figures(whole)
+
+
+TWO_LIQUIDATIONS = """
+[run]
+dataset = "{dataset}"
+strategy = "hold"
+start = "2024-10-01"
+end = "2024-11-15"
+
+[strategy.params]
+positions = {{ "binance:ETH/USDT:USDT" = 40000, "binance:BTC/USDT:USDT" = -40000, "hyperliquid:ETH/USDC:USDC" = -30000 }}
+
+[exchanges.binance]
+rules = "binance-usdm"
+margin_mode = "cross"
+collateral = {{ USDT = 4000, USDC = 1000 }}
+leverage = 20
+
+[exchanges.hyperliquid]
+rules = "hyperliquid"
+margin_mode = "isolated"
+collateral = {{ USDC = 4000 }}
+leverage = 10
+"""
+
+
+def test_the_same_values_give_the_same_file_bytes(tmp_path):
+    """A cross and an isolated liquidation: polars may return the liquidations projection as two
+    chunks sharing one bool bitmap (the first chunk then carries the second's bit past its end, which
+    the IPC writer copies); the registry's conform gives one chunk per column in its own buffers, so 40
+    builds of the table write 40 identical files."""
+    import hashlib
+    import io
+    from pathlib import Path
+
+    import polars as pl
+
+    from xmargin.config import load_config
+    from xmargin.output.eventlog import events_to_table
+    from xmargin.sim.loop import Backtest
+
+    path = tmp_path / "two.toml"
+    path.write_text(TWO_LIQUIDATIONS.format(dataset=Path(__file__).resolve().parents[1] / "datasets" / "sample"))
+    result = Backtest(load_config(path)).run()
+    events = events_to_table(result.events)
+    entry = BY_NAME["liquidations"]
+    written = set()
+    for _ in range(40):
+        table = entry.conform(entry.project(pl.from_arrow(events).lazy()).collect().to_arrow())
+        sink = io.BytesIO()
+        with pa.ipc.new_file(sink, entry.schema) as writer:
+            writer.write_table(table)
+        written.add(hashlib.sha256(sink.getvalue()).hexdigest())
+    assert table.column("isolated").to_pylist() == [False, True] and len(written) == 1

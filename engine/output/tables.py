@@ -65,12 +65,15 @@ class OutputTable:
         return f"{self.name}.arrow"
 
     def conform(self, table: pa.Table) -> pa.Table:
-        """`table` in the registry's column order and types; a missing or extra column is a bug
-        of the code that built it, reported with both column lists."""
+        """`table` in the registry's column order and types, one chunk per column; a missing or
+        extra column is a bug of the code that built it, reported with both column lists."""
         if set(table.schema.names) != set(self.schema.names):
             raise RunError(f"{self.file}: built with columns {table.schema.names}, but the output table registry "
                            f"(xmargin.output.tables) says {self.schema.names}; update the one that is wrong.")
-        return cast_to(table.select(self.schema.names), self.schema)
+        # one chunk per column, in buffers of its own: chunks that share a bitmap (polars splits one
+        # without copying) leave bits of their neighbour past their end, which the IPC writer copies
+        # into the file; the same values must give the same bytes
+        return cast_to(table.select(self.schema.names), self.schema).combine_chunks()
 
 
 def _projection(name: str, project, columns, description: str) -> OutputTable:
