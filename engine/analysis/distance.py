@@ -130,13 +130,10 @@ class _Search:
 
     def narrowed(self, cases: np.ndarray) -> tuple["_Search", object]:
         """(the search of `cases` only, renumbered in order; its gap function f(x))."""
-        chosen = np.zeros(self.legs.units, dtype=bool)
-        chosen[cases] = True
-        keep = np.flatnonzero(chosen[self.legs.unit])
+        legs, keep = _subset(self.legs, cases)
         moving = len(self.legs.quantity) - self.constant_legs
         constant = int(np.count_nonzero(keep >= moving)) if self.constant_legs else 0
-        search = _Search(_subset(self.legs, keep, cases), self.mark[keep], self.direction[keep], self.k, constant,
-                         self.cap[cases])
+        search = _Search(legs, self.mark[keep], self.direction[keep], self.k, constant, self.cap[cases])
         return search, _crossing(search.legs, search.mark, search.direction, search.k, search.constant_legs)
 
 
@@ -203,11 +200,12 @@ def _moving_legs(legs: Legs, n: int) -> Legs:
                 scale=legs.scale[:n], unit=legs.unit[:n], base=legs.base, reserved=legs.reserved)
 
 
-def _subset(legs: Legs, keep: np.ndarray, cases: np.ndarray) -> Legs:
-    """The legs `keep` (every leg of the units `cases`, in order) of the units `cases`, renumbered
-    0..len(cases)-1 in order; the units margined as a whole keep their models."""
+def _subset(legs: Legs, cases: np.ndarray) -> tuple[Legs, np.ndarray]:
+    """(the units `cases` (sorted) with all their legs, renumbered 0..len(cases)-1 in order, the
+    units margined as a whole with their models; the indices of those legs in `legs`)."""
     number = np.full(legs.units, -1, dtype=np.int64)
     number[cases] = np.arange(len(cases))
+    keep = np.flatnonzero(number[legs.unit] >= 0)
     requirements = ()
     if legs.requirements:
         position = np.full(len(legs.quantity), -1, dtype=np.int64)
@@ -217,7 +215,7 @@ def _subset(legs: Legs, keep: np.ndarray, cases: np.ndarray) -> Legs:
     return Legs(quantity=legs.quantity[keep], entry=legs.entry[keep], size=legs.size[keep], table=legs.table[keep],
                 tables=legs.tables, leverage=legs.leverage[keep], fixed_maintenance=legs.fixed_maintenance[keep],
                 scale=legs.scale[keep], unit=number[legs.unit[keep]], base=legs.base[cases],
-                reserved=legs.reserved[cases], requirements=requirements)
+                reserved=legs.reserved[cases], requirements=requirements), keep
 
 
 @attrs.frozen(eq=False)
@@ -293,10 +291,7 @@ def distance_table(snapshots, catalog, feed, thresholds, units=None, stacked=Non
     chosen = np.flatnonzero(holds & distinct[owner]) if len(units) else np.zeros(0, dtype=np.int64)
     if not len(chosen):
         return pl.DataFrame(schema=SCHEMA)
-    wanted = np.zeros(len(units), dtype=bool)
-    wanted[chosen] = True
-    keep = np.flatnonzero(wanted[stacked.legs.unit])
-    legs = _subset(stacked.legs, keep, chosen)
+    legs, keep = _subset(stacked.legs, chosen)
     columns, mark = stacked.columns[keep], stacked.marks[keep]
     units = [units[u] for u in chosen.tolist()]
     owner = owner[chosen]

@@ -208,13 +208,12 @@ def load_feed(folder: str | Path, keys: list[str], start: datetime | None = None
             timeframes.update(found_here)
             times.append(np.concatenate(own) if own else np.zeros(0, dtype=np.int64))
             continue
-        if timeframe is not None:
-            found = instrument_scan(key).select(pl.col("ts").dt.epoch("ns"), "timeframe").collect()
-            available = sorted(found["timeframe"].unique().to_list())
-            frame = found.filter(pl.col("timeframe") == timeframe)
-            if frame.height == 0 and available:
-                raise DatasetError(f"{folder}: {key} has no {timeframe} bars between {start} and {end} (it has "
-                                   f"{available}). Fix: set run.timeframe to one of those, or leave {key} out.")
+        found = instrument_scan(key).select(pl.col("ts").dt.epoch("ns"), "timeframe").collect()
+        available = sorted(found["timeframe"].unique().to_list())
+        frame = found.filter(pl.col("timeframe") == timeframe)
+        if frame.height == 0 and available:
+            raise DatasetError(f"{folder}: {key} has no {timeframe} bars between {start} and {end} (it has "
+                               f"{available}). Fix: set run.timeframe to one of those, or leave {key} out.")
         timeframes.update(frame["timeframe"].unique().to_list())
         times.append(frame["ts"].to_numpy())
         del frame

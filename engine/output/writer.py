@@ -309,7 +309,7 @@ def write_tables(result, folder: Path, hashes: _FileHashes | None = None, releas
 
 def _manifest_head(result, run_id: str) -> dict:
     """The manifest's fields that describe the run (config, resolved settings, instruments, mark
-    sources, versions, timings), read before the result may be released."""
+    sources, versions, event count), read before the result may be released."""
     config = result.config
     return {
         "run_id": run_id,
@@ -336,7 +336,6 @@ def _manifest_head(result, run_id: str) -> dict:
         "dataset_fingerprint": result.feed.fingerprint,
         "seed": config.seed,
         "events": len(result.events),
-        "timings": {k: round(v, 4) for k, v in result.timings.items()},
     }
 
 
@@ -365,8 +364,9 @@ def write_run_folder(result, summary: dict | None = None, out: Path | None = Non
         unhashed = sorted(f.name for f in partial.iterdir() if f.is_file() and f.name not in {*hashes, LOCK_NAME})
         if unhashed:
             raise RunError(f"{partial}: {unhashed} written but not hashed (a bug of xmargin.output.writer)")
-        manifest = {**{k: v for k, v in manifest.items() if k != "timings"}, "events_sha256": hashes["events.arrow"],
-                    "timings": manifest["timings"], "final_state": final_state(result.ledger)}
+        manifest.update(events_sha256=hashes["events.arrow"],
+                        timings={k: round(v, 4) for k, v in result.timings.items()},
+                        final_state=final_state(result.ledger))
         manifest.update(extra_manifest or {})
         manifest["files"] = hashes  # every file but the manifest and the lock, each read once
         manifest = json_safe(manifest)

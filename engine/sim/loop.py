@@ -167,8 +167,8 @@ class RunResult:
         snapshots, their cached valuation and the feed, whose price arrays are most of a run's
         memory); both without `parts`. Afterwards `events` / `snapshots` are empty, `feed` is None.
         The valuation path's memos are cleared too (recomputed if needed: same numbers)."""
+        clear_memos()  # the run's cached units, rows and pools pin its accounts (xmargin._memos)
         for part in parts or ("events", "valuation"):
-            clear_memos()  # the run's cached units, rows and pools pin its accounts (xmargin._memos)
             if part == "events":
                 self.events = []
             elif part == "valuation":
@@ -274,8 +274,8 @@ class Backtest:
         self._exchanges = sorted(self.catalog.venues)
         modes = [venue_mode(self.catalog, name) for name in self.catalog.venues]
         self._revalue_units = any(mode.revalue_each_stretch for mode in modes)  # units move with collateral prices
-        self._steady_units = {name for name in self.catalog.venues  # exchanges whose units ignore prices
-                              if not venue_mode(self.catalog, name).revalue_each_stretch}
+        self._steady_units = {name for name, mode in zip(self.catalog.venues, modes)  # units ignore prices
+                              if not mode.revalue_each_stretch}
         self._auto_exchange = any(mode.auto_exchange for mode in modes)
         self._units_ledger = None
         self._extremes = None  # PlannedExtremes of the run (set when it starts)
