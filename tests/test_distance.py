@@ -216,15 +216,15 @@ def test_constant_legs_summed_apart_give_the_same_distances_as_valued_legs(monke
     from xmargin.analysis import distance
     from xmargin.output.snapshots import snapshot_units
 
-    plain = distance.first_crossing
+    plain = distance.first_crossings
     for mode, collateral in (("cross", 120_000.0), ("cross", 60_000.0), ("isolated", 120_000.0)):
         catalog, feed = setup(mode, collateral)
         result = run(catalog, feed)
         units = snapshot_units(result.snapshots, catalog, feed)
         fast = distance.distance_table(result.snapshots, catalog, feed, (0.7, 0.9), units)
         with monkeypatch.context() as patched:
-            patched.setattr(distance, "first_crossing",
-                            lambda legs, mark, direction, k, constant_legs=0: plain(legs, mark, direction, k))
+            patched.setattr(distance, "first_crossings",
+                            lambda legs, mark, direction, ks, constant_legs=0: plain(legs, mark, direction, ks))
             slow = distance.distance_table(result.snapshots, catalog, feed, (0.7, 0.9), units)
         assert fast.height > 6 and fast.equals(slow)
         assert fast["liquidation_distance"].to_list() == slow["liquidation_distance"].to_list()

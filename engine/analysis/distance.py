@@ -43,13 +43,14 @@ entry)`, inverse (coin-margined) legs `quantity x contract size x (1/entry - 1/m
 from __future__ import annotations
 
 import math
+import operator
 
 import attrs
 import numpy as np
 import polars as pl
 
 from xmargin._memos import memo
-from xmargin.margin.kernel import Legs, margin_gap, valuate
+from xmargin.margin.kernel import Legs, margin_parts, valuate
 from xmargin.output.snapshots import run_stacked, stacked_units
 
 MAX_UP = 10.0
@@ -63,7 +64,13 @@ SCHEMA = {"ts": pl.Datetime("ns", "UTC"), "reason": pl.String, "exchange": pl.St
 
 def first_crossing(legs: Legs, mark: np.ndarray, direction: np.ndarray, k: float,
                    constant_legs: int = 0) -> np.ndarray:
-    """Smallest x >= 0 with k x equity(x) - maintenance(x) <= 0 per kernel unit (= case) of `legs`,
+    """`first_crossings` for one k."""
+    return first_crossings(legs, mark, direction, (k,), constant_legs)[0]
+
+
+def first_crossings(legs: Legs, mark: np.ndarray, direction: np.ndarray, ks, constant_legs: int = 0
+                    ) -> list[np.ndarray]:
+    """Per k of `ks`: the smallest x >= 0 with k x equity(x) - maintenance(x) <= 0 per kernel unit (= case) of `legs`,
     every leg's price at mark x (1 + direction x x) (direction -1 down, +1 up, 0 does not move).
     k = 1: liquidation; k = threshold: warning.
 
@@ -73,31 +80,38 @@ def first_crossing(legs: Legs, mark: np.ndarray, direction: np.ndarray, k: float
 
     `constant_legs`: the last legs of `legs` that never move (quantity 0, a fixed maintenance
     margin, at most one per case): their maintenance is added to the kernel's sum of the case's
-    other legs instead of being valued as legs (the same additions in the same order)."""
+    other legs instead of being valued as legs (the same additions in the same order).
+
+    The ends (no move, the cap) are valued once for every k."""
     n_cases = legs.units
     case = legs.unit
-    f = _crossing(legs, mark, direction, k, constant_legs)
+    parts = _crossing_parts(legs, mark, direction, constant_legs)
     down = np.bincount(case, direction < 0, minlength=n_cases) > 0
     cap = np.where(down, 1.0, MAX_UP)
-    at_zero, at_cap = f(np.zeros(n_cases)), f(cap)
-    out = np.full(n_cases, math.inf)
-    out[at_zero <= 0] = 0.0
-    active = (at_zero > 0) & (at_cap <= 0)
-    if active.any():
-        cases = np.flatnonzero(active)
-        step = cap[cases] / GRID
-        found = _grid_crossing(_Search(legs, mark, direction, k, constant_legs, cap), cases, at_zero[cases],
-                               at_cap[cases])
-        out[cases] = found * step
-    return out
+    (equity_zero, maintenance_zero), (equity_cap, maintenance_cap) = parts(np.zeros(n_cases)), parts(cap)
+    found_all = []
+    for k in ks:
+        at_zero, at_cap = k * equity_zero - maintenance_zero, k * equity_cap - maintenance_cap
+        out = np.full(n_cases, math.inf)
+        out[at_zero <= 0] = 0.0
+        active = (at_zero > 0) & (at_cap <= 0)
+        if active.any():
+            cases = np.flatnonzero(active)
+            step = cap[cases] / GRID
+            found = _grid_crossing(_Search(legs, mark, direction, k, constant_legs, cap), cases, at_zero[cases],
+                                   at_cap[cases])
+            out[cases] = found * step
+        found_all.append(out)
+    return found_all
 
 
 GRID = 2 ** ITERATIONS
 FALSE_POSITION_ROUNDS = 12  # then plain halving of what is left (never more than ITERATIONS rounds)
 
 
-def _crossing(legs, mark, direction, k, constant_legs):
-    """f(x) -> the gap of every case of `legs` at the moves x (shape (cases,) or (rows, cases))."""
+def _crossing_parts(legs, mark, direction, constant_legs):
+    """f(x) -> (equity, maintenance margin) of every case of `legs` at the moves x (shape (cases,)
+    or (rows, cases))."""
     # Kept as legs: units margined as a whole (their model replaces the legs' maintenance) and a
     # single unit (the kernel then sums with numpy's pairwise sum, not bincount's running sum).
     if constant_legs and not legs.requirements and legs.units > 1:
@@ -105,15 +119,25 @@ def _crossing(legs, mark, direction, k, constant_legs):
         constant = np.bincount(legs.unit[moving:], legs.fixed_maintenance[moving:], minlength=legs.units)
         legs, mark, direction = _moving_legs(legs, moving), mark[:moving], direction[:moving]
 
-        def gap(prices):  # the kernel's running sum per case, then its constant leg's maintenance
+        def parts(prices):  # the kernel's running sum per case, then its constant leg's maintenance
             value = valuate(legs, prices)
-            return k * value.equity - (value.maintenance_margin + constant)
+            return value.equity, value.maintenance_margin + constant
     else:
-        gap = margin_gap(legs, k)
+        parts = margin_parts(legs)
     unit = legs.unit
 
+    def f(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return parts(mark * (1.0 + direction * x[..., unit]))
+    return f
+
+
+def _crossing(legs, mark, direction, k, constant_legs):
+    """f(x) -> the gap k x equity - maintenance of every case of `legs` at the moves x."""
+    parts = _crossing_parts(legs, mark, direction, constant_legs)
+
     def f(x: np.ndarray) -> np.ndarray:
-        return gap(mark * (1.0 + direction * x[..., unit]))
+        equity, maintenance = parts(x)
+        return k * equity - maintenance
     return f
 
 
@@ -284,10 +308,11 @@ def distance_table(snapshots, catalog, feed, thresholds, units=None, stacked=Non
     the snapshots' `snapshot_units`, `stacked`: their `stacked_units`, when already built), valued
     by the kernel; snapshots with the same (ts, reason, exchange, events_applied) count once."""
     stacked = stacked if stacked is not None else stacked_units(snapshots, catalog, feed, units)
+    moments = stacked.moments
     distinct = np.zeros(len(snapshots), dtype=bool)
-    distinct[_first_of_each_moment(snapshots)] = True
+    distinct[_first_of_each_moment(moments)] = True
     units, owner = stacked.units, stacked.owner
-    holds = np.fromiter((unit.positions > 0 for unit in units), dtype=bool, count=len(units))
+    holds = np.fromiter(map(operator.attrgetter("positions"), units), dtype=np.int64, count=len(units)) > 0
     chosen = np.flatnonzero(holds & distinct[owner]) if len(units) else np.zeros(0, dtype=np.int64)
     if not len(chosen):
         return pl.DataFrame(schema=SCHEMA)
@@ -338,10 +363,11 @@ def distance_table(snapshots, catalog, feed, thresholds, units=None, stacked=Non
     cases.base[case_of_group] = legs.base[group_unit] + other_pnl
     direction = np.concatenate([-np.sign(legs.quantity), -net[group[moving]], constant])
     moves = dict(mark=np.concatenate([mark[idx], np.ones(len(held))]), direction=direction)
-    liquidation = first_crossing(cases, k=1.0, constant_legs=len(held), **moves)
     thresholds = list(thresholds)
-    warning = (first_crossing(cases, k=float(thresholds[0]), constant_legs=len(held), **moves) if thresholds
-               else np.full(n_cases, math.nan))
+    found = first_crossings(cases, ks=(1.0, float(thresholds[0])) if thresholds else (1.0,),
+                            constant_legs=len(held), **moves)
+    liquidation = found[0]
+    warning = found[1] if thresholds else np.full(n_cases, math.nan)
     # rows: per unit its single-underlying cases (in order of appearance), then "all"
     case_unit = np.concatenate([np.arange(n_units), np.empty(len(keys), dtype=np.int64)])
     case_unit[case_of_group] = group_unit
@@ -352,23 +378,23 @@ def distance_table(snapshots, catalog, feed, thresholds, units=None, stacked=Non
     snapshot_of = np.asarray(owner, dtype=np.int64)[unit_of]
     pick = pl.Series(unit_of)
     return pl.DataFrame({
-        "ts": np.array([s.ts for s in snapshots], dtype=np.int64)[snapshot_of],
-        "reason": pl.Series([s.reason for s in snapshots], dtype=pl.String).gather(pl.Series(snapshot_of)),
-        "exchange": pl.Series([u.exchange for u in units], dtype=pl.String).gather(pick),
-        "events_applied": np.array([s.events_applied for s in snapshots], dtype=np.int64)[snapshot_of],
-        "asset": pl.Series([u.asset for u in units], dtype=pl.String).gather(pick),
-        "unit": pl.Series([u.name for u in units], dtype=pl.String).gather(pick),
+        "ts": moments.ts[snapshot_of],
+        "reason": pl.Series(moments.reason, dtype=pl.String).gather(pl.Series(snapshot_of)),
+        "exchange": pl.Series(moments.exchange, dtype=pl.String).gather(pl.Series(snapshot_of)),
+        "events_applied": moments.events_applied[snapshot_of],
+        "asset": pl.Series(list(map(operator.attrgetter("asset"), units)), dtype=pl.String).gather(pick),
+        "unit": pl.Series(list(map(operator.attrgetter("name"), units)), dtype=pl.String).gather(pick),
         "underlying": pl.Series([*names.tolist(), "all"], dtype=pl.String).gather(pl.Series(case_name[order])),
         "warning_distance": warning[order], "liquidation_distance": liquidation[order],
     }, schema={**SCHEMA, "ts": pl.Int64}).with_columns(pl.col("ts").cast(SCHEMA["ts"]))
 
 
-def _first_of_each_moment(snapshots) -> np.ndarray:
-    """Indices of the first snapshot of each (ts, reason, exchange, events_applied), in order."""
-    n, codes = len(snapshots), {}
-    ts = np.fromiter((s.ts for s in snapshots), dtype=np.int64, count=n)
-    applied = np.fromiter((s.events_applied for s in snapshots), dtype=np.int64, count=n)
-    kind = np.fromiter((codes.setdefault((s.reason, s.account.exchange), len(codes)) for s in snapshots),
+def _first_of_each_moment(moments) -> np.ndarray:
+    """Indices of the first snapshot of each (ts, reason, exchange, events_applied), in order
+    (`moments`: `xmargin.output.snapshots.Moments` of the snapshots)."""
+    n, codes = len(moments.ts), {}
+    ts, applied = moments.ts, moments.events_applied
+    kind = np.fromiter(map(lambda pair: codes.setdefault(pair, len(codes)), zip(moments.reason, moments.exchange)),
                        dtype=np.int64, count=n)
     order = np.lexsort((np.arange(n), kind, applied, ts))  # stable: the first of equal moments leads
     new = np.ones(n, dtype=bool)

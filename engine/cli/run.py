@@ -40,6 +40,23 @@ def _checked_dataset(config, skip_validation: bool) -> tuple:
     return report.warnings
 
 
+def _prefetched_fingerprint(folder):
+    """A thread computing `xmargin.dataset.feed.fingerprint(folder)` into its per-process cache."""
+    import threading
+
+    from xmargin.dataset.feed import fingerprint
+
+    def work():
+        try:
+            fingerprint(folder)
+        except Exception:  # noqa: BLE001 - an unreadable dataset: the validation or the load says so
+            pass
+
+    thread = threading.Thread(target=work, name="xmargin-fingerprint", daemon=True)
+    thread.start()
+    return thread
+
+
 def config_options(function):
     """The config overrides shared by run, compare and stress."""
     options = [
@@ -71,13 +88,19 @@ def config_options(function):
               help="Exit 1 when an order was rejected or a hedge was left one-legged (also run.strict = true).")
 def run(config_path, sets, margin_modes, start, end, out, seed, skip_validation, run_id, quiet, strict):
     """Run a backtest from CONFIG.toml and write runs/<run-id>/."""
+    config = _config(config_path, sets, margin_modes, start, end, out, seed)
+    # the dataset's bytes are hashed (the validation cache's key, the manifest's fingerprint) while
+    # the run's modules are imported: hashing and reading release the GIL
+    hashing = _prefetched_fingerprint(config.dataset)
     from xmargin.sim.runner import execute
     from xmargin.sim.strategy import build_strategy
     from xmargin.analysis.summary import format_summary, problems
 
-    config = _config(config_path, sets, margin_modes, start, end, out, seed)
     # the strategy (reference and params) is part of the config: refused before the dataset is read
-    strategy = build_strategy(config.strategy, config.params, config.folder)
+    try:
+        strategy = build_strategy(config.strategy, config.params, config.folder)
+    finally:
+        hashing.join()
     warnings = _checked_dataset(config, skip_validation)
     completed = execute(config, run_id=run_id, progress=not quiet and sys.stderr.isatty(), warnings=warnings,
                         strategy=strategy, keep_result=False)

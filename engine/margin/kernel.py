@@ -205,21 +205,31 @@ def _leg_maintenance(legs: Legs, scaled: np.ndarray, by_table: list, fixed: np.n
     return maintenance
 
 
-def margin_gap(legs: Legs, k: float):
-    """f(prices) -> k x equity - maintenance margin per unit, the same arithmetic as `valuate`'s
-    (bit for bit) without the initial margin and with the per-table legs found once: for searches
-    that value the same legs at many prices (xmargin.analysis.distance)."""
+def margin_parts(legs: Legs):
+    """f(prices) -> (equity, maintenance margin) per unit, the same arithmetic as `valuate`'s (bit
+    for bit) without the initial margin and with the per-table legs found once: for searches that
+    value the same legs at many prices (xmargin.analysis.distance)."""
     if legs.requirements:  # units margined as a whole: `valuate`'s batch path
         def whole(prices):
             value = valuate(legs, prices)
-            return k * value.equity - value.maintenance_margin
+            return value.equity, value.maintenance_margin
         return whole
     by_table, fixed = _table_legs(legs)
 
-    def gap(prices):
+    def parts(prices):
         notional, pnl = leg_values(legs, prices)
         maintenance = _leg_maintenance(legs, notional * legs.scale, by_table, fixed)
-        return k * (legs.base + _per_unit(legs, pnl * legs.scale)) - _per_unit(legs, maintenance)
+        return legs.base + _per_unit(legs, pnl * legs.scale), _per_unit(legs, maintenance)
+    return parts
+
+
+def margin_gap(legs: Legs, k: float):
+    """f(prices) -> k x equity - maintenance margin per unit (`margin_parts`)."""
+    parts = margin_parts(legs)
+
+    def gap(prices):
+        equity, maintenance = parts(prices)
+        return k * equity - maintenance
     return gap
 
 

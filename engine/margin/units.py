@@ -279,6 +279,48 @@ def stack(units, reserved=None) -> Legs:
                 requirements=_requirements(units, counts))
 
 
+def distinct_objects(objects) -> tuple[np.ndarray, np.ndarray]:
+    """(index of each distinct object's first listing, in listing order; the distinct object of
+    each listing), by identity."""
+    ids = np.fromiter(map(id, objects), dtype=np.uint64, count=len(objects))
+    _, first, inverse = np.unique(ids, return_index=True, return_inverse=True)
+    order = np.argsort(first, kind="stable")
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order))
+    return first[order], rank[inverse.reshape(-1)]
+
+
+def _columns(units) -> np.ndarray:
+    """The feed column of every leg of `units`, in `stack`'s order."""
+    return np.fromiter((row[0] for unit in units for row in unit.rows), dtype=np.int64,
+                       count=sum(len(unit.rows) for unit in units))
+
+
+def stack_repeated(units, reserved=None) -> tuple[Legs, np.ndarray]:
+    """(`stack(units, reserved)`, each leg's feed column) when one unit object is listed many
+    times (the units of one account state, valued at each of its snapshots): each distinct unit's
+    rows are read once and its legs gathered for every listing. Same arrays as `stack`."""
+    first, of = distinct_objects(units)
+    if len(first) == len(units):
+        return stack(units, reserved), _columns(units)
+    distinct = [units[k] for k in first.tolist()]
+    once = stack(distinct)
+    counts = np.bincount(once.unit, minlength=once.units)
+    starts = np.cumsum(counts) - counts
+    per_listing = counts[of]
+    listing_first = np.cumsum(per_listing) - per_listing
+    leg = np.repeat(starts[of], per_listing) + (np.arange(int(per_listing.sum())) - np.repeat(listing_first, per_listing))
+    with_model = {u: model for u, _, model in once.requirements}
+    requirements = tuple((k, np.arange(listing_first[k], listing_first[k] + per_listing[k]), with_model[d])
+                         for k, d in enumerate(of.tolist()) if d in with_model) if with_model else ()
+    legs = Legs(quantity=once.quantity[leg], entry=once.entry[leg], size=once.size[leg], table=once.table[leg],
+                tables=once.tables, leverage=once.leverage[leg], fixed_maintenance=once.fixed_maintenance[leg],
+                scale=once.scale[leg], unit=np.repeat(np.arange(len(units), dtype=np.int64), per_listing),
+                base=once.base[of], reserved=np.zeros(len(units)) if reserved is None else
+                np.asarray(reserved, dtype=np.float64), requirements=requirements)
+    return legs, _columns(distinct)[leg]
+
+
 def _requirements(units, counts) -> tuple:
     """The kernel's (unit, leg indices, model) of the units margined as a whole (portfolio margin)."""
     starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)

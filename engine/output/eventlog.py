@@ -49,13 +49,16 @@ def _column(n: int, parts: list, data_type: pa.DataType) -> pa.Array:
     numpy array and a validity mask, anything else (strings, booleans, a None among the values)
     through a numpy object column (pyarrow converts a column of str in one pass)."""
     dtype = _NUMPY_TYPES.get(data_type)
-    if dtype is not None and not any(values.count(None) for _, values in parts):  # (numpy reads None as nan)
+    if dtype is not None:
         data, valid = np.zeros(n, dtype=dtype), np.zeros(n, dtype=bool)
         try:
             for rows, values in parts:
-                data[rows] = np.fromiter(values, dtype=dtype, count=len(rows))
+                read = np.fromiter(values, dtype=dtype, count=len(rows))
+                if dtype is np.float64 and np.isnan(read).any() and None in values:  # numpy reads None as nan
+                    raise TypeError("None among the values: nulls")
+                data[rows] = read
                 valid[rows] = True
-        except (TypeError, ValueError):  # a value numpy cannot read as a number: pyarrow decides (or refuses)
+        except (TypeError, ValueError):  # a None, or a value numpy cannot read as a number: pyarrow decides
             pass
         else:
             return pa.array(data, type=data_type, mask=None if valid.all() else ~valid)

@@ -14,6 +14,8 @@ order, balances by asset.
 
 from __future__ import annotations
 
+import operator
+
 import attrs
 import numpy as np
 import polars as pl
@@ -24,7 +26,7 @@ from xmargin.margin import formulas as margin
 from xmargin.margin.accounting import CollateralMetrics, PoolMetrics, PositionMetrics
 from xmargin.margin.kernel import COLLATERAL, valuate
 from xmargin.margin.modes import account_units, venue_mode
-from xmargin.margin.units import asset_price, asset_prices, stack
+from xmargin.margin.units import asset_price, asset_prices, distinct_objects, stack_repeated
 from xmargin.output.eventlog import TIMESTAMP, cast_to
 
 
@@ -47,36 +49,85 @@ KEYS = ("ts", "reason", "exchange", "events_applied")
 _FLOAT = pl.Float64
 
 
-def snapshot_units(snapshots, catalog, feed) -> tuple[list, list]:
+def snapshot_units(snapshots, catalog, feed, moments=None) -> tuple[list, np.ndarray]:
     """Every snapshot's risk units, flattened: (units, snapshot index of each unit); units are built
-    once per account state unless the mode values collateral at the row's prices."""
-    units, owner = [], []
+    once per account state unless the mode values collateral at the row's prices (`moments`: the
+    snapshots' `snapshot_moments`, when already read)."""
+    moments = snapshot_moments(snapshots) if moments is None else moments
+    steady = {name: not venue_mode(catalog, name).revalue_each_stretch for name in catalog.venues}
     built: dict = {}  # units by the identity of the dicts they depend on (kept alive by the snapshots)
+    per_state = []
+    for state, account in enumerate(moments.accounts):
+        found = None
+        if steady[account.exchange]:
+            n = int(moments.first[state])
+            found = snapshots[n].units
+            if found is None:
+                key = (account.exchange, id(account.positions), id(account.balances), id(account.leverage),
+                       id(account.warning_levels))
+                found = built.get(key)
+                if found is None:
+                    found = built[key] = account_units(catalog, account, feed.mark_close[moments.row[n]],
+                                                       int(moments.ts[n]))
+        per_state.append(found)
+    if all(found is not None for found in per_state):
+        owner, entry, flat = _expand(moments, per_state)
+        return _taken(flat, entry), owner
+    units, owner = [], []
     for n, snapshot in enumerate(snapshots):
-        account = snapshot.account
-        key = (account.exchange, id(account.positions), id(account.balances), id(account.leverage),
-               id(account.warning_levels))
-        found = snapshot.units if snapshot.units is not None else built.get(key)
+        found = per_state[moments.state[n]]
         if found is None:
-            found = account_units(catalog, account, feed.mark_close[snapshot.row], snapshot.ts)
-            if not venue_mode(catalog, account.exchange).revalue_each_stretch:
-                built[key] = found
+            found = snapshot.units if snapshot.units is not None else \
+                account_units(catalog, snapshot.account, feed.mark_close[snapshot.row], snapshot.ts)
         units.extend(found)
         owner.extend([n] * len(found))
-    return units, owner
+    return units, np.array(owner, dtype=np.int64)
 
 
-def _order_margins(units, owner, snapshots, catalog, feed) -> list[float]:
-    """Per unit: the initial margin its pool reserves for open orders (isolated units: none)."""
-    out = []
-    for unit, n in zip(units, owner):
-        account = snapshots[n].account
-        if unit.isolated or not account.orders:
-            out.append(0.0)
-            continue
+def _order_margins(units, owner, isolated, moments, catalog, feed) -> np.ndarray:
+    """Per unit: the initial margin its pool reserves for open orders (isolated units, accounts
+    without orders: none)."""
+    out = np.zeros(len(units))
+    with_orders = np.fromiter((bool(a.orders) for a in moments.accounts), dtype=bool, count=len(moments.accounts))
+    if not with_orders.any():
+        return out
+    for k in np.flatnonzero(with_orders[moments.state[owner]] & ~isolated).tolist():
+        n = int(owner[k])
+        account = moments.accounts[moments.state[n]]
         mode = venue_mode(catalog, account.exchange)
-        out.append(mode.module.pool_order_margin(account, catalog, feed.close[snapshots[n].row], unit.asset))
+        out[k] = mode.module.pool_order_margin(account, catalog, feed.close[moments.row[n]], units[k].asset)
     return out
+
+
+@attrs.frozen(eq=False)
+class Moments:
+    """What every valuation table repeats per snapshot, read once: its `ts` (ns), `reason`,
+    `exchange`, `events_applied` and feed `row`; and which distinct account state it values
+    (`accounts[state[n]]`): two snapshots of one state (a sample, then the next event's) share the
+    per-state work (positions, balances)."""
+
+    ts: np.ndarray
+    reason: list
+    exchange: list
+    events_applied: np.ndarray
+    row: np.ndarray
+    state: np.ndarray  # per snapshot: its account state, numbered in order of first snapshot
+    accounts: list  # per state
+    first: np.ndarray  # per state: its first snapshot
+
+
+_MOMENT = operator.attrgetter("ts", "reason", "account.exchange", "events_applied", "row", "account")
+
+
+def snapshot_moments(snapshots) -> Moments:
+    """The `Moments` of `snapshots`, in one pass."""
+    if not len(snapshots):
+        empty = np.zeros(0, dtype=np.int64)
+        return Moments(empty, [], [], empty, empty, empty, [], empty)
+    ts, reason, exchange, applied, row, account = zip(*map(_MOMENT, snapshots))
+    first, state = distinct_objects(account)
+    return Moments(np.array(ts, dtype=np.int64), list(reason), list(exchange), np.array(applied, dtype=np.int64),
+                   np.array(row, dtype=np.int64), state, [account[k] for k in first.tolist()], first)
 
 
 def run_stacked(result) -> "Stacked":
@@ -94,38 +145,38 @@ class Stacked:
 
     units: list
     owner: np.ndarray  # snapshot index of each unit
+    isolated: np.ndarray  # per unit: an isolated position's unit
     legs: object
     columns: np.ndarray
     marks: np.ndarray
     value: object  # xmargin.margin.kernel.Valuation of `legs` at `marks`
+    moments: Moments  # of the snapshots
 
 
 def stacked_units(snapshots, catalog, feed, units=None) -> Stacked:
     """Stack `snapshot_units` (`units`, when already built) of `snapshots` once."""
-    units, owner = units if units is not None else snapshot_units(snapshots, catalog, feed)
-    reserved = _order_margins(units, owner, snapshots, catalog, feed)
-    legs = stack(units, reserved)
+    moments = snapshot_moments(snapshots)
+    units, owner = units if units is not None else snapshot_units(snapshots, catalog, feed, moments)
     owner = np.asarray(owner, dtype=np.int64)
-    snapshot_rows = np.fromiter((s.row for s in snapshots), dtype=np.int64, count=len(snapshots))
-    columns = np.fromiter((r[0] for u in units for r in u.rows), dtype=np.int64, count=len(legs.quantity))
-    leg_rows = snapshot_rows[owner[legs.unit]] if len(legs.unit) else np.zeros(0, dtype=np.int64)
+    isolated = np.fromiter(map(operator.attrgetter("isolated"), units), dtype=bool, count=len(units))
+    legs, columns = stack_repeated(units, _order_margins(units, owner, isolated, moments, catalog, feed))
+    leg_rows = moments.row[owner[legs.unit]] if len(legs.unit) else np.zeros(0, dtype=np.int64)
     marks = feed.mark_close[leg_rows, columns] if len(leg_rows) else np.zeros(0)
-    return Stacked(units, owner, legs, columns, marks, valuate(legs, marks))
+    return Stacked(units, owner, isolated, legs, columns, marks, valuate(legs, marks), moments)
 
 
 def project(snapshots, catalog, feed, units=None, stacked: Stacked | None = None
             ) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
     """(equity, positions, collateral) DataFrames for the recorded snapshots (`units`: their
     `snapshot_units`, `stacked`: their `stacked_units`, when already built)."""
-    snaps = pl.DataFrame({
-        "snapshot": np.arange(len(snapshots), dtype=np.int64),
-        "ts": [s.ts for s in snapshots], "reason": [s.reason for s in snapshots],
-        "exchange": [s.account.exchange for s in snapshots],
-        "events_applied": [s.events_applied for s in snapshots],
-    }, schema={"snapshot": pl.Int64, "ts": pl.Int64, "reason": pl.String, "exchange": pl.String,
-               "events_applied": pl.Int64})
     stacked = stacked if stacked is not None else stacked_units(snapshots, catalog, feed, units)
     units, owner, legs, marks, value = stacked.units, stacked.owner, stacked.legs, stacked.marks, stacked.value
+    moments = stacked.moments
+    snaps = pl.DataFrame({
+        "snapshot": np.arange(len(snapshots), dtype=np.int64), "ts": moments.ts, "reason": moments.reason,
+        "exchange": moments.exchange, "events_applied": moments.events_applied,
+    }, schema={"snapshot": pl.Int64, "ts": pl.Int64, "reason": pl.String, "exchange": pl.String,
+               "events_applied": pl.Int64})
 
     # per unit: position PnL (unit currency) and collateral (constant + collateral legs)
     n_units = len(units)
@@ -139,17 +190,25 @@ def project(snapshots, catalog, feed, units=None, stacked: Stacked | None = None
 
     # -- equity: one row per pool unit, with its snapshot's isolated positions of that pool -------
     modes = {name: venue_mode(catalog, name) for name in catalog.venues}
-    isolated = unit_isolated = np.fromiter((u.isolated for u in units), dtype=bool, count=n_units)
-    pool = [modes[u.exchange].pool_of(u.asset) if u.isolated else u.asset for u in units]
-    # money of an isolated position counts in its pool's currency (1 when the pool is its asset)
-    scale = np.array([1.0 if p == u.asset else asset_price(catalog, u.exchange, u.asset,
-                                                           feed.mark_close[snapshots[n].row])
-                      for p, u, n in zip(pool, units, owner.tolist())], dtype=np.float64)
-    wallet = np.array([0.0 if u.isolated else u.base if modes[u.exchange].pools_are_assets else
-                       modes[u.exchange].module.wallet_value(snapshots[n].account, catalog,
-                                                             feed.mark_close[snapshots[n].row], u.asset)
-                       for u, n in zip(units, owner.tolist())], dtype=np.float64)
+    isolated = unit_isolated = stacked.isolated
     base = legs.base
+    pool = list(map(operator.attrgetter("asset"), units))
+    # money of an isolated position counts in its pool's currency (1 when the pool is its asset)
+    scale = np.ones(n_units)
+    wallet = np.where(isolated, 0.0, base)  # a pool of one asset: its balance; else the mode's wallet value
+    for k in np.flatnonzero(isolated).tolist():
+        unit = units[k]
+        pool[k] = modes[unit.exchange].pool_of(unit.asset)
+        if pool[k] != unit.asset:
+            scale[k] = asset_price(catalog, unit.exchange, unit.asset, feed.mark_close[moments.row[owner[k]]])
+    wallet_valued = [name for name, mode in modes.items() if not mode.pools_are_assets]
+    if wallet_valued:
+        for k in np.flatnonzero(~isolated).tolist():
+            unit = units[k]
+            if unit.exchange in wallet_valued:
+                n = moments.row[owner[k]]
+                wallet[k] = modes[unit.exchange].module.wallet_value(moments.accounts[moments.state[owner[k]]],
+                                                                     catalog, feed.mark_close[n], unit.asset)
     per_unit = pl.DataFrame({
         "snapshot": owner, "asset": pool, "isolated": isolated,
         "held": np.where(isolated, base * scale, 0.0), "held_pnl": np.where(isolated, position_pnl * scale, 0.0),
@@ -171,11 +230,10 @@ def project(snapshots, catalog, feed, units=None, stacked: Stacked | None = None
                       (margin_balance - pl.col("initial")).alias("free_collateral"),
                       pl.col("reserved").alias("open_order_margin")))
     # -- positions: in the account's order, with liquidation and bankruptcy prices ----------------
-    index, unit_of, leg, positions_of, instruments = _position_legs(snapshots, units, owner)
+    index, unit_of, leg, instruments, isolated_margin, margin_mode, asset = _position_legs(moments, units, owner)
     quantity, entry = legs.quantity[leg], legs.entry[leg]
     notional, pnl, leg_mm = value.notional[leg], value.unrealized_pnl[leg], value.leg_maintenance[leg]
     isolated = unit_isolated[unit_of]
-    isolated_margin = np.array([p.isolated_margin for p in positions_of], dtype=np.float64)
     wallet = np.where(isolated, isolated_margin, collateral[unit_of]) if len(leg) else np.zeros(0)
     other_mm = np.where(isolated, 0.0, maintenance[unit_of] - leg_mm) if len(leg) else np.zeros(0)
     other_pnl = (np.where(isolated, 0.0, position_pnl[unit_of] - pnl * legs.scale[leg]) if len(leg)
@@ -208,9 +266,9 @@ def project(snapshots, catalog, feed, units=None, stacked: Stacked | None = None
         "snapshot": index, "instrument": instruments, "quantity": quantity, "entry_price": entry,
         "mark_price": marks[leg] if len(leg) else np.zeros(0), "notional": notional, "unrealized_pnl": pnl,
         "initial_margin": notional / leverage, "maintenance_margin": leg_mm,
-        "margin_mode": [p.margin_mode for p in positions_of], "isolated_margin": isolated_margin,
+        "margin_mode": margin_mode, "isolated_margin": isolated_margin,
         "leverage": leverage, "liquidation_price": liquidation, "bankruptcy_price": bankruptcy,
-        "asset": [p.asset for p in positions_of],
+        "asset": asset,
     }, schema_overrides={"snapshot": pl.Int64, "instrument": pl.String, "margin_mode": pl.String,
                          "asset": pl.String, **{c: _FLOAT for c in ("quantity", "entry_price", "mark_price",
                                                                       "notional", "unrealized_pnl", "initial_margin",
@@ -218,7 +276,7 @@ def project(snapshots, catalog, feed, units=None, stacked: Stacked | None = None
                                                                       "leverage", "liquidation_price",
                                                                       "bankruptcy_price")}})
 
-    collateral_frame = _collateral_rows(snapshots, catalog, feed)
+    collateral_frame = _collateral_rows(moments, catalog, feed)
 
     head = snaps.select("snapshot", "ts", "reason", "exchange", "events_applied")
     equity = head.join(equity, on="snapshot", how="inner", maintain_order="right")
@@ -227,18 +285,41 @@ def project(snapshots, catalog, feed, units=None, stacked: Stacked | None = None
     return equity, positions, collateral_frame
 
 
-def _position_legs(snapshots, units, owner) -> tuple:
+def _expand(moments, per_state: list) -> tuple[np.ndarray, np.ndarray, list]:
+    """Rows of a table that has its state's entries (`per_state`: a list per account state) per
+    snapshot, each state's entries listed once: (snapshot of each row, entry of each row in the flat
+    list, the flat list of every state's entries)."""
+    flat = [entry for entries in per_state for entry in entries]
+    count = np.fromiter(map(len, per_state), dtype=np.int64, count=len(per_state))
+    start = np.cumsum(count) - count
+    per_snapshot = count[moments.state]
+    index = np.repeat(np.arange(len(moments.state), dtype=np.int64), per_snapshot)
+    first_row = np.cumsum(per_snapshot) - per_snapshot
+    entry = np.repeat(start[moments.state], per_snapshot) + (np.arange(len(index)) - np.repeat(first_row, per_snapshot))
+    return index, entry, flat
+
+
+def _taken(values: list, entry: np.ndarray) -> list:
+    """`[values[e] for e in entry]`, through numpy's take."""
+    column = np.empty(len(values), dtype=object)
+    column[:] = values
+    return column[entry].tolist()
+
+
+def _position_legs(moments, units, owner) -> tuple:
     """The positions table's rows, every snapshot's positions in its account's order: (snapshot
-    index, unit, leg of the stacked units, Position, instrument) per row. A unit's k-th instrument
-    is its leg first + k; rows and legs are matched by (snapshot, instrument) (in one pass when they
-    come in the same order, as they do when an account's positions are in its units' order)."""
-    picks = [(n, key, position) for n, snapshot in enumerate(snapshots)
-             for key, position in snapshot.account.positions.items()]
-    if not picks:
+    index, unit, leg of the stacked units, instrument, isolated margin, margin mode, asset) per row.
+    A unit's k-th instrument is its leg first + k; rows and legs are matched by (snapshot,
+    instrument) (in one pass when they come in the same order, as they do when an account's
+    positions are in its units' order)."""
+    index, entry, flat = _expand(moments, [list(account.positions.items()) for account in moments.accounts])
+    if not len(index):
         empty = np.zeros(0, dtype=np.int64)
-        return empty, empty, empty, [], []
-    index, instruments, positions_of = (list(column) for column in zip(*picks))
-    index = np.array(index, dtype=np.int64)
+        return empty, empty, empty, [], np.zeros(0), [], []
+    instruments = _taken([key for key, _ in flat], entry)
+    isolated_margin = np.array([p.isolated_margin for _, p in flat], dtype=np.float64)[entry]
+    margin_mode = _taken([p.margin_mode for _, p in flat], entry)
+    asset = _taken([p.asset for _, p in flat], entry)
     counts = np.fromiter((len(u.rows) for u in units), dtype=np.int64, count=len(units))
     held = np.fromiter((len(u.instruments) for u in units), dtype=np.int64, count=len(units))
     first = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
@@ -262,31 +343,29 @@ def _position_legs(snapshots, units, owner) -> tuple:
                            f"risk units ({len(missing)} such rows); the margin mode's units must cover every position "
                            "(a bug of xmargin.margin.modes or of the units passed to project)")
         leg_unit, leg_of = leg_unit[at], leg_of[at]
-    return index, leg_unit, leg_of, positions_of, instruments
+    return index, leg_unit, leg_of, instruments, isolated_margin, margin_mode, asset
 
 
-def _collateral_rows(snapshots, catalog, feed) -> pl.DataFrame:
+def _collateral_rows(moments, catalog, feed) -> pl.DataFrame:
     """Every snapshot's balances by asset: amount, USD price (`asset_price`: stablecoins 1, a coin
     at its feed column's mark, nan unknown), value and collateral value as the account's margin
     mode counts it."""
-    picks = [(n, snapshot.account.exchange, asset, snapshot.account.balances[asset])
-             for n, snapshot in enumerate(snapshots) for asset in sorted(snapshot.account.balances)]
+    index, entry, flat = _expand(moments, [[(account.exchange, *item) for item in sorted(account.balances.items())]
+                                           for account in moments.accounts])
     schema = {"snapshot": pl.Int64, "asset": pl.String, "balance": _FLOAT, "price": _FLOAT, "value": _FLOAT,
               "collateral_value": _FLOAT}
-    if not picks:
+    if not len(index):
         return pl.DataFrame(schema=schema)
-    index, exchanges, assets, balances = (list(column) for column in zip(*picks))
-    index = np.array(index, dtype=np.int64)
-    balance = np.array(balances, dtype=np.float64)
-    price = np.empty(len(index))
     pairs: dict = {}
-    for k, pair in enumerate(zip(exchanges, assets)):
-        pairs.setdefault(pair, []).append(k)
-    rows = np.fromiter((s.row for s in snapshots), dtype=np.int64, count=len(snapshots))
+    pair_of = np.fromiter((pairs.setdefault((exchange, asset), len(pairs)) for exchange, asset, _ in flat),
+                          dtype=np.int64, count=len(flat))[entry]
+    assets = _taken([asset for _, asset, _ in flat], entry)
+    balance = np.array([amount for _, _, amount in flat], dtype=np.float64)[entry]
+    price = np.empty(len(index))
     counted = np.empty(len(index))
-    for (exchange, asset), members in pairs.items():
-        members = np.array(members, dtype=np.int64)
-        price[members] = asset_prices(catalog, exchange, asset, feed.mark_close, rows[index[members]])
+    for (exchange, asset), code in pairs.items():
+        members = np.flatnonzero(pair_of == code)
+        price[members] = asset_prices(catalog, exchange, asset, feed.mark_close, moments.row[index[members]])
         count = venue_mode(catalog, exchange).module.counted_collateral
         rules = catalog.venues[exchange].rules
         counted[members] = [count(rules, asset, b, p) for b, p in zip(balance[members].tolist(),
