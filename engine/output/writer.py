@@ -32,6 +32,7 @@ from xmargin.analysis.summary import COLUMNS as SUMMARY_COLUMNS, summarize
 from xmargin.dataset.feed import iso_minutes
 from xmargin.errors import RunError
 from xmargin.margin.modes import venue_mode
+from xmargin._memory import return_free_memory
 from xmargin.output.eventlog import file_hash, read_ipc, write_events, write_ipc
 from xmargin.output.snapshots import snapshot_tables, stacked_units
 from xmargin.output.tables import BY_NAME, OUTPUT_TABLES, SCHEMA_VERSION, equity_table
@@ -243,6 +244,8 @@ def _valuation_parts(result):
                                   stacked=stacked)
         yield {"equity": equity_distances(pl.from_arrow(equity), distance).to_arrow(), "positions": positions,
                "distance": distance.to_arrow(), "collateral": collateral}
+        del stacked, equity, positions, collateral, distance
+        return_free_memory()  # the chunk's arrays, once written (the caller drops its tables first)
 
 
 class _FileHashes:
@@ -291,6 +294,7 @@ def write_tables(result, folder: Path, hashes: _FileHashes | None = None, releas
                     writers[name] = stack.enter_context(pa.ipc.new_file(sink, entry.schema))
                 writers[name].write_table(entry.conform(table))
                 streamed.add(name)
+            parts = table = None  # the chunk's tables go before the next chunk (`_valuation_parts`)
     for name in sorted(streamed):
         done(folder / BY_NAME[name].file)
     if release:

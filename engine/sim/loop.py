@@ -20,6 +20,7 @@ import attrs
 import numpy as np
 
 from xmargin._arrays import sorted_unique
+from xmargin._memory import return_free_memory
 from xmargin._memos import clear_memos
 from xmargin.errors import ConfigError
 from xmargin.ledger import events as ev
@@ -177,6 +178,7 @@ class RunResult:
                 self.feed = None
             else:
                 raise ValueError(f"RunResult.release: unknown part {part!r} (events, valuation)")
+        return_free_memory()
 
 
 GC_YOUNG_THRESHOLD = 20_000  # net new container objects between young collections while a run is in progress
