@@ -13,13 +13,14 @@ _TRIM: list = []  # [malloc_trim or None], looked up on first use
 
 
 def _trim_function():
+    """glibc's `malloc_trim`, or None where there is none to call."""
     if not sys.platform.startswith("linux"):
         return None
-    import ctypes
-
     try:
+        import ctypes  # (a Python built without its _ctypes extension has none)
+
         trim = ctypes.CDLL(None).malloc_trim  # the process's C library (musl has no malloc_trim)
-    except (OSError, AttributeError):
+    except (ImportError, OSError, AttributeError):
         return None
     trim.argtypes = [ctypes.c_size_t]
     trim.restype = ctypes.c_int
