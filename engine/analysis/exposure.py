@@ -86,7 +86,7 @@ def hedged_underlyings(events: pl.DataFrame, collateral: pl.DataFrame) -> set[st
 
 def exposure_figures(series: pl.DataFrame, hedged: set[str], ratio: float, after_hours: float) -> dict:
     """Per underlying: peak gross, net at peak |net|, peak |net| / gross, and the longest stretch above
-    `ratio` (hours, start time); `one_legged` when hedged and that stretch exceeds `after_hours`."""
+    `ratio` (hours, start time; the first of equally long ones); `one_legged` when hedged and that stretch exceeds `after_hours`."""
     out = {}
     for underlying in series["underlying"].unique().sort().to_list():
         rows = series.filter(pl.col("underlying") == underlying).sort("ts").with_columns(
@@ -98,7 +98,7 @@ def exposure_figures(series: pl.DataFrame, hedged: set[str], ratio: float, after
                                   .fill_null(0.0).alias("hours"))
         above = above.with_columns((pl.col("above") != pl.col("above").shift(1)).fill_null(True).cum_sum()
                                    .alias("_stretch"))
-        stretches = (above.filter(pl.col("above")).group_by("_stretch")
+        stretches = (above.filter(pl.col("above")).group_by("_stretch", maintain_order=True)  # ties: the first
                      .agg(pl.col("hours").sum(), pl.col("ts").first().alias("from"))
                      .sort("hours", descending=True, maintain_order=True))
         longest = stretches.row(0, named=True) if stretches.height else None
