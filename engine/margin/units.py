@@ -15,6 +15,7 @@ from itertools import islice
 import attrs
 import numpy as np
 
+from xmargin._arrays import concatenated_ranges
 from xmargin._memos import memo
 from xmargin.margin import formulas as margin
 from xmargin.margin.collateral import STABLECOINS
@@ -308,9 +309,9 @@ def stack_repeated(units, reserved=None) -> tuple[Legs, np.ndarray]:
     counts = np.bincount(once.unit, minlength=once.units)
     starts = np.cumsum(counts) - counts
     per_listing = counts[of]
-    listing_first = np.cumsum(per_listing) - per_listing
-    leg = np.repeat(starts[of], per_listing) + (np.arange(int(per_listing.sum())) - np.repeat(listing_first, per_listing))
+    leg = concatenated_ranges(starts[of], per_listing)
     with_model = {u: model for u, _, model in once.requirements}
+    listing_first = np.cumsum(per_listing) - per_listing
     requirements = tuple((k, np.arange(listing_first[k], listing_first[k] + per_listing[k]), with_model[d])
                          for k, d in enumerate(of.tolist()) if d in with_model) if with_model else ()
     legs = Legs(quantity=once.quantity[leg], entry=once.entry[leg], size=once.size[leg], table=once.table[leg],

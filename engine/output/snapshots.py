@@ -21,6 +21,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
+from xmargin._arrays import concatenated_ranges
 from xmargin.errors import RunError
 from xmargin.margin import formulas as margin
 from xmargin.margin.accounting import CollateralMetrics, PoolMetrics, PositionMetrics
@@ -294,9 +295,7 @@ def _expand(moments, per_state: list) -> tuple[np.ndarray, np.ndarray, list]:
     start = np.cumsum(count) - count
     per_snapshot = count[moments.state]
     index = np.repeat(np.arange(len(moments.state), dtype=np.int64), per_snapshot)
-    first_row = np.cumsum(per_snapshot) - per_snapshot
-    entry = np.repeat(start[moments.state], per_snapshot) + (np.arange(len(index)) - np.repeat(first_row, per_snapshot))
-    return index, entry, flat
+    return index, concatenated_ranges(start[moments.state], per_snapshot), flat
 
 
 def _taken(values: list, entry: np.ndarray) -> list:
