@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 import pytest
 
 from xmargin.config import load_config, parse_config
@@ -119,3 +120,22 @@ def test_shared_states_are_what_hourly_books_have():
     units, _ = snapshot_units(result.snapshots, result.catalog, result.feed, moments)
     assert len(moments.accounts) < 0.75 * len(result.snapshots)
     assert len(distinct_objects(units)[0]) < 0.75 * len(units)
+
+
+def test_a_snapshots_rows_do_not_depend_on_the_snapshots_valued_with_it(result):
+    """Each snapshot's equity, positions and collateral rows are the same whether it is valued with
+    the whole run or with every third snapshot in reverse (its account states numbered in another
+    order, most of them listed once instead of twice)."""
+    from xmargin.output.snapshots import project
+
+    snapshots, catalog, feed = result.snapshots, result.catalog, result.feed
+    picked = list(range(len(snapshots)))[::-3]
+    whole = project(snapshots, catalog, feed)
+    part = project([snapshots[n] for n in picked], catalog, feed)
+    position = {n: k for k, n in enumerate(picked)}
+    for name, got, expected in zip(("equity", "positions", "collateral"), part, whole):
+        expected = (expected.filter(pl.col("snapshot").is_in(picked))
+                    .with_columns(pl.col("snapshot").replace_strict(position, return_dtype=pl.Int64))
+                    .sort("snapshot", maintain_order=True))
+        assert got.height == expected.height > 0, name
+        assert got.equals(expected), name
