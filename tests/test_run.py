@@ -252,15 +252,18 @@ def test_verify_says_when_a_run_was_written_by_another_version(config, tmp_path)
     assert "events.arrow has no columns ['credited']" in result.output and "another version" in result.output
 
 
-def test_a_run_not_kept_in_memory_writes_the_same_folder(tmp_path):
-    """`execute(keep_result=False)` (the command line's way) drops the snapshots and the feed once the
-    tables that need them are written: the folder is the one a kept run writes, file for file, its
-    manifest differs only in timings and run id, and it verifies."""
+@pytest.mark.parametrize("example", ["demo", "portfolio_basis", "core_hedge_isolated"])
+def test_a_run_not_kept_in_memory_writes_the_same_folder(tmp_path, example):
+    """`execute(keep_result=False)` (the command line's way) drops the feed's open, high and low
+    prices before the tables, the log once written and the snapshots and the feed once the tables
+    that need them are written: the folder is the one a kept run writes, file for file, its manifest
+    differs only in timings and run id, and it verifies (cross on three venues, portfolio margin with
+    spot collateral valued at the marks, isolated)."""
     from xmargin.config import load_config
     from xmargin.output.verify import verify_run
     from xmargin.sim.runner import execute
 
-    config = load_config(ROOT / "examples" / "demo.toml")
+    config = load_config(ROOT / "examples" / f"{example}.toml")
     kept = execute(config, out=tmp_path, run_id="kept")
     dropped = execute(config, out=tmp_path, run_id="dropped", keep_result=False)
     assert kept.result is not None and len(kept.result.snapshots) > 100 and dropped.result is None
@@ -294,3 +297,24 @@ def test_releasing_a_run_clears_the_valuation_memos_and_a_later_run_gives_the_sa
     second = execute(config, out=tmp_path, run_id="second")
     assert units._ROW_MEMO  # filled again by the kept run
     assert (first.path / "events.arrow").read_bytes() == (second.path / "events.arrow").read_bytes()
+
+
+def test_releasing_the_extremes_keeps_the_closes_and_frees_the_rest():
+    """`RunResult.release("extremes")` (before the tables of a command-line run) leaves a feed of
+    closes: the open, high and low arrays (trade and mark) are gone, the closes and everything the
+    valuation and the manifest read are the same objects; an unknown part is refused by name."""
+    from xmargin.config import load_config
+    from xmargin.sim.loop import run_backtest
+
+    result = run_backtest(load_config(ROOT / "examples" / "hold.toml", end="2024-10-05"))
+    feed = result.feed
+    result.release("extremes")
+    slim = result.feed
+    assert slim is not feed and len(result.events) > 0 and len(result.snapshots) > 0
+    for name in ("open", "high", "low", "mark_open", "mark_high", "mark_low"):
+        assert getattr(slim, name) is None, name
+    for name in ("close", "mark_close", "ts", "has_bar", "keys", "mark_source", "fingerprint"):
+        assert getattr(slim, name) is getattr(feed, name), name
+    assert slim.bars == feed.bars and slim.column(feed.keys[0]) == 0
+    with pytest.raises(ValueError, match="events, extremes, valuation"):
+        result.release("prices")

@@ -272,10 +272,13 @@ def write_tables(result, folder: Path, hashes: _FileHashes | None = None, releas
     """Every table of the registry (`xmargin.output.tables`) into `folder`, each built once and
     streamed: the event log in record batches, the projections from the written log, the valuation
     tables one chunk of snapshots at a time (one record batch per chunk), so memory stays at one
-    chunk's rows. `hashes`: told of each file once it is complete. `release`: the result's log is
-    dropped once written, its snapshots and feed once the valuation tables are (`RunResult.release`)."""
+    chunk's rows. `hashes`: told of each file once it is complete. `release`: the feed's open, high
+    and low prices (no table reads them) are dropped first, the result's log once written, its
+    snapshots and feed once the valuation tables are (`RunResult.release`)."""
     done = hashes.add if hashes is not None else (lambda path: None)
     events_file = folder / BY_NAME["events"].file
+    if release:
+        result.release("extremes")
     write_events(result.events, events_file)
     done(events_file)
     if release:

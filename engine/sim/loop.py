@@ -164,20 +164,25 @@ class RunResult:
 
     def release(self, *parts: str) -> None:
         """Drop what the tables were made from once they are written (`xmargin.output.writer`, for
-        a command-line run): "events" (the log, once `events.arrow` is written), "valuation" (the
-        snapshots, their cached valuation and the feed, whose price arrays are most of a run's
-        memory); both without `parts`. Afterwards `events` / `snapshots` are empty, `feed` is None.
-        The valuation path's memos are cleared too (recomputed if needed: same numbers)."""
+        a command-line run): "events" (the log, once `events.arrow` is written), "extremes" (the
+        feed's open, high and low arrays, trade and mark: the valuation reads closes only),
+        "valuation" (the snapshots, their cached valuation and the feed, whose price arrays are most
+        of a run's memory); all three without `parts`. Afterwards `events` / `snapshots` are empty,
+        `feed` is None (after "extremes": a feed of closes only, `Feed.closes_only`). The valuation
+        path's memos are cleared too (recomputed if needed: same numbers)."""
         clear_memos()  # the run's cached units, rows and pools pin its accounts (xmargin._memos)
-        for part in parts or ("events", "valuation"):
+        for part in parts or ("events", "extremes", "valuation"):
             if part == "events":
                 self.events = []
+            elif part == "extremes":
+                if self.feed is not None:
+                    self.feed = self.feed.closes_only()
             elif part == "valuation":
                 self.snapshots = []
                 self.units = self.projected = self.distances = None
                 self.feed = None
             else:
-                raise ValueError(f"RunResult.release: unknown part {part!r} (events, valuation)")
+                raise ValueError(f"RunResult.release: unknown part {part!r} (events, extremes, valuation)")
         return_free_memory()
 
 
