@@ -183,7 +183,7 @@ class RunResult:
                 self.feed = None
             else:
                 raise ValueError(f"RunResult.release: unknown part {part!r} (events, extremes, valuation)")
-        return_free_memory()
+        return_free_memory(collect=self.feed is None)  # once the snapshots are gone, few objects are left to scan
 
 
 GC_YOUNG_THRESHOLD = 20_000  # net new container objects between young collections while a run is in progress
