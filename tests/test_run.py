@@ -318,3 +318,78 @@ def test_releasing_the_extremes_keeps_the_closes_and_frees_the_rest():
     assert slim.bars == feed.bars and slim.column(feed.keys[0]) == 0
     with pytest.raises(ValueError, match="events, extremes, valuation"):
         result.release("prices")
+
+
+@pytest.mark.parametrize("batch", [700, 64])
+def test_a_log_written_during_the_run_is_the_log_written_after_it(tmp_path, monkeypatch, batch):
+    """`execute(keep_result=False)` hands the log to events.arrow one record batch at a time while the
+    run goes on, so memory holds less than a batch of events: with batches small enough to spill many
+    times, every file of the folder is byte for byte a kept run's (which writes the log after the
+    run), and so are the summary and the manifest's event count."""
+    from xmargin.config import load_config
+    from xmargin.output import eventlog
+    from xmargin.sim.runner import execute
+
+    monkeypatch.setattr(eventlog, "EVENT_BATCH", batch)
+    config = load_config(ROOT / "examples" / "demo.toml")
+    kept = execute(config, out=tmp_path, run_id="kept")
+    dropped = execute(config, out=tmp_path, run_id="dropped", keep_result=False)
+    count = len(kept.result.events)
+    assert count > 5 * batch
+    for name in sorted(p.name for p in kept.path.iterdir() if p.name.endswith(".arrow")):
+        assert (kept.path / name).read_bytes() == (dropped.path / name).read_bytes(), name
+    manifests = [json.loads((c.path / "manifest.json").read_text()) for c in (kept, dropped)]
+    assert manifests[0]["events"] == manifests[1]["events"] == count
+    assert kept.summary["events"] == dropped.summary["events"] == count
+    assert kept.summary["warnings"] == dropped.summary["warnings"]
+
+
+def test_a_run_with_an_event_file_keeps_less_than_a_batch_of_events(tmp_path):
+    """The loop spills each full batch to the event file as it comes: at the end fewer than a batch
+    are in memory, the rest in the file, and the snapshots' events_applied count both."""
+    from xmargin.config import load_config
+    from xmargin.output.eventlog import EventFile, read_ipc
+    from xmargin.sim.loop import Backtest, run_backtest
+
+    config = load_config(ROOT / "examples" / "demo.toml")
+    whole = run_backtest(config)
+    event_file = EventFile(tmp_path / "events.arrow", batch=100)
+    spilled = Backtest(config, event_file=event_file).run()
+    assert len(spilled.events) < 100 and spilled.events_written == event_file.written > 0
+    assert spilled.event_count == len(whole.events)
+    assert [s.events_applied for s in spilled.snapshots] == [s.events_applied for s in whole.snapshots]
+    event_file.finish(spilled.events)
+    table = read_ipc(tmp_path / "events.arrow")
+    assert table.num_rows == len(whole.events) and table.column("seq").to_pylist() == list(range(len(whole.events)))
+
+
+def test_a_failed_run_with_an_event_file_leaves_no_folder(tmp_path, monkeypatch):
+    """A strategy that raises half way through a command-line run whose log is already partly on disk
+    (one event per batch): the error is the strategy's, and no run folder, partial folder or event
+    file is left."""
+    from xmargin.output import eventlog
+
+    monkeypatch.setattr(eventlog, "EVENT_BATCH", 1)
+    result = run_cli("run", str(ROOT / "examples" / "demo.toml"), "--out", str(tmp_path), "--no-validate",
+                     "--set", "run.strategy=tests.test_run:RaisesLater", "--run-id", "boom")
+    assert result.exit_code == 1, result.output
+    assert "boom in on_wake" in result.output and "No run folder was written" in result.output
+    assert list(tmp_path.iterdir()) == []
+
+
+class RaisesLater:
+    """Never trades (the deposits are the log), then raises on its 200th wake."""
+
+    def __init__(self, params):
+        self.wakes_seen = 0
+
+    def wakes(self):
+        from xmargin.sim.strategy import Wakes
+
+        return Wakes(every="1h")
+
+    def on_wake(self, view, wake):
+        self.wakes_seen += 1
+        if self.wakes_seen == 200:
+            raise RuntimeError("boom in on_wake")
+        return []
