@@ -7,6 +7,7 @@ library, another system) this is a no-op."""
 
 from __future__ import annotations
 
+import gc
 import sys
 
 _TRIM: list = []  # [malloc_trim or None], looked up on first use
@@ -27,8 +28,12 @@ def _trim_function():
     return trim
 
 
-def return_free_memory() -> None:
-    """Give the C heap's free pages back to the system (glibc `malloc_trim(0)`)."""
+def return_free_memory(collect: bool = False) -> None:
+    """Give the C heap's free pages back to the system (glibc `malloc_trim(0)`); with `collect`, a
+    full garbage collection first (it also empties the interpreter's free lists: a few ms once a
+    run's objects are gone, 20-60 MB less before a summary)."""
+    if collect:
+        gc.collect()
     if not _TRIM:
         _TRIM.append(_trim_function())
     if _TRIM[0] is not None:

@@ -252,15 +252,18 @@ def test_verify_says_when_a_run_was_written_by_another_version(config, tmp_path)
     assert "events.arrow has no columns ['credited']" in result.output and "another version" in result.output
 
 
-def test_a_run_not_kept_in_memory_writes_the_same_folder(tmp_path):
-    """`execute(keep_result=False)` (the command line's way) drops the snapshots and the feed once the
-    tables that need them are written: the folder is the one a kept run writes, file for file, its
-    manifest differs only in timings and run id, and it verifies."""
+@pytest.mark.parametrize("example", ["demo", "portfolio_basis", "core_hedge_isolated"])
+def test_a_run_not_kept_in_memory_writes_the_same_folder(tmp_path, example):
+    """`execute(keep_result=False)` (the command line's way) drops the feed's open, high and low
+    prices before the tables, the log once written and the snapshots and the feed once the tables
+    that need them are written: the folder is the one a kept run writes, file for file, its manifest
+    differs only in timings and run id, and it verifies (cross on three venues, portfolio margin with
+    spot collateral valued at the marks, isolated)."""
     from xmargin.config import load_config
     from xmargin.output.verify import verify_run
     from xmargin.sim.runner import execute
 
-    config = load_config(ROOT / "examples" / "demo.toml")
+    config = load_config(ROOT / "examples" / f"{example}.toml")
     kept = execute(config, out=tmp_path, run_id="kept")
     dropped = execute(config, out=tmp_path, run_id="dropped", keep_result=False)
     assert kept.result is not None and len(kept.result.snapshots) > 100 and dropped.result is None
@@ -294,3 +297,99 @@ def test_releasing_a_run_clears_the_valuation_memos_and_a_later_run_gives_the_sa
     second = execute(config, out=tmp_path, run_id="second")
     assert units._ROW_MEMO  # filled again by the kept run
     assert (first.path / "events.arrow").read_bytes() == (second.path / "events.arrow").read_bytes()
+
+
+def test_releasing_the_extremes_keeps_the_closes_and_frees_the_rest():
+    """`RunResult.release("extremes")` (before the tables of a command-line run) leaves a feed of
+    closes: the open, high and low arrays (trade and mark) are gone, the closes and everything the
+    valuation and the manifest read are the same objects; an unknown part is refused by name."""
+    from xmargin.config import load_config
+    from xmargin.sim.loop import run_backtest
+
+    result = run_backtest(load_config(ROOT / "examples" / "hold.toml", end="2024-10-05"))
+    feed = result.feed
+    result.release("extremes")
+    slim = result.feed
+    assert slim is not feed and len(result.events) > 0 and len(result.snapshots) > 0
+    for name in ("open", "high", "low", "mark_open", "mark_high", "mark_low"):
+        assert getattr(slim, name) is None, name
+    for name in ("close", "mark_close", "ts", "has_bar", "keys", "mark_source", "fingerprint"):
+        assert getattr(slim, name) is getattr(feed, name), name
+    assert slim.bars == feed.bars and slim.column(feed.keys[0]) == 0
+    with pytest.raises(ValueError, match="events, extremes, valuation"):
+        result.release("prices")
+
+
+@pytest.mark.parametrize("batch", [700, 64])
+def test_a_log_written_during_the_run_is_the_log_written_after_it(tmp_path, monkeypatch, batch):
+    """`execute(keep_result=False)` hands the log to events.arrow one record batch at a time while the
+    run goes on, so memory holds less than a batch of events: with batches small enough to spill many
+    times, every file of the folder is byte for byte a kept run's (which writes the log after the
+    run), and so are the summary and the manifest's event count."""
+    from xmargin.config import load_config
+    from xmargin.output import eventlog
+    from xmargin.sim.runner import execute
+
+    monkeypatch.setattr(eventlog, "EVENT_BATCH", batch)
+    config = load_config(ROOT / "examples" / "demo.toml")
+    kept = execute(config, out=tmp_path, run_id="kept")
+    dropped = execute(config, out=tmp_path, run_id="dropped", keep_result=False)
+    count = len(kept.result.events)
+    assert count > 5 * batch
+    for name in sorted(p.name for p in kept.path.iterdir() if p.name.endswith(".arrow")):
+        assert (kept.path / name).read_bytes() == (dropped.path / name).read_bytes(), name
+    manifests = [json.loads((c.path / "manifest.json").read_text()) for c in (kept, dropped)]
+    assert manifests[0]["events"] == manifests[1]["events"] == count
+    assert kept.summary["events"] == dropped.summary["events"] == count
+    assert kept.summary["warnings"] == dropped.summary["warnings"]
+
+
+def test_a_run_with_an_event_file_keeps_less_than_a_batch_of_events(tmp_path):
+    """The loop spills each full batch to the event file as it comes: at the end fewer than a batch
+    are in memory, the rest in the file, and the snapshots' events_applied count both."""
+    from xmargin.config import load_config
+    from xmargin.output.eventlog import EventFile, read_ipc
+    from xmargin.sim.loop import Backtest, run_backtest
+
+    config = load_config(ROOT / "examples" / "demo.toml")
+    whole = run_backtest(config)
+    event_file = EventFile(tmp_path / "events.arrow", batch=100)
+    spilled = Backtest(config, event_file=event_file).run()
+    assert len(spilled.events) < 100 and spilled.events_written == event_file.written > 0
+    assert spilled.event_count == len(whole.events)
+    assert [s.events_applied for s in spilled.snapshots] == [s.events_applied for s in whole.snapshots]
+    event_file.finish(spilled.events)
+    table = read_ipc(tmp_path / "events.arrow")
+    assert table.num_rows == len(whole.events) and table.column("seq").to_pylist() == list(range(len(whole.events)))
+
+
+def test_a_failed_run_with_an_event_file_leaves_no_folder(tmp_path, monkeypatch):
+    """A strategy that raises half way through a command-line run whose log is already partly on disk
+    (one event per batch): the error is the strategy's, and no run folder, partial folder or event
+    file is left."""
+    from xmargin.output import eventlog
+
+    monkeypatch.setattr(eventlog, "EVENT_BATCH", 1)
+    result = run_cli("run", str(ROOT / "examples" / "demo.toml"), "--out", str(tmp_path), "--no-validate",
+                     "--set", "run.strategy=tests.test_run:RaisesLater", "--run-id", "boom")
+    assert result.exit_code == 1, result.output
+    assert "boom in on_wake" in result.output and "No run folder was written" in result.output
+    assert list(tmp_path.iterdir()) == []
+
+
+class RaisesLater:
+    """Never trades (the deposits are the log), then raises on its 200th wake."""
+
+    def __init__(self, params):
+        self.wakes_seen = 0
+
+    def wakes(self):
+        from xmargin.sim.strategy import Wakes
+
+        return Wakes(every="1h")
+
+    def on_wake(self, view, wake):
+        self.wakes_seen += 1
+        if self.wakes_seen == 200:
+            raise RuntimeError("boom in on_wake")
+        return []

@@ -80,6 +80,12 @@ class Feed:
             raise DatasetError(f"unknown instrument {key!r}: this run has {list(self.keys)} (keys are "
                                "'exchange:symbol' as declared in dataset.toml).") from None
 
+    def closes_only(self) -> "Feed":
+        """This feed without its open, high and low arrays (trade and mark: None), for what reads
+        closes only (the valuation of a finished run's snapshots): their memory is freed once no
+        other feed holds them."""
+        return attrs.evolve(self, open=None, high=None, low=None, mark_open=None, mark_high=None, mark_low=None)
+
     @property
     def bars(self) -> int:
         return int(self.has_bar.sum())

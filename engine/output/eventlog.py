@@ -120,12 +120,49 @@ def write_ipc(table: pa.Table, path: Path) -> None:
 EVENT_BATCH = 65_536  # events per record batch of events.arrow: memory stays at one batch's columns
 
 
-def write_events(events, path: Path, batch: int = EVENT_BATCH) -> None:
-    """Write the log to an Arrow IPC file one record batch of `batch` events at a time."""
-    schema = event_schema()
-    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
+def write_events(events, path: Path, batch: int | None = None) -> None:
+    """Write the log to an Arrow IPC file one record batch of `batch` (default `EVENT_BATCH`) events
+    at a time."""
+    log = EventFile(path, batch)
+    try:
+        log.finish(events)
+    except BaseException:
+        log.abort()
+        raise
+
+
+class EventFile:
+    """`events.arrow` written while a run goes on (`xmargin.sim.loop.Backtest(event_file=...)`): the
+    loop hands over each full record batch of `batch` events and drops them from memory; the
+    writer adds the rest at the end (`finish`). The file's bytes are `write_events`'s for the same log."""
+
+    def __init__(self, path: Path, batch: int | None = None):
+        self.path = Path(path)
+        self.batch = EVENT_BATCH if batch is None else batch  # events per record batch
+        self.written = 0  # events in the file
+        self._sink = pa.OSFile(str(self.path), "wb")
+        self._writer = pa.ipc.new_file(self._sink, event_schema())
+
+    def add(self, events) -> None:
+        """Append `events` (log order, following those written) as one record batch."""
+        self._writer.write_table(events_to_table(events, first_seq=self.written))
+        self.written += len(events)
+
+    def finish(self, events) -> None:
+        """Append the log's remaining `events`, `batch` at a time, and close the file."""
+        batch = self.batch
         for start in range(0, len(events), batch):
-            writer.write_table(events_to_table(events[start:start + batch], first_seq=start))
+            self.add(events[start:start + batch])
+        self._writer.close()
+        self._sink.close()
+
+    def abort(self) -> None:
+        """Close the file without finishing it (a failed run: its folder is removed)."""
+        for closing in (self._writer.close, self._sink.close):
+            try:
+                closing()
+            except Exception:  # noqa: BLE001 - already failing; the folder goes
+                pass
 
 
 def read_ipc(path: Path) -> pa.Table:

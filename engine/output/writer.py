@@ -187,7 +187,7 @@ def run_meta(result, run_id: str = "") -> dict:
     feed = result.feed
     return {"run_id": run_id, "strategy": result.config.strategy, "start": iso_minutes(int(feed.ts[0])),
             "end": iso_minutes(int(feed.ts[-1]) + feed.bar_ns), "bars": feed.bars, "instruments": list(feed.keys),
-            "events": len(result.events), "run_seconds": result.timings["run_seconds"],
+            "events": result.event_count, "run_seconds": result.timings["run_seconds"],
             "load_seconds": result.timings["load_seconds"],
             "margin_modes": {n: v.margin_mode for n, v in result.catalog.venues.items()},
             "mark_price_source": dict(feed.mark_source),
@@ -272,11 +272,25 @@ def write_tables(result, folder: Path, hashes: _FileHashes | None = None, releas
     """Every table of the registry (`xmargin.output.tables`) into `folder`, each built once and
     streamed: the event log in record batches, the projections from the written log, the valuation
     tables one chunk of snapshots at a time (one record batch per chunk), so memory stays at one
-    chunk's rows. `hashes`: told of each file once it is complete. `release`: the result's log is
-    dropped once written, its snapshots and feed once the valuation tables are (`RunResult.release`)."""
+    chunk's rows. `hashes`: told of each file once it is complete. `release`: the feed's open, high
+    and low prices (no table reads them) are dropped first, the result's log once written, its
+    snapshots and feed once the valuation tables are (`RunResult.release`)."""
     done = hashes.add if hashes is not None else (lambda path: None)
     events_file = folder / BY_NAME["events"].file
-    write_events(result.events, events_file)
+    if release:
+        result.release("extremes")
+    if result.event_file is not None:  # written while the run went on: the rest of the log, then closed
+        if result.event_file.path != events_file:
+            raise RunError(f"{result.event_file.path}: the run's event file is not {events_file} (a bug of the "
+                           "caller: the run and its folder must share the reservation)")
+        event_file, result.event_file = result.event_file, None
+        try:
+            event_file.finish(result.events)
+        except BaseException:
+            event_file.abort()
+            raise
+    else:
+        write_events(result.events, events_file)
     done(events_file)
     if release:
         result.release("events")
@@ -339,7 +353,7 @@ def _manifest_head(result, run_id: str) -> dict:
         "versions": _versions(),
         "dataset_fingerprint": result.feed.fingerprint,
         "seed": config.seed,
-        "events": len(result.events),
+        "events": result.event_count,
     }
 
 

@@ -10,6 +10,7 @@ appended to the log; no wall-clock time enters the run (progress printing only r
 from __future__ import annotations
 
 import gc
+import math
 import sys
 import threading
 import time
@@ -150,7 +151,7 @@ class RunResult:
     config: object
     feed: Feed
     catalog: Catalog
-    events: list
+    events: list  # the log; with `event_file`, the events not in that file yet
     snapshots: list
     initial_ledger: Ledger
     ledger: Ledger
@@ -161,24 +162,36 @@ class RunResult:
     units: object = None  # the snapshots' stacked risk units: xmargin.output.snapshots.run_stacked
     warnings: list = attrs.field(factory=list)
     settlements: tuple = ()  # xmargin.sim.expiry.Settlement of every dated future in the run
+    event_file: object = None  # xmargin.output.eventlog.EventFile holding the log's first events (unfinished)
+    events_written: int = 0  # how many: `events` follow them
+
+    @property
+    def event_count(self) -> int:
+        """Events in the run's log (before any release)."""
+        return self.events_written + len(self.events)
 
     def release(self, *parts: str) -> None:
         """Drop what the tables were made from once they are written (`xmargin.output.writer`, for
-        a command-line run): "events" (the log, once `events.arrow` is written), "valuation" (the
-        snapshots, their cached valuation and the feed, whose price arrays are most of a run's
-        memory); both without `parts`. Afterwards `events` / `snapshots` are empty, `feed` is None.
-        The valuation path's memos are cleared too (recomputed if needed: same numbers)."""
+        a command-line run): "events" (the log, once `events.arrow` is written), "extremes" (the
+        feed's open, high and low arrays, trade and mark: the valuation reads closes only),
+        "valuation" (the snapshots, their cached valuation and the feed, whose price arrays are most
+        of a run's memory); all three without `parts`. Afterwards `events` / `snapshots` are empty,
+        `feed` is None (after "extremes": a feed of closes only, `Feed.closes_only`). The valuation
+        path's memos are cleared too (recomputed if needed: same numbers)."""
         clear_memos()  # the run's cached units, rows and pools pin its accounts (xmargin._memos)
-        for part in parts or ("events", "valuation"):
+        for part in parts or ("events", "extremes", "valuation"):
             if part == "events":
                 self.events = []
+            elif part == "extremes":
+                if self.feed is not None:
+                    self.feed = self.feed.closes_only()
             elif part == "valuation":
                 self.snapshots = []
                 self.units = self.projected = self.distances = None
                 self.feed = None
             else:
-                raise ValueError(f"RunResult.release: unknown part {part!r} (events, valuation)")
-        return_free_memory()
+                raise ValueError(f"RunResult.release: unknown part {part!r} (events, extremes, valuation)")
+        return_free_memory(collect=self.feed is None)  # once the snapshots are gone, few objects are left to scan
 
 
 GC_YOUNG_THRESHOLD = 20_000  # net new container objects between young collections while a run is in progress
@@ -234,9 +247,11 @@ class Backtest:
     """One run: build it from a validated `RunConfig`, call `run()`."""
 
     def __init__(self, config, feed: Feed | None = None, catalog: Catalog | None = None, strategy=None,
-                 shocks=(), progress: bool = False, input_warnings=()):
+                 shocks=(), progress: bool = False, input_warnings=(), event_file=None):
         """`input_warnings`: the dataset validation's warnings (Problems); the summary repeats those
-        about instruments the run trades, with the run's own."""
+        about instruments the run trades, with the run's own. `event_file`: an
+        `xmargin.output.eventlog.EventFile` that takes the log a full record batch at a time while
+        the run goes on (memory then holds at most one batch of events); the writer finishes it."""
         from xmargin.dataset.manifest import read_manifest
 
         started = time.perf_counter()
@@ -270,6 +285,9 @@ class Backtest:
         self.progress = progress
         self.ledger = Ledger.create({name: venue.margin_mode for name, venue in self.catalog.venues.items()})
         self.events: list = []
+        self._event_file = event_file
+        self._spill_at = event_file.batch if event_file is not None else math.inf  # log length that spills a batch
+        self._spilled_instruments: set = set()  # the instruments of the events already in the event file
         self.snapshots: list = []
         self.thresholds = np.array(config.warning_thresholds, dtype=np.float64)
         self._points = POINTS[config.intrabar]
@@ -288,7 +306,8 @@ class Backtest:
 
     def _warnings_that_apply(self) -> list[str]:
         """The input warnings about instruments this run traded or watched (and all general ones)."""
-        used = {getattr(event, "instrument", None) for event in self.events} | set(self.wakes.bars)
+        used = ({getattr(event, "instrument", None) for event in self.events} | self._spilled_instruments
+                | set(self.wakes.bars))
         if "*" in used:
             used |= set(self.feed.keys)
         return [message for key, message in self.warnings if key is None or key in used]
@@ -323,12 +342,27 @@ class Backtest:
             ledger = applier(type(event))(ledger, event)  # = apply(ledger, event), without a call in between
             log.append(event)
         self.ledger = ledger
+        if len(log) >= self._spill_at:
+            self._spill()
+
+    def _spill(self) -> None:
+        """Hand every full record batch of the log to the event file and drop it from memory."""
+        log, size = self.events, self._spill_at
+        while len(log) >= size:
+            batch = log[:size]
+            self._spilled_instruments.update(getattr(event, "instrument", None) for event in batch)
+            self._event_file.add(batch)
+            del log[:size]
+
+    def _event_count(self) -> int:
+        """Events emitted so far (those in the event file and those in memory)."""
+        return len(self.events) + (self._event_file.written if self._event_file is not None else 0)
 
     def _snapshot(self, row: int, ts: int, reason: str, exchanges) -> None:
         """Record the accounts to value at `row` (valued at the end: xmargin.output.snapshots),
         with their risk units where they do not move with prices: the run values every account
         state it snapshots (the scan that follows), so they are built once, here or there (memo)."""
-        applied = len(self.events)
+        applied = self._event_count()
         accounts, catalog, steady = self.ledger.accounts, self.catalog, self._steady_units
         self.snapshots.extend(Snapshot(ts, reason, applied, row, accounts[exchange],
                                        account_units(catalog, accounts[exchange]) if exchange in steady else None)
@@ -364,8 +398,13 @@ class Backtest:
 
     # -- the loop -------------------------------------------------------------------------------
     def run(self) -> RunResult:
-        with few_collections():
-            return self._run()
+        try:
+            with few_collections():
+                return self._run()
+        except BaseException:
+            if self._event_file is not None:
+                self._event_file.abort()
+            raise
 
     def _run(self) -> RunResult:
         started = time.perf_counter()
@@ -452,7 +491,7 @@ class Backtest:
             if self.progress and time.monotonic() - last_progress > 1.0:
                 last_progress = time.monotonic()
                 print(f"\r  {np.datetime64(int(feed.ts[min(row, total - 1)]), 'ns').astype('datetime64[m]')}  "
-                      f"{100 * row / total:5.1f} %  {len(self.events):,} events", end="", file=sys.stderr, flush=True)
+                      f"{100 * row / total:5.1f} %  {self._event_count():,} events", end="", file=sys.stderr, flush=True)
         if self.progress:
             print("\r" + " " * 70 + "\r", end="", file=sys.stderr, flush=True)
         final_row = min(row, total) - 1
@@ -463,7 +502,8 @@ class Backtest:
                          initial_ledger=self.initial_ledger, ledger=self.ledger,
                          timings={"load_seconds": self.load_seconds, "run_seconds": run_seconds},
                          intrabar=config.intrabar, warnings=self._warnings_that_apply(),
-                         settlements=tuple(self.settlements))
+                         settlements=tuple(self.settlements), event_file=self._event_file,
+                         events_written=self._event_file.written if self._event_file is not None else 0)
 
     def _fill_orders(self, row: int, ts: int, slippage: float) -> list:
         feed = self.feed

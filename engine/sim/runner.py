@@ -7,7 +7,7 @@ from pathlib import Path
 import attrs
 import polars as pl
 
-from xmargin.output.eventlog import events_to_table
+from xmargin.output.eventlog import EventFile, events_to_table
 from xmargin.sim.loop import Backtest, RunResult, few_collections
 from xmargin.output.snapshots import collateral_table, positions_table
 from xmargin.output.writer import equity_table, reserve_run, run_id_for, run_meta, summary_options, write_run_folder
@@ -46,7 +46,17 @@ def execute(config, out: Path | None = None, run_id: str | None = None, progress
         backtest_options["strategy"] = build_strategy(config.strategy, config.params, config.folder)
     reservation = reserve_run(out, run_id or run_id_for(config, out))
     try:
-        result = Backtest(config, progress=progress, input_warnings=warnings, **backtest_options).run()
+        # not kept: the log goes to the folder's events.arrow a record batch at a time during the run
+        event_file = None if keep_result else EventFile(reservation.partial / "events.arrow")
+        try:
+            backtest = Backtest(config, progress=progress, input_warnings=warnings, event_file=event_file,
+                                **backtest_options)
+        except BaseException:
+            if event_file is not None:
+                event_file.abort()
+            raise
+        result = backtest.run()
+        del backtest
         with few_collections():  # the tables are written straight from the result, the summary from them
             path, summary = write_run_folder(result, extra_manifest=extra_manifest, reservation=reservation,
                                              release=not keep_result)
