@@ -96,11 +96,9 @@ def run(config_path, sets, margin_modes, start, end, out, seed, skip_validation,
     from xmargin.sim.strategy import build_strategy
     from xmargin.analysis.summary import format_summary, problems
 
-    # the strategy (reference and params) is part of the config: refused before the dataset is read
-    try:
-        strategy = build_strategy(config.strategy, config.params, config.folder)
-    finally:
-        hashing.join()
+    # the strategy (reference and params) is part of the config: refused without waiting for the hash
+    strategy = build_strategy(config.strategy, config.params, config.folder)
+    hashing.join()
     warnings = _checked_dataset(config, skip_validation)
     completed = execute(config, run_id=run_id, progress=not quiet and sys.stderr.isatty(), warnings=warnings,
                         strategy=strategy, keep_result=False)
