@@ -187,3 +187,56 @@ def test_a_scheduler_that_is_no_address_is_named(config_path, tmp_path):
     result = invoke("sweep", config_path, "--executor", "dask", "--scheduler", "garbage", "--out", tmp_path / "s")
     assert result.exit_code == 2 and "--scheduler 'garbage': not a scheduler address" in result.output
     assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize("damage", ["dangling link", "folder", "garbage bytes"])
+def test_an_unreadable_parquet_file_is_named_with_or_without_validation(tmp_path, damage):
+    """A dataset with one bars file that cannot be read: a link to nothing, a folder named like a
+    Parquet file, or bytes that are not Parquet. `xmargin run` (validating) lists the file with a fix
+    and exits 1; with --no-validate the load names the dataset and the file and exits 2. Never a
+    traceback, never a run folder."""
+    dataset = tmp_path / "data"
+    shutil.copytree(ROOT / "datasets" / "sample", dataset)
+    bad = dataset / "bars" / "binance" / "perp" / "ZZZ_USDT_USDT-1h.parquet"
+    if damage == "dangling link":
+        bad.symlink_to(tmp_path / "nowhere.parquet")
+    elif damage == "folder":
+        bad.mkdir()
+    else:
+        bad.write_bytes(b"not parquet at all" * 10)
+    text = (ROOT / "examples" / "hold.toml").read_text().replace('"datasets/sample"', f'"{dataset}"')
+    text = text.replace('end = "2025-01-01"', 'end = "2024-10-05"')
+    config = tmp_path / "hold.toml"
+    config.write_text(text)
+    out = tmp_path / "runs"
+
+    checked = invoke("run", config, "--out", out, "--quiet")
+    assert checked.exit_code == 1, checked.output
+    assert "bars/binance/perp/ZZZ_USDT_USDT-1h.parquet" in checked.output and "Fix:" in checked.output
+    expected = {"dangling link": "a link to a file that does not exist", "folder": "is a folder",
+                "garbage bytes": "cannot read Parquet"}[damage]
+    assert expected in checked.output
+
+    unchecked = invoke("run", config, "--out", out, "--quiet", "--no-validate")
+    assert unchecked.exit_code == 2, unchecked.output
+    assert "Traceback" not in unchecked.output
+    assert f"{dataset}: cannot read the dataset" in unchecked.output
+    assert "xmargin data validate" in unchecked.output
+    assert "bars/binance/perp/ZZZ_USDT_USDT-1h.parquet cannot be read" in unchecked.output
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_a_damaged_index_file_is_named_when_a_future_settles(tmp_path):
+    """The settlement price of a dated future reads the dataset's index table when the run starts;
+    with --no-validate a damaged index file is named there (exit 2), not a reader's traceback."""
+    dataset = tmp_path / "data"
+    shutil.copytree(ROOT / "datasets" / "sample-futures", dataset)
+    (dataset / "index" / "data.parquet").write_bytes(b"garbage" * 20)
+    config = tmp_path / "portfolio_basis.toml"
+    config.write_text((ROOT / "examples" / "portfolio_basis.toml").read_text()
+                      .replace('"datasets/sample-futures"', f'"{dataset}"'))
+    result = invoke("run", config, "--out", tmp_path / "runs", "--quiet", "--no-validate")
+    assert result.exit_code == 2, result.output
+    assert f"{dataset}: cannot read the dataset (index/data.parquet cannot be read" in result.output
+    runs = tmp_path / "runs"
+    assert "Traceback" not in result.output and (not runs.exists() or not any(runs.iterdir()))

@@ -170,7 +170,48 @@ def load_feed(folder: str | Path, keys: list[str], start: datetime | None = None
 
     A dataset may hold several bar timeframes of one instrument (e.g. 5m and 1h): `timeframe` picks
     one (config `run.timeframe`); without it the instruments' bars must have exactly one. Marks are
-    used only at the bars' timeframe (an 8h mark never stands in for a 1h one)."""
+    used only at the bars' timeframe (an 8h mark never stands in for a 1h one).
+
+    A file that cannot be read (a run with the validation skipped: a missing or damaged Parquet
+    file) is a DatasetError naming the dataset, the reader's message (with the file) and the check
+    that lists every such file with its fix."""
+    try:
+        return _load_feed(folder, keys, start, end, timeframe)
+    except READ_ERRORS as exc:
+        raise unreadable_dataset(folder, exc) from exc
+
+
+READ_ERRORS = (pl.exceptions.PolarsError, OSError)  # what reading a damaged or missing Parquet file raises
+
+
+def unreadable_dataset(folder: str | Path, exc: BaseException) -> DatasetError:
+    """The error for a dataset whose files could not be read (`exc`, one of READ_ERRORS): the
+    dataset, the first unreadable file, the reader's message, and the check that lists them all."""
+    culprit = _first_unreadable(Path(folder))
+    where = f"{culprit} cannot be read; " if culprit else ""
+    return DatasetError(f"{folder}: cannot read the dataset ({where}{type(exc).__name__}: {exc}). Fix: run `xmargin "
+                        f"data validate {folder}`, which names every unreadable file and what to do about it.")
+
+
+def _first_unreadable(folder: Path) -> str | None:
+    """The first table file of `folder` (relative path) that is not a readable Parquet file: the
+    reader's own message does not always name it."""
+    try:
+        files = [path for kind in ("bars", "mark", "index", "funding") for path in table_files(folder, kind)]
+    except Exception:  # noqa: BLE001 - only looking for a name to give
+        return None
+    for path in files:
+        try:
+            if not path.is_file():
+                return str(path.relative_to(folder))
+            pl.scan_parquet(str(path)).collect_schema()
+        except Exception:  # noqa: BLE001 - this is the one
+            return str(path.relative_to(folder))
+    return None
+
+
+def _load_feed(folder: str | Path, keys: list[str], start: datetime | None, end: datetime | None,
+               timeframe: str | None) -> Feed:
     manifest: DatasetManifest = read_manifest(folder)
     declared = set(manifest.keys)
     unknown = [k for k in keys if k not in declared]

@@ -166,6 +166,13 @@ def _check_schema(files: list[Path], kind: str, root: Path, out: _Collector) -> 
     good = []
     for f in files:
         name = relative(f, root)
+        if not f.is_file():  # listed by its name, but no file to read
+            what = ("a folder" if f.is_dir() else "a link to a file that does not exist" if f.is_symlink()
+                    else "gone (removed while the dataset was read)")
+            out.add(severity=ERROR, check="readable", file=name, message=f"is {what}, not a Parquet file",
+                    fix="remove it from the table's folder, or put the Parquet file it should be in its place "
+                        "(a table's parts are files, one Parquet file each)")
+            continue
         try:
             schema = pl.scan_parquet(str(f)).collect_schema()
         except Exception as exc:  # unreadable Parquet

@@ -27,7 +27,7 @@ import polars as pl
 
 from xmargin.ledger import events as ev
 from xmargin.margin import formulas as margin
-from xmargin.dataset.feed import timeframe_ns
+from xmargin.dataset.feed import READ_ERRORS, timeframe_ns, unreadable_dataset
 from xmargin.dataset.tables import scan
 
 
@@ -55,12 +55,15 @@ def _index_average(dataset, key: str, bar_ns: int, start_ns: int, end_ns: int) -
     """(mean close, bars) of the dataset's index rows for `key` closing in (start_ns, end_ns]."""
     if dataset is None or not Path(dataset).is_dir():
         return float("nan"), 0
-    frame = scan(dataset, "index", instruments=[key])
-    if frame is None:
-        return float("nan"), 0
-    closes = (frame.select(pl.col("ts").dt.epoch("ns").alias("ts"), "timeframe", "close")
-              .filter((pl.col("ts") > start_ns - 86_400_000_000_000) & (pl.col("ts") < end_ns))
-              .collect())
+    try:
+        frame = scan(dataset, "index", instruments=[key])
+        if frame is None:
+            return float("nan"), 0
+        closes = (frame.select(pl.col("ts").dt.epoch("ns").alias("ts"), "timeframe", "close")
+                  .filter((pl.col("ts") > start_ns - 86_400_000_000_000) & (pl.col("ts") < end_ns))
+                  .collect())
+    except READ_ERRORS as exc:  # a damaged index file (a run with the validation skipped)
+        raise unreadable_dataset(dataset, exc) from exc
     if not closes.height:
         return float("nan"), 0
     length = {t: timeframe_ns(t) for t in closes["timeframe"].unique().to_list()}
