@@ -364,32 +364,14 @@ def test_a_run_with_an_event_file_keeps_less_than_a_batch_of_events(tmp_path):
 
 
 def test_a_failed_run_with_an_event_file_leaves_no_folder(tmp_path, monkeypatch):
-    """A strategy that raises half way through a command-line run whose log is already partly on disk
+    """A strategy that raises on its fifth wake of a command-line run whose log is already partly on disk
     (one event per batch): the error is the strategy's, and no run folder, partial folder or event
     file is left."""
     from xmargin.output import eventlog
 
     monkeypatch.setattr(eventlog, "EVENT_BATCH", 1)
     result = run_cli("run", str(ROOT / "examples" / "demo.toml"), "--out", str(tmp_path), "--no-validate",
-                     "--set", "run.strategy=tests.test_run:RaisesLater", "--run-id", "boom")
+                     "--set", "run.strategy=tests.test_run:Crashes", "--run-id", "boom")
     assert result.exit_code == 1, result.output
-    assert "boom in on_wake" in result.output and "No run folder was written" in result.output
+    assert "strategy bug" in result.output and "No run folder was written" in result.output
     assert list(tmp_path.iterdir()) == []
-
-
-class RaisesLater:
-    """Never trades (the deposits are the log), then raises on its 200th wake."""
-
-    def __init__(self, params):
-        self.wakes_seen = 0
-
-    def wakes(self):
-        from xmargin.sim.strategy import Wakes
-
-        return Wakes(every="1h")
-
-    def on_wake(self, view, wake):
-        self.wakes_seen += 1
-        if self.wakes_seen == 200:
-            raise RuntimeError("boom in on_wake")
-        return []
