@@ -288,6 +288,7 @@ class Backtest:
         self._event_file = event_file
         self._spill_at = event_file.batch if event_file is not None else math.inf  # log length that spills a batch
         self._spilled_instruments: set = set()  # the instruments of the events already in the event file
+        self._spill_seconds = 0.0  # spent writing the event file during the run (not the run phase's)
         self.snapshots: list = []
         self.thresholds = np.array(config.warning_thresholds, dtype=np.float64)
         self._points = POINTS[config.intrabar]
@@ -347,12 +348,14 @@ class Backtest:
 
     def _spill(self) -> None:
         """Hand every full record batch of the log to the event file and drop it from memory."""
+        started = time.perf_counter()
         log, size = self.events, self._spill_at
         while len(log) >= size:
             batch = log[:size]
             self._spilled_instruments.update(getattr(event, "instrument", None) for event in batch)
             self._event_file.add(batch)
             del log[:size]
+        self._spill_seconds += time.perf_counter() - started
 
     def _event_count(self) -> int:
         """Events emitted so far (those in the event file and those in memory)."""
@@ -496,11 +499,14 @@ class Backtest:
             print("\r" + " " * 70 + "\r", end="", file=sys.stderr, flush=True)
         final_row = min(row, total) - 1
         self._snapshot(final_row, int(feed.ts[final_row]) + feed.bar_ns, "final", sorted(self.catalog.venues))
-        run_seconds = time.perf_counter() - started
+        run_seconds = time.perf_counter() - started - self._spill_seconds
+        timings = {"load_seconds": self.load_seconds, "run_seconds": run_seconds}
+        if self._event_file is not None:
+            timings["event_log_seconds"] = self._spill_seconds  # the log written during the run
         return RunResult(config=config, feed=feed, catalog=self.catalog, events=self.events,
                          snapshots=self.snapshots,
                          initial_ledger=self.initial_ledger, ledger=self.ledger,
-                         timings={"load_seconds": self.load_seconds, "run_seconds": run_seconds},
+                         timings=timings,
                          intrabar=config.intrabar, warnings=self._warnings_that_apply(),
                          settlements=tuple(self.settlements), event_file=self._event_file,
                          events_written=self._event_file.written if self._event_file is not None else 0)
