@@ -328,6 +328,7 @@ def test_a_log_written_during_the_run_is_the_log_written_after_it(tmp_path, monk
     run), and so are the summary and the manifest's event count."""
     from xmargin.config import load_config
     from xmargin.output import eventlog
+    from xmargin.output.verify import verify_run
     from xmargin.sim.runner import execute
 
     monkeypatch.setattr(eventlog, "EVENT_BATCH", batch)
@@ -342,6 +343,7 @@ def test_a_log_written_during_the_run_is_the_log_written_after_it(tmp_path, monk
     assert manifests[0]["events"] == manifests[1]["events"] == count
     # the time spent writing the log during the run is its own figure, not the run phase's
     assert "event_log_seconds" not in manifests[0]["timings"] and manifests[1]["timings"]["event_log_seconds"] > 0
+    assert verify_run(dropped.path) == []  # the replay of the streamed log reproduces the state
     assert kept.summary["events"] == dropped.summary["events"] == count
     assert kept.summary["warnings"] == dropped.summary["warnings"]
 
