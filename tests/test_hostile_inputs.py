@@ -240,3 +240,64 @@ def test_a_damaged_index_file_is_named_when_a_future_settles(tmp_path):
     assert f"{dataset}: cannot read the dataset (index/data.parquet cannot be read" in result.output
     runs = tmp_path / "runs"
     assert "Traceback" not in result.output and (not runs.exists() or not any(runs.iterdir()))
+
+
+@pytest.mark.parametrize("build, message", [
+    (lambda c: c.PlaceOrder.market(123, 0.01), "PlaceOrder.instrument must be text, got 123"),
+    (lambda c: c.PlaceOrder.market("binance:BTC/USDT:USDT", 0.01, reduce_only="no"),
+     "PlaceOrder.reduce_only must be True or False, got 'no'"),
+    (lambda c: c.PlaceOrder.market("binance:BTC/USDT:USDT", 0.01, tag=5), "PlaceOrder.tag must be text, got 5"),
+    (lambda c: c.PlaceOrder.market("binance:BTC/USDT:USDT", 0.01, leverage="ten"), "could not convert"),
+    (lambda c: c.CancelOrder("binance", 3.7), "CancelOrder.order_id must be a whole number"),
+    (lambda c: c.CancelOrder("binance", True), "CancelOrder.order_id must be a whole number"),
+    (lambda c: c.Transfer("USDT", 10, "binance", None), "Transfer.destination must be text, got None"),
+    (lambda c: c.SetLeverage(None, 5), "SetLeverage.instrument must be text"),
+])
+def test_a_command_of_the_wrong_kind_is_refused_where_the_strategy_builds_it(build, message):
+    """A value of the wrong kind in a command is refused when the strategy builds it, naming the
+    command and the field: the string "no" is not read as reduce_only=True (it was, and the order was
+    rejected for another reason), an order id 3.7 is not written to the log as 3, a tag 5 does not
+    stop the event log's writing after the run."""
+    from xmargin.ledger import commands
+
+    with pytest.raises((TypeError, ValueError), match=message):
+        build(commands)
+
+
+def test_commands_keep_the_values_of_the_right_kind():
+    import numpy as np
+
+    from xmargin.ledger import commands
+
+    order = commands.PlaceOrder.market("binance:BTC/USDT:USDT", 0.01, reduce_only=np.bool_(True), tag=None,
+                                       leverage=5)
+    assert order.reduce_only is True and order.tag == "" and order.leverage == 5.0
+    assert commands.CancelOrder("binance", np.int64(7)).order_id == 7
+    assert commands.CancelOrder("binance", 7.0).order_id == 7
+
+
+class CancelsAFloat:
+    """Asks to cancel the order 3.7 on its second wake."""
+
+    def __init__(self, params):
+        self.wakes_seen = 0
+
+    def wakes(self):
+        from xmargin.sim.strategy import Wakes
+
+        return Wakes(every="1d")
+
+    def on_wake(self, view, wake):
+        from xmargin.ledger.commands import CancelOrder
+
+        self.wakes_seen += 1
+        return [CancelOrder("binance", 3.7)] if self.wakes_seen == 2 else []
+
+
+def test_a_strategy_building_a_bad_command_stops_the_run_naming_it(config_path, tmp_path):
+    result = invoke("run", config_path, "--out", tmp_path / "runs", "--quiet", "--no-validate",
+                    "--set", "run.strategy=tests.test_hostile_inputs:CancelsAFloat")
+    assert result.exit_code == 1, result.output
+    assert "CancelOrder.order_id must be a whole number" in result.output and "No run folder was written" in result.output
+    runs = tmp_path / "runs"
+    assert not runs.exists() or not any(runs.iterdir())
