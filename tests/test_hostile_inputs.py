@@ -301,3 +301,53 @@ def test_a_strategy_building_a_bad_command_stops_the_run_naming_it(config_path, 
     assert "CancelOrder.order_id must be a whole number" in result.output and "No run folder was written" in result.output
     runs = tmp_path / "runs"
     assert not runs.exists() or not any(runs.iterdir())
+
+
+class NotANumber:
+    """Opens an isolated BTC long on its first wake, then sends the command of `params["case"]` with a
+    nan (an order's leverage, an isolated margin adjustment)."""
+
+    def __init__(self, params):
+        self.case, self.wakes_seen = params["case"], 0
+
+    def wakes(self):
+        from xmargin.sim.strategy import Wakes
+
+        return Wakes(every="1d")
+
+    def on_wake(self, view, wake):
+        from xmargin.ledger.commands import AdjustIsolatedMargin, PlaceOrder
+
+        self.wakes_seen += 1
+        btc = "binance:BTC/USDT:USDT"
+        if self.wakes_seen == 1:
+            return [PlaceOrder.market(btc, 0.01, margin_mode="isolated")]
+        if self.wakes_seen == 3:
+            if self.case == "leverage":
+                return [PlaceOrder.market("binance:ETH/USDT:USDT", 0.1, leverage=float("nan"))]
+            return [AdjustIsolatedMargin(btc, float("nan"))]
+        return []
+
+
+@pytest.mark.parametrize("case, reason", [("leverage", "leverage nan must be a positive number"),
+                                          ("adjust", "adjust margin: amount nan must be a non-zero finite number")])
+def test_a_nan_in_a_command_is_rejected_not_booked(tmp_path, case, reason):
+    """An order with leverage nan used to be accepted (LeverageChanged(nan), a position whose initial
+    margin is nan) and an isolated margin adjustment of nan booked into the balance: both are now
+    rejected with the reason, and no event of the log carries a nan."""
+    import polars as pl
+
+    from xmargin.config import parse_config
+    from xmargin.sim.runner import execute
+
+    config = parse_config({
+        "run": {"dataset": str(ROOT / "datasets" / "sample"), "strategy": "tests.test_hostile_inputs:NotANumber",
+                "start": "2024-10-01", "end": "2024-10-06"},
+        "strategy": {"params": {"case": case}},
+        "exchanges": {"binance": {"rules": "binance-usdm", "collateral": {"USDT": 10_000}}}})
+    done = execute(config, out=tmp_path)
+    events = pl.read_ipc(done.path / "events.arrow")
+    assert events.filter(pl.col("type") == "OrderRejected")["reason"].to_list() == [reason]
+    assert events.filter(pl.col("type") == "OrderFilled").height == 1  # the isolated long, and nothing else
+    floats = [name for name, dtype in events.schema.items() if dtype == pl.Float64]
+    assert not events.select(pl.any_horizontal([pl.col(name).is_nan() for name in floats]).any()).item()

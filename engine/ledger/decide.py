@@ -218,8 +218,8 @@ def _place(ledger: Ledger, context, c: cmd.PlaceOrder, ts: int) -> list:
         if c.leverage is not None:
             return reject(f"leverage {leverage:g} exceeds the maximum {cap:g} for a notional of {new_notional:.2f}")
         leverage = cap  # the account default is capped by the bracket, as the exchange does
-    if leverage <= 0:
-        return reject(f"leverage {leverage} must be > 0")
+    if not leverage > 0:  # (nan too: it would poison every margin figure of the position)
+        return reject(f"leverage {leverage} must be a positive number")
     if c.leverage is not None and c.leverage != account.leverage.get(c.instrument):
         out.append(ev.LeverageChanged(ts, exchange, c.instrument, leverage))
     whole = whole_account_check(account, context, instrument, c.quantity, reference,
@@ -283,6 +283,9 @@ def _adjust(ledger: Ledger, context, c: cmd.AdjustIsolatedMargin, ts: int) -> li
     position = account.positions.get(c.instrument) if account is not None else None
     if position is None or not position.is_isolated:
         return _reject(ts, exchange, c.instrument, 0, 0.0, "adjust margin: no isolated position on this instrument")
+    if not math.isfinite(c.amount) or c.amount == 0:
+        return _reject(ts, exchange, c.instrument, 0, 0.0,
+                       f"adjust margin: amount {c.amount} must be a non-zero finite number")
     tradable = context.catalog.tradable(c.instrument)
     if c.amount > 0:
         free = free_collateral(account, context.catalog, context.feed.mark_close[context.row],
