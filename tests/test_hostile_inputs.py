@@ -351,3 +351,25 @@ def test_a_nan_in_a_command_is_rejected_not_booked(tmp_path, case, reason):
     assert events.filter(pl.col("type") == "OrderFilled").height == 1  # the isolated long, and nothing else
     floats = [name for name, dtype in events.schema.items() if dtype == pl.Float64]
     assert not events.select(pl.any_horizontal([pl.col(name).is_nan() for name in floats]).any()).item()
+
+
+@pytest.mark.parametrize("damage", ["dangling link", "folder", "garbage bytes"])
+def test_data_info_names_an_unreadable_parquet_file(tmp_path, damage):
+    """`xmargin data info` reads every table file without the validation: a file that cannot be read
+    is named with the check that lists them all (exit 2), not a reader's traceback; a folder named
+    like a Parquet file is not silently left out of the counts."""
+    dataset = tmp_path / "data"
+    shutil.copytree(ROOT / "datasets" / "sample", dataset)
+    bad = dataset / "funding" / "binance" / "perp" / "BTC_USDT_USDT.parquet"
+    bad.unlink()
+    if damage == "dangling link":
+        bad.symlink_to(tmp_path / "nowhere.parquet")
+    elif damage == "folder":
+        bad.mkdir()
+    else:
+        bad.write_bytes(b"not parquet at all" * 10)
+    result = invoke("data", "info", dataset)
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    assert f"{dataset}: cannot read the dataset (funding/binance/perp/BTC_USDT_USDT.parquet" in result.output
+    assert "xmargin data validate" in result.output

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import polars as pl
 
+from xmargin.dataset.feed import READ_ERRORS, unreadable_dataset
 from xmargin.dataset.manifest import KINDS, read_manifest
-from xmargin.dataset.tables import scan
+from xmargin.dataset.tables import scan, table_files
 from xmargin.dataset.validate import parse_timeframe
 
 TOP_SPACINGS = 3
@@ -26,12 +27,23 @@ def _spacing_text(seconds: int) -> str:
 
 def dataset_info(path: str | Path) -> pl.DataFrame:
     """One row per (kind, instrument, timeframe): rows, start, end (UTC), gaps, missing bars,
-    and for funding the most common spacings between events (`spacings`, e.g. "8h×1043, 4h×2")."""
-    root = Path(path)
+    and for funding the most common spacings between events (`spacings`, e.g. "8h×1043, 4h×2").
+    A file that cannot be read (nothing validated it) is a DatasetError naming it, as in a run."""
+    try:
+        return _dataset_info(Path(path))
+    except READ_ERRORS as exc:
+        raise unreadable_dataset(path, exc) from exc
+
+
+def _dataset_info(root: Path) -> pl.DataFrame:
     read_manifest(root)  # fail early, with the manifest's own message, if the folder is not a dataset
     parts = []
     for kind in KINDS:
-        frame = scan(root, kind)
+        files = table_files(root, kind)
+        for listed in files:  # (the reader takes a folder named like a Parquet file for an empty table)
+            if not listed.is_file():
+                raise OSError(f"{listed} is listed as a Parquet file but is not a file")
+        frame = scan(root, kind, files=files)
         if frame is None:
             continue
         frame = frame.with_columns(instrument=pl.col("exchange") + ":" + pl.col("symbol"))
