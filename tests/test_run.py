@@ -379,3 +379,62 @@ def test_a_failed_run_with_an_event_file_leaves_no_folder(tmp_path, monkeypatch)
     assert result.exit_code == 1, result.output
     assert "strategy bug" in result.output and "No run folder was written" in result.output
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_disk_that_fills_while_the_log_is_written_during_the_run_is_said(tmp_path, monkeypatch):
+    """A command-line run writes events.arrow while it runs: a full disk at the third record batch
+    is the writer's own message (exit 2, nothing kept), as when the disk fills while the tables are
+    written after the run, not an OSError traceback; the event file is closed and no folder is left."""
+    import errno
+
+    from xmargin.output import eventlog
+    from xmargin.sim import runner
+
+    monkeypatch.setattr(eventlog, "EVENT_BATCH", 50)
+    opened = []
+
+    class FillsUp(eventlog.EventFile):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            opened.append(self)
+
+        def add(self, events):
+            if self.written >= 100:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            super().add(events)
+
+    monkeypatch.setattr(runner, "EventFile", FillsUp)
+    result = run_cli("run", str(ROOT / "examples" / "demo.toml"), "--out", str(tmp_path), "--no-validate",
+                     "--quiet", "--run-id", "full")
+    assert result.exit_code == 2, result.output
+    assert "the disk filled up while writing the run; nothing was kept" in result.output
+    assert "Traceback" not in result.output
+    assert opened and opened[0].written == 100 and opened[0]._sink.closed
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_run_failing_after_its_loop_closes_its_event_file(tmp_path, monkeypatch):
+    """A failure after the loop and before the writer finishes the log (here the manifest's head)
+    removes the folder and closes the event file the run was writing (it stayed open: a deleted file
+    held by the process until the result was collected)."""
+    from xmargin.config import load_config
+    from xmargin.output import eventlog, writer
+    from xmargin.sim import runner
+
+    monkeypatch.setattr(eventlog, "EVENT_BATCH", 50)
+    opened = []
+
+    class Recorded(eventlog.EventFile):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            opened.append(self)
+
+    def broken(result, run_id):
+        raise RuntimeError("manifest head failed")
+
+    monkeypatch.setattr(runner, "EventFile", Recorded)
+    monkeypatch.setattr(writer, "_manifest_head", broken)
+    with pytest.raises(RuntimeError, match="manifest head failed"):
+        runner.execute(load_config(ROOT / "examples" / "demo.toml"), out=tmp_path, run_id="late", keep_result=False)
+    assert opened and opened[0].written > 0 and opened[0]._sink.closed
+    assert not any(tmp_path.iterdir())

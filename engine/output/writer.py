@@ -394,14 +394,20 @@ def write_run_folder(result, summary: dict | None = None, out: Path | None = Non
     except OSError as exc:
         _abandon(hashing, reservation)
         if exc.errno == errno.ENOSPC:
-            raise RunError(f"{reservation.out}: the disk filled up while writing the run; nothing was kept. Free "
-                           "space or choose another --out.") from exc
+            raise disk_full(reservation.out) from exc
         raise
     except BaseException:
         _abandon(hashing, reservation)
         raise
     finally:
         hashing.close()
+
+
+def disk_full(out: Path) -> RunError:
+    """The error for a run folder that could not be written under `out` because the disk is full
+    (while the tables are written, or events.arrow during the run)."""
+    return RunError(f"{out}: the disk filled up while writing the run; nothing was kept. Free space or choose "
+                    "another --out.")
 
 
 def _abandon(hashing: _FileHashes, reservation: Reservation) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 
 import attrs
@@ -10,7 +11,7 @@ import polars as pl
 from xmargin.output.eventlog import EventFile, events_to_table
 from xmargin.sim.loop import Backtest, RunResult, few_collections
 from xmargin.output.snapshots import collateral_table, positions_table
-from xmargin.output.writer import equity_table, reserve_run, run_id_for, run_meta, summary_options, write_run_folder
+from xmargin.output.writer import disk_full, equity_table, reserve_run, run_id_for, run_meta, summary_options, write_run_folder
 from xmargin.analysis.summary import summarize
 from xmargin.sim.strategy import build_strategy
 
@@ -45,21 +46,26 @@ def execute(config, out: Path | None = None, run_id: str | None = None, progress
     if backtest_options.get("strategy") is None:  # a bad strategy reference or params: refused before any folder
         backtest_options["strategy"] = build_strategy(config.strategy, config.params, config.folder)
     reservation = reserve_run(out, run_id or run_id_for(config, out))
+    event_file = None
     try:
-        # not kept: the log goes to the folder's events.arrow a record batch at a time during the run
-        event_file = None if keep_result else EventFile(reservation.partial / "events.arrow")
         try:
+            # not kept: the log goes to the folder's events.arrow a record batch at a time during the run
+            event_file = None if keep_result else EventFile(reservation.partial / "events.arrow")
             backtest = Backtest(config, progress=progress, input_warnings=warnings, event_file=event_file,
                                 **backtest_options)
-        except BaseException:
-            if event_file is not None:
-                event_file.abort()
+            result = backtest.run()
+        except OSError as exc:  # (writing events.arrow during the run)
+            if exc.errno == errno.ENOSPC:
+                raise disk_full(out) from exc
             raise
-        result = backtest.run()
         del backtest
         with few_collections():  # the tables are written straight from the result, the summary from them
             path, summary = write_run_folder(result, extra_manifest=extra_manifest, reservation=reservation,
                                              release=not keep_result)
+    except BaseException:
+        if event_file is not None:  # failed at any stage: the file is closed before its folder goes
+            event_file.abort()
+        raise
     finally:
         reservation.release()
     return Completed(path=path, summary=summary, result=result if keep_result else None)
