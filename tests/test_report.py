@@ -487,3 +487,18 @@ def test_sweep_report_renders_in_chromium(browser, tmp_path):
     for setup, line in pnl.items():
         rows = frame.filter(pl.col("setup") == setup).sort("strategy.params.notional")
         assert line["x"] == rows["strategy.params.notional"].to_list() and line["y"] == rows["pnl"].to_list()
+
+
+def test_a_run_still_verifies_after_its_report_is_written_into_it(tmp_path):
+    """`xmargin report RUN` writes RUN/report.html by default (README); `xmargin verify RUN` afterwards
+    checks the run's own files and passes (it said 'report.html was not written by the run' and exited
+    1). Any other file that the run did not write is still a mismatch."""
+    config = load_config(ROOT / "examples/demo.toml", start="2024-09-05", end="2024-09-08", out=str(tmp_path))
+    run = xmargin.run(config, run_id="demo").path
+    assert CliRunner().invoke(main, ["report", str(run)]).exit_code == 0
+    assert (run / "report.html").is_file()
+    verified = CliRunner().invoke(main, ["verify", str(run)])
+    assert verified.exit_code == 0, verified.output
+    (run / "notes.txt").write_text("mine")
+    verified = CliRunner().invoke(main, ["verify", str(run)])
+    assert verified.exit_code == 1 and "notes.txt was not written by the run" in verified.output

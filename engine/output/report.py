@@ -35,6 +35,8 @@ def _run_header(run) -> list[str]:
             html.escape(summary.get("money_note", ""))]
 
 
+REPORT_FILE = "report.html"  # the report's default name, in the folder it describes (not one of a run's results)
+
 SECTIONS = [
     ("Equity", "Account equity per exchange in USD (balances at their price, isolated margin and unrealised "
      "PnL) at every snapshot, and the whole book (every exchange plus money in flight) at the sample times. "
@@ -190,5 +192,5 @@ def report(path, out=None) -> Path:
     except UNREADABLE as exc:  # a file cut short or not what its name says: name the folder, no traceback
         raise ReportError(f"{path}: a file of this {kind} folder cannot be read ({type(exc).__name__}: {exc}); "
                           "it is damaged or was not written by xmargin: run the command that made it again.") from None
-    return write(text, Path(out) if out else path / "report.html")
+    return write(text, Path(out) if out else path / REPORT_FILE)
 

@@ -28,6 +28,7 @@ from xmargin.ledger.apply import apply
 from xmargin.output.writer import MANIFEST_DIGEST, final_state, json_safe, manifest_digest
 from xmargin.analysis.summary import summarize
 from xmargin.output.tables import OUTPUT_TABLES
+from xmargin.output.report import REPORT_FILE
 from xmargin.output.results import open_run
 from xmargin.ledger.state import Ledger
 
@@ -41,6 +42,8 @@ def _check_files(path: Path, manifest: dict) -> list[str]:
     if recorded is None:
         return problems  # written before files were hashed: only the log hash below applies
     present = {f.name for f in path.iterdir() if f.is_file() and f.name != "manifest.json"}
+    if REPORT_FILE not in recorded:  # written into the folder afterwards by `xmargin report`: not a result
+        present.discard(REPORT_FILE)
     for name in sorted(set(recorded) | present):
         if name not in present:
             problems.append(f"{name} is missing from the run folder")
