@@ -14,7 +14,7 @@ import numpy as np
 
 from xmargin.margin.units import CROSS
 from xmargin.venues.instruments import Instrument
-from xmargin.sim.strategy import Wake
+from xmargin.sim.strategy import Wake, lot_rounded
 
 HOUR_NS = 3_600_000_000_000
 T0 = 1_727_740_800_000_000_000  # 2024-10-01T00:00:00Z
@@ -132,10 +132,7 @@ class FakeView:
         return tuple(self.transfers)
 
     def round_quantity(self, key, quantity):
-        lot = self._instruments[key].lot_size
-        if lot <= 0:
-            return quantity
-        return math.copysign(math.floor(abs(quantity) / lot + 1e-9) * lot, quantity)
+        return lot_rounded(key, quantity, self._instruments[key].lot_size)
 
 
 def wake(*reasons, events=()):

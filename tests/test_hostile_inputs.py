@@ -373,3 +373,33 @@ def test_data_info_names_an_unreadable_parquet_file(tmp_path, damage):
     assert "Traceback" not in result.output
     assert f"{dataset}: cannot read the dataset (funding/binance/perp/BTC_USDT_USDT.parquet" in result.output
     assert "xmargin data validate" in result.output
+
+
+def test_sizing_an_order_without_a_price_names_the_instrument(tmp_path):
+    """The hold strategy sizes its orders with `view.quantity_for` at the first bar close; an
+    instrument with no bar yet (binance SOL perp trades from 2025-02-01 in the sample) has no price.
+    The run stops naming the instrument, the time and what to do, not numpy's "cannot convert float
+    NaN to integer" (an instrument with a lot size) or an order of nan contracts (one without)."""
+    text = (ROOT / "examples" / "hold.toml").read_text().replace('"datasets/sample"', f'"{ROOT / "datasets" / "sample"}"')
+    config = tmp_path / "hold.toml"
+    config.write_text(text.replace('"binance:ETH/USDT:USDT" = 20000', '"binance:SOL/USDT:USDT" = 20000')
+                      .replace('start = "2024-10-01"', 'start = "2025-01-15"'))
+    result = invoke("run", config, "--out", tmp_path / "runs", "--quiet", "--no-validate", "--end", "2025-01-20")
+    assert result.exit_code == 1, result.output
+    assert "cannot convert float NaN" not in result.output
+    assert "binance:SOL/USDT:USDT has no price at 2025-01-15 01:00" in result.output
+    assert "No run folder was written" in result.output
+
+
+@pytest.mark.parametrize("lot", [0.001, 0.0])
+def test_rounding_a_quantity_that_is_not_a_number_is_refused(lot):
+    """`round_quantity` of nan or inf (a strategy's arithmetic on a missing price) is a ValueError
+    naming the instrument, whether or not the instrument has a lot size (without one, nan was
+    returned as it was), in the run's View as in FakeView."""
+    from xmargin.testing import FakeView
+
+    view = FakeView({"x:BTC/USDT:USDT": {"lot": lot}})
+    assert view.round_quantity("x:BTC/USDT:USDT", 0.0125) == (0.012 if lot else 0.0125)
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(ValueError, match=r"round_quantity\('x:BTC/USDT:USDT', (nan|inf)\): not a finite"):
+            view.round_quantity("x:BTC/USDT:USDT", bad)

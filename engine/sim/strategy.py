@@ -149,14 +149,30 @@ class View:
         instrument = self._catalog.tradable(key).instrument
         if instrument.is_inverse:
             return self.round_quantity(key, notional / instrument.contract_size)
-        return self.round_quantity(key, notional / self.price(key))
+        price = self.price(key)
+        if not math.isfinite(price):
+            moment = datetime.fromtimestamp(self._now / 1e9, tz=timezone.utc).strftime("%Y-%m-%d %H:%M")
+            raise ValueError(f"quantity_for({key!r}, {notional!r}): {key} has no price at {moment} (no bar of it "
+                             "yet, or none in the dataset); size its orders once view.price(key) is a number, or "
+                             "start the run after its first bar")
+        return self.round_quantity(key, notional / price)
 
     def round_quantity(self, key: str, quantity: float) -> float:
-        """Round toward zero to the instrument's lot size."""
-        lot = self._catalog.tradable(key).instrument.lot_size
-        if lot <= 0:
-            return quantity
-        return math.copysign(math.floor(abs(quantity) / lot + 1e-9) * lot, quantity)
+        """Round toward zero to the instrument's lot size (a quantity that is not a finite number is
+        refused: it comes from a missing price)."""
+        return lot_rounded(key, quantity, self._catalog.tradable(key).instrument.lot_size)
+
+
+def lot_rounded(key: str, quantity: float, lot: float) -> float:
+    """`quantity` of instrument `key` rounded toward zero to `lot` (none when `lot` is 0); nan or
+    inf is a ValueError naming the instrument (not numpy's 'cannot convert float NaN to integer',
+    nor a nan passed on to an order)."""
+    if not math.isfinite(quantity):
+        raise ValueError(f"round_quantity({key!r}, {quantity!r}): not a finite quantity (a price or size that "
+                         "is nan or inf: check view.price(key) before sizing)")
+    if lot <= 0:
+        return quantity
+    return math.copysign(math.floor(abs(quantity) / lot + 1e-9) * lot, quantity)
 
 
 def _import(module_name: str, folder):
