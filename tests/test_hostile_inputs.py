@@ -189,21 +189,29 @@ def test_a_scheduler_that_is_no_address_is_named(config_path, tmp_path):
     assert not (tmp_path / "s").exists()
 
 
-@pytest.mark.parametrize("damage", ["dangling link", "folder", "garbage bytes"])
-def test_an_unreadable_parquet_file_is_named_with_or_without_validation(tmp_path, damage):
-    """A dataset with one bars file that cannot be read: a link to nothing, a folder named like a
-    Parquet file, or bytes that are not Parquet. `xmargin run` (validating) lists the file with a fix
-    and exits 1; with --no-validate the load names the dataset and the file and exits 2. Never a
-    traceback, never a run folder."""
+def damaged_sample(tmp_path, name: str, damage: str):
+    """A copy of the sample dataset whose table file `name` (replaced if it exists) is a link to
+    nothing, a folder, or bytes that are not Parquet (`damage`)."""
     dataset = tmp_path / "data"
     shutil.copytree(ROOT / "datasets" / "sample", dataset)
-    bad = dataset / "bars" / "binance" / "perp" / "ZZZ_USDT_USDT-1h.parquet"
+    bad = dataset / name
+    bad.unlink(missing_ok=True)
     if damage == "dangling link":
         bad.symlink_to(tmp_path / "nowhere.parquet")
     elif damage == "folder":
         bad.mkdir()
     else:
         bad.write_bytes(b"not parquet at all" * 10)
+    return dataset
+
+
+@pytest.mark.parametrize("damage", ["dangling link", "folder", "garbage bytes"])
+def test_an_unreadable_parquet_file_is_named_with_or_without_validation(tmp_path, damage):
+    """A dataset with one bars file that cannot be read: a link to nothing, a folder named like a
+    Parquet file, or bytes that are not Parquet. `xmargin run` (validating) lists the file with a fix
+    and exits 1; with --no-validate the load names the dataset and the file and exits 2. Never a
+    traceback, never a run folder."""
+    dataset = damaged_sample(tmp_path, "bars/binance/perp/ZZZ_USDT_USDT-1h.parquet", damage)
     text = (ROOT / "examples" / "hold.toml").read_text().replace('"datasets/sample"', f'"{dataset}"')
     text = text.replace('end = "2025-01-01"', 'end = "2024-10-05"')
     config = tmp_path / "hold.toml"
@@ -358,16 +366,7 @@ def test_data_info_names_an_unreadable_parquet_file(tmp_path, damage):
     """`xmargin data info` reads every table file without the validation: a file that cannot be read
     is named with the check that lists them all (exit 2), not a reader's traceback; a folder named
     like a Parquet file is not silently left out of the counts."""
-    dataset = tmp_path / "data"
-    shutil.copytree(ROOT / "datasets" / "sample", dataset)
-    bad = dataset / "funding" / "binance" / "perp" / "BTC_USDT_USDT.parquet"
-    bad.unlink()
-    if damage == "dangling link":
-        bad.symlink_to(tmp_path / "nowhere.parquet")
-    elif damage == "folder":
-        bad.mkdir()
-    else:
-        bad.write_bytes(b"not parquet at all" * 10)
+    dataset = damaged_sample(tmp_path, "funding/binance/perp/BTC_USDT_USDT.parquet", damage)
     result = invoke("data", "info", dataset)
     assert result.exit_code == 2, result.output
     assert "Traceback" not in result.output

@@ -381,6 +381,18 @@ def test_a_failed_run_with_an_event_file_leaves_no_folder(tmp_path, monkeypatch)
     assert list(tmp_path.iterdir()) == []
 
 
+def recorded_event_file(opened: list):
+    """An EventFile class that appends each instance to `opened` (to look at it after a failed run)."""
+    from xmargin.output.eventlog import EventFile
+
+    class Recorded(EventFile):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            opened.append(self)
+
+    return Recorded
+
+
 def test_a_disk_that_fills_while_the_log_is_written_during_the_run_is_said(tmp_path, monkeypatch):
     """A command-line run writes events.arrow while it runs: a full disk at the third record batch
     is the writer's own message (exit 2, nothing kept), as when the disk fills while the tables are
@@ -393,11 +405,7 @@ def test_a_disk_that_fills_while_the_log_is_written_during_the_run_is_said(tmp_p
     monkeypatch.setattr(eventlog, "EVENT_BATCH", 50)
     opened = []
 
-    class FillsUp(eventlog.EventFile):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            opened.append(self)
-
+    class FillsUp(recorded_event_file(opened)):
         def add(self, events):
             if self.written >= 100:
                 raise OSError(errno.ENOSPC, "No space left on device")
@@ -423,11 +431,7 @@ def test_a_run_failing_after_its_loop_closes_its_event_file(tmp_path, monkeypatc
 
     monkeypatch.setattr(eventlog, "EVENT_BATCH", 50)
     opened = []
-
-    class Recorded(eventlog.EventFile):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            opened.append(self)
+    Recorded = recorded_event_file(opened)
 
     def broken(result, run_id):
         raise RuntimeError("manifest head failed")
