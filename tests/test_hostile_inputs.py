@@ -402,3 +402,26 @@ def test_rounding_a_quantity_that_is_not_a_number_is_refused(lot):
     for bad in (float("nan"), float("inf")):
         with pytest.raises(ValueError, match=r"round_quantity\('x:BTC/USDT:USDT', (nan|inf)\): not a finite"):
             view.round_quantity("x:BTC/USDT:USDT", bad)
+
+
+@pytest.mark.parametrize("command", [["stress", "--shock", "gap:binance:ETH/USDT:USDT:-20%@2024-10-02T00:00:00Z"],
+                                     ["compare", "--modes", "cross,isolated"]])
+def test_a_stress_or_compare_that_fails_leaves_no_folder(tmp_path, command):
+    """A stress or compare whose runs cannot read the dataset (--no-validate, a damaged bars file)
+    stops naming the file (exit 2) and leaves no `<id>` folder behind, neither empty nor holding the
+    runs finished before the failure; an `--id` folder that already existed is left as it was."""
+    dataset = damaged_sample(tmp_path, "bars/binance/perp/ZZZ_USDT_USDT-1h.parquet", "garbage bytes")
+    text = (ROOT / "examples" / "hold.toml").read_text().replace('"datasets/sample"', f'"{dataset}"')
+    config = tmp_path / "hold.toml"
+    config.write_text(text.replace('end = "2025-01-01"', 'end = "2024-10-05"'))
+    out = tmp_path / "out"
+    result = invoke(command[0], config, *command[1:], "--out", out, "--quiet", "--no-validate", "--id", "fresh")
+    assert result.exit_code == 2, result.output
+    assert "cannot read the dataset" in result.output and "ZZZ_USDT_USDT-1h.parquet" in result.output
+    assert not out.exists() or not any(out.iterdir()), sorted(p.name for p in out.rglob("*"))
+    kept = out / "mine"
+    kept.mkdir(parents=True)
+    (kept / "notes.txt").write_text("keep me")
+    result = invoke(command[0], config, *command[1:], "--out", out, "--quiet", "--no-validate", "--id", "mine")
+    assert result.exit_code == 2, result.output
+    assert (kept / "notes.txt").read_text() == "keep me"

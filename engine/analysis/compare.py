@@ -293,7 +293,7 @@ def compare(config, setups, out=None, compare_id: str | None = None, progress: b
     and return (table, notes): a polars DataFrame with one row per set-up and the divergence notes
     (list of dicts with a readable `text`), both also written under `<out>/<compare-id>/`.
     `shocks` (xmargin.analysis.stress) are injected into every set-up's run (compare modes under stress)."""
-    from xmargin.analysis.variants import Variant, run_variants
+    from xmargin.analysis.variants import Variant, results_folder, run_variants
     from xmargin.output.eventlog import write_ipc
 
     config = as_config(config)
@@ -304,44 +304,45 @@ def compare(config, setups, out=None, compare_id: str | None = None, progress: b
     root = Path(out or config.out)
     compare_id = check_run_id(compare_id, "--id") if compare_id else run_id_for(config, root, "compare")
     folder = root / compare_id
-    folder.mkdir(parents=True, exist_ok=True)
-    rows, logs = [], []
-    sample_hours = config.sample_interval_ns / 3.6e12
-    variants = [Variant(folder_name(name), with_modes(config, assignment), tuple(shocks), {"setup": name},
-                        {"compare": {"id": compare_id, "setup": name, "margin_modes": assignment}})
-                for name, assignment in setups]
-    outcomes = run_variants(variants, folder, keep="all", errors="raise", progress=progress)
-    for (name, assignment), variant, completed in zip(setups, variants, outcomes):
-        setup_config = variant.config
-        row = {"setup": name, "margin_modes": ",".join(f"{e}={v.margin_mode}" for e, v in setup_config.exchanges.items())}
-        row.update(setup_metrics(completed.path, completed.summary, config.warning_thresholds, sample_hours))
-        row["path"] = str(completed.path)
-        rows.append(row)
-        from xmargin.output.results import open_run
+    with results_folder(folder):
+        rows, logs = [], []
+        sample_hours = config.sample_interval_ns / 3.6e12
+        variants = [Variant(folder_name(name), with_modes(config, assignment), tuple(shocks), {"setup": name},
+                            {"compare": {"id": compare_id, "setup": name, "margin_modes": assignment}})
+                    for name, assignment in setups]
+        outcomes = run_variants(variants, folder, keep="all", errors="raise", progress=progress)
+        for (name, assignment), variant, completed in zip(setups, variants, outcomes):
+            setup_config = variant.config
+            row = {"setup": name,
+                   "margin_modes": ",".join(f"{e}={v.margin_mode}" for e, v in setup_config.exchanges.items())}
+            row.update(setup_metrics(completed.path, completed.summary, config.warning_thresholds, sample_hours))
+            row["path"] = str(completed.path)
+            rows.append(row)
+            from xmargin.output.results import open_run
 
-        logs.append((name, open_run(completed.path).events.collect()))
-    notes = []
-    for name, log in logs[1:]:
-        note = first_divergence(logs[0][0], logs[0][1], name, log)
-        notes.append(note or {"a": logs[0][0], "b": name, "text": f"{logs[0][0]} and {name}: identical event "
-                                                                   "sequences (positions and money)"})
-    divergence = {n["b"]: n["text"] for n in notes}
-    for row in rows:
-        row["divergence"] = divergence.get(row["setup"], "")
-    table = pl.DataFrame(rows, infer_schema_length=None)
-    order = ["setup", "margin_modes", "pnl", "return_on_peak_margin", "peak_initial_margin", "min_collateral"]
-    order += sorted(c for c in table.columns if c.startswith("min_headroom_"))
-    order += ["hours_above_warning", "liquidations", "liquidation_loss", "liquidation_fees", "insurance_fund_used",
-              "funding", "fees", "capital_efficiency", "tightest_liquidation_distance", "max_drawdown",
-              "return_on_capital", "cagr", "volatility", "sharpe", "sortino", "hours_under_water", "fills",
-              "rejected_orders", "peak_net_share"]
-    for prefix in PER_EXCHANGE:
-        order += [f"{prefix}{e}" for e in config.exchanges if prefix != "min_headroom_"]
-    order += ["divergence", "path"]
-    table = table.select(order).with_columns(pl.col(pl.Null).cast(pl.Float64))
-    write_ipc(table.to_arrow(), folder / "comparison.arrow")
-    (folder / "comparison.json").write_text(json.dumps({"id": compare_id, "rows": table.to_dicts(), "notes": notes},
-                                                       indent=2, default=str) + "\n")
+            logs.append((name, open_run(completed.path).events.collect()))
+        notes = []
+        for name, log in logs[1:]:
+            note = first_divergence(logs[0][0], logs[0][1], name, log)
+            notes.append(note or {"a": logs[0][0], "b": name, "text": f"{logs[0][0]} and {name}: identical event "
+                                                                       "sequences (positions and money)"})
+        divergence = {n["b"]: n["text"] for n in notes}
+        for row in rows:
+            row["divergence"] = divergence.get(row["setup"], "")
+        table = pl.DataFrame(rows, infer_schema_length=None)
+        order = ["setup", "margin_modes", "pnl", "return_on_peak_margin", "peak_initial_margin", "min_collateral"]
+        order += sorted(c for c in table.columns if c.startswith("min_headroom_"))
+        order += ["hours_above_warning", "liquidations", "liquidation_loss", "liquidation_fees", "insurance_fund_used",
+                  "funding", "fees", "capital_efficiency", "tightest_liquidation_distance", "max_drawdown",
+                  "return_on_capital", "cagr", "volatility", "sharpe", "sortino", "hours_under_water", "fills",
+                  "rejected_orders", "peak_net_share"]
+        for prefix in PER_EXCHANGE:
+            order += [f"{prefix}{e}" for e in config.exchanges if prefix != "min_headroom_"]
+        order += ["divergence", "path"]
+        table = table.select(order).with_columns(pl.col(pl.Null).cast(pl.Float64))
+        write_ipc(table.to_arrow(), folder / "comparison.arrow")
+        (folder / "comparison.json").write_text(json.dumps({"id": compare_id, "rows": table.to_dicts(), "notes": notes},
+                                                           indent=2, default=str) + "\n")
     return table, notes
 
 

@@ -400,63 +400,64 @@ def stress(config, scenarios: dict, out=None, stress_id: str | None = None, base
 
     from xmargin.analysis.compare import as_config
     from xmargin.output.writer import run_id_for
-    from xmargin.analysis.variants import Variant, run_variants
+    from xmargin.analysis.variants import Variant, results_folder, run_variants
     from xmargin.output.eventlog import write_ipc
 
     config = as_config(config)
     root = Path(out or config.out)
     stress_id = check_run_id(stress_id, "--id") if stress_id else run_id_for(config, root, "stress")
     folder = root / stress_id
-    folder.mkdir(parents=True, exist_ok=True)
     plan = ([("baseline", ())] if baseline else []) + list(scenarios.items())
     if not plan:
         raise ConfigError("stress: no scenario to run; give --shock or [[stress]] tables in the config.")
-    rows, reports = [], {}
-    base_pnl = None
-    variants = [Variant(name, config, tuple(shocks), {"scenario": name},
-                        {"stress": {"scenario": name, "shocks": [s.describe() for s in shocks]}})
-                for name, shocks in plan]
-    outcomes = run_variants(variants, folder, keep="all", errors="raise", progress=progress)
-    for (name, shocks), completed in zip(plan, outcomes):
-        summary = completed.summary
-        total = summary["total"]
-        since = shock_start(shocks)
-        report = triggers(completed.path, since)
-        report["shocks"] = [s.describe() for s in shocks]
-        report["path"] = str(completed.path)
-        reports[name] = report
-        tight = total.get("tightest_moment") or {}
-        warning, liquidation = report["first_warning"], report["first_liquidation"]
-        if name == "baseline":
-            base_pnl = total["pnl"]
-        rows.append({
-            "scenario": name, "shocks": "; ".join(report["shocks"]), "pnl": total["pnl"],
-            "pnl_vs_baseline": total["pnl"] - base_pnl if base_pnl is not None else None,
-            "liquidations": int(total["liquidations"]), "liquidation_loss": total["liquidation_loss"],
-            "insurance_fund_used": total["insurance_fund_used"], "fees": total["fees"], "funding": total["funding"],
-            "tightest_liquidation_distance": tight.get("liquidation_distance"),
-            "tightest_at": tight.get("ts"),
-            "first_warning_ts": warning["ts"] if warning else None,
-            "first_warning": f"{warning['exchange']} {warning['unit']}" + (
-                f" ({warning['position']})" if warning["position"] and warning["position"] != warning["unit"] else "")
-            if warning else None,
-            "first_liquidation_ts": liquidation["ts"] if liquidation else None,
-            "first_liquidation": f"{liquidation['exchange']} {liquidation['instrument']}" if liquidation else None,
-            "max_drawdown": total.get("max_drawdown"), "rejected_orders": int(total.get("rejected_orders", 0)),
-            **{f"collateral_consumed_{e}": v.get("collateral_consumed", {}).get("amount")
-               for e, v in summary["exchanges"].items()},
-            "path": str(completed.path)})
-    schema = {"scenario": pl.String, "shocks": pl.String, "pnl": pl.Float64, "pnl_vs_baseline": pl.Float64,
-              "liquidations": pl.Int64, "liquidation_loss": pl.Float64, "insurance_fund_used": pl.Float64,
-              "fees": pl.Float64, "funding": pl.Float64, "tightest_liquidation_distance": pl.Float64,
-              "tightest_at": pl.String, "first_warning_ts": pl.String, "first_warning": pl.String,
-              "first_liquidation_ts": pl.String, "first_liquidation": pl.String, "max_drawdown": pl.Float64,
-              "rejected_orders": pl.Int64}
-    schema.update({f"collateral_consumed_{e}": pl.Float64 for e in config.exchanges})
-    schema["path"] = pl.String
-    table = pl.DataFrame(rows, schema=schema)
-    write_ipc(table.to_arrow(), folder / "stress.arrow")
-    (folder / "stress.json").write_text(json.dumps(reports, indent=2, default=str) + "\n")
+    with results_folder(folder):
+        rows, reports = [], {}
+        base_pnl = None
+        variants = [Variant(name, config, tuple(shocks), {"scenario": name},
+                            {"stress": {"scenario": name, "shocks": [s.describe() for s in shocks]}})
+                    for name, shocks in plan]
+        outcomes = run_variants(variants, folder, keep="all", errors="raise", progress=progress)
+        for (name, shocks), completed in zip(plan, outcomes):
+            summary = completed.summary
+            total = summary["total"]
+            since = shock_start(shocks)
+            report = triggers(completed.path, since)
+            report["shocks"] = [s.describe() for s in shocks]
+            report["path"] = str(completed.path)
+            reports[name] = report
+            tight = total.get("tightest_moment") or {}
+            warning, liquidation = report["first_warning"], report["first_liquidation"]
+            if name == "baseline":
+                base_pnl = total["pnl"]
+            rows.append({
+                "scenario": name, "shocks": "; ".join(report["shocks"]), "pnl": total["pnl"],
+                "pnl_vs_baseline": total["pnl"] - base_pnl if base_pnl is not None else None,
+                "liquidations": int(total["liquidations"]), "liquidation_loss": total["liquidation_loss"],
+                "insurance_fund_used": total["insurance_fund_used"], "fees": total["fees"], "funding": total["funding"],
+                "tightest_liquidation_distance": tight.get("liquidation_distance"),
+                "tightest_at": tight.get("ts"),
+                "first_warning_ts": warning["ts"] if warning else None,
+                "first_warning": f"{warning['exchange']} {warning['unit']}" + (
+                    f" ({warning['position']})"
+                    if warning["position"] and warning["position"] != warning["unit"] else "")
+                if warning else None,
+                "first_liquidation_ts": liquidation["ts"] if liquidation else None,
+                "first_liquidation": f"{liquidation['exchange']} {liquidation['instrument']}" if liquidation else None,
+                "max_drawdown": total.get("max_drawdown"), "rejected_orders": int(total.get("rejected_orders", 0)),
+                **{f"collateral_consumed_{e}": v.get("collateral_consumed", {}).get("amount")
+                   for e, v in summary["exchanges"].items()},
+                "path": str(completed.path)})
+        schema = {"scenario": pl.String, "shocks": pl.String, "pnl": pl.Float64, "pnl_vs_baseline": pl.Float64,
+                  "liquidations": pl.Int64, "liquidation_loss": pl.Float64, "insurance_fund_used": pl.Float64,
+                  "fees": pl.Float64, "funding": pl.Float64, "tightest_liquidation_distance": pl.Float64,
+                  "tightest_at": pl.String, "first_warning_ts": pl.String, "first_warning": pl.String,
+                  "first_liquidation_ts": pl.String, "first_liquidation": pl.String, "max_drawdown": pl.Float64,
+                  "rejected_orders": pl.Int64}
+        schema.update({f"collateral_consumed_{e}": pl.Float64 for e in config.exchanges})
+        schema["path"] = pl.String
+        table = pl.DataFrame(rows, schema=schema)
+        write_ipc(table.to_arrow(), folder / "stress.arrow")
+        (folder / "stress.json").write_text(json.dumps(reports, indent=2, default=str) + "\n")
     return table, reports
 
 

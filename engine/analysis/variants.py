@@ -19,6 +19,7 @@ variants (a run that crashed leaves `<name>.failed/` with its error and config),
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import time
@@ -67,6 +68,22 @@ class WorkerLost:
     """An executor's report that the process running a task died as often as it retries."""
 
     message: str
+
+
+@contextlib.contextmanager
+def results_folder(folder: Path):
+    """`folder` made for one command's results (a stress or compare id); when the command fails and
+    the folder did not exist before, it goes again with whatever it holds (the runs finished before
+    the failure): nothing half-written is left looking like a result. A folder that existed (an id
+    given again) is left as it is."""
+    created = not folder.exists()
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        yield folder
+    except BaseException:
+        if created:
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
 
 
 def run_variant(variant: Variant, folder: Path, keep: str = "all", measure: Callable | None = None,
