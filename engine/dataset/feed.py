@@ -22,8 +22,8 @@ import polars as pl
 
 from xmargin._arrays import sorted_unique
 from xmargin.dataset.batches import series_index
-from xmargin.dataset.manifest import DatasetManifest, read_manifest
-from xmargin.dataset.tables import scan, table_files
+from xmargin.dataset.manifest import KINDS, DatasetManifest, read_manifest
+from xmargin.dataset.tables import not_a_file, scan, table_files
 from xmargin.errors import DatasetError
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -119,7 +119,7 @@ def fingerprint(folder: str | Path) -> str:
     """sha256 over dataset.toml and every Parquet file (path relative to the folder, then bytes)."""
     folder = Path(folder)
     files = [folder / "dataset.toml"]
-    for kind in ("bars", "mark", "index", "funding"):
+    for kind in KINDS:
         files.extend(table_files(folder, kind))
     stamp = (str(folder.resolve()), tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files))
     digest = _FINGERPRINTS.get(stamp)  # one lookup, the digest kept here: runs in other threads replace the cache
@@ -197,12 +197,12 @@ def _first_unreadable(folder: Path) -> str | None:
     """The first table file of `folder` (relative path) that is not a readable Parquet file: the
     reader's own message does not always name it."""
     try:
-        files = [path for kind in ("bars", "mark", "index", "funding") for path in table_files(folder, kind)]
+        files = [path for kind in KINDS for path in table_files(folder, kind)]
     except Exception:  # noqa: BLE001 - only looking for a name to give
         return None
     for path in files:
         try:
-            if not path.is_file():
+            if not_a_file(path) is not None:
                 return str(path.relative_to(folder))
             pl.scan_parquet(str(path)).collect_schema()
         except Exception:  # noqa: BLE001 - this is the one

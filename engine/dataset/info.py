@@ -8,7 +8,7 @@ import polars as pl
 
 from xmargin.dataset.feed import READ_ERRORS, unreadable_dataset
 from xmargin.dataset.manifest import KINDS, read_manifest
-from xmargin.dataset.tables import scan, table_files
+from xmargin.dataset.tables import not_a_file, scan, table_files
 from xmargin.dataset.validate import parse_timeframe
 
 TOP_SPACINGS = 3
@@ -41,8 +41,9 @@ def _dataset_info(root: Path) -> pl.DataFrame:
     for kind in KINDS:
         files = table_files(root, kind)
         for listed in files:  # (the reader takes a folder named like a Parquet file for an empty table)
-            if not listed.is_file():
-                raise OSError(f"{listed} is listed as a Parquet file but is not a file")
+            what = not_a_file(listed)
+            if what is not None:
+                raise OSError(f"{listed} is {what}, not a Parquet file")
         frame = scan(root, kind, files=files)
         if frame is None:
             continue

@@ -20,6 +20,15 @@ def table_files(folder: str | Path, kind: str) -> list[Path]:
     return sorted(root.rglob("*.parquet"))
 
 
+def not_a_file(path: Path) -> str | None:
+    """What a path listed as a table's Parquet file is when it is not a file to read ("a folder",
+    "a link to a file that does not exist", "gone"), else None."""
+    if path.is_file():
+        return None
+    return ("a folder" if path.is_dir() else "a link to a file that does not exist" if path.is_symlink()
+            else "gone (removed while the dataset was read)")
+
+
 def scan(folder: str | Path, kind: str, start: datetime | None = None, end: datetime | None = None,
          instruments: list[str] | None = None, files: list[Path] | None = None) -> pl.LazyFrame | None:
     """One LazyFrame over all files of `kind` (or over `files`, some of them), or None when there are none.

@@ -15,7 +15,7 @@ import polars as pl
 
 from xmargin.dataset.batches import SERIES, Batch, plan_batches, relative, scan_files, series_index
 from xmargin.dataset.manifest import COLUMNS_BY_KIND, KINDS, MANIFEST_NAME, DatasetManifest, read_manifest
-from xmargin.dataset.tables import table_files
+from xmargin.dataset.tables import not_a_file, table_files
 from xmargin.errors import DatasetError
 
 ERROR = "error"
@@ -166,9 +166,8 @@ def _check_schema(files: list[Path], kind: str, root: Path, out: _Collector) -> 
     good = []
     for f in files:
         name = relative(f, root)
-        if not f.is_file():  # listed by its name, but no file to read
-            what = ("a folder" if f.is_dir() else "a link to a file that does not exist" if f.is_symlink()
-                    else "gone (removed while the dataset was read)")
+        what = not_a_file(f)
+        if what is not None:  # listed by its name, but no file to read
             out.add(severity=ERROR, check="readable", file=name, message=f"is {what}, not a Parquet file",
                     fix="remove it from the table's folder, or put the Parquet file it should be in its place "
                         "(a table's parts are files, one Parquet file each)")

@@ -321,9 +321,8 @@ def _position_legs(moments, units, owner) -> tuple:
     asset = _taken([p.asset for _, p in flat], entry)
     counts = np.fromiter((len(u.rows) for u in units), dtype=np.int64, count=len(units))
     held = np.fromiter((len(u.instruments) for u in units), dtype=np.int64, count=len(units))
-    first = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
     leg_unit = np.repeat(np.arange(len(units), dtype=np.int64), held)
-    leg_of = first[leg_unit] + (np.arange(len(leg_unit)) - np.repeat(np.cumsum(held) - held, held))
+    leg_of = concatenated_ranges(np.cumsum(counts) - counts, held)  # a unit's position legs come first
     leg_instruments = [key for u in units for key in u.instruments]
     leg_snapshot = owner[leg_unit]
     if leg_instruments != instruments or not np.array_equal(leg_snapshot, index):

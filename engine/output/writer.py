@@ -284,11 +284,7 @@ def write_tables(result, folder: Path, hashes: _FileHashes | None = None, releas
             raise RunError(f"{result.event_file.path}: the run's event file is not {events_file} (a bug of the "
                            "caller: the run and its folder must share the reservation)")
         event_file, result.event_file = result.event_file, None
-        try:
-            event_file.finish(result.events)
-        except BaseException:
-            event_file.abort()
-            raise
+        event_file.finish(result.events)  # (a failure: its maker, `execute`, closes it)
     else:
         write_events(result.events, events_file)
     done(events_file)

@@ -251,7 +251,8 @@ class Backtest:
         """`input_warnings`: the dataset validation's warnings (Problems); the summary repeats those
         about instruments the run trades, with the run's own. `event_file`: an
         `xmargin.output.eventlog.EventFile` that takes the log a full record batch at a time while
-        the run goes on (memory then holds at most one batch of events); the writer finishes it."""
+        the run goes on (memory then holds at most one batch of events); the writer finishes it, and
+        whoever made it closes it if the run fails (`xmargin.sim.runner.execute`)."""
         from xmargin.dataset.manifest import read_manifest
 
         started = time.perf_counter()
@@ -401,13 +402,8 @@ class Backtest:
 
     # -- the loop -------------------------------------------------------------------------------
     def run(self) -> RunResult:
-        try:
-            with few_collections():
-                return self._run()
-        except BaseException:
-            if self._event_file is not None:
-                self._event_file.abort()
-            raise
+        with few_collections():
+            return self._run()
 
     def _run(self) -> RunResult:
         started = time.perf_counter()

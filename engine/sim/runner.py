@@ -11,7 +11,8 @@ import polars as pl
 from xmargin.output.eventlog import EventFile, events_to_table
 from xmargin.sim.loop import Backtest, RunResult, few_collections
 from xmargin.output.snapshots import collateral_table, positions_table
-from xmargin.output.writer import disk_full, equity_table, reserve_run, run_id_for, run_meta, summary_options, write_run_folder
+from xmargin.output.writer import (disk_full, equity_table, reserve_run, run_id_for, run_meta, summary_options,
+                                   write_run_folder)
 from xmargin.analysis.summary import summarize
 from xmargin.sim.strategy import build_strategy
 
