@@ -374,3 +374,24 @@ def test_okx_pnl_doc_average_entry_and_floating_pnl():
                           [100_000.0, 80_000.0])
     (position,) = result.ledger.accounts["okx"].positions.values()
     assert position.entry_price == pytest.approx(92_307.0, abs=1.0)
+
+
+def test_bybit_linear_cross_pool_of_two_positions_tables_match_and_trigger():
+    """Entry-value maintenance in a cross pool of two linear positions (bybit-linear, fees 0): the
+    positions and equity tables (vectorised) equal position_metrics / pool_metrics at every snapshot,
+    and the pool is liquidated where wallet + both PnLs = both entry-value maintenance margins (DERIVED
+    from the page's rule: with ETH flat at 2,000, 2,200 + 2 (P - 10,000) = 100 + 0.5 % x 5 x 2,000)."""
+    from test_snapshots import _check
+
+    rules = attrs.evolve(load_rules("bybit-linear"), maker_fee=0.0, taker_fee=0.0)
+    btc, eth = perp("bybit", "BTC"), perp("bybit", "ETH")
+    flat = brackets((0, 2_000_000, 100, 0.005, 0.0))
+    catalog = make_catalog({"bybit": VenueSpec(rules, collateral={"USDT": 2_300.0}, leverage=100.0)}, [btc, eth],
+                           tables={btc.key: flat, eth.key: flat})
+    btc_path = [10_000.0, 10_000.0] + [10_000.0 - 50.0 * k for k in range(1, 23)]
+    closes = np.column_stack([btc_path, [2_000.0] * len(btc_path)])
+    result, _ = run(catalog, make_feed([btc.key, eth.key], closes),
+                    {0: [PlaceOrder.market(btc.key, 2.0, leverage=100), PlaceOrder.market(eth.key, 5.0, leverage=100)]})
+    _check(result)
+    liquidated = of_type(result.events, ev.PositionLiquidated)
+    assert liquidated and liquidated[0].trigger_price == pytest.approx(10_000 - (2_300 - 100 - 50) / 2, abs=1e-6)
