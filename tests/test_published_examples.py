@@ -21,10 +21,11 @@ import pytest
 from xmargin.ledger import events as ev
 from xmargin.ledger.commands import PlaceOrder
 from xmargin.ledger.state import Account, Position
-from xmargin.margin.accounting import pool_metrics, position_metrics
+from xmargin.margin.accounting import collateral_metrics, pool_metrics, position_metrics
 from xmargin.venues.instruments import Instrument
 from xmargin.venues.rules import load_rules
-from helpers_feed import VenueSpec, brackets, make_catalog, make_feed, of_type, perp, run
+from xmargin.venues.venue import Catalog
+from helpers_feed import VenueSpec, brackets, make_catalog, make_feed, of_type, perp, run, spot
 
 
 def inverse_perp(exchange: str, base: str, contract_size: float) -> Instrument:
@@ -395,3 +396,44 @@ def test_bybit_linear_cross_pool_of_two_positions_tables_match_and_trigger():
     _check(result)
     liquidated = of_type(result.events, ev.PositionLiquidated)
     assert liquidated and liquidated[0].trigger_price == pytest.approx(10_000 - (2_300 - 100 - 50) / 2, abs=1e-6)
+
+
+# ------------------------------------------------------------------------------ Binance Multi-Assets
+def test_binance_multi_assets_info_examples_through_collateral_metrics():
+    """Binance Multi-Assets Info page (mirror bbapi.viigoo.eu.org/it/futures/trading-rules/perpetual/
+    multi-asset-info, crawl undated, after BUSD's removal; recorded in shared/exchange-rules/
+    venue-facts-2026-11.md): "BNB $1,000 -> $950" and "FDUSD $1,000 -> $989" (exact). The rule set's
+    2026-11 variant carries those ratios; a multi-asset account holding both is valued by
+    collateral_metrics and its pool by pool_metrics."""
+    rules = load_rules("binance-usdm").in_force(None, "binance-multi-assets-2026-11")
+    bnb = spot("binance", "BNB")  # prices BNB in the account
+    built = make_catalog({"binance": VenueSpec(rules, margin_mode="multi-asset", collateral={})}, [bnb])
+    catalog = Catalog.create(built.venues, built.tradables)  # with the asset -> price column map
+    book = attrs.evolve(Account.empty("binance", "multi-asset"), balances={"BNB": 2.0, "FDUSD": 1_000.0})
+    marks = np.array([500.0])  # BNB at 500: 2 BNB = $1,000
+    rows = {m.asset: m for m in collateral_metrics(book, catalog, marks)}
+    assert rows["BNB"].value == pytest.approx(1_000.0) and rows["BNB"].collateral_value == pytest.approx(950.0)
+    assert rows["FDUSD"].value == pytest.approx(1_000.0) and rows["FDUSD"].collateral_value == pytest.approx(989.0)
+    (pool,) = pool_metrics(book, catalog, marks, marks).values()
+    assert pool.collateral_value == pytest.approx(950.0 + 989.0)
+
+
+# ------------------------------------------------------------------------------ initial margin, coin-margined
+def test_initial_margin_examples_of_coin_margined_contracts():
+    """Bybit help "Initial Margin (Inverse Contract)" (as listed in Bybit's help search,
+    https://www.bybitx.global/fil-PH/help-center/search-result?page=46&pageSize=10&query=trade, read
+    2026-11-29): "A trader buys 12,000 BTCUSD contracts at 8,000 USD with 50x leverage = 12,000 /
+    (8,000 x 50) = 0.03 BTC" (exact). Binance "Leverage and Margin of COIN-Margined Futures"
+    (FAQ be2c7d9d95b04a7e8044ed02dd7dfe5c, mirror bbapi.viigoo.eu.org): 10 BTCUSD contracts (100 USD) at
+    9,800, 20x: "Initial Margin = [(10*100 USD) / 9,800 USD] / 20 = 0.0051 BTC" (4 dp: +-5e-5).
+    xmargin's initial margin is the position's value at the mark over its leverage; the mark is set to
+    the order price here (the pages value it at the order price; the open loss Binance adds to the
+    order's cost is not modelled)."""
+    for exchange, size, contracts, price, leverage, printed, tolerance in (
+            ("bybit", 1.0, 12_000.0, 8_000.0, 50.0, 0.03, 1e-12), ("binance", 100.0, 10.0, 9_800.0, 20.0, 0.0051, 5e-5)):
+        btcusd = inverse_perp(exchange, "BTC", size)
+        catalog = make_catalog({exchange: VenueSpec(load_rules("binance-coinm"), collateral={})}, [btcusd],
+                               tables={btcusd.key: brackets((0, None, 100, 0.005, 0.0))})
+        book = account(exchange, "cross", {"BTC": 1.0}, [(btcusd, contracts, price, "cross", 0.0)],
+                       leverage={btcusd.key: leverage})
+        assert metrics(book, catalog, [price])[btcusd.key].initial_margin == pytest.approx(printed, abs=tolerance)
