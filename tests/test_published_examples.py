@@ -437,3 +437,41 @@ def test_initial_margin_examples_of_coin_margined_contracts():
         book = account(exchange, "cross", {"BTC": 1.0}, [(btcusd, contracts, price, "cross", 0.0)],
                        leverage={btcusd.key: leverage})
         assert metrics(book, catalog, [price])[btcusd.key].initial_margin == pytest.approx(printed, abs=tolerance)
+
+
+def _bybit_isolated_run(quantity: float, collateral: float, script: dict, funding=()):
+    """One BTCUSDT position opened isolated at 20,000 and 50x on bybit-linear (fees 0, so that the
+    margins are the page's), held flat at 20,000, plus `script`: (result, catalog, instrument)."""
+    rules = attrs.evolve(load_rules("bybit-linear"), maker_fee=0.0, taker_fee=0.0)
+    btc = perp("bybit", "BTC")
+    catalog = make_catalog({"bybit": VenueSpec(rules, margin_mode="isolated", collateral={"USDT": collateral},
+                                               leverage=50.0)}, [btc],
+                           tables={btc.key: brackets((0, 2_000_000, 100, 0.005, 0.0))})
+    orders = {0: [PlaceOrder.market(btc.key, quantity, leverage=50, margin_mode="isolated")], **script}
+    result, _ = run(catalog, make_feed([btc.key], [20_000.0] * 6, funding=funding), orders)
+    return result, catalog, btc
+
+
+def test_bybit_usdt_isolated_examples_2_and_3_added_margin_and_funding():
+    """Bybit "Liquidation Price (USDT Contract)" (testnet.bybit.com page above; its Examples 2 and 3 are
+    cut in the stored copy and read from two third-party copies of the page, https://wuyelx.com/4039.html
+    and https://open-lib.com/8036.html, read 2026-11-29): Example 2, short 1 BTC at 20,000, 50x, 3,000
+    USDT of margin added: "New Liquidation Price = 23,300 USDT"; Example 3, the long of Example 1 with
+    200 USDT of funding taken from its position margin (no available balance): "Liquidation Price
+    adjusts to 19,900 USDT" (both exact). Here in runs: the margin added by AdjustIsolatedMargin, the
+    funding by a settlement at a rate of 1 % of 20,000 (a long pays). Bybit takes funding from the
+    available balance first; xmargin always from an isolated position's margin, which is the page's
+    case (the account holds nothing else)."""
+    from xmargin.ledger.commands import AdjustIsolatedMargin
+
+    key = perp("bybit", "BTC").key
+    result, catalog, _ = _bybit_isolated_run(-1.0, 3_400.0, {1: [AdjustIsolatedMargin(key, 3_000.0)]})
+    (position,) = position_metrics(result.ledger.accounts["bybit"], catalog, np.array([20_000.0]))
+    assert position.isolated_margin == pytest.approx(3_400.0)
+    assert position.liquidation_price == pytest.approx(23_300.0, abs=1e-9)
+    result, catalog, _ = _bybit_isolated_run(1.0, 400.0, {}, funding=[(2, 0, 0.01)])
+    (paid,) = of_type(result.events, ev.FundingSettled)
+    assert paid.amount == pytest.approx(-200.0) and paid.isolated
+    (position,) = position_metrics(result.ledger.accounts["bybit"], catalog, np.array([20_000.0]))
+    assert position.isolated_margin == pytest.approx(200.0)
+    assert position.liquidation_price == pytest.approx(19_900.0, abs=1e-9)
