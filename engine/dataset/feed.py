@@ -286,13 +286,14 @@ def _load_feed(folder: str | Path, keys: list[str], start: datetime | None, end:
     # rows there. Its files' index gives the timeframes when they hold one (or `timeframe`): then only
     # the timestamps are read, those of instruments holding few rows by queries run together (one
     # query costs about a millisecond: most of a wide book's load). Otherwise (several timeframes,
-    # an instrument the index does not know) its timeframes are read too.
+    # an instrument the index does not know, rows without a timeframe) its timeframes are read too.
     def timeframes_in_run(key, own_rows):
         counts = in_files.get(key, {})
-        if timeframe is not None and own_rows:
-            return [timeframe]
-        if len(counts) == 1 and (timeframe is None or timeframe in counts):  # its files hold one
-            return list(counts) if own_rows else []
+        if None not in counts:
+            if timeframe is not None and own_rows:
+                return [timeframe]
+            if len(counts) == 1 and (timeframe is None or timeframe in counts):  # its files hold one
+                return list(counts) if own_rows else []
         return instrument_scan(key).select(pl.col("timeframe").unique()).collect()["timeframe"].to_list()
 
     bounds = [BATCH_ROWS + 1 if key not in in_files else  # (unknown: read alone)
@@ -308,6 +309,10 @@ def _load_feed(folder: str | Path, keys: list[str], start: datetime | None, end:
     timeframes = set()
     for key, own in zip(keys, times):
         available = timeframes_in_run(key, len(own))
+        if None in available:  # (the bar length of such rows is unknown: neither kept nor dropped unsaid)
+            raise DatasetError(f"{folder}: {key} has bars without a timeframe (null) between {start} and {end}. Fix: "
+                               f"fill or drop those rows at the source and re-import; `xmargin data validate {folder}` "
+                               "lists them.")
         if timeframe is not None and not len(own) and available:
             raise DatasetError(f"{folder}: {key} has no {timeframe} bars between {start} and {end} (it has "
                                f"{sorted(available)}). Fix: set run.timeframe to one of those, or leave {key} out.")
