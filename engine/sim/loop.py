@@ -103,6 +103,9 @@ def run_warnings(catalog: Catalog, feed: Feed) -> list[tuple]:
                        "against the dataset's exchanges); its collateral just sits there", "no instrument")
                 for name in catalog.venues if not catalog.on_exchange(name)]
     for name, venue in catalog.venues.items():
+        traded = {t.instrument.native_id for t in catalog.on_exchange(name)}
+        warnings.extend((None, f"exchanges.{name}.rules: {message}", "rules") for symbol, message in venue.rules.warnings
+                        if symbol is None or symbol in traded)
         settles = {t.instrument.settle for t in catalog.on_exchange(name) if t.instrument.is_derivative}
         if settles and venue_mode(catalog, name).pools_are_assets and not settles & set(venue.collateral):
             warnings.append((None, f"exchanges.{name}.collateral holds {sorted(venue.collateral)} but its perps "

@@ -41,6 +41,7 @@ import math
 
 import attrs
 
+from xmargin._keys import check_rule_keys
 from xmargin.errors import RulesError
 from xmargin.venues.instruments import parse_expiry
 
@@ -140,6 +141,7 @@ def portfolio_from(data, where: str) -> PortfolioRules | None:
     """Parse a rule file's `portfolio_margin` object (None when the rule set has none)."""
     if data is None:
         return None
+    check_rule_keys(data, ("variants", "sources", "not_public"), f"{where}: portfolio_margin")
     variants = []
     for n, entry in enumerate(data.get("variants", [])):
         here = f"{where}: portfolio_margin.variants[{n}]"
