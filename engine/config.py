@@ -162,6 +162,26 @@ def apply_overrides(data: dict, sets=(), margin_modes=(), start=None, end=None, 
     return data
 
 
+def duration_label(ns: int) -> str:
+    """A duration in ns as the config writes it: '1h', '90m', '1d', '30s'."""
+    for unit, size in (("d", 86_400), ("h", 3_600), ("m", 60), ("s", 1)):
+        if ns % (size * 1_000_000_000) == 0:
+            return f"{ns // (size * 1_000_000_000)}{unit}"
+    return f"{ns / 1e9:g}s"
+
+
+def check_sample_interval(sample_interval_ns: int, bar_ns: int) -> None:
+    """run.sample_interval must be a whole multiple of the bar: snapshots are taken at bar closes, so
+    another interval would silently become the least common multiple of both (90m on 1h bars: every
+    3h; 1h on 1d bars: every 1d), and figures counted as samples x interval (hours above a margin
+    warning) would be wrong."""
+    if sample_interval_ns % bar_ns:
+        bar = duration_label(bar_ns)
+        raise ConfigError(f"run.sample_interval = {duration_label(sample_interval_ns)!r} (1h unless set): not a "
+                          f"whole multiple of the dataset's {bar} bars, whose closes are where equity and positions "
+                          f"are sampled. Fix: set run.sample_interval = \"{bar}\" or a multiple of it.")
+
+
 def load_config(path: str | Path, **overrides) -> RunConfig:
     path = Path(path)
     if not path.is_file():
@@ -217,6 +237,9 @@ def parse_config(data: dict, base: Path = Path("."), where: str = "config") -> R
     if not dataset.is_dir():
         raise ConfigError(f"run.dataset = {run['dataset']!r}: no such dataset folder.")
     strategy = data.get("strategy", {})
+    if not isinstance(strategy, dict) or not isinstance(strategy.get("params", {}), dict):
+        raise ConfigError(f"{where}: strategy.params = {strategy.get('params') if isinstance(strategy, dict) else strategy!r}: "
+                          "must be a table of the strategy's parameters ([strategy.params] with name = value lines).")
     unknown = set(strategy) - {"params"}
     if unknown:
         raise ConfigError(f"{where}: unknown keys strategy.{sorted(unknown)}; only [strategy.params] is allowed "
@@ -267,7 +290,9 @@ def parse_config(data: dict, base: Path = Path("."), where: str = "config") -> R
             if accepted and asset not in accepted:
                 raise ConfigError(f"{prefix}.collateral.{asset}: {name} ({rules.name}) does not accept {asset} as "
                                   f"collateral; it accepts {accepted}.")
-        leverage = _number(entry.get("leverage", 10), f"{prefix}.leverage", 0.0, MAX_LEVERAGE, low_inclusive=False)
+        leverage = _number(entry.get("leverage", 10), f"{prefix}.leverage", 1.0, MAX_LEVERAGE,
+                           unit=" (x; exchanges offer 1x and up: below 1 every order needs more margin than its "
+                                "notional)")
         tables = {}
         for table in ("withdrawal_fees", "transfer_delay_minutes"):
             values = entry.get(table, {})
@@ -292,9 +317,9 @@ def parse_config(data: dict, base: Path = Path("."), where: str = "config") -> R
         raise ConfigError(f"run.on_liquidation = {on_liquidation!r}: allowed {list(ON_LIQUIDATION)}.")
     thresholds = run.get("warning_thresholds", [0.7, 0.9])
     if (not isinstance(thresholds, list) or not all(isinstance(t, (int, float)) and 0 < t < 1 for t in thresholds)
-            or sorted(thresholds) != list(thresholds)):
+            or any(b <= a for a, b in zip(thresholds, thresholds[1:]))):
         raise ConfigError(f"run.warning_thresholds = {thresholds!r}: an increasing list of margin ratios "
-                          "between 0 and 1, e.g. [0.7, 0.9].")
+                          "between 0 and 1, each once, e.g. [0.7, 0.9].")
     seed = run.get("seed", 0)
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise ConfigError(f"run.seed = {seed!r}: must be an integer.")
@@ -310,10 +335,17 @@ def parse_config(data: dict, base: Path = Path("."), where: str = "config") -> R
         raise ConfigError(f"run.instruments = {instruments!r}: must be a list of 'exchange:symbol' keys as declared "
                           "in the dataset, e.g. [\"binance:BTC/USDT:USDT\"].")
     if instruments:
+        twice = sorted({i for i in instruments if instruments.count(i) > 1})
+        if twice:
+            raise ConfigError(f"run.instruments lists {twice} more than once; list each instrument once.")
         _check_declared(instruments, dataset)
     for key in ("name", "out"):
         if key in run and not isinstance(run[key], str):
             raise ConfigError(f"run.{key} = {run[key]!r}: must be a string.")
+    name = run.get("name", "")
+    if "/" in name or "\\" in name or name.startswith("."):
+        raise ConfigError(f"run.name = {name!r}: the name starts the run folder's name (<name>-<UTC time>, inside "
+                          "run.out): no '/' or '\\', no leading '.'. Use run.out to choose where runs are written.")
     timeframe = run.get("timeframe")
     if timeframe is not None:
         parse_duration(timeframe, "run.timeframe")

@@ -425,3 +425,39 @@ def test_a_stress_or_compare_that_fails_leaves_no_folder(tmp_path, command):
     result = invoke(command[0], config, *command[1:], "--out", out, "--quiet", "--no-validate", "--id", "mine")
     assert result.exit_code == 2, result.output
     assert (kept / "notes.txt").read_text() == "keep me"
+
+
+@pytest.mark.parametrize("setting, message", [
+    ("exchanges.binance.leverage=0.5", "exchanges.binance.leverage = 0.5: must be a finite number >= 1"),
+    ("strategy.params=5", "strategy.params = 5: must be a table"),
+    ("run.name='a/b'", "run.name = 'a/b': the name starts the run folder's name"),
+    ("run.instruments=['binance:ETH/USDT:USDT','binance:BTC/USDT:USDT','binance:ETH/USDT:USDT']",
+     "run.instruments lists ['binance:ETH/USDT:USDT'] more than once"),
+    ("run.warning_thresholds=[0.7,0.7]", "run.warning_thresholds = [0.7, 0.7]: an increasing list"),
+    # snapshots come at bar closes: 90m on 1h bars was every 3 h, so hours above a warning were off 2x
+    ("run.sample_interval='90m'", "run.sample_interval = '90m' (1h unless set): not a whole multiple of the "
+                                  "dataset's 1h bars"),
+])
+def test_a_config_value_that_would_mislead_is_refused_naming_the_key(config_path, tmp_path, setting, message):
+    out = tmp_path / "runs"
+    result = invoke("run", config_path, "--set", setting, "--out", out, "--quiet", "--no-validate")
+    assert result.exit_code == 2 and message in result.output, result.output
+    assert "Traceback" not in result.output and (not out.exists() or not any(out.iterdir()))
+
+
+def test_doubtful_rules_and_a_window_beyond_the_data_are_repeated_in_the_summary(config_path, tmp_path):
+    """A rule file whose leverage rises with size runs, but the summary says so; so does a run.start
+    before the dataset's first bar (the run starts later than the config says)."""
+    data = json.loads((ROOT / "engine/venues/rules/data/binance-usdm.json").read_text())
+    data["brackets"]["ETHUSDT"][1]["max_leverage"] = 150.0  # above the first bracket's 125
+    rules = tmp_path / "mine.json"
+    rules.write_text(json.dumps(data))
+    result = invoke("run", config_path, "--set", f"exchanges.binance.rules='{rules}'", "--start", "2024-09-01",
+                    "--end", "2024-09-07", "--out", tmp_path, "--run-id", "doubt", "--no-validate")
+    assert result.exit_code == 0, result.output
+    expected = [f"exchanges.binance.rules: {rules}: brackets.ETHUSDT[1]: max_leverage 150 rises above the previous "
+                "bracket's 125; exchanges lower it with size (check the row order and the values)",
+                "run.start = 2024-09-01 00:00 is before the dataset's first bar (2024-09-05 00:00): the run starts there"]
+    summary = json.loads((tmp_path / "doubt" / "summary.json").read_text())
+    assert [w for w in summary["warnings"] if w in expected] == expected
+    assert all(f"input warning: {w}" in result.output for w in expected), result.output

@@ -368,7 +368,7 @@ REFUSED = {
                                            "fe": 0.001}), ["delivery: unknown keys ['fe']", "'fee'"]),
     "bracket that is not an object": (_set("default_brackets.0", 5), ["default_brackets[0]: expected a bracket object"]),
     "brackets in decreasing order": (lambda data: data["default_brackets"].reverse(),
-                                     ["default_brackets[1]: notional_floor 0 comes after 1000", "smallest notional up"]),
+                                     ["default_brackets[0]: the first bracket must start", "smallest notional up"]),
     "sources as one string": (_set("sources", "https://example.com"), ["sources = 'https://example.com'",
                                                                       "list of strings"]),
     "no source": (_set("sources", []), ["sources = []", "at least one"]),

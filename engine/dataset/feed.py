@@ -259,8 +259,9 @@ def _load_feed(folder: str | Path, keys: list[str], start: datetime | None, end:
         available = sorted(found["timeframe"].unique().to_list())
         frame = found.filter(pl.col("timeframe") == timeframe)
         if frame.height == 0 and available:
-            raise DatasetError(f"{folder}: {key} has no {timeframe} bars between {start} and {end} (it has "
-                               f"{available}). Fix: set run.timeframe to one of those, or leave {key} out.")
+            window = "" if start is None and end is None else f" between {start or 'its start'} and {end or 'its end'}"
+            raise DatasetError(f"{folder}: {key} has no {timeframe} bars{window} (it has {available}). Fix: set "
+                               f"run.timeframe to one of those, or leave {key} out.")
         timeframes.update(frame["timeframe"].unique().to_list())
         times.append(frame["ts"].to_numpy())
         del frame

@@ -29,7 +29,7 @@ from xmargin.margin.auto_exchange import conversion_events
 from xmargin.ledger.decide import decide
 from xmargin.sim.execution import fill_events, fill_price, funding_events
 from xmargin.sim.expiry import expiry_events, settlement_schedule
-from xmargin.dataset.feed import Feed, load_feed
+from xmargin.dataset.feed import Feed, iso_minutes, load_feed
 from xmargin.ledger.apply import applier_of
 from xmargin.margin.liquidation import liquidation_events
 from xmargin.margin.modes import account_units, venue_mode
@@ -39,7 +39,7 @@ from xmargin.venues.rules import load_rules
 from xmargin.output.snapshots import Snapshot
 from xmargin.ledger.state import Ledger
 from xmargin.sim.strategy import View, Wake, Wakes, build_strategy
-from xmargin.config import check_instruments
+from xmargin.config import check_instruments, check_sample_interval
 from xmargin.errors import StrategyError, XmarginError, mark_strategy_failure
 from xmargin.ledger import commands as cmd
 from xmargin.venues.venue import Catalog, Tradable, Venue
@@ -124,6 +124,23 @@ def run_warnings(catalog: Catalog, feed: Feed) -> list[tuple]:
             warnings.append((key, f"{key}: no mark series in the dataset; margin, PnL and liquidations use the "
                                   "last price", "no mark"))
     return warnings
+
+
+def window_warnings(config, feed: Feed) -> list[tuple]:
+    """run.start / run.end beyond the dataset's bars: the run is shorter than the config says."""
+    out = []
+    first, end = int(feed.ts[0]), int(feed.ts[-1]) + feed.bar_ns
+    if config.start is not None and _ns(config.start) < first:
+        out.append((None, f"run.start = {iso_minutes(_ns(config.start))} is before the dataset's first bar "
+                          f"({iso_minutes(first)}): the run starts there"))
+    if config.end is not None and _ns(config.end) > end:
+        out.append((None, f"run.end = {iso_minutes(_ns(config.end))} is after the dataset's last bar closes "
+                          f"({iso_minutes(end)}): the run ends there"))
+    return out
+
+
+def _ns(moment) -> int:
+    return int(moment.timestamp()) * 1_000_000_000 + moment.microsecond * 1_000
 
 
 def _iso(ns: int) -> str:
@@ -264,6 +281,7 @@ class Backtest:
         self._unbracketed = {} if catalog is not None else unbracketed(config, self.catalog)
         self.feed = feed or load_feed(config.dataset, list(self.catalog.tradables), config.start, config.end,
                                       config.timeframe)
+        check_sample_interval(config.sample_interval_ns, self.feed.bar_ns)
         start_ns = int(self.feed.ts[0])  # the rule tables and portfolio variants in force at the first bar
         self.catalog = self.catalog.with_rules_in_force(
             {name: e.rules_variant for name, e in config.exchanges.items()}, start_ns).with_portfolio_variants(
@@ -272,7 +290,7 @@ class Backtest:
         given = [(p.instrument or None, f"dataset: {p}") for p in input_warnings]
         said = {(p.instrument, p.check) for p in input_warnings}
         self.warnings = given + [(key, message) for key, message, check in run_warnings(self.catalog, self.feed)
-                                 if (key, check) not in said]
+                                 if (key, check) not in said] + window_warnings(config, self.feed)
         self.strategy = strategy or build_strategy(config.strategy, config.params, getattr(config, "folder", None))
         self.strategy_name = getattr(config, "strategy", "") or type(self.strategy).__name__
         self.wakes: Wakes = self._call_strategy("wakes()", self.strategy.wakes)

@@ -294,12 +294,10 @@ def _table_from(entries, where: str, warnings: list | None = None) -> BracketTab
     if not isinstance(entries, list) or not entries:
         raise RulesError(f"{where}: expected a non-empty list of brackets.")
     brackets = [_bracket_from(e, f"{where}[{n}]") for n, e in enumerate(entries)]
-    for n in range(1, len(brackets)):
-        if brackets[n].notional_floor < brackets[n - 1].notional_floor:
-            raise RulesError(f"{where}[{n}]: notional_floor {brackets[n].notional_floor:g} comes after "
-                             f"{brackets[n - 1].notional_floor:g}; list the brackets from the smallest notional up.")
     if brackets[0].notional_floor != 0:
-        raise RulesError(f"{where}[0]: the first bracket must start at notional_floor 0.")
+        hint = (" (the brackets are out of order: list them from the smallest notional up)"
+                if any(b.notional_floor == 0 for b in brackets[1:]) else "")
+        raise RulesError(f"{where}[0]: the first bracket must start at notional_floor 0{hint}.")
     for n in range(1, len(brackets)):
         if brackets[n].notional_floor != brackets[n - 1].notional_cap:
             raise RulesError(f"{where}[{n}]: notional_floor {brackets[n].notional_floor} does not equal the "
