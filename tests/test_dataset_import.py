@@ -187,3 +187,42 @@ def test_identify_and_overrides(tmp_path):
     assert (marked.kind, marked.market, marked.symbol) == ("mark", "perp", "BTC/USDT:USDT")
     inverse = identify(tmp_path / "cm" / "BTCUSD_PERP-1h-2024-01.zip")
     assert inverse.symbol == "BTC/USD:BTC"
+
+
+def test_marks_or_funding_of_an_instrument_without_bars_are_refused_by_file(tmp_path):
+    folder = tmp_path / "files"
+    folder.mkdir()
+    ohlcv().write_ipc(folder / "BTC_USDT_USDT-1h-futures.feather")
+    ohlcv(price=2_000.0).write_ipc(folder / "ETH_USDT_USDT-1h-mark.feather")  # ETH's bars were forgotten
+    out = tmp_path / "dataset"
+    result = CliRunner().invoke(main, ["data", "import", str(folder), "--out", str(out), "--exchange", "binance"])
+    assert result.exit_code == 2, result.output
+    assert (f"{folder / 'ETH_USDT_USDT-1h-mark.feather'}: mark of binance:ETH/USDT:USDT, whose bars are not among "
+            "the files imported. Fix: import its bars too") in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["files"]  # neither the dataset nor a .partial folder
+    (folder / "ETH_USDT_USDT-1h-mark.feather").unlink()
+    import_files([folder], out, ImportOptions(exchange="binance"))
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    funding = tmp_path / "more"
+    funding.mkdir()
+    funding_rows().write_ipc(funding / "ETH_USDT_USDT-8h-funding_rate.feather")
+    with pytest.raises(DatasetError, match="funding of binance:ETH/USDT:USDT, whose bars are not among the files "
+                                           "imported nor in the dataset"):
+        import_files([funding], out, ImportOptions(exchange="binance"))
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+
+def test_doubtful_imports_are_written_with_warnings(tmp_path):
+    """Dates without a time zone are read as UTC and a gap is kept: both said, not passed over."""
+    folder = tmp_path / "files"
+    folder.mkdir()
+    source = ohlcv().with_columns(pl.col("date").dt.replace_time_zone(None))
+    source.filter(pl.int_range(pl.len()).is_between(5, 7).not_()).write_ipc(folder / "BTC_USDT_USDT-1h-futures.feather")
+    result = CliRunner().invoke(main, ["data", "import", str(folder), "--out", str(tmp_path / "d"),
+                                       "--exchange", "binance"])
+    assert result.exit_code == 0, result.output
+    assert (f"warning: {folder / 'BTC_USDT_USDT-1h-futures.feather'}, column 'date': dates without a time zone, read "
+            "as UTC") in result.output
+    assert ("warning: bars/binance/perp/BTC_USDT_USDT-1h.parquet, binance:BTC/USDT:USDT, column 'ts': 1 gaps in bars "
+            "(1h), 3 missing bars") in result.output
+    assert table(tmp_path / "d", "bars", "binance/perp/BTC_USDT_USDT-1h.parquet")["ts"][0] == START

@@ -31,7 +31,7 @@ import attrs
 import polars as pl
 
 from xmargin.dataset.manifest import MANIFEST_NAME, DatasetManifest, Source, publish, read_manifest, write_manifest
-from xmargin.dataset.validate import ERROR, _check_table, _Collector, parse_timeframe, polars_schema, validate_dataset
+from xmargin.dataset.validate import ERROR, WARNING, _check_table, _Collector, parse_timeframe, polars_schema, validate_dataset
 from xmargin.errors import DatasetError
 from xmargin.venues.instruments import Instrument
 
@@ -108,12 +108,14 @@ class ImportResult:
     tables: tuple[ImportedTable, ...]
     instruments: tuple[Instrument, ...]
     notes: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()  # doubtful: what the dataset's validation warns about, time-zone-less dates
 
     def lines(self) -> list[str]:
         out = [f"{t.kind:<8} {t.instrument:<28} {t.rows:>9,} rows -> {t.file}"
                + (f" ({t.duplicates_dropped} duplicate ts dropped, kept last)" if t.duplicates_dropped else "")
                for t in self.tables]
-        return out + [f"note: {n}" for n in self.notes] + [f"wrote {self.path} ({len(self.instruments)} instruments)"]
+        return (out + [f"note: {n}" for n in self.notes] + [f"warning: {w}" for w in self.warnings]
+                + [f"wrote {self.path} ({len(self.instruments)} instruments)"])
 
 
 def _fail(path: Path, message: str, fix: str, row: int | None = None, column: str = "") -> DatasetError:
@@ -286,8 +288,9 @@ def _read_freqtrade(source: SourceFile) -> pl.DataFrame:
     return frame
 
 
-def read_source(source: SourceFile) -> pl.DataFrame:
-    """The file as a table of its kind (manifest schema) plus `file` and `row` (0-based source row)."""
+def read_source(source: SourceFile, warnings: list | None = None) -> pl.DataFrame:
+    """The file as a table of its kind (manifest schema) plus `file` and `row` (0-based source row).
+    Dates without a time zone are read as UTC, which `warnings` (when given) is told."""
     path = source.path
     if source.layout == "freqtrade":
         raw = _read_freqtrade(source)
@@ -329,6 +332,9 @@ def read_source(source: SourceFile) -> pl.DataFrame:
     if raw[date].null_count():
         row = int(raw.with_row_index("row").filter(pl.col(date).is_null())["row"][0])
         raise _fail(path, "empty timestamp", "repair or delete the row", row=row, column=date)
+    if warnings is not None and isinstance(raw[date].dtype, pl.Datetime) and raw[date].dtype.time_zone is None:
+        warnings.append(f"{path}, column '{date}': dates without a time zone, read as UTC (what freqtrade and the "
+                        "exchanges write). If they are local times, convert them to UTC and import again")
     ts = raw.select(_to_utc_ns(path, raw[date], date).alias("ts"))["ts"]
     if source.kind == "funding":
         ts = ts.dt.round("1s")
@@ -413,9 +419,13 @@ def import_files(sources: list[str | Path], out: str | Path, options: ImportOpti
                 parse_timeframe(f.timeframe)
             except ValueError as exc:
                 raise _fail(f.path, str(exc), "pass --timeframe, e.g. 1h") from exc
+    merging = (out / MANIFEST_NAME).is_file()
+    existing = read_manifest(out) if merging else None
+    _check_bars_for_every_series(files, existing)
     groups: dict[tuple, list[pl.DataFrame]] = {}
+    warnings: list[str] = []
     for f in files:
-        groups.setdefault((f.kind, f.exchange, f.market, f.symbol, f.timeframe), []).append(read_source(f))
+        groups.setdefault((f.kind, f.exchange, f.market, f.symbol, f.timeframe), []).append(read_source(f, warnings))
 
     collector = _Collector(LISTED_ROWS)
     prepared = {}
@@ -430,8 +440,6 @@ def import_files(sources: list[str | Path], out: str | Path, options: ImportOpti
     if errors:
         raise DatasetError("the sources hold bad rows; nothing was written:\n" + "\n".join(map(str, errors)))
 
-    merging = (out / MANIFEST_NAME).is_file()
-    existing = read_manifest(out) if merging else None
     target = _stage(out) if merging else out.with_name(out.name + ".partial")
     if not merging:
         if out.exists() and any(out.iterdir()):
@@ -440,7 +448,7 @@ def import_files(sources: list[str | Path], out: str | Path, options: ImportOpti
         if target.exists():
             shutil.rmtree(target)
     try:
-        result = _write(target, out, prepared, existing, files, name)
+        result = _write(target, out, prepared, existing, files, name, warnings)
     except BaseException:
         if merging:  # the dataset itself was never touched: drop the staged copy
             shutil.rmtree(target, ignore_errors=True)
@@ -465,7 +473,20 @@ def _stage(out: Path) -> Path:
     return staging
 
 
-def _write(target: Path, out: Path, prepared: dict, existing, files, name) -> ImportResult:
+def _check_bars_for_every_series(files: list[SourceFile], existing) -> None:
+    """Marks, index prices and funding belong to an instrument with bars (every declared instrument
+    has them): a file for one whose bars are neither imported nor in the dataset is refused by name."""
+    with_bars = {(f.exchange, f.symbol) for f in files if f.kind == "bars"}
+    with_bars |= {(i.exchange, i.symbol) for i in (existing.instruments if existing else ())}
+    for f in files:
+        if (f.exchange, f.symbol) not in with_bars:
+            raise _fail(f.path, f"{f.kind} of {f.exchange}:{f.symbol}, whose bars are not among the files imported"
+                        + (" nor in the dataset" if existing else ""),
+                        "import its bars too (e.g. the freqtrade ...-futures file or the klines of that symbol), "
+                        "or leave this file out")
+
+
+def _write(target: Path, out: Path, prepared: dict, existing, files, name, warnings=()) -> ImportResult:
     """Write the prepared tables and the manifest into `target` and validate the result."""
     funding_hours: dict[tuple, float] = {}
     tables = []
@@ -506,4 +527,5 @@ def _write(target: Path, out: Path, prepared: dict, existing, files, name) -> Im
     if not report.ok:
         kept = f"{out} is unchanged" if existing else f"left in {target} for inspection"
         raise DatasetError(f"imported data does not validate ({kept}):\n" + "\n".join(map(str, report.errors)))
-    return ImportResult(path=out, tables=tuple(tables), instruments=tuple(declared), notes=tuple(notes))
+    return ImportResult(path=out, tables=tuple(tables), instruments=tuple(declared), notes=tuple(notes),
+                        warnings=(*warnings, *(str(p).removeprefix(f"{WARNING}: ") for p in report.warnings)))
