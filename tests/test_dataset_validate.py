@@ -215,3 +215,16 @@ def test_funding_interval_mismatch_is_a_warning(tmp_path):
     found = problems(report, "funding interval")
     assert report.ok and found and "8h apart" in found[0].message
     assert not problems(validate_dataset(make_dataset(tmp_path / "e", funding=funding_frame())), "funding interval")
+
+
+@pytest.mark.parametrize("mutate, fix", [
+    # replace_time_zone('UTC') on Tokyo times would keep their wall clock: every bar 9 h late
+    (lambda f: f.with_columns(pl.col("ts").dt.convert_time_zone("Asia/Tokyo")),
+     "pl.col('ts').dt.convert_time_zone('UTC').dt.cast_time_unit('ns'); not replace_time_zone"),
+    (lambda f: f.with_columns(pl.col("ts").dt.epoch("ms")), "pl.from_epoch('ts', time_unit='ms')"),
+    (lambda f: f.with_columns(pl.col("ts").dt.replace_time_zone(None)), "local times: replace_time_zone('<their zone>')"),
+])
+def test_the_fix_for_a_ts_column_keeps_its_instants(tmp_path, mutate, fix):
+    report = validate_dataset(make_dataset(tmp_path / "d", bars=mutate(bars_frame())))
+    found = problems(report, "schema")
+    assert found and found[0].column == "ts" and fix in found[0].fix, found

@@ -160,6 +160,20 @@ def _iso(value) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%S") if hasattr(value, "strftime") else str(value)
 
 
+def _ts_cast(dtype: pl.DataType) -> str:
+    """How to turn a `ts` column of `dtype` into Datetime(ns, UTC) without moving its instants."""
+    if isinstance(dtype, pl.Datetime) and dtype.time_zone not in (None, "UTC"):
+        return (f" (pl.col('ts').dt.convert_time_zone('UTC').dt.cast_time_unit('ns'); not replace_time_zone, which "
+                f"would keep the {dtype.time_zone} wall-clock times and move every bar by the zone's offset)")
+    if isinstance(dtype, pl.Datetime) and dtype.time_zone is None:
+        return (" (UTC times: pl.col('ts').dt.cast_time_unit('ns').dt.replace_time_zone('UTC'); local times: "
+                "replace_time_zone('<their zone>') first, then .dt.convert_time_zone('UTC'))")
+    if dtype.is_integer():
+        return (" (epoch numbers: pl.from_epoch('ts', time_unit='ms').dt.cast_time_unit('ns')"
+                ".dt.replace_time_zone('UTC'), with the unit they are in: 's', 'ms', 'us' or 'ns')")
+    return " (pl.col('ts').dt.cast_time_unit('ns').dt.replace_time_zone('UTC'))"
+
+
 def _check_schema(files: list[Path], kind: str, root: Path, out: _Collector) -> list[Path]:
     """Columns and dtypes of each file against COLUMNS_BY_KIND; returns the files that match."""
     expected = COLUMNS_BY_KIND[kind]
@@ -190,9 +204,7 @@ def _check_schema(files: list[Path], kind: str, root: Path, out: _Collector) -> 
                 bad = True
                 out.add(severity=ERROR, check="schema", file=name, column=col,
                         message=f"dtype is {found[col]}, expected {dtype}",
-                        fix=f"cast '{col}' to {dtype} before writing"
-                            + (" (pl.col('ts').dt.cast_time_unit('ns').dt.replace_time_zone('UTC'))"
-                               if col == "ts" else ""))
+                        fix=f"cast '{col}' to {dtype} before writing" + (_ts_cast(schema[col]) if col == "ts" else ""))
         extra = [c for c in found if c not in expected]
         if extra:
             out.add(severity=WARNING, check="schema", file=name, column=", ".join(extra),
