@@ -79,17 +79,69 @@ def parse_duration(value: str, key: str) -> int:
     return duration
 
 
+def check_margin_mode(prefix: str, mode, rules) -> None:
+    """ConfigError unless `mode` is a registered margin mode, available, and offered by `rules`."""
+    if mode not in MODES:
+        raise ConfigError(f"{prefix}.margin_mode = {mode!r}: allowed {list(MARGIN_MODES)}.")
+    if MODES[mode].unavailable:
+        raise ConfigError(f"{prefix}.margin_mode = {mode!r}: {MODES[mode].unavailable}")
+    if rules is not None and mode not in rules.margin_modes:
+        raise ConfigError(f"{prefix}.margin_mode = {mode!r}: rule set {rules.name} allows {list(rules.margin_modes)}.")
+
+
+def _check_thresholds(thresholds) -> None:
+    if (not isinstance(thresholds, (list, tuple))
+            or not all(isinstance(t, (int, float)) and not isinstance(t, bool) and 0 < t < 1 for t in thresholds)
+            or any(b <= a for a, b in zip(thresholds, thresholds[1:]))):
+        raise ConfigError(f"run.warning_thresholds = {list(thresholds) if isinstance(thresholds, tuple) else thresholds!r}: "
+                          "an increasing list of margin ratios between 0 and 1, each once, e.g. [0.7, 0.9].")
+
+
+def _within(key: str, low: float, high: float = math.inf, unit: str = ""):
+    """attrs validator: `_number`'s check of a config value, for configs built in code (a library
+    user's `RunConfig(...)` or `attrs.evolve`) as well as from TOML."""
+    return lambda _instance, _attribute, value: _number(value, key, low, high, unit=unit)
+
+
+def _amounts(key: str):
+    """attrs validator: a table of asset -> finite number >= 0."""
+    def check(instance, _attribute, values):
+        for asset, amount in values.items():
+            _number(amount, f"exchanges.{instance.name}.{key}.{asset}", 0.0)
+    return check
+
+
+def _one_of(key: str, allowed):
+    def check(_instance, _attribute, value):
+        if value not in allowed:
+            raise ConfigError(f"{key} = {value!r}: allowed {list(allowed)}.")
+    return check
+
+
+def _positive_ns(key: str):
+    def check(_instance, _attribute, value):
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ConfigError(f"{key} = {value!r} ns: a duration must be longer than zero, e.g. '1h'.")
+    return check
+
+
+LEVERAGE_UNIT = " (x; exchanges offer 1x and up: below 1 every order needs more margin than its notional)"
+SLIPPAGE_UNIT = " (basis points: 1 = 0.01 %)"
+
+
 @attrs.frozen
 class ExchangeConfig:
     """One exchange account: its rule set, margin mode, starting collateral and leverage."""
 
     name: str
     rules: str
-    margin_mode: str
-    collateral: dict
-    leverage: float
-    withdrawal_fees: dict
-    transfer_delay_minutes: dict
+    margin_mode: str = attrs.field(validator=lambda self, _a, mode: check_margin_mode(f"exchanges.{self.name}", mode,
+                                                                                     None))
+    collateral: dict = attrs.field(validator=_amounts("collateral"))
+    leverage: float = attrs.field(validator=lambda self, _a, value: _number(
+        value, f"exchanges.{self.name}.leverage", 1.0, MAX_LEVERAGE, unit=LEVERAGE_UNIT))
+    withdrawal_fees: dict = attrs.field(validator=_amounts("withdrawal_fees"))
+    transfer_delay_minutes: dict = attrs.field(validator=_amounts("transfer_delay_minutes"))
     allow_default_brackets: bool = False
     fees: dict = attrs.field(factory=dict)  # market -> FeeRates or None (xmargin.venues.fees.market_fees)
     portfolio_margin: str | None = None  # a portfolio-margin variant of the rule set (None: the one in force)
@@ -103,22 +155,31 @@ class RunConfig:
     params: dict
     exchanges: dict
     start: datetime | None = None
-    end: datetime | None = None
+    end: datetime | None = attrs.field(default=None)
     seed: int = 0
     name: str = ""
     out: Path = Path("runs")
-    slippage_bps: float = 1.0
-    sample_interval_ns: int = 3_600_000_000_000
-    intrabar: str = "path"
-    on_liquidation: str = "continue"
-    warning_thresholds: tuple[float, ...] = (0.7, 0.9)
+    slippage_bps: float = attrs.field(default=1.0, validator=_within("run.slippage_bps", 0.0, MAX_SLIPPAGE_BPS,
+                                                                     SLIPPAGE_UNIT))
+    sample_interval_ns: int = attrs.field(default=3_600_000_000_000, validator=_positive_ns("run.sample_interval"))
+    intrabar: str = attrs.field(default="path", validator=_one_of("run.intrabar", INTRABAR))
+    on_liquidation: str = attrs.field(default="continue", validator=_one_of("run.on_liquidation", ON_LIQUIDATION))
+    warning_thresholds: tuple[float, ...] = attrs.field(default=(0.7, 0.9),
+                                                        validator=lambda _s, _a, value: _check_thresholds(value))
     instruments: tuple[str, ...] | None = None
     strict: bool = False  # rejected orders or a one-legged hedge make `xmargin run` exit 1
-    one_legged_ratio: float = 0.5  # |net| / gross exposure of a hedged underlying above which it is one-legged
-    one_legged_after_ns: int = 8 * 3_600_000_000_000  # ... for longer than this
+    # |net| / gross exposure of a hedged underlying above which it is one-legged ...
+    one_legged_ratio: float = attrs.field(default=0.5, validator=_within("run.one_legged_ratio", 0.0, 1.0))
+    one_legged_after_ns: int = attrs.field(default=8 * 3_600_000_000_000,  # ... for longer than this
+                                           validator=_positive_ns("run.one_legged_after"))
     timeframe: str | None = None  # bar timeframe to run on when the dataset holds several (e.g. "1h")
     raw: dict = attrs.field(factory=dict, eq=False, repr=False)
     folder: Path | None = None  # the config file's folder: `module:Class` strategies are looked up there first
+
+    @end.validator
+    def _end_after_start(self, _attribute, end):
+        if self.start and end and end <= self.start:
+            raise ConfigError(f"run.end ({end}) must be after run.start ({self.start}).")
 
 
 def set_path(data: dict, dotted: str, value, where: str = "--set") -> None:
@@ -260,12 +321,7 @@ def parse_config(data: dict, base: Path = Path("."), where: str = "config") -> R
         except RulesError as exc:
             raise ConfigError(f"{prefix}.rules: {exc}") from exc
         mode = entry.get("margin_mode", "cross")
-        if mode not in MODES:
-            raise ConfigError(f"{prefix}.margin_mode = {mode!r}: allowed {list(MARGIN_MODES)}.")
-        if MODES[mode].unavailable:
-            raise ConfigError(f"{prefix}.margin_mode = {mode!r}: {MODES[mode].unavailable}")
-        if mode not in rules.margin_modes:
-            raise ConfigError(f"{prefix}.margin_mode = {mode!r}: rule set {rules.name} allows {list(rules.margin_modes)}.")
+        check_margin_mode(prefix, mode, rules)
         problem = MODES[mode].config_problem(rules, entry)
         if problem:
             raise ConfigError(f"{prefix}.{problem}.")
@@ -290,9 +346,7 @@ def parse_config(data: dict, base: Path = Path("."), where: str = "config") -> R
             if accepted and asset not in accepted:
                 raise ConfigError(f"{prefix}.collateral.{asset}: {name} ({rules.name}) does not accept {asset} as "
                                   f"collateral; it accepts {accepted}.")
-        leverage = _number(entry.get("leverage", 10), f"{prefix}.leverage", 1.0, MAX_LEVERAGE,
-                           unit=" (x; exchanges offer 1x and up: below 1 every order needs more margin than its "
-                                "notional)")
+        leverage = _number(entry.get("leverage", 10), f"{prefix}.leverage", 1.0, MAX_LEVERAGE, unit=LEVERAGE_UNIT)
         tables = {}
         for table in ("withdrawal_fees", "transfer_delay_minutes"):
             values = entry.get(table, {})
@@ -316,15 +370,11 @@ def parse_config(data: dict, base: Path = Path("."), where: str = "config") -> R
     if on_liquidation not in ON_LIQUIDATION:
         raise ConfigError(f"run.on_liquidation = {on_liquidation!r}: allowed {list(ON_LIQUIDATION)}.")
     thresholds = run.get("warning_thresholds", [0.7, 0.9])
-    if (not isinstance(thresholds, list) or not all(isinstance(t, (int, float)) and 0 < t < 1 for t in thresholds)
-            or any(b <= a for a, b in zip(thresholds, thresholds[1:]))):
-        raise ConfigError(f"run.warning_thresholds = {thresholds!r}: an increasing list of margin ratios "
-                          "between 0 and 1, each once, e.g. [0.7, 0.9].")
+    _check_thresholds(thresholds)
     seed = run.get("seed", 0)
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise ConfigError(f"run.seed = {seed!r}: must be an integer.")
-    slippage = _number(run.get("slippage_bps", 1.0), "run.slippage_bps", 0.0, MAX_SLIPPAGE_BPS,
-                       unit=" (basis points: 1 = 0.01 %)")
+    slippage = _number(run.get("slippage_bps", 1.0), "run.slippage_bps", 0.0, MAX_SLIPPAGE_BPS, unit=SLIPPAGE_UNIT)
     start = _parse_time(run.get("start"), "run.start")
     end = _parse_time(run.get("end"), "run.end")
     if start and end and end <= start:

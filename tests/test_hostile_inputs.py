@@ -5,6 +5,7 @@ no answer), no traceback, and nothing written that looks like a result."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import pytest
@@ -461,3 +462,34 @@ def test_doubtful_rules_and_a_window_beyond_the_data_are_repeated_in_the_summary
     summary = json.loads((tmp_path / "doubt" / "summary.json").read_text())
     assert [w for w in summary["warnings"] if w in expected] == expected
     assert all(f"input warning: {w}" in result.output for w in expected), result.output
+
+
+def test_a_config_built_in_code_is_checked_like_a_toml_one(config_path, tmp_path):
+    """`xmargin.RunConfig` / `attrs.evolve` skip the TOML parser: a nan slippage ran and wrote a run whose
+    PnL was nan, a zero sample interval divided by zero, an unknown intrabar or margin mode raised KeyError."""
+    import attrs
+
+    import xmargin
+    from xmargin.errors import ConfigError
+
+    config = xmargin.load_config(config_path)
+    exchange = config.exchanges["binance"]
+    cases = [(lambda: attrs.evolve(config, slippage_bps=float("nan")), "run.slippage_bps = nan"),
+             (lambda: attrs.evolve(config, slippage_bps=-50.0), "run.slippage_bps = -50.0"),
+             (lambda: attrs.evolve(config, sample_interval_ns=0), "run.sample_interval = 0 ns"),
+             (lambda: attrs.evolve(config, intrabar="bogus"), "run.intrabar = 'bogus': allowed"),
+             (lambda: attrs.evolve(config, warning_thresholds=(1.5,)), "run.warning_thresholds = [1.5]"),
+             (lambda: attrs.evolve(config, end=config.start), "run.end"),
+             (lambda: attrs.evolve(exchange, leverage=0.0), "exchanges.binance.leverage = 0.0"),
+             (lambda: attrs.evolve(exchange, collateral={"USDT": -100.0}), "exchanges.binance.collateral.USDT = -100.0"),
+             (lambda: attrs.evolve(exchange, margin_mode="bogus"), "exchanges.binance.margin_mode = 'bogus'")]
+    for build, message in cases:
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            build()
+    hyperliquid = attrs.evolve(exchange, name="hyperliquid", rules="hyperliquid", collateral={"USDC": 1000.0})
+    offered = attrs.evolve(config, exchanges={"binance": exchange, "hyperliquid": hyperliquid})
+    with pytest.raises(ConfigError, match=r"exchanges\.hyperliquid\.margin_mode = 'portfolio': rule set hyperliquid"):
+        xmargin.run(attrs.evolve(offered, exchanges={**offered.exchanges,
+                                                     "hyperliquid": attrs.evolve(hyperliquid, margin_mode="portfolio")}),
+                    out=tmp_path / "runs")
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())

@@ -39,7 +39,7 @@ from xmargin.venues.rules import load_rules
 from xmargin.output.snapshots import Snapshot
 from xmargin.ledger.state import Ledger
 from xmargin.sim.strategy import View, Wake, Wakes, build_strategy
-from xmargin.config import check_instruments, check_sample_interval
+from xmargin.config import check_instruments, check_margin_mode, check_sample_interval
 from xmargin.errors import StrategyError, XmarginError, mark_strategy_failure
 from xmargin.ledger import commands as cmd
 from xmargin.venues.venue import Catalog, Tradable, Venue
@@ -51,6 +51,7 @@ def build_catalog(config, manifest) -> Catalog:
     venues = {}
     for name, exchange in config.exchanges.items():
         rules = load_rules(exchange.rules)
+        check_margin_mode(f"exchanges.{name}", exchange.margin_mode, rules)  # (a config built in code)
         venues[name] = Venue(exchange=name, rules=rules, margin_mode=exchange.margin_mode,
                              collateral=dict(exchange.collateral), leverage=exchange.leverage,
                              withdrawal_fees=dict(exchange.withdrawal_fees),
