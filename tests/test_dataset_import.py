@@ -226,3 +226,18 @@ def test_doubtful_imports_are_written_with_warnings(tmp_path):
     assert ("warning: bars/binance/perp/BTC_USDT_USDT-1h.parquet, binance:BTC/USDT:USDT, column 'ts': 1 gaps in bars "
             "(1h), 3 missing bars") in result.output
     assert table(tmp_path / "d", "bars", "binance/perp/BTC_USDT_USDT-1h.parquet")["ts"][0] == START
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), 1e30])
+def test_a_timestamp_that_is_no_epoch_number_is_named_not_a_traceback(tmp_path, value):
+    folder = tmp_path / "files"
+    folder.mkdir()
+    frame = ohlcv().with_columns(pl.col("date").dt.epoch("ms").cast(pl.Float64))
+    frame.with_columns(date=pl.when(pl.int_range(pl.len()) == 3).then(value).otherwise(pl.col("date"))).write_ipc(
+        folder / "BTC_USDT_USDT-1h-futures.feather")
+    result = CliRunner().invoke(main, ["data", "import", str(folder), "--out", str(tmp_path / "d"),
+                                       "--exchange", "binance"])
+    assert result.exit_code == 2 and isinstance(result.exception, (SystemExit, type(None))), result.exception
+    assert (f"{folder / 'BTC_USDT_USDT-1h-futures.feather'}, row 3, column 'date': timestamp {value:g} is not a number "
+            "of seconds, ms, µs or ns since 1970") in result.output, result.output
+    assert not (tmp_path / "d").exists() and not (tmp_path / "d.partial").exists()

@@ -206,6 +206,12 @@ def _to_utc_ns(path: Path, column: pl.Series, name: str) -> pl.Expr:
     if isinstance(column.dtype, pl.Datetime):
         c = c.dt.replace_time_zone("UTC") if column.dtype.time_zone is None else c.dt.convert_time_zone("UTC")
         return c.dt.cast_time_unit("ns")
+    if column.dtype.is_float():
+        bad = (~column.is_finite() | (column.abs() >= 2.0 ** 63)).fill_null(False)
+        if bad.any():
+            row = int(bad.arg_max())
+            raise _fail(path, f"timestamp {column[row]} is not a number of seconds, ms, µs or ns since 1970",
+                        "repair or delete the row", row=row, column=name)
     if column.dtype.is_integer() or column.dtype.is_float():
         v = c.cast(pl.Int64)
         scaled = (pl.when(v.abs() >= 10**17).then(v).when(v.abs() >= 10**14).then(v * 1_000)
