@@ -353,6 +353,10 @@ def parse_config(data: dict, base: Path = Path("."), where: str = "config") -> R
             if not isinstance(values, dict):
                 raise ConfigError(f"{prefix}.{table} = {values!r}: must be a table of asset = number.")
             tables[table] = {a: _number(v, f"{prefix}.{table}.{a}", 0.0) for a, v in values.items()}
+            held = sorted(set(accepted) | set(collateral))
+            if accepted and set(values) - set(held):  # a misspelt asset would leave the default in force
+                raise ConfigError(f"{prefix}.{table}.{sorted(set(values) - set(held))[0]}: {name} ({rules.name}) "
+                                  f"holds no such asset (its assets: {held}); check the spelling.")
         allow_defaults = entry.get("allow_default_brackets", False)
         if not isinstance(allow_defaults, bool):
             raise ConfigError(f"{prefix}.allow_default_brackets = {allow_defaults!r}: must be true or false.")
@@ -380,10 +384,10 @@ def parse_config(data: dict, base: Path = Path("."), where: str = "config") -> R
     if start and end and end <= start:
         raise ConfigError(f"run.end ({end}) must be after run.start ({start}).")
     instruments = run.get("instruments")
-    if instruments is not None and (not isinstance(instruments, list)
+    if instruments is not None and (not isinstance(instruments, list) or not instruments
                                     or not all(isinstance(i, str) and ":" in i for i in instruments)):
         raise ConfigError(f"run.instruments = {instruments!r}: must be a list of 'exchange:symbol' keys as declared "
-                          "in the dataset, e.g. [\"binance:BTC/USDT:USDT\"].")
+                          "in the dataset, e.g. [\"binance:BTC/USDT:USDT\"] (leave it out for every instrument).")
     if instruments:
         twice = sorted({i for i in instruments if instruments.count(i) > 1})
         if twice:

@@ -435,6 +435,10 @@ def test_a_stress_or_compare_that_fails_leaves_no_folder(tmp_path, command):
     ("run.instruments=['binance:ETH/USDT:USDT','binance:BTC/USDT:USDT','binance:ETH/USDT:USDT']",
      "run.instruments lists ['binance:ETH/USDT:USDT'] more than once"),
     ("run.warning_thresholds=[0.7,0.7]", "run.warning_thresholds = [0.7, 0.7]: an increasing list"),
+    ("run.instruments=[]", "run.instruments = []: must be a list of 'exchange:symbol' keys"),  # was: every one
+    # a misspelt asset left the default fee in force
+    ("exchanges.binance.withdrawal_fees={USCD=5}", "exchanges.binance.withdrawal_fees.USCD: binance (binance-usdm) "
+                                                   "holds no such asset"),
     # snapshots come at bar closes: 90m on 1h bars was every 3 h, so hours above a warning were off 2x
     ("run.sample_interval='90m'", "run.sample_interval = '90m' (1h unless set): not a whole multiple of the "
                                   "dataset's 1h bars"),
