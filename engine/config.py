@@ -18,6 +18,7 @@ import attrs
 from xmargin.errors import ConfigError, RulesError
 from xmargin.margin.modes import MODE_NAMES, MODES
 from xmargin.venues.rules import load_rules
+from xmargin.venues.rules.ruleset import builtin_rule_path
 from xmargin.venues.fees import market_fees
 
 MARGIN_MODES = MODE_NAMES  # the margin-mode registry (xmargin.margin.modes)
@@ -274,6 +275,17 @@ def _check_declared(instruments: list, dataset: Path) -> None:
     check_instruments(instruments, declared, dataset)
 
 
+def _next_to_config(rules, base: Path):
+    """A rule file path that exists only relative to the config's folder, resolved there (like
+    run.dataset); built-in names and paths from the working directory are kept as given."""
+    if not isinstance(rules, str) or builtin_rule_path(rules).is_file():
+        return rules
+    path = Path(rules)
+    if not path.is_absolute() and not path.exists() and (base / path).is_file():
+        return str(base / path)
+    return rules
+
+
 def parse_config(data: dict, base: Path = Path("."), where: str = "config") -> RunConfig:
     """Validate a config mapping. Relative dataset paths resolve against the working directory
     first, then against the config file's folder."""
@@ -316,8 +328,9 @@ def parse_config(data: dict, base: Path = Path("."), where: str = "config") -> R
         reject_unknown(entry, EXCHANGE_KEYS, where, f"{prefix}.")
         if "rules" not in entry:
             raise ConfigError(f"{where}: {prefix}.rules is required (a built-in rule set name or a file path).")
+        rules_path = _next_to_config(entry["rules"], base)
         try:
-            rules = load_rules(entry["rules"])
+            rules = load_rules(rules_path)
         except RulesError as exc:
             raise ConfigError(f"{prefix}.rules: {exc}") from exc
         mode = entry.get("margin_mode", "cross")
@@ -361,7 +374,7 @@ def parse_config(data: dict, base: Path = Path("."), where: str = "config") -> R
         if not isinstance(allow_defaults, bool):
             raise ConfigError(f"{prefix}.allow_default_brackets = {allow_defaults!r}: must be true or false.")
         exchanges[name] = ExchangeConfig(
-            name=name, rules=entry["rules"], margin_mode=mode,
+            name=name, rules=rules_path, margin_mode=mode,
             collateral={a: float(v) for a, v in collateral.items()}, leverage=leverage,
             withdrawal_fees=tables["withdrawal_fees"], transfer_delay_minutes=tables["transfer_delay_minutes"],
             allow_default_brackets=allow_defaults, fees=market_fees(rules, entry.get("fees", {}), f"{prefix}.fees"),

@@ -497,3 +497,18 @@ def test_a_config_built_in_code_is_checked_like_a_toml_one(config_path, tmp_path
                                                      "hyperliquid": attrs.evolve(hyperliquid, margin_mode="portfolio")}),
                     out=tmp_path / "runs")
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_a_rule_file_next_to_the_config_is_found_like_its_dataset(config_path, tmp_path):
+    """`rules = "mine.json"` beside the config was looked up in the working directory only."""
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    data = json.loads((ROOT / "engine/venues/rules/data/binance-usdm.json").read_text())
+    (folder / "mine.json").write_text(json.dumps({**data, "name": "mine"}))
+    config = folder / "pair.toml"
+    config.write_text(config_path.read_text().replace('rules = "binance-usdm"', 'rules = "mine.json"'))
+    result = invoke("run", config, "--out", tmp_path / "runs", "--run-id", "mine", "--quiet", "--no-validate",
+                    "--end", "2024-10-05")
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "runs" / "mine" / "manifest.json").read_text())
+    assert manifest["resolved"]["rules"]["binance"]["name"] == "mine"

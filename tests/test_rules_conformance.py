@@ -417,3 +417,14 @@ def test_tiers_that_do_not_grow_stricter_with_size_are_a_warning(tmp_path):
         (None, f"{path}: default_brackets[1]: max_leverage 25 rises above the previous bracket's 20; exchanges lower "
                "it with size (check the row order and the values)"))
     assert all(load_rules(name).warnings == () for name in NAMES)
+
+
+def test_an_edited_rule_file_is_read_again(tmp_path):
+    """A notebook user fixing their file and loading it again got the first version from memory."""
+    data = _good()
+    path = _write(tmp_path, data, "edited.json")
+    assert load_rules(path).taker_fee == 0.0005
+    data["fees"]["taker"] = 0.0007
+    Path(path).write_text(json.dumps(data) + "\n")  # another size, another mtime
+    assert load_rules(path).taker_fee == 0.0007
+    assert load_rules(path) is load_rules(path)  # unchanged: the same record

@@ -230,6 +230,11 @@ def _delivery_date(suffix: str):
         return None
 
 
+def builtin_rule_path(name: str) -> Path:
+    """Where the built-in rule set `name` would be (it exists when `name` is one)."""
+    return DATA_DIR / f"{name}.json"
+
+
 def builtin_rule_names() -> list[str]:
     return sorted(p.stem for p in DATA_DIR.glob("*.json"))
 
@@ -553,19 +558,22 @@ def _auto_exchange(entry, where: str) -> AutoExchange | None:
         raise RulesError(f"{where}: auto_exchange: {exc}.") from exc
 
 
-_CACHE: dict[str, RuleSet] = {}
+_CACHE: dict[tuple, RuleSet] = {}  # (name or path, the file's size and mtime) -> its rule set
 
 
 def load_rules(name_or_path: str) -> RuleSet:
-    """A built-in rule set by name (`binance-usdm`) or a user's rule file by path."""
+    """A built-in rule set by name (`binance-usdm`) or a user's rule file by path (read again when
+    the file changed since, so an edited rule file is never served from memory)."""
     key = str(name_or_path)
-    if key in _CACHE:
-        return _CACHE[key]
-    builtin = DATA_DIR / f"{key}.json"
+    builtin = builtin_rule_path(key)
     path = builtin if builtin.is_file() else Path(key)
     if not path.is_file():
         raise RulesError(f"rules '{key}': neither a built-in rule set ({', '.join(builtin_rule_names())}) "
                          "nor an existing file. Give one of those names or a path to a JSON rule file.")
+    stat = path.stat()
+    cached = (key, stat.st_size, stat.st_mtime_ns)
+    if cached in _CACHE:
+        return _CACHE[cached]
     try:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
@@ -573,5 +581,5 @@ def load_rules(name_or_path: str) -> RuleSet:
     if not isinstance(data, dict):
         raise RulesError(f"{path}: expected a JSON object at the top level.")
     rules = parse_rules(data, str(path))
-    _CACHE[key] = rules
+    _CACHE[cached] = rules
     return rules
