@@ -377,6 +377,9 @@ REFUSED = {
     "margin_modes as one string": (_set("margin_modes", "cross"), ["margin_modes = 'cross'", "a list"]),
     "funding override negative": (_set("funding.interval_overrides", {"XUSDT": -4}),
                                   ["funding.interval_overrides.XUSDT = -4", "hours"]),
+    "dated variant haircut above 1": (_set("dated_variants", [{"name": "v2", "effective_from": "2025-01-01T00:00:00",
+                                                               "collateral_ratios": {"BTC": 1.5}}]),
+                                      ["dated_variants[0]: collateral_ratios.BTC = 1.5"]),
     "funding hours as text": (_set("funding.interval_hours", "8h"), ["funding.interval_hours = '8h'", "hours",
                                                                      "not text"]),
 }

@@ -202,12 +202,22 @@ def _variants(entries, where: str) -> tuple:
             name = str(entry["name"])
         except (KeyError, ValueError) as exc:
             raise RulesError(f"{here}: {exc}; a variant needs name and effective_from (ISO date-time).") from exc
-        for asset, ratio in entry.get("collateral_ratios", {}).items():
-            schedule_from(asset, ratio)
+        _check_collateral(entry.get("collateral_ratios", {}), here)
         out.append(RuleVariant(name, int(moment.timestamp()) * 1_000_000_000, str(entry.get("source", "")),
                                dict(entry["collateral_ratios"]) if "collateral_ratios" in entry else None,
                                _auto_exchange(entry.get("auto_exchange"), here), "auto_exchange" in entry))
     return tuple(sorted(out, key=lambda v: v.effective_from_ns))
+
+
+def _check_collateral(ratios, where: str) -> None:
+    """A `collateral_ratios` table: asset -> ratio or tier table; errors name `where`."""
+    if not isinstance(ratios, dict):
+        raise RulesError(f"{where}: collateral_ratios must map assets (e.g. BTC) to ratios or tier tables.")
+    for asset, entry in ratios.items():
+        try:
+            schedule_from(asset, entry)
+        except RulesError as exc:
+            raise RulesError(f"{where}: {exc}") from exc
 
 
 def _fee_to_close(maintenance: dict, taker: float, where: str) -> float:
@@ -452,13 +462,7 @@ def parse_rules(data: dict, where: str) -> RuleSet:
     unknown = [m for m in modes if m not in _MODE_REGISTRY]
     if unknown:
         raise RulesError(f"{where}: margin_modes {unknown} unknown; registered margin modes: {list(_MODE_REGISTRY)}.")
-    if not isinstance(data.get("collateral_ratios", {}), dict):
-        raise RulesError(f"{where}: key 'collateral_ratios' must map assets (e.g. BTC) to ratios or tier tables.")
-    for asset, entry in data.get("collateral_ratios", {}).items():
-        try:
-            schedule_from(asset, entry)
-        except RulesError as exc:
-            raise RulesError(f"{where}: {exc}") from exc
+    _check_collateral(data.get("collateral_ratios", {}), where)
     if not isinstance(data.get("brackets", {}), dict):
         raise RulesError(f"{where}: key 'brackets' must map symbols (e.g. BTCUSDT) to lists of brackets.")
     symbol_brackets = {}
