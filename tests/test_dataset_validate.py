@@ -228,3 +228,26 @@ def test_the_fix_for_a_ts_column_keeps_its_instants(tmp_path, mutate, fix):
     report = validate_dataset(make_dataset(tmp_path / "d", bars=mutate(bars_frame())))
     found = problems(report, "schema")
     assert found and found[0].column == "ts" and fix in found[0].fix, found
+
+
+@pytest.mark.parametrize("edit, message", [
+    (("description =", "descripton ="), "unknown keys ['descripton'] (did you mean 'description'?)"),
+    (('licence =', 'licens ='), "[[sources]] entry 1: unknown keys ['licens'] (did you mean 'licence'?)"),
+    (('kind = "synthetic"', 'kind = "synth"'), "kind = 'synth': 'real' or 'synthetic'"),
+    # the symbol says one thing, the fields another: brackets (base + quote) or the pool (settle) would be wrong
+    (('settle = "USDT"', 'settle = "USDC"'), "[[instruments]] entry 1 (BTC/USDT:USDT): settle = 'USDC' but the symbol "
+                                             "says 'USDT'"),
+    (('base = "BTC"', 'base = "ETH"'), "base = 'ETH' but the symbol says 'BTC'"),
+    (('market = "perp"', 'market = "spot"'), "market = 'spot' but BTC/USDT:USDT is a derivative symbol"),
+])
+def test_a_dataset_toml_whose_keys_or_fields_disagree_is_refused(tmp_path, edit, message):
+    root = make_dataset(tmp_path / "d")
+    manifest = root / "dataset.toml"
+    text = manifest.read_text()
+    if "licence" in edit[0]:
+        text += '\n[[sources]]\nname = "me"\nlicence = "mine"\n'
+    assert edit[0] in text
+    manifest.write_text(text.replace(edit[0], edit[1], 1))
+    report = validate_dataset(root)
+    assert not report.ok and message in report.errors[0].message, report.errors
+    assert "Traceback" not in run_cli(root).output

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import shutil
 import tomllib
 from pathlib import Path
 
 import attrs
 
+from xmargin._keys import unknown_keys
 from xmargin.errors import DatasetError
-from xmargin.venues.instruments import Instrument
+from xmargin.venues.instruments import Instrument, parse_expiry
 
 KINDS = ("bars", "mark", "index", "funding")
 MANIFEST_NAME = "dataset.toml"
@@ -84,6 +86,9 @@ def read_manifest(folder: str | Path) -> DatasetManifest:
         data = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise DatasetError(f"{path}: not valid TOML ({exc}). Fix the syntax at the position given.") from exc
+    unknown = unknown_keys(data, TOP_LEVEL_KEYS)
+    if unknown:
+        raise DatasetError(f"{path}: unknown keys {unknown}; allowed: {list(TOP_LEVEL_KEYS)}.")
     for key in ("name", "kind", "instruments"):
         if key not in data:
             raise DatasetError(f"{path}: key '{key}' is missing. Add it (see README, 'Dataset format').")
@@ -100,19 +105,51 @@ def read_manifest(folder: str | Path) -> DatasetManifest:
         except (TypeError, ValueError) as exc:
             raise DatasetError(f"{path}: [[instruments]] entry {n} ({entry.get('symbol', '?')}): {exc}. "
                                "Fix that entry.") from exc
+        problem = _symbol_problem(instruments[-1])
+        if problem:
+            raise DatasetError(f"{path}: [[instruments]] entry {n} ({instruments[-1].symbol}): {problem}. Fix the "
+                               "entry so that symbol and fields agree.")
     keys = [i.key for i in instruments]
     duplicated = sorted({k for k in keys if keys.count(k) > 1})
     if duplicated:
         raise DatasetError(f"{path}: instruments declared twice: {duplicated}. Keep one entry each.")
+    fields = [a.name for a in attrs.fields(Source)]
+    for n, entry in enumerate(data.get("sources", []), start=1):
+        unknown = unknown_keys(entry, fields) if isinstance(entry, dict) else "(not a table)"
+        if unknown:
+            raise DatasetError(f"{path}: [[sources]] entry {n}: unknown keys {unknown}; allowed: {fields}.")
     try:
         sources = tuple(Source(**s) for s in data.get("sources", []))
     except (TypeError, AttributeError) as exc:
         raise DatasetError(f"{path}: a [[sources]] entry is malformed ({exc}).") from exc
-    try:
-        return DatasetManifest(name=data["name"], description=data.get("description", ""), kind=data["kind"],
-                               instruments=tuple(instruments), sources=sources)
-    except ValueError as exc:
-        raise DatasetError(f"{path}: {exc}. 'kind' is 'real' or 'synthetic'.") from exc
+    if data["kind"] not in KINDS_OF_DATA:
+        raise DatasetError(f"{path}: kind = {data['kind']!r}: 'real' or 'synthetic'.")
+    return DatasetManifest(name=data["name"], description=data.get("description", ""), kind=data["kind"],
+                           instruments=tuple(instruments), sources=sources)
+
+
+TOP_LEVEL_KEYS = ("name", "description", "kind", "sources", "instruments")
+KINDS_OF_DATA = ("real", "synthetic")
+# ccxt's notation: spot BTC/USDT, perp BTC/USDT:USDT, dated future BTC/USDT:USDT-250627
+CCXT_SYMBOL = re.compile(r"(?P<base>[^/:]+)/(?P<quote>[^/:]+)(?::(?P<settle>[^-]+)(?:-(?P<expiry>\d{6}))?)?")
+
+
+def _symbol_problem(instrument: Instrument) -> str:
+    """Where a symbol written in ccxt's notation disagrees with the entry's own fields ('' if nowhere
+    or if the symbol uses another notation): base and quote pick the rule brackets, settle the pool."""
+    match = CCXT_SYMBOL.fullmatch(instrument.symbol)
+    if match is None:
+        return ""
+    said = {"base": match["base"], "quote": match["quote"], **({"settle": match["settle"]} if match["settle"] else {})}
+    wrong = [f"{key} = {getattr(instrument, key)!r} but the symbol says {value!r}" for key, value in said.items()
+             if getattr(instrument, key) != value]
+    if (match["settle"] is None) != (instrument.market == "spot"):
+        wrong.append(f"market = {instrument.market!r} but {instrument.symbol} is a "
+                     f"{'spot' if match['settle'] is None else 'derivative'} symbol in ccxt's notation (spot BTC/USDT, "
+                     "perp BTC/USDT:USDT, future BTC/USDT:USDT-250627)")
+    if match["expiry"] and instrument.expiry and f"{parse_expiry(instrument.expiry):%y%m%d}" != match["expiry"]:
+        wrong.append(f"expiry = {instrument.expiry!r} but the symbol says {match['expiry']} (YYMMDD)")
+    return "; ".join(wrong)
 
 
 def _toml_value(value) -> str:
