@@ -512,3 +512,17 @@ def test_a_rule_file_next_to_the_config_is_found_like_its_dataset(config_path, t
     assert result.exit_code == 0, result.output
     manifest = json.loads((tmp_path / "runs" / "mine" / "manifest.json").read_text())
     assert manifest["resolved"]["rules"]["binance"]["name"] == "mine"
+
+
+@pytest.mark.parametrize("command", [["compare", "--modes", "cross,isolated"],
+                                     ["stress", "--shock", "gap:binance:ETH/USDT:USDT:-20%@2024-10-06T00:00"]])
+def test_an_id_that_exists_is_refused_before_anything_runs(config_path, tmp_path, command):
+    """compare / stress --id of an existing folder wrote their runs and tables into it, next to what it
+    held (another command's results): refused up front, as run and capital do."""
+    taken = tmp_path / "out" / "taken"
+    taken.mkdir(parents=True)
+    (taken / "notes.txt").write_text("keep me")
+    result = invoke(*command[:1], config_path, *command[1:], "--out", tmp_path / "out", "--id", "taken", "--quiet",
+                    "--no-validate")
+    assert result.exit_code == 2 and f"--id taken: {taken} already exists" in result.output, result.output
+    assert [p.name for p in taken.iterdir()] == ["notes.txt"]
