@@ -142,6 +142,24 @@ def test_duplicates_in_source_are_dropped(tmp_path):
     assert result.tables[0].rows == HOURS and result.tables[0].duplicates_dropped == 2
 
 
+def test_duplicates_that_disagree_are_a_warning_naming_the_row_kept(tmp_path):
+    """Two rows for one timestamp with different prices: keeping the last is a guess, so it is said."""
+    frame = ohlcv()
+    path = tmp_path / "BTC_USDT_USDT-1h-futures.feather"
+    other = frame[5:7].with_columns(pl.col("close") + 1.0)
+    pl.concat([frame, other]).sort("date", maintain_order=True).write_ipc(path)
+    result = import_files([path], tmp_path / "ds")
+    assert result.tables[0].duplicates_dropped == 2
+    assert result.warnings[0] == (f"{path}, row 6: 2 timestamps of bars of binance:BTC/USDT:USDT were read more than "
+                                  "once with different values (first 2024-01-01 05:00:00); the last read was kept, "
+                                  "here this row. Check that the files do not overlap with another source's")
+    assert table(tmp_path / "ds", "bars", "binance/perp/BTC_USDT_USDT-1h.parquet")["close"][5] == frame["close"][5] + 1.0
+    same = tmp_path / "same" / "BTC_USDT_USDT-1h-futures.feather"
+    same.parent.mkdir()
+    pl.concat([frame, frame[5:7]]).sort("date").write_ipc(same)
+    assert not any("more than once" in w for w in import_files([same], tmp_path / "ds2").warnings)
+
+
 def test_bad_files_name_file_row_and_column(tmp_path):
     rows = _kline_lines(ohlcv(), False)
     rows[3] = rows[3].replace(rows[3].split(",")[4], "abc", 1)

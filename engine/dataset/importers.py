@@ -439,6 +439,8 @@ def import_files(sources: list[str | Path], out: str | Path, options: ImportOpti
         kind = key[0]
         combined = pl.concat(frames, how="vertical")
         unique = combined.sort("ts", maintain_order=True).unique("ts", keep="last", maintain_order=True)
+        if combined.height > unique.height:
+            warnings.extend(_conflicting_duplicates(combined, f"{key[0]} of {key[1]}:{key[3]}"))
         lazy = unique.lazy().with_columns(instrument=pl.col("exchange") + ":" + pl.col("symbol"))
         _check_table(kind, lazy, collector, max_funding_rate=0.05)
         prepared[key] = (unique, combined.height - unique.height)
@@ -477,6 +479,21 @@ def _stage(out: Path) -> Path:
 
     shutil.copytree(out, staging, copy_function=link)
     return staging
+
+
+def _conflicting_duplicates(combined: pl.DataFrame, what: str) -> list[str]:
+    """Timestamps read more than once with different values (not a file overlapping another with the
+    same rows): which one is right is a guess, so the kept one (the last read) is named."""
+    values = [c for c in combined.columns if c not in ("ts", "row", "file")]
+    conflicts = (combined.group_by("ts", maintain_order=True)
+                 .agg(versions=pl.struct(values).n_unique(), file=pl.col("file").last(), row=pl.col("row").last())
+                 .filter(pl.col("versions") > 1).sort("ts"))
+    if conflicts.height == 0:
+        return []
+    first = conflicts.row(0, named=True)
+    return [f"{first['file']}, row {first['row']}: {conflicts.height} timestamps of {what} were read more than once "
+            f"with different values (first {first['ts']:%Y-%m-%d %H:%M:%S}); the last read was kept, here this row. "
+            "Check that the files do not overlap with another source's"]
 
 
 def _check_bars_for_every_series(files: list[SourceFile], existing) -> None:
