@@ -5,8 +5,8 @@ A set-up assigns a margin mode to every exchange of the config: `isolated` (all 
 run folder `<out>/<compare-id>/<setup>/`; the comparison is `comparison.arrow` (one row per
 set-up) and `comparison.json` (the rows and the divergence notes) next to them.
 
-Columns (money in USD as in the run summary: coins at their price; min_collateral alone adds
-settlement assets at par):
+Columns (money in USD as in the run summary: coins at their price; min_collateral and
+capital_efficiency's notional and wallet add settlement assets at par):
 
   pnl                       final PnL (summary total)
   peak_initial_margin       max over snapshots of the collateral committed to positions: cross

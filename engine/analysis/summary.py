@@ -79,19 +79,27 @@ def rejections(events: pl.DataFrame) -> list[dict]:
             for row in grouped.sort("first_ts").iter_rows(named=True)]
 
 
-def committed_margin(equity: pl.DataFrame, collateral: pl.DataFrame, positions: pl.DataFrame) -> pl.DataFrame:
-    """Per snapshot and exchange: `committed`, the USD value of its pools' initial margin + isolated
-    margin. A pool's margin is in its asset: stablecoins and multi-asset "USD" pools at 1, a coin (a
-    coin-margined pool) at the collateral table's price at that snapshot, else at the mark of a
-    position on that coin settled in it (an inverse contract's)."""
+def _pool_prices(equity: pl.DataFrame, collateral: pl.DataFrame, positions: pl.DataFrame) -> pl.DataFrame:
+    """`equity` (a margin pool per row) with `pool_price`, the USD price of the pool's asset at that
+    snapshot: 1 for stablecoins and multi-asset "USD" pools; a coin (a coin-margined pool) at the
+    collateral table's price, else at the mark of a position on that coin settled in it (an inverse
+    contract's)."""
     prices = collateral.select(*SNAPSHOT, "asset", "price").unique([*SNAPSHOT, "asset"], keep="first")
     marks = (positions.filter(pl.col("asset") == underlying_of(pl.col("instrument")))
              .select(*SNAPSHOT, "asset", "mark_price").unique([*SNAPSHOT, "asset"], keep="first"))
     price = (pl.when(pl.col("asset").is_in(list(STABLECOINS))).then(1.0)
              .otherwise(pl.coalesce("price", "mark_price")))
-    return (equity.join(prices, on=[*SNAPSHOT, "asset"], how="left").join(marks, on=[*SNAPSHOT, "asset"], how="left")
-            .group_by(SNAPSHOT, maintain_order=True)
-            .agg(((pl.col("initial_margin") + pl.col("isolated_margin")) * price).sum().alias("committed")))
+    return (equity.join(prices, on=[*SNAPSHOT, "asset"], how="left", maintain_order="left")
+            .join(marks, on=[*SNAPSHOT, "asset"], how="left", maintain_order="left")
+            .with_columns(price.alias("pool_price")).drop("price", "mark_price"))
+
+
+def committed_margin(equity: pl.DataFrame, collateral: pl.DataFrame, positions: pl.DataFrame) -> pl.DataFrame:
+    """Per snapshot and exchange: `committed`, the USD value of its pools' initial margin + isolated
+    margin (each pool's in its asset, at `_pool_prices`)."""
+    return (_pool_prices(equity, collateral, positions).group_by(SNAPSHOT, maintain_order=True)
+            .agg(((pl.col("initial_margin") + pl.col("isolated_margin")) * pl.col("pool_price")).sum()
+                 .alias("committed")))
 
 
 def _headroom(moments: pl.DataFrame) -> dict | None:
