@@ -109,3 +109,27 @@ def test_transfer_fees_in_total_are_usd_like_each_exchange_withdrawal_fees():
     assert summary["exchanges"]["ax"]["withdrawal_fees"] == pytest.approx(0.0002 * 50_000, rel=1e-12)
     assert summary["total"]["transfers"]["count"] == 1
     assert summary["total"]["transfers"]["fees"] == pytest.approx(10.0, rel=1e-12)  # was 0.0002 (BTC)
+
+
+def test_a_coin_transfer_cancels_out_in_the_book_when_the_coin_moves_in_flight():
+    """1 BTC on ax, 1,000 USDT on bx (both multi-asset); at 01:00 (BTC 50,000) ax sends 0.5 BTC to bx (fee
+    0.0002 BTC, 30 minutes); it lands at 01:30 inside a bar that closes at 60,000, where BTC stays. The book
+    held 0.9998 BTC throughout: final equity 0.4998 x 60,000 + 1,000 + 0.5 x 60,000 = 60,988 on deposits of
+    51,000, PnL 9,988. Valuing the arrival at 60,000 but the sending at 50,000 made 5,000 of it a flow."""
+    rs = rules(maker_fee=0.0, taker_fee=0.0)
+    built = make_catalog({"ax": VenueSpec(rs, "multi-asset", {"BTC": 1.0}, 5.0, withdrawal_fees={"BTC": 0.0002},
+                                          transfer_delay_minutes={"BTC": 30}),
+                          "bx": VenueSpec(rs, "multi-asset", {"USDT": 1000.0}, 5.0)},
+                         [perp("ax", "BTC"), perp("bx", "BTC")])
+    catalog = Catalog.create(built.venues, built.tradables)
+    feed = make_feed(("ax:BTC/USDT:USDT", "bx:BTC/USDT:USDT"), [[50_000.0] * 2, [60_000.0] * 2, [60_000.0] * 2])
+    strategy = Scripted({0: [cmd.Transfer("BTC", 0.5, "ax", "bx")]})
+    result = Backtest(make_config(catalog), feed=feed, catalog=catalog, strategy=strategy).run()
+    summary = summary_for(result)
+    total, ax, bx = summary["total"], summary["exchanges"]["ax"], summary["exchanges"]["bx"]
+    assert total["deposits"] == pytest.approx(51_000, rel=1e-12)
+    assert total["final_equity"] == pytest.approx(60_988, rel=1e-12)
+    assert total["pnl"] == pytest.approx(9_988, rel=1e-12)  # was 4,988
+    # ax kept 0.4998 BTC (+4,998) and paid the 10 USD fee; the 0.5 BTC gained 5,000 in flight, landing on bx
+    assert ax["pnl"] == pytest.approx(4_988, rel=1e-12) and bx["pnl"] == pytest.approx(5_000, rel=1e-12)
+    assert total["collateral_consumed"]["amount"] == 0.0

@@ -3,8 +3,9 @@
 Money is in USD: every balance at its price (the `collateral` table's `value`, stablecoins at 1),
 plus isolated margin and unrealised PnL of positions at their settle asset's price (the coin's for
 inverse contracts). Account
-equity is that sum; PnL = final equity - deposits - transfers in + transfers out, deposits and
-transfers valued at the asset's price at the nearest snapshot. A withdrawal fee is a cost of the
+equity is that sum; PnL = final equity - deposits - transfers in + transfers out, deposits valued
+at the asset's price at the nearest snapshot, both legs of a transfer at the value it was sent with
+(xmargin.analysis.performance.transfer_values: it cancels out in the book). A withdrawal fee is a cost of the
 sending exchange; money still in flight at the end belongs to no exchange and is added to the
 total. Margin headroom = 1 - margin ratio (1: no maintenance needed; 0: liquidation); the cross
 pools' and the isolated positions' are reported apart (None where an exchange has none). Headroom
@@ -22,7 +23,7 @@ from __future__ import annotations
 import polars as pl
 
 from xmargin.analysis.exposure import exposure_figures, exposure_series, hedged_underlyings, underlying_of
-from xmargin.analysis.performance import book, figures, flow_adjusted, flows, usd_values
+from xmargin.analysis.performance import book, figures, flow_adjusted, flows, transfer_values, usd_values
 from xmargin.margin.collateral import STABLECOINS
 
 
@@ -131,10 +132,7 @@ def summarize(events: pl.DataFrame, equity: pl.DataFrame, meta: dict, collateral
     equity_by_account = account_equity(collateral, positions)
     deposits_usd = usd_values(events.filter(pl.col("type") == "CollateralDeposited")
                                .select("ts", "exchange", "asset", "amount"), collateral, "amount")
-    sent_usd = usd_values(events.filter(pl.col("type") == "TransferSent")
-                           .select("ts", "exchange", "asset", "amount", "fee", "transfer_id"), collateral, "amount")
-    arrived_usd = usd_values(events.filter(pl.col("type") == "TransferArrived")
-                              .select("ts", "exchange", "asset", "amount", "transfer_id"), collateral, "amount")
+    sent_usd, arrived_usd = transfer_values(events, collateral)  # both legs at the value sent
     in_flight = sent_usd.join(arrived_usd.select("transfer_id"), on="transfer_id", how="anti")
     by_type = {t: events.filter(pl.col("type") == t) for t in (
         "CollateralDeposited", "FeeCharged", "FundingSettled", "PositionLiquidated", "InsuranceFundUsed",
