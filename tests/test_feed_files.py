@@ -58,9 +58,12 @@ def test_loading_own_files_gives_the_feed_of_a_scan_over_every_file(dataset, mon
     start, end = window
     fast = load_feed(dataset, KEYS, start, end)
     with monkeypatch.context() as patched:  # plain: every instrument's scan reads every file, filtered
-        patched.setattr(feed, "_files_by_instrument", lambda files: {})
+        patched.setattr(feed, "_files_by_instrument", lambda files, index=None: {})
         plain = load_feed(dataset, KEYS, start, end)
-    assert _same(fast, plain)
+        # and no index of the files' series: each instrument is read alone, its timeframes too
+        patched.setattr(feed, "_series_rows", lambda index: {})
+        unindexed = load_feed(dataset, KEYS, start, end)
+    assert _same(fast, plain) and _same(fast, unindexed)
     assert fast.has_bar.all(axis=0).sum() >= 5 and len(fast.ts) > 24
 
 
@@ -84,10 +87,11 @@ def test_instruments_with_different_timestamps_share_their_sorted_union(dataset)
     assert (~loaded.has_bar[:, column]).sum() == 15 and loaded.has_bar[:, 0].all()
 
 
-@pytest.mark.parametrize("rows", [1, 7, 100])
+@pytest.mark.parametrize("rows", [1, 7, 100, 12_000])
 def test_prices_streamed_in_small_batches_give_the_same_feed(dataset, monkeypatch, rows):
-    """An instrument's bars are read BATCH_ROWS at a time; batches of 1, 7 or 100 rows (batches that
-    straddle missing bars and files) give the feed of one read per instrument."""
+    """Bars are read BATCH_ROWS rows at a time: a longer instrument in batches, shorter ones several
+    instruments at once. Batches of 1, 7 or 100 rows (batches that straddle missing bars and files)
+    and groups of one or two instruments (12,000 rows) give the feed of one read of all six."""
     path = dataset / "bars" / "hyperliquid" / "perp" / "BTC_USDC_USDC-1h.parquet"
     bars = pl.read_parquet(path)
     bars.slice(10).filter(~pl.int_range(pl.len()).is_between(100, 104)).write_parquet(path)
@@ -134,7 +138,7 @@ def test_an_instrument_without_marks_reads_no_mark_file(dataset, monkeypatch):
     real = feed.scan
 
     def recording(folder, table, start, end, keys, files=None):
-        scans.append((table, tuple(keys), tuple(Path(p).name for p in files or ())))
+        scans.append((table, tuple(keys or ()), tuple(Path(p).name for p in files or ())))
         return real(folder, table, start, end, keys, files=files)
 
     monkeypatch.setattr(feed, "scan", recording)

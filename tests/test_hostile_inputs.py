@@ -256,7 +256,19 @@ def test_a_damaged_index_file_is_named_when_a_future_settles(tmp_path):
     (lambda c: c.PlaceOrder.market("binance:BTC/USDT:USDT", 0.01, reduce_only="no"),
      "PlaceOrder.reduce_only must be True or False, got 'no'"),
     (lambda c: c.PlaceOrder.market("binance:BTC/USDT:USDT", 0.01, tag=5), "PlaceOrder.tag must be text, got 5"),
-    (lambda c: c.PlaceOrder.market("binance:BTC/USDT:USDT", 0.01, leverage="ten"), "could not convert"),
+    (lambda c: c.PlaceOrder.market("binance:BTC/USDT:USDT", 0.01, leverage="ten"),
+     "PlaceOrder.leverage must be a number, got 'ten' \\(str\\)"),
+    (lambda c: c.PlaceOrder.market("binance:BTC/USDT:USDT", "0.1"),
+     "PlaceOrder.quantity must be a number, got '0.1' \\(str\\); e.g. float\\('0.1'\\)"),
+    (lambda c: c.PlaceOrder.market("binance:BTC/USDT:USDT", True), "PlaceOrder.quantity must be a number, got True"),
+    (lambda c: c.PlaceOrder("binance:BTC/USDT:USDT", 0.01, limit_price=float("nan")),
+     "a market order has no limit price \\(got nan\\)"),
+    (lambda c: c.PlaceOrder.market("binance:BTC/USDT:USDT", 0.01, limit_price=60_000),
+     "a market order has no limit price \\(got 60000.0\\)"),
+    (lambda c: c.Transfer("USDT", "10", "binance", "okx"), "Transfer.amount must be a number, got '10'"),
+    (lambda c: c.SetLeverage("binance:BTC/USDT:USDT", None), "SetLeverage.leverage must be a number, got None"),
+    (lambda c: c.AdjustIsolatedMargin("binance:BTC/USDT:USDT", False),
+     "AdjustIsolatedMargin.amount must be a number, got False"),
     (lambda c: c.CancelOrder("binance", 3.7), "CancelOrder.order_id must be a whole number"),
     (lambda c: c.CancelOrder("binance", True), "CancelOrder.order_id must be a whole number"),
     (lambda c: c.Transfer("USDT", 10, "binance", None), "Transfer.destination must be text, got None"),
@@ -283,6 +295,14 @@ def test_commands_keep_the_values_of_the_right_kind():
     assert order.reduce_only is True and order.tag == "" and order.leverage == 5.0
     assert commands.CancelOrder("binance", np.int64(7)).order_id == 7
     assert commands.CancelOrder("binance", 7.0).order_id == 7
+    # amounts: any real number (numpy's, Decimal, Fraction) as a float
+    from decimal import Decimal
+    from fractions import Fraction
+
+    order = commands.PlaceOrder.limit("binance:BTC/USDT:USDT", Decimal("0.015"), np.float32(60_000.5))
+    assert (order.quantity, order.limit_price) == (0.015, 60_000.5) and type(order.quantity) is float
+    assert commands.PlaceOrder.market("binance:BTC/USDT:USDT", np.int64(-2)).quantity == -2.0
+    assert commands.Transfer("USDT", Fraction(1, 4), "binance", "okx").amount == 0.25
 
 
 class CancelsAFloat:

@@ -140,14 +140,26 @@ def _digest(folder: Path, files: list[Path]) -> str:
     return digest.hexdigest()
 
 
-def _files_by_instrument(files: list[Path]) -> dict[str, list[Path]]:
+def _files_by_instrument(files: list[Path], index: pl.DataFrame | None = None) -> dict[str, list[Path]]:
     """{"exchange:symbol": the files that hold its rows}, from `xmargin.dataset.batches.series_index`
-    (a file's Parquet footer statistics, else a scan of its key columns), so that loading an
-    instrument opens its own files and not every file of a wide dataset."""
+    (a file's Parquet footer statistics, else a scan of its key columns; `index`: that index when
+    already made), so that loading an instrument opens its own files and not every file of a wide
+    dataset."""
     out: dict[str, list[Path]] = {}
-    for number, instrument in series_index(files).select("file_number", "instrument").iter_rows():
+    index = series_index(files) if index is None else index
+    for number, instrument in index.select("file_number", "instrument").iter_rows():
         if instrument is not None and files[number] not in out.setdefault(instrument, []):
             out[instrument].append(files[number])
+    return out
+
+
+def _series_rows(index: pl.DataFrame) -> dict[str, dict[str, int]]:
+    """{"exchange:symbol": {timeframe: rows in its files}} of a `series_index`."""
+    out: dict[str, dict[str, int]] = {}
+    for instrument, timeframe, rows in index.select("instrument", "timeframe", "rows").iter_rows():
+        if instrument is not None:
+            counts = out.setdefault(instrument, {})
+            counts[timeframe] = counts.get(timeframe, 0) + rows
     return out
 
 
@@ -159,6 +171,29 @@ def _union_of_times(times: list[np.ndarray]) -> np.ndarray:
             and all(np.array_equal(t, first) for t in times[1:]):
         return first.copy()
     return sorted_unique(np.concatenate(times))
+
+
+def _concatenated(arrays) -> np.ndarray:
+    """The int64 arrays one after the other (an empty one for none)."""
+    arrays = list(arrays)
+    return np.concatenate(arrays) if arrays else np.zeros(0, dtype=np.int64)
+
+
+def _groups(rows: list[int], limit: int) -> list[list[int]]:
+    """Consecutive indices of `rows` with some rows, grouped so that each group holds at most `limit`
+    rows in all (an index with more is a group of its own)."""
+    groups, current, total = [], [], 0
+    for index, count in enumerate(rows):
+        if not count:
+            continue
+        if current and total + count > limit:
+            groups.append(current)
+            current, total = [], 0
+        current.append(index)
+        total += count
+    if current:
+        groups.append(current)
+    return groups
 
 
 BATCH_ROWS = 262_144  # rows of one instrument's prices in memory at a time while loading
@@ -224,47 +259,60 @@ def _load_feed(folder: str | Path, keys: list[str], start: datetime | None, end:
     bars_scan = scan(folder, "bars", start, end, keys, files=bar_files)
     if bars_scan is None:
         raise DatasetError(f"{folder}/bars: no Parquet files. A dataset needs at least a bars table.")
-    # One instrument at a time (filter pushed into the scan), reading only the files that can hold
-    # it: no string keys, no global sort. First the timestamps (and timeframes) of every instrument,
-    # then its prices straight into the dense arrays, streamed in batches of BATCH_ROWS rows: besides
-    # the arrays, one batch is in memory (the allocator keeps what a whole instrument would take).
-    own_files = _files_by_instrument(bar_files)
+    # Each instrument by its own query (filter pushed into the scan), reading only the files that can
+    # hold it: no string keys, no global sort. First the timestamps (and timeframes) of every
+    # instrument, then its prices straight into the dense arrays, BATCH_ROWS rows at a time: a longer
+    # instrument in batches, shorter ones several at once; besides the arrays, one batch is in memory
+    # (the allocator keeps what a whole instrument would take).
+    series = series_index(bar_files)
+    own_files = _files_by_instrument(bar_files, series)
+    in_files = _series_rows(series)  # each instrument's rows per timeframe in its files (the whole files)
+    del series
 
     def instrument_scan(key):
         exchange, symbol = key.split(":", 1)
         wanted = set(own_files.get(key, ()))
         files = [path for path in bar_files if path in wanted]  # in the table's order, as one scan reads them
-        source = scan(folder, "bars", start, end, [key], files=files) if files else bars_scan
+        source = scan(folder, "bars", start, end, None, files=files) if files else bars_scan  # (its own filter follows)
         return source.filter((pl.col("exchange") == exchange) & (pl.col("symbol") == symbol))
 
-    def instrument_batches(key, columns):
+    def instrument_query(key, columns):
         query = instrument_scan(key)
         if timeframe is not None:
             query = query.filter(pl.col("timeframe") == timeframe)
-        return _in_batches(query.select(pl.col("ts").dt.epoch("ns"), *columns))
+        return query.select(pl.col("ts").dt.epoch("ns"), *columns)
 
-    times = []
+    # Every instrument's timestamps in the run (at `timeframe`, when given) and the timeframes of its
+    # rows there. Its files' index gives the timeframes when they hold one (or `timeframe`): then only
+    # the timestamps are read, those of instruments holding few rows by queries run together (one
+    # query costs about a millisecond: most of a wide book's load). Otherwise (several timeframes,
+    # an instrument the index does not know) its timeframes are read too.
+    def timeframes_in_run(key, own_rows):
+        counts = in_files.get(key, {})
+        if timeframe is not None and own_rows:
+            return [timeframe]
+        if len(counts) == 1 and (timeframe is None or timeframe in counts):  # its files hold one
+            return list(counts) if own_rows else []
+        return instrument_scan(key).select(pl.col("timeframe").unique()).collect()["timeframe"].to_list()
+
+    bounds = [BATCH_ROWS + 1 if key not in in_files else  # (unknown: read alone)
+              sum(in_files[key].values()) if timeframe is None else in_files[key].get(timeframe, 0) for key in keys]
+    times = [np.zeros(0, dtype=np.int64)] * len(keys)
+    for columns in _groups(bounds, BATCH_ROWS):
+        if len(columns) == 1:
+            times[columns[0]] = _concatenated(frame["ts"].to_numpy()
+                                              for frame in _in_batches(instrument_query(keys[columns[0]], [])))
+        else:
+            for column, frame in zip(columns, pl.collect_all([instrument_query(keys[c], []) for c in columns])):
+                times[column] = frame["ts"].to_numpy()
     timeframes = set()
-    for key in keys:
-        if timeframe is None:  # the timestamps and the set of timeframes, a batch at a time
-            own, found_here = [], set()
-            for frame in instrument_batches(key, ["timeframe"]):
-                found_here.update(frame["timeframe"].unique().to_list())
-                own.append(frame["ts"].to_numpy())
-                del frame
-            timeframes.update(found_here)
-            times.append(np.concatenate(own) if own else np.zeros(0, dtype=np.int64))
-            continue
-        found = instrument_scan(key).select(pl.col("ts").dt.epoch("ns"), "timeframe").collect()
-        available = sorted(found["timeframe"].unique().to_list())
-        frame = found.filter(pl.col("timeframe") == timeframe)
-        if frame.height == 0 and available:
+    for key, own in zip(keys, times):
+        available = timeframes_in_run(key, len(own))
+        if timeframe is not None and not len(own) and available:
             window = "" if start is None and end is None else f" between {start or 'its start'} and {end or 'its end'}"
-            raise DatasetError(f"{folder}: {key} has no {timeframe} bars{window} (it has {available}). Fix: set "
-                               f"run.timeframe to one of those, or leave {key} out.")
-        timeframes.update(frame["timeframe"].unique().to_list())
-        times.append(frame["ts"].to_numpy())
-        del frame
+            raise DatasetError(f"{folder}: {key} has no {timeframe} bars{window} (it has {sorted(available)}). Fix: "
+                               f"set run.timeframe to one of those, or leave {key} out.")
+        timeframes.update(available if timeframe is None else [timeframe] if len(own) else [])
     if not any(len(t) for t in times):
         raise DatasetError(f"{folder}: no bars for {keys} between {start} and {end}. Widen the range or check "
                            "the instruments with `xmargin data info`.")
@@ -275,26 +323,31 @@ def _load_feed(folder: str | Path, keys: list[str], start: datetime | None, end:
     timeframes = sorted(timeframes)
     bar_ns = timeframe_ns(timeframes[0])
     ts = _union_of_times(times)
+    groups = _groups([len(t) for t in times], BATCH_ROWS)
+    del times  # (every instrument's timestamps: a four-year book's are 17 MB each)
     shape = (len(ts), len(keys))
     has_bar = np.zeros(shape, dtype=bool)
     open_, high, low, close = (np.full(shape, np.nan) for _ in range(4))
-    for column, key in enumerate(keys):
-        if not len(times[column]):
-            continue
-        own_ts = times[column]
-        aligned = len(own_ts) == len(ts) and np.array_equal(own_ts, ts)
-        done = 0
-        for frame in instrument_batches(key, ["open", "high", "low", "close"]):
+    filled: dict[int, int] = {}  # column -> rows of its instrument written so far
+    prices = ["open", "high", "low", "close"]
+    for columns in groups:
+        if len(columns) == 1:  # one instrument (longer than a batch, or alone): a batch at a time
+            key = keys[columns[0]]
+            parts = ((columns[0], frame) for frame in _in_batches(instrument_query(key, prices)))
+        else:  # shorter ones several at once, their queries run together (a batch's rows in all)
+            parts = zip(columns, pl.collect_all([instrument_query(keys[column], prices) for column in columns]))
+        for column, frame in parts:
             own = frame["ts"].to_numpy()
-            # an instrument with every timestamp of the run fills its column in order (no search)
-            row = (slice(done, done + len(own)) if aligned and np.array_equal(own, ts[done:done + len(own)])
-                   else np.searchsorted(ts, own))
-            done += len(own)
+            done = filled.get(column, 0)
+            # rows with the run's next timestamps fill the column in order (no search)
+            row = slice(done, done + len(own)) if np.array_equal(own, ts[done:done + len(own)]) \
+                else np.searchsorted(ts, own)
+            filled[column] = done + len(own)
             has_bar[row, column] = True
-            for name, target in (("open", open_), ("high", high), ("low", low), ("close", close)):
+            for name, target in zip(prices, (open_, high, low, close)):
                 target[row, column] = frame[name].to_numpy()
             del frame
-    del times
+        del parts
     if not has_bar.all():  # a missing bar is flat at the last close (nothing to fill when none is missing)
         close = _carry_forward(close, has_bar)
         for target in (open_, high, low):

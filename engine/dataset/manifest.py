@@ -82,8 +82,25 @@ def read_manifest(folder: str | Path) -> DatasetManifest:
     if not path.is_file():
         raise DatasetError(f"{path}: missing. Every dataset folder needs a {MANIFEST_NAME} "
                            "(see README, 'Dataset format'), e.g. one written by `xmargin data import`.")
+    text = path.read_text()
+    parsed = _PARSED.get(text)
+    if parsed is not None:
+        return parsed
+    manifest = _parsed_manifest(path, text)
+    if len(_PARSED) >= 8:
+        _PARSED.clear()
+    _PARSED[text] = manifest
+    return manifest
+
+
+# dataset.toml text -> its manifest (frozen): a run reads its dataset's manifest three or four
+# times (config, catalog, load, validation), a wide book's takes tens of milliseconds to parse
+_PARSED: dict[str, DatasetManifest] = {}
+
+
+def _parsed_manifest(path: Path, text: str) -> DatasetManifest:
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise DatasetError(f"{path}: not valid TOML ({exc}). Fix the syntax at the position given.") from exc
     unknown = unknown_keys(data, TOP_LEVEL_KEYS)

@@ -212,7 +212,7 @@ def position_metrics(account: Account, catalog, marks: np.ndarray, now_ns: int |
             bankrupt = margin.contract_bankruptcy_price(position.quantity, position.entry_price,
                                                         position.isolated_margin, inverse, size, fee_to_close)
         else:
-            if fixed is not None:  # cross, margined on its entry value (Bybit classic inverse)
+            if fixed is not None:  # cross, margined on its entry value (Bybit classic)
                 liquidation = margin.entry_value_liquidation_price(
                     position.quantity, position.entry_price, wallet, fixed, inverse, size,
                     other_maintenance_margin=cross_maintenance - maintenance, other_unrealized_pnl=cross_pnl - pnl)

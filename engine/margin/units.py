@@ -204,8 +204,9 @@ def build_unit(account, catalog, *, asset: str, name: str, isolated: bool, posit
 def position_rows(account, catalog, positions, isolated: bool, scales=None) -> list:
     """The kernel rows of `positions` in a unit (isolated or a pool; `scales` as `build_unit`). An
     isolated position of a rule set with maintenance basis "entry" gets its constant maintenance margin
-    on its entry value, and so does a cross inverse position in a single-asset pool (Bybit classic's
-    inverse formula; linear cross stays at the mark: Bybit documents no entry basis there).
+    on its entry value, and so does a cross position in a single-asset pool, linear or inverse (Bybit
+    classic's cross examples take MM on the entry value: help.bybit.com 900000181046, USDT contract,
+    and 360039261334, inverse); a multi-asset pool's positions stay at the mark.
 
     A position's row is kept while the position (an immutable value) and its leverage, scale and
     kind of unit are unchanged, so a pool rebuilt after one fill shares the other positions' rows
@@ -230,7 +231,7 @@ def position_rows(account, catalog, positions, isolated: bool, scales=None) -> l
         inverse = instrument.is_inverse
         table = tradable.brackets.for_quantity(position.quantity, instrument.contract_size if inverse else 0.0)
         fixed = None
-        if entry_basis and (isolated or (inverse and scales is None)):  # linear cross stays at the mark
+        if entry_basis and (isolated or scales is None):  # a multi-asset pool's positions stay at the mark
             fixed = margin.entry_value_maintenance(position.quantity, position.entry_price, table, inverse,
                                                    instrument.contract_size)
         row = (tradable.column, position.quantity, position.entry_price, instrument.contract_size if inverse else 0.0,

@@ -250,8 +250,8 @@ def project(snapshots, catalog, feed, units=None, stacked: Stacked | None = None
     size = legs.size[leg]
     fixed = legs.fixed_maintenance[leg]
     for k in np.flatnonzero(~np.isnan(fixed) & (size <= 0)):  # margined on entry value: its own formula
-        liquidation[k] = margin.isolated_liquidation_price_entry_mm(quantity[k], entry[k], wallet[k],
-                                                                    legs.tables[table_of[k]])
+        liquidation[k] = margin.entry_value_liquidation_price(quantity[k], entry[k], wallet[k], fixed[k], False, 1.0,
+                                                              other_mm[k], other_pnl[k])
     for k in np.flatnonzero(size > 0):  # inverse positions: the scalar COIN-M formulas (entry basis: its own)
         if np.isnan(fixed[k]):
             liquidation[k] = margin.contract_liquidation_price(quantity[k], entry[k], wallet[k],

@@ -474,7 +474,9 @@ def build_bybit(ff: dict, tier_examples: dict) -> dict:
             "value (see xmargin.margin.formulas.isolated_liquidation_price_entry_mm); the rule file does not switch this.",
             "maintenance_basis 'entry' also covers inverse contracts, isolated and cross (single-asset pool): Bybit's "
             "classic inverse formula takes (Q / entry) x MMR (help.bybit.com/hc/en-us/articles/360039261334, legacy, "
-            "a cross example). Linear cross stays at the mark: no Bybit page found documents an entry basis there. "
+            "a cross example), and linear cross positions too (help.bybit.com/hc/en-us/articles/900000181046, "
+            "'Liquidation Price (USDT Contract)', cross Example 1: MM = 2 x 10,000 x 0.5 % on the entry value at a "
+            "mark of 10,500, LP 8,950; read 2026-11-29). A multi-asset pool's positions stay at the mark. "
             "Bybit's UTA inverse isolated formula (kbybit.com, 2026-05-27) takes the maintenance at the liquidation "
             "price instead (Q x MMR / LP): a UTA rule set would use maintenance_basis 'mark'.",
             "Collateral (multi-asset mode, Unified Trading Account): USDT at 1 and BTC with the tiered ratios of "
