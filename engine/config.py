@@ -15,6 +15,7 @@ from pathlib import Path
 
 import attrs
 
+from xmargin._keys import unknown_keys
 from xmargin.errors import ConfigError, RulesError
 from xmargin.margin.modes import MODE_NAMES, MODES
 from xmargin.venues.rules import load_rules
@@ -47,9 +48,9 @@ def _number(value, key: str, low: float, high: float = math.inf, low_inclusive: 
 
 def reject_unknown(mapping: dict, allowed, where: str, prefix: str = "") -> None:
     """ConfigError naming the keys of `mapping` outside `allowed` (and the allowed ones)."""
-    unknown = set(mapping) - set(allowed)
+    unknown = unknown_keys(mapping, allowed)
     if unknown:
-        raise ConfigError(f"{where}: unknown keys {prefix}{sorted(unknown)}; allowed: {sorted(allowed)}.")
+        raise ConfigError(f"{where}: unknown keys {prefix}{unknown}; allowed: {sorted(allowed)}.")
 
 
 def _parse_time(value, key: str) -> datetime | None:

@@ -457,6 +457,7 @@ def test_a_stress_or_compare_that_fails_leaves_no_folder(tmp_path, command):
     ("run.warning_thresholds=[0.7,0.7]", "run.warning_thresholds = [0.7, 0.7]: an increasing list"),
     ("run.instruments=[]", "run.instruments = []: must be a list of 'exchange:symbol' keys"),  # was: every one
     ("strategy.params.leverge={}", "hold: unknown params ['leverge'] (did you mean 'leverage'?)"),  # was a bare TypeError
+    ("run.intrabr='close'", "unknown keys run.['intrabr'] (did you mean 'intrabar'?)"),
     # a misspelt asset left the default fee in force
     ("exchanges.binance.withdrawal_fees={USCD=5}", "exchanges.binance.withdrawal_fees.USCD: binance (binance-usdm) "
                                                    "holds no such asset"),
