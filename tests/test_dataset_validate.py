@@ -251,3 +251,15 @@ def test_a_dataset_toml_whose_keys_or_fields_disagree_is_refused(tmp_path, edit,
     report = validate_dataset(root)
     assert not report.ok and message in report.errors[0].message, report.errors
     assert "Traceback" not in run_cli(root).output
+
+
+def test_bars_off_their_timeframe_grid_are_a_warning(tmp_path):
+    """1h bars opening at :30 (local times of a half-hour zone read as UTC): usable, but said."""
+    shifted = bars_frame().with_columns((pl.col("ts") + pl.duration(minutes=30)).dt.cast_time_unit("ns"))
+    root = make_dataset(tmp_path / "d", bars=shifted)
+    report = validate_dataset(root)
+    found = problems(report, "bar grid")
+    assert report.ok and [(p.severity, p.instrument, p.ts) for p in found] == [
+        (WARNING, "binance:BTC/USDT:USDT", "2024-01-01 00:30:00")]
+    assert "off the 1h grid from 00:00 UTC" in found[0].message
+    assert not problems(validate_dataset(make_dataset(tmp_path / "e")), "bar grid")

@@ -269,6 +269,15 @@ def _check_table(kind: str, frame: pl.LazyFrame, out: _Collector, max_funding_ra
                                 + (" (most often)" if record["spacing"] != length else " in places"),
                         fix="label the rows with their real bar length (or resample them to the label); "
                             "never mix bar lengths in one table")
+            start = record["start"]
+            if start is not None and length <= 86_400 and int(start.timestamp()) % int(length):
+                out.add(severity=WARNING, check="bar grid", file=record["file"], instrument=record["instrument"],
+                        column="ts", ts=_iso(start),
+                        message=f"the first {timeframe} bar opens at {_iso(start)}, off the {timeframe} grid from "
+                                "00:00 UTC on which exchanges open their bars (next to instruments on the grid, each "
+                                "has no bar at the other's times)",
+                        fix="if these are local times, convert them to UTC (a zone with a half-hour offset moves "
+                            "bars by 30 minutes); if the exchange really opens its bars there, ignore this")
     return stats
 
 
