@@ -380,6 +380,8 @@ REFUSED = {
     "dated variant haircut above 1": (_set("dated_variants", [{"name": "v2", "effective_from": "2025-01-01T00:00:00",
                                                                "collateral_ratios": {"BTC": 1.5}}]),
                                       ["dated_variants[0]: collateral_ratios.BTC = 1.5"]),
+    "brackets keyed by a ccxt symbol": (_set("brackets", {"BTC/USDT:USDT": _good()["default_brackets"]}),
+                                        ["brackets: ['BTC/USDT:USDT'] are not exchange symbol ids", "BTCUSDT"]),
     "funding hours as text": (_set("funding.interval_hours", "8h"), ["funding.interval_hours = '8h'", "hours",
                                                                      "not text"]),
 }

@@ -466,6 +466,13 @@ def parse_rules(data: dict, where: str) -> RuleSet:
     if not isinstance(data.get("brackets", {}), dict):
         raise RulesError(f"{where}: key 'brackets' must map symbols (e.g. BTCUSDT) to lists of brackets.")
     symbol_brackets = {}
+    for table, symbols in (("brackets", data.get("brackets", {})),
+                           ("funding.interval_overrides", funding.get("interval_overrides", {}))):
+        written = sorted(sym for sym in (symbols if isinstance(symbols, dict) else ()) if not _NATIVE_ID.fullmatch(sym))
+        if written:
+            raise RulesError(f"{where}: {table}: {written[:3]} are not exchange symbol ids; the engine looks brackets up "
+                             "by base + quote without separators (BTCUSDT, a dated future BTCUSDT_250627), so these "
+                             "would never be used. Fix: rename them.")
     for sym, entries in data.get("brackets", {}).items():
         found: list[str] = []
         symbol_brackets[sym] = (_contract_tiers_from(entries, f"{where}: brackets.{sym}", found)
@@ -508,6 +515,7 @@ TOP_LEVEL_KEYS = ("name", "exchange", "description", "as_of", "sources", "not_pu
 TABLE_KEYS = {"maintenance": ("fee_to_close", "source"),
               "auto_exchange": ("threshold_usd", "cover_ratio", "fee_rate", "source")}
 LIQUIDATION_KEYS = ("policy", "fill", "fee_rate", "maintenance_basis", *policies.rule_file_keys())
+_NATIVE_ID = re.compile(r"[A-Za-z0-9]+(_[A-Za-z0-9]+)?")  # BTCUSDT, BTCUSDT_250627, BTCUSD_PERP
 AS_OF = re.compile(r"\d{4}(-\d{2}(-\d{2})?)?")
 
 
