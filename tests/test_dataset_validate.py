@@ -263,3 +263,15 @@ def test_bars_off_their_timeframe_grid_are_a_warning(tmp_path):
         (WARNING, "binance:BTC/USDT:USDT", "2024-01-01 00:30:00")]
     assert "off the 1h grid from 00:00 UTC" in found[0].message
     assert not problems(validate_dataset(make_dataset(tmp_path / "e")), "bar grid")
+
+
+@pytest.mark.parametrize("option, message", [
+    (["--max-funding-rate", "nan"], "--max-funding-rate nan: a fraction > 0"),  # passed every funding rate
+    (["--max-funding-rate", "-1"], "--max-funding-rate -1.0: a fraction > 0"),  # failed every funding rate
+    (["--mark-threshold", "nan"], "--mark-threshold nan: a fraction > 0"),  # switched the mark check off
+    (["--limit", "0"], "--limit 0: list at least 1 row per check"),  # printed "gaps end at  and 1 more"
+])
+def test_an_option_that_would_switch_a_check_off_is_refused(tmp_path, option, message):
+    root = make_dataset(tmp_path / "d", funding=funding_frame((5.0, 0.0001, 0.0001)))
+    result = CliRunner().invoke(main, ["data", "validate", str(root), *option])
+    assert result.exit_code == 2 and message in result.output, result.output

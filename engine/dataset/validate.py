@@ -6,6 +6,7 @@ wrong and how to fix it. A dataset is usable when the report holds no errors (wa
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -16,7 +17,7 @@ import polars as pl
 from xmargin.dataset.batches import SERIES, Batch, plan_batches, relative, scan_files, series_index
 from xmargin.dataset.manifest import COLUMNS_BY_KIND, KINDS, MANIFEST_NAME, DatasetManifest, read_manifest
 from xmargin.dataset.tables import not_a_file, table_files
-from xmargin.errors import DatasetError
+from xmargin.errors import ConfigError, DatasetError
 
 ERROR = "error"
 WARNING = "warning"
@@ -652,7 +653,13 @@ def validate_dataset(path: str | Path, *, max_funding_rate: float = DEFAULT_MAX_
 
     `max_funding_rate` is a fraction per funding interval (0.05 = 5 %); `mark_threshold` the
     relative mark/last deviation that raises a warning; `listed_per_check` caps rows listed per check.
+    Options out of range are a ConfigError (a nan bound would switch its check off).
     """
+    for option, value in (("--max-funding-rate", max_funding_rate), ("--mark-threshold", mark_threshold)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+            raise ConfigError(f"{option} {value}: a fraction > 0 (0.05 = 5 %).")
+    if isinstance(listed_per_check, bool) or not isinstance(listed_per_check, int) or listed_per_check < 1:
+        raise ConfigError(f"--limit {listed_per_check}: list at least 1 row per check.")
     root = Path(path)
     out = _Collector(listed_per_check)
     try:
