@@ -114,6 +114,11 @@ def synthesize_futures(source: str | Path, out: str | Path, parameters: FuturesP
     """Write a dataset into `out`: the real spot/perps of `parameters.spot`'s exchange and base from
     `source`, plus synthetic quarterlies (bars, mark, index). Returns rows written per kind."""
     source, out = Path(source), Path(out)
+    for option, value, low in (("--basis-apr", parameters.basis_apr, -math.inf),
+                               ("--basis-volatility", parameters.basis_volatility, 0.0)):
+        if not (low <= value < math.inf):  # nan would make every futures price nan
+            raise DatasetError(f"synth {option} {value}: a finite annualised fraction"
+                               + (" >= 0" if low == 0 else "") + " (0.08 = 8 %/yr).")
     manifest = read_manifest(source)
     try:
         spot = manifest.instrument(parameters.spot)
