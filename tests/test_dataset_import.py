@@ -150,9 +150,11 @@ def test_duplicates_that_disagree_are_a_warning_naming_the_row_kept(tmp_path):
     pl.concat([frame, other]).sort("date", maintain_order=True).write_ipc(path)
     result = import_files([path], tmp_path / "ds")
     assert result.tables[0].duplicates_dropped == 2
-    assert result.warnings[0] == (f"{path}, row 6: 2 timestamps of bars of binance:BTC/USDT:USDT were read more than "
-                                  "once with different values (first 2024-01-01 05:00:00); the last read was kept, "
-                                  "here this row. Check that the files do not overlap with another source's")
+    assert result.warnings[0].startswith(
+        f"dataset.toml, binance:BTC/USDT:USDT: {path}, row 6: 2 timestamps of its bars were read more than once with "
+        "different values (first 2024-01-01 05:00:00); the last read was kept, here this row")
+    kept = [p for p in validate_dataset(tmp_path / "ds").warnings if p.check == "caveat"]  # later checks repeat it
+    assert [p.instrument for p in kept] == ["binance:BTC/USDT:USDT"] and "read more than once" in kept[0].message
     assert table(tmp_path / "ds", "bars", "binance/perp/BTC_USDT_USDT-1h.parquet")["close"][5] == frame["close"][5] + 1.0
     same = tmp_path / "same" / "BTC_USDT_USDT-1h-futures.feather"
     same.parent.mkdir()
@@ -239,8 +241,10 @@ def test_doubtful_imports_are_written_with_warnings(tmp_path):
     result = CliRunner().invoke(main, ["data", "import", str(folder), "--out", str(tmp_path / "d"),
                                        "--exchange", "binance"])
     assert result.exit_code == 0, result.output
-    assert (f"warning: {folder / 'BTC_USDT_USDT-1h-futures.feather'}, column 'date': dates without a time zone, read "
-            "as UTC") in result.output
+    assert (f"warning: dataset.toml, binance:BTC/USDT:USDT: {folder / 'BTC_USDT_USDT-1h-futures.feather'}, column "
+            "'date': dates without a time zone, read as UTC") in result.output
+    again = CliRunner().invoke(main, ["data", "validate", str(tmp_path / "d")])  # kept in dataset.toml
+    assert again.exit_code == 0 and "dates without a time zone, read as UTC" in again.output, again.output
     assert ("warning: bars/binance/perp/BTC_USDT_USDT-1h.parquet, binance:BTC/USDT:USDT, column 'ts': 1 gaps in bars "
             "(1h), 3 missing bars") in result.output
     assert table(tmp_path / "d", "bars", "binance/perp/BTC_USDT_USDT-1h.parquet")["ts"][0] == START

@@ -548,3 +548,22 @@ def test_an_id_that_exists_is_refused_before_anything_runs(config_path, tmp_path
                     "--no-validate")
     assert result.exit_code == 2 and f"--id taken: {taken} already exists" in result.output, result.output
     assert [p.name for p in taken.iterdir()] == ["notes.txt"]
+
+
+def test_a_caveat_of_the_import_is_repeated_by_a_run_trading_its_instrument(config_path, tmp_path, monkeypatch):
+    """What `data import` could only guess (dates without a time zone read as UTC) stays in
+    dataset.toml; the summary of a run trading that instrument repeats it, not one about another."""
+    monkeypatch.setenv("XMARGIN_CACHE_DIR", str(tmp_path / "cache"))
+    dataset = tmp_path / "data"
+    shutil.copytree(ROOT / "datasets" / "sample", dataset)
+    with (dataset / "dataset.toml").open("a") as manifest:
+        for key in ("binance:ETH/USDT:USDT", "binance:SOL/USDT:USDT"):
+            manifest.write(f'\n[[caveats]]\ninstrument = "{key}"\nmessage = "{key} dates read as UTC"\n')
+    config = tmp_path / "pair.toml"
+    config.write_text(config_path.read_text().replace(str(ROOT / "datasets/sample"), str(dataset)))
+    result = invoke("run", config, "--out", tmp_path / "runs", "--run-id", "c", "--end", "2024-10-05")
+    assert result.exit_code == 0, result.output
+    warnings = json.loads((tmp_path / "runs" / "c" / "summary.json").read_text())["warnings"]
+    said = [w for w in warnings if "dates read as UTC" in w]
+    assert said == ["dataset: warning: dataset.toml, binance:ETH/USDT:USDT: binance:ETH/USDT:USDT dates read as UTC. "
+                    "Fix: check the source data; remove the [[caveats]] entry once it is settled"], warnings

@@ -30,7 +30,7 @@ from pathlib import Path
 import attrs
 import polars as pl
 
-from xmargin.dataset.manifest import MANIFEST_NAME, DatasetManifest, Source, publish, read_manifest, write_manifest
+from xmargin.dataset.manifest import MANIFEST_NAME, Caveat, DatasetManifest, Source, publish, read_manifest, write_manifest
 from xmargin.dataset.validate import ERROR, WARNING, _check_table, _Collector, parse_timeframe, polars_schema, validate_dataset
 from xmargin.errors import DatasetError
 from xmargin.venues.instruments import Instrument
@@ -108,7 +108,7 @@ class ImportResult:
     tables: tuple[ImportedTable, ...]
     instruments: tuple[Instrument, ...]
     notes: tuple[str, ...] = ()
-    warnings: tuple[str, ...] = ()  # doubtful: what the dataset's validation warns about, time-zone-less dates
+    warnings: tuple[str, ...] = ()  # doubtful: the new dataset's validation warnings (its caveats included)
 
     def lines(self) -> list[str]:
         out = [f"{t.kind:<8} {t.instrument:<28} {t.rows:>9,} rows -> {t.file}"
@@ -339,8 +339,9 @@ def read_source(source: SourceFile, warnings: list | None = None) -> pl.DataFram
         row = int(raw.with_row_index("row").filter(pl.col(date).is_null())["row"][0])
         raise _fail(path, "empty timestamp", "repair or delete the row", row=row, column=date)
     if warnings is not None and isinstance(raw[date].dtype, pl.Datetime) and raw[date].dtype.time_zone is None:
-        warnings.append(f"{path}, column '{date}': dates without a time zone, read as UTC (what freqtrade and the "
-                        "exchanges write). If they are local times, convert them to UTC and import again")
+        warnings.append(Caveat(f"{source.exchange}:{source.symbol}", f"{path}, column '{date}': dates without a time "
+                               "zone, read as UTC (what freqtrade and the exchanges write); if they were local times, "
+                               "convert them to UTC and import again"))
     ts = raw.select(_to_utc_ns(path, raw[date], date).alias("ts"))["ts"]
     if source.kind == "funding":
         ts = ts.dt.round("1s")
@@ -429,7 +430,7 @@ def import_files(sources: list[str | Path], out: str | Path, options: ImportOpti
     existing = read_manifest(out) if merging else None
     _check_bars_for_every_series(files, existing)
     groups: dict[tuple, list[pl.DataFrame]] = {}
-    warnings: list[str] = []
+    warnings: list[Caveat] = []  # kept in dataset.toml: validation and runs repeat them
     for f in files:
         groups.setdefault((f.kind, f.exchange, f.market, f.symbol, f.timeframe), []).append(read_source(f, warnings))
 
@@ -440,7 +441,7 @@ def import_files(sources: list[str | Path], out: str | Path, options: ImportOpti
         combined = pl.concat(frames, how="vertical")
         unique = combined.sort("ts", maintain_order=True).unique("ts", keep="last", maintain_order=True)
         if combined.height > unique.height:
-            warnings.extend(_conflicting_duplicates(combined, f"{key[0]} of {key[1]}:{key[3]}"))
+            warnings.extend(_conflicting_duplicates(combined, key[0], f"{key[1]}:{key[3]}"))
         lazy = unique.lazy().with_columns(instrument=pl.col("exchange") + ":" + pl.col("symbol"))
         _check_table(kind, lazy, collector, max_funding_rate=0.05)
         prepared[key] = (unique, combined.height - unique.height)
@@ -481,7 +482,7 @@ def _stage(out: Path) -> Path:
     return staging
 
 
-def _conflicting_duplicates(combined: pl.DataFrame, what: str) -> list[str]:
+def _conflicting_duplicates(combined: pl.DataFrame, kind: str, instrument: str) -> list[Caveat]:
     """Timestamps read more than once with different values (not a file overlapping another with the
     same rows): which one is right is a guess, so the kept one (the last read) is named."""
     values = [c for c in combined.columns if c not in ("ts", "row", "file")]
@@ -491,9 +492,10 @@ def _conflicting_duplicates(combined: pl.DataFrame, what: str) -> list[str]:
     if conflicts.height == 0:
         return []
     first = conflicts.row(0, named=True)
-    return [f"{first['file']}, row {first['row']}: {conflicts.height} timestamps of {what} were read more than once "
-            f"with different values (first {first['ts']:%Y-%m-%d %H:%M:%S}); the last read was kept, here this row. "
-            "Check that the files do not overlap with another source's"]
+    return [Caveat(instrument, f"{first['file']}, row {first['row']}: {conflicts.height} timestamps of its {kind} were "
+                               f"read more than once with different values (first {first['ts']:%Y-%m-%d %H:%M:%S}); "
+                               "the last read was kept, here this row: check that the files do not overlap with "
+                               "another source's")]
 
 
 def _check_bars_for_every_series(files: list[SourceFile], existing) -> None:
@@ -543,7 +545,8 @@ def _write(target: Path, out: Path, prepared: dict, existing, files, name, warni
         name=existing.name if existing else (name or out.name),
         description=existing.description if existing else f"Imported from {', '.join(layouts)} files.",
         kind=existing.kind if existing else "real", instruments=tuple(declared),
-        sources=(existing.sources if existing else ()) + (source,))
+        sources=(existing.sources if existing else ()) + (source,),
+        caveats=(existing.caveats if existing else ()) + tuple(warnings))
     (target / MANIFEST_NAME).unlink(missing_ok=True)
     write_manifest(target, manifest)
     report = validate_dataset(target)
@@ -551,4 +554,4 @@ def _write(target: Path, out: Path, prepared: dict, existing, files, name, warni
         kept = f"{out} is unchanged" if existing else f"left in {target} for inspection"
         raise DatasetError(f"imported data does not validate ({kept}):\n" + "\n".join(map(str, report.errors)))
     return ImportResult(path=out, tables=tuple(tables), instruments=tuple(declared), notes=tuple(notes),
-                        warnings=(*warnings, *(str(p).removeprefix(f"{WARNING}: ") for p in report.warnings)))
+                        warnings=tuple(str(p).removeprefix(f"{WARNING}: ") for p in report.warnings))

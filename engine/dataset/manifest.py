@@ -54,6 +54,16 @@ class Source:
 
 
 @attrs.frozen
+class Caveat:
+    """A doubt about the data that no later check can see again (`[[caveats]]`, written by `xmargin
+    data import`: dates without a time zone read as UTC, a timestamp read twice with different
+    values). `xmargin data validate` repeats each as a warning, and so does a run trading `instrument`."""
+
+    instrument: str
+    message: str
+
+
+@attrs.frozen
 class DatasetManifest:
     """The parsed `dataset.toml`."""
 
@@ -62,6 +72,7 @@ class DatasetManifest:
     kind: str = attrs.field(validator=attrs.validators.in_(("real", "synthetic")))
     instruments: tuple[Instrument, ...]
     sources: tuple[Source, ...] = ()
+    caveats: tuple[Caveat, ...] = ()
 
     def instrument(self, key: str) -> Instrument:
         for instrument in self.instruments:
@@ -141,11 +152,16 @@ def _parsed_manifest(path: Path, text: str) -> DatasetManifest:
         raise DatasetError(f"{path}: a [[sources]] entry is malformed ({exc}).") from exc
     if data["kind"] not in KINDS_OF_DATA:
         raise DatasetError(f"{path}: kind = {data['kind']!r}: 'real' or 'synthetic'.")
+    caveats = data.get("caveats", [])
+    if not isinstance(caveats, list) or not all(isinstance(c, dict) and set(c) == {"instrument", "message"}
+                                                and all(isinstance(v, str) for v in c.values()) for c in caveats):
+        raise DatasetError(f"{path}: caveats must be [[caveats]] tables of instrument and message (strings).")
     return DatasetManifest(name=data["name"], description=data.get("description", ""), kind=data["kind"],
-                           instruments=tuple(instruments), sources=sources)
+                           instruments=tuple(instruments), sources=sources,
+                           caveats=tuple(Caveat(**c) for c in caveats))
 
 
-TOP_LEVEL_KEYS = ("name", "description", "kind", "sources", "instruments")
+TOP_LEVEL_KEYS = ("name", "description", "kind", "sources", "instruments", "caveats")
 KINDS_OF_DATA = ("real", "synthetic")
 # ccxt's notation: spot BTC/USDT, perp BTC/USDT:USDT, dated future BTC/USDT:USDT-250627
 CCXT_SYMBOL = re.compile(r"(?P<base>[^/:]+)/(?P<quote>[^/:]+)(?::(?P<settle>[^-]+)(?:-(?P<expiry>\d{6}))?)?")
@@ -200,6 +216,9 @@ def manifest_to_toml(manifest: DatasetManifest) -> str:
         for key, value in instrument.to_mapping().items():
             lines.append(f"{key} = {_toml_value(value)}")
         lines.append("")
+    for caveat in manifest.caveats:
+        lines.extend(["[[caveats]]", f"instrument = {_toml_value(caveat.instrument)}",
+                      f"message = {_toml_value(caveat.message)}", ""])
     return "\n".join(lines)
 
 

@@ -203,7 +203,8 @@ def synthesize_futures(source: str | Path, out: str | Path, parameters: FuturesP
         instruments=tuple(copied) + tuple(futures),
         sources=tuple(manifest.sources) + (Source(
             name="xmargin data synth --futures-from", licence="generated from the real spot above",
-            notes=f"xmargin.dataset.synth_futures (numpy PCG64) with {settings}; index = the real spot bars"),))
+            notes=f"xmargin.dataset.synth_futures (numpy PCG64) with {settings}; index = the real spot bars"),),
+        caveats=tuple(c for c in manifest.caveats if c.instrument in keys))  # the copied data's doubts stay
     write_manifest(partial, derived)
     publish(partial, out)
     return rows

@@ -668,6 +668,9 @@ def validate_dataset(path: str | Path, *, max_funding_rate: float = DEFAULT_MAX_
         out.add(severity=ERROR, check="dataset.toml", file=MANIFEST_NAME, message=str(exc).rstrip("."),
                 fix="see README, 'Dataset format'")
         return Report(path=str(root), problems=tuple(out.problems))
+    for caveat in manifest.caveats:
+        out.add(severity=WARNING, check="caveat", file=MANIFEST_NAME, instrument=caveat.instrument,
+                message=caveat.message, fix="check the source data; remove the [[caveats]] entry once it is settled")
 
     frames: dict[str, pl.LazyFrame] = {}
     stats_by_kind: dict[str, pl.DataFrame] = {}
