@@ -433,3 +433,23 @@ def test_an_edited_rule_file_is_read_again(tmp_path):
     Path(path).write_text(json.dumps(data) + "\n")  # another size, another mtime
     assert load_rules(path).taker_fee == 0.0007
     assert load_rules(path) is load_rules(path)  # unchanged: the same record
+
+
+def test_rules_check_prints_the_warnings_or_names_the_refused_key(tmp_path):
+    from click.testing import CliRunner
+
+    from xmargin.cli.main import main
+
+    data = _good()
+    data["default_brackets"][1]["max_leverage"] = 25
+    doubtful = _write(tmp_path, data, "doubtful.json")
+    result = CliRunner().invoke(main, ["rules", "check", "hyperliquid", doubtful])
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[1:] == [
+        f"{doubtful}: my-rules (x), as of 2025-01-01, 0 symbols with brackets, margin modes isolated, cross, 1 source(s)",
+        f"warning: {doubtful}: default_brackets[1]: max_leverage 25 rises above the previous bracket's 20; exchanges "
+        "lower it with size (check the row order and the values)"]
+    data["fees"]["makr"] = 0.0001
+    refused = _write(tmp_path, data, "typo.json")
+    result = CliRunner().invoke(main, ["rules", "check", refused])
+    assert result.exit_code == 2 and f"{refused}: fees: unknown keys ['makr'] (did you mean 'maker'?)" in result.output
