@@ -31,15 +31,18 @@ BTC = "bx:BTC/USDT:USDT"
 AT_BAR_1_CLOSE = str(datetime.fromtimestamp((T0 + 2 * HOUR) / 1e9, timezone.utc))  # 2024-10-01 02:00:00+00:00
 
 
-def long_btc(mode: str) -> dict:
+def long_btc_run(mode: str):
     """250 USDT; long 10 BTC at 100 (1,000 notional, 5x: 200 initial margin), BTC 100 -> 90 -> 100."""
     rs = rules(maker_fee=0.0, taker_fee=0.0, policy="full")
     catalog = make_catalog({"bx": VenueSpec(rs, mode, {"USDT": 250.0}, 5.0)}, [perp("bx", "BTC")],
                            tables={BTC: flat_brackets(0.05, 50.0)})
     feed = make_feed((BTC,), [100.0, 90.0, 100.0, 100.0])
     strategy = Scripted({0: [cmd.PlaceOrder.market(BTC, 10.0)]})
-    result = Backtest(make_config(catalog, slippage_bps=0.0), feed=feed, catalog=catalog, strategy=strategy).run()
-    return summary_for(result)["exchanges"]["bx"]
+    return Backtest(make_config(catalog, slippage_bps=0.0), feed=feed, catalog=catalog, strategy=strategy).run()
+
+
+def long_btc(mode: str) -> dict:
+    return summary_for(long_btc_run(mode))["exchanges"]["bx"]
 
 
 def test_cross_lowest_headroom_and_tightest_moment_are_at_the_bar_close_they_were_valued_at():
@@ -133,3 +136,45 @@ def test_a_coin_transfer_cancels_out_in_the_book_when_the_coin_moves_in_flight()
     # ax kept 0.4998 BTC (+4,998) and paid the 10 USD fee; the 0.5 BTC gained 5,000 in flight, landing on bx
     assert ax["pnl"] == pytest.approx(4_988, rel=1e-12) and bx["pnl"] == pytest.approx(5_000, rel=1e-12)
     assert total["collateral_consumed"]["amount"] == 0.0
+
+
+def _reseal(folder: Path, summary: dict) -> None:
+    """Rewrite the run's summary.json as a run would have written it (its hash and the manifest's digest)."""
+    import json
+
+    from xmargin.output.eventlog import file_hash
+    from xmargin.output.writer import MANIFEST_DIGEST, manifest_digest
+
+    (folder / "summary.json").write_text(json.dumps(summary, indent=2))
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["files"]["summary.json"] = file_hash(folder / "summary.json")
+    manifest[MANIFEST_DIGEST] = manifest_digest(manifest)
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
+
+
+def test_a_summary_written_under_earlier_definitions_is_named_not_reported_as_a_mismatch(tmp_path):
+    """summary.json records the definitions of its figures (`summary_version`). `xmargin verify` of a run
+    whose summary was written before they were numbered (figures defined otherwise: here its peak
+    initial margin) says so and verifies the rest; the same figure under today's definitions is a mismatch."""
+    import json
+
+    from click.testing import CliRunner
+
+    from xmargin.analysis.summary import SUMMARY_VERSION
+    from xmargin.cli.main import main
+    from xmargin.output.writer import write_run_folder
+
+    folder, summary = write_run_folder(long_btc_run("cross"), out=tmp_path, run_id="long")
+    assert summary["summary_version"] == SUMMARY_VERSION == 2
+    assert CliRunner().invoke(main, ["verify", str(folder)]).exit_code == 0
+    older = json.loads(json.dumps(summary))
+    del older["summary_version"]
+    older["exchanges"]["bx"]["peak_initial_margin"] += 1.0
+    _reseal(folder, older)
+    result = CliRunner().invoke(main, ["verify", str(folder)])
+    assert result.exit_code == 0, result.output
+    assert "note: summary.json was written under summary definitions 1 (this xmargin: 2" in result.output
+    older["summary_version"] = SUMMARY_VERSION
+    _reseal(folder, older)
+    result = CliRunner().invoke(main, ["verify", str(folder)])
+    assert result.exit_code == 1 and "MISMATCH: summary.json exchanges.bx.peak_initial_margin" in result.output

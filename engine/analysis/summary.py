@@ -111,6 +111,13 @@ def _headroom(moments: pl.DataFrame) -> dict | None:
     return {"headroom": 1.0 - ratio, "margin_ratio": worst["margin_ratio"], "ts": str(worst["ts"])}
 
 
+# The definitions of summary.json's figures: raised when one changes, so that `xmargin verify` tells a
+# summary written under other definitions from one that disagrees with its tables. 1: up to
+# 2026-11-29 (no field); 2: headroom and the tightest moment at bar closes (start, samples, end) plus
+# warnings and liquidations, coin money in USD (peak initial margin, transfer fees, compare), a coin
+# transfer at its sent value on both sides.
+SUMMARY_VERSION = 2
+
 # The columns `summarize` reads from each table (with the ones `performance` and `exposure` read for
 # it): a reader of the written tables loads only these (xmargin.output.writer.summary_from_folder).
 COLUMNS = {
@@ -247,7 +254,7 @@ def summarize(events: pl.DataFrame, equity: pl.DataFrame, meta: dict, collateral
             warnings.append(f"one-legged hedge: {underlying} net exposure was above {one_legged_ratio:.0%} of gross "
                             f"for {row['hours_above_ratio']:,.0f} h from {row['above_ratio_from']} (peak net "
                             f"{row['net_at_peak']:,.0f} USD, {row['peak_net_share']:.0%} of gross)")
-    return {**meta, "exchanges": per_exchange, "total": totals, "exposure": exposure, "rejections": rejected,
+    return {**meta, "summary_version": SUMMARY_VERSION, "exchanges": per_exchange, "total": totals, "exposure": exposure, "rejections": rejected,
             "warnings": [*meta.get("input_warnings", ()), *warnings], "one_legged": {"ratio": one_legged_ratio, "after_hours": one_legged_after_hours},
             "money_note": "USD: balances at their price, stablecoins and positions' PnL at par"}
 
