@@ -382,6 +382,12 @@ REFUSED = {
                                       ["dated_variants[0]: collateral_ratios.BTC = 1.5"]),
     "brackets keyed by a ccxt symbol": (_set("brackets", {"BTC/USDT:USDT": _good()["default_brackets"]}),
                                         ["brackets: ['BTC/USDT:USDT'] are not exchange symbol ids", "BTCUSDT"]),
+    "portfolio move that is nan": (_set("portfolio_margin", {"variants": [{
+        "name": "pm", "method": "stress", "effective_from": None, "price_moves": [0.04, NAN]}]}),
+        ["portfolio_margin.variants[0].price_moves[1] = nan"]),
+    "portfolio level as text (was a traceback)": (_set("portfolio_margin", {"variants": [{
+        "name": "pm", "method": "stress", "effective_from": None, "price_moves": [0.04], "reduce_only_level": "x"}]}),
+        ["portfolio_margin.variants[0].reduce_only_level = 'x'"]),
     "funding hours as text": (_set("funding.interval_hours", "8h"), ["funding.interval_hours = '8h'", "hours",
                                                                      "not text"]),
 }
