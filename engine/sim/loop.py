@@ -16,6 +16,7 @@ import threading
 import time
 from bisect import bisect_left, bisect_right
 from contextlib import contextmanager
+from datetime import timezone
 
 import attrs
 import numpy as np
@@ -141,6 +142,8 @@ def window_warnings(config, feed: Feed) -> list[tuple]:
 
 
 def _ns(moment) -> int:
+    """A config datetime in ns since the epoch (naive: UTC, as the dataset's times)."""
+    moment = moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
     return int(moment.timestamp()) * 1_000_000_000 + moment.microsecond * 1_000
 
 
