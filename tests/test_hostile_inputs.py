@@ -473,17 +473,21 @@ def test_a_config_value_that_would_mislead_is_refused_naming_the_key(config_path
 
 
 def test_doubtful_rules_and_a_window_beyond_the_data_are_repeated_in_the_summary(config_path, tmp_path):
-    """A rule file whose leverage rises with size runs, but the summary says so; so does a run.start
-    before the dataset's first bar (the run starts later than the config says)."""
+    """A rule file whose leverage rises with size runs, but the summary says so; so does a default
+    leverage above what the rule set allows (capped) and a run.start before the dataset's first bar
+    (the run starts later than the config says)."""
     data = json.loads((ROOT / "engine/venues/rules/data/binance-usdm.json").read_text())
     data["brackets"]["ETHUSDT"][1]["max_leverage"] = 150.0  # above the first bracket's 125
     rules = tmp_path / "mine.json"
     rules.write_text(json.dumps(data))
     result = invoke("run", config_path, "--set", f"exchanges.binance.rules='{rules}'", "--start", "2024-09-01",
-                    "--end", "2024-09-07", "--out", tmp_path, "--run-id", "doubt", "--no-validate")
+                    "--end", "2024-09-07", "--set", "exchanges.binance.leverage=200", "--out", tmp_path, "--run-id",
+                    "doubt", "--no-validate")
     assert result.exit_code == 0, result.output
     expected = [f"exchanges.binance.rules: {rules}: brackets.ETHUSDT[1]: max_leverage 150 rises above the previous "
                 "bracket's 125; exchanges lower it with size (check the row order and the values)",
+                "exchanges.binance.leverage = 200 is above binance:ETH/USDT:USDT's highest max leverage (150x in its "
+                "rule set): its orders that give no leverage of their own use at most 150x",
                 "run.start = 2024-09-01 00:00 is before the dataset's first bar (2024-09-05 00:00): the run starts there"]
     summary = json.loads((tmp_path / "doubt" / "summary.json").read_text())
     assert [w for w in summary["warnings"] if w in expected] == expected

@@ -113,6 +113,12 @@ def run_warnings(catalog: Catalog, feed: Feed) -> list[tuple]:
             warnings.append((None, f"exchanges.{name}.collateral holds {sorted(venue.collateral)} but its perps "
                                    f"settle in {sorted(settles)}: without multi-asset margin that collateral backs "
                                    "none of them", "collateral"))
+    for key, tradable in catalog.tradables.items():
+        leverage, highest = catalog.venues[tradable.instrument.exchange].leverage, _highest_leverage(tradable.brackets)
+        if tradable.instrument.is_derivative and leverage > highest:
+            warnings.append((key, f"exchanges.{tradable.instrument.exchange}.leverage = {leverage:g} is above {key}'s "
+                                  f"highest max leverage ({highest:g}x in its rule set): its orders that give no "
+                                  f"leverage of their own use at most {highest:g}x", "leverage"))
     warnings.extend(feed.warnings)
     total = len(feed.ts)
     for column, key in enumerate(feed.keys):
@@ -126,6 +132,11 @@ def run_warnings(catalog: Catalog, feed: Feed) -> list[tuple]:
             warnings.append((key, f"{key}: no mark series in the dataset; margin, PnL and liquidations use the "
                                   "last price", "no mark"))
     return warnings
+
+
+def _highest_leverage(table) -> float:
+    """The highest max leverage of a bracket table (by notional) or of tiers counted in contracts."""
+    return float(max(table.max_leverages)) if table.unit == "notional" else max(t.max_leverage for t in table.tiers)
 
 
 def window_warnings(config, feed: Feed) -> list[tuple]:
