@@ -263,3 +263,14 @@ def test_a_timestamp_that_is_no_epoch_number_is_named_not_a_traceback(tmp_path, 
     assert (f"{folder / 'BTC_USDT_USDT-1h-futures.feather'}, row 3, column 'date': timestamp {value:g} is not a number "
             "of seconds, ms, µs or ns since 1970") in result.output, result.output
     assert not (tmp_path / "d").exists() and not (tmp_path / "d.partial").exists()
+
+
+def test_a_symbol_naming_another_pair_than_the_file_is_refused(tmp_path):
+    """--symbol ETH/USDT:USDT on BTC_USDT_USDT-1h-futures.feather labelled BTC's prices as ETH's."""
+    path = tmp_path / "BTC_USDT_USDT-1h-futures.feather"
+    vision = tmp_path / "futures" / "um" / "BTCUSDT-1h-2024-01.csv"
+    for source in (path, vision):
+        with pytest.raises(DatasetError, match=r"--symbol ETH/USDT:USDT names another pair than the file's name "
+                                               r"\(BTC/USDT\)"):
+            identify(source, ImportOptions(symbol="ETH/USDT:USDT"))
+    assert identify(path, ImportOptions(symbol="BTC/USDT:BTC")).symbol == "BTC/USDT:BTC"  # it may add the settle

@@ -153,7 +153,7 @@ def identify(path: Path, options: ImportOptions = ImportOptions()) -> SourceFile
         perp = len(pieces) == 3 or candle in ("futures", "mark", "index", "funding_rate")
         market = options.market or ("perp" if perp else "spot")
         if options.symbol:
-            symbol = options.symbol
+            symbol = _symbol_for(path, options.symbol, pieces[0], pieces[1])
         elif len(pieces) == 3:
             symbol = f"{pieces[0]}/{pieces[1]}:{pieces[2]}"
         elif market == "perp":
@@ -188,7 +188,11 @@ def identify(path: Path, options: ImportOptions = ImportOptions()) -> SourceFile
         raise _fail(path, "cannot tell whether these klines are spot or perp from the name",
                     "pass --market spot or --market perp (or keep the data.binance.vision folders spot/ or futures/um/)")
     if options.symbol:
-        symbol = options.symbol
+        try:
+            base, quote, _, _ = _split_native(match.group("pair"))
+        except ValueError:  # a pair the name does not split: --symbol says what it is
+            base = quote = None
+        symbol = _symbol_for(path, options.symbol, base, quote)
     else:
         try:
             base, quote, settle, _ = _split_native(match.group("pair"))
@@ -198,6 +202,16 @@ def identify(path: Path, options: ImportOptions = ImportOptions()) -> SourceFile
         symbol = f"{base}/{quote}:{settle}" if market == "perp" else f"{base}/{quote}"
     timeframe = None if kind == "funding" else match.group("timeframe")
     return SourceFile(path, "binance-vision", kind, exchange or "binance", market, symbol, timeframe)
+
+
+def _symbol_for(path: Path, symbol: str, base: str | None, quote: str | None) -> str:
+    """--symbol for a file whose name states base and quote: it may say more (the settle asset), never
+    another pair (that would label one asset's prices as another's)."""
+    given = symbol.split(":", 1)[0].upper().split("/")
+    if base is not None and given != [base.upper(), quote.upper()]:
+        raise _fail(path, f"--symbol {symbol} names another pair than the file's name ({base}/{quote})",
+                    "leave --symbol out (the name states the pair), or import only the files of that pair")
+    return symbol
 
 
 def _to_utc_ns(path: Path, column: pl.Series, name: str) -> pl.Expr:
