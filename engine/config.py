@@ -95,8 +95,9 @@ def _check_thresholds(thresholds) -> None:
     if (not isinstance(thresholds, (list, tuple))
             or not all(isinstance(t, (int, float)) and not isinstance(t, bool) and 0 < t < 1 for t in thresholds)
             or any(b <= a for a, b in zip(thresholds, thresholds[1:]))):
-        raise ConfigError(f"run.warning_thresholds = {list(thresholds) if isinstance(thresholds, tuple) else thresholds!r}: "
-                          "an increasing list of margin ratios between 0 and 1, each once, e.g. [0.7, 0.9].")
+        shown = list(thresholds) if isinstance(thresholds, tuple) else thresholds
+        raise ConfigError(f"run.warning_thresholds = {shown!r}: an increasing list of margin ratios between 0 and 1, "
+                          "each once, e.g. [0.7, 0.9].")
 
 
 def _within(key: str, low: float, high: float = math.inf, unit: str = ""):
@@ -312,8 +313,9 @@ def parse_config(data: dict, base: Path = Path("."), where: str = "config") -> R
         raise ConfigError(f"run.dataset = {run['dataset']!r}: no such dataset folder.")
     strategy = data.get("strategy", {})
     if not isinstance(strategy, dict) or not isinstance(strategy.get("params", {}), dict):
-        raise ConfigError(f"{where}: strategy.params = {strategy.get('params') if isinstance(strategy, dict) else strategy!r}: "
-                          "must be a table of the strategy's parameters ([strategy.params] with name = value lines).")
+        given = strategy.get("params") if isinstance(strategy, dict) else strategy
+        raise ConfigError(f"{where}: strategy.params = {given!r}: must be a table of the strategy's parameters "
+                          "([strategy.params] with name = value lines).")
     unknown = set(strategy) - {"params"}
     if unknown:
         raise ConfigError(f"{where}: unknown keys strategy.{sorted(unknown)}; only [strategy.params] is allowed "
