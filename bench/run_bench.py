@@ -64,6 +64,9 @@ WORKLOADS = {
                "data": (50, 30)},
     "W2-4Y": {"strategy": "bench.strategies:HedgedRebalance", "params": {"notional_usd": NOTIONAL, "every": "1h"},
               "data": (2, 4 * 365 + 1)},
+    # wider than the WIDE50: 150 perps a side for 10 days (the same 4,320,000 bars), 3,000 USD a leg
+    "WIDE150": {"strategy": "bench.strategies:HedgedRebalance", "params": {"notional_usd": 3_000.0, "every": "1h"},
+                "data": (150, 10)},
 }
 
 

@@ -29,6 +29,7 @@ import re
 
 import attrs
 
+from xmargin._keys import unknown_keys
 from xmargin.ledger.commands import Transfer
 
 YEAR_HOURS = 24 * 365
@@ -92,7 +93,7 @@ def one_of(*options):
 def build_params(cls, params: dict, strategy: str):
     """`cls(**params)` with unknown keys reported by name (attrs would raise a bare TypeError)."""
     known = [a.name for a in attrs.fields(cls)]
-    unknown = sorted(set(params) - set(known))
+    unknown = unknown_keys(params, known)
     if unknown:
         raise ValueError(f"{strategy}: unknown params {unknown}; allowed: {known}")
     missing = [a.name for a in attrs.fields(cls) if a.default is attrs.NOTHING and a.name not in params]

@@ -7,6 +7,7 @@ import attrs
 
 from xmargin.ledger.commands import PlaceOrder
 from xmargin.sim.strategy import Wakes
+from xmargin.strategies.collateral import build_params
 
 
 @attrs.frozen
@@ -23,7 +24,7 @@ class HoldParams:
 
 class Hold:
     def __init__(self, params: dict):
-        self.params = HoldParams(**params)
+        self.params = build_params(HoldParams, params, "hold")
         self.opened = False
 
     def wakes(self) -> Wakes:

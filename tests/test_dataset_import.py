@@ -142,6 +142,26 @@ def test_duplicates_in_source_are_dropped(tmp_path):
     assert result.tables[0].rows == HOURS and result.tables[0].duplicates_dropped == 2
 
 
+def test_duplicates_that_disagree_are_a_warning_naming_the_row_kept(tmp_path):
+    """Two rows for one timestamp with different prices: keeping the last is a guess, so it is said."""
+    frame = ohlcv()
+    path = tmp_path / "BTC_USDT_USDT-1h-futures.feather"
+    other = frame[5:7].with_columns(pl.col("close") + 1.0)
+    pl.concat([frame, other]).sort("date", maintain_order=True).write_ipc(path)
+    result = import_files([path], tmp_path / "ds")
+    assert result.tables[0].duplicates_dropped == 2
+    assert result.warnings[0].startswith(
+        f"dataset.toml, binance:BTC/USDT:USDT: {path}, row 6: 2 timestamps of its bars were read more than once with "
+        "different values (first 2024-01-01 05:00:00); the last read was kept, here this row")
+    kept = [p for p in validate_dataset(tmp_path / "ds").warnings if p.check == "caveat"]  # later checks repeat it
+    assert [p.instrument for p in kept] == ["binance:BTC/USDT:USDT"] and "read more than once" in kept[0].message
+    assert table(tmp_path / "ds", "bars", "binance/perp/BTC_USDT_USDT-1h.parquet")["close"][5] == frame["close"][5] + 1.0
+    same = tmp_path / "same" / "BTC_USDT_USDT-1h-futures.feather"
+    same.parent.mkdir()
+    pl.concat([frame, frame[5:7]]).sort("date").write_ipc(same)
+    assert not any("more than once" in w for w in import_files([same], tmp_path / "ds2").warnings)
+
+
 def test_bad_files_name_file_row_and_column(tmp_path):
     rows = _kline_lines(ohlcv(), False)
     rows[3] = rows[3].replace(rows[3].split(",")[4], "abc", 1)
@@ -187,3 +207,70 @@ def test_identify_and_overrides(tmp_path):
     assert (marked.kind, marked.market, marked.symbol) == ("mark", "perp", "BTC/USDT:USDT")
     inverse = identify(tmp_path / "cm" / "BTCUSD_PERP-1h-2024-01.zip")
     assert inverse.symbol == "BTC/USD:BTC"
+
+
+def test_marks_or_funding_of_an_instrument_without_bars_are_refused_by_file(tmp_path):
+    folder = tmp_path / "files"
+    folder.mkdir()
+    ohlcv().write_ipc(folder / "BTC_USDT_USDT-1h-futures.feather")
+    ohlcv(price=2_000.0).write_ipc(folder / "ETH_USDT_USDT-1h-mark.feather")  # ETH's bars were forgotten
+    out = tmp_path / "dataset"
+    result = CliRunner().invoke(main, ["data", "import", str(folder), "--out", str(out), "--exchange", "binance"])
+    assert result.exit_code == 2, result.output
+    assert (f"{folder / 'ETH_USDT_USDT-1h-mark.feather'}: mark of binance:ETH/USDT:USDT, whose bars are not among "
+            "the files imported. Fix: import its bars too") in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["files"]  # neither the dataset nor a .partial folder
+    (folder / "ETH_USDT_USDT-1h-mark.feather").unlink()
+    import_files([folder], out, ImportOptions(exchange="binance"))
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    funding = tmp_path / "more"
+    funding.mkdir()
+    funding_rows().write_ipc(funding / "ETH_USDT_USDT-8h-funding_rate.feather")
+    with pytest.raises(DatasetError, match="funding of binance:ETH/USDT:USDT, whose bars are not among the files "
+                                           "imported nor in the dataset"):
+        import_files([funding], out, ImportOptions(exchange="binance"))
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+
+def test_doubtful_imports_are_written_with_warnings(tmp_path):
+    """Dates without a time zone are read as UTC and a gap is kept: both said, not passed over."""
+    folder = tmp_path / "files"
+    folder.mkdir()
+    source = ohlcv().with_columns(pl.col("date").dt.replace_time_zone(None))
+    source.filter(pl.int_range(pl.len()).is_between(5, 7).not_()).write_ipc(folder / "BTC_USDT_USDT-1h-futures.feather")
+    result = CliRunner().invoke(main, ["data", "import", str(folder), "--out", str(tmp_path / "d"),
+                                       "--exchange", "binance"])
+    assert result.exit_code == 0, result.output
+    assert (f"warning: dataset.toml, binance:BTC/USDT:USDT: {folder / 'BTC_USDT_USDT-1h-futures.feather'}, column "
+            "'date': dates without a time zone, read as UTC") in result.output
+    again = CliRunner().invoke(main, ["data", "validate", str(tmp_path / "d")])  # kept in dataset.toml
+    assert again.exit_code == 0 and "dates without a time zone, read as UTC" in again.output, again.output
+    assert ("warning: bars/binance/perp/BTC_USDT_USDT-1h.parquet, binance:BTC/USDT:USDT, column 'ts': 1 gaps in bars "
+            "(1h), 3 missing bars") in result.output
+    assert table(tmp_path / "d", "bars", "binance/perp/BTC_USDT_USDT-1h.parquet")["ts"][0] == START
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), 1e30])
+def test_a_timestamp_that_is_no_epoch_number_is_named_not_a_traceback(tmp_path, value):
+    folder = tmp_path / "files"
+    folder.mkdir()
+    frame = ohlcv().with_columns(pl.col("date").dt.epoch("ms").cast(pl.Float64))
+    frame.with_columns(date=pl.when(pl.int_range(pl.len()) == 3).then(value).otherwise(pl.col("date"))).write_ipc(
+        folder / "BTC_USDT_USDT-1h-futures.feather")
+    result = CliRunner().invoke(main, ["data", "import", str(folder), "--out", str(tmp_path / "d"),
+                                       "--exchange", "binance"])
+    assert result.exit_code == 2 and isinstance(result.exception, (SystemExit, type(None))), result.exception
+    assert (f"{folder / 'BTC_USDT_USDT-1h-futures.feather'}, row 3, column 'date': timestamp {value:g} is not a number "
+            "of seconds, ms, µs or ns since 1970") in result.output, result.output
+    assert not (tmp_path / "d").exists() and not (tmp_path / "d.partial").exists()
+
+
+def test_a_symbol_naming_another_pair_than_the_file_is_refused(tmp_path):
+    """--symbol ETH/USDT:USDT on BTC_USDT_USDT-1h-futures.feather labelled BTC's prices as ETH's."""
+    path = tmp_path / "BTC_USDT_USDT-1h-futures.feather"
+    vision = tmp_path / "futures" / "um" / "BTCUSDT-1h-2024-01.csv"
+    for source in (path, vision):
+        with pytest.raises(DatasetError, match=r"--symbol ETH/USDT:USDT names another pair than the file's name "
+                                               r"\(BTC/USDT\)"):
+            identify(source, ImportOptions(symbol="ETH/USDT:USDT"))
+    assert identify(path, ImportOptions(symbol="BTC/USDT:BTC")).symbol == "BTC/USDT:BTC"  # it may add the settle

@@ -75,3 +75,14 @@ def test_sixty_days_of_minutes_in_chunks(tmp_path):
 def test_bad_parameters():
     with pytest.raises(DatasetError, match="timeframe"):
         synthesize("/nonexistent/x", SynthParameters(timeframe="7m"))
+
+
+@pytest.mark.parametrize("parameters, message", [
+    (SynthParameters(assets=("BTC", "BTC")), r"synth --assets: \['BTC'\] given more than once"),
+    (SynthParameters(exchanges=("binance", "binance")), r"synth --exchanges: \['binance'\] given more than once"),
+])
+def test_a_name_given_twice_is_refused_before_writing(tmp_path, parameters, message):
+    """Each instrument would be declared twice: the written dataset did not validate (exit 0 all the same)."""
+    with pytest.raises(DatasetError, match=message):
+        synthesize(tmp_path / "d", parameters)
+    assert not (tmp_path / "d").exists()

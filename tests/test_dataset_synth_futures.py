@@ -116,3 +116,14 @@ def test_cli_needs_spot_and_reports_an_empty_range(tmp_path):
                                   "binance:BTC/USDT", "--start", "2023-01-01", "--days", "5"])
     assert result.exit_code != 0 and "no bars of binance:BTC/USDT" in result.output
     assert not (tmp_path / "b").exists()
+
+
+@pytest.mark.parametrize("change, message", [({"basis_apr": float("nan")}, "synth --basis-apr nan"),
+                                             ({"basis_volatility": -1.0}, "synth --basis-volatility -1.0")])
+def test_a_basis_that_is_no_number_is_refused_before_writing(tmp_path, change, message):
+    """A nan basis wrote a dataset whose every futures price was nan."""
+    import attrs
+
+    with pytest.raises(DatasetError, match=message):
+        synthesize_futures(SAMPLE, tmp_path / "d", attrs.evolve(PARAMS, **change))
+    assert not (tmp_path / "d").exists()

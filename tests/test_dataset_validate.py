@@ -215,3 +215,63 @@ def test_funding_interval_mismatch_is_a_warning(tmp_path):
     found = problems(report, "funding interval")
     assert report.ok and found and "8h apart" in found[0].message
     assert not problems(validate_dataset(make_dataset(tmp_path / "e", funding=funding_frame())), "funding interval")
+
+
+@pytest.mark.parametrize("mutate, fix", [
+    # replace_time_zone('UTC') on Tokyo times would keep their wall clock: every bar 9 h late
+    (lambda f: f.with_columns(pl.col("ts").dt.convert_time_zone("Asia/Tokyo")),
+     "pl.col('ts').dt.convert_time_zone('UTC').dt.cast_time_unit('ns'); not replace_time_zone"),
+    (lambda f: f.with_columns(pl.col("ts").dt.epoch("ms")), "pl.from_epoch('ts', time_unit='ms')"),
+    (lambda f: f.with_columns(pl.col("ts").dt.replace_time_zone(None)), "local times: replace_time_zone('<their zone>')"),
+])
+def test_the_fix_for_a_ts_column_keeps_its_instants(tmp_path, mutate, fix):
+    report = validate_dataset(make_dataset(tmp_path / "d", bars=mutate(bars_frame())))
+    found = problems(report, "schema")
+    assert found and found[0].column == "ts" and fix in found[0].fix, found
+
+
+@pytest.mark.parametrize("edit, message", [
+    (("description =", "descripton ="), "unknown keys ['descripton'] (did you mean 'description'?)"),
+    (('licence =', 'licens ='), "[[sources]] entry 1: unknown keys ['licens'] (did you mean 'licence'?)"),
+    (('kind = "synthetic"', 'kind = "synth"'), "kind = 'synth': 'real' or 'synthetic'"),
+    # the symbol says one thing, the fields another: brackets (base + quote) or the pool (settle) would be wrong
+    (('settle = "USDT"', 'settle = "USDC"'), "[[instruments]] entry 1 (BTC/USDT:USDT): settle = 'USDC' but the symbol "
+                                             "says 'USDT'"),
+    (('base = "BTC"', 'base = "ETH"'), "base = 'ETH' but the symbol says 'BTC'"),
+    (('market = "perp"', 'market = "spot"'), "market = 'spot' but BTC/USDT:USDT is a derivative symbol"),
+])
+def test_a_dataset_toml_whose_keys_or_fields_disagree_is_refused(tmp_path, edit, message):
+    root = make_dataset(tmp_path / "d")
+    manifest = root / "dataset.toml"
+    text = manifest.read_text()
+    if "licence" in edit[0]:
+        text += '\n[[sources]]\nname = "me"\nlicence = "mine"\n'
+    assert edit[0] in text
+    manifest.write_text(text.replace(edit[0], edit[1], 1))
+    report = validate_dataset(root)
+    assert not report.ok and message in report.errors[0].message, report.errors
+    assert "Traceback" not in run_cli(root).output
+
+
+def test_bars_off_their_timeframe_grid_are_a_warning(tmp_path):
+    """1h bars opening at :30 (local times of a half-hour zone read as UTC): usable, but said."""
+    shifted = bars_frame().with_columns((pl.col("ts") + pl.duration(minutes=30)).dt.cast_time_unit("ns"))
+    root = make_dataset(tmp_path / "d", bars=shifted)
+    report = validate_dataset(root)
+    found = problems(report, "bar grid")
+    assert report.ok and [(p.severity, p.instrument, p.ts) for p in found] == [
+        (WARNING, "binance:BTC/USDT:USDT", "2024-01-01 00:30:00")]
+    assert "off the 1h grid from 00:00 UTC" in found[0].message
+    assert not problems(validate_dataset(make_dataset(tmp_path / "e")), "bar grid")
+
+
+@pytest.mark.parametrize("option, message", [
+    (["--max-funding-rate", "nan"], "--max-funding-rate nan: a fraction > 0"),  # passed every funding rate
+    (["--max-funding-rate", "-1"], "--max-funding-rate -1.0: a fraction > 0"),  # failed every funding rate
+    (["--mark-threshold", "nan"], "--mark-threshold nan: a fraction > 0"),  # switched the mark check off
+    (["--limit", "0"], "--limit 0: list at least 1 row per check"),  # printed "gaps end at  and 1 more"
+])
+def test_an_option_that_would_switch_a_check_off_is_refused(tmp_path, option, message):
+    root = make_dataset(tmp_path / "d", funding=funding_frame((5.0, 0.0001, 0.0001)))
+    result = CliRunner().invoke(main, ["data", "validate", str(root), *option])
+    assert result.exit_code == 2 and message in result.output, result.output

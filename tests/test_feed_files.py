@@ -150,3 +150,17 @@ def test_an_instrument_without_marks_reads_no_mark_file(dataset, monkeypatch):
     for (key,), files in mark_scans:
         assert set(files) == {p.name for p in holders[key]}, key
     assert [k for k in KEYS if plain.mark_source[k] == "mark"] == [k for k in KEYS if k in holders]
+
+
+def test_a_window_in_a_named_time_zone_is_converted_not_relabelled():
+    """A library user's start in ZoneInfo("Asia/Tokyo") kept its wall clock as UTC: the run began 9 h late."""
+    from datetime import timezone
+    from zoneinfo import ZoneInfo
+
+    keys = ["binance:ETH/USDT:USDT"]
+    tokyo = load_feed(SAMPLE, keys, datetime(2024, 10, 5, tzinfo=ZoneInfo("Asia/Tokyo")),
+                      datetime(2024, 10, 6, tzinfo=ZoneInfo("Asia/Tokyo")))
+    utc = load_feed(SAMPLE, keys, datetime(2024, 10, 4, 15, tzinfo=timezone.utc),
+                    datetime(2024, 10, 5, 15, tzinfo=timezone.utc))
+    assert tokyo.ts[0] == utc.ts[0] == int(datetime(2024, 10, 4, 15, tzinfo=timezone.utc).timestamp()) * 10**9
+    assert np.array_equal(tokyo.ts, utc.ts)

@@ -5,6 +5,7 @@ no answer), no traceback, and nothing written that looks like a result."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import pytest
@@ -255,7 +256,19 @@ def test_a_damaged_index_file_is_named_when_a_future_settles(tmp_path):
     (lambda c: c.PlaceOrder.market("binance:BTC/USDT:USDT", 0.01, reduce_only="no"),
      "PlaceOrder.reduce_only must be True or False, got 'no'"),
     (lambda c: c.PlaceOrder.market("binance:BTC/USDT:USDT", 0.01, tag=5), "PlaceOrder.tag must be text, got 5"),
-    (lambda c: c.PlaceOrder.market("binance:BTC/USDT:USDT", 0.01, leverage="ten"), "could not convert"),
+    (lambda c: c.PlaceOrder.market("binance:BTC/USDT:USDT", 0.01, leverage="ten"),
+     "PlaceOrder.leverage must be a number, got 'ten' \\(str\\)"),
+    (lambda c: c.PlaceOrder.market("binance:BTC/USDT:USDT", "0.1"),
+     "PlaceOrder.quantity must be a number, got '0.1' \\(str\\); e.g. float\\('0.1'\\)"),
+    (lambda c: c.PlaceOrder.market("binance:BTC/USDT:USDT", True), "PlaceOrder.quantity must be a number, got True"),
+    (lambda c: c.PlaceOrder("binance:BTC/USDT:USDT", 0.01, limit_price=float("nan")),
+     "a market order has no limit price \\(got nan\\)"),
+    (lambda c: c.PlaceOrder.market("binance:BTC/USDT:USDT", 0.01, limit_price=60_000),
+     "a market order has no limit price \\(got 60000.0\\)"),
+    (lambda c: c.Transfer("USDT", "10", "binance", "okx"), "Transfer.amount must be a number, got '10'"),
+    (lambda c: c.SetLeverage("binance:BTC/USDT:USDT", None), "SetLeverage.leverage must be a number, got None"),
+    (lambda c: c.AdjustIsolatedMargin("binance:BTC/USDT:USDT", False),
+     "AdjustIsolatedMargin.amount must be a number, got False"),
     (lambda c: c.CancelOrder("binance", 3.7), "CancelOrder.order_id must be a whole number"),
     (lambda c: c.CancelOrder("binance", True), "CancelOrder.order_id must be a whole number"),
     (lambda c: c.Transfer("USDT", 10, "binance", None), "Transfer.destination must be text, got None"),
@@ -282,6 +295,14 @@ def test_commands_keep_the_values_of_the_right_kind():
     assert order.reduce_only is True and order.tag == "" and order.leverage == 5.0
     assert commands.CancelOrder("binance", np.int64(7)).order_id == 7
     assert commands.CancelOrder("binance", 7.0).order_id == 7
+    # amounts: any real number (numpy's, Decimal, Fraction) as a float
+    from decimal import Decimal
+    from fractions import Fraction
+
+    order = commands.PlaceOrder.limit("binance:BTC/USDT:USDT", Decimal("0.015"), np.float32(60_000.5))
+    assert (order.quantity, order.limit_price) == (0.015, 60_000.5) and type(order.quantity) is float
+    assert commands.PlaceOrder.market("binance:BTC/USDT:USDT", np.int64(-2)).quantity == -2.0
+    assert commands.Transfer("USDT", Fraction(1, 4), "binance", "okx").amount == 0.25
 
 
 class CancelsAFloat:
@@ -425,3 +446,128 @@ def test_a_stress_or_compare_that_fails_leaves_no_folder(tmp_path, command):
     result = invoke(command[0], config, *command[1:], "--out", out, "--quiet", "--no-validate", "--id", "mine")
     assert result.exit_code == 2, result.output
     assert (kept / "notes.txt").read_text() == "keep me"
+
+
+@pytest.mark.parametrize("setting, message", [
+    ("exchanges.binance.leverage=0.5", "exchanges.binance.leverage = 0.5: must be a finite number >= 1"),
+    ("strategy.params=5", "strategy.params = 5: must be a table"),
+    ("run.name='a/b'", "run.name = 'a/b': the name starts the run folder's name"),
+    ("run.instruments=['binance:ETH/USDT:USDT','binance:BTC/USDT:USDT','binance:ETH/USDT:USDT']",
+     "run.instruments lists ['binance:ETH/USDT:USDT'] more than once"),
+    ("run.warning_thresholds=[0.7,0.7]", "run.warning_thresholds = [0.7, 0.7]: an increasing list"),
+    ("run.instruments=[]", "run.instruments = []: must be a list of 'exchange:symbol' keys"),  # was: every one
+    ("strategy.params.leverge={}", "hold: unknown params ['leverge'] (did you mean 'leverage'?)"),  # was a bare TypeError
+    ("run.intrabr='close'", "unknown keys run.['intrabr'] (did you mean 'intrabar'?)"),
+    # a misspelt asset left the default fee in force
+    ("exchanges.binance.withdrawal_fees={USCD=5}", "exchanges.binance.withdrawal_fees.USCD: binance (binance-usdm) "
+                                                   "holds no such asset"),
+    # snapshots come at bar closes: 90m on 1h bars was every 3 h, so hours above a warning were off 2x
+    ("run.sample_interval='90m'", "run.sample_interval = '90m' (1h unless set): not a whole multiple of the "
+                                  "dataset's 1h bars"),
+])
+def test_a_config_value_that_would_mislead_is_refused_naming_the_key(config_path, tmp_path, setting, message):
+    out = tmp_path / "runs"
+    result = invoke("run", config_path, "--set", setting, "--out", out, "--quiet", "--no-validate")
+    assert result.exit_code == 2 and message in result.output, result.output
+    assert "Traceback" not in result.output and (not out.exists() or not any(out.iterdir()))
+
+
+def test_doubtful_rules_and_a_window_beyond_the_data_are_repeated_in_the_summary(config_path, tmp_path):
+    """A rule file whose leverage rises with size runs, but the summary says so; so does a default
+    leverage above what the rule set allows (capped) and a run.start before the dataset's first bar
+    (the run starts later than the config says)."""
+    data = json.loads((ROOT / "engine/venues/rules/data/binance-usdm.json").read_text())
+    data["brackets"]["ETHUSDT"][1]["max_leverage"] = 150.0  # above the first bracket's 125
+    rules = tmp_path / "mine.json"
+    rules.write_text(json.dumps(data))
+    result = invoke("run", config_path, "--set", f"exchanges.binance.rules='{rules}'", "--start", "2024-09-01",
+                    "--end", "2024-09-07", "--set", "exchanges.binance.leverage=200", "--out", tmp_path, "--run-id",
+                    "doubt", "--no-validate")
+    assert result.exit_code == 0, result.output
+    expected = [f"exchanges.binance.rules: {rules}: brackets.ETHUSDT[1]: max_leverage 150 rises above the previous "
+                "bracket's 125; exchanges lower it with size (check the row order and the values)",
+                "exchanges.binance.leverage = 200 is above binance:ETH/USDT:USDT's highest max leverage (150x in its "
+                "rule set): its orders that give no leverage of their own use at most 150x",
+                "run.start = 2024-09-01 00:00 is before the dataset's first bar (2024-09-05 00:00): the run starts there"]
+    summary = json.loads((tmp_path / "doubt" / "summary.json").read_text())
+    assert [w for w in summary["warnings"] if w in expected] == expected
+    assert all(f"input warning: {w}" in result.output for w in expected), result.output
+
+
+def test_a_config_built_in_code_is_checked_like_a_toml_one(config_path, tmp_path):
+    """`xmargin.RunConfig` / `attrs.evolve` skip the TOML parser: a nan slippage ran and wrote a run whose
+    PnL was nan, a zero sample interval divided by zero, an unknown intrabar or margin mode raised KeyError."""
+    import attrs
+
+    import xmargin
+    from xmargin.errors import ConfigError
+
+    config = xmargin.load_config(config_path)
+    exchange = config.exchanges["binance"]
+    cases = [(lambda: attrs.evolve(config, slippage_bps=float("nan")), "run.slippage_bps = nan"),
+             (lambda: attrs.evolve(config, slippage_bps=-50.0), "run.slippage_bps = -50.0"),
+             (lambda: attrs.evolve(config, sample_interval_ns=0), "run.sample_interval = 0 ns"),
+             (lambda: attrs.evolve(config, intrabar="bogus"), "run.intrabar = 'bogus': allowed"),
+             (lambda: attrs.evolve(config, warning_thresholds=(1.5,)), "run.warning_thresholds = [1.5]"),
+             (lambda: attrs.evolve(config, end=config.start), "run.end"),
+             (lambda: attrs.evolve(exchange, leverage=0.0), "exchanges.binance.leverage = 0.0"),
+             (lambda: attrs.evolve(exchange, collateral={"USDT": -100.0}), "exchanges.binance.collateral.USDT = -100.0"),
+             (lambda: attrs.evolve(exchange, margin_mode="bogus"), "exchanges.binance.margin_mode = 'bogus'")]
+    for build, message in cases:
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            build()
+    hyperliquid = attrs.evolve(exchange, name="hyperliquid", rules="hyperliquid", collateral={"USDC": 1000.0})
+    offered = attrs.evolve(config, exchanges={"binance": exchange, "hyperliquid": hyperliquid})
+    with pytest.raises(ConfigError, match=r"exchanges\.hyperliquid\.margin_mode = 'portfolio': rule set hyperliquid"):
+        xmargin.run(attrs.evolve(offered, exchanges={**offered.exchanges,
+                                                     "hyperliquid": attrs.evolve(hyperliquid, margin_mode="portfolio")}),
+                    out=tmp_path / "runs")
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_a_rule_file_next_to_the_config_is_found_like_its_dataset(config_path, tmp_path):
+    """`rules = "mine.json"` beside the config was looked up in the working directory only."""
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    data = json.loads((ROOT / "engine/venues/rules/data/binance-usdm.json").read_text())
+    (folder / "mine.json").write_text(json.dumps({**data, "name": "mine"}))
+    config = folder / "pair.toml"
+    config.write_text(config_path.read_text().replace('rules = "binance-usdm"', 'rules = "mine.json"'))
+    result = invoke("run", config, "--out", tmp_path / "runs", "--run-id", "mine", "--quiet", "--no-validate",
+                    "--end", "2024-10-05")
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "runs" / "mine" / "manifest.json").read_text())
+    assert manifest["resolved"]["rules"]["binance"]["name"] == "mine"
+
+
+@pytest.mark.parametrize("command", [["compare", "--modes", "cross,isolated"],
+                                     ["stress", "--shock", "gap:binance:ETH/USDT:USDT:-20%@2024-10-06T00:00"]])
+def test_an_id_that_exists_is_refused_before_anything_runs(config_path, tmp_path, command):
+    """compare / stress --id of an existing folder wrote their runs and tables into it, next to what it
+    held (another command's results): refused up front, as run and capital do."""
+    taken = tmp_path / "out" / "taken"
+    taken.mkdir(parents=True)
+    (taken / "notes.txt").write_text("keep me")
+    result = invoke(*command[:1], config_path, *command[1:], "--out", tmp_path / "out", "--id", "taken", "--quiet",
+                    "--no-validate")
+    assert result.exit_code == 2 and f"--id taken: {taken} already exists" in result.output, result.output
+    assert [p.name for p in taken.iterdir()] == ["notes.txt"]
+
+
+def test_a_caveat_of_the_import_is_repeated_by_a_run_trading_its_instrument(config_path, tmp_path, monkeypatch):
+    """What `data import` could only guess (dates without a time zone read as UTC) stays in
+    dataset.toml; the summary of a run trading that instrument repeats it, not one about another."""
+    monkeypatch.setenv("XMARGIN_CACHE_DIR", str(tmp_path / "cache"))
+    dataset = tmp_path / "data"
+    shutil.copytree(ROOT / "datasets" / "sample", dataset)
+    with (dataset / "dataset.toml").open("a") as manifest:
+        for key in ("binance:ETH/USDT:USDT", "binance:SOL/USDT:USDT"):
+            manifest.write(f'\n[[caveats]]\ninstrument = "{key}"\nmessage = "{key} dates read as UTC"\n')
+    config = tmp_path / "pair.toml"
+    config.write_text(config_path.read_text().replace(str(ROOT / "datasets/sample"), str(dataset)))
+    result = invoke("run", config, "--out", tmp_path / "runs", "--run-id", "c", "--end", "2024-10-05")
+    assert result.exit_code == 0, result.output
+    warnings = json.loads((tmp_path / "runs" / "c" / "summary.json").read_text())["warnings"]
+    said = [w for w in warnings if "dates read as UTC" in w]
+    assert said == ["dataset: warning: dataset.toml, binance:ETH/USDT:USDT: binance:ETH/USDT:USDT dates read as UTC. "
+                    "Fix: check the source data; remove the [[caveats]] entry once it is settled"], warnings

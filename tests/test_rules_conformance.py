@@ -311,3 +311,151 @@ def test_every_key_of_the_rule_files_is_documented(imported_files):
         keys |= {k for bracket in data["default_brackets"] for k in bracket}
     assert len(keys) > 30
     assert sorted(k for k in keys if f"`{k}`" not in docs) == []
+
+
+def _set(path: str, value):
+    """A change to `_good()`: `path` is dotted (`default_brackets.1.max_leverage`); value DROP removes it."""
+    def change(data):
+        *parents, last = path.split(".")
+        target = data
+        for part in parents:
+            target = target[int(part)] if isinstance(target, list) else target[part]
+        if value is DROP:
+            del target[last]
+        elif isinstance(target, list):
+            target[int(last)] = value
+        else:
+            target[last] = value
+    return change
+
+
+DROP = object()
+NAN = float("nan")
+# (change, what the message must say besides the file); each was accepted before, or crashed
+REFUSED = {
+    "maintenance rate at 1 / max leverage": (_set("default_brackets.0.max_leverage", 100),
+                                             ["default_brackets[0]", "not below the initial margin rate"]),
+    "max leverage below 1": (_set("default_brackets.1.max_leverage", 0.5),
+                             ["default_brackets[1]", "max_leverage 0.5 must be at least 1"]),
+    "nan max leverage": (_set("default_brackets.1.max_leverage", NAN), ["default_brackets[1].max_leverage = nan"]),
+    "nan maintenance amount": (_set("default_brackets.1.maintenance_amount", NAN),
+                               ["default_brackets[1].maintenance_amount = nan", "finite number"]),
+    "nan last cap": (_set("default_brackets.1.notional_cap", NAN), ["default_brackets[1].notional_cap = nan"]),
+    "rate written as text": (_set("default_brackets.1.maintenance_margin_rate", "0.02"),
+                             ["default_brackets[1].maintenance_margin_rate = '0.02'", "without quotes"]),
+    "rate in percent text": (_set("default_brackets.1.maintenance_margin_rate", "0.5%"),
+                             ["maintenance_margin_rate = '0.5%'", "0.005 for 0.5 %"]),
+    "leverage true": (_set("default_brackets.1.max_leverage", True), ["default_brackets[1].max_leverage = True"]),
+    "typo in a bracket": (_set("default_brackets.1.maintenence_rate", 0.5),
+                          ["default_brackets[1]: unknown keys ['maintenence_rate']",
+                           "did you mean 'maintenance_margin_rate'?"]),
+    "typo at the top": (_set("colateral_ratios", {"BTC": 0.9}), ["unknown top-level keys ['colateral_ratios']",
+                                                                  "did you mean 'collateral_ratios'?"]),
+    "typo in fees": (_set("fees.spott", {"maker": 0.001, "taker": 0.001}), ["fees: unknown keys ['spott']"]),
+    "typo in liquidation": (_set("liquidation.partial_fracton", 0.5),
+                            ["liquidation: unknown keys ['partial_fracton']", "'partial_fraction'"]),
+    "typo in funding": (_set("funding.interval_overide", {"X": 4}), ["funding: unknown keys ['interval_overide']"]),
+    "typo in a collateral tier": (_set("collateral_ratios", {"BTC": {"tiers": [{"from": 0, "too": 10, "ratio": 0.9}]}}),
+                                  ["collateral_ratios.BTC.tiers[0]: unknown keys ['too']", "did you mean 'to'?"]),
+    "collateral tier without ratio": (_set("collateral_ratios", {"BTC": {"tiers": [{"from": 0, "to": None}]}}),
+                                      ["collateral_ratios.BTC.tiers[0]", "finite numbers"]),
+    "collateral tiers not a list": (_set("collateral_ratios", {"BTC": {"tiers": 5}}),
+                                    ["collateral_ratios.BTC.tiers = 5"]),
+    "typo in contract tiers": (_set("brackets", {"ADAUSDT": {"unit": "contracts", "contract_value": 100, "tiers": [
+        {"max_contracts": None, "max_leverage": 10, "maintenance_margin_rate": 0.01, "maintenence": 1}]}}),
+        ["brackets.ADAUSDT.tiers[0]: unknown keys ['maintenence']"]),
+    "typo in delivery": (_set("delivery", {"settlement_windows": [{"effective_from": "2020-01-01", "minutes": 30}],
+                                           "fe": 0.001}), ["delivery: unknown keys ['fe']", "'fee'"]),
+    "bracket that is not an object": (_set("default_brackets.0", 5), ["default_brackets[0]: expected a bracket object"]),
+    "brackets in decreasing order": (lambda data: data["default_brackets"].reverse(),
+                                     ["default_brackets[0]: the first bracket must start", "smallest notional up"]),
+    "sources as one string": (_set("sources", "https://example.com"), ["sources = 'https://example.com'",
+                                                                      "list of strings"]),
+    "no source": (_set("sources", []), ["sources = []", "at least one"]),
+    "as_of not a date": (_set("as_of", "last tuesday"), ["as_of = 'last tuesday'", "YYYY-MM-DD"]),
+    "as_of a number": (_set("as_of", 20250101), ["as_of = 20250101"]),
+    "margin_modes as one string": (_set("margin_modes", "cross"), ["margin_modes = 'cross'", "a list"]),
+    "funding override negative": (_set("funding.interval_overrides", {"XUSDT": -4}),
+                                  ["funding.interval_overrides.XUSDT = -4", "hours"]),
+    "dated variant haircut above 1": (_set("dated_variants", [{"name": "v2", "effective_from": "2025-01-01T00:00:00",
+                                                               "collateral_ratios": {"BTC": 1.5}}]),
+                                      ["dated_variants[0]: collateral_ratios.BTC = 1.5"]),
+    "brackets keyed by a ccxt symbol": (_set("brackets", {"BTC/USDT:USDT": _good()["default_brackets"]}),
+                                        ["brackets: ['BTC/USDT:USDT'] are not exchange symbol ids", "BTCUSDT"]),
+    "portfolio move that is nan": (_set("portfolio_margin", {"variants": [{
+        "name": "pm", "method": "stress", "effective_from": None, "price_moves": [0.04, NAN]}]}),
+        ["portfolio_margin.variants[0].price_moves[1] = nan"]),
+    "portfolio level as text (was a traceback)": (_set("portfolio_margin", {"variants": [{
+        "name": "pm", "method": "stress", "effective_from": None, "price_moves": [0.04], "reduce_only_level": "x"}]}),
+        ["portfolio_margin.variants[0].reduce_only_level = 'x'"]),
+    "funding hours as text": (_set("funding.interval_hours", "8h"), ["funding.interval_hours = '8h'", "hours",
+                                                                     "not text"]),
+}
+
+
+@pytest.mark.parametrize("case", REFUSED)
+def test_a_doubtful_rule_file_is_refused_naming_file_row_and_key(tmp_path, case):
+    change, fragments = REFUSED[case]
+    data = _good()
+    change(data)
+    path = _write(tmp_path, data, "mine.json")
+    with pytest.raises(RulesError) as exc:
+        load_rules(path)
+    message = str(exc.value)
+    assert message.startswith(f"{path}: "), message
+    assert all(f in message for f in fragments), message
+
+
+def test_notes_are_allowed_in_every_table_and_dated_years_are_kept(tmp_path):
+    data = _good()
+    data["as_of"] = "2025"  # hyperliquid.json's own: the year is all that is known
+    for table in (data, data["fees"], data["funding"], data["liquidation"], data["default_brackets"][0]):
+        table["notes"] = "for people"
+    rules = load_rules(_write(tmp_path, data, "notes.json"))
+    assert rules.as_of == "2025" and rules.warnings == ()
+
+
+def test_tiers_that_do_not_grow_stricter_with_size_are_a_warning(tmp_path):
+    data = _good()
+    data["default_brackets"][1]["max_leverage"] = 25  # more leverage for a larger position
+    data["brackets"] = {"XUSDT": [dict(b) for b in _good()["default_brackets"]]}
+    data["brackets"]["XUSDT"][1].update(maintenance_margin_rate=0.01, maintenance_amount=0)  # the rate does not rise
+    path = _write(tmp_path, data, "flat.json")
+    rules = load_rules(path)
+    assert rules.warnings == (
+        ("XUSDT", f"{path}: brackets.XUSDT[1]: maintenance_margin_rate 0.01 does not rise above the previous bracket's "
+                  "0.01; exchanges raise it with size (check the row order and the values)"),
+        (None, f"{path}: default_brackets[1]: max_leverage 25 rises above the previous bracket's 20; exchanges lower "
+               "it with size (check the row order and the values)"))
+    assert all(load_rules(name).warnings == () for name in NAMES)
+
+
+def test_an_edited_rule_file_is_read_again(tmp_path):
+    """A notebook user fixing their file and loading it again got the first version from memory."""
+    data = _good()
+    path = _write(tmp_path, data, "edited.json")
+    assert load_rules(path).taker_fee == 0.0005
+    data["fees"]["taker"] = 0.0007
+    Path(path).write_text(json.dumps(data) + "\n")  # another size, another mtime
+    assert load_rules(path).taker_fee == 0.0007
+    assert load_rules(path) is load_rules(path)  # unchanged: the same record
+
+
+def test_rules_check_prints_the_warnings_or_names_the_refused_key(tmp_path):
+    from click.testing import CliRunner
+
+    from xmargin.cli.main import main
+
+    data = _good()
+    data["default_brackets"][1]["max_leverage"] = 25
+    doubtful = _write(tmp_path, data, "doubtful.json")
+    result = CliRunner().invoke(main, ["rules", "check", "hyperliquid", doubtful])
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[1:] == [
+        f"{doubtful}: my-rules (x), as of 2025-01-01, 0 symbols with brackets, margin modes isolated, cross, 1 source(s)",
+        f"warning: {doubtful}: default_brackets[1]: max_leverage 25 rises above the previous bracket's 20; exchanges "
+        "lower it with size (check the row order and the values)"]
+    data["fees"]["makr"] = 0.0001
+    refused = _write(tmp_path, data, "typo.json")
+    result = CliRunner().invoke(main, ["rules", "check", refused])
+    assert result.exit_code == 2 and f"{refused}: fees: unknown keys ['makr'] (did you mean 'maker'?)" in result.output

@@ -5,11 +5,12 @@ A set-up assigns a margin mode to every exchange of the config: `isolated` (all 
 run folder `<out>/<compare-id>/<setup>/`; the comparison is `comparison.arrow` (one row per
 set-up) and `comparison.json` (the rows and the divergence notes) next to them.
 
-Columns (money in settlement assets added at par, as the run summary's totals):
+Columns (money in USD as in the run summary: coins at their price; min_collateral and
+capital_efficiency's notional and wallet add settlement assets at par):
 
   pnl                       final PnL (summary total)
   peak_initial_margin       max over snapshots of the collateral committed to positions: cross
-                            initial margin + isolated margin, summed over exchanges
+                            initial margin + isolated margin, summed over exchanges (USD)
   return_on_peak_margin     pnl / peak_initial_margin
   min_collateral            the smallest starting collateral that would have kept every risk unit
                             above maintenance at the sampled marks: per exchange max over time of
@@ -57,6 +58,8 @@ import attrs
 import polars as pl
 
 from xmargin.config import MARGIN_MODES, RunConfig, load_config
+from xmargin.analysis.performance import usd_values
+from xmargin.analysis.summary import committed_margin
 from xmargin.margin.modes import MODES
 from xmargin.errors import ConfigError
 from xmargin.output.writer import check_run_id, run_id_for
@@ -145,11 +148,12 @@ def setup_metrics(run_path, summary: dict, thresholds, sample_hours: float) -> d
     equity = run.equity.collect()
     positions = run.positions.collect()
     events = run.events.collect()
+    collateral = run.collateral.collect()
     total = summary["total"]
     key = ["ts", "reason", "exchange", "events_applied"]
 
-    committed = (equity.group_by("ts", "reason", "events_applied", maintain_order=True)
-                 .agg((pl.col("initial_margin") + pl.col("isolated_margin")).sum().alias("committed")))
+    committed = (committed_margin(equity, collateral, positions)  # USD, per exchange
+                 .group_by("ts", "reason", "events_applied", maintain_order=True).agg(pl.col("committed").sum()))
     peak_im = float(committed["committed"].max() or 0.0) if committed.height else 0.0
 
     # collateral needed to stay above maintenance at the sampled marks
@@ -191,7 +195,10 @@ def setup_metrics(run_path, summary: dict, thresholds, sample_hours: float) -> d
         ratio = joined.filter(pl.col("wallet") > 0).select(pl.col("gross") / pl.col("wallet"))
         efficiency = float(ratio.to_series().mean() or 0.0) if ratio.height else 0.0
 
-    liquidated = events.filter(pl.col("type") == "PositionLiquidated")
+    liquidated = events.filter(pl.col("type") == "PositionLiquidated")  # amounts in the settle asset -> USD
+    liquidation_loss, liquidation_fees = (
+        float(usd_values(liquidated.select("ts", "exchange", "asset", column), collateral, column)["usd"].sum())
+        if liquidated.height else 0.0 for column in ("realized_pnl", "fee"))
     row = {
         "pnl": total["pnl"],
         "return_on_peak_margin": total["pnl"] / peak_im if peak_im > 0 else None,
@@ -199,8 +206,8 @@ def setup_metrics(run_path, summary: dict, thresholds, sample_hours: float) -> d
         "min_collateral": needed,
         "hours_above_warning": hot * sample_hours,
         "liquidations": int(total["liquidations"]),
-        "liquidation_loss": float(liquidated["realized_pnl"].sum()) if liquidated.height else 0.0,
-        "liquidation_fees": float(liquidated["fee"].sum()) if liquidated.height else 0.0,
+        "liquidation_loss": liquidation_loss,
+        "liquidation_fees": liquidation_fees,
         "insurance_fund_used": total["insurance_fund_used"],
         "funding": total["funding"],
         "fees": total["fees"],

@@ -86,30 +86,42 @@ def hedged_underlyings(events: pl.DataFrame, collateral: pl.DataFrame) -> set[st
 
 def exposure_figures(series: pl.DataFrame, hedged: set[str], ratio: float, after_hours: float) -> dict:
     """Per underlying: peak gross, net at peak |net|, peak |net| / gross, and the longest stretch above
-    `ratio` (hours, start time; the first of equally long ones); `one_legged` when hedged and that stretch exceeds `after_hours`."""
+    `ratio` (hours, start time; the first of equally long ones); `one_legged` when hedged and that
+    stretch exceeds `after_hours`. Every underlying at once (a wide book has hundreds); a peak
+    shared by several moments is the first."""
+    per = pl.col("underlying")
+    rows = (series.sort("underlying", "ts", maintain_order=True)
+            .with_columns(pl.when(pl.col("gross") > 0).then(pl.col("net").abs() / pl.col("gross")).otherwise(0.0)
+                          .alias("share"))
+            .with_columns((pl.col("share") > ratio).alias("above"),
+                          ((pl.col("ts").shift(-1).over(per) - pl.col("ts")).dt.total_seconds() / 3600.0)
+                          .fill_null(0.0).alias("hours"))
+            .with_columns((pl.col("above") != pl.col("above").shift(1).over(per)).fill_null(True).cum_sum()
+                          .alias("_stretch")))
+    peaks = rows.group_by(per, maintain_order=True).agg(
+        pl.col("gross").max().alias("peak_gross"),
+        pl.col("net").sort_by(pl.col("net").abs(), descending=True, maintain_order=True).first().alias("net_at_peak"),
+        pl.col("ts").sort_by(pl.col("net").abs(), descending=True, maintain_order=True).first().alias("peak_net_ts"),
+        pl.col("share").sort(descending=True).first().alias("peak_net_share"),
+        pl.col("ts").sort_by("share", descending=True, maintain_order=True).first().alias("peak_net_share_ts"),
+        pl.col("net").last().alias("final_net"), pl.col("gross").last().alias("final_gross"))
+    stretches = (rows.filter(pl.col("above")).group_by(per, "_stretch", maintain_order=True)  # ties: the first
+                 .agg(pl.col("hours").sum(), pl.col("ts").first().alias("from"))
+                 .group_by(per, maintain_order=True)
+                 .agg(pl.col("hours").sort(descending=True).first(),
+                      pl.col("from").sort_by("hours", descending=True, maintain_order=True).first()))
+    longest = {row["underlying"]: row for row in stretches.iter_rows(named=True)}
     out = {}
-    for underlying in series["underlying"].unique().sort().to_list():
-        rows = series.filter(pl.col("underlying") == underlying).sort("ts").with_columns(
-            pl.when(pl.col("gross") > 0).then(pl.col("net").abs() / pl.col("gross")).otherwise(0.0).alias("share"))
-        worst = rows.sort("share", descending=True, maintain_order=True).row(0, named=True)
-        peak_net = rows.sort(pl.col("net").abs(), descending=True, maintain_order=True).row(0, named=True)
-        above = rows.with_columns((pl.col("share") > ratio).alias("above"),
-                                  ((pl.col("ts").shift(-1) - pl.col("ts")).dt.total_seconds() / 3600.0)
-                                  .fill_null(0.0).alias("hours"))
-        above = above.with_columns((pl.col("above") != pl.col("above").shift(1)).fill_null(True).cum_sum()
-                                   .alias("_stretch"))
-        stretches = (above.filter(pl.col("above")).group_by("_stretch", maintain_order=True)  # ties: the first
-                     .agg(pl.col("hours").sum(), pl.col("ts").first().alias("from"))
-                     .sort("hours", descending=True, maintain_order=True))
-        longest = stretches.row(0, named=True) if stretches.height else None
-        hours = float(longest["hours"]) if longest else 0.0
+    for row in peaks.sort("underlying").iter_rows(named=True):
+        underlying, stretch = row["underlying"], longest.get(row["underlying"])
+        hours = float(stretch["hours"]) if stretch else 0.0
         out[underlying] = {
-            "peak_gross": float(rows["gross"].max()),
-            "net_at_peak": float(peak_net["net"]), "peak_net_ts": str(peak_net["ts"]),
-            "peak_net_share": float(worst["share"]), "peak_net_share_ts": str(worst["ts"]),
-            "final_net": float(rows["net"][-1]), "final_gross": float(rows["gross"][-1]),
+            "peak_gross": float(row["peak_gross"]),
+            "net_at_peak": float(row["net_at_peak"]), "peak_net_ts": str(row["peak_net_ts"]),
+            "peak_net_share": float(row["peak_net_share"]), "peak_net_share_ts": str(row["peak_net_share_ts"]),
+            "final_net": float(row["final_net"]), "final_gross": float(row["final_gross"]),
             "hedged": underlying in hedged,
-            "hours_above_ratio": hours, "above_ratio_from": str(longest["from"]) if longest else None,
+            "hours_above_ratio": hours, "above_ratio_from": str(stretch["from"]) if stretch else None,
             "one_legged": underlying in hedged and hours > after_hours,
         }
     return out

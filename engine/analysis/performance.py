@@ -8,7 +8,8 @@ flow-adjusted equity (PnL so far) of an exchange, or of the whole book:
     pnl(t)       = equity(t) - net_flows(t)
 
 A withdrawal fee is not a flow: it is a cost of the sending exchange. The whole book's PnL is the
-sum of the exchanges' (a transfer in flight is out of one and not yet in the other: it cancels).
+sum of the exchanges' (a transfer in flight is out of one and not yet in the other: it cancels;
+both legs count at the value it was sent with, see `transfer_values`).
 
   collateral_consumed  max over t of net_flows(t) - equity(t) = -min pnl(t) (0 when never below
                        the money put in), with its time: how much of the collateral put in was
@@ -53,18 +54,30 @@ def usd_values(frame: pl.DataFrame, collateral: pl.DataFrame, amount: str = "amo
     return priced.select(*frame.columns, (pl.col(amount) * price).alias("usd"))
 
 
+def transfer_values(events: pl.DataFrame, collateral: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(sent, arrived): the TransferSent and TransferArrived events (seq, ts, exchange, asset, amount,
+    fee, transfer_id) with `usd`. Both legs of a transfer count at the value it was sent with (the
+    asset's price at the source when sent), so the book's flows cancel out; a coin's price move while
+    in flight is then the receiver's PnL, as it would have been the sender's had the coin stayed."""
+    columns = ["seq", "ts", "exchange", "asset", "amount", "fee", "transfer_id"]
+    sent = usd_values(events.filter(pl.col("type") == "TransferSent").select(columns), collateral)
+    price = sent.select("transfer_id", pl.when(pl.col("amount") != 0).then(pl.col("usd") / pl.col("amount"))
+                        .otherwise(0.0).alias("_price"))
+    arrived = (events.filter(pl.col("type") == "TransferArrived").select(columns)
+               .join(price, on="transfer_id", how="left", maintain_order="left")
+               .with_columns((pl.col("amount") * pl.col("_price").fill_null(0.0)).alias("usd")).drop("_price"))
+    return sent, arrived
+
+
 def flows(events: pl.DataFrame, collateral: pl.DataFrame) -> pl.DataFrame:
     """Every deposit (+), transfer arrival (+, at the destination) and transfer sent (-, the amount
-    without the fee, at the source): seq, ts, exchange, usd."""
-    kinds = {"CollateralDeposited": 1.0, "TransferArrived": 1.0, "TransferSent": -1.0}
-    frame = events.filter(pl.col("type").is_in(list(kinds))).select(
-        "seq", "ts", "exchange", "asset", "amount", "type")
-    if frame.height == 0:
-        return pl.DataFrame(schema={"seq": pl.Int64, "ts": frame.schema["ts"], "exchange": pl.String,
-                                    "usd": pl.Float64})
-    sign = pl.col("type").replace_strict(kinds, return_dtype=pl.Float64)
-    return (usd_values(frame, collateral)
-            .select("seq", "ts", "exchange", (pl.col("usd") * sign).alias("usd")).sort("seq"))
+    without the fee, at the source): seq, ts, exchange, usd (a transfer's at `transfer_values`)."""
+    deposits = usd_values(events.filter(pl.col("type") == "CollateralDeposited")
+                          .select("seq", "ts", "exchange", "asset", "amount"), collateral)
+    sent, arrived = transfer_values(events, collateral)
+    columns = ["seq", "ts", "exchange", "usd"]
+    return pl.concat([deposits.select(columns), sent.select(*columns[:3], -pl.col("usd")),
+                      arrived.select(columns)]).sort("seq")
 
 
 def flow_adjusted(equity_by_account: pl.DataFrame, flow: pl.DataFrame) -> pl.DataFrame:

@@ -3,11 +3,15 @@
 Money is in USD: every balance at its price (the `collateral` table's `value`, stablecoins at 1),
 plus isolated margin and unrealised PnL of positions at their settle asset's price (the coin's for
 inverse contracts). Account
-equity is that sum; PnL = final equity - deposits - transfers in + transfers out, deposits and
-transfers valued at the asset's price at the nearest snapshot. A withdrawal fee is a cost of the
+equity is that sum; PnL = final equity - deposits - transfers in + transfers out, deposits valued
+at the asset's price at the nearest snapshot, both legs of a transfer at the value it was sent with
+(xmargin.analysis.performance.transfer_values: it cancels out in the book). A withdrawal fee is a cost of the
 sending exchange; money still in flight at the end belongs to no exchange and is added to the
 total. Margin headroom = 1 - margin ratio (1: no maintenance needed; 0: liquidation); the cross
-pools' and the isolated positions' are reported apart (None where an exchange has none).
+pools' and the isolated positions' are reported apart (None where an exchange has none). Headroom
+and the tightest moment are read at the start, sample and end snapshots (an event's snapshot holds
+its bar's closing marks under the event's earlier time) and at warnings and liquidations. Peak
+initial margin is USD too (a coin-margined pool's margin at the coin's price).
 
 Flow-adjusted figures (collateral consumed, drawdown, statistics: xmargin.analysis.performance)
 never count deposits or transfers as PnL; net exposure per underlying and the one-legged hedge
@@ -18,8 +22,8 @@ from __future__ import annotations
 
 import polars as pl
 
-from xmargin.analysis.exposure import exposure_figures, exposure_series, hedged_underlyings
-from xmargin.analysis.performance import book, figures, flow_adjusted, flows, usd_values
+from xmargin.analysis.exposure import exposure_figures, exposure_series, hedged_underlyings, underlying_of
+from xmargin.analysis.performance import book, figures, flow_adjusted, flows, transfer_values, usd_values
 from xmargin.margin.collateral import STABLECOINS
 
 
@@ -76,6 +80,29 @@ def rejections(events: pl.DataFrame) -> list[dict]:
             for row in grouped.sort("first_ts").iter_rows(named=True)]
 
 
+def _pool_prices(equity: pl.DataFrame, collateral: pl.DataFrame, positions: pl.DataFrame) -> pl.DataFrame:
+    """`equity` (a margin pool per row) with `pool_price`, the USD price of the pool's asset at that
+    snapshot: 1 for stablecoins and multi-asset "USD" pools; a coin (a coin-margined pool) at the
+    collateral table's price, else at the mark of a position on that coin settled in it (an inverse
+    contract's)."""
+    prices = collateral.select(*SNAPSHOT, "asset", "price").unique([*SNAPSHOT, "asset"], keep="first")
+    marks = (positions.filter(pl.col("asset") == underlying_of(pl.col("instrument")))
+             .select(*SNAPSHOT, "asset", "mark_price").unique([*SNAPSHOT, "asset"], keep="first"))
+    price = (pl.when(pl.col("asset").is_in(list(STABLECOINS))).then(1.0)
+             .otherwise(pl.coalesce("price", "mark_price")))
+    return (equity.join(prices, on=[*SNAPSHOT, "asset"], how="left", maintain_order="left")
+            .join(marks, on=[*SNAPSHOT, "asset"], how="left", maintain_order="left")
+            .with_columns(price.alias("pool_price")).drop("price", "mark_price"))
+
+
+def committed_margin(equity: pl.DataFrame, collateral: pl.DataFrame, positions: pl.DataFrame) -> pl.DataFrame:
+    """Per snapshot and exchange: `committed`, the USD value of its pools' initial margin + isolated
+    margin (each pool's in its asset, at `_pool_prices`)."""
+    return (_pool_prices(equity, collateral, positions).group_by(SNAPSHOT, maintain_order=True)
+            .agg(((pl.col("initial_margin") + pl.col("isolated_margin")) * pl.col("pool_price")).sum()
+                 .alias("committed")))
+
+
 def _headroom(moments: pl.DataFrame) -> dict | None:
     if not moments.height:
         return None
@@ -83,6 +110,13 @@ def _headroom(moments: pl.DataFrame) -> dict | None:
     ratio = min(worst["margin_ratio"], 1.0)
     return {"headroom": 1.0 - ratio, "margin_ratio": worst["margin_ratio"], "ts": str(worst["ts"])}
 
+
+# The definitions of summary.json's figures: raised when one changes, so that `xmargin verify` tells a
+# summary written under other definitions from one that disagrees with its tables. 1: up to
+# 2026-11-29 (no field); 2: headroom and the tightest moment at bar closes (start, samples, end) plus
+# warnings and liquidations, coin money in USD (peak initial margin, transfer fees, compare), a coin
+# transfer at its sent value on both sides.
+SUMMARY_VERSION = 2
 
 # The columns `summarize` reads from each table (with the ones `performance` and `exposure` read for
 # it): a reader of the written tables loads only these (xmargin.output.writer.summary_from_folder).
@@ -105,16 +139,14 @@ def summarize(events: pl.DataFrame, equity: pl.DataFrame, meta: dict, collateral
     equity_by_account = account_equity(collateral, positions)
     deposits_usd = usd_values(events.filter(pl.col("type") == "CollateralDeposited")
                                .select("ts", "exchange", "asset", "amount"), collateral, "amount")
-    sent_usd = usd_values(events.filter(pl.col("type") == "TransferSent")
-                           .select("ts", "exchange", "asset", "amount", "fee", "transfer_id"), collateral, "amount")
-    arrived_usd = usd_values(events.filter(pl.col("type") == "TransferArrived")
-                              .select("ts", "exchange", "asset", "amount", "transfer_id"), collateral, "amount")
+    sent_usd, arrived_usd = transfer_values(events, collateral)  # both legs at the value sent
     in_flight = sent_usd.join(arrived_usd.select("transfer_id"), on="transfer_id", how="anti")
     by_type = {t: events.filter(pl.col("type") == t) for t in (
         "CollateralDeposited", "FeeCharged", "FundingSettled", "PositionLiquidated", "InsuranceFundUsed",
         "ContractExpired",
         "OrderFilled", "OrderRejected", "TransferSent", "TransferArrived", "MarginWarningRaised")}
     adjusted = flow_adjusted_equity(events, collateral, equity_by_account)
+    committed_by_snapshot = committed_margin(equity, collateral, positions)
     per_exchange = {}
     for exchange in exchanges:
         def total(kind, column="amount", exchange=exchange):
@@ -128,6 +160,12 @@ def summarize(events: pl.DataFrame, equity: pl.DataFrame, meta: dict, collateral
             return _f(usd_values(frame.select("ts", "exchange", "asset", column), collateral, column)["usd"].sum())
 
         rows = equity.filter(pl.col("exchange") == exchange)
+        # the moments whose marks are those of their own time (start, samples at bar closes, end): an event
+        # snapshot carries the marks of its bar's close but is stamped with the event's time (a funding or a
+        # fill at the bar's open, a liquidation inside it), so a margin ratio or distance read there belongs
+        # to a later moment (or to a state a later event of the bar replaced); warnings and liquidations
+        # come in below at their own time
+        valued = rows.filter(pl.col("reason") != "event")
         liquidated = by_type["PositionLiquidated"].filter(pl.col("exchange") == exchange)
         history = equity_by_account.filter(pl.col("exchange") == exchange)
         series = adjusted.filter(pl.col("exchange") == exchange)
@@ -142,11 +180,12 @@ def summarize(events: pl.DataFrame, equity: pl.DataFrame, meta: dict, collateral
         warned = by_type["MarginWarningRaised"].filter((pl.col("exchange") == exchange) & (pl.col("level") > 0))
         pool_warning = pl.col("instrument").fill_null("").str.starts_with("cross:")
         lowest = _headroom(pl.concat([
-            rows.filter(pl.col("maintenance_margin") > 0).select("ts", "margin_ratio"),
+            valued.filter(pl.col("maintenance_margin") > 0).select("ts", "margin_ratio"),
             warned.filter(pool_warning).select("ts", "margin_ratio"),
             liquidated.filter(~pl.col("isolated").fill_null(False)).select("ts", pl.lit(1.0).alias("margin_ratio")),
         ]))
-        own_positions = positions.filter((pl.col("exchange") == exchange) & (pl.col("margin_mode") == "isolated"))
+        own_positions = positions.filter((pl.col("exchange") == exchange) & (pl.col("margin_mode") == "isolated")
+                                         & (pl.col("reason") != "event"))
         isolated_equity = pl.col("isolated_margin") + pl.col("unrealized_pnl")
         lowest_isolated = _headroom(pl.concat([
             own_positions.filter(pl.col("maintenance_margin") > 0).select(
@@ -155,11 +194,10 @@ def summarize(events: pl.DataFrame, equity: pl.DataFrame, meta: dict, collateral
             warned.filter(~pool_warning).select("ts", "margin_ratio"),
             liquidated.filter(pl.col("isolated").fill_null(False)).select("ts", pl.lit(1.0).alias("margin_ratio")),
         ]))
-        committed = (rows.group_by("ts", "reason", "events_applied")
-                     .agg((pl.col("initial_margin") + pl.col("isolated_margin")).sum().alias("committed")))
+        committed = committed_by_snapshot.filter(pl.col("exchange") == exchange)  # USD
         tightest = None  # the smallest all-together adverse move that would liquidate (xmargin.analysis.distance)
-        if "liquidation_distance" in rows.columns:
-            finite = rows.filter(pl.col("liquidation_distance").is_finite())
+        if "liquidation_distance" in valued.columns:
+            finite = valued.filter(pl.col("liquidation_distance").is_finite())
             if finite.height:
                 t = finite.sort("liquidation_distance", maintain_order=True).row(0, named=True)
                 tightest = {"ts": str(t["ts"]), "asset": t["asset"], "liquidation_distance": t["liquidation_distance"],
@@ -199,7 +237,7 @@ def summarize(events: pl.DataFrame, equity: pl.DataFrame, meta: dict, collateral
         arrivals = by_type["TransferArrived"].select("transfer_id", pl.col("ts").alias("arrived"))
         durations = transfers.join(arrivals, on="transfer_id").select((pl.col("arrived") - pl.col("ts"))
                                                                       .dt.total_minutes())
-        totals["transfers"] = {"count": transfers.height, "fees": _f(transfers["fee"].sum()),
+        totals["transfers"] = {"count": transfers.height, "fees": totals["withdrawal_fees"],  # USD, as each exchange's
                                "minutes_in_flight": _f(durations.to_series().sum()) if durations.height else 0.0}
     tightest = [dict(v["tightest_moment"], exchange=k) for k, v in per_exchange.items() if v["tightest_moment"]]
     totals["tightest_moment"] = min(tightest, key=lambda t: t["liquidation_distance"]) if tightest else None
@@ -216,7 +254,7 @@ def summarize(events: pl.DataFrame, equity: pl.DataFrame, meta: dict, collateral
             warnings.append(f"one-legged hedge: {underlying} net exposure was above {one_legged_ratio:.0%} of gross "
                             f"for {row['hours_above_ratio']:,.0f} h from {row['above_ratio_from']} (peak net "
                             f"{row['net_at_peak']:,.0f} USD, {row['peak_net_share']:.0%} of gross)")
-    return {**meta, "exchanges": per_exchange, "total": totals, "exposure": exposure, "rejections": rejected,
+    return {**meta, "summary_version": SUMMARY_VERSION, "exchanges": per_exchange, "total": totals, "exposure": exposure, "rejections": rejected,
             "warnings": [*meta.get("input_warnings", ()), *warnings], "one_legged": {"ratio": one_legged_ratio, "after_hours": one_legged_after_hours},
             "money_note": "USD: balances at their price, stablecoins and positions' PnL at par"}
 

@@ -30,7 +30,7 @@ from typing import Callable
 import attrs
 
 from xmargin.config import RunConfig
-from xmargin.errors import ConfigError
+from xmargin.errors import ConfigError, RunError
 
 KEEP = ("none", "failed", "all")
 
@@ -72,17 +72,17 @@ class WorkerLost:
 
 @contextlib.contextmanager
 def results_folder(folder: Path):
-    """`folder` made for one command's results (a stress or compare id); when the command fails and
-    the folder did not exist before, it goes again with whatever it holds (the runs finished before
-    the failure): nothing half-written is left looking like a result. A folder that existed (an id
-    given again) is left as it is."""
-    created = not folder.exists()
-    folder.mkdir(parents=True, exist_ok=True)
+    """`folder` made for one command's results (a stress or compare id); when the command fails, it
+    goes again with whatever it holds (the runs finished before the failure): nothing half-written
+    is left looking like a result. An existing folder (an id given again, or another command's) is
+    refused before anything runs: results are never mixed into it, and it is left as it is."""
+    if folder.exists():
+        raise RunError(f"--id {folder.name}: {folder} already exists; choose another --id or remove it.")
+    folder.mkdir(parents=True)
     try:
         yield folder
     except BaseException:
-        if created:
-            shutil.rmtree(folder, ignore_errors=True)
+        shutil.rmtree(folder, ignore_errors=True)
         raise
 
 

@@ -112,7 +112,9 @@ def synth(out, days, timeframe, seed, exchanges, assets, start, chunk_days, forc
               help="Override the table kind inferred from the file name.")
 @click.option("--market", type=click.Choice(["spot", "perp"]), default=None,
               help="Override the market inferred from the file name or folder.")
-@click.option("--symbol", default=None, help="Override the ccxt symbol (e.g. BTC/USDT:USDT); one instrument only.")
+@click.option("--symbol", default=None,
+              help="Override the ccxt symbol (e.g. BTC/USDT:USDT: the settle asset); one instrument only, of the "
+                   "pair the file names state.")
 @click.option("--timeframe", default=None,
               help="Import only the files of this timeframe (e.g. 1h; funding files are kept). Files keep the "
                    "timeframe their name states: it never relabels them.")

@@ -25,6 +25,22 @@ def rules():
     """Exchange rule files (leverage brackets, fees, funding, liquidation)."""
 
 
+@rules.command()
+@click.argument("rule_sets", nargs=-1, required=True)
+def check(rule_sets):
+    """Load RULE_SETS (built-in names or rule files) as a run would: each one's date, symbols and
+    margin modes, and a warning per doubtful value. Exit 2 at the first file refused, naming the key."""
+    from xmargin.venues.rules import load_rules
+
+    for reference in rule_sets:
+        rules = load_rules(reference)
+        click.echo(f"{reference}: {rules.name} ({rules.exchange}), as of {rules.as_of}, {len(rules.symbol_brackets)} "
+                   f"symbols with brackets, margin modes {', '.join(rules.margin_modes)}, "
+                   f"{len(rules.sources)} source(s)")
+        for _symbol, message in rules.warnings:
+            click.echo(f"warning: {message}")
+
+
 @rules.command(name="import")
 @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--exchange", required=True, help="Exchange the dumps are from: binance, bybit, okx, hyperliquid, ...")

@@ -118,9 +118,13 @@ def verify(run_path):
     """Replay RUN's event log and check state, projections, money conservation and the log hash.
 
     Exits 0 when everything matches, 1 and says what differs otherwise."""
-    from xmargin.output.verify import verify_run
+    from xmargin.output.results import open_run
+    from xmargin.output.verify import summary_note, verify_run
 
     problems = verify_run(run_path)
+    note = summary_note(open_run(run_path))
+    if note:
+        click.echo(f"note: {note}", err=True)
     if problems:
         for problem in problems:
             click.echo(f"MISMATCH: {problem}", err=True)

@@ -314,8 +314,9 @@ def _load_feed(folder: str | Path, keys: list[str], start: datetime | None, end:
                                f"fill or drop those rows at the source and re-import; `xmargin data validate {folder}` "
                                "lists them.")
         if timeframe is not None and not len(own) and available:
-            raise DatasetError(f"{folder}: {key} has no {timeframe} bars between {start} and {end} (it has "
-                               f"{sorted(available)}). Fix: set run.timeframe to one of those, or leave {key} out.")
+            window = "" if start is None and end is None else f" between {start or 'its start'} and {end or 'its end'}"
+            raise DatasetError(f"{folder}: {key} has no {timeframe} bars{window} (it has {sorted(available)}). Fix: "
+                               f"set run.timeframe to one of those, or leave {key} out.")
         timeframes.update(available if timeframe is None else [timeframe] if len(own) else [])
     if not any(len(t) for t in times):
         raise DatasetError(f"{folder}: no bars for {keys} between {start} and {end}. Widen the range or check "

@@ -30,8 +30,8 @@ from pathlib import Path
 import attrs
 import polars as pl
 
-from xmargin.dataset.manifest import MANIFEST_NAME, DatasetManifest, Source, publish, read_manifest, write_manifest
-from xmargin.dataset.validate import ERROR, _check_table, _Collector, parse_timeframe, polars_schema, validate_dataset
+from xmargin.dataset.manifest import MANIFEST_NAME, Caveat, DatasetManifest, Source, publish, read_manifest, write_manifest
+from xmargin.dataset.validate import ERROR, WARNING, _check_table, _Collector, parse_timeframe, polars_schema, validate_dataset
 from xmargin.errors import DatasetError
 from xmargin.venues.instruments import Instrument
 
@@ -108,12 +108,14 @@ class ImportResult:
     tables: tuple[ImportedTable, ...]
     instruments: tuple[Instrument, ...]
     notes: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()  # doubtful: the new dataset's validation warnings (its caveats included)
 
     def lines(self) -> list[str]:
         out = [f"{t.kind:<8} {t.instrument:<28} {t.rows:>9,} rows -> {t.file}"
                + (f" ({t.duplicates_dropped} duplicate ts dropped, kept last)" if t.duplicates_dropped else "")
                for t in self.tables]
-        return out + [f"note: {n}" for n in self.notes] + [f"wrote {self.path} ({len(self.instruments)} instruments)"]
+        return (out + [f"note: {n}" for n in self.notes] + [f"warning: {w}" for w in self.warnings]
+                + [f"wrote {self.path} ({len(self.instruments)} instruments)"])
 
 
 def _fail(path: Path, message: str, fix: str, row: int | None = None, column: str = "") -> DatasetError:
@@ -151,7 +153,7 @@ def identify(path: Path, options: ImportOptions = ImportOptions()) -> SourceFile
         perp = len(pieces) == 3 or candle in ("futures", "mark", "index", "funding_rate")
         market = options.market or ("perp" if perp else "spot")
         if options.symbol:
-            symbol = options.symbol
+            symbol = _symbol_for(path, options.symbol, pieces[0], pieces[1])
         elif len(pieces) == 3:
             symbol = f"{pieces[0]}/{pieces[1]}:{pieces[2]}"
         elif market == "perp":
@@ -186,7 +188,11 @@ def identify(path: Path, options: ImportOptions = ImportOptions()) -> SourceFile
         raise _fail(path, "cannot tell whether these klines are spot or perp from the name",
                     "pass --market spot or --market perp (or keep the data.binance.vision folders spot/ or futures/um/)")
     if options.symbol:
-        symbol = options.symbol
+        try:
+            base, quote, _, _ = _split_native(match.group("pair"))
+        except ValueError:  # a pair the name does not split: --symbol says what it is
+            base = quote = None
+        symbol = _symbol_for(path, options.symbol, base, quote)
     else:
         try:
             base, quote, settle, _ = _split_native(match.group("pair"))
@@ -198,12 +204,28 @@ def identify(path: Path, options: ImportOptions = ImportOptions()) -> SourceFile
     return SourceFile(path, "binance-vision", kind, exchange or "binance", market, symbol, timeframe)
 
 
+def _symbol_for(path: Path, symbol: str, base: str | None, quote: str | None) -> str:
+    """--symbol for a file whose name states base and quote: it may say more (the settle asset), never
+    another pair (that would label one asset's prices as another's)."""
+    given = symbol.split(":", 1)[0].upper().split("/")
+    if base is not None and given != [base.upper(), quote.upper()]:
+        raise _fail(path, f"--symbol {symbol} names another pair than the file's name ({base}/{quote})",
+                    "leave --symbol out (the name states the pair), or import only the files of that pair")
+    return symbol
+
+
 def _to_utc_ns(path: Path, column: pl.Series, name: str) -> pl.Expr:
     """Expression turning a date column (datetime, or integer s/ms/µs/ns by magnitude) into ns UTC."""
     c = pl.col(name)
     if isinstance(column.dtype, pl.Datetime):
         c = c.dt.replace_time_zone("UTC") if column.dtype.time_zone is None else c.dt.convert_time_zone("UTC")
         return c.dt.cast_time_unit("ns")
+    if column.dtype.is_float():
+        bad = (~column.is_finite() | (column.abs() >= 2.0 ** 63)).fill_null(False)
+        if bad.any():
+            row = int(bad.arg_max())
+            raise _fail(path, f"timestamp {column[row]} is not a number of seconds, ms, µs or ns since 1970",
+                        "repair or delete the row", row=row, column=name)
     if column.dtype.is_integer() or column.dtype.is_float():
         v = c.cast(pl.Int64)
         scaled = (pl.when(v.abs() >= 10**17).then(v).when(v.abs() >= 10**14).then(v * 1_000)
@@ -286,8 +308,9 @@ def _read_freqtrade(source: SourceFile) -> pl.DataFrame:
     return frame
 
 
-def read_source(source: SourceFile) -> pl.DataFrame:
-    """The file as a table of its kind (manifest schema) plus `file` and `row` (0-based source row)."""
+def read_source(source: SourceFile, warnings: list | None = None) -> pl.DataFrame:
+    """The file as a table of its kind (manifest schema) plus `file` and `row` (0-based source row).
+    Dates without a time zone are read as UTC, which `warnings` (when given) is told."""
     path = source.path
     if source.layout == "freqtrade":
         raw = _read_freqtrade(source)
@@ -329,6 +352,10 @@ def read_source(source: SourceFile) -> pl.DataFrame:
     if raw[date].null_count():
         row = int(raw.with_row_index("row").filter(pl.col(date).is_null())["row"][0])
         raise _fail(path, "empty timestamp", "repair or delete the row", row=row, column=date)
+    if warnings is not None and isinstance(raw[date].dtype, pl.Datetime) and raw[date].dtype.time_zone is None:
+        warnings.append(Caveat(f"{source.exchange}:{source.symbol}", f"{path}, column '{date}': dates without a time "
+                               "zone, read as UTC (what freqtrade and the exchanges write); if they were local times, "
+                               "convert them to UTC and import again"))
     ts = raw.select(_to_utc_ns(path, raw[date], date).alias("ts"))["ts"]
     if source.kind == "funding":
         ts = ts.dt.round("1s")
@@ -413,9 +440,13 @@ def import_files(sources: list[str | Path], out: str | Path, options: ImportOpti
                 parse_timeframe(f.timeframe)
             except ValueError as exc:
                 raise _fail(f.path, str(exc), "pass --timeframe, e.g. 1h") from exc
+    merging = (out / MANIFEST_NAME).is_file()
+    existing = read_manifest(out) if merging else None
+    _check_bars_for_every_series(files, existing)
     groups: dict[tuple, list[pl.DataFrame]] = {}
+    warnings: list[Caveat] = []  # kept in dataset.toml: validation and runs repeat them
     for f in files:
-        groups.setdefault((f.kind, f.exchange, f.market, f.symbol, f.timeframe), []).append(read_source(f))
+        groups.setdefault((f.kind, f.exchange, f.market, f.symbol, f.timeframe), []).append(read_source(f, warnings))
 
     collector = _Collector(LISTED_ROWS)
     prepared = {}
@@ -423,6 +454,8 @@ def import_files(sources: list[str | Path], out: str | Path, options: ImportOpti
         kind = key[0]
         combined = pl.concat(frames, how="vertical")
         unique = combined.sort("ts", maintain_order=True).unique("ts", keep="last", maintain_order=True)
+        if combined.height > unique.height:
+            warnings.extend(_conflicting_duplicates(combined, key[0], f"{key[1]}:{key[3]}"))
         lazy = unique.lazy().with_columns(instrument=pl.col("exchange") + ":" + pl.col("symbol"))
         _check_table(kind, lazy, collector, max_funding_rate=0.05)
         prepared[key] = (unique, combined.height - unique.height)
@@ -430,8 +463,6 @@ def import_files(sources: list[str | Path], out: str | Path, options: ImportOpti
     if errors:
         raise DatasetError("the sources hold bad rows; nothing was written:\n" + "\n".join(map(str, errors)))
 
-    merging = (out / MANIFEST_NAME).is_file()
-    existing = read_manifest(out) if merging else None
     target = _stage(out) if merging else out.with_name(out.name + ".partial")
     if not merging:
         if out.exists() and any(out.iterdir()):
@@ -440,7 +471,7 @@ def import_files(sources: list[str | Path], out: str | Path, options: ImportOpti
         if target.exists():
             shutil.rmtree(target)
     try:
-        result = _write(target, out, prepared, existing, files, name)
+        result = _write(target, out, prepared, existing, files, name, warnings)
     except BaseException:
         if merging:  # the dataset itself was never touched: drop the staged copy
             shutil.rmtree(target, ignore_errors=True)
@@ -465,7 +496,36 @@ def _stage(out: Path) -> Path:
     return staging
 
 
-def _write(target: Path, out: Path, prepared: dict, existing, files, name) -> ImportResult:
+def _conflicting_duplicates(combined: pl.DataFrame, kind: str, instrument: str) -> list[Caveat]:
+    """Timestamps read more than once with different values (not a file overlapping another with the
+    same rows): which one is right is a guess, so the kept one (the last read) is named."""
+    values = [c for c in combined.columns if c not in ("ts", "row", "file")]
+    conflicts = (combined.group_by("ts", maintain_order=True)
+                 .agg(versions=pl.struct(values).n_unique(), file=pl.col("file").last(), row=pl.col("row").last())
+                 .filter(pl.col("versions") > 1).sort("ts"))
+    if conflicts.height == 0:
+        return []
+    first = conflicts.row(0, named=True)
+    return [Caveat(instrument, f"{first['file']}, row {first['row']}: {conflicts.height} timestamps of its {kind} were "
+                               f"read more than once with different values (first {first['ts']:%Y-%m-%d %H:%M:%S}); "
+                               "the last read was kept, here this row: check that the files do not overlap with "
+                               "another source's")]
+
+
+def _check_bars_for_every_series(files: list[SourceFile], existing) -> None:
+    """Marks, index prices and funding belong to an instrument with bars (every declared instrument
+    has them): a file for one whose bars are neither imported nor in the dataset is refused by name."""
+    with_bars = {(f.exchange, f.symbol) for f in files if f.kind == "bars"}
+    with_bars |= {(i.exchange, i.symbol) for i in (existing.instruments if existing else ())}
+    for f in files:
+        if (f.exchange, f.symbol) not in with_bars:
+            raise _fail(f.path, f"{f.kind} of {f.exchange}:{f.symbol}, whose bars are not among the files imported"
+                        + (" nor in the dataset" if existing else ""),
+                        "import its bars too (e.g. the freqtrade ...-futures file or the klines of that symbol), "
+                        "or leave this file out")
+
+
+def _write(target: Path, out: Path, prepared: dict, existing, files, name, warnings=()) -> ImportResult:
     """Write the prepared tables and the manifest into `target` and validate the result."""
     funding_hours: dict[tuple, float] = {}
     tables = []
@@ -499,11 +559,13 @@ def _write(target: Path, out: Path, prepared: dict, existing, files, name) -> Im
         name=existing.name if existing else (name or out.name),
         description=existing.description if existing else f"Imported from {', '.join(layouts)} files.",
         kind=existing.kind if existing else "real", instruments=tuple(declared),
-        sources=(existing.sources if existing else ()) + (source,))
+        sources=(existing.sources if existing else ()) + (source,),
+        caveats=(existing.caveats if existing else ()) + tuple(warnings))
     (target / MANIFEST_NAME).unlink(missing_ok=True)
     write_manifest(target, manifest)
     report = validate_dataset(target)
     if not report.ok:
         kept = f"{out} is unchanged" if existing else f"left in {target} for inspection"
         raise DatasetError(f"imported data does not validate ({kept}):\n" + "\n".join(map(str, report.errors)))
-    return ImportResult(path=out, tables=tuple(tables), instruments=tuple(declared), notes=tuple(notes))
+    return ImportResult(path=out, tables=tuple(tables), instruments=tuple(declared), notes=tuple(notes),
+                        warnings=tuple(str(p).removeprefix(f"{WARNING}: ") for p in report.warnings))

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import shutil
 import tomllib
 from pathlib import Path
 
 import attrs
 
+from xmargin._keys import unknown_keys
 from xmargin.errors import DatasetError
-from xmargin.venues.instruments import Instrument
+from xmargin.venues.instruments import Instrument, parse_expiry
 
 KINDS = ("bars", "mark", "index", "funding")
 MANIFEST_NAME = "dataset.toml"
@@ -52,6 +54,16 @@ class Source:
 
 
 @attrs.frozen
+class Caveat:
+    """A doubt about the data that no later check can see again (`[[caveats]]`, written by `xmargin
+    data import`: dates without a time zone read as UTC, a timestamp read twice with different
+    values). `xmargin data validate` repeats each as a warning, and so does a run trading `instrument`."""
+
+    instrument: str
+    message: str
+
+
+@attrs.frozen
 class DatasetManifest:
     """The parsed `dataset.toml`."""
 
@@ -60,6 +72,7 @@ class DatasetManifest:
     kind: str = attrs.field(validator=attrs.validators.in_(("real", "synthetic")))
     instruments: tuple[Instrument, ...]
     sources: tuple[Source, ...] = ()
+    caveats: tuple[Caveat, ...] = ()
 
     def instrument(self, key: str) -> Instrument:
         for instrument in self.instruments:
@@ -101,6 +114,9 @@ def _parsed_manifest(path: Path, text: str) -> DatasetManifest:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise DatasetError(f"{path}: not valid TOML ({exc}). Fix the syntax at the position given.") from exc
+    unknown = unknown_keys(data, TOP_LEVEL_KEYS)
+    if unknown:
+        raise DatasetError(f"{path}: unknown keys {unknown}; allowed: {list(TOP_LEVEL_KEYS)}.")
     for key in ("name", "kind", "instruments"):
         if key not in data:
             raise DatasetError(f"{path}: key '{key}' is missing. Add it (see README, 'Dataset format').")
@@ -117,19 +133,56 @@ def _parsed_manifest(path: Path, text: str) -> DatasetManifest:
         except (TypeError, ValueError) as exc:
             raise DatasetError(f"{path}: [[instruments]] entry {n} ({entry.get('symbol', '?')}): {exc}. "
                                "Fix that entry.") from exc
+        problem = _symbol_problem(instruments[-1])
+        if problem:
+            raise DatasetError(f"{path}: [[instruments]] entry {n} ({instruments[-1].symbol}): {problem}. Fix the "
+                               "entry so that symbol and fields agree.")
     keys = [i.key for i in instruments]
     duplicated = sorted({k for k in keys if keys.count(k) > 1})
     if duplicated:
         raise DatasetError(f"{path}: instruments declared twice: {duplicated}. Keep one entry each.")
+    fields = [a.name for a in attrs.fields(Source)]
+    for n, entry in enumerate(data.get("sources", []), start=1):
+        unknown = unknown_keys(entry, fields) if isinstance(entry, dict) else "(not a table)"
+        if unknown:
+            raise DatasetError(f"{path}: [[sources]] entry {n}: unknown keys {unknown}; allowed: {fields}.")
     try:
         sources = tuple(Source(**s) for s in data.get("sources", []))
     except (TypeError, AttributeError) as exc:
         raise DatasetError(f"{path}: a [[sources]] entry is malformed ({exc}).") from exc
-    try:
-        return DatasetManifest(name=data["name"], description=data.get("description", ""), kind=data["kind"],
-                               instruments=tuple(instruments), sources=sources)
-    except ValueError as exc:
-        raise DatasetError(f"{path}: {exc}. 'kind' is 'real' or 'synthetic'.") from exc
+    if data["kind"] not in KINDS_OF_DATA:
+        raise DatasetError(f"{path}: kind = {data['kind']!r}: 'real' or 'synthetic'.")
+    caveats = data.get("caveats", [])
+    if not isinstance(caveats, list) or not all(isinstance(c, dict) and set(c) == {"instrument", "message"}
+                                                and all(isinstance(v, str) for v in c.values()) for c in caveats):
+        raise DatasetError(f"{path}: caveats must be [[caveats]] tables of instrument and message (strings).")
+    return DatasetManifest(name=data["name"], description=data.get("description", ""), kind=data["kind"],
+                           instruments=tuple(instruments), sources=sources,
+                           caveats=tuple(Caveat(**c) for c in caveats))
+
+
+TOP_LEVEL_KEYS = ("name", "description", "kind", "sources", "instruments", "caveats")
+KINDS_OF_DATA = ("real", "synthetic")
+# ccxt's notation: spot BTC/USDT, perp BTC/USDT:USDT, dated future BTC/USDT:USDT-250627
+CCXT_SYMBOL = re.compile(r"(?P<base>[^/:]+)/(?P<quote>[^/:]+)(?::(?P<settle>[^-]+)(?:-(?P<expiry>\d{6}))?)?")
+
+
+def _symbol_problem(instrument: Instrument) -> str:
+    """Where a symbol written in ccxt's notation disagrees with the entry's own fields ('' if nowhere
+    or if the symbol uses another notation): base and quote pick the rule brackets, settle the pool."""
+    match = CCXT_SYMBOL.fullmatch(instrument.symbol)
+    if match is None:
+        return ""
+    said = {"base": match["base"], "quote": match["quote"], **({"settle": match["settle"]} if match["settle"] else {})}
+    wrong = [f"{key} = {getattr(instrument, key)!r} but the symbol says {value!r}" for key, value in said.items()
+             if getattr(instrument, key) != value]
+    if (match["settle"] is None) != (instrument.market == "spot"):
+        wrong.append(f"market = {instrument.market!r} but {instrument.symbol} is a "
+                     f"{'spot' if match['settle'] is None else 'derivative'} symbol in ccxt's notation (spot BTC/USDT, "
+                     "perp BTC/USDT:USDT, future BTC/USDT:USDT-250627)")
+    if match["expiry"] and instrument.expiry and f"{parse_expiry(instrument.expiry):%y%m%d}" != match["expiry"]:
+        wrong.append(f"expiry = {instrument.expiry!r} but the symbol says {match['expiry']} (YYMMDD)")
+    return "; ".join(wrong)
 
 
 def _toml_value(value) -> str:
@@ -163,6 +216,9 @@ def manifest_to_toml(manifest: DatasetManifest) -> str:
         for key, value in instrument.to_mapping().items():
             lines.append(f"{key} = {_toml_value(value)}")
         lines.append("")
+    for caveat in manifest.caveats:
+        lines.extend(["[[caveats]]", f"instrument = {_toml_value(caveat.instrument)}",
+                      f"message = {_toml_value(caveat.message)}", ""])
     return "\n".join(lines)
 
 

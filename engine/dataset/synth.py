@@ -123,6 +123,10 @@ def _check(parameters: SynthParameters) -> tuple[int, datetime]:
         raise DatasetError(f"synth --timeframe {parameters.timeframe}: must divide a day (1m, 5m, 15m, 1h, 4h, 1d).")
     if not parameters.exchanges or not parameters.assets:
         raise DatasetError("synth: --exchanges and --assets must each name at least one value, e.g. BTC,ETH.")
+    for option, values in (("--exchanges", parameters.exchanges), ("--assets", parameters.assets)):
+        twice = sorted({v for v in values if values.count(v) > 1})
+        if twice:  # each would be declared twice: a dataset that does not validate
+            raise DatasetError(f"synth {option}: {twice} given more than once; name each once.")
     try:
         start = datetime.combine(date.fromisoformat(parameters.start), datetime.min.time(), tzinfo=timezone.utc)
     except ValueError as exc:

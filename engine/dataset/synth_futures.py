@@ -114,6 +114,11 @@ def synthesize_futures(source: str | Path, out: str | Path, parameters: FuturesP
     """Write a dataset into `out`: the real spot/perps of `parameters.spot`'s exchange and base from
     `source`, plus synthetic quarterlies (bars, mark, index). Returns rows written per kind."""
     source, out = Path(source), Path(out)
+    for option, value, low in (("--basis-apr", parameters.basis_apr, -math.inf),
+                               ("--basis-volatility", parameters.basis_volatility, 0.0)):
+        if not (low <= value < math.inf):  # nan would make every futures price nan
+            raise DatasetError(f"synth {option} {value}: a finite annualised fraction"
+                               + (" >= 0" if low == 0 else "") + " (0.08 = 8 %/yr).")
     manifest = read_manifest(source)
     try:
         spot = manifest.instrument(parameters.spot)
@@ -198,7 +203,8 @@ def synthesize_futures(source: str | Path, out: str | Path, parameters: FuturesP
         instruments=tuple(copied) + tuple(futures),
         sources=tuple(manifest.sources) + (Source(
             name="xmargin data synth --futures-from", licence="generated from the real spot above",
-            notes=f"xmargin.dataset.synth_futures (numpy PCG64) with {settings}; index = the real spot bars"),))
+            notes=f"xmargin.dataset.synth_futures (numpy PCG64) with {settings}; index = the real spot bars"),),
+        caveats=tuple(c for c in manifest.caveats if c.instrument in keys))  # the copied data's doubts stay
     write_manifest(partial, derived)
     publish(partial, out)
     return rows

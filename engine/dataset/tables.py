@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 import polars as pl
@@ -29,6 +29,13 @@ def not_a_file(path: Path) -> str | None:
             else "gone (removed while the dataset was read)")
 
 
+def _utc(moment: datetime) -> pl.Expr:
+    """`moment` as a UTC literal: naive means UTC; an aware one is converted (a zone such as
+    ZoneInfo("Asia/Tokyo") kept its wall clock under replace_time_zone: the window moved by 9 h)."""
+    moment = moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
+    return pl.lit(moment).dt.cast_time_unit("ns").dt.replace_time_zone("UTC")
+
+
 def scan(folder: str | Path, kind: str, start: datetime | None = None, end: datetime | None = None,
          instruments: list[str] | None = None, files: list[Path] | None = None) -> pl.LazyFrame | None:
     """One LazyFrame over all files of `kind` (or over `files`, some of them), or None when there are none.
@@ -41,9 +48,9 @@ def scan(folder: str | Path, kind: str, start: datetime | None = None, end: date
         return None
     frame = pl.scan_parquet([str(f) for f in files])
     if start is not None:
-        frame = frame.filter(pl.col("ts") >= pl.lit(start).dt.cast_time_unit("ns").dt.replace_time_zone("UTC"))
+        frame = frame.filter(pl.col("ts") >= _utc(start))
     if end is not None:
-        frame = frame.filter(pl.col("ts") < pl.lit(end).dt.cast_time_unit("ns").dt.replace_time_zone("UTC"))
+        frame = frame.filter(pl.col("ts") < _utc(end))
     if instruments is not None:
         frame = frame.filter((pl.col("exchange") + ":" + pl.col("symbol")).is_in(list(instruments)))
     return frame

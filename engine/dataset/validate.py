@@ -6,6 +6,7 @@ wrong and how to fix it. A dataset is usable when the report holds no errors (wa
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -16,7 +17,7 @@ import polars as pl
 from xmargin.dataset.batches import SERIES, Batch, plan_batches, relative, scan_files, series_index
 from xmargin.dataset.manifest import COLUMNS_BY_KIND, KINDS, MANIFEST_NAME, DatasetManifest, read_manifest
 from xmargin.dataset.tables import not_a_file, table_files
-from xmargin.errors import DatasetError
+from xmargin.errors import ConfigError, DatasetError
 
 ERROR = "error"
 WARNING = "warning"
@@ -160,6 +161,20 @@ def _iso(value) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%S") if hasattr(value, "strftime") else str(value)
 
 
+def _ts_cast(dtype: pl.DataType) -> str:
+    """How to turn a `ts` column of `dtype` into Datetime(ns, UTC) without moving its instants."""
+    if isinstance(dtype, pl.Datetime) and dtype.time_zone not in (None, "UTC"):
+        return (f" (pl.col('ts').dt.convert_time_zone('UTC').dt.cast_time_unit('ns'); not replace_time_zone, which "
+                f"would keep the {dtype.time_zone} wall-clock times and move every bar by the zone's offset)")
+    if isinstance(dtype, pl.Datetime) and dtype.time_zone is None:
+        return (" (UTC times: pl.col('ts').dt.cast_time_unit('ns').dt.replace_time_zone('UTC'); local times: "
+                "replace_time_zone('<their zone>') first, then .dt.convert_time_zone('UTC'))")
+    if dtype.is_integer():
+        return (" (epoch numbers: pl.from_epoch('ts', time_unit='ms').dt.cast_time_unit('ns')"
+                ".dt.replace_time_zone('UTC'), with the unit they are in: 's', 'ms', 'us' or 'ns')")
+    return " (pl.col('ts').dt.cast_time_unit('ns').dt.replace_time_zone('UTC'))"
+
+
 def _check_schema(files: list[Path], kind: str, root: Path, out: _Collector) -> list[Path]:
     """Columns and dtypes of each file against COLUMNS_BY_KIND; returns the files that match."""
     expected = COLUMNS_BY_KIND[kind]
@@ -190,9 +205,7 @@ def _check_schema(files: list[Path], kind: str, root: Path, out: _Collector) -> 
                 bad = True
                 out.add(severity=ERROR, check="schema", file=name, column=col,
                         message=f"dtype is {found[col]}, expected {dtype}",
-                        fix=f"cast '{col}' to {dtype} before writing"
-                            + (" (pl.col('ts').dt.cast_time_unit('ns').dt.replace_time_zone('UTC'))"
-                               if col == "ts" else ""))
+                        fix=f"cast '{col}' to {dtype} before writing" + (_ts_cast(schema[col]) if col == "ts" else ""))
         extra = [c for c in found if c not in expected]
         if extra:
             out.add(severity=WARNING, check="schema", file=name, column=", ".join(extra),
@@ -257,6 +270,15 @@ def _check_table(kind: str, frame: pl.LazyFrame, out: _Collector, max_funding_ra
                                 + (" (most often)" if record["spacing"] != length else " in places"),
                         fix="label the rows with their real bar length (or resample them to the label); "
                             "never mix bar lengths in one table")
+            start = record["start"]
+            if start is not None and length <= 86_400 and int(start.timestamp()) % int(length):
+                out.add(severity=WARNING, check="bar grid", file=record["file"], instrument=record["instrument"],
+                        column="ts", ts=_iso(start),
+                        message=f"the first {timeframe} bar opens at {_iso(start)}, off the {timeframe} grid from "
+                                "00:00 UTC on which exchanges open their bars (next to instruments on the grid, each "
+                                "has no bar at the other's times)",
+                        fix="if these are local times, convert them to UTC (a zone with a half-hour offset moves "
+                            "bars by 30 minutes); if the exchange really opens its bars there, ignore this")
     return stats
 
 
@@ -631,7 +653,13 @@ def validate_dataset(path: str | Path, *, max_funding_rate: float = DEFAULT_MAX_
 
     `max_funding_rate` is a fraction per funding interval (0.05 = 5 %); `mark_threshold` the
     relative mark/last deviation that raises a warning; `listed_per_check` caps rows listed per check.
+    Options out of range are a ConfigError (a nan bound would switch its check off).
     """
+    for option, value in (("--max-funding-rate", max_funding_rate), ("--mark-threshold", mark_threshold)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+            raise ConfigError(f"{option} {value}: a fraction > 0 (0.05 = 5 %).")
+    if isinstance(listed_per_check, bool) or not isinstance(listed_per_check, int) or listed_per_check < 1:
+        raise ConfigError(f"--limit {listed_per_check}: list at least 1 row per check.")
     root = Path(path)
     out = _Collector(listed_per_check)
     try:
@@ -640,6 +668,9 @@ def validate_dataset(path: str | Path, *, max_funding_rate: float = DEFAULT_MAX_
         out.add(severity=ERROR, check="dataset.toml", file=MANIFEST_NAME, message=str(exc).rstrip("."),
                 fix="see README, 'Dataset format'")
         return Report(path=str(root), problems=tuple(out.problems))
+    for caveat in manifest.caveats:
+        out.add(severity=WARNING, check="caveat", file=MANIFEST_NAME, instrument=caveat.instrument,
+                message=caveat.message, fix="check the source data; remove the [[caveats]] entry once it is settled")
 
     frames: dict[str, pl.LazyFrame] = {}
     stats_by_kind: dict[str, pl.DataFrame] = {}

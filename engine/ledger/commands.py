@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import decimal
 import numbers
 
 import attrs
@@ -37,6 +38,28 @@ def _tag(value) -> str:
     raise TypeError(f"PlaceOrder.tag must be text, got {value!r} ({type(value).__name__}); e.g. tag=str({value!r})")
 
 
+def _number(field: str):
+    """Converter of a command's amount (quantity, price, leverage, margin, transfer) to float: a
+    number (int, float, numpy's, Decimal, Fraction); text or a bool is refused (True is not 1 lot,
+    "0.1" is a strategy bug to fix where it happens)."""
+    def convert(value) -> float:
+        if type(value) is float:  # (the usual case, first)
+            return value
+        if isinstance(value, (numbers.Real, decimal.Decimal)) and not isinstance(value, (bool, np.bool_)):
+            return float(value)
+        raise TypeError(f"{field} must be a number, got {value!r} ({type(value).__name__})"
+                        + (f"; e.g. float({value!r})" if isinstance(value, str) else ""))
+
+    return convert
+
+
+def _no_limit_price_for_market(instance, attribute, value) -> None:
+    """Validator: a market order takes no limit price (0); one given would be silently ignored."""
+    if instance.order_type == "market" and value != 0.0:
+        raise ValueError(f"PlaceOrder: a market order has no limit price (got {value!r}); a limit order is "
+                         "PlaceOrder.limit(instrument, quantity, price)")
+
+
 def _order_id(value) -> int:
     """An order id: a whole number (an OrderAccepted's `order_id`)."""
     if isinstance(value, numbers.Integral) and not isinstance(value, bool):
@@ -56,13 +79,15 @@ class PlaceOrder:
     leverage first (capped by the bracket's maximum, else rejected)."""
 
     instrument: str = attrs.field(validator=_text)
-    quantity: float = attrs.field(converter=float)
+    quantity: float = attrs.field(converter=_number("PlaceOrder.quantity"))
     order_type: str = attrs.field(default="market", validator=attrs.validators.in_(ORDER_TYPES))
-    limit_price: float = attrs.field(default=0.0, converter=float)  # 0: none (market order)
+    limit_price: float = attrs.field(default=0.0, converter=_number("PlaceOrder.limit_price"),
+                                     validator=_no_limit_price_for_market)  # 0: none (market order)
     reduce_only: bool = attrs.field(default=False, converter=_flag)
     margin_mode: str | None = attrs.field(default=None, validator=attrs.validators.optional(
         attrs.validators.in_(MARGIN_MODES)))
-    leverage: float | None = attrs.field(default=None, converter=attrs.converters.optional(float))
+    leverage: float | None = attrs.field(default=None,
+                                         converter=attrs.converters.optional(_number("PlaceOrder.leverage")))
     tag: str = attrs.field(default="", converter=_tag)
 
     @classmethod
@@ -85,7 +110,7 @@ class CancelOrder:
 @attrs.frozen
 class SetLeverage:
     instrument: str = attrs.field(validator=_text)
-    leverage: float = attrs.field(converter=float)
+    leverage: float = attrs.field(converter=_number("SetLeverage.leverage"))
 
 
 @attrs.frozen
@@ -101,7 +126,7 @@ class AdjustIsolatedMargin:
     """Add (amount > 0) or remove (amount < 0) margin of an isolated position, settle asset units."""
 
     instrument: str = attrs.field(validator=_text)
-    amount: float = attrs.field(converter=float)
+    amount: float = attrs.field(converter=_number("AdjustIsolatedMargin.amount"))
 
 
 @attrs.frozen
@@ -109,6 +134,6 @@ class Transfer:
     """Move `amount` of `asset` from one exchange account to another (withdrawal fee and delay apply)."""
 
     asset: str = attrs.field(validator=_text)
-    amount: float = attrs.field(converter=float)
+    amount: float = attrs.field(converter=_number("Transfer.amount"))
     source: str = attrs.field(validator=_text)
     destination: str = attrs.field(validator=_text)

@@ -18,6 +18,7 @@ import math
 
 import attrs
 
+from xmargin._keys import check_rule_keys
 from xmargin.errors import RulesError
 
 STABLECOINS = ("USDT", "USDC", "USD", "BUSD", "FDUSD", "DAI")
@@ -47,18 +48,29 @@ def schedule_from(asset: str, entry) -> CollateralSchedule:
         return CollateralSchedule(asset, "coin", (CollateralTier(0.0, math.inf, float(entry)),))
     if not isinstance(entry, dict) or "tiers" not in entry:
         raise RulesError(f"collateral_ratios.{asset}: expected a ratio or {{unit, tiers}}, got {entry!r}.")
+    check_rule_keys(entry, ("unit", "tiers"), f"collateral_ratios.{asset}")
     unit = entry.get("unit", "coin")
     if unit not in ("coin", "usd"):
         raise RulesError(f"collateral_ratios.{asset}.unit = {unit!r}: 'coin' or 'usd'.")
+    if not isinstance(entry["tiers"], list) or not entry["tiers"]:
+        raise RulesError(f"collateral_ratios.{asset}.tiers = {entry['tiers']!r}: a non-empty list of "
+                         "{\"from\", \"to\", \"ratio\"} rows.")
     tiers = []
     previous_end = 0.0
     for n, tier in enumerate(entry["tiers"]):
+        here = f"collateral_ratios.{asset}.tiers[{n}]"
+        check_rule_keys(tier, ("from", "to", "ratio"), here)
+        values = [tier.get("from"), tier.get("ratio"), *([] if tier.get("to") is None else [tier["to"]])]
+        if any(isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) for v in values):
+            raise RulesError(f"{here}: from, ratio (and to, or null: no bound) must be finite numbers, got {tier}.")
         start = float(tier["from"])
         end = math.inf if tier.get("to") is None else float(tier["to"])
         ratio = float(tier["ratio"])
         if start != previous_end or end <= start or not 0 <= ratio <= 1:
-            raise RulesError(f"collateral_ratios.{asset}.tiers[{n}]: tiers must be contiguous from 0 with "
+            raise RulesError(f"{here}: tiers must be contiguous from 0 with "
                              f"0 <= ratio <= 1, got {tier}.")
+        if n < len(entry["tiers"]) - 1 and end == math.inf:
+            raise RulesError(f"{here}: to null (no bound) is allowed on the last tier only.")
         tiers.append(CollateralTier(start, end, ratio))
         previous_end = end
     return CollateralSchedule(asset, unit, tuple(tiers))

@@ -184,6 +184,13 @@ POLICIES: dict[str, LiquidationPolicy] = {p.name: p for p in (
 RULE_FILE_KEYS = {"backstop_maintenance_fraction": "backstop_fraction"}  # rule-file key -> parameter name
 
 
+def rule_file_keys() -> tuple[str, ...]:
+    """The `liquidation` keys of a rule file naming a parameter of some registered policy."""
+    names = {field.name for p in POLICIES.values() for field in attrs.fields(p.parameters)}
+    files = {name: key for key, name in RULE_FILE_KEYS.items()}
+    return tuple(sorted(files.get(name, name) for name in names))
+
+
 def parameters_from(policy: str, table: dict, where: str):
     """The typed parameters of `policy` from a rule file's `liquidation` table. Errors name
     `where` (the file) and the key: a value that is not a number or out of range, or a key of

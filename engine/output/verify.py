@@ -26,7 +26,7 @@ from xmargin.margin.modes import MODES
 from xmargin.output.eventlog import event_schema, file_hash, read_ipc, table_to_events
 from xmargin.ledger.apply import apply
 from xmargin.output.writer import MANIFEST_DIGEST, final_state, json_safe, manifest_digest
-from xmargin.analysis.summary import summarize
+from xmargin.analysis.summary import SUMMARY_VERSION, summarize
 from xmargin.output.tables import OUTPUT_TABLES
 from xmargin.output.report import REPORT_FILE
 from xmargin.output.results import open_run
@@ -59,7 +59,9 @@ def _check_summary(run) -> list[str]:
     if any(name not in run.tables for name in ("events", "equity", "collateral", "positions")):
         return []  # an older run without every table: its summary cannot be recomputed here
     stored = run.summary
-    derived = ("exchanges", "total", "money_note", "exposure", "rejections", "warnings", "one_legged")
+    if summary_version(run) != SUMMARY_VERSION:
+        return []  # its figures were defined otherwise then: not comparable (`summary_note`)
+    derived = ("summary_version", "exchanges", "total", "money_note", "exposure", "rejections", "warnings", "one_legged")
     meta = {k: v for k, v in stored.items() if k not in derived}
     one_legged = stored.get("one_legged") or {}
     tables = {name: getattr(run, name).collect() for name in ("events", "equity", "collateral", "positions")}
@@ -69,6 +71,23 @@ def _check_summary(run) -> list[str]:
     recomputed = json.loads(json.dumps(json_safe(recomputed)))
     return [f"summary.json {where} is {a!r} but the run's tables give {b!r}"
             for where, a, b in _differences(stored, recomputed, "")][:5]
+
+
+def summary_version(run) -> int:
+    """The summary definitions a run's summary.json was written under (1: before they were numbered)."""
+    version = run.summary.get("summary_version", 1)
+    return version if isinstance(version, int) else 0
+
+
+def summary_note(run) -> str:
+    """What `xmargin verify` says of a summary.json written under other figure definitions ("" when
+    it was written under this xmargin's): its figures are not recomputed, the rest is verified."""
+    version = summary_version(run)
+    if version == SUMMARY_VERSION:
+        return ""
+    return (f"summary.json was written under summary definitions {version} (this xmargin: {SUMMARY_VERSION}; see "
+            "xmargin.analysis.summary.SUMMARY_VERSION), so its figures were not recomputed; run the config again "
+            "for a summary under the current definitions")
 
 
 def _differences(a, b, where: str):

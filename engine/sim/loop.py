@@ -16,6 +16,7 @@ import threading
 import time
 from bisect import bisect_left, bisect_right
 from contextlib import contextmanager
+from datetime import timezone
 
 import attrs
 import numpy as np
@@ -29,7 +30,7 @@ from xmargin.margin.auto_exchange import conversion_events
 from xmargin.ledger.decide import decide
 from xmargin.sim.execution import fill_events, fill_price, funding_events
 from xmargin.sim.expiry import expiry_events, settlement_schedule
-from xmargin.dataset.feed import Feed, load_feed
+from xmargin.dataset.feed import Feed, iso_minutes, load_feed
 from xmargin.ledger.apply import applier_of
 from xmargin.margin.liquidation import liquidation_events
 from xmargin.margin.modes import account_units, venue_mode
@@ -39,7 +40,7 @@ from xmargin.venues.rules import load_rules
 from xmargin.output.snapshots import Snapshot
 from xmargin.ledger.state import Ledger
 from xmargin.sim.strategy import View, Wake, Wakes, build_strategy
-from xmargin.config import check_instruments
+from xmargin.config import check_instruments, check_margin_mode, check_sample_interval
 from xmargin.errors import StrategyError, XmarginError, mark_strategy_failure
 from xmargin.ledger import commands as cmd
 from xmargin.venues.venue import Catalog, Tradable, Venue
@@ -51,6 +52,7 @@ def build_catalog(config, manifest) -> Catalog:
     venues = {}
     for name, exchange in config.exchanges.items():
         rules = load_rules(exchange.rules)
+        check_margin_mode(f"exchanges.{name}", exchange.margin_mode, rules)  # (a config built in code)
         venues[name] = Venue(exchange=name, rules=rules, margin_mode=exchange.margin_mode,
                              collateral=dict(exchange.collateral), leverage=exchange.leverage,
                              withdrawal_fees=dict(exchange.withdrawal_fees),
@@ -103,11 +105,20 @@ def run_warnings(catalog: Catalog, feed: Feed) -> list[tuple]:
                        "against the dataset's exchanges); its collateral just sits there", "no instrument")
                 for name in catalog.venues if not catalog.on_exchange(name)]
     for name, venue in catalog.venues.items():
+        traded = {t.instrument.native_id for t in catalog.on_exchange(name)}
+        warnings.extend((None, f"exchanges.{name}.rules: {message}", "rules") for symbol, message in venue.rules.warnings
+                        if symbol is None or symbol in traded)
         settles = {t.instrument.settle for t in catalog.on_exchange(name) if t.instrument.is_derivative}
         if settles and venue_mode(catalog, name).pools_are_assets and not settles & set(venue.collateral):
             warnings.append((None, f"exchanges.{name}.collateral holds {sorted(venue.collateral)} but its perps "
                                    f"settle in {sorted(settles)}: without multi-asset margin that collateral backs "
                                    "none of them", "collateral"))
+    for key, tradable in catalog.tradables.items():
+        leverage, highest = catalog.venues[tradable.instrument.exchange].leverage, _highest_leverage(tradable.brackets)
+        if tradable.instrument.is_derivative and leverage > highest:
+            warnings.append((key, f"exchanges.{tradable.instrument.exchange}.leverage = {leverage:g} is above {key}'s "
+                                  f"highest max leverage ({highest:g}x in its rule set): its orders that give no "
+                                  f"leverage of their own use at most {highest:g}x", "leverage"))
     warnings.extend(feed.warnings)
     total = len(feed.ts)
     for column, key in enumerate(feed.keys):
@@ -121,6 +132,30 @@ def run_warnings(catalog: Catalog, feed: Feed) -> list[tuple]:
             warnings.append((key, f"{key}: no mark series in the dataset; margin, PnL and liquidations use the "
                                   "last price", "no mark"))
     return warnings
+
+
+def _highest_leverage(table) -> float:
+    """The highest max leverage of a bracket table (by notional) or of tiers counted in contracts."""
+    return float(max(table.max_leverages)) if table.unit == "notional" else max(t.max_leverage for t in table.tiers)
+
+
+def window_warnings(config, feed: Feed) -> list[tuple]:
+    """run.start / run.end beyond the dataset's bars: the run is shorter than the config says."""
+    out = []
+    first, end = int(feed.ts[0]), int(feed.ts[-1]) + feed.bar_ns
+    if config.start is not None and _ns(config.start) < first:
+        out.append((None, f"run.start = {iso_minutes(_ns(config.start))} is before the dataset's first bar "
+                          f"({iso_minutes(first)}): the run starts there"))
+    if config.end is not None and _ns(config.end) > end:
+        out.append((None, f"run.end = {iso_minutes(_ns(config.end))} is after the dataset's last bar closes "
+                          f"({iso_minutes(end)}): the run ends there"))
+    return out
+
+
+def _ns(moment) -> int:
+    """A config datetime in ns since the epoch (naive: UTC, as the dataset's times)."""
+    moment = moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
+    return int(moment.timestamp()) * 1_000_000_000 + moment.microsecond * 1_000
 
 
 def _iso(ns: int) -> str:
@@ -261,6 +296,7 @@ class Backtest:
         self._unbracketed = {} if catalog is not None else unbracketed(config, self.catalog)
         self.feed = feed or load_feed(config.dataset, list(self.catalog.tradables), config.start, config.end,
                                       config.timeframe)
+        check_sample_interval(config.sample_interval_ns, self.feed.bar_ns)
         start_ns = int(self.feed.ts[0])  # the rule tables and portfolio variants in force at the first bar
         self.catalog = self.catalog.with_rules_in_force(
             {name: e.rules_variant for name, e in config.exchanges.items()}, start_ns).with_portfolio_variants(
@@ -269,7 +305,7 @@ class Backtest:
         given = [(p.instrument or None, f"dataset: {p}") for p in input_warnings]
         said = {(p.instrument, p.check) for p in input_warnings}
         self.warnings = given + [(key, message) for key, message, check in run_warnings(self.catalog, self.feed)
-                                 if (key, check) not in said]
+                                 if (key, check) not in said] + window_warnings(config, self.feed)
         self.strategy = strategy or build_strategy(config.strategy, config.params, getattr(config, "folder", None))
         self.strategy_name = getattr(config, "strategy", "") or type(self.strategy).__name__
         self.wakes: Wakes = self._call_strategy("wakes()", self.strategy.wakes)

@@ -19,8 +19,11 @@ average that Binance, Bybit, Deribit and OKX publish as of 2026) and the taker f
 
 from __future__ import annotations
 
+import math
+
 import attrs
 
+from xmargin._keys import check_rule_keys
 from xmargin.errors import RulesError
 from xmargin.venues.instruments import parse_expiry
 
@@ -65,15 +68,20 @@ def delivery_from(data, where: str) -> DeliveryRules:
         return DeliveryRules()
     if not isinstance(data, dict):
         raise RulesError(f"{where}: 'delivery' must be an object with settlement_windows and fee.")
+    check_rule_keys(data, ("settlement_windows", "fee", "sources"), f"{where}: delivery")
     windows = []
     for n, entry in enumerate(data.get("settlement_windows", [])):
+        check_rule_keys(entry, ("effective_from", "minutes", "source"), f"{where}: delivery.settlement_windows[{n}]")
         try:
             moment = parse_expiry(entry["effective_from"])
-            minutes = float(entry["minutes"])
+            minutes = entry["minutes"]
+            if isinstance(minutes, (bool, str)):
+                raise ValueError(f"minutes = {minutes!r} is not a number")
+            minutes = float(minutes)
         except (KeyError, TypeError, ValueError) as exc:
             raise RulesError(f"{where}: delivery.settlement_windows[{n}]: {exc}; each row needs effective_from "
                              "(ISO date-time) and minutes (> 0).") from exc
-        if not minutes > 0:
+        if not 0 < minutes < math.inf:
             raise RulesError(f"{where}: delivery.settlement_windows[{n}].minutes = {minutes}: must be > 0.")
         windows.append(SettlementWindow(int(moment.timestamp()) * 1_000_000_000, minutes, str(entry.get("source", ""))))
     if not windows:

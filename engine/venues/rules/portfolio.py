@@ -41,6 +41,7 @@ import math
 
 import attrs
 
+from xmargin._keys import check_rule_keys
 from xmargin.errors import RulesError
 from xmargin.venues.instruments import parse_expiry
 
@@ -136,10 +137,34 @@ def _levels(rows, where: str) -> tuple[Level, ...]:
     return tuple(out)
 
 
+def _at_least(entry: dict, key: str, default: float, low: float, here: str) -> float:
+    value = entry.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value < math.inf:
+        raise RulesError(f"{here}.{key} = {value!r}: must be a finite number >= {low:g}.")
+    return float(value)
+
+
+def _check_leaves(value, here: str) -> None:
+    """Every number of a variant's method parameters (moves, weights, bands; by asset group or not) is
+    a finite fraction >= 0; besides numbers only `minimum_charge_rate = "taker"` and a band's `upto`
+    null (no bound) are allowed."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _check_leaves(item, f"{here}.{key}")
+    elif isinstance(value, list):
+        for n, item in enumerate(value):
+            _check_leaves(item, f"{here}[{n}]")
+    elif not ((value is None and here.endswith(".upto")) or (value == "taker" and here.endswith("minimum_charge_rate"))
+              or (isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < math.inf)):
+        raise RulesError(f"{here} = {value!r}: must be a finite number >= 0 (moves and rates are fractions: 0.04 = "
+                         "4 %).")
+
+
 def portfolio_from(data, where: str) -> PortfolioRules | None:
     """Parse a rule file's `portfolio_margin` object (None when the rule set has none)."""
     if data is None:
         return None
+    check_rule_keys(data, ("variants", "sources", "not_public"), f"{where}: portfolio_margin")
     variants = []
     for n, entry in enumerate(data.get("variants", [])):
         here = f"{where}: portfolio_margin.variants[{n}]"
@@ -159,16 +184,15 @@ def portfolio_from(data, where: str) -> PortfolioRules | None:
         unknown = sorted(set(parameters) - allowed)
         if unknown:
             raise RulesError(f"{here}: unknown keys {unknown}; allowed: {sorted(known | allowed)}.")
-        initial_factor = float(entry.get("initial_factor", 1.0))
-        liquidation_level = float(entry.get("liquidation_level", 1.0))
-        if not initial_factor >= 1 or not liquidation_level >= 1:
-            raise RulesError(f"{here}: initial_factor and liquidation_level must be >= 1.")
+        _check_leaves(parameters, here)
+        initial_factor = _at_least(entry, "initial_factor", 1.0, 1.0, here)
+        liquidation_level = _at_least(entry, "liquidation_level", 1.0, 1.0, here)
         variants.append(PortfolioVariant(
             name=name, effective_from_ns=None if moment is None else int(moment.timestamp()) * 1_000_000_000,
             method=method,
             source=str(entry.get("source", "")), parameters=parameters,
             levels=_levels(entry.get("levels", []), here), liquidation_level=liquidation_level,
-            reduce_only_level=float(entry.get("reduce_only_level", 0.0)), initial_factor=initial_factor))
+            reduce_only_level=_at_least(entry, "reduce_only_level", 0.0, 0.0, here), initial_factor=initial_factor))
     if not variants:
         raise RulesError(f"{where}: portfolio_margin.variants is empty.")
     names = [v.name for v in variants]

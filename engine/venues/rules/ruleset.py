@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import json
 import math
-from datetime import datetime
+import re
+from datetime import date, datetime
 from pathlib import Path
 
 import attrs
 
+from xmargin._keys import check_rule_keys as check_keys
 from xmargin.errors import RulesError
 from xmargin.margin import policies
 from xmargin.margin.brackets import Bracket, BracketTable, ContractTier, ContractTiers
@@ -115,6 +117,7 @@ class RuleSet:
     fee_to_close: float = 0.0  # rate of the estimated fee to close held in maintenance margin (OKX, Bybit UTA)
     variants: tuple = ()  # RuleVariant: dated generations of the collateral tables (newest last)
     variant_name: str = ""  # which generation this record is ("": the file's own top-level tables)
+    warnings: tuple = ()  # (symbol id or None: any symbol, message): doubtful but usable values of the file
 
     def in_force(self, start_ns: int | None, name: str | None = None) -> "RuleSet":
         """This rule set as it stood at `start_ns` (ns): the newest dated variant in force then, else
@@ -199,12 +202,22 @@ def _variants(entries, where: str) -> tuple:
             name = str(entry["name"])
         except (KeyError, ValueError) as exc:
             raise RulesError(f"{here}: {exc}; a variant needs name and effective_from (ISO date-time).") from exc
-        for asset, ratio in entry.get("collateral_ratios", {}).items():
-            schedule_from(asset, ratio)
+        _check_collateral(entry.get("collateral_ratios", {}), here)
         out.append(RuleVariant(name, int(moment.timestamp()) * 1_000_000_000, str(entry.get("source", "")),
                                dict(entry["collateral_ratios"]) if "collateral_ratios" in entry else None,
                                _auto_exchange(entry.get("auto_exchange"), here), "auto_exchange" in entry))
     return tuple(sorted(out, key=lambda v: v.effective_from_ns))
+
+
+def _check_collateral(ratios, where: str) -> None:
+    """A `collateral_ratios` table: asset -> ratio or tier table; errors name `where`."""
+    if not isinstance(ratios, dict):
+        raise RulesError(f"{where}: collateral_ratios must map assets (e.g. BTC) to ratios or tier tables.")
+    for asset, entry in ratios.items():
+        try:
+            schedule_from(asset, entry)
+        except RulesError as exc:
+            raise RulesError(f"{where}: {exc}") from exc
 
 
 def _fee_to_close(maintenance: dict, taker: float, where: str) -> float:
@@ -227,44 +240,93 @@ def _delivery_date(suffix: str):
         return None
 
 
+def builtin_rule_path(name: str) -> Path:
+    """Where the built-in rule set `name` would be (it exists when `name` is one)."""
+    return DATA_DIR / f"{name}.json"
+
+
 def builtin_rule_names() -> list[str]:
     return sorted(p.stem for p in DATA_DIR.glob("*.json"))
 
 
-def _bracket_from(entry: dict, where: str) -> Bracket:
-    required = ("notional_floor", "notional_cap", "max_leverage", "maintenance_margin_rate", "maintenance_amount")
-    missing = [k for k in required if k not in entry]
+BRACKET_KEYS = ("notional_floor", "notional_cap", "max_leverage", "maintenance_margin_rate", "maintenance_amount")
+def number(value, where: str, meaning: str = "") -> float:
+    """A finite JSON number (not a bool, not text) or RulesError naming `where`."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise RulesError(f"{where} = {value!r}: must be a finite number{meaning}" + (
+            ", written without quotes or % (0.005 for 0.5 %)." if isinstance(value, str) else "."))
+    return float(value)
+
+
+def _level_problem(rate: float, leverage: float) -> str:
+    """What is wrong with a tier's maintenance rate and max leverage ('' if nothing)."""
+    if not 0 < rate < 1:
+        return f"maintenance_margin_rate {rate:g} must be a fraction in (0, 1) (0.005 = 0.5 %)"
+    if not leverage >= 1:
+        return f"max_leverage {leverage:g} must be at least 1 (no exchange requires more margin than the notional)"
+    if not rate < 1 / leverage:
+        return (f"maintenance_margin_rate {rate:g} is not below the initial margin rate 1 / max_leverage = "
+                f"{1 / leverage:g}: a position opened at the maximum leverage would be liquidatable at once. "
+                "Fix: check the two columns (a rate given in percent, or a leverage in the wrong row)")
+    return ""
+
+
+def _bracket_from(entry, where: str) -> Bracket:
+    if not isinstance(entry, dict):
+        raise RulesError(f"{where}: expected a bracket object with {list(BRACKET_KEYS)}, got {entry!r}.")
+    check_keys(entry, BRACKET_KEYS, where)
+    missing = [k for k in BRACKET_KEYS if k not in entry]
     if missing:
-        raise RulesError(f"{where}: missing {missing}; each bracket needs {list(required)} "
+        raise RulesError(f"{where}: missing {missing}; each bracket needs {list(BRACKET_KEYS)} "
                          "(notional_cap null means no upper bound).")
     cap = entry["notional_cap"]
-    try:
-        return Bracket(
-            notional_floor=float(entry["notional_floor"]),
-            notional_cap=math.inf if cap is None else float(cap),
-            max_leverage=float(entry["max_leverage"]),
-            maintenance_margin_rate=float(entry["maintenance_margin_rate"]),
-            maintenance_amount=float(entry["maintenance_amount"]),
-        )
-    except (TypeError, ValueError) as exc:
-        raise RulesError(f"{where}: a value is not a number ({exc}).") from exc
+    return Bracket(
+        notional_floor=number(entry["notional_floor"], f"{where}.notional_floor"),
+        notional_cap=math.inf if cap is None else number(cap, f"{where}.notional_cap", " (or null: no bound)"),
+        max_leverage=number(entry["max_leverage"], f"{where}.max_leverage"),
+        maintenance_margin_rate=number(entry["maintenance_margin_rate"], f"{where}.maintenance_margin_rate",
+                                       " (a fraction: 0.005 = 0.5 %)"),
+        maintenance_amount=number(entry["maintenance_amount"], f"{where}.maintenance_amount"),
+    )
 
 
-def _table_from(entries, where: str) -> BracketTable:
+def _monotony_warnings(levels, where: str, row: str) -> list[str]:
+    """Doubtful but usable: a maintenance rate that does not rise, or a max leverage that rises, with
+    size (every exchange's published tiers do the opposite). `levels`: (rate, leverage) per row."""
+    out = []
+    for n in range(1, len(levels)):
+        (rate0, lev0), (rate, lev) = levels[n - 1], levels[n]
+        if not rate > rate0:
+            out.append(f"{where}[{n}]: maintenance_margin_rate {rate:g} does not rise above the previous {row}'s "
+                       f"{rate0:g}; exchanges raise it with size (check the row order and the values)")
+        if lev > lev0:
+            out.append(f"{where}[{n}]: max_leverage {lev:g} rises above the previous {row}'s {lev0:g}; exchanges "
+                       "lower it with size (check the row order and the values)")
+    return out
+
+
+def _table_from(entries, where: str, warnings: list | None = None) -> BracketTable:
     if not isinstance(entries, list) or not entries:
         raise RulesError(f"{where}: expected a non-empty list of brackets.")
     brackets = [_bracket_from(e, f"{where}[{n}]") for n, e in enumerate(entries)]
     if brackets[0].notional_floor != 0:
-        raise RulesError(f"{where}[0]: the first bracket must start at notional_floor 0.")
+        hint = (" (the brackets are out of order: list them from the smallest notional up)"
+                if any(b.notional_floor == 0 for b in brackets[1:]) else "")
+        raise RulesError(f"{where}[0]: the first bracket must start at notional_floor 0{hint}.")
     for n in range(1, len(brackets)):
         if brackets[n].notional_floor != brackets[n - 1].notional_cap:
             raise RulesError(f"{where}[{n}]: notional_floor {brackets[n].notional_floor} does not equal the "
                              f"previous bracket's notional_cap {brackets[n - 1].notional_cap}; brackets must be "
                              "contiguous.")
     for n, b in enumerate(brackets):
-        if not (0 < b.maintenance_margin_rate < 1) or b.max_leverage <= 0 or b.notional_cap <= b.notional_floor:
-            raise RulesError(f"{where}[{n}]: need 0 < maintenance_margin_rate < 1, max_leverage > 0 and "
-                             f"notional_cap > notional_floor, got {b}.")
+        if b.notional_cap <= b.notional_floor:
+            raise RulesError(f"{where}[{n}]: notional_cap {b.notional_cap:g} must be above notional_floor "
+                             f"{b.notional_floor:g}.")
+        if n < len(brackets) - 1 and b.notional_cap == math.inf:
+            raise RulesError(f"{where}[{n}]: notional_cap null (no bound) is allowed on the last bracket only.")
+        problem = _level_problem(b.maintenance_margin_rate, b.max_leverage)
+        if problem:
+            raise RulesError(f"{where}[{n}]: {problem}.")
     if brackets[0].maintenance_amount != 0:
         raise RulesError(f"{where}[0].maintenance_amount = {brackets[0].maintenance_amount}: the first bracket's "
                          "maintenance amount is 0.")
@@ -277,21 +339,25 @@ def _table_from(entries, where: str) -> BracketTable:
             raise RulesError(f"{where}[{n}].maintenance_amount = {b.maintenance_amount:g}: inconsistent with the "
                              f"rates, expected {expected:g} (previous amount + notional_floor x the rate step), so "
                              "that maintenance margin is continuous at the bracket boundary.")
+    if warnings is not None:
+        warnings.extend(_monotony_warnings([(b.maintenance_margin_rate, b.max_leverage) for b in brackets], where,
+                                           "bracket"))
     return BracketTable.from_brackets(brackets)
 
 
 CONTRACT_TIER_KEYS = ("max_contracts", "max_leverage", "maintenance_margin_rate")
 
 
-def _contract_tiers_from(entry: dict, where: str) -> ContractTiers:
+def _contract_tiers_from(entry: dict, where: str, warnings: list | None = None) -> ContractTiers:
     """A symbol's tiers counted in contracts: {"unit": "contracts", "contract_value": ctVal, "tiers":
     [{"max_contracts", "max_leverage", "maintenance_margin_rate"}, ...]} (OKX position tiers; the last
     `max_contracts` may be null: no bound). Each tier starts above the previous one's maximum."""
     if entry.get("unit") != "contracts":
         raise RulesError(f"{where}: unit = {entry.get('unit')!r}; a table given as an object must have unit "
                          "\"contracts\" (notional brackets are a list).")
+    check_keys(entry, ("unit", "contract_value", "tiers", "as_of", "source"), where)
     value, tiers = entry.get("contract_value"), entry.get("tiers")
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or not math.isfinite(value):
         raise RulesError(f"{where}: contract_value = {value!r}: must be the venue's contract value > 0 (OKX ctVal: "
                          "base units per contract for linear swaps, USD per contract for inverse ones).")
     if not isinstance(tiers, list) or not tiers:
@@ -299,34 +365,43 @@ def _contract_tiers_from(entry: dict, where: str) -> ContractTiers:
     out, floor = [], 0.0
     for n, tier in enumerate(tiers):
         here = f"{where}.tiers[{n}]"
+        check_keys(tier, CONTRACT_TIER_KEYS, here)
         missing = [k for k in CONTRACT_TIER_KEYS if k not in tier]
         if missing:
             raise RulesError(f"{here}: missing {missing}; each tier needs {list(CONTRACT_TIER_KEYS)} "
                              "(max_contracts null means no upper bound).")
-        try:
-            cap = math.inf if tier["max_contracts"] is None else float(tier["max_contracts"])
-            made = ContractTier(floor, cap, float(tier["max_leverage"]), float(tier["maintenance_margin_rate"]))
-        except (TypeError, ValueError) as exc:
-            raise RulesError(f"{here}: a value is not a number ({exc}).") from exc
-        if not (0 < made.maintenance_margin_rate < 1) or made.max_leverage <= 0 or cap <= floor:
-            raise RulesError(f"{here}: need 0 < maintenance_margin_rate < 1, max_leverage > 0 and max_contracts above "
-                             f"the previous tier's ({floor:g}), got {tier}.")
+        cap = (math.inf if tier["max_contracts"] is None
+               else number(tier["max_contracts"], f"{here}.max_contracts", " (or null: no bound)"))
+        made = ContractTier(floor, cap, number(tier["max_leverage"], f"{here}.max_leverage"),
+                            number(tier["maintenance_margin_rate"], f"{here}.maintenance_margin_rate",
+                                   " (a fraction: 0.005 = 0.5 %)"))
+        if cap <= floor:
+            raise RulesError(f"{here}: max_contracts {cap:g} must be above the previous tier's ({floor:g}).")
+        problem = _level_problem(made.maintenance_margin_rate, made.max_leverage)
+        if problem:
+            raise RulesError(f"{here}: {problem}.")
         if n < len(tiers) - 1 and cap == math.inf:
             raise RulesError(f"{here}: max_contracts null (no bound) is allowed on the last tier only.")
         out.append(made)
         floor = cap
+    if warnings is not None:
+        warnings.extend(_monotony_warnings([(t.maintenance_margin_rate, t.max_leverage) for t in out],
+                                           f"{where}.tiers", "tier"))
     return ContractTiers(tuple(out), float(value))
 
 
-def _fraction(value, key: str, where: str, low: float, high: float) -> float:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        number = math.nan
-    if isinstance(value, bool) or not low <= number <= high:
-        raise RulesError(f"{where}: {key} = {value!r}: must be a fraction within [{low:g}, {high:g}] "
-                         "(0.0005 = 0.05 %; not percent).")
-    return number
+def _fraction(value, key: str, where: str, low: float, high: float,
+              meaning: str = "a fraction within [{low:g}, {high:g}] (0.0005 = 0.05 %; not percent)") -> float:
+    """A JSON number within [low, high] (not a bool, not text) or RulesError naming the file and key."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and low <= value <= high  # nan fails
+    if not ok:
+        raise RulesError(f"{where}: {key} = {value!r}: must be " + meaning.format(low=low, high=high)
+                         + (", written as a number, not text" if isinstance(value, str) else "") + ".")
+    return float(value)
+
+
+HOURS = "a number of hours within [{low:g}, {high:g}]"
+FUNDING_HOURS = (1 / 60, 24 * 7)
 
 
 def _spot_fees(fees: dict, where: str) -> dict:
@@ -334,6 +409,8 @@ def _spot_fees(fees: dict, where: str) -> dict:
     spot = fees.get("spot")
     if spot is None:
         return {"spot_maker_fee": None, "spot_taker_fee": None}
+    if isinstance(spot, dict):
+        check_keys(spot, ("maker", "taker"), f"{where}: fees.spot")
     try:
         return {"spot_maker_fee": _fraction(spot["maker"], "fees.spot.maker", where, *FEE_RANGE),
                 "spot_taker_fee": _fraction(spot["taker"], "fees.spot.taker", where, 0.0, FEE_RANGE[1])}
@@ -350,12 +427,20 @@ def parse_rules(data: dict, where: str) -> RuleSet:
             raise RulesError(f"{where}: key '{context}{key}' is missing. See engine/venues/rules/data/*.json for the format.")
         return mapping[key]
 
+    check_keys(data, TOP_LEVEL_KEYS, where, "top-level keys")
     fees = need(data, "fees")
     funding = need(data, "funding")
     liquidation = need(data, "liquidation")
     for key, mapping in (("fees", fees), ("funding", funding), ("liquidation", liquidation)):
         if not isinstance(mapping, dict):
             raise RulesError(f"{where}: key '{key}' must be an object, got {mapping!r}.")
+    check_keys(fees, ("maker", "taker", "spot"), f"{where}: fees")
+    check_keys(funding, ("interval_hours", "interval_overrides", "settlement_times_utc"), f"{where}: funding")
+    check_keys(liquidation, LIQUIDATION_KEYS, f"{where}: liquidation")
+    for key in ("maintenance", "auto_exchange"):
+        if data.get(key) is not None:
+            check_keys(data[key], TABLE_KEYS[key], f"{where}: {key}")
+    warnings: list[tuple] = []
     policy = need(liquidation, "policy", "liquidation.")
     if policy not in POLICIES:
         raise RulesError(f"{where}: liquidation.policy = {policy!r}: registered policies are {list(POLICIES)}.")
@@ -369,36 +454,49 @@ def parse_rules(data: dict, where: str) -> RuleSet:
     except ValueError as exc:
         raise RulesError(f"{where}: liquidation: {exc}. fill is one of {FILLS}, "
                          "maintenance_basis 'mark' or 'entry'.") from exc
-    modes = tuple(data.get("margin_modes", ("isolated", "cross")))
+    modes = data.get("margin_modes", ["isolated", "cross"])
+    if not isinstance(modes, list) or not modes:
+        raise RulesError(f"{where}: margin_modes = {modes!r}: a list of the modes the exchange offers, e.g. "
+                         "[\"isolated\", \"cross\"].")
+    modes = tuple(modes)
     unknown = [m for m in modes if m not in _MODE_REGISTRY]
     if unknown:
         raise RulesError(f"{where}: margin_modes {unknown} unknown; registered margin modes: {list(_MODE_REGISTRY)}.")
-    for asset, entry in data.get("collateral_ratios", {}).items():
-        try:
-            schedule_from(asset, entry)
-        except RulesError as exc:
-            raise RulesError(f"{where}: {exc}") from exc
+    _check_collateral(data.get("collateral_ratios", {}), where)
     if not isinstance(data.get("brackets", {}), dict):
         raise RulesError(f"{where}: key 'brackets' must map symbols (e.g. BTCUSDT) to lists of brackets.")
-    symbol_brackets = {sym: (_contract_tiers_from(entries, f"{where}: brackets.{sym}") if isinstance(entries, dict)
-                             else _table_from(entries, f"{where}: brackets.{sym}"))
-                       for sym, entries in data.get("brackets", {}).items()}
+    symbol_brackets = {}
+    for table, symbols in (("brackets", data.get("brackets", {})),
+                           ("funding.interval_overrides", funding.get("interval_overrides", {}))):
+        written = sorted(sym for sym in (symbols if isinstance(symbols, dict) else ()) if not _NATIVE_ID.fullmatch(sym))
+        if written:
+            raise RulesError(f"{where}: {table}: {written[:3]} are not exchange symbol ids; the engine looks brackets up "
+                             "by base + quote without separators (BTCUSDT, a dated future BTCUSDT_250627), so these "
+                             "would never be used. Fix: rename them.")
+    for sym, entries in data.get("brackets", {}).items():
+        found: list[str] = []
+        symbol_brackets[sym] = (_contract_tiers_from(entries, f"{where}: brackets.{sym}", found)
+                                if isinstance(entries, dict) else _table_from(entries, f"{where}: brackets.{sym}", found))
+        warnings.extend((sym, message) for message in found)
+    found = []
+    default_brackets = _table_from(need(data, "default_brackets"), f"{where}: default_brackets", found)
+    warnings.extend((None, message) for message in found)
     return RuleSet(
-        name=need(data, "name"),
-        exchange=need(data, "exchange"),
-        description=data.get("description", ""),
-        as_of=need(data, "as_of"),
-        sources=tuple(need(data, "sources")),
-        not_public=tuple(data.get("not_public", ())),
+        name=_text(need(data, "name"), "name", where),
+        exchange=_text(need(data, "exchange"), "exchange", where),
+        description=_text(data.get("description", ""), "description", where, empty=True),
+        as_of=_as_of(need(data, "as_of"), where),
+        sources=_texts(need(data, "sources"), "sources", where, empty=False),
+        not_public=_texts(data.get("not_public", []), "not_public", where),
         maker_fee=_fraction(need(fees, "maker", "fees."), "fees.maker", where, *FEE_RANGE),
         taker_fee=_fraction(need(fees, "taker", "fees."), "fees.taker", where, 0.0, FEE_RANGE[1]),
         **_spot_fees(fees, where),
         funding_interval_hours=_fraction(need(funding, "interval_hours", "funding."), "funding.interval_hours",
-                                         where, 1 / 60, 24 * 7),
-        funding_interval_overrides=dict(funding.get("interval_overrides", {})),
+                                         where, *FUNDING_HOURS, HOURS),
+        funding_interval_overrides=_interval_overrides(funding.get("interval_overrides", {}), where),
         margin_modes=modes,
         liquidation=liquidation_rules,
-        default_brackets=_table_from(need(data, "default_brackets"), f"{where}: default_brackets"),
+        default_brackets=default_brackets,
         symbol_brackets=symbol_brackets,
         collateral_ratios=dict(data.get("collateral_ratios", {})),
         auto_exchange=_auto_exchange(data.get("auto_exchange"), where),
@@ -406,7 +504,56 @@ def parse_rules(data: dict, where: str) -> RuleSet:
         portfolio=portfolio_from(data.get("portfolio_margin"), where),
         fee_to_close=_fee_to_close(data.get("maintenance", {}), float(need(fees, "taker", "fees.")), where),
         variants=_variants(data.get("dated_variants"), where),
+        warnings=tuple(warnings),
     )
+
+
+TOP_LEVEL_KEYS = ("name", "exchange", "description", "as_of", "sources", "not_public", "fees", "funding",
+                  "margin_modes", "liquidation", "default_brackets", "default_brackets_from", "brackets",
+                  "collateral_ratios", "auto_exchange", "imported_from", "brackets_sources", "delivery",
+                  "maintenance", "dated_variants", "portfolio_margin")
+TABLE_KEYS = {"maintenance": ("fee_to_close", "source"),
+              "auto_exchange": ("threshold_usd", "cover_ratio", "fee_rate", "source")}
+LIQUIDATION_KEYS = ("policy", "fill", "fee_rate", "maintenance_basis", *policies.rule_file_keys())
+_NATIVE_ID = re.compile(r"[A-Za-z0-9]+(_[A-Za-z0-9]+)?")  # BTCUSDT, BTCUSDT_250627, BTCUSD_PERP
+AS_OF = re.compile(r"\d{4}(-\d{2}(-\d{2})?)?")
+
+
+def _text(value, key: str, where: str, empty: bool = False) -> str:
+    if not isinstance(value, str) or not (empty or value.strip()):
+        raise RulesError(f"{where}: {key} = {value!r}: must be a{'' if empty else ' non-empty'} string.")
+    return value
+
+
+def _texts(value, key: str, where: str, empty: bool = True) -> tuple[str, ...]:
+    """A list of strings (a single string would otherwise be read as its characters)."""
+    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value) or not (empty or value):
+        raise RulesError(f"{where}: {key} = {value!r}: must be a list of strings" + (
+            "" if empty else " with at least one entry: where each number comes from (URLs, or repo@commit:path)")
+            + ".")
+    return tuple(value)
+
+
+def _as_of(value, where: str) -> str:
+    """The rule file's date: YYYY-MM-DD (YYYY-MM or YYYY when only that is known)."""
+    text = value if isinstance(value, str) else ""
+    try:
+        valid = AS_OF.fullmatch(text) is not None and date.fromisoformat((text + "-01-01")[:10]) is not None
+    except ValueError:
+        valid = False
+    if not valid:
+        raise RulesError(f"{where}: as_of = {value!r}: must be the date of the data as a string YYYY-MM-DD "
+                         "(e.g. \"2025-01-31\"; YYYY-MM or YYYY when only that is known).")
+    return text
+
+
+def _interval_overrides(value, where: str) -> dict:
+    """`funding.interval_overrides`: symbol id -> hours."""
+    if not isinstance(value, dict):
+        raise RulesError(f"{where}: funding.interval_overrides = {value!r}: must map symbol ids to hours, e.g. "
+                         "{\"BLZUSDT\": 4}.")
+    return {symbol: _fraction(hours, f"funding.interval_overrides.{symbol}", where, *FUNDING_HOURS, HOURS)
+            for symbol, hours in value.items()}
 
 
 def _auto_exchange(entry, where: str) -> AutoExchange | None:
@@ -423,19 +570,22 @@ def _auto_exchange(entry, where: str) -> AutoExchange | None:
         raise RulesError(f"{where}: auto_exchange: {exc}.") from exc
 
 
-_CACHE: dict[str, RuleSet] = {}
+_CACHE: dict[tuple, RuleSet] = {}  # (name or path, the file's size and mtime) -> its rule set
 
 
 def load_rules(name_or_path: str) -> RuleSet:
-    """A built-in rule set by name (`binance-usdm`) or a user's rule file by path."""
+    """A built-in rule set by name (`binance-usdm`) or a user's rule file by path (read again when
+    the file changed since, so an edited rule file is never served from memory)."""
     key = str(name_or_path)
-    if key in _CACHE:
-        return _CACHE[key]
-    builtin = DATA_DIR / f"{key}.json"
+    builtin = builtin_rule_path(key)
     path = builtin if builtin.is_file() else Path(key)
     if not path.is_file():
         raise RulesError(f"rules '{key}': neither a built-in rule set ({', '.join(builtin_rule_names())}) "
                          "nor an existing file. Give one of those names or a path to a JSON rule file.")
+    stat = path.stat()
+    cached = (key, stat.st_size, stat.st_mtime_ns)
+    if cached in _CACHE:
+        return _CACHE[cached]
     try:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
@@ -443,5 +593,5 @@ def load_rules(name_or_path: str) -> RuleSet:
     if not isinstance(data, dict):
         raise RulesError(f"{path}: expected a JSON object at the top level.")
     rules = parse_rules(data, str(path))
-    _CACHE[key] = rules
+    _CACHE[cached] = rules
     return rules
