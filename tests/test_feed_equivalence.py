@@ -7,6 +7,7 @@ clear error, and dataset.toml is parsed again once edited."""
 
 from __future__ import annotations
 
+import re
 import shutil
 from datetime import datetime
 from pathlib import Path
@@ -110,7 +111,7 @@ def test_bars_without_a_timeframe_are_an_error_naming_the_instrument(two_timefra
     path = folder / "bars" / "SOL-1h.parquet"
     bars = pl.read_parquet(path)
     bars.with_columns(timeframe=pl.when(pl.int_range(pl.len()) < 3).then(None).otherwise("timeframe")).write_parquet(path)
-    with pytest.raises(DatasetError, match=rf"{SOL} has bars without a timeframe \(null\) .*xmargin data validate"):
+    with pytest.raises(DatasetError, match=rf"{SOL} has bars without a timeframe \(null\)\. Fix: .*xmargin data validate"):
         load_feed(folder, [SOL], timeframe=timeframe)
     later = datetime(2025, 2, 1, 3)
     assert _same(load_feed(folder, [SOL], later, None, timeframe), load_feed(two_timeframes, [SOL], later, None, "1h"))
@@ -128,6 +129,6 @@ def test_an_edited_dataset_toml_is_read_again(tmp_path):
     (first / "dataset.toml").write_text(text.replace('name = "sample"', 'name = "edited"', 1))
     assert read_manifest(first).name == "edited" and read_manifest(second).name == "sample"
     (first / "dataset.toml").write_text(text.replace('kind = "real"', 'kind = "imaginary"', 1))
-    with pytest.raises(DatasetError, match=rf"{first / 'dataset.toml'}: .*'kind' is 'real' or 'synthetic'"):
+    with pytest.raises(DatasetError, match=re.escape(f"{first / 'dataset.toml'}: kind = 'imaginary'")):
         read_manifest(first)
     assert read_manifest(second).name == "sample"

@@ -307,14 +307,13 @@ def _load_feed(folder: str | Path, keys: list[str], start: datetime | None, end:
             for column, frame in zip(columns, pl.collect_all([instrument_query(keys[c], []) for c in columns])):
                 times[column] = frame["ts"].to_numpy()
     timeframes = set()
+    window = "" if start is None and end is None else f" between {start or 'its start'} and {end or 'its end'}"
     for key, own in zip(keys, times):
         available = timeframes_in_run(key, len(own))
         if None in available:  # (the bar length of such rows is unknown: neither kept nor dropped unsaid)
-            raise DatasetError(f"{folder}: {key} has bars without a timeframe (null) between {start} and {end}. Fix: "
-                               f"fill or drop those rows at the source and re-import; `xmargin data validate {folder}` "
-                               "lists them.")
+            raise DatasetError(f"{folder}: {key} has bars without a timeframe (null){window}. Fix: fill or drop those "
+                               f"rows at the source and re-import; `xmargin data validate {folder}` lists them.")
         if timeframe is not None and not len(own) and available:
-            window = "" if start is None and end is None else f" between {start or 'its start'} and {end or 'its end'}"
             raise DatasetError(f"{folder}: {key} has no {timeframe} bars{window} (it has {sorted(available)}). Fix: "
                                f"set run.timeframe to one of those, or leave {key} out.")
         timeframes.update(available if timeframe is None else [timeframe] if len(own) else [])
