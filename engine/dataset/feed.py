@@ -332,7 +332,7 @@ def _load_feed(folder: str | Path, keys: list[str], start: datetime | None, end:
     shape = (len(ts), len(keys))
     has_bar = np.zeros(shape, dtype=bool)
     open_, high, low, close = (np.full(shape, np.nan) for _ in range(4))
-    filled: dict[int, int] = {}  # column -> rows of its instrument written so far
+    written: dict[int, int] = {}  # column -> rows of its instrument written so far
     prices = ["open", "high", "low", "close"]
     for columns in groups:
         if len(columns) == 1:  # one instrument (longer than a batch, or alone): a batch at a time
@@ -342,11 +342,11 @@ def _load_feed(folder: str | Path, keys: list[str], start: datetime | None, end:
             parts = zip(columns, pl.collect_all([instrument_query(keys[column], prices) for column in columns]))
         for column, frame in parts:
             own = frame["ts"].to_numpy()
-            done = filled.get(column, 0)
+            done = written.get(column, 0)
             # rows with the run's next timestamps fill the column in order (no search)
             row = slice(done, done + len(own)) if np.array_equal(own, ts[done:done + len(own)]) \
                 else np.searchsorted(ts, own)
-            filled[column] = done + len(own)
+            written[column] = done + len(own)
             has_bar[row, column] = True
             for name, target in zip(prices, (open_, high, low, close)):
                 target[row, column] = frame[name].to_numpy()
