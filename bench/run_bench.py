@@ -303,14 +303,17 @@ def cli_run(dataset: Path, workload: str) -> dict:
     command = [str(xmargin), "run", str(config), "--quiet", "--run-id", "cli"] if xmargin.is_file() else \
         [sys.executable, "-m", "xmargin", "run", str(config), "--quiet", "--run-id", "cli"]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
-    started = time.perf_counter()
-    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(process.pid, 0)
-    wall = time.perf_counter() - started
-    process.returncode = os.waitstatus_to_exitcode(status)
-    stdout, stderr = process.stdout.read().decode(), process.stderr.read().decode()
-    process.stdout.close()
-    process.stderr.close()
+    # its output goes to files, not pipes: wait4 reads the child's rusage only once it has exited, and a
+    # child writing more than a pipe holds (a wide book's warnings) would wait forever on a full pipe
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        started = time.perf_counter()
+        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=err)
+        _, status, usage = os.wait4(process.pid, 0)
+        wall = time.perf_counter() - started
+        process.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read().decode(errors="replace"), err.read().decode(errors="replace")
     if process.returncode != 0:
         raise SystemExit(f"xmargin run failed ({process.returncode}):\n{stdout}\n{stderr}")
     manifest = json.loads((out_dir / "cli" / "manifest.json").read_text())

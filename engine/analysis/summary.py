@@ -20,6 +20,8 @@ check: xmargin.analysis.exposure. Rejected orders are grouped by reason (numbers
 
 from __future__ import annotations
 
+import re
+
 import polars as pl
 
 from xmargin.analysis.exposure import exposure_figures, exposure_series, hedged_underlyings, underlying_of
@@ -274,6 +276,26 @@ def _number(value, fmt: str = ",.2f") -> str:
     return "n/a" if value is None else format(value, fmt)
 
 
+EXPOSURE_LINES = 10  # underlyings the printed summary shows (the most one-sided); summary.json has every one
+WARNING_NAMES = 3  # instruments a printed warning shared by several names
+# an instrument key in a message: exchange:BASE/QUOTE, with :SETTLE and -EXPIRY for derivatives
+_INSTRUMENT = re.compile(r"(?<![\w.-])[A-Za-z0-9_.-]+:[A-Za-z0-9.]+/[A-Za-z0-9.]+(?::[A-Za-z0-9.]+(?:-[0-9]+)?)?")
+
+
+def _grouped(warnings: list[str]) -> list[tuple[str, list[str]]]:
+    """The warnings in order, those that differ only by the one instrument they name told once: (the
+    first of them, the instruments named) each; [] names for a warning naming no or several instruments."""
+    groups: dict[tuple, tuple[str, list[str]]] = {}
+    for n, warning in enumerate(warnings):
+        named = _INSTRUMENT.findall(warning)
+        if len(named) != 1:
+            groups[("alone", n)] = (warning, [])
+            continue
+        _, instruments = groups.setdefault(("shared", _INSTRUMENT.sub("", warning)), (warning, []))
+        instruments.append(named[0])
+    return list(groups.values())
+
+
 def format_summary(summary: dict, run_path) -> str:
     """A short human summary for the end of `xmargin run`: money per exchange and for the book,
     rejected orders by reason, warnings (one-legged hedges), performance statistics."""
@@ -319,15 +341,28 @@ def format_summary(summary: dict, run_path) -> str:
                      f"{_number(stats['sharpe'])}, Sortino {_number(stats['sortino'])}, max dd "
                      f"{t.get('max_drawdown', 0.0):,.2f}, under water {dd.get('hours_under_water', 0.0):,.0f} h "
                      f"(longest {dd.get('longest_under_water_hours', 0.0):,.0f} h)")
-    for underlying, row in summary.get("exposure", {}).items():
+    exposure = summary.get("exposure", {})
+    shown = sorted(exposure, key=lambda u: (-exposure[u]["peak_net_share"], u))[:EXPOSURE_LINES]
+    for underlying in (u for u in exposure if u in shown):  # a wide book: the most one-sided, in summary order
+        row = exposure[underlying]
         lines.append(f"  exposure {underlying}: peak gross {row['peak_gross']:,.0f}, net at peak |net| "
                      f"{row['net_at_peak']:,.0f} ({row['peak_net_ts']}), peak |net|/gross "
                      f"{row['peak_net_share'] * 100:.0f}%{'' if row['hedged'] else ' (one instrument: directional)'}")
+    if len(exposure) > len(shown):
+        lines.append(f"  exposure: {len(exposure) - len(shown)} more underlyings, less one-sided (every one in "
+                     "summary.json, exposure)")
     for rejection in summary.get("rejections", []):
         lines.append(f"  REJECTED: {rejection['count']} order(s) on {rejection['exchange']}: {rejection['kind']} "
                      f"(first {rejection['first_ts']} {rejection['first_instrument']}: {rejection['example']})")
     inputs = set(summary.get("input_warnings", ()))  # caveats about the data and config the run rests on
-    for warning in summary.get("warnings", []):
-        lines.append(f"  {'input warning' if warning in inputs else 'WARNING'}: {warning}")
+    for warning, instruments in _grouped(summary.get("warnings", [])):
+        label = "input warning" if warning in inputs else "WARNING"
+        if len(instruments) <= 1:
+            lines.append(f"  {label}: {warning}")
+        else:  # the same warning for many instruments (a wide book): one line naming a few
+            named = ", ".join(instruments[:WARNING_NAMES])
+            more = f" and {len(instruments) - WARNING_NAMES} more" if len(instruments) > WARNING_NAMES else ""
+            lines.append(f"  {label} for {len(instruments)} instruments ({named}{more}; each in summary.json, warnings): "
+                         f"{_INSTRUMENT.sub('{instrument}', warning, count=1)}")
     lines.append(f"  outputs: {run_path}  (open with xmargin.open_run)")
     return "\n".join(lines)
