@@ -41,7 +41,9 @@ def test_a_warning_shared_by_many_instruments_is_one_line_and_the_most_one_sided
 
 
 def test_a_few_warnings_and_underlyings_are_printed_each_as_before():
-    warnings = [NO_MARK.format(key="a:BTC/USDT:USDT"), "a one-legged hedge"]
+    warnings = [NO_MARK.format(key=key) for key in ("a:BTC/USDT:USDT", "a:ETH/USDT:USDT", "b:BTC/USDT:USDT")]
+    warnings += ["a one-legged hedge"]
     text = format_summary(summary(warnings, {"BTC": exposure_row(0.5)}), "runs/r")
-    assert f"  input warning: {warnings[0]}" in text and "  WARNING: a one-legged hedge" in text
+    assert all(f"  input warning: {warning}" in text for warning in warnings[:3])  # three: each in full
+    assert "  WARNING: a one-legged hedge" in text and "instruments (" not in text
     assert "exposure BTC: peak gross 1,000, net at peak |net| 500" in text and "more underlyings" not in text

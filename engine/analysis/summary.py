@@ -277,21 +277,23 @@ def _number(value, fmt: str = ",.2f") -> str:
 
 
 EXPOSURE_LINES = 10  # underlyings the printed summary shows (the most one-sided); summary.json has every one
-WARNING_NAMES = 3  # instruments a printed warning shared by several names
+WARNING_NAMES = 3  # a warning shared by more instruments is printed once, naming this many
 # an instrument key in a message: exchange:BASE/QUOTE, with :SETTLE and -EXPIRY for derivatives
 _INSTRUMENT = re.compile(r"(?<![\w.-])[A-Za-z0-9_.-]+:[A-Za-z0-9.]+/[A-Za-z0-9.]+(?::[A-Za-z0-9.]+(?:-[0-9]+)?)?")
 
 
-def _grouped(warnings: list[str]) -> list[tuple[str, list[str]]]:
-    """The warnings in order, those that differ only by the one instrument they name told once: (the
-    first of them, the instruments named) each; [] names for a warning naming no or several instruments."""
-    groups: dict[tuple, tuple[str, list[str]]] = {}
+def _grouped(warnings: list[str]) -> list[tuple[list[str], list[str]]]:
+    """The warnings in order, those that differ only by the one instrument they name together: (their
+    texts, the instruments named) each, at the place of the first; a warning naming no or several
+    instruments alone, with no names."""
+    groups: dict[tuple, tuple[list[str], list[str]]] = {}
     for n, warning in enumerate(warnings):
         named = _INSTRUMENT.findall(warning)
         if len(named) != 1:
-            groups[("alone", n)] = (warning, [])
+            groups[("alone", n)] = ([warning], [])
             continue
-        _, instruments = groups.setdefault(("shared", _INSTRUMENT.sub("", warning)), (warning, []))
+        texts, instruments = groups.setdefault(("shared", _INSTRUMENT.sub("", warning)), ([], []))
+        texts.append(warning)
         instruments.append(named[0])
     return list(groups.values())
 
@@ -355,10 +357,11 @@ def format_summary(summary: dict, run_path) -> str:
         lines.append(f"  REJECTED: {rejection['count']} order(s) on {rejection['exchange']}: {rejection['kind']} "
                      f"(first {rejection['first_ts']} {rejection['first_instrument']}: {rejection['example']})")
     inputs = set(summary.get("input_warnings", ()))  # caveats about the data and config the run rests on
-    for warning, instruments in _grouped(summary.get("warnings", [])):
+    for texts, instruments in _grouped(summary.get("warnings", [])):
+        warning = texts[0]
         label = "input warning" if warning in inputs else "WARNING"
-        if len(instruments) <= 1:
-            lines.append(f"  {label}: {warning}")
+        if len(instruments) <= WARNING_NAMES:
+            lines.extend(f"  {'input warning' if text in inputs else 'WARNING'}: {text}" for text in texts)
         else:  # the same warning for many instruments (a wide book): one line naming a few
             named = ", ".join(instruments[:WARNING_NAMES])
             more = f" and {len(instruments) - WARNING_NAMES} more" if len(instruments) > WARNING_NAMES else ""
