@@ -88,7 +88,8 @@ def _pool_prices(equity: pl.DataFrame, collateral: pl.DataFrame, positions: pl.D
     collateral table's price, else at the mark of a position on that coin settled in it (an inverse
     contract's)."""
     prices = collateral.select(*SNAPSHOT, "asset", "price").unique([*SNAPSHOT, "asset"], keep="first")
-    marks = (positions.filter(pl.col("asset") == underlying_of(pl.col("instrument")))
+    marks = (positions.filter(~pl.col("asset").is_in(list(STABLECOINS)))  # (a stablecoin pool is at 1: no text work)
+             .filter(pl.col("asset") == underlying_of(pl.col("instrument")))
              .select(*SNAPSHOT, "asset", "mark_price").unique([*SNAPSHOT, "asset"], keep="first"))
     price = (pl.when(pl.col("asset").is_in(list(STABLECOINS))).then(1.0)
              .otherwise(pl.coalesce("price", "mark_price")))
