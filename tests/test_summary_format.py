@@ -1,5 +1,5 @@
-"""The summary `xmargin run` prints stays short on a wide book: a warning shared by many instruments
-is one line naming a few (summary.json keeps every one), and only the most one-sided underlyings'
+"""The summary `xmargin run` prints stays short on a wide book: a warning shared by more than five
+instruments is one line naming three (summary.json keeps every one), and only the most one-sided underlyings'
 exposure lines are printed. A 2 x 150 perps book printed 95 KB: 300 'perp without a mark series'
 lines and 150 exposure lines."""
 
@@ -23,13 +23,14 @@ def exposure_row(share: float) -> dict:
 
 
 def test_a_warning_shared_by_many_instruments_is_one_line_and_the_most_one_sided_exposures_are_shown():
-    keys = ["a:BTC/USDT:USDT", "a:ETH/USDT:USDT", "b:BTC/USDT:USDT", "b:ETH/USDT:USDT", "b:SOL/USDT:USDT-250328"]
+    keys = ["a:BTC/USDT:USDT", "a:ETH/USDT:USDT", "b:BTC/USDT:USDT", "b:ETH/USDT:USDT", "b:SOL/USDT:USDT-250328",
+            "b:XRP/USDT:USDT"]
     other = "one-legged hedge: BTC net exposure was above 50% of gross for 9 h from 2024-01-01 (peak net 900 USD)"
     warnings = [NO_MARK.format(key=key) for key in keys] + ["exchanges.a.collateral holds ['BTC']", other]
     underlyings = {f"X{n:02d}": exposure_row(n / 100) for n in range(EXPOSURE_LINES + 5)}
     text = format_summary(summary(warnings, underlyings), "runs/r")
     shared = [line for line in text.splitlines() if "perp without a mark series" in line]
-    assert shared == ["  input warning for 5 instruments (a:BTC/USDT:USDT, a:ETH/USDT:USDT, b:BTC/USDT:USDT and 2 "
+    assert shared == ["  input warning for 6 instruments (a:BTC/USDT:USDT, a:ETH/USDT:USDT, b:BTC/USDT:USDT and 3 "
                       "more; each in summary.json, warnings): dataset: warning: dataset.toml, {instrument}: perp "
                       "without a mark series: runs value it, margin it and liquidate it at the last price"]
     assert "  input warning: exchanges.a.collateral holds ['BTC']" in text  # names no instrument: as it is
@@ -41,9 +42,9 @@ def test_a_warning_shared_by_many_instruments_is_one_line_and_the_most_one_sided
 
 
 def test_a_few_warnings_and_underlyings_are_printed_each_as_before():
-    warnings = [NO_MARK.format(key=key) for key in ("a:BTC/USDT:USDT", "a:ETH/USDT:USDT", "b:BTC/USDT:USDT")]
-    warnings += ["a one-legged hedge"]
+    keys = ("a:BTC/USDT:USDT", "a:ETH/USDT:USDT", "b:BTC/USDT:USDT", "b:ETH/USDT:USDT", "c:BTC/USDC:USDC")
+    warnings = [NO_MARK.format(key=key) for key in keys] + ["a one-legged hedge"]
     text = format_summary(summary(warnings, {"BTC": exposure_row(0.5)}), "runs/r")
-    assert all(f"  input warning: {warning}" in text for warning in warnings[:3])  # three: each in full
+    assert all(f"  input warning: {warning}" in text for warning in warnings[:5])  # five: each in full
     assert "  WARNING: a one-legged hedge" in text and "instruments (" not in text
     assert "exposure BTC: peak gross 1,000, net at peak |net| 500" in text and "more underlyings" not in text

@@ -278,7 +278,8 @@ def _number(value, fmt: str = ",.2f") -> str:
 
 
 EXPOSURE_LINES = 10  # underlyings the printed summary shows (the most one-sided); summary.json has every one
-WARNING_NAMES = 3  # a warning shared by more instruments is printed once, naming this many
+GROUPED_ABOVE = 5  # a warning shared by more instruments is printed once, naming WARNING_NAMES of them
+WARNING_NAMES = 3
 # an instrument key in a message: exchange:BASE/QUOTE, with :SETTLE and -EXPIRY for derivatives
 _INSTRUMENT = re.compile(r"(?<![\w.-])[A-Za-z0-9_.-]+:[A-Za-z0-9.]+/[A-Za-z0-9.]+(?::[A-Za-z0-9.]+(?:-[0-9]+)?)?")
 
@@ -361,7 +362,7 @@ def format_summary(summary: dict, run_path) -> str:
     for texts, instruments in _grouped(summary.get("warnings", [])):
         warning = texts[0]
         label = "input warning" if warning in inputs else "WARNING"
-        if len(instruments) <= WARNING_NAMES:
+        if len(instruments) <= GROUPED_ABOVE:
             lines.extend(f"  {'input warning' if text in inputs else 'WARNING'}: {text}" for text in texts)
         else:  # the same warning for many instruments (a wide book): one line naming a few
             named = ", ".join(instruments[:WARNING_NAMES])

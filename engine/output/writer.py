@@ -17,6 +17,8 @@ import math
 import os
 import platform
 import shutil
+import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from datetime import datetime, timezone
@@ -231,13 +233,17 @@ def _snapshot_chunks(snapshots, limit: int | None = None):
         yield snapshots[start:]
 
 
-def _valuation_parts(result):
+def _valuation_parts(result, progress: _Progress | None = None):
     """{table name: Arrow table} of the valuation tables (equity with distances, positions,
     distance, collateral), chunk after chunk of snapshots (at once when the run already has them)."""
     if result.projected is not None and result.distances is not None:
         yield {name: BY_NAME[name].build(result, None) for name in ("equity", "positions", "distance", "collateral")}
         return
+    total, done = len(result.snapshots), 0
     for chunk in _snapshot_chunks(result.snapshots):
+        if progress is not None:
+            progress.say(f"valuation {done / max(total, 1):.0%} of {total:,} snapshots")
+        done += len(chunk)
         stacked = stacked_units(chunk, result.catalog, result.feed)  # valued once for the tables and the distances
         equity, positions, collateral = snapshot_tables(chunk, result.catalog, result.feed, stacked=stacked)
         distance = distance_table(chunk, result.catalog, result.feed, result.config.warning_thresholds,
@@ -246,6 +252,25 @@ def _valuation_parts(result):
                "distance": distance.to_arrow(), "collateral": collateral}
         del stacked, equity, positions, collateral, distance
         return_free_memory()  # the chunk's arrays, once written (the caller drops its tables first)
+
+
+class _Progress:
+    """The output phase's line on stderr (`xmargin run` without --quiet on a terminal): what is being
+    written, at most once a second and only once the phase has lasted a second (a short run prints
+    nothing); cleared at the end."""
+
+    def __init__(self, enabled: bool):
+        self.enabled, self.started, self.last, self.shown = enabled, time.monotonic(), 0.0, False
+
+    def say(self, text: str) -> None:
+        now = time.monotonic()
+        if self.enabled and now - self.started > 1.0 and now - self.last > 1.0:
+            self.last, self.shown = now, True
+            print(f"\r  writing outputs: {text:<50}", end="", file=sys.stderr, flush=True)
+
+    def done(self) -> None:
+        if self.shown:
+            print("\r" + " " * 70 + "\r", end="", file=sys.stderr, flush=True)
 
 
 class _FileHashes:
@@ -268,7 +293,8 @@ class _FileHashes:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
 
-def write_tables(result, folder: Path, hashes: _FileHashes | None = None, release: bool = False) -> None:
+def write_tables(result, folder: Path, hashes: _FileHashes | None = None, release: bool = False,
+                 progress: _Progress | None = None) -> None:
     """Every table of the registry (`xmargin.output.tables`) into `folder`, each built once and
     streamed: the event log in record batches, the projections from the written log, the valuation
     tables one chunk of snapshots at a time (one record batch per chunk), so memory stays at one
@@ -294,7 +320,7 @@ def write_tables(result, folder: Path, hashes: _FileHashes | None = None, releas
     streamed = set()
     with ExitStack() as stack:
         writers = {}
-        for parts in _valuation_parts(result):
+        for parts in _valuation_parts(result, progress):
             for name, table in parts.items():
                 if name not in BY_NAME:
                     continue
@@ -355,22 +381,25 @@ def _manifest_head(result, run_id: str) -> dict:
 
 def write_run_folder(result, summary: dict | None = None, out: Path | None = None, run_id: str | None = None,
                      extra_manifest: dict | None = None, reservation: Reservation | None = None,
-                     release: bool = False) -> tuple[Path, dict]:
+                     release: bool = False, progress: bool = False) -> tuple[Path, dict]:
     """Write every table and the JSON files into the reserved `<out>/<run_id>.partial`, then rename;
     returns (run folder, summary). Without `summary`, it is computed from the written tables.
     `release`: drop the result's log once events.arrow is written and its snapshots and feed once
     the valuation tables are (`RunResult.release`), so that the summary is computed without them in
-    memory; the result is not usable for tables afterwards (`feed` None, `events` / `snapshots` empty)."""
+    memory; the result is not usable for tables afterwards (`feed` None, `events` / `snapshots` empty).
+    `progress`: a line on stderr saying what is being written when that takes more than a second."""
     config = result.config
     if reservation is None:
         out = Path(out or config.out)
         reservation = reserve_run(out, run_id or run_id_for(config, out))
     run_id, partial = reservation.run_id, reservation.partial
     hashing = _FileHashes()
+    shown = _Progress(progress)
     try:
         meta, manifest = run_meta(result, run_id), _manifest_head(result, run_id)  # before a release
-        write_tables(result, partial, hashing, release=release)
+        write_tables(result, partial, hashing, release=release, progress=shown)
         if summary is None:
+            shown.say("summary")
             summary = summary_from_folder(partial, meta, summary_options(result))
         (partial / "summary.json").write_text(json.dumps(json_safe(summary), indent=2) + "\n")
         hashing.add(partial / "summary.json")
@@ -396,6 +425,7 @@ def write_run_folder(result, summary: dict | None = None, out: Path | None = Non
         _abandon(hashing, reservation)
         raise
     finally:
+        shown.done()  # (a failure's message then starts on a clean line)
         hashing.close()
 
 

@@ -62,7 +62,7 @@ def execute(config, out: Path | None = None, run_id: str | None = None, progress
         del backtest
         with few_collections():  # the tables are written straight from the result, the summary from them
             path, summary = write_run_folder(result, extra_manifest=extra_manifest, reservation=reservation,
-                                             release=not keep_result)
+                                             release=not keep_result, progress=progress)
     except BaseException:
         if event_file is not None:  # failed at any stage: the file is closed before its folder goes
             event_file.abort()
