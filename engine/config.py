@@ -226,22 +226,16 @@ def apply_overrides(data: dict, sets=(), margin_modes=(), start=None, end=None, 
     return data
 
 
-def duration_label(ns: int) -> str:
-    """A duration in ns as the config writes it: '1h', '90m', '1d', '30s'."""
-    for unit, size in (("d", 86_400), ("h", 3_600), ("m", 60), ("s", 1)):
-        if ns % (size * 1_000_000_000) == 0:
-            return f"{ns // (size * 1_000_000_000)}{unit}"
-    return f"{ns / 1e9:g}s"
-
-
 def check_sample_interval(sample_interval_ns: int, bar_ns: int) -> None:
     """run.sample_interval must be a whole multiple of the bar: snapshots are taken at bar closes, so
     another interval would silently become the least common multiple of both (90m on 1h bars: every
     3h; 1h on 1d bars: every 1d), and figures counted as samples x interval (hours above a margin
     warning) would be wrong."""
     if sample_interval_ns % bar_ns:
-        bar = duration_label(bar_ns)
-        raise ConfigError(f"run.sample_interval = {duration_label(sample_interval_ns)!r} (1h unless set): not a "
+        from xmargin.dataset.validate import duration_text
+
+        bar = duration_text(bar_ns / 1e9)
+        raise ConfigError(f"run.sample_interval = {duration_text(sample_interval_ns / 1e9)!r} (1h unless set): not a "
                           f"whole multiple of the dataset's {bar} bars, whose closes are where equity and positions "
                           f"are sampled. Fix: set run.sample_interval = \"{bar}\" or a multiple of it.")
 

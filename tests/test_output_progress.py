@@ -1,10 +1,11 @@
-"""The output phase of a long `xmargin run` says what it is writing (the run's own progress line
-stops at the end of the loop; a four-year book then wrote for 3-4 s in silence), once it has lasted
-a second, at most once a second, and clears its line at the end. A short phase prints nothing."""
+"""The progress line of a long `xmargin run` (`xmargin._progress.ProgressLine`: the loop's, then the
+output phase's, which says what it is writing: a four-year book wrote for 3-4 s in silence after
+the loop) shows once the work has lasted a second, at most once a second, and is cleared at the
+end. A short phase prints nothing."""
 
 from __future__ import annotations
 
-from xmargin.output import writer
+from xmargin import _progress
 
 
 class Clock:
@@ -17,15 +18,15 @@ class Clock:
 
 def test_the_line_appears_after_a_second_at_most_once_a_second_and_is_cleared(monkeypatch, capsys):
     clock = Clock()
-    monkeypatch.setattr(writer.time, "monotonic", clock)
-    shown = writer._Progress(True)
-    shown.say("valuation 0% of 10 snapshots")  # at once: nothing
+    monkeypatch.setattr(_progress.time, "monotonic", clock)
+    shown = _progress.ProgressLine(True)
+    shown.say("writing outputs: valuation 0% of 10 snapshots")  # at once: nothing
     clock.now += 1.5
-    shown.say("valuation 40% of 10 snapshots")
+    shown.say("writing outputs: valuation 40% of 10 snapshots")
     clock.now += 0.5
-    shown.say("valuation 80% of 10 snapshots")  # half a second later: not shown
+    shown.say("writing outputs: valuation 80% of 10 snapshots")  # half a second later: not shown
     clock.now += 1.0
-    shown.say("summary")
+    shown.say("writing outputs: summary")
     shown.done()
     err = capsys.readouterr().err
     assert [part.strip() for part in err.split("\r") if part.strip()] == [
@@ -35,8 +36,8 @@ def test_the_line_appears_after_a_second_at_most_once_a_second_and_is_cleared(mo
 
 def test_no_line_without_progress_or_for_a_short_phase(monkeypatch, capsys):
     clock = Clock()
-    monkeypatch.setattr(writer.time, "monotonic", clock)
-    quiet, short = writer._Progress(False), writer._Progress(True)
+    monkeypatch.setattr(_progress.time, "monotonic", clock)
+    quiet, short = _progress.ProgressLine(False), _progress.ProgressLine(True)
     clock.now += 5.0
     quiet.say("summary")
     quiet.done()

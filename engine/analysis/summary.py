@@ -278,7 +278,7 @@ def _number(value, fmt: str = ",.2f") -> str:
 
 
 EXPOSURE_LINES = 10  # underlyings the printed summary shows (the most one-sided); summary.json has every one
-GROUPED_ABOVE = 5  # a warning shared by more instruments is printed once, naming WARNING_NAMES of them
+GROUPED_ABOVE = 5  # a warning shared by more instruments is printed once, naming WARNING_NAMES (< it) of them
 WARNING_NAMES = 3
 # an instrument key in a message: exchange:BASE/QUOTE, with :SETTLE and -EXPIRY for derivatives
 _INSTRUMENT = re.compile(r"(?<![\w.-])[A-Za-z0-9_.-]+:[A-Za-z0-9.]+/[A-Za-z0-9.]+(?::[A-Za-z0-9.]+(?:-[0-9]+)?)?")
@@ -359,15 +359,13 @@ def format_summary(summary: dict, run_path) -> str:
         lines.append(f"  REJECTED: {rejection['count']} order(s) on {rejection['exchange']}: {rejection['kind']} "
                      f"(first {rejection['first_ts']} {rejection['first_instrument']}: {rejection['example']})")
     inputs = set(summary.get("input_warnings", ()))  # caveats about the data and config the run rests on
+    label = lambda text: "input warning" if text in inputs else "WARNING"  # noqa: E731
     for texts, instruments in _grouped(summary.get("warnings", [])):
-        warning = texts[0]
-        label = "input warning" if warning in inputs else "WARNING"
         if len(instruments) <= GROUPED_ABOVE:
-            lines.extend(f"  {'input warning' if text in inputs else 'WARNING'}: {text}" for text in texts)
+            lines.extend(f"  {label(text)}: {text}" for text in texts)
         else:  # the same warning for many instruments (a wide book): one line naming a few
-            named = ", ".join(instruments[:WARNING_NAMES])
-            more = f" and {len(instruments) - WARNING_NAMES} more" if len(instruments) > WARNING_NAMES else ""
-            lines.append(f"  {label} for {len(instruments)} instruments ({named}{more}; each in summary.json, warnings): "
-                         f"{_INSTRUMENT.sub('{instrument}', warning, count=1)}")
+            lines.append(f"  {label(texts[0])} for {len(instruments)} instruments "
+                         f"({', '.join(instruments[:WARNING_NAMES])} and {len(instruments) - WARNING_NAMES} more; "
+                         f"each in summary.json, warnings): {_INSTRUMENT.sub('{instrument}', texts[0], count=1)}")
     lines.append(f"  outputs: {run_path}  (open with xmargin.open_run)")
     return "\n".join(lines)

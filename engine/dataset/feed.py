@@ -173,10 +173,15 @@ def _union_of_times(times: list[np.ndarray]) -> np.ndarray:
     return sorted_unique(np.concatenate(times))
 
 
-def _concatenated(arrays) -> np.ndarray:
-    """The int64 arrays one after the other (an empty one for none)."""
-    arrays = list(arrays)
-    return np.concatenate(arrays) if arrays else np.zeros(0, dtype=np.int64)
+def _grouped_frames(groups: list[list[int]], query_of):
+    """(index, frame) for every index of `groups` (`_groups`), reading `query_of(index)`: a group of one
+    a batch at a time (`_in_batches`: a long instrument), a larger group's queries run together
+    (`pl.collect_all`: one query costs about a millisecond, most of a wide book's load)."""
+    for indices in groups:
+        if len(indices) == 1:
+            yield from ((indices[0], frame) for frame in _in_batches(query_of(indices[0])))
+        else:
+            yield from zip(indices, pl.collect_all([query_of(index) for index in indices]))
 
 
 def _groups(rows: list[int], limit: int) -> list[list[int]]:
@@ -284,9 +289,8 @@ def _load_feed(folder: str | Path, keys: list[str], start: datetime | None, end:
 
     # Every instrument's timestamps in the run (at `timeframe`, when given) and the timeframes of its
     # rows there. Its files' index gives the timeframes when they hold one (or `timeframe`): then only
-    # the timestamps are read, those of instruments holding few rows by queries run together (one
-    # query costs about a millisecond: most of a wide book's load). Otherwise (several timeframes,
-    # an instrument the index does not know, rows without a timeframe) its timeframes are read too.
+    # the timestamps are read (`_grouped_frames`). Otherwise (several timeframes, an instrument the
+    # index does not know, rows without a timeframe) its timeframes are read too.
     def timeframes_in_run(key, own_rows):
         counts = in_files.get(key, {})
         if None not in counts:
@@ -299,13 +303,9 @@ def _load_feed(folder: str | Path, keys: list[str], start: datetime | None, end:
     bounds = [BATCH_ROWS + 1 if key not in in_files else  # (unknown: read alone)
               sum(in_files[key].values()) if timeframe is None else in_files[key].get(timeframe, 0) for key in keys]
     times = [np.zeros(0, dtype=np.int64)] * len(keys)
-    for columns in _groups(bounds, BATCH_ROWS):
-        if len(columns) == 1:
-            times[columns[0]] = _concatenated(frame["ts"].to_numpy()
-                                              for frame in _in_batches(instrument_query(keys[columns[0]], [])))
-        else:
-            for column, frame in zip(columns, pl.collect_all([instrument_query(keys[c], []) for c in columns])):
-                times[column] = frame["ts"].to_numpy()
+    for column, frame in _grouped_frames(_groups(bounds, BATCH_ROWS), lambda c: instrument_query(keys[c], [])):
+        own = frame["ts"].to_numpy()  # (a long instrument's batches joined as they come: one copy at a time)
+        times[column] = np.concatenate([times[column], own]) if len(times[column]) else own
     timeframes = set()
     window = "" if start is None and end is None else f" between {start or 'its start'} and {end or 'its end'}"
     for key, own in zip(keys, times):
@@ -334,24 +334,17 @@ def _load_feed(folder: str | Path, keys: list[str], start: datetime | None, end:
     open_, high, low, close = (np.full(shape, np.nan) for _ in range(4))
     written: dict[int, int] = {}  # column -> rows of its instrument written so far
     prices = ["open", "high", "low", "close"]
-    for columns in groups:
-        if len(columns) == 1:  # one instrument (longer than a batch, or alone): a batch at a time
-            key = keys[columns[0]]
-            parts = ((columns[0], frame) for frame in _in_batches(instrument_query(key, prices)))
-        else:  # shorter ones several at once, their queries run together (a batch's rows in all)
-            parts = zip(columns, pl.collect_all([instrument_query(keys[column], prices) for column in columns]))
-        for column, frame in parts:
-            own = frame["ts"].to_numpy()
-            done = written.get(column, 0)
-            # rows with the run's next timestamps fill the column in order (no search)
-            row = slice(done, done + len(own)) if np.array_equal(own, ts[done:done + len(own)]) \
-                else np.searchsorted(ts, own)
-            written[column] = done + len(own)
-            has_bar[row, column] = True
-            for name, target in zip(prices, (open_, high, low, close)):
-                target[row, column] = frame[name].to_numpy()
-            del frame
-        del parts
+    for column, frame in _grouped_frames(groups, lambda c: instrument_query(keys[c], prices)):
+        own = frame["ts"].to_numpy()
+        done = written.get(column, 0)
+        # rows with the run's next timestamps fill the column in order (no search)
+        row = slice(done, done + len(own)) if np.array_equal(own, ts[done:done + len(own)]) \
+            else np.searchsorted(ts, own)
+        written[column] = done + len(own)
+        has_bar[row, column] = True
+        for name, target in zip(prices, (open_, high, low, close)):
+            target[row, column] = frame[name].to_numpy()
+        del frame
     if not has_bar.all():  # a missing bar is flat at the last close (nothing to fill when none is missing)
         close = _carry_forward(close, has_bar)
         for target in (open_, high, low):

@@ -29,11 +29,15 @@ def not_a_file(path: Path) -> str | None:
             else "gone (removed while the dataset was read)")
 
 
+def as_utc(moment: datetime) -> datetime:
+    """`moment` in UTC: naive means UTC (the dataset's times are); an aware one is converted (a zone
+    such as ZoneInfo("Asia/Tokyo") kept its wall clock under replace_time_zone: a window moved by 9 h)."""
+    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
+
+
 def _utc(moment: datetime) -> pl.Expr:
-    """`moment` as a UTC literal: naive means UTC; an aware one is converted (a zone such as
-    ZoneInfo("Asia/Tokyo") kept its wall clock under replace_time_zone: the window moved by 9 h)."""
-    moment = moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
-    return pl.lit(moment).dt.cast_time_unit("ns").dt.replace_time_zone("UTC")
+    """`moment` (`as_utc`) as a UTC literal."""
+    return pl.lit(as_utc(moment)).dt.cast_time_unit("ns").dt.replace_time_zone("UTC")
 
 
 def scan(folder: str | Path, kind: str, start: datetime | None = None, end: datetime | None = None,

@@ -266,7 +266,7 @@ def _check_table(kind: str, frame: pl.LazyFrame, out: _Collector, max_funding_ra
                 seen = record["spacing"] if record["spacing"] != length else closest
                 out.add(severity=ERROR, check="timeframe vs spacing", file=record["file"],
                         instrument=record["instrument"], column="timeframe",
-                        message=f"labelled {timeframe} but rows are {_duration(seen)} apart"
+                        message=f"labelled {timeframe} but rows are {duration_text(seen)} apart"
                                 + (" (most often)" if record["spacing"] != length else " in places"),
                         fix="label the rows with their real bar length (or resample them to the label); "
                             "never mix bar lengths in one table")
@@ -407,7 +407,8 @@ def _merge_stats(partial: pl.DataFrame, counts: pl.DataFrame) -> pl.DataFrame:
     return merged.join(mode, on=list(SERIES), how="left", nulls_equal=True).drop("timeframe")
 
 
-def _duration(seconds: float) -> str:
+def duration_text(seconds: float) -> str:
+    """A duration as a timeframe is written: 3600 -> '1h', 5400 -> '90m', 30 -> '30s'."""
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if seconds >= size and seconds % size == 0:
             return f"{int(seconds // size)}{unit}"

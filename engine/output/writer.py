@@ -17,8 +17,6 @@ import math
 import os
 import platform
 import shutil
-import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from datetime import datetime, timezone
@@ -35,6 +33,7 @@ from xmargin.dataset.feed import iso_minutes
 from xmargin.errors import RunError
 from xmargin.margin.modes import venue_mode
 from xmargin._memory import return_free_memory
+from xmargin._progress import ProgressLine
 from xmargin.output.eventlog import file_hash, read_ipc, write_events, write_ipc
 from xmargin.output.snapshots import snapshot_tables, stacked_units
 from xmargin.output.tables import BY_NAME, OUTPUT_TABLES, SCHEMA_VERSION, equity_table
@@ -233,7 +232,7 @@ def _snapshot_chunks(snapshots, limit: int | None = None):
         yield snapshots[start:]
 
 
-def _valuation_parts(result, progress: _Progress | None = None):
+def _valuation_parts(result, progress: ProgressLine | None = None):
     """{table name: Arrow table} of the valuation tables (equity with distances, positions,
     distance, collateral), chunk after chunk of snapshots (at once when the run already has them)."""
     if result.projected is not None and result.distances is not None:
@@ -242,7 +241,7 @@ def _valuation_parts(result, progress: _Progress | None = None):
     total, done = len(result.snapshots), 0
     for chunk in _snapshot_chunks(result.snapshots):
         if progress is not None:
-            progress.say(f"valuation {done / max(total, 1):.0%} of {total:,} snapshots")
+            progress.say(f"writing outputs: valuation {done / max(total, 1):.0%} of {total:,} snapshots")
         done += len(chunk)
         stacked = stacked_units(chunk, result.catalog, result.feed)  # valued once for the tables and the distances
         equity, positions, collateral = snapshot_tables(chunk, result.catalog, result.feed, stacked=stacked)
@@ -252,25 +251,6 @@ def _valuation_parts(result, progress: _Progress | None = None):
                "distance": distance.to_arrow(), "collateral": collateral}
         del stacked, equity, positions, collateral, distance
         return_free_memory()  # the chunk's arrays, once written (the caller drops its tables first)
-
-
-class _Progress:
-    """The output phase's line on stderr (`xmargin run` without --quiet on a terminal): what is being
-    written, at most once a second and only once the phase has lasted a second (a short run prints
-    nothing); cleared at the end."""
-
-    def __init__(self, enabled: bool):
-        self.enabled, self.started, self.last, self.shown = enabled, time.monotonic(), 0.0, False
-
-    def say(self, text: str) -> None:
-        now = time.monotonic()
-        if self.enabled and now - self.started > 1.0 and now - self.last > 1.0:
-            self.last, self.shown = now, True
-            print(f"\r  writing outputs: {text:<50}", end="", file=sys.stderr, flush=True)
-
-    def done(self) -> None:
-        if self.shown:
-            print("\r" + " " * 70 + "\r", end="", file=sys.stderr, flush=True)
 
 
 class _FileHashes:
@@ -294,7 +274,7 @@ class _FileHashes:
 
 
 def write_tables(result, folder: Path, hashes: _FileHashes | None = None, release: bool = False,
-                 progress: _Progress | None = None) -> None:
+                 progress: ProgressLine | None = None) -> None:
     """Every table of the registry (`xmargin.output.tables`) into `folder`, each built once and
     streamed: the event log in record batches, the projections from the written log, the valuation
     tables one chunk of snapshots at a time (one record batch per chunk), so memory stays at one
@@ -394,12 +374,12 @@ def write_run_folder(result, summary: dict | None = None, out: Path | None = Non
         reservation = reserve_run(out, run_id or run_id_for(config, out))
     run_id, partial = reservation.run_id, reservation.partial
     hashing = _FileHashes()
-    shown = _Progress(progress)
+    shown = ProgressLine(progress)
     try:
         meta, manifest = run_meta(result, run_id), _manifest_head(result, run_id)  # before a release
         write_tables(result, partial, hashing, release=release, progress=shown)
         if summary is None:
-            shown.say("summary")
+            shown.say("writing outputs: summary")
             summary = summary_from_folder(partial, meta, summary_options(result))
         (partial / "summary.json").write_text(json.dumps(json_safe(summary), indent=2) + "\n")
         hashing.add(partial / "summary.json")

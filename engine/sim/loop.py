@@ -11,18 +11,17 @@ from __future__ import annotations
 
 import gc
 import math
-import sys
 import threading
 import time
 from bisect import bisect_left, bisect_right
 from contextlib import contextmanager
-from datetime import timezone
 
 import attrs
 import numpy as np
 
 from xmargin._arrays import sorted_unique
 from xmargin._memory import return_free_memory
+from xmargin._progress import ProgressLine
 from xmargin._memos import clear_memos
 from xmargin.errors import ConfigError
 from xmargin.ledger import events as ev
@@ -31,6 +30,7 @@ from xmargin.ledger.decide import decide
 from xmargin.sim.execution import fill_events, fill_price, funding_events
 from xmargin.sim.expiry import expiry_events, settlement_schedule
 from xmargin.dataset.feed import Feed, iso_minutes, load_feed
+from xmargin.dataset.tables import as_utc
 from xmargin.ledger.apply import applier_of
 from xmargin.margin.liquidation import liquidation_events
 from xmargin.margin.modes import account_units, venue_mode
@@ -153,8 +153,8 @@ def window_warnings(config, feed: Feed) -> list[tuple]:
 
 
 def _ns(moment) -> int:
-    """A config datetime in ns since the epoch (naive: UTC, as the dataset's times)."""
-    moment = moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
+    """A config datetime in ns since the epoch (`as_utc`: naive is UTC, as the dataset's times)."""
+    moment = as_utc(moment)
     return int(moment.timestamp()) * 1_000_000_000 + moment.microsecond * 1_000
 
 
@@ -464,7 +464,7 @@ class Backtest:
         sample_rows = np.flatnonzero((feed.ts + feed.bar_ns) % config.sample_interval_ns == 0)
         self._sample_rows = sorted_unique(np.append(sample_rows, total - 1)).tolist()
         slippage = config.slippage_bps / 10_000.0
-        last_progress = time.monotonic()
+        progress = ProgressLine(self.progress)
         row = 0
         while row < total and not self.ledger.stopped:
             self.context.row = row
@@ -523,12 +523,10 @@ class Backtest:
             if reasons:
                 self._wake(last_row, tuple(dict.fromkeys(reasons)), tuple(wake_events))
             row = stop
-            if self.progress and time.monotonic() - last_progress > 1.0:
-                last_progress = time.monotonic()
-                print(f"\r  {np.datetime64(int(feed.ts[min(row, total - 1)]), 'ns').astype('datetime64[m]')}  "
-                      f"{100 * row / total:5.1f} %  {self._event_count():,} events", end="", file=sys.stderr, flush=True)
-        if self.progress:
-            print("\r" + " " * 70 + "\r", end="", file=sys.stderr, flush=True)
+            if self.progress and progress.due():
+                progress.say(f"{np.datetime64(int(feed.ts[min(row, total - 1)]), 'ns').astype('datetime64[m]')}  "
+                             f"{100 * row / total:5.1f} %  {self._event_count():,} events")
+        progress.done()
         final_row = min(row, total) - 1
         self._snapshot(final_row, int(feed.ts[final_row]) + feed.bar_ns, "final", sorted(self.catalog.venues))
         run_seconds = time.perf_counter() - started - self._spill_seconds

@@ -23,6 +23,7 @@ import attrs
 import numpy as np
 
 from xmargin.margin.accounting import PoolMetrics, PositionMetrics, pool_for, position_metrics
+from xmargin.dataset.feed import iso_minutes
 from xmargin.errors import ConfigError, DatasetError
 
 
@@ -151,7 +152,7 @@ class View:
             return self.round_quantity(key, notional / instrument.contract_size)
         price = self.price(key)
         if not math.isfinite(price):
-            moment = datetime.fromtimestamp(self._now / 1e9, tz=timezone.utc).strftime("%Y-%m-%d %H:%M")
+            moment = iso_minutes(self._now)
             raise ValueError(f"quantity_for({key!r}, {notional!r}): {key} has no price at {moment} (no bar of it "
                              "yet, or none in the dataset); size its orders once view.price(key) is a number, or "
                              "start the run after its first bar")
