@@ -58,14 +58,23 @@ def exposure_series(positions: pl.DataFrame, collateral: pl.DataFrame,
         keys = snapshots.select(SNAPSHOT).unique()
         positions = positions.join(keys, on=SNAPSHOT, how="semi")
         collateral = collateral.join(keys, on=SNAPSHOT, how="semi")
-    perps = position_exposure(positions, collateral).select("ts", "underlying", "usd")
-    spot = (collateral.filter(~pl.col("asset").is_in(list(STABLECOINS)) & (pl.col("balance") != 0))
+    return series_of_legs(position_exposure(positions, collateral).select("ts", "underlying", "usd"),
+                          spot_exposure(collateral), pl.concat([collateral.select("ts"), positions.select("ts")]))
+
+
+def spot_exposure(collateral: pl.DataFrame) -> pl.DataFrame:
+    """The spot legs of `collateral` rows (ts, underlying, usd): balances of assets other than stablecoins."""
+    return (collateral.filter(~pl.col("asset").is_in(list(STABLECOINS)) & (pl.col("balance") != 0))
             .select("ts", pl.col("asset").alias("underlying"), pl.col("value").alias("usd")))
+
+
+def series_of_legs(perps: pl.DataFrame, spot: pl.DataFrame, times: pl.DataFrame) -> pl.DataFrame:
+    """`exposure_series` from its legs (ts, underlying, usd: `position_exposure`, `spot_exposure`) and
+    the snapshot times (ts, repeats allowed): what a reader of the tables a batch at a time gathers."""
     legs = pl.concat([perps, spot])
     held = (legs.group_by("ts", "underlying")
             .agg(pl.col("usd").abs().sum().alias("gross"), pl.col("usd").sum().alias("net")))
-    times = pl.concat([collateral.select("ts"), positions.select("ts")]).unique()
-    return (times.join(legs.select("underlying").unique(), how="cross")
+    return (times.unique().join(legs.select("underlying").unique(), how="cross")
             .join(held, on=["ts", "underlying"], how="left")
             .with_columns(pl.col("gross").fill_null(0.0), pl.col("net").fill_null(0.0))
             .sort("underlying", "ts"))

@@ -22,9 +22,11 @@ from __future__ import annotations
 
 import re
 
+import attrs
 import polars as pl
 
-from xmargin.analysis.exposure import exposure_figures, exposure_series, hedged_underlyings, underlying_of
+from xmargin.analysis.exposure import (exposure_figures, hedged_underlyings, position_exposure, series_of_legs,
+                                       spot_exposure, underlying_of)
 from xmargin.analysis.performance import book, figures, flow_adjusted, flows, transfer_values, usd_values
 from xmargin.margin.collateral import STABLECOINS
 
@@ -39,13 +41,25 @@ SNAPSHOT = ["ts", "reason", "events_applied", "exchange"]
 def account_equity(collateral: pl.DataFrame, positions: pl.DataFrame) -> pl.DataFrame:
     """USD equity per account per snapshot: balances at their price + isolated margin + unrealised
     PnL, each position's money at its settle asset's price at that snapshot (stablecoins at 1)."""
-    balances = collateral.group_by(SNAPSHOT).agg(pl.col("value").sum().alias("balances"))
+    return _equity_of(_balances(collateral), _held(positions, collateral))
+
+
+def _balances(collateral: pl.DataFrame) -> pl.DataFrame:
+    return collateral.group_by(SNAPSHOT).agg(pl.col("value").sum().alias("balances"))
+
+
+def _held(positions: pl.DataFrame, collateral: pl.DataFrame) -> pl.DataFrame:
+    """Per snapshot: the positions' isolated margin + unrealised PnL in USD (`collateral` gives the
+    prices of settle assets other than stablecoins; it may hold only those rows)."""
     prices = collateral.select(*SNAPSHOT, "asset", pl.col("price").alias("settle_price"))
     price = (pl.when(pl.col("asset").is_in(list(STABLECOINS))).then(1.0)
              .otherwise(pl.col("settle_price").fill_null(1.0)))
-    held = (positions.join(prices, on=[*SNAPSHOT, "asset"], how="left")
+    return (positions.join(prices, on=[*SNAPSHOT, "asset"], how="left")
             .group_by(SNAPSHOT).agg(((pl.col("isolated_margin") + pl.col("unrealized_pnl")) * price).sum()
                                     .alias("positions")))
+
+
+def _equity_of(balances: pl.DataFrame, held: pl.DataFrame) -> pl.DataFrame:
     return (balances.join(held, on=SNAPSHOT, how="full", coalesce=True)
             .with_columns(pl.col("balances").fill_null(0.0), pl.col("positions").fill_null(0.0))
             .with_columns((pl.col("balances") + pl.col("positions")).alias("equity"))
@@ -82,15 +96,20 @@ def rejections(events: pl.DataFrame) -> list[dict]:
             for row in grouped.sort("first_ts").iter_rows(named=True)]
 
 
-def _pool_prices(equity: pl.DataFrame, collateral: pl.DataFrame, positions: pl.DataFrame) -> pl.DataFrame:
+def _coin_marks(positions: pl.DataFrame) -> pl.DataFrame:
+    """Rows (snapshot, asset, mark_price) of positions on a coin settled in that coin (an inverse
+    contract's): the coin's price where the collateral table has none."""
+    return (positions.filter(~pl.col("asset").is_in(list(STABLECOINS)))  # (a stablecoin pool is at 1: no text work)
+            .filter(pl.col("asset") == underlying_of(pl.col("instrument")))
+            .select(*SNAPSHOT, "asset", "mark_price"))
+
+
+def _pool_prices(equity: pl.DataFrame, collateral: pl.DataFrame, marks: pl.DataFrame) -> pl.DataFrame:
     """`equity` (a margin pool per row) with `pool_price`, the USD price of the pool's asset at that
     snapshot: 1 for stablecoins and multi-asset "USD" pools; a coin (a coin-margined pool) at the
-    collateral table's price, else at the mark of a position on that coin settled in it (an inverse
-    contract's)."""
+    collateral table's price, else at the mark of a position on that coin settled in it (`_coin_marks`)."""
     prices = collateral.select(*SNAPSHOT, "asset", "price").unique([*SNAPSHOT, "asset"], keep="first")
-    marks = (positions.filter(~pl.col("asset").is_in(list(STABLECOINS)))  # (a stablecoin pool is at 1: no text work)
-             .filter(pl.col("asset") == underlying_of(pl.col("instrument")))
-             .select(*SNAPSHOT, "asset", "mark_price").unique([*SNAPSHOT, "asset"], keep="first"))
+    marks = marks.unique([*SNAPSHOT, "asset"], keep="first")
     price = (pl.when(pl.col("asset").is_in(list(STABLECOINS))).then(1.0)
              .otherwise(pl.coalesce("price", "mark_price")))
     return (equity.join(prices, on=[*SNAPSHOT, "asset"], how="left", maintain_order="left")
@@ -101,9 +120,71 @@ def _pool_prices(equity: pl.DataFrame, collateral: pl.DataFrame, positions: pl.D
 def committed_margin(equity: pl.DataFrame, collateral: pl.DataFrame, positions: pl.DataFrame) -> pl.DataFrame:
     """Per snapshot and exchange: `committed`, the USD value of its pools' initial margin + isolated
     margin (each pool's in its asset, at `_pool_prices`)."""
-    return (_pool_prices(equity, collateral, positions).group_by(SNAPSHOT, maintain_order=True)
+    return _committed(equity, collateral, _coin_marks(positions))
+
+
+def _committed(equity: pl.DataFrame, collateral: pl.DataFrame, marks: pl.DataFrame) -> pl.DataFrame:
+    return (_pool_prices(equity, collateral, marks).group_by(SNAPSHOT, maintain_order=True)
             .agg(((pl.col("initial_margin") + pl.col("isolated_margin")) * pl.col("pool_price")).sum()
                  .alias("committed")))
+
+
+@attrs.frozen(eq=False)
+class SnapshotFigures:
+    """What the summary reads of the valuation tables (equity, collateral, positions), reduced to
+    per-snapshot sums and the few rows its figures pick from, so that a reader of the written tables
+    holds one record batch of them at a time (`xmargin.output.writer.summary_from_folder`).
+    `snapshot_figures` builds the same frames from whole tables."""
+
+    exchanges: tuple  # the exchanges of the equity table
+    equity_by_account: pl.DataFrame  # account_equity
+    committed: pl.DataFrame  # committed_margin
+    exposure: pl.DataFrame  # exposure_series at the sample snapshots
+    valued: pl.DataFrame  # equity rows of the start, sample and final snapshots
+    isolated: pl.DataFrame  # isolated positions' rows of those snapshots
+    coins: pl.DataFrame  # collateral rows of assets other than stablecoins: the prices `usd_values` reads
+
+
+def coin_rows(collateral: pl.DataFrame) -> pl.DataFrame:
+    """The collateral rows whose asset is not a stablecoin (`SnapshotFigures.coins`)."""
+    return collateral.filter(~pl.col("asset").is_in(list(STABLECOINS)))
+
+
+def snapshot_figures(equity: pl.DataFrame, collateral: pl.DataFrame, positions: pl.DataFrame) -> SnapshotFigures:
+    """`SnapshotFigures` of whole tables."""
+    return figures_in_parts(coin_rows(collateral), [collateral], [positions], [equity])
+
+
+def figures_in_parts(coins: pl.DataFrame, collateral, positions, equity) -> SnapshotFigures:
+    """`SnapshotFigures` from the tables given as iterables of at least one part each, every part
+    holding whole snapshots (in table order; read in this order: collateral, positions, equity). `coins`: `coin_rows` of the
+    whole collateral table. Per-snapshot sums are those of whole tables: a snapshot's rows are summed
+    in the same order either way."""
+    balances, sample_times = [], []
+    for part in collateral:
+        balances.append(_balances(part))
+        sample_times.append(part.filter(pl.col("reason") == "sample").select("ts").unique())
+    sample_coins = coins.filter(pl.col("reason") == "sample")
+    held, marks, perps, isolated = [], [], [], []
+    for part in positions:
+        held.append(_held(part, coins))
+        marks.append(_coin_marks(part))
+        sampled = part.filter(pl.col("reason") == "sample")
+        perps.append(position_exposure(sampled, sample_coins).select("ts", "underlying", "usd"))
+        sample_times.append(sampled.select("ts").unique())
+        isolated.append(part.filter((pl.col("margin_mode") == "isolated") & (pl.col("reason") != "event")))
+    marks = pl.concat(marks)
+    committed, valued, exchanges = [], [], set()
+    for part in equity:
+        committed.append(_committed(part, coins, marks))
+        valued.append(part.filter(pl.col("reason") != "event"))
+        exchanges.update(part["exchange"].unique().to_list())
+    return SnapshotFigures(
+        exchanges=tuple(sorted(exchanges)),
+        equity_by_account=_equity_of(pl.concat(balances), pl.concat(held)),
+        committed=pl.concat(committed),
+        exposure=series_of_legs(pl.concat(perps), spot_exposure(sample_coins), pl.concat(sample_times)),
+        valued=pl.concat(valued), isolated=pl.concat(isolated), coins=coins)
 
 
 def _headroom(moments: pl.DataFrame) -> dict | None:
@@ -138,8 +219,16 @@ def summarize(events: pl.DataFrame, equity: pl.DataFrame, meta: dict, collateral
               positions: pl.DataFrame | None = None, one_legged_ratio: float = 0.5,
               one_legged_after_hours: float = 8.0) -> dict:
     """Build summary.json's content from the run's tables."""
-    exchanges = sorted(set(equity["exchange"].unique().to_list()) | set(events["exchange"].unique().to_list()))
-    equity_by_account = account_equity(collateral, positions)
+    return summarize_figures(events, snapshot_figures(equity, collateral, positions), meta, one_legged_ratio,
+                             one_legged_after_hours)
+
+
+def summarize_figures(events: pl.DataFrame, snapshots: SnapshotFigures, meta: dict, one_legged_ratio: float = 0.5,
+                      one_legged_after_hours: float = 8.0) -> dict:
+    """`summarize` from the event log and the valuation tables' `SnapshotFigures`."""
+    exchanges = sorted(set(snapshots.exchanges) | set(events["exchange"].unique().to_list()))
+    equity_by_account = snapshots.equity_by_account
+    collateral = snapshots.coins  # (the prices of money other than stablecoins, which count at 1)
     deposits_usd = usd_values(events.filter(pl.col("type") == "CollateralDeposited")
                                .select("ts", "exchange", "asset", "amount"), collateral, "amount")
     sent_usd, arrived_usd = transfer_values(events, collateral)  # both legs at the value sent
@@ -149,7 +238,7 @@ def summarize(events: pl.DataFrame, equity: pl.DataFrame, meta: dict, collateral
         "ContractExpired",
         "OrderFilled", "OrderRejected", "TransferSent", "TransferArrived", "MarginWarningRaised")}
     adjusted = flow_adjusted_equity(events, collateral, equity_by_account)
-    committed_by_snapshot = committed_margin(equity, collateral, positions)
+    committed_by_snapshot = snapshots.committed
     per_exchange = {}
     for exchange in exchanges:
         def total(kind, column="amount", exchange=exchange):
@@ -162,13 +251,12 @@ def summarize(events: pl.DataFrame, equity: pl.DataFrame, meta: dict, collateral
                 return _f(frame[column].sum())
             return _f(usd_values(frame.select("ts", "exchange", "asset", column), collateral, column)["usd"].sum())
 
-        rows = equity.filter(pl.col("exchange") == exchange)
         # the moments whose marks are those of their own time (start, samples at bar closes, end): an event
         # snapshot carries the marks of its bar's close but is stamped with the event's time (a funding or a
         # fill at the bar's open, a liquidation inside it), so a margin ratio or distance read there belongs
         # to a later moment (or to a state a later event of the bar replaced); warnings and liquidations
         # come in below at their own time
-        valued = rows.filter(pl.col("reason") != "event")
+        valued = snapshots.valued.filter(pl.col("exchange") == exchange)
         liquidated = by_type["PositionLiquidated"].filter(pl.col("exchange") == exchange)
         history = equity_by_account.filter(pl.col("exchange") == exchange)
         series = adjusted.filter(pl.col("exchange") == exchange)
@@ -187,8 +275,7 @@ def summarize(events: pl.DataFrame, equity: pl.DataFrame, meta: dict, collateral
             warned.filter(pool_warning).select("ts", "margin_ratio"),
             liquidated.filter(~pl.col("isolated").fill_null(False)).select("ts", pl.lit(1.0).alias("margin_ratio")),
         ]))
-        own_positions = positions.filter((pl.col("exchange") == exchange) & (pl.col("margin_mode") == "isolated")
-                                         & (pl.col("reason") != "event"))
+        own_positions = snapshots.isolated.filter(pl.col("exchange") == exchange)
         isolated_equity = pl.col("isolated_margin") + pl.col("unrealized_pnl")
         lowest_isolated = _headroom(pl.concat([
             own_positions.filter(pl.col("maintenance_margin") > 0).select(
@@ -248,7 +335,7 @@ def summarize(events: pl.DataFrame, equity: pl.DataFrame, meta: dict, collateral
     totals.update(max_drawdown=whole["max_drawdown"], collateral_consumed=whole["collateral_consumed"],
                   drawdown=whole["drawdown"], statistics=whole["statistics"],
                   rejected_orders=sum(v["rejected_orders"] for v in per_exchange.values()))
-    exposure = exposure_figures(exposure_series(positions, collateral), hedged_underlyings(events, collateral),
+    exposure = exposure_figures(snapshots.exposure, hedged_underlyings(events, collateral),
                                 one_legged_ratio, one_legged_after_hours)
     rejected = rejections(events)
     warnings = []

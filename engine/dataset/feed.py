@@ -23,6 +23,7 @@ import polars as pl
 from xmargin._arrays import sorted_unique
 from xmargin.dataset.batches import series_index
 from xmargin.dataset.manifest import KINDS, DatasetManifest, read_manifest
+from xmargin.dataset.paging import store_for
 from xmargin.dataset.tables import not_a_file, scan, table_files
 from xmargin.errors import DatasetError
 
@@ -39,7 +40,9 @@ def timeframe_ns(timeframe: str) -> int:
 
 @attrs.frozen(eq=False)
 class Feed:
-    """Dense market arrays of shape (timestamps, instruments); `ts` is each bar's open (ns, UTC)."""
+    """Dense market arrays of shape (timestamps, instruments), column-major (an instrument's history
+    is contiguous); `ts` is each bar's open (ns, UTC). `paged`: the `xmargin.dataset.paging.PagedArrays`
+    holding them when they are mapped from a file (a long book loaded for a run folder), else None."""
 
     keys: tuple[str, ...]
     ts: np.ndarray
@@ -60,6 +63,7 @@ class Feed:
     funding_ts: np.ndarray
     fingerprint: str
     warnings: tuple = ()  # (instrument key, message, check): what a run trading that instrument must repeat
+    paged: object = attrs.field(default=None, repr=False)
     funding_by_column: dict = attrs.field(init=False, repr=False)
     _columns: dict = attrs.field(init=False, repr=False, eq=False)  # key -> array column
 
@@ -89,6 +93,12 @@ class Feed:
     @property
     def bars(self) -> int:
         return int(self.has_bar.sum())
+
+    def release(self, before_row: int | None = None) -> None:
+        """Give the memory of rows [0, before_row) of a paged feed's arrays (all rows when None) back
+        to the system; reading them later brings the same numbers back. Nothing for a feed in memory."""
+        if self.paged is not None:
+            self.paged.release(before_row)
 
 
 def _in_batches(query: pl.LazyFrame):
@@ -205,7 +215,7 @@ BATCH_ROWS = 262_144  # rows of one instrument's prices in memory at a time whil
 
 
 def load_feed(folder: str | Path, keys: list[str], start: datetime | None = None,
-              end: datetime | None = None, timeframe: str | None = None) -> Feed:
+              end: datetime | None = None, timeframe: str | None = None, scratch: str | Path | None = None) -> Feed:
     """Load the bars, marks and funding of `keys` (`exchange:symbol`) in [start, end).
 
     A dataset may hold several bar timeframes of one instrument (e.g. 5m and 1h): `timeframe` picks
@@ -214,9 +224,12 @@ def load_feed(folder: str | Path, keys: list[str], start: datetime | None = None
 
     A file that cannot be read (a run with the validation skipped: a missing or damaged Parquet
     file) is a DatasetError naming the dataset, the reader's message (with the file) and the check
-    that lists every such file with its fix."""
+    that lists every such file with its fix.
+
+    `scratch`: a folder on disk (a run's own folder) where a feed larger than
+    `xmargin.dataset.paging.PAGED_ABOVE_BYTES` is kept in a file-backed mapping (`Feed.release`)."""
     try:
-        return _load_feed(folder, keys, start, end, timeframe)
+        return _load_feed(folder, keys, start, end, timeframe, scratch)
     except READ_ERRORS as exc:
         raise unreadable_dataset(folder, exc) from exc
 
@@ -251,7 +264,7 @@ def _first_unreadable(folder: Path) -> str | None:
 
 
 def _load_feed(folder: str | Path, keys: list[str], start: datetime | None, end: datetime | None,
-               timeframe: str | None) -> Feed:
+               timeframe: str | None, scratch: str | Path | None = None) -> Feed:
     manifest: DatasetManifest = read_manifest(folder)
     declared = set(manifest.keys)
     unknown = [k for k in keys if k not in declared]
@@ -330,8 +343,18 @@ def _load_feed(folder: str | Path, keys: list[str], start: datetime | None, end:
     groups = _groups([len(t) for t in times], BATCH_ROWS)
     del times  # (every instrument's timestamps: a four-year book's are 17 MB each)
     shape = (len(ts), len(keys))
-    has_bar = np.zeros(shape, dtype=bool)
-    open_, high, low, close = (np.full(shape, np.nan) for _ in range(4))
+    marked = bool(table_files(folder, "mark"))
+    store = store_for(scratch, len(ts) * (8 + len(keys) * (4 * 8 * (2 if marked else 1) + 1)))
+    if store is not None:
+        ts = store.copy(ts)
+
+    def new_array(dtype, fill):
+        if store is not None:
+            return store.empty(shape, dtype, fill)
+        return np.full(shape, fill, dtype=dtype, order="F")
+
+    has_bar = new_array(bool, False)
+    open_, high, low, close = (new_array(np.float64, np.nan) for _ in range(4))
     written: dict[int, int] = {}  # column -> rows of its instrument written so far
     prices = ["open", "high", "low", "close"]
     for column, frame in _grouped_frames(groups, lambda c: instrument_query(keys[c], prices)):
@@ -345,10 +368,18 @@ def _load_feed(folder: str | Path, keys: list[str], start: datetime | None, end:
         for name, target in zip(prices, (open_, high, low, close)):
             target[row, column] = frame[name].to_numpy()
         del frame
-    if not has_bar.all():  # a missing bar is flat at the last close (nothing to fill when none is missing)
-        close = _carry_forward(close, has_bar)
-        for target in (open_, high, low):
-            np.copyto(target, close, where=~has_bar)
+        if store is not None and isinstance(row, slice):  # (rows written in order: those before are done)
+            for target in (has_bar, open_, high, low, close):
+                store.release_column(target, column, row.stop)
+    for column in range(len(keys)):  # a missing bar is flat at the last close
+        missing = ~has_bar[:, column]
+        if missing.any():
+            close[:, column] = _carry_forward(close[:, column:column + 1], has_bar[:, column:column + 1])[:, 0]
+            for target in (open_, high, low):
+                np.copyto(target[:, column], close[:, column], where=missing)
+        if store is not None:
+            for target in (has_bar, open_, high, low, close):
+                store.release_column(target, column)
 
     mark_source = {k: "last" for k in keys}
     warnings = [(key, f"{key}: no bars between {iso_minutes(int(ts[0]))} and {iso_minutes(int(ts[-1]) + bar_ns)}; nothing on it "
@@ -362,7 +393,7 @@ def _load_feed(folder: str | Path, keys: list[str], start: datetime | None, end:
         # prices, made at the first such row); a mark between bars is not used.
         own_marks = _files_by_instrument(mark_files)
         attributed = {path for paths in own_marks.values() for path in paths}
-        present = np.zeros(shape, dtype=bool)
+        present = np.zeros(shape, dtype=bool, order="F")
         copied = False
         for column, key in enumerate(keys):
             exchange, symbol = key.split(":", 1)
@@ -382,7 +413,7 @@ def _load_feed(folder: str | Path, keys: list[str], start: datetime | None, end:
                 if not ok.any():
                     continue
                 if not copied:
-                    mark = [array.copy() for array in mark]
+                    mark = [array.copy(order="F") if store is None else store.copy(array) for array in mark]
                     copied = True
                 rows = mrow[ok]
                 present[rows, column] = True
@@ -391,6 +422,9 @@ def _load_feed(folder: str | Path, keys: list[str], start: datetime | None, end:
                 del frame
             if present[:, column].any():
                 mark_source[key] = "mark"
+            if store is not None and copied:
+                for target in mark:
+                    store.release_column(target, column)
         # Where a mark series has holes inside the run, carry the mark close, not the last price;
         # after its last row the last price takes over (a stale mark would freeze PnL and margin).
         for c, k in enumerate(keys):
@@ -424,9 +458,11 @@ def _load_feed(folder: str | Path, keys: list[str], start: datetime | None, end:
     contained = (funding_row >= 0) & (ts[np.maximum(funding_row, 0)] + bar_ns > funding_ts)
     funding_row = np.where(contained, funding_row, funding_row + 1)
     inside = (funding_row < len(ts)) & (funding_row >= 0) & (funding_ts >= ts[0])
+    if store is not None:
+        store.release()
     return Feed(keys=tuple(keys), ts=ts, bar_ns=bar_ns, open=open_, high=high, low=low, close=close,
                 has_bar=has_bar, mark_open=mark[0], mark_high=mark[1], mark_low=mark[2], mark_close=mark[3],
                 mark_source=mark_source, funding_row=funding_row[inside],
                 funding_column=funding["column"].to_numpy()[inside].astype(np.int64),
                 funding_rate=funding["funding_rate"].to_numpy()[inside], funding_ts=funding_ts[inside],
-                fingerprint=fingerprint(folder), warnings=tuple(warnings))
+                fingerprint=fingerprint(folder), warnings=tuple(warnings), paged=store)

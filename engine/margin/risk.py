@@ -110,6 +110,7 @@ class PlannedExtremes:
     would copy the marks)."""
 
     MIN_ROWS = 8
+    PLAN_ROWS = 262_144  # rows of marks read per block while planning
 
     def __init__(self, feed, boundaries):
         self._feed = feed
@@ -127,8 +128,22 @@ class PlannedExtremes:
             return
         self._starts = starts.tolist()
         self._stops = [*self._starts[1:], total]
-        self._highs = np.maximum.reduceat(feed.mark_high, starts, axis=0)
-        self._lows = np.minimum.reduceat(feed.mark_low, starts, axis=0)
+        # in blocks of about PLAN_ROWS rows, each block's pages given back after it (a paged feed)
+        highs, lows = [], []
+        release = getattr(feed, "release", None)  # (a Feed; a stand-in with bare arrays has nothing to give back)
+        first = 0
+        while first < len(starts):
+            last = int(np.searchsorted(starts, starts[first] + self.PLAN_ROWS, side="right"))
+            last = max(last, first + 1)
+            begin, end = int(starts[first]), int(starts[last]) if last < len(starts) else total
+            offsets = starts[first:last] - begin
+            highs.append(np.maximum.reduceat(feed.mark_high[begin:end], offsets, axis=0))
+            lows.append(np.minimum.reduceat(feed.mark_low[begin:end], offsets, axis=0))
+            if release is not None:
+                release(end)
+            first = last
+        self._highs = np.concatenate(highs)
+        self._lows = np.concatenate(lows)
 
     def __call__(self, start: int, stop: int) -> tuple[list, list]:
         if self._starts is None:

@@ -28,7 +28,7 @@ import pyarrow as pa
 
 from xmargin._version import __version__
 from xmargin.analysis.distance import distance_table, equity_distances
-from xmargin.analysis.summary import COLUMNS as SUMMARY_COLUMNS, summarize
+from xmargin.analysis.summary import COLUMNS as SUMMARY_COLUMNS, coin_rows, figures_in_parts, summarize, summarize_figures
 from xmargin.dataset.feed import iso_minutes
 from xmargin.errors import RunError
 from xmargin.margin.modes import venue_mode
@@ -202,17 +202,40 @@ def summary_options(result) -> dict:
 
 
 def summary_from_folder(folder: Path, meta: dict, options: dict) -> dict:
-    """The run summary computed from the tables written in `folder` (read back, not rebuilt): only
-    the columns `summarize` reads (`summary.COLUMNS`), so memory grows with those, not with every
-    table. `meta`: `run_meta`; `options`: `summary_options`."""
-    def read(name):
-        table = pl.scan_ipc(folder / f"{name}.arrow")
-        present = set(table.collect_schema().names())
-        # rechunked: sums as over one table
-        return table.select([c for c in SUMMARY_COLUMNS[name] if c in present]).collect().rechunk()
+    """The run summary computed from the tables written in `folder` (read back, not rebuilt): the
+    event log's columns `summarize` reads (`summary.COLUMNS`), and the valuation tables a record
+    batch at a time, reduced as they are read (`summary.figures_in_parts`): memory grows with the
+    log and the snapshots' count, not with the valuation tables' rows. `meta`: `run_meta`;
+    `options`: `summary_options`."""
+    table = pl.scan_ipc(folder / "events.arrow")
+    present = set(table.collect_schema().names())
+    # rechunked: sums as over one table
+    events = table.select([c for c in SUMMARY_COLUMNS["events"] if c in present]).collect().rechunk()
+    coins = pl.concat(list(map(coin_rows, _snapshot_parts(folder, "collateral"))))
+    snapshots = figures_in_parts(coins, _snapshot_parts(folder, "collateral"), _snapshot_parts(folder, "positions"),
+                                 _snapshot_parts(folder, "equity"))
+    return summarize_figures(events, snapshots, meta, options["one_legged_ratio"], options["one_legged_after_hours"])
 
-    return summarize(read("events"), read("equity"), meta, collateral=read("collateral"),
-                     positions=read("positions"), **options)
+
+def _snapshot_parts(folder: Path, name: str):
+    """The summary's columns of a valuation table, a record batch at a time, as polars frames holding
+    whole moments (the rows of the batch's last moment go with the next batch: a moment, the
+    snapshots of one (events_applied, ts), is never split); at least one frame (empty for no rows)."""
+    with pa.OSFile(str(folder / BY_NAME[name].file), "rb") as source:
+        reader = pa.ipc.open_file(source)
+        columns = [c for c in SUMMARY_COLUMNS[name] if c in reader.schema.names]
+        held = pl.from_arrow(reader.schema.empty_table().select(columns))
+        for index in range(reader.num_record_batches):
+            batch = pl.concat([held, pl.from_arrow(reader.get_batch(index).select(columns))], rechunk=True)
+            if not batch.height:
+                continue
+            last = batch.select(pl.col("events_applied").last(), pl.col("ts").last()).row(0)
+            moment = (pl.col("events_applied") == last[0]) & (pl.col("ts") == last[1])
+            cut = batch.height - int(batch.select(moment.cast(pl.Int32).reverse().cum_min().sum()).item())
+            if cut:
+                yield batch[:cut]
+            held = batch[cut:]
+        yield held
 
 
 def _snapshot_chunks(snapshots, limit: int | None = None):
@@ -250,6 +273,7 @@ def _valuation_parts(result, progress: ProgressLine | None = None):
         yield {"equity": equity_distances(pl.from_arrow(equity), distance).to_arrow(), "positions": positions,
                "distance": distance.to_arrow(), "collateral": collateral}
         del stacked, equity, positions, collateral, distance
+        result.feed.release()  # a paged feed: the rows this chunk read
         return_free_memory()  # the chunk's arrays, once written (the caller drops its tables first)
 
 

@@ -229,6 +229,7 @@ class RunResult:
         return_free_memory(collect=self.feed is None)  # once the snapshots are gone, few objects are left to scan
 
 
+RELEASE_ROWS = 65_536  # rows between two releases of a paged feed's passed rows (45 days of 1-minute bars)
 GC_YOUNG_THRESHOLD = 20_000  # net new container objects between young collections while a run is in progress
 
 
@@ -282,12 +283,14 @@ class Backtest:
     """One run: build it from a validated `RunConfig`, call `run()`."""
 
     def __init__(self, config, feed: Feed | None = None, catalog: Catalog | None = None, strategy=None,
-                 shocks=(), progress: bool = False, input_warnings=(), event_file=None):
+                 shocks=(), progress: bool = False, input_warnings=(), event_file=None, scratch=None):
         """`input_warnings`: the dataset validation's warnings (Problems); the summary repeats those
         about instruments the run trades, with the run's own. `event_file`: an
         `xmargin.output.eventlog.EventFile` that takes the log a full record batch at a time while
         the run goes on (memory then holds at most one batch of events); the writer finishes it, and
-        whoever made it closes it if the run fails (`xmargin.sim.runner.execute`)."""
+        whoever made it closes it if the run fails (`xmargin.sim.runner.execute`). `scratch`: a folder
+        on disk (the run's own) where a long book's price arrays are kept in a file-backed mapping
+        whose passed rows the loop gives back (`xmargin.dataset.paging`)."""
         from xmargin.dataset.manifest import read_manifest
 
         started = time.perf_counter()
@@ -295,7 +298,7 @@ class Backtest:
         self.catalog = catalog or build_catalog(config, read_manifest(config.dataset))
         self._unbracketed = {} if catalog is not None else unbracketed(config, self.catalog)
         self.feed = feed or load_feed(config.dataset, list(self.catalog.tradables), config.start, config.end,
-                                      config.timeframe)
+                                      config.timeframe, scratch=scratch)
         check_sample_interval(config.sample_interval_ns, self.feed.bar_ns)
         start_ns = int(self.feed.ts[0])  # the rule tables and portfolio variants in force at the first bar
         self.catalog = self.catalog.with_rules_in_force(
@@ -466,6 +469,8 @@ class Backtest:
         slippage = config.slippage_bps / 10_000.0
         progress = ProgressLine(self.progress)
         row = 0
+        release_at = RELEASE_ROWS if feed.paged is not None else total + 1
+        feed.release()  # (what planning the run read of a paged feed)
         while row < total and not self.ledger.stopped:
             self.context.row = row
             ts = int(feed.ts[row])
@@ -523,10 +528,14 @@ class Backtest:
             if reasons:
                 self._wake(last_row, tuple(dict.fromkeys(reasons)), tuple(wake_events))
             row = stop
+            if row >= release_at:  # a paged feed: the rows passed leave memory (a look back reads them again)
+                feed.release(row)
+                release_at = row + RELEASE_ROWS
             if self.progress and progress.due():
                 progress.say(f"{np.datetime64(int(feed.ts[min(row, total - 1)]), 'ns').astype('datetime64[m]')}  "
                              f"{100 * row / total:5.1f} %  {self._event_count():,} events")
         progress.done()
+        feed.release()
         final_row = min(row, total) - 1
         self._snapshot(final_row, int(feed.ts[final_row]) + feed.bar_ns, "final", sorted(self.catalog.venues))
         run_seconds = time.perf_counter() - started - self._spill_seconds

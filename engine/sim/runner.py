@@ -53,7 +53,7 @@ def execute(config, out: Path | None = None, run_id: str | None = None, progress
             # not kept: the log goes to the folder's events.arrow a record batch at a time during the run
             event_file = None if keep_result else EventFile(reservation.partial / "events.arrow")
             backtest = Backtest(config, progress=progress, input_warnings=warnings, event_file=event_file,
-                                **backtest_options)
+                                scratch=reservation.partial, **backtest_options)
             result = backtest.run()
         except OSError as exc:  # (writing events.arrow during the run)
             if exc.errno == errno.ENOSPC:

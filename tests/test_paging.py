@@ -1,0 +1,96 @@
+"""xmargin.dataset.paging: a long book's price arrays in a file-backed mapping whose pages a run gives
+back as it passes them. The numbers never change (the same arrays, the same run folder byte for byte);
+only the memory the process holds does."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import xmargin.dataset.paging as paging
+import xmargin.sim.loop as loop
+from xmargin.config import load_config
+from xmargin.dataset.feed import load_feed
+from xmargin.dataset.paging import PagedArrays
+from xmargin.sim.runner import execute
+
+ROOT = Path(__file__).resolve().parents[1]
+linux_only = pytest.mark.skipif(not paging.available(), reason="paging needs Linux madvise(MADV_DONTNEED)")
+
+
+def _resident_file_mb() -> float:
+    """This process's resident file-backed memory (Linux /proc/self/status RssFile), MB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("RssFile:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no RssFile in /proc/self/status")
+
+
+@linux_only
+def test_released_rows_keep_their_numbers(tmp_path):
+    store = PagedArrays(tmp_path)
+    prices = store.empty((5_000, 3), np.float64, fill=np.nan)
+    assert prices.flags.f_contiguous and np.isnan(prices).all()
+    expected = np.arange(15_000, dtype=np.float64).reshape(3, 5_000).T * 1.5
+    prices[:] = expected
+    times = store.copy(np.arange(5_000, dtype=np.int64) * 60)
+    store.release(2_500)
+    assert np.array_equal(prices, expected) and times[4_999] == 299_940
+    store.release()
+    assert np.array_equal(prices, expected)
+    assert list(tmp_path.iterdir()) == []  # the file has no name: nothing is left in the run folder
+
+
+@linux_only
+def test_release_gives_the_pages_back(tmp_path):
+    store = PagedArrays(tmp_path)
+    array = store.empty((2_000_000, 4), np.float64)  # 64 MB
+    array[:] = 1.0
+    written = _resident_file_mb()
+    store.release(1_000_000)  # half of every column
+    half = _resident_file_mb()
+    store.release()
+    released = _resident_file_mb()
+    assert written - half > 28 and written - released > 60, (written, half, released)
+    assert float(array[1_999_999, 3]) == 1.0  # read back from the file
+
+
+@linux_only
+def test_a_paged_feed_holds_the_same_arrays(monkeypatch, tmp_path):
+    config = load_config(ROOT / "examples/demo.toml")
+    keys = ["binance:BTC/USDT:USDT", "hyperliquid:BTC/USDC:USDC"]
+    plain = load_feed(config.dataset, keys, config.start, config.end, scratch=tmp_path)
+    assert plain.paged is None  # small: kept in memory
+    monkeypatch.setattr(paging, "PAGED_ABOVE_BYTES", -1)
+    paged = load_feed(config.dataset, keys, config.start, config.end, scratch=tmp_path)
+    assert paged.paged is not None
+    for name in ("ts", "open", "high", "low", "close", "has_bar", "mark_open", "mark_high", "mark_low", "mark_close"):
+        a, b = getattr(plain, name), getattr(paged, name)
+        assert a.dtype == b.dtype and a.shape == b.shape and a.tobytes(order="F") == b.tobytes(order="F"), name
+    assert paged.mark_source == plain.mark_source and np.array_equal(paged.funding_row, plain.funding_row)
+
+
+@linux_only
+@pytest.mark.parametrize("example", ["demo", "basis_carry"])
+def test_a_paged_run_writes_the_same_folder(monkeypatch, tmp_path, example):
+    config = load_config(ROOT / f"examples/{example}.toml", out=str(tmp_path))
+    plain = execute(config, run_id="plain", keep_result=False)
+    monkeypatch.setattr(paging, "PAGED_ABOVE_BYTES", -1)
+    monkeypatch.setattr(loop, "RELEASE_ROWS", 97)  # releases all along the run
+    paged = execute(config, run_id="paged", keep_result=False)
+    files = sorted(p.name for p in plain.path.iterdir() if p.suffix == ".arrow")
+    assert "events.arrow" in files and "equity.arrow" in files
+    for name in files:
+        assert (plain.path / name).read_bytes() == (paged.path / name).read_bytes(), name
+    timing = {"run_id": "", "run_seconds": 0, "load_seconds": 0}
+    assert {**plain.summary, **timing} == {**paged.summary, **timing}
+    assert sorted(p.name for p in paged.path.iterdir()) == sorted(p.name for p in plain.path.iterdir())
+
+
+def test_other_platforms_keep_the_feed_in_memory(monkeypatch, tmp_path):
+    monkeypatch.setattr(sys, "platform", "darwin")
+    assert not paging.available()
+    assert paging.store_for(tmp_path, 10 * 2**30) is None
