@@ -442,3 +442,52 @@ def test_a_run_failing_after_its_loop_closes_its_event_file(tmp_path, monkeypatc
         runner.execute(load_config(ROOT / "examples" / "demo.toml"), out=tmp_path, run_id="late", keep_result=False)
     assert opened and opened[0].written > 0 and opened[0]._sink.closed
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("rows", [23, 400])
+def test_snapshots_valued_during_the_run_write_the_tables_valued_after_it(tmp_path, monkeypatch, rows):
+    """`execute(keep_result=False)` values its snapshots a chunk at a time while the run goes on
+    (`xmargin.output.writer.ValuationFile`), so the run keeps none of its account states to its end:
+    with chunks small enough to be cut hundreds of times, every valuation table is byte for byte a
+    kept run's (valued after the run), the summary is the same, and the time spent is its own figure."""
+    from xmargin.config import load_config
+    from xmargin.output import writer
+    from xmargin.output.verify import verify_run
+    from xmargin.sim.runner import execute
+
+    monkeypatch.setattr(writer, "SNAPSHOT_ROWS", rows)
+    config = load_config(ROOT / "examples" / "basis_carry.toml")
+    kept = execute(config, out=tmp_path, run_id="kept")
+    dropped = execute(config, out=tmp_path, run_id="dropped", keep_result=False)
+    chunks = len(list(writer._snapshot_chunks(kept.result.snapshots)))
+    assert chunks > (100 if rows == 23 else 5)
+    for name in ("equity", "positions", "distance", "collateral"):
+        assert (kept.path / f"{name}.arrow").read_bytes() == (dropped.path / f"{name}.arrow").read_bytes(), name
+    timings = json.loads((dropped.path / "manifest.json").read_text())["timings"]
+    assert timings["valuation_seconds"] > 0 and "valuation_seconds" not in kept.result.timings
+    strip = ("run_id", "run_seconds", "load_seconds")
+    assert ({k: v for k, v in kept.summary.items() if k not in strip}
+            == {k: v for k, v in dropped.summary.items() if k not in strip})
+    assert verify_run(dropped.path) == []
+
+
+def test_a_run_failing_after_valued_chunks_leaves_no_folder(tmp_path, monkeypatch):
+    """A strategy that raises on its fifth wake when the valuation tables already hold chunks (one
+    snapshot's rows per chunk): the error is the strategy's, and nothing of the run is left."""
+    from xmargin.output import writer
+
+    monkeypatch.setattr(writer, "SNAPSHOT_ROWS", 1)
+    opened = []
+
+    class Recorded(writer.ValuationFile):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            opened.append(self)
+
+    monkeypatch.setattr("xmargin.sim.runner.ValuationFile", Recorded)
+    result = run_cli("run", str(ROOT / "examples" / "demo.toml"), "--out", str(tmp_path), "--no-validate",
+                     "--set", "run.strategy=tests.test_run:Crashes", "--run-id", "boom")
+    assert result.exit_code == 1, result.output
+    assert "strategy bug" in result.output and "No run folder was written" in result.output
+    assert list(tmp_path.iterdir()) == []
+    assert len(opened) == 1 and opened[0].seconds > 0 and opened[0]._context is None  # it had written, then closed

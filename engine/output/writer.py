@@ -17,6 +17,7 @@ import math
 import os
 import platform
 import shutil
+import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from datetime import datetime, timezone
@@ -238,26 +239,52 @@ def _snapshot_parts(folder: Path, name: str):
         yield held
 
 
-def _snapshot_chunks(snapshots, limit: int | None = None):
-    """Consecutive slices of `snapshots` holding about `limit` (default `SNAPSHOT_ROWS`) pool,
-    position and balance rows each."""
-    limit = SNAPSHOT_ROWS if limit is None else limit
-    start, rows = 0, 0
-    for n, snapshot in enumerate(snapshots):
+class _Chunks:
+    """Snapshots cut, as they come, into chunks of about `limit` (default `SNAPSHOT_ROWS`) pool,
+    position and balance rows, only between moments (ts, events applied): the snapshots of one
+    moment stay together."""
+
+    def __init__(self, limit: int | None = None):
+        self.limit = SNAPSHOT_ROWS if limit is None else limit
+        self.pending: list = []
+        self.rows = 0
+
+    def add(self, snapshot):
+        """Take `snapshot`; returns the chunk it closes (None while the chunk is not full)."""
+        full = None
+        if self.pending and self.rows >= self.limit and (snapshot.ts, snapshot.events_applied) != (
+                self.pending[-1].ts, self.pending[-1].events_applied):
+            full, self.pending, self.rows = self.pending, [], 0
+        self.pending.append(snapshot)
         account = snapshot.account
-        rows += 1 + len(account.positions) + len(account.balances)
-        # cut only between moments (ts, events applied): snapshots of one moment stay together
-        if rows >= limit and (n + 1 == len(snapshots) or (snapshots[n + 1].ts, snapshots[n + 1].events_applied)
-                              != (snapshot.ts, snapshot.events_applied)):
-            yield snapshots[start:n + 1]
-            start, rows = n + 1, 0
-    if start < len(snapshots):
-        yield snapshots[start:]
+        self.rows += 1 + len(account.positions) + len(account.balances)
+        return full
+
+
+def _snapshot_chunks(snapshots, limit: int | None = None):
+    """Consecutive slices of `snapshots` cut by `_Chunks`."""
+    chunks = _Chunks(limit)
+    for snapshot in snapshots:
+        full = chunks.add(snapshot)
+        if full is not None:
+            yield full
+    if chunks.pending:
+        yield chunks.pending
+
+
+def _chunk_tables(chunk, catalog, feed, thresholds) -> dict:
+    """{table name: Arrow table} of the valuation tables (equity with distances, positions, distance,
+    collateral) of a chunk of snapshots."""
+    stacked = stacked_units(chunk, catalog, feed)  # valued once for the tables and the distances
+    equity, positions, collateral = snapshot_tables(chunk, catalog, feed, stacked=stacked)
+    distance = distance_table(chunk, catalog, feed, thresholds, stacked=stacked)
+    return {"equity": equity_distances(pl.from_arrow(equity), distance).to_arrow(), "positions": positions,
+            "distance": distance.to_arrow(), "collateral": collateral}
 
 
 def _valuation_parts(result, progress: ProgressLine | None = None):
-    """{table name: Arrow table} of the valuation tables (equity with distances, positions,
-    distance, collateral), chunk after chunk of snapshots (at once when the run already has them)."""
+    """{table name: Arrow table} of the valuation tables, chunk after chunk of snapshots (at once when
+    the run already has them)."""
     if result.projected is not None and result.distances is not None:
         yield {name: BY_NAME[name].build(result, None) for name in ("equity", "positions", "distance", "collateral")}
         return
@@ -266,15 +293,81 @@ def _valuation_parts(result, progress: ProgressLine | None = None):
         if progress is not None:
             progress.say(f"writing outputs: valuation {done / max(total, 1):.0%} of {total:,} snapshots")
         done += len(chunk)
-        stacked = stacked_units(chunk, result.catalog, result.feed)  # valued once for the tables and the distances
-        equity, positions, collateral = snapshot_tables(chunk, result.catalog, result.feed, stacked=stacked)
-        distance = distance_table(chunk, result.catalog, result.feed, result.config.warning_thresholds,
-                                  stacked=stacked)
-        yield {"equity": equity_distances(pl.from_arrow(equity), distance).to_arrow(), "positions": positions,
-               "distance": distance.to_arrow(), "collateral": collateral}
-        del stacked, equity, positions, collateral, distance
+        yield _chunk_tables(chunk, result.catalog, result.feed, result.config.warning_thresholds)
         result.feed.release()  # a paged feed: the rows this chunk read
         return_free_memory()  # the chunk's arrays, once written (the caller drops its tables first)
+
+
+class _TableFiles:
+    """Registry tables appended record batch by record batch to their files in `folder`, each file
+    opened at its first table (with the registry's schema)."""
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+        self._stack = ExitStack()
+        self._writers: dict = {}
+
+    def append(self, parts: dict) -> None:
+        for name, table in parts.items():
+            if name not in BY_NAME:
+                continue
+            entry = BY_NAME[name]
+            if name not in self._writers:
+                sink = self._stack.enter_context(pa.OSFile(str(self.folder / entry.file), "wb"))
+                self._writers[name] = self._stack.enter_context(pa.ipc.new_file(sink, entry.schema))
+            self._writers[name].write_table(entry.conform(table))
+
+    def close(self) -> list[str]:
+        """Finish every file; the names of the tables written."""
+        self._stack.close()
+        return sorted(self._writers)
+
+
+class ValuationFile:
+    """The valuation tables (equity, positions, distance, collateral) written while a run goes on
+    (`xmargin.sim.loop.Backtest(valuation_file=...)`): the loop hands over its snapshots, each chunk
+    of them (`_Chunks`) is valued, appended to the files and dropped, so a run does not keep its
+    account states to its end. The files' bytes are those `write_tables` writes from a kept run.
+    `seconds`: the time spent (kept apart from the run phase)."""
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+        self.seconds = 0.0
+        self._chunks = _Chunks()
+        self._files = _TableFiles(self.folder)
+        self._context = None
+
+    def start(self, catalog, feed, thresholds) -> None:
+        """What the snapshots are valued with: the run's catalog, feed and warning thresholds."""
+        self._context = (catalog, feed, thresholds)
+
+    def add(self, snapshots) -> None:
+        for snapshot in snapshots:
+            full = self._chunks.add(snapshot)
+            if full is not None:
+                self._write(full)
+
+    def _write(self, chunk) -> None:
+        started = time.perf_counter()
+        self._files.append(_chunk_tables(chunk, *self._context))
+        return_free_memory()  # the chunk's arrays, once written
+        self.seconds += time.perf_counter() - started
+
+    def finish(self) -> list[str]:
+        """Value and append the snapshots still pending, close the files; the tables written."""
+        if self._chunks.pending:
+            self._write(self._chunks.pending)
+            self._chunks.pending = []
+        self._context = None  # (the feed goes with the run's)
+        return self._files.close()
+
+    def abort(self) -> None:
+        """Close the files without finishing (a failed run: its folder is removed)."""
+        self._context, self._chunks = None, _Chunks()
+        try:
+            self._files.close()
+        except Exception:  # noqa: BLE001 - already failing; the folder goes
+            pass
 
 
 class _FileHashes:
@@ -321,20 +414,21 @@ def write_tables(result, folder: Path, hashes: _FileHashes | None = None, releas
     if release:
         result.release("events")
     log = pl.scan_ipc(events_file)
-    streamed = set()
-    with ExitStack() as stack:
-        writers = {}
-        for parts in _valuation_parts(result, progress):
-            for name, table in parts.items():
-                if name not in BY_NAME:
-                    continue
-                entry = BY_NAME[name]
-                if name not in writers:
-                    sink = stack.enter_context(pa.OSFile(str(folder / entry.file), "wb"))
-                    writers[name] = stack.enter_context(pa.ipc.new_file(sink, entry.schema))
-                writers[name].write_table(entry.conform(table))
-                streamed.add(name)
-            parts = table = None  # the chunk's tables go before the next chunk (`_valuation_parts`)
+    if result.valuation_file is not None:  # valued and written while the run went on: the rest, then closed
+        if result.valuation_file.folder != folder:
+            raise RunError(f"{result.valuation_file.folder}: the run's valuation files are not in {folder} (a bug "
+                           "of the caller: the run and its folder must share the reservation)")
+        valuation, result.valuation_file = result.valuation_file, None
+        streamed = set(valuation.finish())  # (a failure: its maker, `execute`, closes it)
+        result.timings["valuation_seconds"] = valuation.seconds
+    else:
+        files = _TableFiles(folder)
+        try:
+            for parts in _valuation_parts(result, progress):
+                files.append(parts)
+                parts = None  # the chunk's tables go before the next chunk (`_valuation_parts`)
+        finally:
+            streamed = set(files.close())
     for name in sorted(streamed):
         done(folder / BY_NAME[name].file)
     if release:
@@ -344,7 +438,9 @@ def write_tables(result, folder: Path, hashes: _FileHashes | None = None, releas
         if table.name == "events" or table.name in streamed:
             continue
         if table.project is not None:
-            write_ipc(table.conform(table.project(log).collect().to_arrow()), folder / table.file)
+            # the streaming engine reads the log a morsel at a time (its sorts and joins hold their rows only)
+            write_ipc(table.conform(table.project(log).collect(engine="streaming").rechunk().to_arrow()),
+                      folder / table.file)
         else:  # a table this writer does not stream: its registry build over the written log
             events = read_ipc(events_file) if events is None else events
             write_ipc(table.conform(table.build(result, events)), folder / table.file)

@@ -199,6 +199,7 @@ class RunResult:
     settlements: tuple = ()  # xmargin.sim.expiry.Settlement of every dated future in the run
     event_file: object = None  # xmargin.output.eventlog.EventFile holding the log's first events (unfinished)
     events_written: int = 0  # how many: `events` follow them
+    valuation_file: object = None  # xmargin.output.writer.ValuationFile holding the snapshots valued so far (unfinished)
 
     @property
     def event_count(self) -> int:
@@ -283,14 +284,17 @@ class Backtest:
     """One run: build it from a validated `RunConfig`, call `run()`."""
 
     def __init__(self, config, feed: Feed | None = None, catalog: Catalog | None = None, strategy=None,
-                 shocks=(), progress: bool = False, input_warnings=(), event_file=None, scratch=None):
+                 shocks=(), progress: bool = False, input_warnings=(), event_file=None, scratch=None,
+                 valuation_file=None):
         """`input_warnings`: the dataset validation's warnings (Problems); the summary repeats those
         about instruments the run trades, with the run's own. `event_file`: an
         `xmargin.output.eventlog.EventFile` that takes the log a full record batch at a time while
         the run goes on (memory then holds at most one batch of events); the writer finishes it, and
         whoever made it closes it if the run fails (`xmargin.sim.runner.execute`). `scratch`: a folder
         on disk (the run's own) where a long book's price arrays are kept in a file-backed mapping
-        whose passed rows the loop gives back (`xmargin.dataset.paging`)."""
+        whose passed rows the loop gives back (`xmargin.dataset.paging`). `valuation_file`: an
+        `xmargin.output.writer.ValuationFile` that values the snapshots and writes the valuation
+        tables a chunk at a time while the run goes on (the run then keeps none of its snapshots)."""
         from xmargin.dataset.manifest import read_manifest
 
         started = time.perf_counter()
@@ -330,6 +334,7 @@ class Backtest:
         self._spilled_instruments: set = set()  # the instruments of the events already in the event file
         self._spill_seconds = 0.0  # spent writing the event file during the run (not the run phase's)
         self.snapshots: list = []
+        self._valuation_file = valuation_file
         self.thresholds = np.array(config.warning_thresholds, dtype=np.float64)
         self._points = POINTS[config.intrabar]
         self._exchanges = sorted(self.catalog.venues)
@@ -407,9 +412,13 @@ class Backtest:
         state it snapshots (the scan that follows), so they are built once, here or there (memo)."""
         applied = self._event_count()
         accounts, catalog, steady = self.ledger.accounts, self.catalog, self._steady_units
-        self.snapshots.extend(Snapshot(ts, reason, applied, row, accounts[exchange],
-                                       account_units(catalog, accounts[exchange]) if exchange in steady else None)
-                              for exchange in exchanges)
+        taken = [Snapshot(ts, reason, applied, row, accounts[exchange],
+                          account_units(catalog, accounts[exchange]) if exchange in steady else None)
+                 for exchange in exchanges]
+        if self._valuation_file is None:
+            self.snapshots.extend(taken)
+        else:  # valued and written a chunk at a time (its time is not the run phase's)
+            self._valuation_file.add(taken)
 
     # -- schedule -------------------------------------------------------------------------------
     def _wake_rows(self) -> np.ndarray:
@@ -450,6 +459,8 @@ class Backtest:
         total = len(feed.ts)
         first_ts = int(feed.ts[0])
         self.initial_ledger = self.ledger  # before the deposits: replaying the whole log from here is exact
+        if self._valuation_file is not None:
+            self._valuation_file.start(self.catalog, feed, config.warning_thresholds)
         for name, venue in self.catalog.venues.items():
             self.emit(ev.CollateralDeposited(first_ts, name, asset, amount) for asset, amount in venue.collateral.items())
         self._snapshot(0, first_ts, "start", self._exchanges)  # values the deposits at the first bar
@@ -538,7 +549,8 @@ class Backtest:
         feed.release()
         final_row = min(row, total) - 1
         self._snapshot(final_row, int(feed.ts[final_row]) + feed.bar_ns, "final", sorted(self.catalog.venues))
-        run_seconds = time.perf_counter() - started - self._spill_seconds
+        valued = self._valuation_file.seconds if self._valuation_file is not None else 0.0
+        run_seconds = time.perf_counter() - started - self._spill_seconds - valued
         timings = {"load_seconds": self.load_seconds, "run_seconds": run_seconds}
         if self._event_file is not None:
             timings["event_log_seconds"] = self._spill_seconds  # the log written during the run
@@ -548,6 +560,7 @@ class Backtest:
                          timings=timings,
                          intrabar=config.intrabar, warnings=self._warnings_that_apply(),
                          settlements=tuple(self.settlements), event_file=self._event_file,
+                         valuation_file=self._valuation_file,
                          events_written=self._event_file.written if self._event_file is not None else 0)
 
     def _fill_orders(self, row: int, ts: int, slippage: float) -> list:

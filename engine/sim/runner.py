@@ -11,8 +11,8 @@ import polars as pl
 from xmargin.output.eventlog import EventFile, events_to_table
 from xmargin.sim.loop import Backtest, RunResult, few_collections
 from xmargin.output.snapshots import collateral_table, positions_table
-from xmargin.output.writer import (disk_full, equity_table, reserve_run, run_id_for, run_meta, summary_options,
-                                   write_run_folder)
+from xmargin.output.writer import (ValuationFile, disk_full, equity_table, reserve_run, run_id_for, run_meta,
+                                   summary_options, write_run_folder)
 from xmargin.analysis.summary import summarize
 from xmargin.sim.strategy import build_strategy
 
@@ -47,13 +47,15 @@ def execute(config, out: Path | None = None, run_id: str | None = None, progress
     if backtest_options.get("strategy") is None:  # a bad strategy reference or params: refused before any folder
         backtest_options["strategy"] = build_strategy(config.strategy, config.params, config.folder)
     reservation = reserve_run(out, run_id or run_id_for(config, out))
-    event_file = None
+    event_file = valuation_file = None
     try:
         try:
             # not kept: the log goes to the folder's events.arrow a record batch at a time during the run
             event_file = None if keep_result else EventFile(reservation.partial / "events.arrow")
+            # not kept either: the snapshots are valued into the folder's valuation tables a chunk at a time
+            valuation_file = None if keep_result else ValuationFile(reservation.partial)
             backtest = Backtest(config, progress=progress, input_warnings=warnings, event_file=event_file,
-                                scratch=reservation.partial, **backtest_options)
+                                scratch=reservation.partial, valuation_file=valuation_file, **backtest_options)
             result = backtest.run()
         except OSError as exc:  # (writing events.arrow during the run)
             if exc.errno == errno.ENOSPC:
@@ -64,8 +66,10 @@ def execute(config, out: Path | None = None, run_id: str | None = None, progress
             path, summary = write_run_folder(result, extra_manifest=extra_manifest, reservation=reservation,
                                              release=not keep_result, progress=progress)
     except BaseException:
-        if event_file is not None:  # failed at any stage: the file is closed before its folder goes
+        if event_file is not None:  # failed at any stage: the files are closed before their folder goes
             event_file.abort()
+        if valuation_file is not None:
+            valuation_file.abort()
         raise
     finally:
         reservation.release()
