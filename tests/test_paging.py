@@ -94,3 +94,26 @@ def test_other_platforms_keep_the_feed_in_memory(monkeypatch, tmp_path):
     monkeypatch.setattr(sys, "platform", "darwin")
     assert not paging.available()
     assert paging.store_for(tmp_path, 10 * 2**30) is None
+
+
+@linux_only
+def test_a_full_disk_while_paging_the_feed_is_the_disk_full_message(monkeypatch, tmp_path):
+    """The feed's file reserves its blocks before it is mapped: a disk without room for it refuses the
+    run with the writer's disk-full message (exit 2, no folder left), not a bus error on a page write."""
+    import errno
+    import os
+
+    from click.testing import CliRunner
+
+    from xmargin.cli.main import main
+
+    def full(fd, offset, length):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(paging, "PAGED_ABOVE_BYTES", -1)
+    monkeypatch.setattr(os, "posix_fallocate", full)
+    result = CliRunner().invoke(main, ["run", str(ROOT / "examples" / "hold.toml"), "--out", str(tmp_path),
+                                       "--no-validate", "--run-id", "full"])
+    assert result.exit_code == 2, result.output
+    assert "the disk filled up" in result.output
+    assert list(tmp_path.iterdir()) == []

@@ -11,6 +11,7 @@ not held stale); `mark_source` says which was used (recorded in the run manifest
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import re
 from datetime import datetime, timezone
@@ -231,6 +232,8 @@ def load_feed(folder: str | Path, keys: list[str], start: datetime | None = None
     try:
         return _load_feed(folder, keys, start, end, timeframe, scratch)
     except READ_ERRORS as exc:
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            raise  # (the scratch folder's disk is full: the caller's disk-full message, not an unreadable dataset)
         raise unreadable_dataset(folder, exc) from exc
 
 

@@ -50,7 +50,8 @@ class PagedArrays:
         rows, columns = (shape[0], 1) if len(shape) == 1 else shape
         nbytes = rows * columns * dtype.itemsize
         length = -(-max(nbytes, 1) // mmap.PAGESIZE) * mmap.PAGESIZE
-        os.ftruncate(self._file.fileno(), self._size + length)
+        # blocks reserved now: a full disk is an OSError (ENOSPC) here, not a SIGBUS when a page is written
+        os.posix_fallocate(self._file.fileno(), self._size, length)
         mapping = mmap.mmap(self._file.fileno(), length, flags=mmap.MAP_SHARED,
                             prot=mmap.PROT_READ | mmap.PROT_WRITE, offset=self._size)
         self._size += length

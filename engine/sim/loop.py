@@ -407,7 +407,8 @@ class Backtest:
         return len(self.events) + (self._event_file.written if self._event_file is not None else 0)
 
     def _snapshot(self, row: int, ts: int, reason: str, exchanges) -> None:
-        """Record the accounts to value at `row` (valued at the end: xmargin.output.snapshots),
+        """Record the accounts to value at `row` (valued at the end, xmargin.output.snapshots, or a chunk
+        at a time while the run goes on, with a `valuation_file`),
         with their risk units where they do not move with prices: the run values every account
         state it snapshots (the scan that follows), so they are built once, here or there (memo)."""
         applied = self._event_count()
