@@ -117,3 +117,41 @@ def test_a_full_disk_while_paging_the_feed_is_the_disk_full_message(monkeypatch,
     assert result.exit_code == 2, result.output
     assert "the disk filled up" in result.output
     assert list(tmp_path.iterdir()) == []
+
+
+@linux_only
+@pytest.mark.parametrize("failure", ["fallocate", "mmap"])
+def test_a_feed_file_that_cannot_be_made_is_not_blamed_on_the_dataset(monkeypatch, tmp_path, failure):
+    """The feed's file lives in the run's folder: an error there other than a full disk (a disk quota
+    on the output folder, no address space left for the mapping) names that folder and its fix, not
+    'cannot read the dataset' with `xmargin data validate` (the dataset is fine); nothing is left."""
+    import errno
+    import mmap
+    import os
+
+    from click.testing import CliRunner
+
+    from xmargin.cli.main import main
+
+    def quota(fd, offset, length):
+        raise OSError(errno.EDQUOT, "Disk quota exceeded")
+
+    class NoAddressSpace:
+        madvise = mmap.mmap.madvise  # (still a platform that pages)
+
+        def __init__(self, *args, **kwargs):
+            raise OSError(errno.ENOMEM, "Cannot allocate memory")
+
+    monkeypatch.setattr(paging, "PAGED_ABOVE_BYTES", -1)
+    if failure == "fallocate":
+        monkeypatch.setattr(os, "posix_fallocate", quota)
+    else:
+        monkeypatch.setattr(paging.mmap, "mmap", NoAddressSpace)
+    result = CliRunner().invoke(main, ["run", str(ROOT / "examples" / "hold.toml"), "--out", str(tmp_path),
+                                       "--no-validate", "--run-id", "quota"])
+    assert result.exit_code == 2, result.output
+    assert "cannot read the dataset" not in result.output and "data validate" not in result.output
+    assert "cannot keep the run's price arrays in a file there" in result.output
+    assert ("Disk quota exceeded" if failure == "fallocate" else "Cannot allocate memory") in result.output
+    assert str(tmp_path / "quota.partial") in result.output and "another --out" in result.output
+    assert list(tmp_path.iterdir()) == []

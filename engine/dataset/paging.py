@@ -18,6 +18,8 @@ Only on Linux, where MADV_DONTNEED has these semantics for shared file mappings;
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import mmap
 import os
 import sys
@@ -25,6 +27,8 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from xmargin.errors import RunError
 
 PAGED_ABOVE_BYTES = 192 * 2**20  # a feed whose arrays take more than this is paged (a year of 4 one-minute series is 136 MB)
 
@@ -39,7 +43,9 @@ class PagedArrays:
     run's own folder: the same disk as its outputs, never a RAM-backed temporary directory)."""
 
     def __init__(self, folder: str | Path):
-        self._file = tempfile.TemporaryFile(dir=folder, prefix=".xmargin-feed-")
+        self.folder = Path(folder)
+        with _scratch_errors(self.folder):
+            self._file = tempfile.TemporaryFile(dir=folder, prefix=".xmargin-feed-")
         self._size = 0
         self._maps: list[tuple[mmap.mmap, int, int, int, np.ndarray]] = []  # (mapping, rows, columns, item size, array)
 
@@ -50,10 +56,11 @@ class PagedArrays:
         rows, columns = (shape[0], 1) if len(shape) == 1 else shape
         nbytes = rows * columns * dtype.itemsize
         length = -(-max(nbytes, 1) // mmap.PAGESIZE) * mmap.PAGESIZE
-        # blocks reserved now: a full disk is an OSError (ENOSPC) here, not a SIGBUS when a page is written
-        os.posix_fallocate(self._file.fileno(), self._size, length)
-        mapping = mmap.mmap(self._file.fileno(), length, flags=mmap.MAP_SHARED,
-                            prot=mmap.PROT_READ | mmap.PROT_WRITE, offset=self._size)
+        with _scratch_errors(self.folder):
+            # blocks reserved now: a full disk is an OSError (ENOSPC) here, not a SIGBUS when a page is written
+            os.posix_fallocate(self._file.fileno(), self._size, length)
+            mapping = mmap.mmap(self._file.fileno(), length, flags=mmap.MAP_SHARED,
+                                prot=mmap.PROT_READ | mmap.PROT_WRITE, offset=self._size)
         self._size += length
         flat = np.frombuffer(mapping, dtype=dtype, count=rows * columns)
         self._maps.append((mapping, rows, columns, dtype.itemsize, flat))
@@ -103,6 +110,22 @@ class PagedArrays:
         last = stop // mmap.PAGESIZE * mmap.PAGESIZE
         if last > first:
             mapping.madvise(mmap.MADV_DONTNEED, first, last - first)
+
+
+@contextlib.contextmanager
+def _scratch_errors(folder: Path):
+    """An OSError of the feed's file in `folder` (a quota, a file size limit, no address space or file
+    descriptors left for a mapping) becomes a RunError naming that folder: the dataset is fine, so
+    the caller must not report it unreadable. A full disk (ENOSPC) goes on as it is, for the
+    writer's disk-full message."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise
+        raise RunError(f"{folder}: cannot keep the run's price arrays in a file there ({type(exc).__name__}: {exc}); "
+                       "a long book's prices are kept on the disk of the run's output folder. Fix: free space on "
+                       "that disk (or raise its quota), or choose another --out.") from exc
 
 
 def store_for(folder: str | Path | None, nbytes: int) -> PagedArrays | None:
