@@ -173,3 +173,33 @@ duration = "2d"
     result = runner.invoke(main, ["stress", str(config), "--shock", "gap:nowhere:-5%@2024-10-08", "--out",
                                   str(tmp_path / "c")])
     assert result.exit_code == 2 and "nowhere" in result.output
+
+
+def test_a_shocked_feed_keeps_its_arrays_as_the_feed_does(tmp_path, monkeypatch):
+    """A shock's rewritten price and mark arrays are held like the loaded ones: column-major, and for
+    a paged feed in its file (memory-mapped, given back as the run passes them), not as full copies
+    in the process's memory; the numbers are those of the feed kept in memory."""
+    import mmap
+
+    import xmargin.dataset.paging as paging
+
+    config = load_config(write_config(tmp_path))
+    at = to_ns(AT)
+    shocks = (CollateralFall(at, "ETH", -0.25), MarkDivergence(at, (BTC,), 0.05, 6 * 3_600_000_000_000))
+    plain = Backtest(config, shocks=shocks).feed
+    names = ("open", "high", "low", "close", "mark_open", "mark_high", "mark_low", "mark_close")
+    assert all(getattr(plain, name).flags.f_contiguous for name in names)
+    if not paging.available():
+        pytest.skip("paging needs Linux madvise(MADV_DONTNEED)")
+    monkeypatch.setattr(paging, "PAGED_ABOVE_BYTES", -1)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    paged = Backtest(config, shocks=shocks, scratch=scratch).feed
+    assert paged.paged is not None
+    for name in names:
+        array = getattr(paged, name)
+        base = array
+        while isinstance(base, np.ndarray):
+            base = base.base
+        assert isinstance(base, memoryview) and isinstance(base.obj, mmap.mmap) and array.flags.f_contiguous, name  # in the feed's file
+        np.testing.assert_array_equal(array, getattr(plain, name))

@@ -127,7 +127,7 @@ def _set_feed(backtest, feed) -> None:
 def _scaled(feed, names, start: int, stop: int, columns: list[int], factor: float) -> dict:
     changes = {}
     for name in names:
-        values = getattr(feed, name).copy()
+        values = feed.array_copy(getattr(feed, name))  # (column-major; paged like the feed's own)
         values[start:stop, columns] *= factor
         changes[name] = values
     return changes

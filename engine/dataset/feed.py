@@ -95,6 +95,12 @@ class Feed:
     def bars(self) -> int:
         return int(self.has_bar.sum())
 
+    def array_copy(self, values: np.ndarray) -> np.ndarray:
+        """A copy of one of this feed's (rows, instruments) arrays, held as the feed holds its own:
+        column-major, and in the paged file of a paged feed (a stress shock's rewritten prices then
+        leave memory as the run passes them, like the originals)."""
+        return values.copy(order="F") if self.paged is None else self.paged.copy(values)
+
     def release(self, before_row: int | None = None) -> None:
         """Give the memory of rows [0, before_row) of a paged feed's arrays (all rows when None) back
         to the system; reading them later brings the same numbers back. Nothing for a feed in memory."""
