@@ -491,3 +491,49 @@ def test_a_run_failing_after_valued_chunks_leaves_no_folder(tmp_path, monkeypatc
     assert "strategy bug" in result.output and "No run folder was written" in result.output
     assert list(tmp_path.iterdir()) == []
     assert len(opened) == 1 and opened[0].seconds > 0 and opened[0]._context is None  # it had written, then closed
+
+
+@pytest.mark.parametrize("strategy", ["tests.test_run:Crashes", "tests.test_run:ReadsAnUnknownInstrument"])
+def test_a_failed_run_lets_go_of_its_feed_file_at_once(tmp_path, monkeypatch, strategy):
+    """A strategy that raises (its own error, or an XmarginError from the View named as a StrategyError)
+    ends the run: once the error is handled, nothing keeps the run alive (no reference cycle through the
+    error's traceback), so a paged feed's file (its descriptors and its disk blocks) goes at once, not
+    at some later full collection: a sweep of failing variants does not pile them up."""
+    import gc
+    import os
+
+    import xmargin.dataset.paging as paging
+    from xmargin.config import load_config
+    from xmargin.errors import StrategyError
+    from xmargin.sim.runner import execute
+    from xmargin.sim.strategy import build_strategy
+
+    if not paging.available():
+        pytest.skip("paging needs Linux madvise(MADV_DONTNEED)")
+
+    def held() -> list[str]:
+        names = []
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                names.append(os.readlink(f"/proc/self/fd/{fd}"))
+            except OSError:
+                continue
+        return [name for name in names if name.startswith(str(tmp_path))]
+
+    monkeypatch.setattr(paging, "PAGED_ABOVE_BYTES", -1)
+    config = load_config(ROOT / "examples" / "demo.toml")
+    gc.collect()
+    gc.disable()
+    try:
+        with pytest.raises((RuntimeError, StrategyError)):
+            execute(config, out=tmp_path, run_id="boom", keep_result=False, strategy=build_strategy(strategy, {}, None))
+        left = held()
+    finally:
+        gc.enable()
+    assert left == [] and list(tmp_path.iterdir()) == []
+
+
+class ReadsAnUnknownInstrument(Crashes):
+    def on_wake(self, view, wake):
+        self.wakes_seen += 1
+        return [] if self.wakes_seen < 3 else [view.price("binance:NOPE/USDT:USDT")]

@@ -366,9 +366,12 @@ class Backtest:
             return call()
         except Exception as exc:
             named = self._named(exc, where)
-            if named is exc:
-                raise
-            raise named from exc
+            try:
+                if named is exc:
+                    raise
+                raise named from exc
+            finally:  # the exception's traceback holds this frame: a bound `named` would be a cycle keeping
+                named = None  # the whole run (its feed's file, its open outputs) until a full collection
 
     def _named(self, exc: Exception, where) -> Exception:
         """What `_call_strategy` raises for `exc`: an XmarginError (e.g. an unknown instrument key read
@@ -708,9 +711,12 @@ class Backtest:
                 events = decide(self.ledger, self.context, command, ts)
             except Exception as exc:  # as `_call_strategy` does, without a closure per command
                 named = self._named(exc, lambda: f"{where()}, command {command!r}")
-                if named is exc:
-                    raise
-                raise named from exc
+                try:
+                    if named is exc:
+                        raise
+                    raise named from exc
+                finally:
+                    named = None  # (no cycle: as in `_call_strategy`)
             self.emit(events)
             for event in events:
                 if type(event) is not ev.OrderAccepted:  # an accepted order changes no balance or position
