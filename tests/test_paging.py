@@ -21,6 +21,14 @@ ROOT = Path(__file__).resolve().parents[1]
 linux_only = pytest.mark.skipif(not paging.available(), reason="paging needs Linux madvise(MADV_DONTNEED)")
 
 
+@pytest.fixture
+def tmp_path(tmp_path):
+    """A test folder on disk: paging keeps a feed in memory in a RAM-backed one (tmpfs)."""
+    if paging.filesystem(tmp_path) in paging.RAM_FILESYSTEMS:
+        pytest.skip(f"{tmp_path} is on {paging.filesystem(tmp_path)}: paging is off there by design")
+    return tmp_path
+
+
 def _resident_file_mb() -> float:
     """This process's resident file-backed memory (Linux /proc/self/status RssFile), MB."""
     for line in Path("/proc/self/status").read_text().splitlines():
@@ -117,3 +125,15 @@ def test_a_full_disk_while_paging_the_feed_is_the_disk_full_message(monkeypatch,
     assert result.exit_code == 2, result.output
     assert "the disk filled up" in result.output
     assert list(tmp_path.iterdir()) == []
+
+
+@linux_only
+def test_a_folder_in_memory_is_not_paged(tmp_path):
+    """A feed is not paged into a RAM-backed folder (tmpfs: its pages would still be memory, only hidden
+    from the run's RSS); a folder on disk is."""
+    assert paging.filesystem(tmp_path) not in paging.RAM_FILESYSTEMS
+    assert paging.store_for(tmp_path, 10 * 2**30) is not None
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or paging.filesystem(shm) != "tmpfs":
+        pytest.skip("no tmpfs /dev/shm here")
+    assert paging.store_for(shm, 10 * 2**30) is None
