@@ -21,6 +21,14 @@ ROOT = Path(__file__).resolve().parents[1]
 linux_only = pytest.mark.skipif(not paging.available(), reason="paging needs Linux madvise(MADV_DONTNEED)")
 
 
+@pytest.fixture
+def tmp_path(tmp_path):
+    """A test folder on disk: paging keeps a feed in memory in a RAM-backed one (tmpfs)."""
+    if paging.filesystem(tmp_path) in paging.RAM_FILESYSTEMS:
+        pytest.skip(f"{tmp_path} is on {paging.filesystem(tmp_path)}: paging is off there by design")
+    return tmp_path
+
+
 def _resident_file_mb() -> float:
     """This process's resident file-backed memory (Linux /proc/self/status RssFile), MB."""
     for line in Path("/proc/self/status").read_text().splitlines():
@@ -155,3 +163,15 @@ def test_a_feed_file_that_cannot_be_made_is_not_blamed_on_the_dataset(monkeypatc
     assert ("Disk quota exceeded" if failure == "fallocate" else "Cannot allocate memory") in result.output
     assert str(tmp_path / "quota.partial") in result.output and "another --out" in result.output
     assert list(tmp_path.iterdir()) == []
+
+
+@linux_only
+def test_a_folder_in_memory_is_not_paged(tmp_path):
+    """A feed is not paged into a RAM-backed folder (tmpfs: its pages would still be memory, only hidden
+    from the run's RSS); a folder on disk is."""
+    assert paging.filesystem(tmp_path) not in paging.RAM_FILESYSTEMS
+    assert paging.store_for(tmp_path, 10 * 2**30) is not None
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or paging.filesystem(shm) != "tmpfs":
+        pytest.skip("no tmpfs /dev/shm here")
+    assert paging.store_for(shm, 10 * 2**30) is None

@@ -494,7 +494,7 @@ def test_a_run_failing_after_valued_chunks_leaves_no_folder(tmp_path, monkeypatc
 
 
 @pytest.mark.parametrize("strategy", ["tests.test_run:Crashes", "tests.test_run:ReadsAnUnknownInstrument"])
-def test_a_failed_run_lets_go_of_its_feed_file_at_once(tmp_path, monkeypatch, strategy):
+def test_a_failed_run_lets_go_of_its_feed_file_at_once(paging_folder, monkeypatch, strategy):
     """A strategy that raises (its own error, or an XmarginError from the View named as a StrategyError)
     ends the run: once the error is handled, nothing keeps the run alive (no reference cycle through the
     error's traceback), so a paged feed's file (its descriptors and its disk blocks) goes at once, not
@@ -508,8 +508,7 @@ def test_a_failed_run_lets_go_of_its_feed_file_at_once(tmp_path, monkeypatch, st
     from xmargin.sim.runner import execute
     from xmargin.sim.strategy import build_strategy
 
-    if not paging.available():
-        pytest.skip("paging needs Linux madvise(MADV_DONTNEED)")
+    tmp_path = paging_folder
 
     def held() -> list[str]:
         names = []

@@ -175,7 +175,7 @@ duration = "2d"
     assert result.exit_code == 2 and "nowhere" in result.output
 
 
-def test_a_shocked_feed_keeps_its_arrays_as_the_feed_does(tmp_path, monkeypatch):
+def test_a_shocked_feed_keeps_its_arrays_as_the_feed_does(paging_folder, monkeypatch):
     """A shock's rewritten price and mark arrays are held like the loaded ones: column-major, and for
     a paged feed in its file (memory-mapped, given back as the run passes them), not as full copies
     in the process's memory; the numbers are those of the feed kept in memory."""
@@ -183,16 +183,14 @@ def test_a_shocked_feed_keeps_its_arrays_as_the_feed_does(tmp_path, monkeypatch)
 
     import xmargin.dataset.paging as paging
 
-    config = load_config(write_config(tmp_path))
+    config = load_config(write_config(paging_folder))
     at = to_ns(AT)
     shocks = (CollateralFall(at, "ETH", -0.25), MarkDivergence(at, (BTC,), 0.05, 6 * 3_600_000_000_000))
     plain = Backtest(config, shocks=shocks).feed
     names = ("open", "high", "low", "close", "mark_open", "mark_high", "mark_low", "mark_close")
     assert all(getattr(plain, name).flags.f_contiguous for name in names)
-    if not paging.available():
-        pytest.skip("paging needs Linux madvise(MADV_DONTNEED)")
     monkeypatch.setattr(paging, "PAGED_ABOVE_BYTES", -1)
-    scratch = tmp_path / "scratch"
+    scratch = paging_folder / "scratch"
     scratch.mkdir()
     paged = Backtest(config, shocks=shocks, scratch=scratch).feed
     assert paged.paged is not None

@@ -12,8 +12,9 @@ release: the arrays are ordinary numpy arrays of the same numbers.
 Arrays are column-major (`order="F"`): one instrument's history is contiguous, so loading an
 instrument writes, and releasing rows drops, whole pages of that instrument only.
 
-Only on Linux, where MADV_DONTNEED has these semantics for shared file mappings; elsewhere
-`available()` is False and the feed stays in ordinary memory.
+Only on Linux, where MADV_DONTNEED has these semantics for shared file mappings, and only in a
+folder on disk: elsewhere (`available()` False, a tmpfs folder) the feed stays in ordinary memory,
+where what it costs is seen.
 """
 
 from __future__ import annotations
@@ -128,9 +129,30 @@ def _scratch_errors(folder: Path):
                        "that disk (or raise its quota), or choose another --out.") from exc
 
 
+RAM_FILESYSTEMS = {"tmpfs", "ramfs"}  # a file there is memory too: paging into it would only hide it
+
+
+def filesystem(folder: str | Path) -> str | None:
+    """The type of the filesystem holding `folder` ("ext4", "tmpfs", ...: Linux /proc/self/mountinfo,
+    the last mount of its device), None when it cannot be told."""
+    try:
+        device = os.stat(folder).st_dev
+        lines = Path("/proc/self/mountinfo").read_text().splitlines()
+    except OSError:
+        return None
+    wanted, found = f"{os.major(device)}:{os.minor(device)}", None
+    for line in lines:
+        head, separator, tail = line.partition(" - ")
+        fields = head.split()
+        if separator and len(fields) > 2 and fields[2] == wanted and tail.split():
+            found = tail.split()[0]
+    return found
+
+
 def store_for(folder: str | Path | None, nbytes: int) -> PagedArrays | None:
     """A PagedArrays under `folder` for a feed of `nbytes`, or None (keep it in memory): no folder,
-    a small feed (`PAGED_ABOVE_BYTES`), or a platform without `available()` paging."""
-    if folder is None or nbytes <= PAGED_ABOVE_BYTES or not available():
+    a small feed (`PAGED_ABOVE_BYTES`), a platform without `available()` paging, or a folder on a
+    RAM-backed filesystem (`RAM_FILESYSTEMS`: the pages given back would still be memory)."""
+    if folder is None or nbytes <= PAGED_ABOVE_BYTES or not available() or filesystem(folder) in RAM_FILESYSTEMS:
         return None
     return PagedArrays(folder)
