@@ -67,9 +67,11 @@ def test_bars_handed_to_a_strategy_are_read_only(run):
     from xmargin.sim.strategy import View
 
     view = View(result.ledger, result.catalog, result.feed, 10)
-    closes = view.bars(ETH, 5)["close"]
-    with pytest.raises(ValueError):
-        closes[0] = 0.0
+    bars = view.bars(ETH, 5)
+    for name in ("open", "high", "low", "close", "ts"):  # the times too: they are the run's own clock
+        with pytest.raises(ValueError):
+            bars[name][0] = 0
+    assert int(result.feed.ts[6]) == int(bars["ts"][0])
 
 
 def test_a_market_order_fills_at_the_next_open_plus_slippage(run):

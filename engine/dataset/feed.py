@@ -233,7 +233,7 @@ def load_feed(folder: str | Path, keys: list[str], start: datetime | None = None
     file) is a DatasetError naming the dataset, the reader's message (with the file) and the check
     that lists every such file with its fix.
 
-    `scratch`: a folder on disk (a run's own folder) where a feed larger than
+    `scratch`: a folder on disk (a run's output folder) where a feed larger than
     `xmargin.dataset.paging.PAGED_ABOVE_BYTES` is kept in a file-backed mapping (`Feed.release`)."""
     try:
         return _load_feed(folder, keys, start, end, timeframe, scratch)

@@ -40,8 +40,10 @@ def available() -> bool:
 
 
 class PagedArrays:
-    """Arrays of shape (rows, columns) or (rows,) in one unnamed file under `folder` (ideally the
-    run's own folder: the same disk as its outputs, never a RAM-backed temporary directory)."""
+    """Arrays of shape (rows, columns) or (rows,) in one unnamed file under `folder` (a run's output
+    folder: the same disk as its outputs, and outside the run folder, whose files are all hashed: where
+    a filesystem cannot make a file without a name, Python names it and unlinks it, and NFS keeps a
+    .nfsXXXX file while it is open)."""
 
     def __init__(self, folder: str | Path):
         self.folder = Path(folder)

@@ -291,7 +291,7 @@ class Backtest:
         `xmargin.output.eventlog.EventFile` that takes the log a full record batch at a time while
         the run goes on (memory then holds at most one batch of events); the writer finishes it, and
         whoever made it closes it if the run fails (`xmargin.sim.runner.execute`). `scratch`: a folder
-        on disk (the run's own) where a long book's price arrays are kept in a file-backed mapping
+        on disk (the output folder) where a long book's price arrays are kept in a file-backed mapping
         whose passed rows the loop gives back (`xmargin.dataset.paging`). `valuation_file`: an
         `xmargin.output.writer.ValuationFile` that values the snapshots and writes the valuation
         tables a chunk at a time while the run goes on (the run then keeps none of its snapshots)."""

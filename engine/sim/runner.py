@@ -55,7 +55,7 @@ def execute(config, out: Path | None = None, run_id: str | None = None, progress
             # not kept either: the snapshots are valued into the folder's valuation tables a chunk at a time
             valuation_file = None if keep_result else ValuationFile(reservation.partial)
             backtest = Backtest(config, progress=progress, input_warnings=warnings, event_file=event_file,
-                                scratch=reservation.partial, valuation_file=valuation_file, **backtest_options)
+                                scratch=reservation.out, valuation_file=valuation_file, **backtest_options)
             result = backtest.run()
         except OSError as exc:  # (writing events.arrow during the run)
             if exc.errno == errno.ENOSPC:

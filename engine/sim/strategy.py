@@ -98,7 +98,9 @@ class View:
             values = getattr(self._feed, name)[first:self._row + 1, column]
             values.flags.writeable = False
             out[name] = values
-        out["ts"] = self._feed.ts[first:self._row + 1]
+        times = self._feed.ts[first:self._row + 1]
+        times.flags.writeable = False  # (a view of the run's own clock)
+        out["ts"] = times
         return out
 
     def funding_rate(self, key: str) -> float:
