@@ -20,9 +20,11 @@ from xmargin.sim.runner import execute
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("example", ["demo", "basis_carry", "core_hedge_isolated", "portfolio_basis"])
-def test_the_summary_of_batches_is_the_summary_of_the_whole_tables(monkeypatch, tmp_path, example):
-    monkeypatch.setattr(writer, "SNAPSHOT_ROWS", 37)  # many small record batches
+# rows per chunk: about 30 record batches of each valuation table (the examples hold 8,000-69,000 rows)
+@pytest.mark.parametrize("example, rows", [("demo", 2_000), ("basis_carry", 400), ("core_hedge_isolated", 250),
+                                           ("portfolio_basis", 400)])
+def test_the_summary_of_batches_is_the_summary_of_the_whole_tables(monkeypatch, tmp_path, example, rows):
+    monkeypatch.setattr(writer, "SNAPSHOT_ROWS", rows)  # many record batches
     config = load_config(ROOT / f"examples/{example}.toml", out=str(tmp_path))
     done = execute(config, run_id="run", keep_result=False)
     batches = {name: pa.ipc.open_file(str(done.path / f"{name}.arrow")).num_record_batches
@@ -40,7 +42,7 @@ def test_the_summary_of_batches_is_the_summary_of_the_whole_tables(monkeypatch, 
 
 
 def test_a_part_never_splits_a_snapshot(monkeypatch, tmp_path):
-    monkeypatch.setattr(writer, "SNAPSHOT_ROWS", 5)
+    monkeypatch.setattr(writer, "SNAPSHOT_ROWS", 200)
     config = load_config(ROOT / "examples/basis_carry.toml", out=str(tmp_path))
     done = execute(config, run_id="run", keep_result=False)
     for name in ("equity", "collateral", "positions"):
