@@ -1,7 +1,7 @@
 """A feed's price arrays in a file-backed mapping, so that memory does not grow with the run's length.
 
 A long book's price arrays are most of what a run holds: four 1-minute series cost 67 MB a year
-each for open, high, low and close, and as much again for marks. `PagedArrays` keeps them in an
+for open, high, low and close together, and as much again for marks. `PagedArrays` keeps them in an
 unnamed file (it never shows in a folder and goes when the process does) mapped shared into the
 process. `release(before_row)` tells the kernel that the process no longer needs the pages of the
 rows it has passed (madvise MADV_DONTNEED): they leave its resident memory, stay in the page cache
@@ -31,7 +31,7 @@ import numpy as np
 
 from xmargin.errors import RunError
 
-PAGED_ABOVE_BYTES = 192 * 2**20  # a feed whose arrays take more than this is paged (a year of 4 one-minute series is 136 MB)
+PAGED_ABOVE_BYTES = 192 * 2**20  # a feed whose arrays take more is paged (a year of four 1-minute series: 74 MB, 140 with marks)
 
 
 def available() -> bool:
