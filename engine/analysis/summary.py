@@ -145,25 +145,22 @@ class SnapshotFigures:
     coins: pl.DataFrame  # collateral rows of assets other than stablecoins: the prices `usd_values` reads
 
 
-def coin_rows(collateral: pl.DataFrame) -> pl.DataFrame:
-    """The collateral rows whose asset is not a stablecoin (`SnapshotFigures.coins`)."""
-    return collateral.filter(~pl.col("asset").is_in(list(STABLECOINS)))
-
-
 def snapshot_figures(equity: pl.DataFrame, collateral: pl.DataFrame, positions: pl.DataFrame) -> SnapshotFigures:
     """`SnapshotFigures` of whole tables."""
-    return figures_in_parts(coin_rows(collateral), [collateral], [positions], [equity])
+    return figures_in_parts([collateral], [positions], [equity])
 
 
-def figures_in_parts(coins: pl.DataFrame, collateral, positions, equity) -> SnapshotFigures:
+def figures_in_parts(collateral, positions, equity) -> SnapshotFigures:
     """`SnapshotFigures` from the tables given as iterables of at least one part each, every part
-    holding whole snapshots (in table order; read in this order: collateral, positions, equity). `coins`: `coin_rows` of the
-    whole collateral table. Per-snapshot sums are those of whole tables: a snapshot's rows are summed
-    in the same order either way."""
-    balances, sample_times = [], []
+    holding whole snapshots (in table order; read in this order: collateral, whose coin rows price
+    the others, then positions, then equity). Per-snapshot sums are those of whole tables: a
+    snapshot's rows are summed in the same order either way."""
+    balances, sample_times, coins = [], [], []
     for part in collateral:
         balances.append(_balances(part))
         sample_times.append(part.filter(pl.col("reason") == "sample").select("ts").unique())
+        coins.append(part.filter(~pl.col("asset").is_in(list(STABLECOINS))))  # (stablecoins count at 1)
+    coins = pl.concat(coins)
     sample_coins = coins.filter(pl.col("reason") == "sample")
     held, marks, perps, isolated = [], [], [], []
     for part in positions:

@@ -24,7 +24,7 @@ import polars as pl
 from xmargin._arrays import sorted_unique
 from xmargin.dataset.batches import series_index
 from xmargin.dataset.manifest import KINDS, DatasetManifest, read_manifest
-from xmargin.dataset.paging import store_for
+from xmargin.dataset.paging import copy_into, store_for
 from xmargin.dataset.tables import not_a_file, scan, table_files
 from xmargin.errors import DatasetError
 
@@ -99,7 +99,7 @@ class Feed:
         """A copy of one of this feed's (rows, instruments) arrays, held as the feed holds its own:
         column-major, and in the paged file of a paged feed (a stress shock's rewritten prices then
         leave memory as the run passes them, like the originals)."""
-        return values.copy(order="F") if self.paged is None else self.paged.copy(values)
+        return copy_into(self.paged, values)
 
     def release(self, before_row: int | None = None) -> None:
         """Give the memory of rows [0, before_row) of a paged feed's arrays (all rows when None) back
@@ -422,7 +422,7 @@ def _load_feed(folder: str | Path, keys: list[str], start: datetime | None, end:
                 if not ok.any():
                     continue
                 if not copied:
-                    mark = [array.copy(order="F") if store is None else store.copy(array) for array in mark]
+                    mark = [copy_into(store, array) for array in mark]
                     copied = True
                 rows = mrow[ok]
                 present[rows, column] = True

@@ -131,6 +131,11 @@ def _scratch_errors(folder: Path):
                        "that disk (or raise its quota), or choose another --out.") from exc
 
 
+def copy_into(store: PagedArrays | None, values: np.ndarray) -> np.ndarray:
+    """A copy of a feed array held as a feed holds its own: column-major, in `store` when it is paged."""
+    return values.copy(order="F") if store is None else store.copy(values)
+
+
 RAM_FILESYSTEMS = {"tmpfs", "ramfs"}  # a file there is memory too: paging into it would only hide it
 
 

@@ -29,7 +29,7 @@ import pyarrow as pa
 
 from xmargin._version import __version__
 from xmargin.analysis.distance import distance_table, equity_distances
-from xmargin.analysis.summary import COLUMNS as SUMMARY_COLUMNS, coin_rows, figures_in_parts, summarize, summarize_figures
+from xmargin.analysis.summary import COLUMNS as SUMMARY_COLUMNS, figures_in_parts, summarize, summarize_figures
 from xmargin.dataset.feed import iso_minutes
 from xmargin.errors import RunError
 from xmargin.margin.modes import venue_mode
@@ -212,8 +212,7 @@ def summary_from_folder(folder: Path, meta: dict, options: dict) -> dict:
     present = set(table.collect_schema().names())
     # rechunked: sums as over one table
     events = table.select([c for c in SUMMARY_COLUMNS["events"] if c in present]).collect().rechunk()
-    coins = pl.concat(list(map(coin_rows, _snapshot_parts(folder, "collateral"))))
-    snapshots = figures_in_parts(coins, _snapshot_parts(folder, "collateral"), _snapshot_parts(folder, "positions"),
+    snapshots = figures_in_parts(_snapshot_parts(folder, "collateral"), _snapshot_parts(folder, "positions"),
                                  _snapshot_parts(folder, "equity"))
     return summarize_figures(events, snapshots, meta, options["one_legged_ratio"], options["one_legged_after_hours"])
 
