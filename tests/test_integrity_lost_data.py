@@ -141,7 +141,7 @@ def test_a_failed_write_interrupted_again_while_the_hashing_thread_stops_leaves_
         if len(calls) == 1:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(writer, "summary_from_folder", failing)
+    monkeypatch.setattr(writer, "summarize_figures", failing)
     monkeypatch.setattr(writer._FileHashes, "close", interrupted)
     with pytest.raises(KeyboardInterrupt):
         writer.write_run_folder(result, out=out, run_id="x")  # (it claims the folder itself)

@@ -157,22 +157,23 @@ def test_config_errors_name_the_key_and_what_is_allowed(config, tmp_path, args, 
 
 
 def test_a_failure_while_writing_leaves_no_run_folder(config, tmp_path, monkeypatch):
-    import xmargin.output.writer as outputs
+    from xmargin.output.tables import TableFiles
 
     calls = {"n": 0}
-    real = outputs.write_ipc
+    real = TableFiles.append
 
-    def failing(table, path):
+    def failing(self, parts):
         calls["n"] += 1
         if calls["n"] == 4:
             raise OSError("disk full")
-        real(table, path)
+        real(self, parts)
 
-    monkeypatch.setattr(outputs, "write_ipc", failing)
+    monkeypatch.setattr(TableFiles, "append", failing)
     out = tmp_path / "runs"
     with pytest.raises(OSError):
         CliRunner().invoke(main, ["run", str(config), "--out", str(out), "--run-id", "x", "--quiet"],
                            catch_exceptions=False)
+    assert calls["n"] == 4
     assert list(out.iterdir()) == []  # neither runs/x nor runs/x.partial
 
 

@@ -25,6 +25,7 @@ import re
 import attrs
 import polars as pl
 
+from xmargin._frames import as_text, stored
 from xmargin.analysis.exposure import (exposure_figures, hedged_underlyings, position_exposure, series_of_legs,
                                        spot_exposure, underlying_of)
 from xmargin.analysis.performance import book, figures, flow_adjusted, flows, transfer_values, usd_values
@@ -132,56 +133,98 @@ def _committed(equity: pl.DataFrame, collateral: pl.DataFrame, marks: pl.DataFra
 @attrs.frozen(eq=False)
 class SnapshotFigures:
     """What the summary reads of the valuation tables (equity, collateral, positions), reduced to
-    per-snapshot sums and the few rows its figures pick from, so that a reader of the written tables
-    holds one record batch of them at a time (`xmargin.output.writer.summary_from_folder`).
-    `snapshot_figures` builds the same frames from whole tables."""
+    per-snapshot sums and the few rows its figures pick, so that the writer keeps no table's rows to
+    the end (`SnapshotReduction`, fed with each chunk of the tables as it is made).
+    `snapshot_figures` builds the same from whole tables. The moments whose marks are those of
+    their own time are the start, the samples (at bar closes) and the end; an event snapshot carries
+    the marks of its bar's close under the event's earlier time, so only its committed margin counts."""
 
     exchanges: tuple  # the exchanges of the equity table
-    equity_by_account: pl.DataFrame  # account_equity
-    committed: pl.DataFrame  # committed_margin
+    equity_by_account: pl.DataFrame  # account_equity at the start, sample and final snapshots
     exposure: pl.DataFrame  # exposure_series at the sample snapshots
-    valued: pl.DataFrame  # equity rows of the start, sample and final snapshots
-    isolated: pl.DataFrame  # isolated positions' rows of those snapshots
     coins: pl.DataFrame  # collateral rows of assets other than stablecoins: the prices `usd_values` reads
+    # per exchange, in snapshot order, candidates for the figures (each part's first pick: the whole's
+    # first pick is the first pick among them, `_first_per_exchange`):
+    headroom: pl.DataFrame  # cross pools' highest margin ratio (exchange, ts, margin_ratio)
+    isolated_headroom: pl.DataFrame  # isolated positions' highest margin ratio (exchange, ts, margin_ratio)
+    tightest: pl.DataFrame  # smallest finite liquidation distance (exchange, ts, asset, liquidation_distance,
+    # warning_distance); no rows when the equity table has no distances
+    peak_committed: pl.DataFrame  # committed_margin's highest (exchange, committed), USD
 
 
 def snapshot_figures(equity: pl.DataFrame, collateral: pl.DataFrame, positions: pl.DataFrame) -> SnapshotFigures:
     """`SnapshotFigures` of whole tables."""
-    return figures_in_parts([collateral], [positions], [equity])
+    reduction = SnapshotReduction()
+    reduction.add(collateral, positions, equity)
+    return reduction.figures()
 
 
-def figures_in_parts(collateral, positions, equity) -> SnapshotFigures:
-    """`SnapshotFigures` from the tables given as iterables of at least one part each, every part
-    holding whole snapshots (in table order; read in this order: collateral, whose coin rows price
-    the others, then positions, then equity). Per-snapshot sums are those of whole tables: a
-    snapshot's rows are summed in the same order either way."""
-    balances, sample_times, coins = [], [], []
-    for part in collateral:
-        balances.append(_balances(part))
-        sample_times.append(part.filter(pl.col("reason") == "sample").select("ts").unique())
-        coins.append(part.filter(~pl.col("asset").is_in(list(STABLECOINS))))  # (stablecoins count at 1)
-    coins = pl.concat(coins)
-    sample_coins = coins.filter(pl.col("reason") == "sample")
-    held, marks, perps, isolated = [], [], [], []
-    for part in positions:
-        held.append(_held(part, coins))
-        marks.append(_coin_marks(part))
-        sampled = part.filter(pl.col("reason") == "sample")
-        perps.append(position_exposure(sampled, sample_coins).select("ts", "underlying", "usd"))
-        sample_times.append(sampled.select("ts").unique())
-        isolated.append(part.filter((pl.col("margin_mode") == "isolated") & (pl.col("reason") != "event")))
-    marks = pl.concat(marks)
-    committed, valued, exchanges = [], [], set()
-    for part in equity:
-        committed.append(_committed(part, coins, marks))
-        valued.append(part.filter(pl.col("reason") != "event"))
-        exchanges.update(part["exchange"].unique().to_list())
-    return SnapshotFigures(
-        exchanges=tuple(sorted(exchanges)),
-        equity_by_account=_equity_of(pl.concat(balances), pl.concat(held)),
-        committed=pl.concat(committed),
-        exposure=series_of_legs(pl.concat(perps), spot_exposure(sample_coins), pl.concat(sample_times)),
-        valued=pl.concat(valued), isolated=pl.concat(isolated), coins=coins)
+def _first_per_exchange(frame: pl.DataFrame, column: str, descending: bool) -> pl.DataFrame:
+    """Per exchange, the first row of `frame` (in its order) with the highest (`descending`) or
+    lowest `column`: the row a stable sort of the whole puts first. Picked per part and again among
+    the parts' picks (in order), it is the whole's."""
+    return frame.sort(column, descending=descending, maintain_order=True).group_by("exchange", maintain_order=True).first()
+
+
+class SnapshotReduction:
+    """`SnapshotFigures` built a part at a time, as the valuation tables are made (a run's chunks of
+    snapshots, `xmargin.output.writer`): `add` the collateral, positions and equity rows of the same
+    whole snapshots, `figures` at the end. Only the reduced rows are kept (`xmargin._frames.stored`).
+    Per-snapshot sums are those of whole tables: a snapshot's rows are summed in the same order
+    either way."""
+
+    def __init__(self):
+        self._parts: dict[str, list] = {name: [] for name in (
+            "balances", "sample_times", "coins", "held", "perps", "headroom", "isolated_headroom", "tightest",
+            "peak_committed")}
+        self._exchanges: set = set()
+
+    def add(self, collateral: pl.DataFrame, positions: pl.DataFrame, equity: pl.DataFrame) -> None:
+        """Take the tables' rows of some whole snapshots (every table's of the same snapshots)."""
+        own_time = pl.col("reason") != "event"
+        coins = collateral.filter(~pl.col("asset").is_in(list(STABLECOINS)))  # (stablecoins count at 1)
+        sampled = positions.filter(pl.col("reason") == "sample")
+        isolated_equity = pl.col("isolated_margin") + pl.col("unrealized_pnl")
+        isolated = positions.filter((pl.col("margin_mode") == "isolated") & own_time & (pl.col("maintenance_margin") > 0))
+        committed = _committed(equity, coins, _coin_marks(positions))
+        parts = {
+            "balances": _balances(collateral.filter(own_time)),
+            "sample_times": pl.concat([collateral.filter(pl.col("reason") == "sample").select("ts").unique(),
+                                       sampled.select("ts").unique()]),
+            "coins": coins,
+            "held": _held(positions.filter(own_time), coins),
+            "perps": position_exposure(sampled, coins.filter(pl.col("reason") == "sample"))
+            .select("ts", "underlying", "usd"),
+            "headroom": _first_per_exchange(equity.filter(own_time & (pl.col("maintenance_margin") > 0))
+                                            .select("exchange", "ts", "margin_ratio"), "margin_ratio", True),
+            "isolated_headroom": _first_per_exchange(isolated.select(
+                "exchange", "ts", pl.when(isolated_equity > 0).then(pl.col("maintenance_margin") / isolated_equity)
+                .otherwise(1.0).alias("margin_ratio")), "margin_ratio", True),
+            "tightest": _first_per_exchange(
+                equity.filter(own_time & pl.col("liquidation_distance").is_finite())
+                .select("exchange", "ts", "asset", "liquidation_distance", "warning_distance"),
+                "liquidation_distance", False) if "liquidation_distance" in equity.columns else None,
+            "peak_committed": committed.group_by("exchange", maintain_order=True).agg(pl.col("committed").max()),
+        }
+        for name, frame in parts.items():
+            if frame is not None:
+                self._parts[name].append(stored(frame))
+        self._exchanges.update(equity["exchange"].unique().to_list())
+
+    def figures(self) -> SnapshotFigures:
+        """The figures of every snapshot added (the parts go as they are joined)."""
+        whole = {}
+        for name in list(self._parts):
+            parts = self._parts.pop(name)
+            whole[name] = as_text(pl.concat(parts, rechunk=True)) if parts else pl.DataFrame()
+        coins = whole["coins"]
+        sample_coins = coins.filter(pl.col("reason") == "sample")
+        return SnapshotFigures(
+            exchanges=tuple(sorted(self._exchanges)),
+            equity_by_account=_equity_of(whole["balances"], whole["held"]),
+            exposure=series_of_legs(whole["perps"], spot_exposure(sample_coins), whole["sample_times"]),
+            coins=coins, headroom=whole["headroom"], isolated_headroom=whole["isolated_headroom"],
+            tightest=whole["tightest"], peak_committed=whole["peak_committed"])
 
 
 def _headroom(moments: pl.DataFrame) -> dict | None:
@@ -199,11 +242,29 @@ def _headroom(moments: pl.DataFrame) -> dict | None:
 # transfer at its sent value on both sides.
 SUMMARY_VERSION = 2
 
+# The event types whose every row `summarize` reads (sums, counts, flows, rejections), with the columns
+# it reads of each besides `LOG_KEYS`; of the other types it reads only which exchanges and instruments
+# they name (the exchanges reported, the legs of a hedge).
+LOG_KEYS = ("seq", "ts", "type", "exchange", "instrument", "asset")
+READ_COLUMNS = {
+    "CollateralDeposited": ("amount",),
+    "FeeCharged": ("amount",),
+    "FundingSettled": ("amount",),
+    "PositionLiquidated": ("realized_pnl", "fee", "isolated"),
+    "InsuranceFundUsed": ("amount",),
+    "ContractExpired": ("realized_pnl", "fee"),
+    "OrderFilled": ("realized_pnl",),
+    "OrderRejected": ("reason",),
+    "TransferSent": ("amount", "fee", "transfer_id"),
+    "TransferArrived": ("amount", "fee", "transfer_id"),
+    "MarginWarningRaised": ("level", "margin_ratio"),
+}
+READ_TYPES = tuple(READ_COLUMNS)
+
 # The columns `summarize` reads from each table (with the ones `performance` and `exposure` read for
-# it): a reader of the written tables loads only these (xmargin.output.writer.summary_from_folder).
+# it): the writer hands over only these (`log_rows`, `SnapshotReduction`).
 COLUMNS = {
-    "events": ("seq", "ts", "type", "exchange", "instrument", "asset", "amount", "fee", "transfer_id",
-               "realized_pnl", "level", "margin_ratio", "isolated", "reason"),
+    "events": tuple(dict.fromkeys((*LOG_KEYS, *(c for columns in READ_COLUMNS.values() for c in columns)))),
     "equity": (*SNAPSHOT, "asset", "initial_margin", "isolated_margin", "maintenance_margin", "margin_ratio",
                "warning_distance", "liquidation_distance"),
     "collateral": (*SNAPSHOT, "asset", "balance", "price", "value"),
@@ -212,30 +273,68 @@ COLUMNS = {
 }
 
 
+def log_rows(events: pl.DataFrame) -> dict[str, pl.DataFrame]:
+    """What `summarize` reads of (a part of) an event log, by event type: every event of
+    `READ_TYPES` with `LOG_KEYS` and its `READ_COLUMNS` (a frame per type, empty when none), and of
+    each other type present the first row of each (exchange, instrument), with `LOG_KEYS`."""
+    named = pl.struct("type", "exchange", "instrument").is_first_distinct()  # (per type: the type is in the key)
+    wanted = events.select(COLUMNS["events"]).filter(pl.col("type").is_in(READ_TYPES) | named)
+    parts = {kind: frame for (kind,), frame in wanted.partition_by("type", as_dict=True, maintain_order=True).items()}
+    rows = {kind: parts.pop(kind, wanted.clear()).select(*LOG_KEYS, *columns) for kind, columns in READ_COLUMNS.items()}
+    rows.update((kind, frame.select(LOG_KEYS)) for kind, frame in parts.items())
+    return rows
+
+
+@attrs.frozen(eq=False)
+class LogFigures:
+    """What the summary reads of the event log (`log_rows` of its parts, joined in log order): its
+    frames by event type and the exchanges the log names. A summary from the rows of a log's parts
+    is the whole log's: each type's rows are the log's, in its order, in one chunk (sums as over one
+    table); only the other types' first rows repeat, which changes nothing."""
+
+    by_type: dict  # event type -> DataFrame
+    exchanges: tuple
+
+    def of(self, *kinds: str) -> pl.DataFrame:
+        """The rows of `kinds` (types in `READ_TYPES` or present), one frame."""
+        return pl.concat([self.by_type[kind] for kind in kinds if kind in self.by_type], how="diagonal_relaxed")
+
+
+def log_figures(parts) -> LogFigures:
+    """`LogFigures` from the `log_rows` of a log's parts, in log order (text `stored` as categories
+    comes back as text)."""
+    pieces: dict[str, list] = {}
+    for part in parts:
+        for kind, frame in part.items():
+            pieces.setdefault(kind, []).append(frame)
+    by_type = {kind: as_text(pl.concat(frames, rechunk=True)) for kind, frames in pieces.items()}
+    exchanges = set()
+    for frame in by_type.values():
+        exchanges.update(frame["exchange"].unique().to_list())
+    return LogFigures(by_type=by_type, exchanges=tuple(sorted(e for e in exchanges if e is not None)))
+
+
 def summarize(events: pl.DataFrame, equity: pl.DataFrame, meta: dict, collateral: pl.DataFrame | None = None,
               positions: pl.DataFrame | None = None, one_legged_ratio: float = 0.5,
               one_legged_after_hours: float = 8.0) -> dict:
     """Build summary.json's content from the run's tables."""
-    return summarize_figures(events, snapshot_figures(equity, collateral, positions), meta, one_legged_ratio,
-                             one_legged_after_hours)
+    return summarize_figures(log_figures([log_rows(events)]), snapshot_figures(equity, collateral, positions), meta,
+                             one_legged_ratio, one_legged_after_hours)
 
 
-def summarize_figures(events: pl.DataFrame, snapshots: SnapshotFigures, meta: dict, one_legged_ratio: float = 0.5,
+def summarize_figures(log: LogFigures, snapshots: SnapshotFigures, meta: dict, one_legged_ratio: float = 0.5,
                       one_legged_after_hours: float = 8.0) -> dict:
-    """`summarize` from the event log and the valuation tables' `SnapshotFigures`."""
-    exchanges = sorted(set(snapshots.exchanges) | set(events["exchange"].unique().to_list()))
+    """`summarize` from the event log's `LogFigures` and the valuation tables' `SnapshotFigures`."""
+    exchanges = sorted(set(snapshots.exchanges) | set(log.exchanges))
     equity_by_account = snapshots.equity_by_account
     collateral = snapshots.coins  # (the prices of money other than stablecoins, which count at 1)
-    deposits_usd = usd_values(events.filter(pl.col("type") == "CollateralDeposited")
-                               .select("ts", "exchange", "asset", "amount"), collateral, "amount")
-    sent_usd, arrived_usd = transfer_values(events, collateral)  # both legs at the value sent
+    deposits_usd = usd_values(log.of("CollateralDeposited").select("ts", "exchange", "asset", "amount"), collateral,
+                              "amount")
+    sent_usd, arrived_usd = transfer_values(log.of("TransferSent", "TransferArrived"), collateral)  # both legs at the value sent
     in_flight = sent_usd.join(arrived_usd.select("transfer_id"), on="transfer_id", how="anti")
-    by_type = {t: events.filter(pl.col("type") == t) for t in (
-        "CollateralDeposited", "FeeCharged", "FundingSettled", "PositionLiquidated", "InsuranceFundUsed",
-        "ContractExpired",
-        "OrderFilled", "OrderRejected", "TransferSent", "TransferArrived", "MarginWarningRaised")}
-    adjusted = flow_adjusted_equity(events, collateral, equity_by_account)
-    committed_by_snapshot = snapshots.committed
+    by_type = log.by_type
+    adjusted = flow_adjusted_equity(log.of("CollateralDeposited", "TransferSent", "TransferArrived"), collateral,
+                                    equity_by_account)
     per_exchange = {}
     for exchange in exchanges:
         def total(kind, column="amount", exchange=exchange):
@@ -248,12 +347,8 @@ def summarize_figures(events: pl.DataFrame, snapshots: SnapshotFigures, meta: di
                 return _f(frame[column].sum())
             return _f(usd_values(frame.select("ts", "exchange", "asset", column), collateral, column)["usd"].sum())
 
-        # the moments whose marks are those of their own time (start, samples at bar closes, end): an event
-        # snapshot carries the marks of its bar's close but is stamped with the event's time (a funding or a
-        # fill at the bar's open, a liquidation inside it), so a margin ratio or distance read there belongs
-        # to a later moment (or to a state a later event of the bar replaced); warnings and liquidations
-        # come in below at their own time
-        valued = snapshots.valued.filter(pl.col("exchange") == exchange)
+        # the moments whose marks are those of their own time (start, samples at bar closes, end) with the
+        # warnings and liquidations at their own time (`SnapshotFigures`)
         liquidated = by_type["PositionLiquidated"].filter(pl.col("exchange") == exchange)
         history = equity_by_account.filter(pl.col("exchange") == exchange)
         series = adjusted.filter(pl.col("exchange") == exchange)
@@ -268,23 +363,19 @@ def summarize_figures(events: pl.DataFrame, snapshots: SnapshotFigures, meta: di
         warned = by_type["MarginWarningRaised"].filter((pl.col("exchange") == exchange) & (pl.col("level") > 0))
         pool_warning = pl.col("instrument").fill_null("").str.starts_with("cross:")
         lowest = _headroom(pl.concat([
-            valued.filter(pl.col("maintenance_margin") > 0).select("ts", "margin_ratio"),
+            snapshots.headroom.filter(pl.col("exchange") == exchange).select("ts", "margin_ratio"),
             warned.filter(pool_warning).select("ts", "margin_ratio"),
             liquidated.filter(~pl.col("isolated").fill_null(False)).select("ts", pl.lit(1.0).alias("margin_ratio")),
         ]))
-        own_positions = snapshots.isolated.filter(pl.col("exchange") == exchange)
-        isolated_equity = pl.col("isolated_margin") + pl.col("unrealized_pnl")
         lowest_isolated = _headroom(pl.concat([
-            own_positions.filter(pl.col("maintenance_margin") > 0).select(
-                "ts", pl.when(isolated_equity > 0).then(pl.col("maintenance_margin") / isolated_equity)
-                .otherwise(1.0).alias("margin_ratio")),
+            snapshots.isolated_headroom.filter(pl.col("exchange") == exchange).select("ts", "margin_ratio"),
             warned.filter(~pool_warning).select("ts", "margin_ratio"),
             liquidated.filter(pl.col("isolated").fill_null(False)).select("ts", pl.lit(1.0).alias("margin_ratio")),
         ]))
-        committed = committed_by_snapshot.filter(pl.col("exchange") == exchange)  # USD
+        committed = snapshots.peak_committed.filter(pl.col("exchange") == exchange)  # USD
         tightest = None  # the smallest all-together adverse move that would liquidate (xmargin.analysis.distance)
-        if "liquidation_distance" in valued.columns:
-            finite = valued.filter(pl.col("liquidation_distance").is_finite())
+        if snapshots.tightest.height:
+            finite = snapshots.tightest.filter(pl.col("exchange") == exchange)
             if finite.height:
                 t = finite.sort("liquidation_distance", maintain_order=True).row(0, named=True)
                 tightest = {"ts": str(t["ts"]), "asset": t["asset"], "liquidation_distance": t["liquidation_distance"],
@@ -332,9 +423,10 @@ def summarize_figures(events: pl.DataFrame, snapshots: SnapshotFigures, meta: di
     totals.update(max_drawdown=whole["max_drawdown"], collateral_consumed=whole["collateral_consumed"],
                   drawdown=whole["drawdown"], statistics=whole["statistics"],
                   rejected_orders=sum(v["rejected_orders"] for v in per_exchange.values()))
-    exposure = exposure_figures(snapshots.exposure, hedged_underlyings(events, collateral),
+    exposure = exposure_figures(snapshots.exposure,
+                                hedged_underlyings(log.of("OrderAccepted", "OrderFilled", "OrderRejected"), collateral),
                                 one_legged_ratio, one_legged_after_hours)
-    rejected = rejections(events)
+    rejected = rejections(log.of("OrderRejected"))
     warnings = []
     for underlying, row in exposure.items():
         if row["one_legged"]:

@@ -31,7 +31,9 @@ import numpy as np
 
 from xmargin.errors import RunError
 
-PAGED_ABOVE_BYTES = 192 * 2**20  # a feed whose arrays take more is paged (a year of four 1-minute series: 74 MB, 140 with marks)
+# a feed whose arrays take more is paged (a year of four 1-minute series: 74 MB, 140 with marks): the
+# tables and the summary are made while the run goes on, so a run's peak is there, the feed most of it
+PAGED_ABOVE_BYTES = 64 * 2**20
 
 
 def available() -> bool:

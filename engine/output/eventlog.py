@@ -117,13 +117,15 @@ def write_ipc(table: pa.Table, path: Path) -> None:
         writer.write_table(table)
 
 
-EVENT_BATCH = 65_536  # events per record batch of events.arrow: memory stays at one batch's columns
+# events per record batch of events.arrow: the log's tables are made from each batch as it is written
+# (`xmargin.output.logtables`), so memory holds one batch's columns and the work on them
+EVENT_BATCH = 16_384
 
 
-def write_events(events, path: Path, batch: int | None = None) -> None:
+def write_events(events, path: Path, batch: int | None = None, tables=None) -> None:
     """Write the log to an Arrow IPC file one record batch of `batch` (default `EVENT_BATCH`) events
-    at a time."""
-    log = EventFile(path, batch)
+    at a time; `tables`: as `EventFile`'s."""
+    log = EventFile(path, batch, tables)
     try:
         log.finish(events)
     except BaseException:
@@ -134,19 +136,25 @@ def write_events(events, path: Path, batch: int | None = None) -> None:
 class EventFile:
     """`events.arrow` written while a run goes on (`xmargin.sim.loop.Backtest(event_file=...)`): the
     loop hands over each full record batch of `batch` events and drops them from memory; the
-    writer adds the rest at the end (`finish`). The file's bytes are `write_events`'s for the same log."""
+    writer adds the rest at the end (`finish`). The file's bytes are `write_events`'s for the same log.
+    `tables`: given each record batch once written (`xmargin.output.logtables.LogTables`: the tables
+    made from the log as it is written, so that it is never read back)."""
 
-    def __init__(self, path: Path, batch: int | None = None):
+    def __init__(self, path: Path, batch: int | None = None, tables=None):
         self.path = Path(path)
         self.batch = EVENT_BATCH if batch is None else batch  # events per record batch
+        self.tables = tables
         self.written = 0  # events in the file
         self._sink = pa.OSFile(str(self.path), "wb")
         self._writer = pa.ipc.new_file(self._sink, event_schema())
 
     def add(self, events) -> None:
         """Append `events` (log order, following those written) as one record batch."""
-        self._writer.write_table(events_to_table(events, first_seq=self.written))
+        table = events_to_table(events, first_seq=self.written)
+        self._writer.write_table(table)
         self.written += len(events)
+        if self.tables is not None:
+            self.tables.add(table)
 
     def finish(self, events) -> None:
         """Append the log's remaining `events`, `batch` at a time, and close the file."""
@@ -157,8 +165,10 @@ class EventFile:
         self._sink.close()
 
     def abort(self) -> None:
-        """Close the file without finishing it (a failed run: its folder is removed)."""
-        for closing in (self._writer.close, self._sink.close):
+        """Close the file (and its `tables`' files) without finishing it (a failed run: its folder is
+        removed)."""
+        closings = (self._writer.close, self._sink.close, *((self.tables.abort,) if self.tables is not None else ()))
+        for closing in closings:
             try:
                 closing()
             except Exception:  # noqa: BLE001 - already failing; the folder goes

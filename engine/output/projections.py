@@ -1,11 +1,21 @@
 """Output tables that are pure projections of the event log (polars expressions over it).
 
-`xmargin verify` recomputes these from `events.arrow` and compares them with the files.
+`xmargin verify` recomputes these from `events.arrow` and compares them with the files. The writer
+makes them from the log's record batches as they are written (`xmargin.output.logtables`): fills,
+funding and liquidations a moment at a time (a fill and its fee, a liquidation and the insurance
+fund's share are events of one moment), transfers once from their rows of the whole log (a
+transfer's sending and its arrival are moments apart).
 """
 
 from __future__ import annotations
 
 import polars as pl
+
+# the log's columns the projections read (a reader of the log loads only these)
+COLUMNS = ("seq", "ts", "type", "exchange", "instrument", "order_id", "quantity", "price", "liquidity", "realized_pnl",
+           "margin_delta", "asset", "market", "tag", "amount", "rate", "isolated", "trigger_price", "fee",
+           "margin_released", "policy", "transfer_id", "destination", "arrives_ts", "reason")
+TRANSFER_TYPES = ("TransferSent", "TransferArrived", "TransferRejected")  # the events `transfers` reads
 
 
 def fills(events: pl.LazyFrame) -> pl.LazyFrame:

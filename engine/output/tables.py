@@ -17,6 +17,8 @@ one is version 0 (runs written before schema versions).
 
 from __future__ import annotations
 
+from contextlib import ExitStack
+from pathlib import Path
 from typing import Callable
 
 import attrs
@@ -26,7 +28,7 @@ import pyarrow as pa
 from xmargin.analysis.distance import equity_distances, run_distances
 from xmargin.errors import RunError
 from xmargin.output.eventlog import TIMESTAMP, cast_to, event_schema
-from xmargin.output.projections import fills, funding, liquidations, transfers
+from xmargin.output.projections import TRANSFER_TYPES, fills, funding, liquidations, transfers
 from xmargin.output.snapshots import collateral_table, equity_base_table, positions_table
 
 SCHEMA_VERSION = 1
@@ -50,7 +52,9 @@ class OutputTable:
     """One table of a run folder: `<name>.arrow` with exactly `schema`.
 
     `build(result, events)` makes it from a finished in-memory run and its event log (Arrow);
-    `project` (projections only) is the polars function of the log that `verify` recomputes."""
+    `project` (projections only) is the polars function of the log that `verify` recomputes.
+    `gathered` (projections only): the event types of a projection whose rows span moments; the
+    writer projects them once from the whole log, the other projections a moment at a time."""
 
     name: str
     schema: pa.Schema = attrs.field(eq=False)
@@ -59,6 +63,7 @@ class OutputTable:
     build: Callable = attrs.field(eq=False)
     project: Callable | None = attrs.field(default=None, eq=False)
     description: str = ""
+    gathered: tuple[str, ...] = ()
 
     @property
     def file(self) -> str:
@@ -76,10 +81,10 @@ class OutputTable:
         return cast_to(table.select(self.schema.names), self.schema).combine_chunks()
 
 
-def _projection(name: str, project, columns, description: str) -> OutputTable:
+def _projection(name: str, project, columns, description: str, gathered: tuple[str, ...] = ()) -> OutputTable:
     return OutputTable(name, _schema(columns), "projection", required=True,
                        build=lambda result, events: project(pl.from_arrow(events).lazy()).collect().to_arrow(),
-                       project=project, description=description)
+                       project=project, description=description, gathered=gathered)
 
 
 OUTPUT_TABLES: tuple[OutputTable, ...] = (
@@ -103,7 +108,7 @@ OUTPUT_TABLES: tuple[OutputTable, ...] = (
         ("transfer_id", _I), ("sent_ts", TIMESTAMP), ("source", _S), ("destination", _S), ("asset", _S),
         ("amount", _F), ("fee", _F), ("arrives_ts", TIMESTAMP), ("arrived_ts", TIMESTAMP), ("reason", _S),
         ("minutes_in_flight", _F)],
-        "one row per transfer between exchanges"),
+        "one row per transfer between exchanges", gathered=TRANSFER_TYPES),
     OutputTable("equity", _schema([
         *_SNAPSHOT, ("asset", _S), ("wallet_balance", _F), ("cross_wallet_balance", _F), ("collateral_value", _F),
         ("isolated_margin", _F), ("unrealized_pnl", _F), ("margin_balance", _F), ("initial_margin", _F),
@@ -129,3 +134,34 @@ OUTPUT_TABLES: tuple[OutputTable, ...] = (
 )
 
 BY_NAME = {table.name: table for table in OUTPUT_TABLES}
+
+
+class TableFiles:
+    """Registry tables appended record batch by record batch to their files in `folder`, each file
+    opened at its first table (with the registry's schema)."""
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+        self._stack = ExitStack()
+        self._writers: dict = {}
+
+    def append(self, parts: dict) -> None:
+        """Append {table name: Arrow table} (names outside the registry are skipped)."""
+        for name, table in parts.items():
+            if name not in BY_NAME:
+                continue
+            entry = BY_NAME[name]
+            if name not in self._writers:
+                sink = self._stack.enter_context(pa.OSFile(str(self.folder / entry.file), "wb"))
+                self._writers[name] = self._stack.enter_context(pa.ipc.new_file(sink, entry.schema))
+            self._writers[name].write_table(entry.conform(table))
+
+    @property
+    def written(self) -> list[str]:
+        """The tables with a file open."""
+        return sorted(self._writers)
+
+    def close(self) -> list[str]:
+        """Finish every file; the names of the tables written."""
+        self._stack.close()
+        return sorted(self._writers)

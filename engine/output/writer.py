@@ -19,7 +19,6 @@ import platform
 import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -29,15 +28,17 @@ import pyarrow as pa
 
 from xmargin._version import __version__
 from xmargin.analysis.distance import distance_table, equity_distances
-from xmargin.analysis.summary import COLUMNS as SUMMARY_COLUMNS, figures_in_parts, summarize, summarize_figures
+from xmargin.analysis.summary import (COLUMNS as SUMMARY_COLUMNS, LogFigures, SnapshotFigures, SnapshotReduction,
+                                      summarize, summarize_figures)
 from xmargin.dataset.feed import iso_minutes
 from xmargin.errors import RunError
 from xmargin.margin.modes import venue_mode
 from xmargin._memory import return_free_memory
 from xmargin._progress import ProgressLine
 from xmargin.output.eventlog import file_hash, read_ipc, write_events, write_ipc
+from xmargin.output.logtables import LogTables
 from xmargin.output.snapshots import snapshot_tables, stacked_units
-from xmargin.output.tables import BY_NAME, OUTPUT_TABLES, SCHEMA_VERSION, equity_table
+from xmargin.output.tables import BY_NAME, OUTPUT_TABLES, SCHEMA_VERSION, TableFiles, equity_table
 
 SNAPSHOT_ROWS = 50_000  # pool, position and balance rows valued (and their distances searched) per chunk
 
@@ -202,42 +203,6 @@ def summary_options(result) -> dict:
             "one_legged_after_hours": result.config.one_legged_after_ns / 3.6e12}
 
 
-def summary_from_folder(folder: Path, meta: dict, options: dict) -> dict:
-    """The run summary computed from the tables written in `folder` (read back, not rebuilt): the
-    event log's columns `summarize` reads (`summary.COLUMNS`), and the valuation tables a record
-    batch at a time, reduced as they are read (`summary.figures_in_parts`): memory grows with the
-    log and the snapshots' count, not with the valuation tables' rows. `meta`: `run_meta`;
-    `options`: `summary_options`."""
-    table = pl.scan_ipc(folder / "events.arrow")
-    present = set(table.collect_schema().names())
-    # rechunked: sums as over one table
-    events = table.select([c for c in SUMMARY_COLUMNS["events"] if c in present]).collect().rechunk()
-    snapshots = figures_in_parts(_snapshot_parts(folder, "collateral"), _snapshot_parts(folder, "positions"),
-                                 _snapshot_parts(folder, "equity"))
-    return summarize_figures(events, snapshots, meta, options["one_legged_ratio"], options["one_legged_after_hours"])
-
-
-def _snapshot_parts(folder: Path, name: str):
-    """The summary's columns of a valuation table, a record batch at a time, as polars frames holding
-    whole moments (the rows of the batch's last moment go with the next batch: a moment, the
-    snapshots of one (events_applied, ts), is never split); at least one frame (empty for no rows)."""
-    with pa.OSFile(str(folder / BY_NAME[name].file), "rb") as source:
-        reader = pa.ipc.open_file(source)
-        columns = [c for c in SUMMARY_COLUMNS[name] if c in reader.schema.names]
-        held = pl.from_arrow(reader.schema.empty_table().select(columns))
-        for index in range(reader.num_record_batches):
-            batch = pl.concat([held, pl.from_arrow(reader.get_batch(index).select(columns))], rechunk=True)
-            if not batch.height:
-                continue
-            last = batch.select(pl.col("events_applied").last(), pl.col("ts").last()).row(0)
-            moment = (pl.col("events_applied") == last[0]) & (pl.col("ts") == last[1])
-            cut = batch.height - int(batch.select(moment.cast(pl.Int32).reverse().cum_min().sum()).item())
-            if cut:
-                yield batch[:cut]
-            held = batch[cut:]
-        yield held
-
-
 class _Chunks:
     """Snapshots cut, as they come, into chunks of about `limit` (default `SNAPSHOT_ROWS`) pool,
     position and balance rows, only between moments (ts, events applied): the snapshots of one
@@ -297,29 +262,12 @@ def _valuation_parts(result, progress: ProgressLine | None = None):
         return_free_memory()  # the chunk's arrays, once written (the caller drops its tables first)
 
 
-class _TableFiles:
-    """Registry tables appended record batch by record batch to their files in `folder`, each file
-    opened at its first table (with the registry's schema)."""
-
-    def __init__(self, folder: Path):
-        self.folder = Path(folder)
-        self._stack = ExitStack()
-        self._writers: dict = {}
-
-    def append(self, parts: dict) -> None:
-        for name, table in parts.items():
-            if name not in BY_NAME:
-                continue
-            entry = BY_NAME[name]
-            if name not in self._writers:
-                sink = self._stack.enter_context(pa.OSFile(str(self.folder / entry.file), "wb"))
-                self._writers[name] = self._stack.enter_context(pa.ipc.new_file(sink, entry.schema))
-            self._writers[name].write_table(entry.conform(table))
-
-    def close(self) -> list[str]:
-        """Finish every file; the names of the tables written."""
-        self._stack.close()
-        return sorted(self._writers)
+def _reduce(reduction: SnapshotReduction, tables: dict) -> None:
+    """Hand a chunk's valuation tables (Arrow) to `reduction`: the columns the summary reads."""
+    frames = {name: pl.from_arrow(tables[name].select([c for c in SUMMARY_COLUMNS[name]
+                                                       if c in tables[name].schema.names]))
+              for name in ("collateral", "positions", "equity")}
+    reduction.add(frames["collateral"], frames["positions"], frames["equity"])
 
 
 class ValuationFile:
@@ -333,8 +281,9 @@ class ValuationFile:
         self.folder = Path(folder)
         self.seconds = 0.0
         self._chunks = _Chunks()
-        self._files = _TableFiles(self.folder)
+        self._files = TableFiles(self.folder)
         self._context = None
+        self.figures = SnapshotReduction()  # what the summary reads of the tables, reduced chunk by chunk
 
     def start(self, catalog, feed, thresholds) -> None:
         """What the snapshots are valued with: the run's catalog, feed and warning thresholds."""
@@ -348,7 +297,10 @@ class ValuationFile:
 
     def _write(self, chunk) -> None:
         started = time.perf_counter()
-        self._files.append(_chunk_tables(chunk, *self._context))
+        tables = _chunk_tables(chunk, *self._context)
+        self._files.append(tables)
+        _reduce(self.figures, tables)
+        tables = None
         return_free_memory()  # the chunk's arrays, once written
         self.seconds += time.perf_counter() - started
 
@@ -362,7 +314,7 @@ class ValuationFile:
 
     def abort(self) -> None:
         """Close the files without finishing (a failed run: its folder is removed)."""
-        self._context, self._chunks = None, _Chunks()
+        self._context, self._chunks, self.figures = None, _Chunks(), SnapshotReduction()
         try:
             self._files.close()
         except Exception:  # noqa: BLE001 - already failing; the folder goes
@@ -390,29 +342,20 @@ class _FileHashes:
 
 
 def write_tables(result, folder: Path, hashes: _FileHashes | None = None, release: bool = False,
-                 progress: ProgressLine | None = None) -> None:
+                 progress: ProgressLine | None = None) -> tuple[LogFigures, SnapshotFigures]:
     """Every table of the registry (`xmargin.output.tables`) into `folder`, each built once and
-    streamed: the event log in record batches, the projections from the written log, the valuation
-    tables one chunk of snapshots at a time (one record batch per chunk), so memory stays at one
-    chunk's rows. `hashes`: told of each file once it is complete. `release`: the feed's open, high
-    and low prices (no table reads them) are dropped first, the result's log once written, its
-    snapshots and feed once the valuation tables are (`RunResult.release`)."""
+    streamed: the valuation tables one chunk of snapshots at a time (one record batch per chunk),
+    then the event log in record batches with the projections made from each batch as it is written
+    (`xmargin.output.logtables`: the log is never read back), so memory stays at one chunk's or
+    batch's rows. Returns what the summary reads of the log and of the valuation tables, reduced as
+    they were made (`summary.LogFigures`, `summary.SnapshotFigures`). `hashes`: told of each file
+    once it is complete. `release`: the feed's open, high and low prices (no table reads them) are
+    dropped first, the result's log once written, its snapshots and feed once the valuation tables
+    are (`RunResult.release`)."""
     done = hashes.add if hashes is not None else (lambda path: None)
     events_file = folder / BY_NAME["events"].file
     if release:
         result.release("extremes")
-    if result.event_file is not None:  # written while the run went on: the rest of the log, then closed
-        if result.event_file.path != events_file:
-            raise RunError(f"{result.event_file.path}: the run's event file is not {events_file} (a bug of the "
-                           "caller: the run and its folder must share the reservation)")
-        event_file, result.event_file = result.event_file, None
-        event_file.finish(result.events)  # (a failure: its maker, `execute`, closes it)
-    else:
-        write_events(result.events, events_file)
-    done(events_file)
-    if release:
-        result.release("events")
-    log = pl.scan_ipc(events_file)
     if result.valuation_file is not None:  # valued and written while the run went on: the rest, then closed
         if result.valuation_file.folder != folder:
             raise RunError(f"{result.valuation_file.folder}: the run's valuation files are not in {folder} (a bug "
@@ -420,11 +363,13 @@ def write_tables(result, folder: Path, hashes: _FileHashes | None = None, releas
         valuation, result.valuation_file = result.valuation_file, None
         streamed = set(valuation.finish())  # (a failure: its maker, `execute`, closes it)
         result.timings["valuation_seconds"] = valuation.seconds
+        reduction = valuation.figures
     else:
-        files = _TableFiles(folder)
+        files, reduction = TableFiles(folder), SnapshotReduction()
         try:
             for parts in _valuation_parts(result, progress):
                 files.append(parts)
+                _reduce(reduction, parts)
                 parts = None  # the chunk's tables go before the next chunk (`_valuation_parts`)
         finally:
             streamed = set(files.close())
@@ -432,18 +377,32 @@ def write_tables(result, folder: Path, hashes: _FileHashes | None = None, releas
         done(folder / BY_NAME[name].file)
     if release:
         result.release("valuation")
+    snapshots = reduction.figures()
+    if result.event_file is not None:  # written while the run went on: the rest of the log, then closed
+        if result.event_file.path != events_file or result.event_file.tables is None:
+            raise RunError(f"{result.event_file.path}: the run's event file is not {events_file} with its log tables "
+                           "(a bug of the caller: the run and its folder must share the reservation)")
+        event_file, result.event_file = result.event_file, None
+        event_file.finish(result.events)  # (a failure: its maker, `execute`, closes it)
+        log_tables = event_file.tables
+    else:
+        log_tables = LogTables(folder)
+        write_events(result.events, events_file, tables=log_tables)
+    done(events_file)
+    if release:
+        result.release("events")
+    projected, log = log_tables.finish()  # (once the valuation's memory is given back)
+    for name in projected:
+        done(folder / BY_NAME[name].file)
     events = None
     for table in OUTPUT_TABLES:
-        if table.name == "events" or table.name in streamed:
+        if table.name == "events" or table.name in streamed or table.name in projected:
             continue
-        if table.project is not None:
-            # the streaming engine reads the log a morsel at a time (its sorts and joins hold their rows only)
-            write_ipc(table.conform(table.project(log).collect(engine="streaming").rechunk().to_arrow()),
-                      folder / table.file)
-        else:  # a table this writer does not stream: its registry build over the written log
-            events = read_ipc(events_file) if events is None else events
-            write_ipc(table.conform(table.build(result, events)), folder / table.file)
+        # a table this writer does not stream: its registry build over the written log
+        events = read_ipc(events_file) if events is None else events
+        write_ipc(table.conform(table.build(result, events)), folder / table.file)
         done(folder / table.file)
+    return log, snapshots
 
 
 def _manifest_head(result, run_id: str) -> dict:
@@ -496,10 +455,13 @@ def write_run_folder(result, summary: dict | None = None, out: Path | None = Non
     shown = ProgressLine(progress)
     try:
         meta, manifest = run_meta(result, run_id), _manifest_head(result, run_id)  # before a release
-        write_tables(result, partial, hashing, release=release, progress=shown)
+        log, snapshots = write_tables(result, partial, hashing, release=release, progress=shown)
         if summary is None:
             shown.say("writing outputs: summary")
-            summary = summary_from_folder(partial, meta, summary_options(result))
+            options = summary_options(result)
+            summary = summarize_figures(log, snapshots, meta, options["one_legged_ratio"],
+                                        options["one_legged_after_hours"])
+        log = snapshots = None
         (partial / "summary.json").write_text(json.dumps(json_safe(summary), indent=2) + "\n")
         hashing.add(partial / "summary.json")
         hashes = hashing.result()

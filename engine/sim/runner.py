@@ -9,6 +9,7 @@ import attrs
 import polars as pl
 
 from xmargin.output.eventlog import EventFile, events_to_table
+from xmargin.output.logtables import LogTables
 from xmargin.sim.loop import Backtest, RunResult, few_collections
 from xmargin.output.snapshots import collateral_table, positions_table
 from xmargin.output.writer import (ValuationFile, disk_full, equity_table, reserve_run, run_id_for, run_meta,
@@ -51,7 +52,9 @@ def execute(config, out: Path | None = None, run_id: str | None = None, progress
     try:
         try:
             # not kept: the log goes to the folder's events.arrow a record batch at a time during the run
-            event_file = None if keep_result else EventFile(reservation.partial / "events.arrow")
+            # (with the tables made from the log: each record batch is projected as it is written)
+            event_file = None if keep_result else EventFile(reservation.partial / "events.arrow",
+                                                            tables=LogTables(reservation.partial))
             # not kept either: the snapshots are valued into the folder's valuation tables a chunk at a time
             valuation_file = None if keep_result else ValuationFile(reservation.partial)
             backtest = Backtest(config, progress=progress, input_warnings=warnings, event_file=event_file,
