@@ -21,7 +21,7 @@ from collections import defaultdict
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import xmargin.sim.loop
@@ -238,8 +238,23 @@ def cases(draw):
             draw(st.sampled_from([0.0, 0.01])), draw(st.sampled_from(["path", "worst-case", "close"])))
 
 
+# A gap through the bankruptcy price at the open of a bar where the cross account's close order
+# would fill: the old engine filled the order at the gapped open (realised -996.66), leaving USDT
+# -3.91 and no position; now the liquidation at the open comes first and cancels the order.
+GAP_AT_THE_OPEN = (96319194, 11, 0.05,
+                   {0: [("market", 0, 0.0, 0, False)],
+                    1: [("market", 0, 0.0, 0, False), ("market", 0, 0.0, 0, False), ("market", 0, 0.0, 0, False),
+                        ("limit", 0, 7.0, 0, False)],
+                    7: [("market", 0, 0.0, 0, False), ("market", 0, 0.0, 0, False), ("market", 0, 0.0, 0, False),
+                        ("close", 0, 0.0, 0, False)],
+                    2: [("market", 0, 0.0, 0, False)],
+                    3: [("market", 0, 0.0, 0, False), ("market", 0, 0.0, 0, False), ("market", 0, 2.0, 0, False)]},
+                   "cross", "cross", "partial", "bankruptcy", 0.0, "close")
+
+
 @SETTINGS
 @given(cases())
+@example(GAP_AT_THE_OPEN)
 def test_conservation_replay_and_liquidation_invariants(case):
     with pytest.MonkeyPatch.context() as mp:
         catalog, feed, result, capture = run_case(case, mp)

@@ -49,6 +49,24 @@ def _bankruptcy_prices(unit, triggers, equity: float, notionals: np.ndarray) -> 
     return triggers * (1.0 - direction * high)
 
 
+def cancelled_orders(account, units, ts: int, reason: str) -> list:
+    """OrderCancelled for the open orders that a liquidation of `units` (risk units of `account`)
+    cancels before the positions close. The venues cancel first: Binance "the system will first
+    cancel all open orders" (Liquidation Protocol, binance.com/en/support/faq/360033525271, as
+    mirrored at docs.traderwagon.com/faq/futures-trading-introduction/liquidation-protocol, read
+    2026-11); Bybit "all active orders will be canceled and the position will be taken over by the
+    liquidation engine" (Liquidation Process, bybitglobal.com help article 000001098, 2024-01-24);
+    OKX cancels orders, then liquidates partially, then fully. A pool or a whole-account unit
+    cancels every open order of the account; an isolated position the orders on its instrument."""
+    if any(not unit.isolated for unit in units):
+        chosen = sorted(account.orders.items())
+    else:
+        instruments = {key for unit in units for key in unit.instruments}
+        chosen = [(order_id, order) for order_id, order in sorted(account.orders.items())
+                  if order.instrument in instruments]
+    return [ev.OrderCancelled(ts, account.exchange, order.instrument, order_id, reason) for order_id, order in chosen]
+
+
 def liquidation_events(ledger, catalog, breach, ts: int, last_partial_ns: int | None = None) -> list:
     """Events for one breach found by `xmargin.margin.risk.scan` (`breach.prices` are the trigger marks);
     `last_partial_ns`: when this unit last had a partial step (the policy's cooldown)."""
@@ -65,9 +83,7 @@ def liquidation_events(ledger, catalog, breach, ts: int, last_partial_ns: int | 
     events = []
     if unit.requirement is not None:  # account-level: cancel every open order, then close every position
         plan = close_portfolio(breached, rules)
-        events.extend(ev.OrderCancelled(ts, unit.exchange, order.instrument, order_id,
-                                        "liquidation: open orders are cancelled first")
-                      for order_id, order in sorted(account.orders.items()))
+        events.extend(cancelled_orders(account, (unit,), ts, "liquidation: open orders are cancelled first"))
     else:
         plan = close_isolated(breached, rules) if unit.isolated else POLICIES[rules.policy].plan(breached, rules)
     fills = triggers if plan.fill == "trigger" else _bankruptcy_prices(unit, triggers, equity, value.notional)

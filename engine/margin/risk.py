@@ -20,7 +20,7 @@ import numpy as np
 
 from xmargin._arrays import sorted_unique
 from xmargin.margin import formulas as margin
-from xmargin.margin.kernel import equity_one, maintenance_one, valuate
+from xmargin.margin.kernel import equity_one, maintenance_one, valuate, valuate_one
 from xmargin.margin.modes import account_units
 from xmargin.margin.units import RiskUnit
 
@@ -199,6 +199,29 @@ def scan(units, feed, start: int, stop: int, first_point: int, mode: str, thresh
         if liquidation:
             trigger = trigger_prices(unit, feed, prices, curves, row - start, point, points)
         out.append(Breach(unit, row, point, liquidation, level, ratio, trigger))
+    return out
+
+
+def breaches_at(units, marks: np.ndarray, row: int, thresholds: np.ndarray) -> list[Breach]:
+    """The units at or beyond maintenance (equity <= maintenance margin, as `scan` flags a
+    liquidation) at one set of marks: `marks` is one price per feed column, e.g. bar `row`'s open
+    marks (point 0 of its path). Each breach triggers at those marks. Units without positions, and
+    units with a nan price, are never breached. Valued with the kernel (scalar path for per-leg
+    brackets, `valuate` for a whole-unit model)."""
+    out = []
+    for unit in units:
+        if unit.positions == 0:
+            continue
+        prices = marks[unit.columns]
+        if unit.requirement is None:
+            equity, maintenance, _ = valuate_one(unit.rows, unit.base, prices.tolist())
+        else:
+            equity, maintenance = (float(v[0]) for v in unit_curves(unit, prices[None, None, :]))
+        if not equity <= maintenance:  # (False for nan)
+            continue
+        ratio = maintenance / equity if equity > 0 else math.inf
+        level = int(np.searchsorted(thresholds, ratio, side="right"))
+        out.append(Breach(unit, row, 0, True, level, ratio, prices.copy()))
     return out
 
 

@@ -32,9 +32,9 @@ from xmargin.sim.expiry import expiry_events, settlement_schedule
 from xmargin.dataset.feed import Feed, iso_minutes, load_feed
 from xmargin.dataset.tables import as_utc
 from xmargin.ledger.apply import applier_of
-from xmargin.margin.liquidation import liquidation_events
+from xmargin.margin.liquidation import cancelled_orders, liquidation_events
 from xmargin.margin.modes import account_units, venue_mode
-from xmargin.margin.risk import POINTS, PlannedExtremes, risk_units, scan
+from xmargin.margin.risk import POINTS, PlannedExtremes, breaches_at, risk_units, scan
 from xmargin.venues.fees import market_fees
 from xmargin.venues.rules import load_rules
 from xmargin.output.snapshots import Snapshot
@@ -509,7 +509,14 @@ class Backtest:
                 settled = expiry_events(self.ledger, self.catalog, settlement)
                 self.emit(settled)
                 changed.update(e.exchange for e in settled)
-            # 3. fills of resting orders
+            # 3. an account beyond maintenance at the open is liquidated before its orders fill there
+            liquidated = self._liquidate_at_open(row, ts, slippage)
+            if liquidated and self.wakes.margin_warnings:
+                reasons.append("margin_warning")
+                wake_events.extend(liquidated)
+            if self.ledger.stopped:
+                break
+            # 3b. fills of resting orders
             filled = self._fill_orders(row, ts, slippage)
             if filled:
                 changed.update(e.exchange for e in filled)
@@ -568,20 +575,13 @@ class Backtest:
                          events_written=self._event_file.written if self._event_file is not None else 0)
 
     def _fill_orders(self, row: int, ts: int, slippage: float) -> list:
-        feed = self.feed
         out = []
         if not any(account.orders for account in self.ledger.accounts.values()):
             return out
         for exchange in sorted(self.ledger.accounts):
             for order_id in sorted(self.ledger.accounts[exchange].orders):
                 order = self.ledger.accounts[exchange].orders.get(order_id)
-                if order is None or order.accepted_ts >= ts + feed.bar_ns:
-                    continue
-                column = self.catalog.tradable(order.instrument).column
-                if not feed.has_bar[row, column]:
-                    continue
-                priced = fill_price(order, float(feed.open[row, column]), float(feed.high[row, column]),
-                                    float(feed.low[row, column]), slippage)
+                priced = self._fill_at(order, row, ts, slippage) if order is not None else None
                 if priced is None:
                     continue
                 events = fill_events(self.ledger, self.context, order, priced[0], priced[1], ts)
@@ -627,32 +627,80 @@ class Backtest:
                 return stop, raised
             at = breaches[0].row
             ts = int(feed.ts[at]) + breaches[0].point * feed.bar_ns // points
-            events = []
-            for breach in breaches:
-                if breach.liquidation:
-                    unit_key = (breach.unit.exchange, breach.unit.name)
-                    closed = liquidation_events(self.ledger, self.catalog, breach, ts, self._last_partial.get(unit_key))
-                    if any(getattr(e, "policy", "") == "partial" for e in closed):
-                        self._last_partial[unit_key] = ts  # a partial order starts the policy's cooldown
-                    events.extend(closed)
-                if breach.level != breach.unit.level:
-                    instrument = breach.unit.name
-                    threshold = float(self.thresholds[breach.level - 1]) if breach.level else 0.0
-                    events.append(ev.MarginWarningRaised(ts, breach.unit.exchange, instrument, breach.level,
-                                                         threshold, breach.margin_ratio))
-            self.emit(events)
-            raised.extend(events)
-            touched = {b.unit.exchange for b in breaches}
-            self._convert_negative_balances(at, ts, touched)
-            self._snapshot(at, ts, "event", sorted(touched))
-            if any(b.liquidation for b in breaches) and self.config.on_liquidation == "stop":
-                self.emit([ev.RunStopped(ts, breaches[0].unit.exchange, "liquidation (run.on_liquidation = stop)")])
+            raised.extend(self._margin_events(breaches, at, ts))
+            if self.ledger.stopped:
                 return at + 1, raised
             if self.wakes.margin_warnings:
                 stop = at + 1
             start, first_point = at, breaches[0].point
             if start * points + first_point >= stop * points:
                 return stop, raised
+
+    def _margin_events(self, breaches, at: int, ts: int) -> list:
+        """Handle breaches found at row `at`, time `ts`: liquidations and warning-level changes,
+        then auto-exchange and a snapshot; a liquidation stops the run with
+        `run.on_liquidation = stop`. Returns the margin events (emitted)."""
+        events = []
+        for breach in breaches:
+            if breach.liquidation:
+                unit_key = (breach.unit.exchange, breach.unit.name)
+                closed = liquidation_events(self.ledger, self.catalog, breach, ts, self._last_partial.get(unit_key))
+                if any(getattr(e, "policy", "") == "partial" for e in closed):
+                    self._last_partial[unit_key] = ts  # a partial order starts the policy's cooldown
+                events.extend(closed)
+            if breach.level != breach.unit.level:
+                instrument = breach.unit.name
+                threshold = float(self.thresholds[breach.level - 1]) if breach.level else 0.0
+                events.append(ev.MarginWarningRaised(ts, breach.unit.exchange, instrument, breach.level,
+                                                     threshold, breach.margin_ratio))
+        self.emit(events)
+        touched = {b.unit.exchange for b in breaches}
+        self._convert_negative_balances(at, ts, touched)
+        self._snapshot(at, ts, "event", sorted(touched))
+        if any(b.liquidation for b in breaches) and self.config.on_liquidation == "stop":
+            self.emit([ev.RunStopped(ts, breaches[0].unit.exchange, "liquidation (run.on_liquidation = stop)")])
+        return events
+
+    def _liquidate_at_open(self, row: int, ts: int, slippage: float) -> list:
+        """Liquidations due at bar `row`'s open, before resting orders fill there. A fill is the
+        account seen at the open's marks; an account whose unit is at or beyond maintenance there
+        (a gap through its liquidation price) is in liquidation at that moment, as the venues trigger
+        it on the mark price: its open orders are cancelled first (`cancelled_orders`) and the
+        units close as the margin watch closes them, at the open marks; a loss beyond the
+        bankruptcy prices is the insurance fund's. Only accounts with an order that would fill at
+        this bar are looked at (nothing to do on bars without fills); an account not in breach at
+        the open is untouched. Returns the margin events (emitted)."""
+        feed, ledger = self.feed, self.ledger
+        breaches = []
+        marks = None
+        for exchange in sorted(ledger.accounts):
+            account = ledger.accounts[exchange]
+            if not account.orders or all(self._fill_at(order, row, ts, slippage) is None
+                                         for order in account.orders.values()):
+                continue
+            if marks is None:
+                marks = feed.mark_open[row]
+            found = breaches_at(account_units(self.catalog, account, marks, ts), marks, row, self.thresholds)
+            if found:
+                where = "; ".join(f"{b.unit.name} margin ratio {b.margin_ratio:.4g}" if math.isfinite(b.margin_ratio)
+                                  else f"{b.unit.name} equity at or below zero" for b in found)
+                self.emit(cancelled_orders(account, [b.unit for b in found], ts,
+                                           f"liquidation at the open {_iso(ts)} ({where}): open orders are "
+                                           "cancelled first"))
+                breaches.extend(found)
+        return self._margin_events(breaches, row, ts) if breaches else []
+
+    def _fill_at(self, order, row: int, ts: int, slippage: float) -> tuple[float, str] | None:
+        """(price, liquidity) of `order` on bar `row` (bar open `ts`), or None when it does not fill
+        there: accepted during this bar, no bar for its instrument, or a limit the bar does not reach."""
+        feed = self.feed
+        if order.accepted_ts >= ts + feed.bar_ns:
+            return None
+        column = self.catalog.tradable(order.instrument).column
+        if not feed.has_bar[row, column]:
+            return None
+        return fill_price(order, float(feed.open[row, column]), float(feed.high[row, column]),
+                          float(feed.low[row, column]), slippage)
 
     def _arrival_point(self):
         """(flat path index, transfer) of the next transfer to land: the first path point of the bar
