@@ -671,6 +671,8 @@ class Backtest:
         this bar are looked at (nothing to do on bars without fills); an account not in breach at
         the open is untouched. Returns the margin events (emitted)."""
         feed, ledger = self.feed, self.ledger
+        if not any(account.orders for account in ledger.accounts.values()):
+            return []
         breaches = []
         marks = None
         for exchange in sorted(ledger.accounts):
