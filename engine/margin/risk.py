@@ -20,7 +20,7 @@ import numpy as np
 
 from xmargin._arrays import sorted_unique
 from xmargin.margin import formulas as margin
-from xmargin.margin.kernel import equity_one, maintenance_one, valuate, valuate_one
+from xmargin.margin.kernel import equity_one, maintenance_one, valuate
 from xmargin.margin.modes import account_units
 from xmargin.margin.units import RiskUnit
 
@@ -206,22 +206,24 @@ def breaches_at(units, marks: np.ndarray, row: int, thresholds: np.ndarray) -> l
     """The units at or beyond maintenance (equity <= maintenance margin, as `scan` flags a
     liquidation) at one set of marks: `marks` is one price per feed column, e.g. bar `row`'s open
     marks (point 0 of its path). Each breach triggers at those marks. Units without positions, and
-    units with a nan price, are never breached. Valued with the kernel (scalar path for per-leg
-    brackets, `valuate` for a whole-unit model)."""
+    units with a nan price, are never breached. Valued with the kernel's scalar path (per-leg
+    brackets) or `valuate` (a whole-unit model); `xmargin.sim.loop` asks it before an account's
+    fills at a bar's open."""
     out = []
     for unit in units:
         if unit.positions == 0:
             continue
-        prices = marks[unit.columns]
         if unit.requirement is None:
-            equity, maintenance, _ = valuate_one(unit.rows, unit.base, prices.tolist())
+            price = marks.item
+            prices = [price(r[0]) for r in unit.rows]
+            equity, maintenance = equity_one(unit.rows, unit.base, prices), maintenance_one(unit.rows, prices)
         else:
-            equity, maintenance = (float(v[0]) for v in unit_curves(unit, prices[None, None, :]))
+            equity, maintenance = (float(v[0]) for v in unit_curves(unit, marks[unit.columns][None, None, :]))
         if not equity <= maintenance:  # (False for nan)
             continue
         ratio = maintenance / equity if equity > 0 else math.inf
         level = int(np.searchsorted(thresholds, ratio, side="right"))
-        out.append(Breach(unit, row, 0, True, level, ratio, prices.copy()))
+        out.append(Breach(unit, row, 0, True, level, ratio, marks[unit.columns].copy()))
     return out
 
 

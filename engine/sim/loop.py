@@ -509,23 +509,21 @@ class Backtest:
                 settled = expiry_events(self.ledger, self.catalog, settlement)
                 self.emit(settled)
                 changed.update(e.exchange for e in settled)
-            # 3. an account beyond maintenance at the open is liquidated before its orders fill there
-            liquidated = self._liquidate_at_open(row, ts, slippage)
-            if liquidated and self.wakes.margin_warnings:
-                reasons.append("margin_warning")
-                wake_events.extend(liquidated)
-            if self.ledger.stopped:
-                break
-            # 3b. fills of resting orders
-            filled = self._fill_orders(row, ts, slippage)
+            # 3. fills of resting orders (an account beyond maintenance at the open is liquidated there first)
+            filled, liquidated = self._fill_orders(row, ts, slippage)
             if filled:
                 changed.update(e.exchange for e in filled)
                 if self.wakes.fills and any(isinstance(e, ev.OrderFilled) for e in filled):
                     reasons.append("fill")
                     wake_events.extend(e for e in filled if isinstance(e, ev.OrderFilled))
+            if liquidated and self.wakes.margin_warnings:
+                reasons.append("margin_warning")
+                wake_events.extend(liquidated)
             changed.update(self._convert_negative_balances(row, ts, changed))
             if changed:
                 self._snapshot(row, ts, "event", sorted(changed))
+            if self.ledger.stopped:  # (a liquidation at the open, run.on_liquidation = stop)
+                break
             # the quiet stretch: until the next wake or the next row where state changes
             wake_at = wake_rows[bisect_left(wake_rows, row)] if wake_rows[-1] >= row else total
             next_funding = funding_rows[bisect_right(funding_rows, row)] \
@@ -574,20 +572,41 @@ class Backtest:
                          valuation_file=self._valuation_file,
                          events_written=self._event_file.written if self._event_file is not None else 0)
 
-    def _fill_orders(self, row: int, ts: int, slippage: float) -> list:
-        out = []
+    def _fill_orders(self, row: int, ts: int, slippage: float) -> tuple[list, list]:
+        """Fills of the resting orders at bar `row` (open `ts`), exchange by exchange, in order id
+        order. Before an account's first fill there, `_liquidate_at_open` looks at it at the open's
+        marks. Returns (fill events, margin events of liquidations at the open)."""
+        feed = self.feed
+        out, liquidated = [], []
         if not any(account.orders for account in self.ledger.accounts.values()):
-            return out
+            return out, liquidated
         for exchange in sorted(self.ledger.accounts):
+            looked = False
             for order_id in sorted(self.ledger.accounts[exchange].orders):
                 order = self.ledger.accounts[exchange].orders.get(order_id)
-                priced = self._fill_at(order, row, ts, slippage) if order is not None else None
+                if order is None or order.accepted_ts >= ts + feed.bar_ns:
+                    continue
+                column = self.catalog.tradable(order.instrument).column
+                if not feed.has_bar[row, column]:
+                    continue
+                priced = fill_price(order, float(feed.open[row, column]), float(feed.high[row, column]),
+                                    float(feed.low[row, column]), slippage)
                 if priced is None:
                     continue
+                if not looked:
+                    looked = True
+                    margin_events = self._liquidate_at_open(exchange, row, ts)
+                    if margin_events:
+                        liquidated.extend(margin_events)
+                        if self.ledger.stopped:
+                            return out, liquidated
+                        order = self.ledger.accounts[exchange].orders.get(order_id)  # (cancelled: gone)
+                        if order is None:
+                            continue
                 events = fill_events(self.ledger, self.context, order, priced[0], priced[1], ts)
                 self.emit(events)
                 out.extend(events)
-        return out
+        return out, liquidated
 
     def _risk_units(self, start: int) -> list:
         """The risk units of the current ledger; reused while the ledger object is unchanged (it is
@@ -661,48 +680,25 @@ class Backtest:
             self.emit([ev.RunStopped(ts, breaches[0].unit.exchange, "liquidation (run.on_liquidation = stop)")])
         return events
 
-    def _liquidate_at_open(self, row: int, ts: int, slippage: float) -> list:
-        """Liquidations due at bar `row`'s open, before resting orders fill there. A fill is the
-        account seen at the open's marks; an account whose unit is at or beyond maintenance there
-        (a gap through its liquidation price) is in liquidation at that moment, as the venues trigger
-        it on the mark price: its open orders are cancelled first (`cancelled_orders`) and the
-        units close as the margin watch closes them, at the open marks; a loss beyond the
-        bankruptcy prices is the insurance fund's. Only accounts with an order that would fill at
-        this bar are looked at (nothing to do on bars without fills); an account not in breach at
-        the open is untouched. Returns the margin events (emitted)."""
-        feed, ledger = self.feed, self.ledger
-        if not any(account.orders for account in ledger.accounts.values()):
+    def _liquidate_at_open(self, exchange: str, row: int, ts: int) -> list:
+        """Liquidations of `exchange`'s account at bar `row`'s open, before its resting orders fill
+        there. A fill sees the account at the open's marks; a unit at or beyond maintenance there (a
+        gap through its liquidation price) is in liquidation at that moment, as the venues trigger it
+        on the mark price: its open orders are cancelled first (`cancelled_orders`) and it closes as
+        the margin watch closes a breach, at the open marks; a loss beyond the bankruptcy prices is
+        the insurance fund's. Called only for an account with an order filling at this bar (nothing
+        to do on bars without fills); an account not in breach at the open is untouched. Returns
+        the margin events (emitted)."""
+        account = self.ledger.accounts[exchange]
+        marks = self.feed.mark_open[row]
+        found = breaches_at(account_units(self.catalog, account, marks, ts), marks, row, self.thresholds)
+        if not found:
             return []
-        breaches = []
-        marks = None
-        for exchange in sorted(ledger.accounts):
-            account = ledger.accounts[exchange]
-            if not account.orders or all(self._fill_at(order, row, ts, slippage) is None
-                                         for order in account.orders.values()):
-                continue
-            if marks is None:
-                marks = feed.mark_open[row]
-            found = breaches_at(account_units(self.catalog, account, marks, ts), marks, row, self.thresholds)
-            if found:
-                where = "; ".join(f"{b.unit.name} margin ratio {b.margin_ratio:.4g}" if math.isfinite(b.margin_ratio)
-                                  else f"{b.unit.name} equity at or below zero" for b in found)
-                self.emit(cancelled_orders(account, [b.unit for b in found], ts,
-                                           f"liquidation at the open {_iso(ts)} ({where}): open orders are "
-                                           "cancelled first"))
-                breaches.extend(found)
-        return self._margin_events(breaches, row, ts) if breaches else []
-
-    def _fill_at(self, order, row: int, ts: int, slippage: float) -> tuple[float, str] | None:
-        """(price, liquidity) of `order` on bar `row` (bar open `ts`), or None when it does not fill
-        there: accepted during this bar, no bar for its instrument, or a limit the bar does not reach."""
-        feed = self.feed
-        if order.accepted_ts >= ts + feed.bar_ns:
-            return None
-        column = self.catalog.tradable(order.instrument).column
-        if not feed.has_bar[row, column]:
-            return None
-        return fill_price(order, float(feed.open[row, column]), float(feed.high[row, column]),
-                          float(feed.low[row, column]), slippage)
+        where = "; ".join(f"{b.unit.name} margin ratio {b.margin_ratio:.4g}" if math.isfinite(b.margin_ratio)
+                          else f"{b.unit.name} equity at or below zero" for b in found)
+        self.emit(cancelled_orders(account, [b.unit for b in found], ts,
+                                   f"liquidation at the open {_iso(ts)} ({where}): open orders are cancelled first"))
+        return self._margin_events(found, row, ts)
 
     def _arrival_point(self):
         """(flat path index, transfer) of the next transfer to land: the first path point of the bar
