@@ -44,12 +44,12 @@ def catalog_for(mode="cross", **rule_overrides):
                         tables={A: flat_brackets(0.01), B: flat_brackets(0.01)})
 
 
-def gap_run(catalog, gap_open: float, intrabar="path", extra=()):
+def gap_run(catalog, gap_open: float, intrabar="path", extra=(), **config):
     """BTC flat at 100 for bars 0-1, flat at `gap_open` from bar 2; ETH flat at 100."""
     flat = np.array([[100.0, 100.0], [100.0, 100.0], [gap_open, 100.0], [gap_open, 100.0]])
     feed = make_feed((A, B), flat, open=flat)  # bar 1 closes at 100, bar 2 opens at the gap
     script = {0: [cmd.PlaceOrder.market(A, 5.0)], 1: [cmd.PlaceOrder.market(A, -5.0, reduce_only=True), *extra]}
-    return run(catalog, feed, script, intrabar=intrabar)
+    return run(catalog, feed, script, intrabar=intrabar, **config)
 
 
 @pytest.mark.parametrize("intrabar", ["path", "worst-case", "close"])
@@ -119,3 +119,14 @@ def test_an_account_not_in_breach_at_the_open_fills_as_before():
     closing = of_type(result.events, ev.OrderFilled)[-1]
     assert (closing.ts, closing.quantity, closing.price, closing.realized_pnl) == (GAP, -5.0, 95.0, -25.0)
     assert result.ledger.accounts["bx"].balance("USDT") == pytest.approx(75.0, rel=1e-12)
+
+
+def test_a_liquidation_at_the_open_stops_the_run_with_on_liquidation_stop():
+    catalog = catalog_for(policy="full", fill="bankruptcy")
+    result, strategy = gap_run(catalog, 70.0, on_liquidation="stop")
+    stop = result.events[-1]
+    assert isinstance(stop, ev.RunStopped) and stop.ts == GAP and result.ledger.stopped
+    assert [type(e) for e in result.events if e.ts == GAP and not isinstance(e, ev.OrderAccepted)] == [
+        ev.OrderCancelled, ev.PositionLiquidated, ev.InsuranceFundUsed, ev.MarginWarningRaised, ev.RunStopped]
+    assert max(row for row, _, _ in strategy.woken) == 1  # never woken at or after the gap
+    assert replay(empty_ledger(catalog), result.events) == result.ledger
