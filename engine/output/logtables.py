@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pyarrow as pa
 
@@ -29,13 +30,10 @@ _PROJECTIONS = tuple(table for table in OUTPUT_TABLES if table.project is not No
 _COLUMNS = tuple(dict.fromkeys((*PROJECTED_COLUMNS, *SUMMARY_COLUMNS["events"])))  # read from each batch
 
 
-def _last_moment_start(rows: pl.DataFrame) -> int:
-    """The index of the first of `rows`' trailing rows that share its last row's `ts` (0 when
-    empty): the rows before it are whole moments when the times are in order."""
-    if not rows.height:
-        return 0
-    last = rows["ts"][-1]
-    return rows.height - int(rows.select((pl.col("ts") == last).cast(pl.Int32).reverse().cum_min().sum()).item())
+def _last_moment_start(times: np.ndarray) -> int:
+    """The index of the first row of the last moment of `times` (sorted, ns; 0 when empty): the rows
+    before it are whole moments."""
+    return int(np.searchsorted(times, times[-1], side="left")) if len(times) else 0
 
 
 class LogTables:
@@ -51,8 +49,9 @@ class LogTables:
     def add(self, batch: pa.Table) -> None:
         """Take a record batch of the log (the events following those taken, `event_schema` columns)."""
         rows = pl.concat([self._held, pl.from_arrow(batch.select(_COLUMNS))], rechunk=False)
+        times = rows["ts"].to_physical().to_numpy()
         # unordered times: everything waits for the end, where the rows are projected together
-        cut = _last_moment_start(rows) if rows["ts"].is_sorted() else 0
+        cut = _last_moment_start(times) if not len(times) or bool(np.all(times[1:] >= times[:-1])) else 0
         self._held = rows[cut:]
         if cut:
             self._take(rows[:cut])
