@@ -24,12 +24,11 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-import pyarrow as pa
 
 from xmargin._version import __version__
 from xmargin.analysis.distance import distance_table, equity_distances
 from xmargin.analysis.summary import (COLUMNS as SUMMARY_COLUMNS, LogFigures, SnapshotFigures, SnapshotReduction,
-                                      summarize, summarize_figures)
+                                      summarize_figures)
 from xmargin.dataset.feed import iso_minutes
 from xmargin.errors import RunError
 from xmargin.margin.modes import venue_mode
