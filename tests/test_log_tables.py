@@ -122,3 +122,29 @@ def test_a_failure_at_the_end_closes_the_files(logs, tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="summary rows"):
         tables.finish()
     assert pl.read_ipc(tmp_path / "funding.arrow").height > 0  # closed: its footer is written
+
+
+def test_an_interrupt_after_the_log_is_written_closes_the_table_files(tmp_path, monkeypatch):
+    # the kept path (`xmargin.run`) writes events.arrow with its `LogTables`, then hashes it: an
+    # interrupt there left fills/funding/liquidations.arrow open (held by the traceback) while the
+    # folder was removed
+    from xmargin.output import writer
+
+    def interrupted(self, path):
+        if path.name == "events.arrow":
+            raise KeyboardInterrupt
+    monkeypatch.setattr(writer._FileHashes, "add", interrupted)
+    with pytest.raises(KeyboardInterrupt) as caught:
+        execute(load_config(ROOT / "examples/hold.toml"), out=tmp_path, run_id="interrupted")
+    fds = Path("/proc/self/fd")
+    if not fds.is_dir():
+        pytest.skip("no /proc/self/fd to list open files")
+    held = []
+    for fd in fds.iterdir():
+        try:
+            target = str(fd.readlink())
+        except OSError:
+            continue
+        if target.startswith(str(tmp_path)):
+            held.append(target)
+    assert caught.traceback and held == [] and list(tmp_path.iterdir()) == []

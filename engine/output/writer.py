@@ -386,11 +386,15 @@ def write_tables(result, folder: Path, hashes: _FileHashes | None = None, releas
         log_tables = event_file.tables
     else:
         log_tables = LogTables(folder)
-        write_events(result.events, events_file, tables=log_tables)
-    done(events_file)
-    if release:
-        result.release("events")
-    projected, log = log_tables.finish()  # (once the valuation's memory is given back)
+        write_events(result.events, events_file, tables=log_tables)  # (a failure: it closes `log_tables`)
+    try:
+        done(events_file)
+        if release:
+            result.release("events")
+    except BaseException:  # (an interrupt): the table files are closed before the folder goes
+        log_tables.abort()
+        raise
+    projected, log = log_tables.finish()  # (once the valuation's memory is given back; a failure: it closes)
     for name in projected:
         done(folder / BY_NAME[name].file)
     events = None
