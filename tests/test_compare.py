@@ -127,3 +127,28 @@ def test_comparison_table_keeps_columns_apart_with_wide_numbers():
     binance = next(line for line in per_exchange if " binance " in line)
     assert len(binance.split()) == len(EXCHANGE_COLUMNS) + 2 + 1  # + set-up, exchange; the time has 2 words
     assert len(header) == len(first)
+
+
+def test_setup_metrics_are_the_same_number_every_time(tmp_path):
+    # capital_efficiency (a mean over samples) and min_collateral (a sum over pools) were summed in
+    # the order of an unordered group_by: the same folder gave last-bit different numbers call to call
+    # (comparison.json differed run to run); now in sample order, the mean of the per-sample ratios
+    from xmargin.analysis.compare import setup_metrics
+
+    table, _ = compare(write_config(tmp_path, "cross", collateral=20_000), "isolated,cross",
+                       out=tmp_path / "runs", compare_id="pair")
+    folder = tmp_path / "runs/pair/cross"
+    summary = json.loads((folder / "summary.json").read_text())
+    equity, positions = pl.read_ipc(folder / "equity.arrow"), pl.read_ipc(folder / "positions.arrow")
+    wallets = equity.filter(pl.col("reason") == "sample").group_by("ts", maintain_order=True).agg(
+        pl.col("wallet_balance").sum())
+    gross = positions.filter(pl.col("reason") == "sample").group_by("ts", maintain_order=True).agg(
+        pl.col("notional").sum())
+    ratios = wallets.join(gross, on="ts", how="left", maintain_order="left").select(
+        pl.col("notional").fill_null(0.0) / pl.col("wallet_balance"))
+    assert wallets.height > 100 and wallets["ts"].is_sorted()
+    expected = ratios.to_series().mean()
+    seen = {(row["capital_efficiency"], row["min_collateral"])
+            for row in (setup_metrics(folder, summary, [0.8], 1.0) for _ in range(30))}
+    assert len(seen) == 1 and next(iter(seen))[0] == expected
+    assert table.filter(pl.col("setup") == "cross")["capital_efficiency"].item() == expected

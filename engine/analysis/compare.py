@@ -161,21 +161,20 @@ def setup_metrics(run_path, summary: dict, thresholds, sample_hours: float) -> d
     modes = run.manifest.get("resolved", {}).get("margin_modes", {})
     whole = [e for e, m in modes.items() if m in MODES and MODES[m].margined_as_a_whole]
     if whole:  # margined as a whole (portfolio): the account's requirement, not the positions' brackets
-        accounts = (equity.filter(pl.col("exchange").is_in(whole))
-                    .group_by("exchange").agg((pl.col("maintenance_margin") - pl.col("unrealized_pnl")).max()
-                                              .alias("need")))
+        accounts = (equity.filter(pl.col("exchange").is_in(whole)).group_by("exchange", maintain_order=True)
+                    .agg((pl.col("maintenance_margin") - pl.col("unrealized_pnl")).max().alias("need")))
         needed += float(accounts["need"].clip(lower_bound=0.0).sum())
         positions = positions.filter(~pl.col("exchange").is_in(whole))
     cross = positions.filter(pl.col("margin_mode") == "cross")
     if cross.height:
-        pools = (cross.group_by(*key, "asset").agg((pl.col("maintenance_margin") - pl.col("unrealized_pnl")).sum()
-                                                    .alias("need"))
-                 .group_by("exchange", "asset").agg(pl.col("need").max()))
+        pools = (cross.group_by(*key, "asset", maintain_order=True)
+                 .agg((pl.col("maintenance_margin") - pl.col("unrealized_pnl")).sum().alias("need"))
+                 .group_by("exchange", "asset", maintain_order=True).agg(pl.col("need").max()))
         needed += float(pools["need"].clip(lower_bound=0.0).sum())
     isolated = positions.filter(pl.col("margin_mode") == "isolated")
     if isolated.height:
         # one isolated position = one instrument held from opening to closing; reopened positions count once
-        per = isolated.group_by("exchange", "instrument").agg(
+        per = isolated.group_by("exchange", "instrument", maintain_order=True).agg(
             (pl.col("maintenance_margin") - pl.col("unrealized_pnl")).max().alias("need"))
         needed += float(per["need"].clip(lower_bound=0.0).sum())
 
@@ -187,11 +186,14 @@ def setup_metrics(run_path, summary: dict, thresholds, sample_hours: float) -> d
     iso_hot = iso_samples.filter((iso_equity <= 0) | (iso_samples["maintenance_margin"] >= threshold * iso_equity))
     hot = pl.concat([pool_hot, iso_hot.select("ts")])["ts"].n_unique() if (pool_hot.height or iso_hot.height) else 0
 
-    gross = positions.filter(pl.col("reason") == "sample").group_by("ts").agg(pl.col("notional").sum().alias("gross"))
-    wallet = samples.group_by("ts").agg(pl.col("wallet_balance").sum().alias("wallet"))
+    # in sample order (group_by and join keep it): a sum's or mean's terms in one order, the same number every time
+    gross = (positions.filter(pl.col("reason") == "sample").group_by("ts", maintain_order=True)
+             .agg(pl.col("notional").sum().alias("gross")))
+    wallet = samples.group_by("ts", maintain_order=True).agg(pl.col("wallet_balance").sum().alias("wallet"))
     efficiency = 0.0
     if wallet.height:
-        joined = wallet.join(gross, on="ts", how="left").with_columns(pl.col("gross").fill_null(0.0))
+        joined = (wallet.join(gross, on="ts", how="left", maintain_order="left")
+                  .with_columns(pl.col("gross").fill_null(0.0)))
         ratio = joined.filter(pl.col("wallet") > 0).select(pl.col("gross") / pl.col("wallet"))
         efficiency = float(ratio.to_series().mean() or 0.0) if ratio.height else 0.0
 
