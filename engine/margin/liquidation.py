@@ -80,10 +80,11 @@ def liquidation_events(ledger, catalog, breach, ts: int, last_partial_ns: int | 
     since = (ts - last_partial_ns) / 1e9 if last_partial_ns is not None else float("inf")
     breached = Breached(unit, catalog, triggers, value.unrealized_pnl, value.notional, equity,
                         float(value.maintenance_margin[0]), since)
-    events = []
-    if unit.requirement is not None:  # account-level: cancel every open order, then close every position
+    # the venues cancel the open orders first (`cancelled_orders`: every order of the account for a pool or a
+    # whole-account unit, the position's own for an isolated one), then close positions
+    events = cancelled_orders(account, (unit,), ts, "liquidation: open orders are cancelled first")
+    if unit.requirement is not None:  # account-level: close every position
         plan = close_portfolio(breached, rules)
-        events.extend(cancelled_orders(account, (unit,), ts, "liquidation: open orders are cancelled first"))
     else:
         plan = close_isolated(breached, rules) if unit.isolated else POLICIES[rules.policy].plan(breached, rules)
     fills = triggers if plan.fill == "trigger" else _bankruptcy_prices(unit, triggers, equity, value.notional)
