@@ -72,3 +72,27 @@ def test_an_isolated_liquidation_cancels_only_its_instruments_orders():
     account = result.ledger.accounts["bx"]
     assert set(account.positions) == {B} and account.orders == {}
     assert replay(empty_ledger(catalog), result.events) == result.ledger
+
+
+def test_two_units_liquidated_at_one_moment_cancel_each_order_once():
+    # a cross account with an isolated BTC position and a cross ETH position, both through their
+    # liquidation prices at the same path point (bar 1 dips to 10): the pool's liquidation cancels every
+    # order, the isolated one's its own; each order is cancelled once, before either position closes
+    catalog = make_catalog({"bx": VenueSpec(rules(maker_fee=0.0, taker_fee=0.0, policy="full"), "cross", {"USDT": 100.0},
+                                            10.0)},
+                           [perp("bx", "BTC"), perp("bx", "ETH")], tables={A: flat_brackets(0.01), B: flat_brackets(0.01)})
+    close = np.array([[100.0, 100.0], [95.0, 95.0], [95.0, 95.0]])
+    open_ = np.array([[100.0, 100.0], [100.0, 100.0], [95.0, 95.0]])
+    low = np.array([[100.0, 100.0], [10.0, 10.0], [95.0, 95.0]])
+    feed = make_feed((A, B), close, open=open_, high=np.maximum(open_, close), low=low)
+    script = {0: [cmd.PlaceOrder.market(A, 2.0, margin_mode="isolated"), cmd.PlaceOrder.market(B, 2.0),
+                  cmd.PlaceOrder.limit(A, 1.0, 5.0), cmd.PlaceOrder.limit(B, 1.0, 5.0)]}
+    result, _ = run(catalog, feed, script, intrabar="path")
+    liquidated = of_type(result.events, ev.PositionLiquidated)
+    assert {e.instrument for e in liquidated} == {A, B} and len({e.ts for e in liquidated}) == 1
+    cancelled = of_type(result.events, ev.OrderCancelled)
+    assert sorted(e.order_id for e in cancelled) == [3, 4]  # once each
+    first_close = min(result.events.index(e) for e in liquidated)
+    assert all(result.events.index(e) < first_close for e in cancelled)
+    assert result.ledger.accounts["bx"].orders == {}
+    assert replay(empty_ledger(catalog), result.events) == result.ledger

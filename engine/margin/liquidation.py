@@ -80,9 +80,8 @@ def liquidation_events(ledger, catalog, breach, ts: int, last_partial_ns: int | 
     since = (ts - last_partial_ns) / 1e9 if last_partial_ns is not None else float("inf")
     breached = Breached(unit, catalog, triggers, value.unrealized_pnl, value.notional, equity,
                         float(value.maintenance_margin[0]), since)
-    # the venues cancel the open orders first (`cancelled_orders`: every order of the account for a pool or a
-    # whole-account unit, the position's own for an isolated one), then close positions
-    events = cancelled_orders(account, (unit,), ts, "liquidation: open orders are cancelled first")
+    # (the open orders are cancelled before: `cancelled_orders`, once per account for the units breached together)
+    events = []
     if unit.requirement is not None:  # account-level: close every position
         plan = close_portfolio(breached, rules)
     else:

@@ -655,11 +655,18 @@ class Backtest:
             if start * points + first_point >= stop * points:
                 return stop, raised
 
-    def _margin_events(self, breaches, at: int, ts: int) -> list:
-        """Handle breaches found at row `at`, time `ts`: liquidations and warning-level changes,
-        then auto-exchange and a snapshot; a liquidation stops the run with
-        `run.on_liquidation = stop`. Returns the margin events (emitted)."""
-        events = []
+    def _margin_events(self, breaches, at: int, ts: int,
+                       reason: str = "liquidation: open orders are cancelled first") -> list:
+        """Handle breaches found at row `at`, time `ts`: the open orders of each account with a unit
+        to liquidate cancelled first, once for all its units (`cancelled_orders`, `reason`), then the
+        liquidations and warning-level changes, auto-exchange and a snapshot; a liquidation stops the
+        run with `run.on_liquidation = stop`. Returns the margin events (emitted)."""
+        liquidating: dict = {}
+        for breach in breaches:
+            if breach.liquidation:
+                liquidating.setdefault(breach.unit.exchange, []).append(breach.unit)
+        events = [event for exchange, units in liquidating.items()
+                  for event in cancelled_orders(self.ledger.accounts[exchange], units, ts, reason)]
         for breach in breaches:
             if breach.liquidation:
                 unit_key = (breach.unit.exchange, breach.unit.name)
@@ -684,11 +691,10 @@ class Backtest:
         """Liquidations of `exchange`'s account at bar `row`'s open, before its resting orders fill
         there. A fill sees the account at the open's marks; a unit at or beyond maintenance there (a
         gap through its liquidation price) is in liquidation at that moment, as the venues trigger it
-        on the mark price: its open orders are cancelled first (`cancelled_orders`) and it closes as
-        the margin watch closes a breach, at the open marks; a loss beyond the bankruptcy prices is
-        the insurance fund's. Called only for an account with an order filling at this bar (nothing
-        to do on bars without fills); an account not in breach at the open is untouched. Returns
-        the margin events (emitted)."""
+        on the mark price: it closes as the margin watch closes a breach (its open orders cancelled
+        first), at the open marks; a loss beyond the bankruptcy prices is the insurance fund's.
+        Called only for an account with an order filling at this bar (nothing to do on bars without
+        fills); an account not in breach at the open is untouched. Returns the margin events (emitted)."""
         account = self.ledger.accounts[exchange]
         marks = self.feed.mark_open[row]
         found = breaches_at(account_units(self.catalog, account, marks, ts), marks, row, self.thresholds)
@@ -696,9 +702,8 @@ class Backtest:
             return []
         where = "; ".join(f"{b.unit.name} margin ratio {b.margin_ratio:.4g}" if math.isfinite(b.margin_ratio)
                           else f"{b.unit.name} equity at or below zero" for b in found)
-        self.emit(cancelled_orders(account, [b.unit for b in found], ts,
-                                   f"liquidation at the open {_iso(ts)} ({where}): open orders are cancelled first"))
-        return self._margin_events(found, row, ts)
+        return self._margin_events(found, row, ts,
+                                   f"liquidation at the open {_iso(ts)} ({where}): open orders are cancelled first")
 
     def _arrival_point(self):
         """(flat path index, transfer) of the next transfer to land: the first path point of the bar
