@@ -146,3 +146,27 @@ def test_streamed_and_kept_tables_are_the_same_bytes(tmp_path, monkeypatch, intr
         assert (folders[0] / f"{name}.arrow").read_bytes() == (folders[1] / f"{name}.arrow").read_bytes(), name
     moments = set(open_run(folders[1]).equity.collect()["valued_at"])
     assert moments == {"open", "close", {"path": "far extreme", "worst-case": "adverse extreme"}[intrabar]}
+
+
+def test_verify_names_tables_written_before_rows_carried_their_moment(tmp_path):
+    """A run folder of run-folder schema_version 1 (every row at its bar's close) verifies, with a note
+    saying so; a current one has no such note."""
+    import json
+
+    from click.testing import CliRunner
+
+    from xmargin.cli.main import main
+    from xmargin.output.writer import MANIFEST_DIGEST, manifest_digest, write_run_folder
+
+    from test_summary_moments import long_btc_run
+
+    folder, _ = write_run_folder(long_btc_run("cross"), out=tmp_path, run_id="long")
+    note = "note: the valuation tables were written under run-folder schema_version 1"
+    current = CliRunner().invoke(main, ["verify", str(folder)])
+    assert current.exit_code == 0 and note not in current.output, current.output
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["schema_version"] = 1
+    manifest[MANIFEST_DIGEST] = manifest_digest(manifest)
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    older = CliRunner().invoke(main, ["verify", str(folder)])
+    assert older.exit_code == 0 and note in older.output, older.output
