@@ -170,7 +170,8 @@ def setup_metrics(run_path, summary: dict, thresholds, sample_hours: float) -> d
     iso_hot = iso_samples.filter((iso_equity <= 0) | (iso_samples["maintenance_margin"] >= threshold * iso_equity))
     hot = pl.concat([pool_hot, iso_hot.select("ts")])["ts"].n_unique() if (pool_hot.height or iso_hot.height) else 0
 
-    efficiency = _capital_efficiency(samples, per_position.filter(pl.col("reason") == "sample"), collateral, positions)
+    # every position's notional, an account margined as a whole's too (it was left out: 0 for a portfolio account)
+    efficiency = _capital_efficiency(samples, positions.filter(pl.col("reason") == "sample"), collateral, positions)
 
     liquidated = events.filter(pl.col("type") == "PositionLiquidated")  # amounts in the settle asset -> USD
     liquidation_loss, liquidation_fees = (
