@@ -5,25 +5,29 @@ A set-up assigns a margin mode to every exchange of the config: `isolated` (all 
 run folder `<out>/<compare-id>/<setup>/`; the comparison is `comparison.arrow` (one row per
 set-up) and `comparison.json` (the rows and the divergence notes) next to them.
 
-Columns (money in USD as in the run summary: coins at their price; min_collateral and
-capital_efficiency's notional and wallet add settlement assets at par):
+Columns (money in USD as in the run summary: every coin amount at its price, stablecoins at 1):
 
   pnl                       final PnL (summary total)
   peak_initial_margin       max over snapshots of the collateral committed to positions: cross
                             initial margin + isolated margin, summed over exchanges (USD)
   return_on_peak_margin     pnl / peak_initial_margin
-  min_collateral            the smallest starting collateral that would have kept every risk unit
-                            above maintenance at the sampled marks: per exchange max over time of
-                            (maintenance - unrealised PnL) of the cross pool, plus the same per
-                            isolated position (each needs its own), summed (an account margined
-                            as a whole, portfolio, from its own requirement); fees and funding
-                            ignored. Where a unit was liquidated it only covers the time before.
+  min_collateral            the smallest starting collateral (USD) that would have kept every risk
+                            unit above maintenance at the snapshots' marks: per exchange and pool
+                            the max over time of (maintenance - unrealised PnL) of its cross
+                            positions, plus the same per isolated position (each needs its own), an
+                            account margined as a whole (portfolio) from its own requirement; each
+                            in its own money (a coin-margined pool's in the coin, a multi-asset
+                            pool's in USD), valued at that asset's price at the run's start (the
+                            price the summary values the starting deposits at: the collateral is
+                            deposited then, and a coin need is that many coins), summed; n/a
+                            (nan) when a coin needed has no price. Fees and funding ignored. Where
+                            a unit was liquidated it only covers the time before.
                             (kept for comparison with earlier runs; it ignores realised PnL, fees,
                             funding and transfers: `xmargin capital` answers the capital question)
   collateral_consumed_<exchange>  deposits + transfers in - transfers out - equity at that exchange's
                             worst moment (run summary, xmargin.analysis.performance), and
                             consumed_at_<exchange> its time
-  peak_initial_margin_<exchange>  max of cross initial margin + isolated margin on that exchange
+  peak_initial_margin_<exchange>  max of cross initial margin + isolated margin on that exchange (USD)
   max_drawdown_<exchange>, max_drawdown   flow-adjusted drawdown of the exchange and of the whole book
   return_on_capital, cagr, volatility, sharpe, sortino, hours_under_water   the book's (run summary)
   fills, rejected_orders    counts over every exchange
@@ -37,7 +41,8 @@ capital_efficiency's notional and wallet add settlement assets at par):
   liquidations, liquidation_loss (realised PnL of liquidations, negative, WITHOUT their fees: the
                             run summary's liquidation_loss is this minus liquidation_fees), liquidation_fees,
   insurance_fund_used, funding, fees
-  capital_efficiency        mean over samples of gross notional / total wallet (incl. isolated margin)
+  capital_efficiency        mean over samples of gross notional / total wallet (incl. isolated margin),
+                            both USD at that sample's prices, every exchange's positions counted
   tightest_liquidation_distance   the smallest all-together adverse move to liquidation (xmargin.analysis.distance)
   divergence                where this set-up's event log first differs from the first set-up's
 
@@ -151,7 +156,6 @@ def setup_metrics(run_path, summary: dict, thresholds, sample_hours: float) -> d
     events = run.events.collect()
     collateral = run.collateral.collect()
     total = summary["total"]
-    key = ["ts", "reason", "exchange", "events_applied"]
 
     committed = (committed_margin(equity, collateral, positions)  # USD, per exchange
                  .group_by("ts", "reason", "events_applied", maintain_order=True).agg(pl.col("committed").sum()))
@@ -159,7 +163,7 @@ def setup_metrics(run_path, summary: dict, thresholds, sample_hours: float) -> d
 
     modes = run.manifest.get("resolved", {}).get("margin_modes", {})
     needed = _min_collateral(equity, positions, collateral, modes)
-    # (an account margined as a whole has no isolated position of its own margin to watch)
+    # an account margined as a whole is one unit (its equity row), not positions on their own margin
     per_position = positions.filter(~pl.col("exchange").is_in(_whole_accounts(modes)))
 
     threshold = float(thresholds[0]) if len(thresholds) else math.inf
