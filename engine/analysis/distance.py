@@ -58,8 +58,8 @@ ITERATIONS = 48  # the grid: cap / 2**48, so the move is known to 10 / 2**48 ~ 4
 SNAPSHOT_KEY = ("ts", "reason", "exchange", "events_applied")
 
 SCHEMA = {"ts": pl.Datetime("ns", "UTC"), "reason": pl.String, "exchange": pl.String, "events_applied": pl.Int64,
-          "valued_at": pl.String, "asset": pl.String, "unit": pl.String, "underlying": pl.String, "warning_distance": pl.Float64,
-          "liquidation_distance": pl.Float64}
+          "valued_at": pl.String, "asset": pl.String, "unit": pl.String, "underlying": pl.String,
+          "warning_distance": pl.Float64, "liquidation_distance": pl.Float64}
 
 
 def first_crossing(legs: Legs, mark: np.ndarray, direction: np.ndarray, k: float,

@@ -65,7 +65,7 @@ class Snapshot:
 KEYS = ("ts", "reason", "exchange", "events_applied")
 _FLOAT = pl.Float64
 _MOMENT_CODE = {name: code for code, name in enumerate(VALUED_AT)}
-_CLOSE = _MOMENT_CODE["close"]
+_OPEN, _CLOSE = _MOMENT_CODE["open"], _MOMENT_CODE["close"]
 
 
 def _moment_codes(names: list) -> np.ndarray:
@@ -95,7 +95,7 @@ def moment_row(moments, n: int, catalog, feed, lasts: bool = False) -> np.ndarra
     row, code = int(moments.row[n]), int(moments.moment[n])
     if code == _CLOSE:
         return (feed.close if lasts else feed.mark_close)[row]
-    if code == 0:
+    if code == _OPEN:
         return (feed.open if lasts else feed.mark_open)[row]
     width = len(feed.keys)
     holdings = _holdings(catalog, moments.accounts[moments.state[n]], width)
@@ -259,7 +259,8 @@ def project(snapshots, catalog, feed, units=None, stacked: Stacked | None = None
         unit = units[k]
         pool[k] = modes[unit.exchange].pool_of(unit.asset)
         if pool[k] != unit.asset:
-            scale[k] = asset_price(catalog, unit.exchange, unit.asset, moment_row(moments, int(owner[k]), catalog, feed))
+            prices = moment_row(moments, int(owner[k]), catalog, feed)
+            scale[k] = asset_price(catalog, unit.exchange, unit.asset, prices)
     wallet_valued = [name for name, mode in modes.items() if not mode.pools_are_assets]
     if wallet_valued:
         for k in np.flatnonzero(~isolated).tolist():

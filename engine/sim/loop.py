@@ -210,7 +210,8 @@ class RunResult:
         """Drop what the tables were made from once they are written (`xmargin.output.writer`, for
         a command-line run): "events" (the log, once `events.arrow` is written), "extremes" (the
         feed's open, high and low arrays, trade and mark: what reads closes only once the snapshots
-        are valued; snapshots at a bar's open or inside it are valued at them), "valuation" (the snapshots, their cached valuation and the feed, whose price arrays are most
+        are valued; snapshots at a bar's open or inside it are valued at them), "valuation" (the
+        snapshots, their cached valuation and the feed, whose price arrays are most
         of a run's memory); all three without `parts`. Afterwards `events` / `snapshots` are empty,
         `feed` is None (after "extremes": a feed of closes only, `Feed.closes_only`). The valuation
         path's memos are cleared too (recomputed if needed: same numbers)."""
@@ -559,7 +560,8 @@ class Backtest:
         progress.done()
         feed.release()
         final_row = min(row, total) - 1
-        self._snapshot(final_row, int(feed.ts[final_row]) + feed.bar_ns, "final", sorted(self.catalog.venues), "close")
+        self._snapshot(final_row, int(feed.ts[final_row]) + feed.bar_ns, "final", sorted(self.catalog.venues),
+                       "close")
         valued = self._valuation_file.seconds if self._valuation_file is not None else 0.0
         run_seconds = time.perf_counter() - started - self._spill_seconds - valued
         timings = {"load_seconds": self.load_seconds, "run_seconds": run_seconds}
