@@ -170,3 +170,29 @@ def test_verify_names_tables_written_before_rows_carried_their_moment(tmp_path):
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
     older = CliRunner().invoke(main, ["verify", str(folder)])
     assert older.exit_code == 0 and note in older.output, older.output
+
+
+def test_worst_case_values_collateral_coins_at_their_adverse_extreme():
+    """Multi-asset, 0.02 BTC of collateral (BTC at 50,000) under a short of 1 ETH at 1,000. Bar 2: ETH up to
+    1,300, BTC down to 48,000. `worst-case` puts every holding at its adverse extreme at point 1, as the
+    margin watch valued it: the short ETH at its high, the BTC balance (a long holding) at its low. There the
+    ratio crosses the 0.1 warning (maintenance 5 % x 1,300 = 65 against about 0.02 x 48,000 x haircut - 300),
+    and the snapshot after the warning holds those prices."""
+    rs = rules(maker_fee=0.0, taker_fee=0.0)
+    built = make_catalog({"bx": VenueSpec(rs, "multi-asset", {"BTC": 0.02}, 5.0)},
+                         [perp("bx", "BTC"), perp("bx", "ETH")], tables={BTC: flat_brackets(0.05, 50.0), ETH: flat_brackets(0.05, 50.0)})
+    catalog = Catalog.create(built.venues, built.tradables)
+    flat = [50_000.0, 1_000.0]
+    feed = make_feed((BTC, ETH), [flat, flat, flat, flat], open=[flat] * 4,
+                     high=[flat, flat, [50_000.0, 1_300.0], flat], low=[flat, flat, [48_000.0, 1_000.0], flat])
+    strategy = Scripted({0: [cmd.PlaceOrder.market(ETH, -1.0)]})
+    config = make_config(catalog, intrabar="worst-case", warning_thresholds=(0.1,))
+    result = Backtest(config, feed=feed, catalog=catalog, strategy=strategy).run()
+    at = T0 + 2 * HOUR + HOUR // 3
+    (coin,) = _table(collateral_table, result).filter((pl.col("ns") == at) & (pl.col("asset") == "BTC")).to_dicts()
+    assert (coin["reason"], coin["valued_at"]) == ("event", "adverse extreme")
+    assert coin["price"] == 48_000.0 and coin["value"] == pytest.approx(0.02 * 48_000, rel=1e-12)
+    (short,) = _table(positions_table, result).filter(pl.col("ns") == at).to_dicts()
+    assert short["mark_price"] == 1_300.0 and short["unrealized_pnl"] == pytest.approx(-300.0, rel=1e-12)
+    (pool,) = _table(equity_base_table, result).filter(pl.col("ns") == at).to_dicts()
+    assert pool["maintenance_margin"] == pytest.approx(65.0, rel=1e-12) and pool["margin_ratio"] > 0.1
