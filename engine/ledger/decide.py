@@ -1,9 +1,9 @@
 """`decide`: turn a strategy's command into domain events, or a rejection event with the reason.
 
 Checks mirror an exchange's order entry: known instrument, lot size, minimum notional, reduce-only,
-leverage within the bracket's maximum at the new notional, and enough free collateral for the
-initial margin plus the taker fee. Prices for the checks are the last close (the fill itself
-happens at the next bar's open).
+a position no larger than the last tier's cap, leverage within the bracket's maximum at the new
+notional, and enough free collateral for the initial margin plus the taker fee. Prices for the
+checks are the last close (the fill itself happens at the next bar's open).
 """
 
 from __future__ import annotations

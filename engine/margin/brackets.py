@@ -72,6 +72,8 @@ class BracketTable:
         cap of the last bracket allowing that leverage (inf when it is open, 0 when none allows it).
         Venues refuse an order taking the position past it (Binance -2027 "Exceeded the maximum
         allowable position at current leverage"; see docs/rules.md, "The largest position")."""
+        if leverage <= 0:
+            return self.brackets[-1].notional_cap
         allowed = [b.notional_cap for b in self.brackets if b.max_leverage >= leverage]
         return allowed[-1] if allowed else 0.0
 
@@ -133,6 +135,8 @@ class ContractTiers:
     def largest(self, leverage: float = 0.0) -> float:
         """The largest position (contracts) the venue takes at `leverage` (x; 0: at any leverage): the
         last tier allowing that leverage's `maxSz` (inclusive; inf when open, 0 when no tier allows it)."""
+        if leverage <= 0:
+            return self.tiers[-1].contracts_cap
         allowed = [t.contracts_cap for t in self.tiers if t.max_leverage >= leverage]
         return allowed[-1] if allowed else 0.0
 
