@@ -5,25 +5,29 @@ A set-up assigns a margin mode to every exchange of the config: `isolated` (all 
 run folder `<out>/<compare-id>/<setup>/`; the comparison is `comparison.arrow` (one row per
 set-up) and `comparison.json` (the rows and the divergence notes) next to them.
 
-Columns (money in USD as in the run summary: coins at their price; min_collateral and
-capital_efficiency's notional and wallet add settlement assets at par):
+Columns (money in USD as in the run summary: every coin amount at its price, stablecoins at 1):
 
   pnl                       final PnL (summary total)
   peak_initial_margin       max over snapshots of the collateral committed to positions: cross
                             initial margin + isolated margin, summed over exchanges (USD)
   return_on_peak_margin     pnl / peak_initial_margin
-  min_collateral            the smallest starting collateral that would have kept every risk unit
-                            above maintenance at the sampled marks: per exchange max over time of
-                            (maintenance - unrealised PnL) of the cross pool, plus the same per
-                            isolated position (each needs its own), summed (an account margined
-                            as a whole, portfolio, from its own requirement); fees and funding
-                            ignored. Where a unit was liquidated it only covers the time before.
+  min_collateral            the smallest starting collateral (USD) that would have kept every risk
+                            unit above maintenance at the snapshots' marks: per exchange and pool
+                            the max over time of (maintenance - unrealised PnL) of its cross
+                            positions, plus the same per isolated position (each needs its own), an
+                            account margined as a whole (portfolio) from its own requirement; each
+                            in its own money (a coin-margined pool's in the coin, a multi-asset
+                            pool's in USD), valued at that asset's price at the run's start (the
+                            price the summary values the starting deposits at: the collateral is
+                            deposited then, and a coin need is that many coins), summed; n/a
+                            (nan) when a coin needed has no price. Fees and funding ignored. Where
+                            a unit was liquidated it only covers the time before.
                             (kept for comparison with earlier runs; it ignores realised PnL, fees,
                             funding and transfers: `xmargin capital` answers the capital question)
   collateral_consumed_<exchange>  deposits + transfers in - transfers out - equity at that exchange's
                             worst moment (run summary, xmargin.analysis.performance), and
                             consumed_at_<exchange> its time
-  peak_initial_margin_<exchange>  max of cross initial margin + isolated margin on that exchange
+  peak_initial_margin_<exchange>  max of cross initial margin + isolated margin on that exchange (USD)
   max_drawdown_<exchange>, max_drawdown   flow-adjusted drawdown of the exchange and of the whole book
   return_on_capital, cagr, volatility, sharpe, sortino, hours_under_water   the book's (run summary)
   fills, rejected_orders    counts over every exchange
@@ -37,7 +41,8 @@ capital_efficiency's notional and wallet add settlement assets at par):
   liquidations, liquidation_loss (realised PnL of liquidations, negative, WITHOUT their fees: the
                             run summary's liquidation_loss is this minus liquidation_fees), liquidation_fees,
   insurance_fund_used, funding, fees
-  capital_efficiency        mean over samples of gross notional / total wallet (incl. isolated margin)
+  capital_efficiency        mean over samples of gross notional / total wallet (incl. isolated margin),
+                            both USD at that sample's prices, every exchange's positions counted
   tightest_liquidation_distance   the smallest all-together adverse move to liquidation (xmargin.analysis.distance)
   divergence                where this set-up's event log first differs from the first set-up's
 
@@ -59,7 +64,8 @@ import polars as pl
 
 from xmargin.config import MARGIN_MODES, RunConfig, load_config
 from xmargin.analysis.performance import usd_values
-from xmargin.analysis.summary import committed_margin
+from xmargin.analysis.summary import committed_margin, usd_prices
+from xmargin.margin.collateral import STABLECOINS
 from xmargin.margin.modes import MODES
 from xmargin.errors import ConfigError
 from xmargin.output.writer import check_run_id, run_id_for
@@ -150,52 +156,26 @@ def setup_metrics(run_path, summary: dict, thresholds, sample_hours: float) -> d
     events = run.events.collect()
     collateral = run.collateral.collect()
     total = summary["total"]
-    key = ["ts", "reason", "exchange", "events_applied"]
 
     committed = (committed_margin(equity, collateral, positions)  # USD, per exchange
                  .group_by("ts", "reason", "events_applied", maintain_order=True).agg(pl.col("committed").sum()))
     peak_im = float(committed["committed"].max() or 0.0) if committed.height else 0.0
 
-    # collateral needed to stay above maintenance at the sampled marks
-    needed = 0.0
     modes = run.manifest.get("resolved", {}).get("margin_modes", {})
-    whole = [e for e, m in modes.items() if m in MODES and MODES[m].margined_as_a_whole]
-    if whole:  # margined as a whole (portfolio): the account's requirement, not the positions' brackets
-        accounts = (equity.filter(pl.col("exchange").is_in(whole)).group_by("exchange", maintain_order=True)
-                    .agg((pl.col("maintenance_margin") - pl.col("unrealized_pnl")).max().alias("need")))
-        needed += float(accounts["need"].clip(lower_bound=0.0).sum())
-        positions = positions.filter(~pl.col("exchange").is_in(whole))
-    cross = positions.filter(pl.col("margin_mode") == "cross")
-    if cross.height:
-        pools = (cross.group_by(*key, "asset", maintain_order=True)
-                 .agg((pl.col("maintenance_margin") - pl.col("unrealized_pnl")).sum().alias("need"))
-                 .group_by("exchange", "asset", maintain_order=True).agg(pl.col("need").max()))
-        needed += float(pools["need"].clip(lower_bound=0.0).sum())
-    isolated = positions.filter(pl.col("margin_mode") == "isolated")
-    if isolated.height:
-        # one isolated position = one instrument held from opening to closing; reopened positions count once
-        per = isolated.group_by("exchange", "instrument", maintain_order=True).agg(
-            (pl.col("maintenance_margin") - pl.col("unrealized_pnl")).max().alias("need"))
-        needed += float(per["need"].clip(lower_bound=0.0).sum())
+    needed = _min_collateral(equity, positions, collateral, modes)
+    # an account margined as a whole is one unit (its equity row), not positions on their own margin
+    per_position = positions.filter(~pl.col("exchange").is_in(_whole_accounts(modes)))
 
     threshold = float(thresholds[0]) if len(thresholds) else math.inf
     samples = equity.filter(pl.col("reason") == "sample")
     pool_hot = samples.filter(pl.col("margin_ratio") >= threshold).select("ts")
-    iso_samples = positions.filter((pl.col("reason") == "sample") & (pl.col("margin_mode") == "isolated"))
+    iso_samples = per_position.filter((pl.col("reason") == "sample") & (pl.col("margin_mode") == "isolated"))
     iso_equity = iso_samples["isolated_margin"] + iso_samples["unrealized_pnl"]
     iso_hot = iso_samples.filter((iso_equity <= 0) | (iso_samples["maintenance_margin"] >= threshold * iso_equity))
     hot = pl.concat([pool_hot, iso_hot.select("ts")])["ts"].n_unique() if (pool_hot.height or iso_hot.height) else 0
 
-    # in sample order (group_by and join keep it): a sum's or mean's terms in one order, the same number every time
-    gross = (positions.filter(pl.col("reason") == "sample").group_by("ts", maintain_order=True)
-             .agg(pl.col("notional").sum().alias("gross")))
-    wallet = samples.group_by("ts", maintain_order=True).agg(pl.col("wallet_balance").sum().alias("wallet"))
-    efficiency = 0.0
-    if wallet.height:
-        joined = (wallet.join(gross, on="ts", how="left", maintain_order="left")
-                  .with_columns(pl.col("gross").fill_null(0.0)))
-        ratio = joined.filter(pl.col("wallet") > 0).select(pl.col("gross") / pl.col("wallet"))
-        efficiency = float(ratio.to_series().mean() or 0.0) if ratio.height else 0.0
+    # every position's notional, an account margined as a whole's too (it was left out: 0 for a portfolio account)
+    efficiency = _capital_efficiency(samples, positions.filter(pl.col("reason") == "sample"), collateral, positions)
 
     liquidated = events.filter(pl.col("type") == "PositionLiquidated")  # amounts in the settle asset -> USD
     liquidation_loss, liquidation_fees = (
@@ -235,6 +215,89 @@ def setup_metrics(run_path, summary: dict, thresholds, sample_hours: float) -> d
         row[f"liquidations_{exchange}"] = int(values["liquidations"])
         row[f"rejected_orders_{exchange}"] = int(values["rejected_orders"])
     return row
+
+
+def _whole_accounts(modes: dict) -> list[str]:
+    """The exchanges whose margin mode margins the account as a whole (portfolio)."""
+    return [e for e, m in modes.items() if m in MODES and MODES[m].margined_as_a_whole]
+
+
+def _min_collateral(equity: pl.DataFrame, positions: pl.DataFrame, collateral: pl.DataFrame, modes: dict) -> float:
+    """min_collateral, USD: per exchange and pool the max over time of (maintenance - unrealised PnL)
+    of its cross positions, per isolated position the same, per account margined as a whole its
+    own (maintenance - unrealised PnL); each in the money of its pool or position, zero where it
+    never needed any, then valued at `_start_values`.
+
+    A pool's money is its settle asset, except in a pool of several assets (multi-asset: one USD
+    pool, `MarginMode.pools_are_assets` False), where a position's maintenance is in USD already
+    and its unrealised PnL in its settle asset counts at that asset's price at the snapshot (as
+    the pool counts it), so its need is USD at every moment."""
+    whole = _whole_accounts(modes)
+    needed = 0.0
+    if whole:  # margined as a whole (portfolio): the account's requirement, not the positions' brackets
+        accounts = (equity.filter(pl.col("exchange").is_in(whole)).group_by("exchange", "asset", maintain_order=True)
+                    .agg((pl.col("maintenance_margin") - pl.col("unrealized_pnl")).max().alias("need")))
+        needed += _start_values(accounts, equity, collateral)
+    held = positions.filter(~pl.col("exchange").is_in(whole))
+    cross = held.filter(pl.col("margin_mode") == "cross")
+    if cross.height:
+        pairs = cross.select("exchange", "asset").unique(maintain_order=True)
+        pool = pl.DataFrame({"exchange": pairs["exchange"], "asset": pairs["asset"],
+                             "pool": [MODES[modes[e]].pool_of(a) if modes.get(e) in MODES else a
+                                      for e, a in pairs.iter_rows()]}, schema={"exchange": pl.String,
+                                                                              "asset": pl.String, "pool": pl.String})
+        key = ["ts", "reason", "exchange", "events_applied"]
+        legs = usd_prices(cross.select(*key, "asset", "maintenance_margin", "unrealized_pnl"), collateral, positions)
+        # a leg settled in its pool's asset counts as is; one in a USD pool of several assets at its asset's price
+        scale = pl.when(pl.col("asset") == pl.col("pool")).then(1.0).otherwise(pl.col("usd_price"))
+        pools = (legs.join(pool, on=["exchange", "asset"], how="left", maintain_order="left")
+                 .group_by(*key, "pool", maintain_order=True)
+                 .agg((pl.col("maintenance_margin") - pl.col("unrealized_pnl") * scale).sum().alias("need"))
+                 .group_by("exchange", pl.col("pool").alias("asset"), maintain_order=True).agg(pl.col("need").max()))
+        needed += _start_values(pools, equity, collateral)
+    isolated = held.filter(pl.col("margin_mode") == "isolated")
+    if isolated.height:
+        # one isolated position = one instrument held from opening to closing; reopened positions count once
+        per = isolated.group_by("exchange", "instrument", maintain_order=True).agg(
+            pl.col("asset").first(), (pl.col("maintenance_margin") - pl.col("unrealized_pnl")).max().alias("need"))
+        needed += _start_values(per, equity, collateral)
+    return needed
+
+
+def _start_values(needs: pl.DataFrame, equity: pl.DataFrame, collateral: pl.DataFrame) -> float:
+    """The sum of `needs` (exchange, asset, need in that asset; below zero counts zero) in USD, each
+    at its asset's price on that exchange at the run's start (`usd_values`: stablecoins at 1, a coin
+    at the nearest snapshot's price, the price the run summary values the starting deposits at):
+    the collateral is deposited then, and a coin need is that many coins whatever the coin does
+    later. nan when a coin needed has no price on that exchange."""
+    frame = needs.select(pl.lit(equity["ts"].min(), dtype=equity.schema["ts"]).alias("ts"), "exchange", "asset",
+                         pl.col("need").clip(lower_bound=0.0))
+    coins = frame.filter(~pl.col("asset").is_in(list(STABLECOINS)) & (pl.col("need") > 0))
+    priced = collateral.filter(pl.col("price").is_not_nan()).select("exchange", "asset").unique()
+    if coins.height and coins.join(priced, on=["exchange", "asset"], how="anti").height:
+        return math.nan
+    return float(usd_values(frame, collateral, "need")["usd"].sum())
+
+
+def _capital_efficiency(samples: pl.DataFrame, sampled: pl.DataFrame, collateral: pl.DataFrame,
+                        positions: pl.DataFrame) -> float:
+    """capital_efficiency: the mean over samples of gross notional / total wallet (the pools' wallet
+    balances, isolated margin included), both USD at that sample (each position's notional and each
+    pool's wallet in its asset at `usd_prices`); samples without a positive wallet are left out.
+    Sums and the mean run in sample order (group_by and join keep it): the same number every time."""
+    key = ["ts", "reason", "events_applied", "exchange", "asset"]
+    notional = usd_prices(sampled.select(*key, "notional"), collateral, positions)
+    gross = notional.group_by("ts", maintain_order=True).agg((pl.col("notional") * pl.col("usd_price")).sum()
+                                                             .alias("gross"))
+    wallets = usd_prices(samples.select(*key, "wallet_balance"), collateral, positions)
+    wallet = wallets.group_by("ts", maintain_order=True).agg((pl.col("wallet_balance") * pl.col("usd_price")).sum()
+                                                             .alias("wallet"))
+    if not wallet.height:
+        return 0.0
+    joined = (wallet.join(gross, on="ts", how="left", maintain_order="left")
+              .with_columns(pl.col("gross").fill_null(0.0)))
+    ratio = joined.filter(pl.col("wallet") > 0).select(pl.col("gross") / pl.col("wallet"))
+    return float(ratio.to_series().mean() or 0.0) if ratio.height else 0.0
 
 
 # ------------------------------------------------------------------------------------------ divergence

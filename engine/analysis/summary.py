@@ -118,6 +118,14 @@ def _pool_prices(equity: pl.DataFrame, collateral: pl.DataFrame, marks: pl.DataF
             .with_columns(price.alias("pool_price")).drop("price", "mark_price"))
 
 
+def usd_prices(frame: pl.DataFrame, collateral: pl.DataFrame, positions: pl.DataFrame) -> pl.DataFrame:
+    """`frame` (rows of snapshots, keyed by ts, reason, events_applied, exchange and `asset`; no
+    `price` or `mark_price` column) with `usd_price`, the asset's USD price at that snapshot as the
+    summary values pools (`_pool_prices`: stablecoins and "USD" at 1, a coin at the collateral
+    table's price, else at the mark of a position on that coin settled in it). Row order kept."""
+    return _pool_prices(frame, collateral, _coin_marks(positions)).rename({"pool_price": "usd_price"})
+
+
 def committed_margin(equity: pl.DataFrame, collateral: pl.DataFrame, positions: pl.DataFrame) -> pl.DataFrame:
     """Per snapshot and exchange: `committed`, the USD value of its pools' initial margin + isolated
     margin (each pool's in its asset, at `_pool_prices`)."""
