@@ -63,8 +63,8 @@ def test_binance_position_just_under_the_last_cap_is_taken_just_over_refused():
     # 18,000.001 BTC = 1,800,000,100 USDT: beyond the last cap, at any leverage
     for leverage in (1, None):
         reason = reason_of(decide(led, ctx, cmd.PlaceOrder.market(BTC, 18_000.001, leverage=leverage), TS))
-        assert reason.startswith(f"{BTC}: the position would reach 1,800,000,100.00 USDT, above the largest the rules "
-                                 "allow at any leverage, 1,800,000,000.00 USDT")
+        assert reason.startswith(f"position larger than the venue takes: {BTC} would reach 1,800,000,100.00 USDT, "
+                                 "above the largest the rules allow at any leverage, 1,800,000,000.00 USDT")
         assert "Fix: a smaller order" in reason
     # a short counts alike, and so do the open orders on the instrument: 10,000 resting + 8,000.001
     assert "1,800,000,100.00 USDT" in reason_of(decide(led, ctx, cmd.PlaceOrder.market(BTC, -18_000.001), TS))
@@ -80,7 +80,7 @@ def test_binance_at_an_explicit_leverage_the_cap_is_that_leverages_bracket():
     assert isinstance(decide(led, ctx, cmd.PlaceOrder.market(BTC, 999.999, leverage=20), TS)[-1], ev.OrderAccepted)
     reason = reason_of(decide(led, ctx, cmd.PlaceOrder.market(BTC, 1_000.001, leverage=20), TS))
     assert reason == ("leverage 20 exceeds the maximum 10 for a notional of 100000100.00; at 20x the position may be "
-                      "at most 100,000,000.00 USDT. Fix: a lower leverage or a smaller order")
+                      "at most 100,000,000.00 USDT, so lower the leverage or place a smaller order")
 
 
 def test_reducing_orders_past_the_cap_are_taken_increasing_ones_refused():
@@ -126,11 +126,11 @@ def test_okx_contract_tiers_cap_the_position_in_contracts(okx_tiers_file):
         out = decide(led, ctx, cmd.PlaceOrder.market(instrument.key, 220.0, leverage=50), TS)
         assert isinstance(out[-1], ev.OrderAccepted)
         reason = reason_of(decide(led, ctx, cmd.PlaceOrder.market(instrument.key, 220.01, leverage=50), TS))
-        assert reason.startswith(f"{instrument.key}: the position would reach 22,001 contracts, above the largest "
-                                 "the rules allow at any leverage, 22,000 contracts")
+        assert reason.startswith(f"position larger than the venue takes: {instrument.key} would reach 22,001 "
+                                 "contracts, above the largest the rules allow at any leverage, 22,000 contracts")
     # at 100x OKX allows tier 1 only: 20,000 contracts; 200.01 BTC = 20,001 is refused with that cap
     reason = reason_of(decide(led, ctx, cmd.PlaceOrder.market(instrument.key, 200.01, leverage=100), TS))
-    assert reason.endswith("at 100x the position may be at most 20,000 contracts. Fix: a lower leverage or a "
+    assert reason.endswith("at 100x the position may be at most 20,000 contracts, so lower the leverage or place a "
                            "smaller order")
 
 
@@ -171,14 +171,14 @@ def test_inverse_caps_are_in_the_coin(tmp_path):
     # 399,999 contracts x 100 USD / 20,000 = 1,999.995 BTC at 2x: IM 999.9975 + fee 1.0 BTC: taken
     assert isinstance(decide(led, ctx, cmd.PlaceOrder.market(key, 399_999.0, leverage=2), TS)[-1], ev.OrderAccepted)
     reason = reason_of(decide(led, ctx, cmd.PlaceOrder.market(key, 400_001.0, leverage=2), TS))
-    assert reason.startswith(f"{key}: the position would reach 2000.005 BTC, above the largest the rules allow at "
-                             "any leverage, 2000 BTC")
+    assert reason.startswith(f"position larger than the venue takes: {key} would reach 2000.005 BTC, above the "
+                             "largest the rules allow at any leverage, 2000 BTC")
     # the built-in table (last level open): the same order is taken
     key, ctx, led = coinm(tmp_path, "open", None)
     assert isinstance(decide(led, ctx, cmd.PlaceOrder.market(key, 400_001.0, leverage=2), TS)[-1], ev.OrderAccepted)
     # at 100x BTCUSD allows up to 20 BTC (level 2, [10, 20)): 4,001 contracts = 20.005 BTC is refused
     assert reason_of(decide(led, ctx, cmd.PlaceOrder.market(key, 4_001.0, leverage=100), TS)).endswith(
-        "at 100x the position may be at most 20 BTC. Fix: a lower leverage or a smaller order")
+        "at 100x the position may be at most 20 BTC, so lower the leverage or place a smaller order")
 
 
 def test_a_run_counts_the_refused_order_and_changes_nothing():
@@ -192,3 +192,5 @@ def test_a_run_counts_the_refused_order_and_changes_nothing():
     assert filled.quantity == 1.0
     summary = summary_for(result)
     assert summary["exchanges"]["binance"]["rejected_orders"] == 1 and summary["total"]["rejected_orders"] == 1
+    # the summary's rejections group it under its own kind, the instrument and numbers aside
+    assert [(r["kind"], r["count"]) for r in summary["rejections"]] == [("position larger than the venue takes", 1)]

@@ -51,16 +51,16 @@ def beyond_largest_position(key: str, table, quantity: float, notional: float, c
     size, largest = table.position_size(quantity, notional, contract_size), table.largest()
     if not size > largest * (1 + 1e-9):
         return ""
-    return (f"{key}: the position would reach {_position_text(table, size, asset, inverse)}, {BEYOND_LARGEST}, "
-            f"{_position_text(table, largest, asset, inverse)} (the last tier's cap): the venue refuses the order. "
-            "Fix: a smaller order (a lower leverage does not lift this cap)")
+    return (f"position larger than the venue takes: {key} would reach {_position_text(table, size, asset, inverse)}, "
+            f"{BEYOND_LARGEST}, {_position_text(table, largest, asset, inverse)} (the last tier's cap), so the venue "
+            "refuses the order. Fix: a smaller order (a lower leverage does not lift this cap)")
 
 
 def _at_leverage(table, leverage: float, asset: str, inverse: bool) -> str:
     """The fix for a leverage above the bracket's: the largest position at that leverage."""
     largest = table.largest(leverage)
     held = f"at most {_position_text(table, largest, asset, inverse)}" if largest > 0 else "nothing (no tier allows it)"
-    return f"; at {leverage:g}x the position may be {held}. Fix: a lower leverage or a smaller order"
+    return f"; at {leverage:g}x the position may be {held}, so lower the leverage or place a smaller order"
 
 
 def spot_buy_shortfall(account, context, instrument, notional: float, fee: float, prices=None) -> str:
