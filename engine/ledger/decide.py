@@ -252,7 +252,7 @@ def _place(ledger: Ledger, context, c: cmd.PlaceOrder, ts: int) -> list:
         if c.leverage is not None:
             return reject(f"leverage {leverage:g} exceeds the maximum {cap:g} for a notional of {new_notional:.2f}"
                           + _at_leverage(tradable.brackets, leverage, instrument.settle, inverse))
-        leverage = cap  # the account default is lowered to the bracket's (the venues refuse instead: docs/rules.md)
+        leverage = cap  # the account's leverage is lowered to the bracket's (the venues refuse instead: docs/rules.md)
     if not leverage > 0:  # (nan too: it would poison every margin figure of the position)
         return reject(f"leverage {leverage} must be a positive number")
     if c.leverage is not None and c.leverage != account.leverage.get(c.instrument):
