@@ -88,3 +88,20 @@ def test_flows_are_never_drawdown_and_the_book_has_one(run):
     assert stats["capital"] == pytest.approx(6500.0)  # the deposits; transfers move money, add none
     assert stats["return_on_capital"] == pytest.approx(total["pnl"] / 6500.0)
     assert stats["volatility"] > 0 and stats["sharpe"] is not None and stats["sortino"] is not None
+
+
+def test_cagr_of_a_large_return_over_hours_is_not_applicable_not_a_crash():
+    """+21 % in 2 hours annualises to 1.21 ** 4380 (about e ** 835), past the largest float (about
+    e ** 709): the summary must not fail (it raised OverflowError); CAGR is n/a, the return on
+    capital is still 0.21. A modest return over the same 2 hours keeps its CAGR: 1.0001 ** 4380 - 1."""
+    from datetime import datetime, timedelta, timezone
+
+    from xmargin.analysis.performance import statistics
+
+    start = datetime(2025, 1, 1, tzinfo=timezone.utc)
+    times = [start + timedelta(hours=h) for h in range(3)]
+    large = statistics(pl.DataFrame({"ts": times, "pnl": [0.0, 105.0, 210.0]}), 1_000.0)
+    assert large["return_on_capital"] == pytest.approx(0.21)
+    assert large["cagr"] is None
+    modest = statistics(pl.DataFrame({"ts": times, "pnl": [0.0, 0.0, 0.1]}), 1_000.0)
+    assert modest["cagr"] == pytest.approx(1.0001 ** 4380 - 1.0, rel=1e-12)

@@ -17,7 +17,8 @@ both legs count at the value it was sent with, see `transfer_values`).
   max_drawdown         max over t of (running max of pnl) - pnl(t), with the peak and trough times
   capital              the money put in: the book's deposits; an exchange's peak net_flows
   return_on_capital    final pnl / capital
-  cagr                 (1 + return_on_capital) ^ (365 days / run length) - 1 (None below -100 %)
+  cagr                 (1 + return_on_capital) ^ (365 days / run length) - 1 (None below -100 %,
+                       and where it exceeds a float: e.g. +21 % in 3 hours)
   volatility           standard deviation of the daily returns x sqrt(365)
   sharpe               mean daily return / its standard deviation x sqrt(365), risk-free rate 0
   sortino              mean daily return x 365 / (downside deviation x sqrt(365)); the downside
@@ -169,7 +170,10 @@ def statistics(series: pl.DataFrame, capital: float) -> dict:
     ret = final / capital
     out["return_on_capital"] = ret
     if days > 0 and 1.0 + ret > 0:
-        out["cagr"] = (1.0 + ret) ** (DAYS_PER_YEAR / days) - 1.0
+        try:
+            out["cagr"] = (1.0 + ret) ** (DAYS_PER_YEAR / days) - 1.0
+        except OverflowError:  # a large return over a short run: beyond any float, n/a like the others
+            out["cagr"] = None
     daily = (series.sort("ts").group_by(pl.col("ts").dt.truncate("1d").alias("day"), maintain_order=True)
              .agg(pl.col("pnl").last()).sort("day"))
     start = float(series["pnl"][0])
