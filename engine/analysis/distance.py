@@ -38,6 +38,11 @@ set). `inf`: no move up to the cap gets there (e.g. a long whose margin covers a
 
 Money and PnL follow the engine's conventions (the kernel's): linear legs `quantity x (mark -
 entry)`, inverse (coin-margined) legs `quantity x contract size x (1/entry - 1/mark)` in the coin.
+An inverse leg settled in its own underlying coin inside a unit of another currency (a multi-asset
+"USD" pool) counts at the coin's USD price, which a move of that underlying moves too: its scale
+moves with the leg's own mark (`_coin_priced_as_linear`; its USD notional, hence its maintenance,
+then stays constant). Where the exchange reads the coin's price from another market than the leg's
+(a spot pair next to the perp), their ratio at the snapshot is kept.
 """
 
 from __future__ import annotations
