@@ -3,8 +3,9 @@
 For every exchange and collateral asset of a config, the least starting amount with which the same
 strategy on the same data
 
-  - has no order rejected for lack of margin or balance (and no transfer rejected for lack of free
-    collateral): a rejected leg is not surviving, the book would not be the one intended;
+  - has no order rejected for lack of margin or balance, or for a position larger than the venue takes
+    (which no collateral lets through), and no transfer rejected for lack of free collateral: a
+    rejected leg is not surviving, the book would not be the one intended;
   - trades on every exchange where the run with ample collateral trades: a strategy that sizes by its
     collateral and, with too little, trades nothing there is not running the same book;
   - has no liquidation;
@@ -50,6 +51,7 @@ import attrs
 import polars as pl
 
 from xmargin.errors import ConfigError
+from xmargin.ledger.decide import BEYOND_LARGEST
 from xmargin.output.writer import check_run_id
 from xmargin.margin.collateral import STABLECOINS
 from xmargin.margin.modes import MODES
@@ -130,7 +132,8 @@ def failure(path, ratio: float) -> dict | None:
     reason = pl.col("reason").fill_null("")
     bad = events.filter(
         (pl.col("type") == "PositionLiquidated")
-        | ((pl.col("type") == "OrderRejected") & reason.str.contains(MARGIN_REJECTION))
+        | ((pl.col("type") == "OrderRejected")
+           & (reason.str.contains(MARGIN_REJECTION) | reason.str.contains(BEYOND_LARGEST, literal=True)))
         | ((pl.col("type") == "TransferRejected") & reason.str.contains(TRANSFER_REJECTION)))
     found = []
     if bad.height:

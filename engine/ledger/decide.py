@@ -1,9 +1,9 @@
 """`decide`: turn a strategy's command into domain events, or a rejection event with the reason.
 
 Checks mirror an exchange's order entry: known instrument, lot size, minimum notional, reduce-only,
-leverage within the bracket's maximum at the new notional, and enough free collateral for the
-initial margin plus the taker fee. Prices for the checks are the last close (the fill itself
-happens at the next bar's open).
+a position no larger than the last tier's cap, leverage within the bracket's maximum at the new
+notional, and enough free collateral for the initial margin plus the taker fee. Prices for the
+checks are the last close (the fill itself happens at the next bar's open).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from xmargin.ledger.state import Ledger
 from xmargin.ledger.transfers import decide_transfer
 
 LOT_TOLERANCE = 1e-6
+BEYOND_LARGEST = "above the largest the rules allow at any leverage"  # in the reason of such a refusal
 
 
 def _reject(ts, exchange, instrument, order_id, quantity, reason, tag=""):
@@ -31,6 +32,35 @@ def _reject(ts, exchange, instrument, order_id, quantity, reason, tag=""):
 def exposure_increase(held: float, quantity: float) -> float:
     """How much |position| grows when `quantity` is added to a position of `held` (>= 0)."""
     return max(abs(held + quantity) - abs(held), 0.0)
+
+
+def _position_text(table, size: float, asset: str, inverse: bool) -> str:
+    """`size` in `table`'s unit, for a reason: contracts, else a notional in `asset`."""
+    if table.unit == "contracts":
+        return f"{size:,.0f} contracts"
+    return f"{size:.8g} {asset}" if inverse else f"{size:,.2f} {asset}"
+
+
+def beyond_largest_position(key: str, table, quantity: float, notional: float, contract_size: float,
+                            asset: str, inverse: bool) -> str:
+    """Why a position of `quantity` (|notional| in `asset`) is larger than any its venue takes, or ""
+    when it is not: past the cap of `table`'s last tier (notional brackets, or OKX tiers in contracts;
+    `contract_size` > 0 for inverse contracts), which no leverage lifts. Binance (-2027), Bybit, OKX
+    and Hyperliquid refuse such an order at entry (docs/rules.md, "The largest position"); a table
+    whose last tier is open (cap null) never refuses."""
+    size, largest = table.position_size(quantity, notional, contract_size), table.largest()
+    if not size > largest * (1 + 1e-9):
+        return ""
+    return (f"position larger than the venue takes: {key} would reach {_position_text(table, size, asset, inverse)}, "
+            f"{BEYOND_LARGEST}, {_position_text(table, largest, asset, inverse)} (the last tier's cap), so the venue "
+            "refuses the order. Fix: a smaller order (a lower leverage does not lift this cap)")
+
+
+def _at_leverage(table, leverage: float, asset: str, inverse: bool) -> str:
+    """The fix for a leverage above the bracket's: the largest position at that leverage."""
+    largest = table.largest(leverage)
+    held = f"at most {_position_text(table, largest, asset, inverse)}" if largest > 0 else "nothing (no tier allows it)"
+    return f"; at {leverage:g}x the position may be {held}, so lower the leverage or place a smaller order"
 
 
 def spot_buy_shortfall(account, context, instrument, notional: float, fee: float, prices=None) -> str:
@@ -214,10 +244,15 @@ def _place(ledger: Ledger, context, c: cmd.PlaceOrder, ts: int) -> list:
         leverage = float(c.leverage)
     new_notional = margin.contract_notional(after, reference, inverse, size)
     cap = margin.max_leverage(new_notional, tradable.brackets.for_quantity(after, size if inverse else 0.0))
+    beyond = increase > 0 and beyond_largest_position(c.instrument, tradable.brackets, after, new_notional,
+                                                      size if inverse else 0.0, instrument.settle, inverse)
+    if beyond:
+        return reject(beyond)
     if leverage > cap:
         if c.leverage is not None:
-            return reject(f"leverage {leverage:g} exceeds the maximum {cap:g} for a notional of {new_notional:.2f}")
-        leverage = cap  # the account default is capped by the bracket, as the exchange does
+            return reject(f"leverage {leverage:g} exceeds the maximum {cap:g} for a notional of {new_notional:.2f}"
+                          + _at_leverage(tradable.brackets, leverage, instrument.settle, inverse))
+        leverage = cap  # the account's leverage is lowered to the bracket's (the venues refuse instead: docs/rules.md)
     if not leverage > 0:  # (nan too: it would poison every margin figure of the position)
         return reject(f"leverage {leverage} must be a positive number")
     if c.leverage is not None and c.leverage != account.leverage.get(c.instrument):

@@ -63,6 +63,20 @@ class BracketTable:
     def bracket(self, notional: float) -> Bracket:
         return self.brackets[self.index(notional)]
 
+    def position_size(self, quantity: float, notional: float, contract_size: float = 0.0) -> float:
+        """A position's size in this table's unit: |notional| (settle units: quote, or coin for inverse)."""
+        return abs(notional)
+
+    def largest(self, leverage: float = 0.0) -> float:
+        """The largest position (|notional|) the venue takes at `leverage` (x; 0: at any leverage): the
+        cap of the last bracket allowing that leverage (inf when it is open, 0 when none allows it).
+        Venues refuse an order taking the position past it (Binance -2027 "Exceeded the maximum
+        allowable position at current leverage"; see docs/rules.md, "The largest position")."""
+        if leverage <= 0:
+            return self.brackets[-1].notional_cap
+        allowed = [b.notional_cap for b in self.brackets if b.max_leverage >= leverage]
+        return allowed[-1] if allowed else 0.0
+
     def for_quantity(self, quantity: float, contract_size: float = 0.0) -> "BracketTable":
         """The table margining a position of `quantity`: a notional table margins every size itself
         (a `ContractTiers` table answers with the one tier its size in contracts falls in)."""
@@ -113,6 +127,18 @@ class ContractTiers:
         """Index of the tier holding `contracts` (floor < contracts <= cap; 0 contracts: the first)."""
         caps = [t.contracts_cap for t in self.tiers]
         return min(bisect_left(caps, contracts * (1 - 1e-12)), len(caps) - 1)
+
+    def position_size(self, quantity: float, notional: float, contract_size: float = 0.0) -> float:
+        """A position's size in this table's unit: contracts (`contracts`; the notional is not needed)."""
+        return self.contracts(quantity, contract_size)
+
+    def largest(self, leverage: float = 0.0) -> float:
+        """The largest position (contracts) the venue takes at `leverage` (x; 0: at any leverage): the
+        last tier allowing that leverage's `maxSz` (inclusive; inf when open, 0 when no tier allows it)."""
+        if leverage <= 0:
+            return self.tiers[-1].contracts_cap
+        allowed = [t.contracts_cap for t in self.tiers if t.max_leverage >= leverage]
+        return allowed[-1] if allowed else 0.0
 
     def for_quantity(self, quantity: float, contract_size: float = 0.0) -> BracketTable:
         i = self.index(self.contracts(quantity, contract_size))

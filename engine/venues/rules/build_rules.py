@@ -305,7 +305,8 @@ def build_binance(shared: Path) -> dict:
             "because fill=bankruptcy already takes the whole remaining margin of the liquidated part (Binance "
             "sends what is left above the bankruptcy price to the Insurance Fund).",
             "Brackets are a 2024-10-24 snapshot; Binance changes them often. The last bracket's notional_cap is "
-            "the maximum position; above it the last bracket's rate is used.",
+            "the maximum position: an order taking the position past it is refused (Binance -2027; see "
+            "docs/rules.md, 'The largest position').",
             "Funding interval overrides: only the four examples in shared fees_and_funding.json (GET "
             "/fapi/v1/fundingInfo gives the live list); every other symbol uses 8h.",
             "Collateral ratios are the 2021 Multi-Assets table (historical); today's ratios differ by asset and tier.",
