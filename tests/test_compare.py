@@ -41,7 +41,13 @@ def test_cross_needs_less_collateral_than_isolated_for_a_hedged_pair(tmp_path):
     # the legs' losses and gains offset inside one pool: max(sum) < sum(max)
     assert cross["min_collateral"] < iso["min_collateral"]
     assert cross["min_collateral"] == pytest.approx(220.62, abs=0.05)  # pinned (sample, 2024-10-04..14)
-    assert iso["min_collateral"] == pytest.approx(1240.37, abs=0.05)
+    # isolated: each position's worst moment. The BTC short's: the 2024-10-07 15:00 sample (mark 63,974.05,
+    # loss 1,155.92 + maintenance 84.45 = 1,240.37). The ETH long's: its fill's own moment, the snapshot at
+    # the 2024-10-04 01:00 open, valued at that bar's open mark 2,339.5348354: maintenance 8.549 x 2,339.5348354
+    # x 0.4 % = 80.0027 plus the loss to the fill price 2,339.63394 (0.8472). (Valued at the bar's close
+    # 2,376.45, as every snapshot was before snapshots carried their moment, ETH was in gain there: 1,240.37.)
+    eth_at_fill = 8.549 * 2339.53483542 * 0.004 - 8.549 * (2339.53483542 - 2339.63394)
+    assert iso["min_collateral"] == pytest.approx(1240.37 + eth_at_fill, abs=0.05)  # = 1,321.22
     # the same fills and funding on both: the event logs do not part
     assert iso["pnl"] == pytest.approx(cross["pnl"], abs=1e-6) and "identical" in notes[0]["text"]
     assert iso["peak_initial_margin"] > 0 and cross["peak_initial_margin"] > 0

@@ -114,7 +114,8 @@ def test_inverse_runs_verify_and_value_the_coin_in_usd(liquidated, tmp_path):
     feed = result.feed
     spot = feed.column("binance:BTC/BUSD")  # the exchange's BTC price: its spot market against a stablecoin
     last_price = feed.close[-1, spot]
-    first_price = feed.close[0, spot]
+    first_price = feed.mark_open[0, spot]  # the start snapshot's: the deposits are at the first bar's open
+    assert first_price != feed.mark_close[0, spot]  # (not its close, where it was valued before it had a moment)
     balance = result.ledger.accounts["binance"].balances["BTC"]
     assert summary["final_equity"] == pytest.approx(balance * last_price, rel=1e-9)
     assert summary["deposits"] == pytest.approx(0.1 * first_price, rel=1e-12)  # the start snapshot's price

@@ -38,8 +38,10 @@ BTC_SPOT = "binance:BTC/USDT"
 START, END = "2024-10-03", "2024-10-10"
 SHOCK_AT = "2024-10-06T00:00"
 BTC_COLLATERAL = 0.03
-# 0.03 BTC at the first snapshot's BTC/USDT close 60,988.01 (2024-10-03 01:00) x 0.95 (Binance 2021 ratio)
-BTC_HAIRCUT_VALUE = 0.03 * 60_988.01 * 0.95          # = 1,738.16 USD
+# 0.03 BTC at the first snapshot's BTC/USDT price x 0.95 (Binance 2021 ratio): the start snapshot holds
+# the deposits at the first bar's open (2024-10-03 00:00), 60,649.27 in the sample's bars (BTC/USDT has no
+# mark series: its last price); until snapshots carried their moment it was that bar's close, 60,988.01
+BTC_HAIRCUT_VALUE = 0.03 * 60_649.27 * 0.95          # = 1,728.50 USD
 USDT_COLLATERAL = round(BTC_HAIRCUT_VALUE, 2)        # the same haircut-free amount in USDT
 
 
@@ -136,7 +138,7 @@ def test_same_book_on_usdt_collateral_survives_the_same_shock(runs):
 def test_usdt_book_starts_with_the_same_collateral_value(runs):
     first = {name: open_run(runs[name].path).equity.collect().row(0, named=True) for name in ("btc", "usdt")}
     assert first["btc"]["collateral_value"] == pytest.approx(BTC_HAIRCUT_VALUE)
-    # USDT counts at 0.9999 on Binance: 1,738.16 x 0.9999
+    # USDT counts at 0.9999 on Binance: 1,728.50 x 0.9999
     assert first["usdt"]["collateral_value"] == pytest.approx(USDT_COLLATERAL * 0.9999)
     assert first["btc"]["collateral_value"] == pytest.approx(first["usdt"]["collateral_value"], rel=1e-3)
 

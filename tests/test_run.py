@@ -301,7 +301,7 @@ def test_releasing_a_run_clears_the_valuation_memos_and_a_later_run_gives_the_sa
 
 
 def test_releasing_the_extremes_keeps_the_closes_and_frees_the_rest():
-    """`RunResult.release("extremes")` (before the tables of a command-line run) leaves a feed of
+    """`RunResult.release("extremes")` leaves a feed of
     closes: the open, high and low arrays (trade and mark) are gone, the closes and everything the
     valuation and the manifest read are the same objects; an unknown part is refused by name."""
     from xmargin.config import load_config

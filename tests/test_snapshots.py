@@ -11,6 +11,7 @@ import math
 from pathlib import Path
 
 import attrs
+import numpy as np
 import polars as pl
 import pytest
 
@@ -41,11 +42,35 @@ def _compare(rows: list[dict], expected: list, what: str) -> None:
             assert _close(row[name], value), f"{what} row {n} {name}: table {row[name]!r}, scalar {value!r}"
 
 
+def _moment_prices(feed, catalog, snapshot, lasts: bool) -> np.ndarray:
+    """Every column's price at the snapshot's moment, row by row in Python (the tables gather them
+    at once): the bar's open or close, the path's nearer or farther extreme, or the extreme adverse
+    to what the account holds at that price (a coin's balance, else a position; nothing held: low)."""
+    row = snapshot.row
+    o, h, l, c = ((feed.open, feed.high, feed.low, feed.close) if lasts else
+                  (feed.mark_open, feed.mark_high, feed.mark_low, feed.mark_close))
+    moment = snapshot.valued_at
+    if moment in ("open", "close"):
+        return (o if moment == "open" else c)[row].copy()
+    out = np.empty(len(feed.keys))
+    held = {catalog.tradable(k).column: p.quantity for k, p in snapshot.account.positions.items()}
+    for asset, amount in snapshot.account.balances.items():
+        column = catalog.asset_columns.get((snapshot.account.exchange, asset))
+        if column is not None and amount:
+            held[column] = amount
+    for k in range(len(out)):
+        high, low, start = float(h[row, k]), float(l[row, k]), float(o[row, k])
+        high_first = high - start <= start - low
+        out[k] = {"near extreme": high if high_first else low, "far extreme": low if high_first else high,
+                  "adverse extreme": low if held.get(k, 1.0) > 0 else high}[moment]
+    return out
+
+
 def _check(result) -> None:
     feed, catalog = result.feed, result.catalog
     pools, positions, balances = [], [], []
     for snapshot in result.snapshots:
-        marks, last = feed.mark_close[snapshot.row], feed.close[snapshot.row]
+        marks, last = (_moment_prices(feed, catalog, snapshot, lasts) for lasts in (False, True))
         pools.extend(pool_metrics(snapshot.account, catalog, marks, last).values())
         positions.extend(position_metrics(snapshot.account, catalog, marks))
         balances.extend(collateral_metrics(snapshot.account, catalog, marks))

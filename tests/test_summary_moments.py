@@ -4,9 +4,9 @@ and money is USD.
 Synthetic hourly feed (helpers_feed), flat 5 % maintenance, no fees or slippage; every expected
 number is derived by hand below. A long of 10 BTC is bought at the close of bar 0 and fills at the
 open of bar 1 (100, i.e. 2024-10-01 01:00); bar 1 closes at 90 (02:00), bar 2 at 100 (03:00).
-The snapshot taken after the fill is stamped 01:00 but valued at bar 1's close (90): the headroom
-and the distance it holds belong to 02:00 (the sample at bar 1's close), when BTC was at 90; at
-01:00 BTC was at 100.
+The snapshot taken after the fill is stamped 01:00 and valued there, at bar 1's open (100; until
+snapshots carried their moment it held bar 1's close, 90, under 01:00): the lowest headroom and the
+tightest distance belong to 02:00 (the sample at bar 1's close), when BTC was at 90.
 """
 
 from __future__ import annotations
@@ -165,7 +165,7 @@ def test_a_summary_written_under_earlier_definitions_is_named_not_reported_as_a_
     from xmargin.output.writer import write_run_folder
 
     folder, summary = write_run_folder(long_btc_run("cross"), out=tmp_path, run_id="long")
-    assert summary["summary_version"] == SUMMARY_VERSION == 2
+    assert summary["summary_version"] == SUMMARY_VERSION == 3  # 3: snapshots valued at their own moment
     assert CliRunner().invoke(main, ["verify", str(folder)]).exit_code == 0
     older = json.loads(json.dumps(summary))
     del older["summary_version"]
@@ -173,7 +173,7 @@ def test_a_summary_written_under_earlier_definitions_is_named_not_reported_as_a_
     _reseal(folder, older)
     result = CliRunner().invoke(main, ["verify", str(folder)])
     assert result.exit_code == 0, result.output
-    assert "note: summary.json was written under summary definitions 1 (this xmargin: 2" in result.output
+    assert "note: summary.json was written under summary definitions 1 (this xmargin: 3" in result.output
     older["summary_version"] = SUMMARY_VERSION
     _reseal(folder, older)
     result = CliRunner().invoke(main, ["verify", str(folder)])

@@ -63,8 +63,8 @@ ITERATIONS = 48  # the grid: cap / 2**48, so the move is known to 10 / 2**48 ~ 4
 SNAPSHOT_KEY = ("ts", "reason", "exchange", "events_applied")
 
 SCHEMA = {"ts": pl.Datetime("ns", "UTC"), "reason": pl.String, "exchange": pl.String, "events_applied": pl.Int64,
-          "asset": pl.String, "unit": pl.String, "underlying": pl.String, "warning_distance": pl.Float64,
-          "liquidation_distance": pl.Float64}
+          "valued_at": pl.String, "asset": pl.String, "unit": pl.String, "underlying": pl.String,
+          "warning_distance": pl.Float64, "liquidation_distance": pl.Float64}
 
 
 def first_crossing(legs: Legs, mark: np.ndarray, direction: np.ndarray, k: float,
@@ -388,6 +388,7 @@ def distance_table(snapshots, catalog, feed, thresholds, units=None, stacked=Non
         "reason": pl.Series(moments.reason, dtype=pl.String).gather(pl.Series(snapshot_of)),
         "exchange": pl.Series(moments.exchange, dtype=pl.String).gather(pl.Series(snapshot_of)),
         "events_applied": moments.events_applied[snapshot_of],
+        "valued_at": pl.Series(moments.valued_at, dtype=pl.String).gather(pl.Series(snapshot_of)),
         "asset": pl.Series(list(map(operator.attrgetter("asset"), units)), dtype=pl.String).gather(pick),
         "unit": pl.Series(list(map(operator.attrgetter("name"), units)), dtype=pl.String).gather(pick),
         "underlying": pl.Series([*names.tolist(), "all"], dtype=pl.String).gather(pl.Series(case_name[order])),

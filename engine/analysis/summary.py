@@ -9,9 +9,10 @@ at the asset's price at the nearest snapshot, both legs of a transfer at the val
 sending exchange; money still in flight at the end belongs to no exchange and is added to the
 total. Margin headroom = 1 - margin ratio (1: no maintenance needed; 0: liquidation); the cross
 pools' and the isolated positions' are reported apart (None where an exchange has none). Headroom
-and the tightest moment are read at the start, sample and end snapshots (an event's snapshot holds
-its bar's closing marks under the event's earlier time) and at warnings and liquidations. Peak
-initial margin is USD too (a coin-margined pool's margin at the coin's price).
+and the tightest moment are read at the start (the deposits at the first bar's open), sample and
+end snapshots (bar closes) and at warnings and liquidations; event snapshots, each valued at its
+own moment (the tables' `valued_at`), count only for peak initial margin and prices. Peak initial
+margin is USD too (a coin-margined pool's margin at the coin's price).
 
 Flow-adjusted figures (collateral consumed, drawdown, statistics: xmargin.analysis.performance)
 never count deposits or transfers as PnL; net exposure per underlying and the one-legged hedge
@@ -70,7 +71,7 @@ def _equity_of(balances: pl.DataFrame, held: pl.DataFrame) -> pl.DataFrame:
 def flow_adjusted_equity(events: pl.DataFrame, collateral: pl.DataFrame, equity_by_account: pl.DataFrame) -> pl.DataFrame:
     """Per exchange and valued moment (start, every sample at a bar close, the end): equity,
     net_flows and pnl (xmargin.analysis.performance.flow_adjusted). Event snapshots are left out:
-    they carry the marks of the bar being processed, stamped with the event's time."""
+    the series is the regular one (the start, then bar closes at the sample interval)."""
     return flow_adjusted(equity_by_account.filter(pl.col("reason") != "event"), flows(events, collateral))
 
 
@@ -143,9 +144,10 @@ class SnapshotFigures:
     """What the summary reads of the valuation tables (equity, collateral, positions), reduced to
     per-snapshot sums and the few rows its figures pick, so that the writer keeps no table's rows to
     the end (`SnapshotReduction`, fed with each chunk of the tables as it is made).
-    `snapshot_figures` builds the same from whole tables. The moments whose marks are those of
-    their own time are the start, the samples (at bar closes) and the end; an event snapshot carries
-    the marks of its bar's close under the event's earlier time, so only its committed margin counts."""
+    `snapshot_figures` builds the same from whole tables. The figures read the start (at the first
+    bar's open), the samples (at bar closes) and the end; of event snapshots (each valued at its own
+    moment, `valued_at`: a bar's open, an intrabar point or a close) only the committed margin and
+    the coins' prices, as in summary definitions 2."""
 
     exchanges: tuple  # the exchanges of the equity table
     equity_by_account: pl.DataFrame  # account_equity at the start, sample and final snapshots
@@ -247,8 +249,10 @@ def _headroom(moments: pl.DataFrame) -> dict | None:
 # summary written under other definitions from one that disagrees with its tables. 1: up to
 # 2026-11-29 (no field); 2: headroom and the tightest moment at bar closes (start, samples, end) plus
 # warnings and liquidations, coin money in USD (peak initial margin, transfer fees, compare), a coin
-# transfer at its sent value on both sides.
-SUMMARY_VERSION = 2
+# transfer at its sent value on both sides; 3: every snapshot valued at its own moment (the start's
+# deposits at the first bar's open; an event's at the bar's open, its intrabar point or its close, the
+# tables' `valued_at`), so deposits, starting equity and peak initial margin read other prices.
+SUMMARY_VERSION = 3
 
 # The event types whose every row `summarize` reads (sums, counts, flows, rejections), with the columns
 # it reads of each besides `LOG_KEYS`; of the other types it reads only which exchanges and instruments

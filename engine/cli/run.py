@@ -119,12 +119,13 @@ def verify(run_path):
 
     Exits 0 when everything matches, 1 and says what differs otherwise."""
     from xmargin.output.results import open_run
-    from xmargin.output.verify import summary_note, verify_run
+    from xmargin.output.verify import summary_note, valuation_note, verify_run
 
     problems = verify_run(run_path)
-    note = summary_note(open_run(run_path))
-    if note:
-        click.echo(f"note: {note}", err=True)
+    run = open_run(run_path)
+    for note in (summary_note(run), valuation_note(run)):
+        if note:
+            click.echo(f"note: {note}", err=True)
     if problems:
         for problem in problems:
             click.echo(f"MISMATCH: {problem}", err=True)

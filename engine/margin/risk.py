@@ -26,6 +26,13 @@ from xmargin.margin.units import RiskUnit
 
 POINTS = {"path": 4, "worst-case": 3, "close": 1}
 
+# The moments of a bar a snapshot can be valued at (`xmargin.output.snapshots`, the tables' `valued_at`),
+# and which of them each path point of an intrabar mode is (`path_prices` orders its points so).
+VALUED_AT = ("open", "near extreme", "far extreme", "adverse extreme", "close")
+MOMENTS = {"path": ("open", "near extreme", "far extreme", "close"), "worst-case": ("open", "adverse extreme", "close"),
+           "close": ("close",)}
+_OPEN, _NEAR, _FAR, _ADVERSE, _CLOSE = range(len(VALUED_AT))
+
 
 @attrs.frozen(eq=False)
 class Breach:
@@ -60,12 +67,41 @@ def path_prices(feed, start: int, stop: int, columns: np.ndarray, quantities: np
     low = feed.mark_low[start:stop][:, columns]
     open_ = feed.mark_open[start:stop][:, columns]
     if mode == "worst-case":
-        adverse = np.where(quantities > 0, low, high)
-        return np.stack((open_, adverse, close), axis=1)
+        return np.stack((open_, _adverse(high, low, quantities), close), axis=1)
+    return np.stack((open_, *_near_far(open_, high, low), close), axis=1)
+
+
+def _near_far(open_, high, low) -> tuple[np.ndarray, np.ndarray]:
+    """The path's second and third points: the extreme nearer the open first (the high on a tie)."""
     high_first = (high - open_) <= (open_ - low)
-    near = np.where(high_first, high, low)
-    far = np.where(high_first, low, high)
-    return np.stack((open_, near, far, close), axis=1)
+    return np.where(high_first, high, low), np.where(high_first, low, high)
+
+
+def _adverse(high, low, quantities) -> np.ndarray:
+    """Each holding's adverse extreme: the low for a long (a positive quantity), else the high."""
+    return np.where(quantities > 0, low, high)
+
+
+def moment_prices(feed, rows: np.ndarray, columns: np.ndarray, moments: np.ndarray, holdings: np.ndarray,
+                  lasts: bool = False) -> np.ndarray:
+    """Per element k: feed column `columns[k]`'s mark (`lasts`: last price) at moment `moments[k]`
+    (an index of `VALUED_AT`) of bar `rows[k]`, as the margin watch's path has it (`path_prices`):
+    the open, the extreme nearer the open, the other extreme, the adverse extreme of a holding of
+    `holdings[k]` (the low when positive, else the high), or the close. Last prices follow the same
+    rules on their own open, high and low. Gathered at once (one fancy index per moment present)."""
+    o, h, l, c = (feed.open, feed.high, feed.low, feed.close) if lasts else (
+        feed.mark_open, feed.mark_high, feed.mark_low, feed.mark_close)
+    out = np.asarray(c[rows, columns], dtype=np.float64)
+    opened = moments == _OPEN
+    if opened.any():
+        out[opened] = o[rows[opened], columns[opened]]
+    inside = ~opened & (moments != _CLOSE)
+    if inside.any():
+        r, k, m = rows[inside], columns[inside], moments[inside]
+        open_, high, low = o[r, k], h[r, k], l[r, k]
+        near, far = _near_far(open_, high, low)
+        out[inside] = np.select([m == _NEAR, m == _FAR], [near, far], _adverse(high, low, holdings[inside]))
+    return out
 
 
 def unit_curves(unit: RiskUnit, prices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

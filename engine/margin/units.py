@@ -105,14 +105,6 @@ def asset_price(catalog, exchange: str, asset: str, prices) -> float:
     return float(prices[column]) if column is not None and prices is not None else math.nan
 
 
-def asset_prices(catalog, exchange: str, asset: str, marks: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """`asset_price` at each of the feed rows `rows` of `marks` (rows x columns), at once."""
-    if asset in STABLECOINS:
-        return np.ones(len(rows))
-    column = catalog.asset_columns.get((exchange, asset))
-    return marks[rows, column] if column is not None else np.full(len(rows), math.nan)
-
-
 def leverage_for(account, catalog, instrument: str) -> float:
     """The position's leverage: its own setting, else the venue's default."""
     return account.leverage.get(instrument, catalog.venues[account.exchange].leverage)

@@ -1,12 +1,23 @@
 """Account snapshots and their projection into the equity, positions and collateral tables.
 
-During a run a snapshot is only a record of *which* ledger state to value at *which* feed row
-(accounts are immutable, so keeping a reference is free). The tables are computed once at the end:
+During a run a snapshot is only a record of *which* ledger state to value at *which* moment:
+a feed row and the moment of that bar it was taken at, `valued_at` (accounts are immutable, so
+keeping a reference is free). The tables are computed once at the end (or a chunk at a time):
 each snapshot's account becomes risk units through its margin mode (`xmargin.margin.modes`; one
 set per account state, reused by every snapshot of that state unless the units depend on the
-row's prices), and one call of the valuation kernel (`xmargin.margin.kernel.valuate`) values every
-unit of every snapshot at its row's marks: the same numbers as `xmargin.margin.accounting` gives
-strategies for one account (tests/test_snapshots.py holds the two callers equal).
+moment's prices), and one call of the valuation kernel (`xmargin.margin.kernel.valuate`) values
+every unit of every snapshot at its moment's marks: the same numbers as
+`xmargin.margin.accounting` gives strategies for one account (tests/test_snapshots.py holds the
+two callers equal).
+
+Moments (`xmargin.margin.risk.VALUED_AT`): "open" (the state after a bar's open events: fills of
+resting orders, funding, expiries, transfers landing, a liquidation at a gapped open; the start's
+deposits) at the bar's open marks and open last prices; "close" (a strategy's orders, samples, the
+end) at its closes; an intrabar point of the margin watch (a breach or a transfer landing inside
+a bar) at that point's prices as `xmargin.margin.risk.path_prices` has them: "near extreme" /
+"far extreme" (`path`), "adverse extreme" (`worst-case`: every position and collateral coin at its
+own adverse mark, as the watch valued it there: the low for a long position or a positive
+balance, the high for a short one or a debt; a price with no holding behind it at its low).
 
 Row order: snapshots in the order taken; within one, pools by asset, positions in the account's
 order, balances by asset.
@@ -14,6 +25,7 @@ order, balances by asset.
 
 from __future__ import annotations
 
+import math
 import operator
 
 import attrs
@@ -27,13 +39,16 @@ from xmargin.margin import formulas as margin
 from xmargin.margin.accounting import CollateralMetrics, PoolMetrics, PositionMetrics
 from xmargin.margin.kernel import COLLATERAL, valuate
 from xmargin.margin.modes import account_units, venue_mode
-from xmargin.margin.units import asset_price, asset_prices, distinct_objects, stack_repeated
+from xmargin.margin.risk import VALUED_AT, moment_prices
+from xmargin.margin.collateral import STABLECOINS
+from xmargin.margin.units import asset_price, distinct_objects, stack_repeated
 from xmargin.output.eventlog import TIMESTAMP, cast_to
 
 
 @attrs.frozen(slots=True)
 class Snapshot:
-    """Value `account` at the marks of feed row `row`; stamped `ts` (ns) and `reason`
+    """Value `account` at the prices of moment `valued_at` (a name of `xmargin.margin.risk.VALUED_AT`:
+    "open", "close" or an intrabar path point) of feed row `row`; stamped `ts` (ns) and `reason`
     (start | sample | event | final); `events_applied` is how much of the log it has seen.
     `units`: the account's risk units when the run already has them (modes whose units do not
     move with prices: the run values every state it snapshots, so they are built once)."""
@@ -44,10 +59,47 @@ class Snapshot:
     row: int
     account: object
     units: object = None
+    valued_at: str = "close"
 
 
 KEYS = ("ts", "reason", "exchange", "events_applied")
 _FLOAT = pl.Float64
+_MOMENT_CODE = {name: code for code, name in enumerate(VALUED_AT)}
+_OPEN, _CLOSE = _MOMENT_CODE["open"], _MOMENT_CODE["close"]
+
+
+def _moment_codes(names: list) -> np.ndarray:
+    """The `VALUED_AT` index of each moment name (an unknown name: a bug of the snapshot's maker)."""
+    try:
+        return np.fromiter(map(_MOMENT_CODE.__getitem__, names), dtype=np.int8, count=len(names))
+    except KeyError as exc:
+        raise RunError(f"snapshot valued at {exc.args[0]!r}: not a moment of a bar ({', '.join(VALUED_AT)}); a bug "
+                       "of the code that took the snapshot") from None
+
+
+def _holdings(catalog, account, width: int) -> np.ndarray:
+    """Per feed column, the quantity `account` holds at that price (a coin's balance at its price
+    column, else a position's quantity; 1 where it holds nothing): what an adverse extreme reads."""
+    out = np.ones(width)
+    for key, position in account.positions.items():
+        out[catalog.tradable(key).column] = position.quantity
+    for asset, amount in account.balances.items():
+        column = catalog.asset_columns.get((account.exchange, asset))
+        if column is not None and amount:
+            out[column] = amount
+    return out
+
+
+def moment_row(moments, n: int, catalog, feed, lasts: bool = False) -> np.ndarray:
+    """Snapshot `n`'s prices of every feed column at its moment (`lasts`: last prices, else marks)."""
+    row, code = int(moments.row[n]), int(moments.moment[n])
+    if code == _CLOSE:
+        return (feed.close if lasts else feed.mark_close)[row]
+    if code == _OPEN:
+        return (feed.open if lasts else feed.mark_open)[row]
+    width = len(feed.keys)
+    holdings = _holdings(catalog, moments.accounts[moments.state[n]], width)
+    return moment_prices(feed, np.full(width, row), np.arange(width), np.full(width, code), holdings, lasts)
 
 
 def snapshot_units(snapshots, catalog, feed, moments=None) -> tuple[list, np.ndarray]:
@@ -68,7 +120,7 @@ def snapshot_units(snapshots, catalog, feed, moments=None) -> tuple[list, np.nda
                        id(account.warning_levels))
                 found = built.get(key)
                 if found is None:
-                    found = built[key] = account_units(catalog, account, feed.mark_close[moments.row[n]],
+                    found = built[key] = account_units(catalog, account, moment_row(moments, n, catalog, feed),
                                                        int(moments.ts[n]))
         per_state.append(found)
     if all(found is not None for found in per_state):
@@ -79,7 +131,7 @@ def snapshot_units(snapshots, catalog, feed, moments=None) -> tuple[list, np.nda
         found = per_state[moments.state[n]]
         if found is None:
             found = snapshot.units if snapshot.units is not None else \
-                account_units(catalog, snapshot.account, feed.mark_close[snapshot.row], snapshot.ts)
+                account_units(catalog, snapshot.account, moment_row(moments, n, catalog, feed), snapshot.ts)
         units.extend(found)
         owner.extend([n] * len(found))
     return units, np.array(owner, dtype=np.int64)
@@ -96,14 +148,16 @@ def _order_margins(units, owner, isolated, moments, catalog, feed) -> np.ndarray
         n = int(owner[k])
         account = moments.accounts[moments.state[n]]
         mode = venue_mode(catalog, account.exchange)
-        out[k] = mode.module.pool_order_margin(account, catalog, feed.close[moments.row[n]], units[k].asset)
+        out[k] = mode.module.pool_order_margin(account, catalog, moment_row(moments, n, catalog, feed, lasts=True),
+                                               units[k].asset)
     return out
 
 
 @attrs.frozen(eq=False)
 class Moments:
     """What every valuation table repeats per snapshot, read once: its `ts` (ns), `reason`,
-    `exchange`, `events_applied` and feed `row`; and which distinct account state it values
+    `exchange`, `events_applied`, feed `row` and moment (`valued_at`; `moment`: its `VALUED_AT`
+    index); and which distinct account state it values
     (`accounts[state[n]]`): two snapshots of one state (a sample, then the next event's) share the
     per-state work (positions, balances)."""
 
@@ -112,23 +166,26 @@ class Moments:
     exchange: list
     events_applied: np.ndarray
     row: np.ndarray
+    valued_at: list
+    moment: np.ndarray
     state: np.ndarray  # per snapshot: its account state, numbered in order of first snapshot
     accounts: list  # per state
     first: np.ndarray  # per state: its first snapshot
 
 
-_MOMENT = operator.attrgetter("ts", "reason", "account.exchange", "events_applied", "row", "account")
+_MOMENT = operator.attrgetter("ts", "reason", "account.exchange", "events_applied", "row", "valued_at", "account")
 
 
 def snapshot_moments(snapshots) -> Moments:
     """The `Moments` of `snapshots`, in one pass."""
     if not len(snapshots):
         empty = np.zeros(0, dtype=np.int64)
-        return Moments(empty, [], [], empty, empty, empty, [], empty)
-    ts, reason, exchange, applied, row, account = zip(*map(_MOMENT, snapshots))
+        return Moments(empty, [], [], empty, empty, [], empty.astype(np.int8), empty, [], empty)
+    ts, reason, exchange, applied, row, valued_at, account = zip(*map(_MOMENT, snapshots))
     first, state = distinct_objects(account)
     return Moments(np.array(ts, dtype=np.int64), list(reason), list(exchange), np.array(applied, dtype=np.int64),
-                   np.array(row, dtype=np.int64), state, [account[k] for k in first.tolist()], first)
+                   np.array(row, dtype=np.int64), list(valued_at), _moment_codes(valued_at), state,
+                   [account[k] for k in first.tolist()], first)
 
 
 def run_stacked(result) -> "Stacked":
@@ -141,8 +198,8 @@ def run_stacked(result) -> "Stacked":
 @attrs.frozen(eq=False)
 class Stacked:
     """The snapshots' units as one kernel `Legs` (with their open-order margin), each leg's feed
-    column and its mark at its snapshot's row, and their valuation there: what the tables and the
-    distance search share."""
+    column and its mark at its snapshot's moment, and their valuation there: what the tables and
+    the distance search share."""
 
     units: list
     owner: np.ndarray  # snapshot index of each unit
@@ -161,8 +218,9 @@ def stacked_units(snapshots, catalog, feed, units=None) -> Stacked:
     owner = np.asarray(owner, dtype=np.int64)
     isolated = np.fromiter(map(operator.attrgetter("isolated"), units), dtype=bool, count=len(units))
     legs, columns = stack_repeated(units, _order_margins(units, owner, isolated, moments, catalog, feed))
-    leg_rows = moments.row[owner[legs.unit]] if len(legs.unit) else np.zeros(0, dtype=np.int64)
-    marks = feed.mark_close[leg_rows, columns] if len(leg_rows) else np.zeros(0)
+    leg_owner = owner[legs.unit] if len(legs.unit) else np.zeros(0, dtype=np.int64)
+    marks = (moment_prices(feed, moments.row[leg_owner], columns, moments.moment[leg_owner], legs.quantity)
+             if len(leg_owner) else np.zeros(0))
     return Stacked(units, owner, isolated, legs, columns, marks, valuate(legs, marks), moments)
 
 
@@ -175,9 +233,9 @@ def project(snapshots, catalog, feed, units=None, stacked: Stacked | None = None
     moments = stacked.moments
     snaps = pl.DataFrame({
         "snapshot": np.arange(len(snapshots), dtype=np.int64), "ts": moments.ts, "reason": moments.reason,
-        "exchange": moments.exchange, "events_applied": moments.events_applied,
+        "exchange": moments.exchange, "events_applied": moments.events_applied, "valued_at": moments.valued_at,
     }, schema={"snapshot": pl.Int64, "ts": pl.Int64, "reason": pl.String, "exchange": pl.String,
-               "events_applied": pl.Int64})
+               "events_applied": pl.Int64, "valued_at": pl.String})
 
     # per unit: position PnL (unit currency) and collateral (constant + collateral legs)
     n_units = len(units)
@@ -201,15 +259,16 @@ def project(snapshots, catalog, feed, units=None, stacked: Stacked | None = None
         unit = units[k]
         pool[k] = modes[unit.exchange].pool_of(unit.asset)
         if pool[k] != unit.asset:
-            scale[k] = asset_price(catalog, unit.exchange, unit.asset, feed.mark_close[moments.row[owner[k]]])
+            prices = moment_row(moments, int(owner[k]), catalog, feed)
+            scale[k] = asset_price(catalog, unit.exchange, unit.asset, prices)
     wallet_valued = [name for name, mode in modes.items() if not mode.pools_are_assets]
     if wallet_valued:
         for k in np.flatnonzero(~isolated).tolist():
             unit = units[k]
             if unit.exchange in wallet_valued:
-                n = moments.row[owner[k]]
-                wallet[k] = modes[unit.exchange].module.wallet_value(moments.accounts[moments.state[owner[k]]],
-                                                                     catalog, feed.mark_close[n], unit.asset)
+                n = int(owner[k])
+                wallet[k] = modes[unit.exchange].module.wallet_value(moments.accounts[moments.state[n]], catalog,
+                                                                     moment_row(moments, n, catalog, feed), unit.asset)
     per_unit = pl.DataFrame({
         "snapshot": owner, "asset": pool, "isolated": isolated,
         "held": np.where(isolated, base * scale, 0.0), "held_pnl": np.where(isolated, position_pnl * scale, 0.0),
@@ -279,7 +338,7 @@ def project(snapshots, catalog, feed, units=None, stacked: Stacked | None = None
 
     collateral_frame = _collateral_rows(moments, catalog, feed)
 
-    head = snaps.select("snapshot", "ts", "reason", "exchange", "events_applied")
+    head = snaps.select("snapshot", "ts", "reason", "exchange", "events_applied", "valued_at")
     equity = head.join(equity, on="snapshot", how="inner", maintain_order="right")
     positions = head.join(positions, on="snapshot", how="inner", maintain_order="right")
     collateral_frame = head.join(collateral_frame, on="snapshot", how="inner", maintain_order="right")
@@ -346,8 +405,8 @@ def _position_legs(moments, units, owner) -> tuple:
 
 def _collateral_rows(moments, catalog, feed) -> pl.DataFrame:
     """Every snapshot's balances by asset: amount, USD price (`asset_price`: stablecoins 1, a coin
-    at its feed column's mark, nan unknown), value and collateral value as the account's margin
-    mode counts it."""
+    at its feed column's mark at the snapshot's moment, nan unknown), value and collateral value as
+    the account's margin mode counts it."""
     index, entry, flat = _expand(moments, [[(account.exchange, *item) for item in sorted(account.balances.items())]
                                            for account in moments.accounts])
     schema = {"snapshot": pl.Int64, "asset": pl.String, "balance": _FLOAT, "price": _FLOAT, "value": _FLOAT,
@@ -363,13 +422,26 @@ def _collateral_rows(moments, catalog, feed) -> pl.DataFrame:
     counted = np.empty(len(index))
     for (exchange, asset), code in pairs.items():
         members = np.flatnonzero(pair_of == code)
-        price[members] = asset_prices(catalog, exchange, asset, feed.mark_close, moments.row[index[members]])
+        price[members] = _coin_prices(catalog, exchange, asset, feed, moments, index[members], balance[members])
         count = venue_mode(catalog, exchange).module.counted_collateral
         rules = catalog.venues[exchange].rules
         counted[members] = [count(rules, asset, b, p) for b, p in zip(balance[members].tolist(),
                                                                        price[members].tolist())]
     return pl.DataFrame({"snapshot": index, "asset": assets, "balance": balance, "price": price,
                          "value": balance * price, "collateral_value": counted}, schema=schema)
+
+
+def _coin_prices(catalog, exchange: str, asset: str, feed, moments, snapshots: np.ndarray,
+                 balances: np.ndarray) -> np.ndarray:
+    """`asset_price` of `asset` at each of `snapshots`' moments, at once (a balance of `balances`
+    held: its sign picks an adverse extreme)."""
+    if asset in STABLECOINS:
+        return np.ones(len(snapshots))
+    column = catalog.asset_columns.get((exchange, asset))
+    if column is None:
+        return np.full(len(snapshots), math.nan)
+    return moment_prices(feed, moments.row[snapshots], np.full(len(snapshots), column), moments.moment[snapshots],
+                         np.where(balances == 0, 1.0, balances))
 
 
 # The snapshot tables with their explicit Arrow schemas.
@@ -386,12 +458,14 @@ _COLLATERAL_FIELDS = _metric_fields(CollateralMetrics)
 
 
 _HEAD = [pa.field("ts", TIMESTAMP), pa.field("reason", pa.large_string()), pa.field("exchange", pa.large_string()),
-         pa.field("events_applied", pa.int64())]
+         pa.field("events_applied", pa.int64()), pa.field("valued_at", pa.large_string())]
 
 
 def _typed(frame: pl.DataFrame, fields) -> pa.Table:
     """Columns: ts, reason (start | sample | event | final), exchange, events_applied (how many events of
-    the log the snapshot has seen), then the metrics' fields, with the explicit schema."""
+    the log the snapshot has seen), valued_at (the moment of the bar whose prices value it: open |
+    near extreme | far extreme | adverse extreme | close), then the metrics' fields, with the
+    explicit schema."""
     schema = pa.schema([*_HEAD, *fields])
     frame = frame.with_columns(pl.col("ts").cast(pl.Datetime("ns", "UTC")))
     return cast_to(frame.select(schema.names).to_arrow(), schema)

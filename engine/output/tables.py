@@ -31,11 +31,11 @@ from xmargin.output.eventlog import TIMESTAMP, cast_to, event_schema
 from xmargin.output.projections import TRANSFER_TYPES, fills, funding, liquidations, transfers
 from xmargin.output.snapshots import collateral_table, equity_base_table, positions_table
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the valuation tables' `valued_at` (before it: every snapshot at its bar's close marks)
 SOURCES = ("log", "projection", "valuation")
 
 _S, _F, _I, _B = pa.large_string(), pa.float64(), pa.int64(), pa.bool_()
-_SNAPSHOT = [("ts", TIMESTAMP), ("reason", _S), ("exchange", _S), ("events_applied", _I)]
+_SNAPSHOT = [("ts", TIMESTAMP), ("reason", _S), ("exchange", _S), ("events_applied", _I), ("valued_at", _S)]
 
 
 def _schema(columns) -> pa.Schema:

@@ -90,6 +90,17 @@ def summary_note(run) -> str:
             "for a summary under the current definitions")
 
 
+def valuation_note(run) -> str:
+    """What `xmargin verify` says of valuation tables written before rows carried their moment (run-folder
+    schema_version 1 or older: no `valued_at`, every row at its bar's close marks); "" otherwise."""
+    version = int(run.manifest.get("schema_version", 0))
+    if version >= 2 or "equity" not in run.tables:
+        return ""
+    return (f"the valuation tables were written under run-folder schema_version {version}: every row, an event's or "
+            "the start's too, is valued at its bar's close (no valued_at column); run the config again for rows "
+            "valued at their own moment")
+
+
 def _differences(a, b, where: str):
     if isinstance(a, dict) and isinstance(b, dict):
         for key in sorted(set(a) | set(b)):

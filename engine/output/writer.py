@@ -348,13 +348,11 @@ def write_tables(result, folder: Path, hashes: _FileHashes | None = None, releas
     (`xmargin.output.logtables`: the log is never read back), so memory stays at one chunk's or
     batch's rows. Returns what the summary reads of the log and of the valuation tables, reduced as
     they were made (`summary.LogFigures`, `summary.SnapshotFigures`). `hashes`: told of each file
-    once it is complete. `release`: the feed's open, high and low prices (no table reads them) are
-    dropped first, the result's log once written, its snapshots and feed once the valuation tables
-    are (`RunResult.release`)."""
+    once it is complete. `release`: the result's log is dropped once written, its snapshots and feed
+    once the valuation tables are (`RunResult.release`; the feed's open, high and low prices too:
+    snapshots taken at a bar's open or inside it are valued at them)."""
     done = hashes.add if hashes is not None else (lambda path: None)
     events_file = folder / BY_NAME["events"].file
-    if release:
-        result.release("extremes")
     if result.valuation_file is not None:  # valued and written while the run went on: the rest, then closed
         if result.valuation_file.folder != folder:
             raise RunError(f"{result.valuation_file.folder}: the run's valuation files are not in {folder} (a bug "

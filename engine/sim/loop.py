@@ -34,7 +34,7 @@ from xmargin.dataset.tables import as_utc
 from xmargin.ledger.apply import applier_of
 from xmargin.margin.liquidation import cancelled_orders, liquidation_events
 from xmargin.margin.modes import account_units, venue_mode
-from xmargin.margin.risk import POINTS, PlannedExtremes, breaches_at, risk_units, scan
+from xmargin.margin.risk import MOMENTS, POINTS, PlannedExtremes, breaches_at, risk_units, scan
 from xmargin.venues.fees import market_fees
 from xmargin.venues.rules import load_rules
 from xmargin.output.snapshots import Snapshot
@@ -209,8 +209,9 @@ class RunResult:
     def release(self, *parts: str) -> None:
         """Drop what the tables were made from once they are written (`xmargin.output.writer`, for
         a command-line run): "events" (the log, once `events.arrow` is written), "extremes" (the
-        feed's open, high and low arrays, trade and mark: the valuation reads closes only),
-        "valuation" (the snapshots, their cached valuation and the feed, whose price arrays are most
+        feed's open, high and low arrays, trade and mark: what reads closes only once the snapshots
+        are valued; snapshots at a bar's open or inside it are valued at them), "valuation" (the
+        snapshots, their cached valuation and the feed, whose price arrays are most
         of a run's memory); all three without `parts`. Afterwards `events` / `snapshots` are empty,
         `feed` is None (after "extremes": a feed of closes only, `Feed.closes_only`). The valuation
         path's memos are cleared too (recomputed if needed: same numbers)."""
@@ -337,6 +338,7 @@ class Backtest:
         self._valuation_file = valuation_file
         self.thresholds = np.array(config.warning_thresholds, dtype=np.float64)
         self._points = POINTS[config.intrabar]
+        self._moments = MOMENTS[config.intrabar]  # the moment of the bar each path point is (snapshots' valued_at)
         self._exchanges = sorted(self.catalog.venues)
         modes = [venue_mode(self.catalog, name) for name in self.catalog.venues]
         self._revalue_units = any(mode.revalue_each_stretch for mode in modes)  # units move with collateral prices
@@ -409,15 +411,16 @@ class Backtest:
         """Events emitted so far (those in the event file and those in memory)."""
         return len(self.events) + (self._event_file.written if self._event_file is not None else 0)
 
-    def _snapshot(self, row: int, ts: int, reason: str, exchanges) -> None:
-        """Record the accounts to value at `row` (valued at the end, xmargin.output.snapshots, or a chunk
-        at a time while the run goes on, with a `valuation_file`),
+    def _snapshot(self, row: int, ts: int, reason: str, exchanges, valued_at: str) -> None:
+        """Record the accounts to value at moment `valued_at` of bar `row` ("open", "close" or an
+        intrabar path point: `xmargin.margin.risk.VALUED_AT`; valued at the end, xmargin.output.snapshots,
+        or a chunk at a time while the run goes on, with a `valuation_file`),
         with their risk units where they do not move with prices: the run values every account
         state it snapshots (the scan that follows), so they are built once, here or there (memo)."""
         applied = self._event_count()
         accounts, catalog, steady = self.ledger.accounts, self.catalog, self._steady_units
         taken = [Snapshot(ts, reason, applied, row, accounts[exchange],
-                          account_units(catalog, accounts[exchange]) if exchange in steady else None)
+                          account_units(catalog, accounts[exchange]) if exchange in steady else None, valued_at)
                  for exchange in exchanges]
         if self._valuation_file is None:
             self.snapshots.extend(taken)
@@ -467,7 +470,7 @@ class Backtest:
             self._valuation_file.start(self.catalog, feed, config.warning_thresholds)
         for name, venue in self.catalog.venues.items():
             self.emit(ev.CollateralDeposited(first_ts, name, asset, amount) for asset, amount in venue.collateral.items())
-        self._snapshot(0, first_ts, "start", self._exchanges)  # values the deposits at the first bar
+        self._snapshot(0, first_ts, "start", self._exchanges, "open")  # the deposits at the first bar's open
         # sorted Python lists: the loop looks things up with bisect (no numpy call per row)
         wake_rows = self._wake_rows().tolist()
         funding = self._funding_by_row()
@@ -521,7 +524,7 @@ class Backtest:
                 wake_events.extend(liquidated)
             changed.update(self._convert_negative_balances(row, ts, changed))
             if changed:
-                self._snapshot(row, ts, "event", sorted(changed))
+                self._snapshot(row, ts, "event", sorted(changed), "open")
             if self.ledger.stopped:  # (a liquidation at the open, run.on_liquidation = stop)
                 break
             # the quiet stretch: until the next wake or the next row where state changes
@@ -557,7 +560,8 @@ class Backtest:
         progress.done()
         feed.release()
         final_row = min(row, total) - 1
-        self._snapshot(final_row, int(feed.ts[final_row]) + feed.bar_ns, "final", sorted(self.catalog.venues))
+        self._snapshot(final_row, int(feed.ts[final_row]) + feed.bar_ns, "final", sorted(self.catalog.venues),
+                       "close")
         valued = self._valuation_file.seconds if self._valuation_file is not None else 0.0
         run_seconds = time.perf_counter() - started - self._spill_seconds - valued
         timings = {"load_seconds": self.load_seconds, "run_seconds": run_seconds}
@@ -637,7 +641,7 @@ class Backtest:
                 transfer = arrival[1]
                 self.emit([ev.TransferArrived(transfer.arrives_ts, transfer.destination, transfer.transfer_id,
                                               transfer.source, transfer.asset, transfer.amount)])
-                self._snapshot(at, transfer.arrives_ts, "event", [transfer.destination])
+                self._snapshot(at, transfer.arrives_ts, "event", [transfer.destination], self._moments[point])
                 start, first_point = at, point
                 continue
             until = breaches[0].row if breaches else stop
@@ -656,11 +660,12 @@ class Backtest:
                 return stop, raised
 
     def _margin_events(self, breaches, at: int, ts: int,
-                       reason: str = "liquidation: open orders are cancelled first") -> list:
+                       reason: str = "liquidation: open orders are cancelled first", valued_at: str = "") -> list:
         """Handle breaches found at row `at`, time `ts`: the open orders of each account with a unit
         to liquidate cancelled first, once for all its units (`cancelled_orders`, `reason`), then the
-        liquidations and warning-level changes, auto-exchange and a snapshot; a liquidation stops the
-        run with `run.on_liquidation = stop`. Returns the margin events (emitted)."""
+        liquidations and warning-level changes, auto-exchange and a snapshot (valued at `valued_at`;
+        "": the moment of the breaches' path point); a liquidation stops the run with
+        `run.on_liquidation = stop`. Returns the margin events (emitted)."""
         liquidating: dict = {}
         for breach in breaches:
             if breach.liquidation:
@@ -682,7 +687,7 @@ class Backtest:
         self.emit(events)
         touched = {b.unit.exchange for b in breaches}
         self._convert_negative_balances(at, ts, touched)
-        self._snapshot(at, ts, "event", sorted(touched))
+        self._snapshot(at, ts, "event", sorted(touched), valued_at or self._moments[breaches[0].point])
         if any(b.liquidation for b in breaches) and self.config.on_liquidation == "stop":
             self.emit([ev.RunStopped(ts, breaches[0].unit.exchange, "liquidation (run.on_liquidation = stop)")])
         return events
@@ -703,7 +708,8 @@ class Backtest:
         where = "; ".join(f"{b.unit.name} margin ratio {b.margin_ratio:.4g}" if math.isfinite(b.margin_ratio)
                           else f"{b.unit.name} equity at or below zero" for b in found)
         return self._margin_events(found, row, ts,
-                                   f"liquidation at the open {_iso(ts)} ({where}): open orders are cancelled first")
+                                   f"liquidation at the open {_iso(ts)} ({where}): open orders are cancelled first",
+                                   "open")
 
     def _arrival_point(self):
         """(flat path index, transfer) of the next transfer to land: the first path point of the bar
@@ -738,7 +744,7 @@ class Backtest:
             return
         exchanges = self._exchanges
         for row in sample_rows[lo:hi]:
-            self._snapshot(row, int(self.feed.ts[row]) + self.feed.bar_ns, "sample", exchanges)
+            self._snapshot(row, int(self.feed.ts[row]) + self.feed.bar_ns, "sample", exchanges, "close")
 
     def _wake(self, row: int, reasons: tuple, wake_events: tuple) -> None:
         self.context.row = row
@@ -773,7 +779,7 @@ class Backtest:
                 if type(event) is not ev.OrderAccepted:  # an accepted order changes no balance or position
                     changed.add(event.exchange)
         if changed:
-            self._snapshot(row, ts, "event", sorted(changed))
+            self._snapshot(row, ts, "event", sorted(changed), "close")
 
 
 _COMMANDS = (cmd.PlaceOrder, cmd.CancelOrder, cmd.SetLeverage, cmd.SetMarginMode, cmd.AdjustIsolatedMargin,
