@@ -110,10 +110,6 @@ def test_min_collateral_and_capital_efficiency_of_a_coin_margined_exchange_are_u
     assert isolated["capital_efficiency"] == pytest.approx((10 / 7 + 2 * 40 / 56 + 2 * 50 / 65) / 6, rel=1e-12)
 
 
-# the liquidation-distance scan (xmargin.analysis.distance) moves the inverse leg's mark towards 0 but keeps
-# its scale (BTC's price in the USD pool) at the snapshot's: the BTC notional overflows on the way (a
-# separate issue: that scan's distance of this pool is understated; not what this test checks)
-@pytest.mark.filterwarnings("ignore:overflow encountered in multiply:RuntimeWarning")
 def test_a_multi_asset_pool_counts_a_coin_settled_leg_at_its_price(tmp_path):
     """ax on binance-usdm in multi-asset mode (1 BTC + 1,000 USDT) trading the inverse perp: one USD
     pool. Its maintenance is USD already (default brackets, BLZUSDT's: 5 % x 50,000 - 625 = 1,875 for

@@ -38,6 +38,11 @@ set). `inf`: no move up to the cap gets there (e.g. a long whose margin covers a
 
 Money and PnL follow the engine's conventions (the kernel's): linear legs `quantity x (mark -
 entry)`, inverse (coin-margined) legs `quantity x contract size x (1/entry - 1/mark)` in the coin.
+An inverse leg settled in its own underlying coin inside a unit of another currency (a multi-asset
+"USD" pool) counts at the coin's USD price, which a move of that underlying moves too: its scale
+moves with the leg's own mark (`_coin_priced_as_linear`; its USD notional, hence its maintenance,
+then stays constant). Where the exchange reads the coin's price from another market than the leg's
+(a spot pair next to the perp), their ratio at the snapshot is kept.
 """
 
 from __future__ import annotations
@@ -350,13 +355,14 @@ def distance_table(snapshots, catalog, feed, thresholds, units=None, stacked=Non
     constant = np.zeros(len(held))
     idx = np.concatenate([np.arange(n_legs), moving])
     requirements = _case_requirements(legs, keys, group, group_unit, case_of_group, moving, mark, n_legs)
-    cases = Legs(quantity=np.concatenate([legs.quantity[idx], constant]),
+    moved = _coin_priced_as_linear(legs, _coin_priced(legs, columns, units, catalog), mark, leg_maintenance)
+    cases = Legs(quantity=np.concatenate([moved.quantity[idx], constant]),
                  entry=np.concatenate([legs.entry[idx], constant]),
-                 size=np.concatenate([legs.size[idx], constant]),
+                 size=np.concatenate([moved.size[idx], constant]),
                  table=np.concatenate([legs.table[idx], np.zeros(len(held), dtype=np.int64)]),
                  tables=legs.tables, leverage=np.concatenate([legs.leverage[idx], np.full(len(held), math.inf)]),
-                 fixed_maintenance=np.concatenate([legs.fixed_maintenance[idx], other_mm[held]]),
-                 scale=np.concatenate([legs.scale[idx], np.ones(len(held))]),
+                 fixed_maintenance=np.concatenate([moved.fixed_maintenance[idx], other_mm[held]]),
+                 scale=np.concatenate([moved.scale[idx], np.ones(len(held))]),
                  unit=np.concatenate([legs.unit, case_of_group[group[moving]], case_of_group[held]]),
                  base=np.concatenate([legs.base, np.empty(len(keys))]), reserved=np.zeros(n_cases),
                  requirements=requirements)
@@ -388,6 +394,37 @@ def distance_table(snapshots, catalog, feed, thresholds, units=None, stacked=Non
         "underlying": pl.Series([*names.tolist(), "all"], dtype=pl.String).gather(pl.Series(case_name[order])),
         "warning_distance": warning[order], "liquidation_distance": liquidation[order],
     }, schema={**SCHEMA, "ts": pl.Int64}).with_columns(pl.col("ts").cast(SCHEMA["ts"]))
+
+
+def _coin_priced(legs: Legs, columns: np.ndarray, units: list, catalog) -> np.ndarray:
+    """Mask of the legs of `legs` (feed `columns`, unit `units[legs.unit]`) whose `scale` moves with
+    their own mark: inverse legs settled in their underlying coin in a unit of another currency (a
+    multi-asset "USD" pool), whose scale is that coin's price: the leg's mark, which a case moves."""
+    if not (legs.size > 0).any():
+        return np.zeros(len(legs.quantity), dtype=bool)
+    coin = {t.column: t.instrument.settle for t in catalog.tradables.values()
+            if t.instrument.settle == t.instrument.base}  # settled in its underlying
+    settle = np.array([coin.get(c, "") for c in columns.tolist()], dtype=object)
+    currency = np.array([u.asset for u in units], dtype=object)[legs.unit]
+    return (legs.size > 0) & (settle != "") & (settle != currency)
+
+
+def _coin_priced_as_linear(legs: Legs, mask: np.ndarray, mark: np.ndarray, leg_maintenance: np.ndarray) -> Legs:
+    """`legs` with the `mask` legs (`_coin_priced`: an inverse leg of q contracts of size c, entry e,
+    in a unit valuing its coin at scale s when the mark is m) rewritten as the same leg with its scale
+    moving with its price p: s x p / m. In the unit's currency its PnL q c (1/e - 1/p) s p / m = q c s
+    / (m e) x (p - e) is a linear leg's of q c s / (m e) at entry e (scale 1), and its notional
+    |q| c / p x s p / m = |q| c s / m does not move, so neither does its maintenance margin: the
+    snapshot's, `leg_maintenance` (a bracket at the notional, or the fixed one). A price of 0 is
+    then a coin worth 0 (the whole notional lost), not a coin notional of |q| c / 0."""
+    if not mask.any():
+        return legs
+    k = np.flatnonzero(mask)
+    quantity, size, scale, fixed = (legs.quantity.copy(), legs.size.copy(), legs.scale.copy(),
+                                    legs.fixed_maintenance.copy())
+    quantity[k] = legs.quantity[k] * legs.size[k] * legs.scale[k] / (mark[k] * legs.entry[k])
+    size[k], scale[k], fixed[k] = 0.0, 1.0, leg_maintenance[k]
+    return attrs.evolve(legs, quantity=quantity, size=size, scale=scale, fixed_maintenance=fixed)
 
 
 def _first_of_each_moment(moments) -> np.ndarray:

@@ -360,8 +360,26 @@ def _leading_position(positions, seq: int, exchange: str, unit: str):
     return worst["instrument"]
 
 
+def _liquidation_amounts(same, collateral) -> dict:
+    """Realised PnL (`loss`, negative for a loss) and `fee` of the liquidations `same` in USD (each
+    amount at its settle asset's price at the nearest snapshot, stablecoins at 1: as the run summary's
+    liquidation_loss), and per settle asset in that asset (`assets`: a coin-margined leg's are coins)."""
+    import polars as pl
+
+    from xmargin.analysis.performance import usd_values
+
+    usd = {column: float(usd_values(same.select("ts", "exchange", "asset", column), collateral, column)["usd"].sum())
+           for column in ("realized_pnl", "fee")}
+    per_asset = same.group_by("asset", maintain_order=True).agg(pl.col("realized_pnl").sum(), pl.col("fee").sum())
+    return {"loss": usd["realized_pnl"], "fee": usd["fee"],
+            "assets": {row["asset"]: {"loss": float(row["realized_pnl"]), "fee": float(row["fee"])}
+                       for row in per_asset.iter_rows(named=True)}}
+
+
 def triggers(run_path, since: int | None) -> dict:
-    """The first margin warning and the first liquidation at or after `since` in a run folder."""
+    """The first margin warning and the first liquidation at or after `since` in a run folder. The
+    first liquidation counts every position its exchange liquidated at that moment: `loss` (their
+    realised PnL, negative for a loss) and `fee` in USD, `assets` the same per settle asset in that asset."""
     import polars as pl
 
     from xmargin.output.results import open_run
@@ -382,8 +400,8 @@ def triggers(run_path, since: int | None) -> dict:
                              & (pl.col("exchange") == liquidation["exchange"]))
         out["first_liquidation"] = {
             "ts": str(liquidation["ts"]), "exchange": liquidation["exchange"], "instrument": liquidation["instrument"],
-            "isolated": liquidation["isolated"], "policy": liquidation["policy"],
-            "positions_closed": same.height, "loss": float(same["realized_pnl"].sum()), "fee": float(same["fee"].sum())}
+            "isolated": liquidation["isolated"], "policy": liquidation["policy"], "positions_closed": same.height,
+            **_liquidation_amounts(same, run.collateral.collect())}
     return out
 
 
@@ -391,8 +409,9 @@ def stress(config, scenarios: dict, out=None, stress_id: str | None = None, base
            progress: bool = False):
     """Run the baseline (no shocks) and every scenario (name -> shocks) of `config` (a RunConfig or
     a path); each is a run folder `<out>/<stress-id>/<scenario>/`. Returns (table, reports): a
-    polars DataFrame with one row per scenario (also written as stress.arrow) and per scenario the
-    first warning / liquidation caused after its first shock."""
+    polars DataFrame with one row per scenario (also written as stress.arrow; money columns in USD,
+    the run summary's) and per scenario the first warning / liquidation caused after its first shock
+    (`triggers`; also written as stress.json)."""
     import json
     from pathlib import Path
 
@@ -461,10 +480,19 @@ def stress(config, scenarios: dict, out=None, stress_id: str | None = None, base
     return table, reports
 
 
+def _in_coins(assets: dict) -> str:
+    """'; in BTC: loss -1.5, fee 0.001' for the settle assets other than stablecoins ('' if none)."""
+    from xmargin.margin.collateral import STABLECOINS
+
+    return "".join(f"; in {asset}: loss {v['loss']:,.8g}, fee {v['fee']:,.8g}"
+                   for asset, v in assets.items() if asset not in STABLECOINS)
+
+
 def format_stress(table, reports: dict, folder=None) -> str:
     """Per scenario: PnL, against the baseline, the book's flow-adjusted drawdown, liquidations and
     their loss (a positive amount), rejected orders, the tightest distance and the collateral
-    consumed per exchange; then what each shock triggered first."""
+    consumed per exchange (money in USD, as the run summary's); then what each shock triggered first
+    (the first liquidation's loss and fee in USD, and in each settle asset other than a stablecoin)."""
     from xmargin.analysis.compare import _cell, fixed_width
 
     consumed = [c for c in table.columns if c.startswith("collateral_consumed_")]
@@ -475,7 +503,8 @@ def format_stress(table, reports: dict, folder=None) -> str:
              str(row["rejected_orders"]), _cell(row["tightest_liquidation_distance"], "percent")]
             + [_cell(row[c], "money") for c in consumed] for row in table.iter_rows(named=True)]
     lines = fixed_width(headers, rows)
-    lines.append("  (liq loss: realised PnL of liquidations plus their fees, as the run summary's liquidation_loss)")
+    lines.append("  (money in USD, a coin at its price at the time; liq loss: realised PnL of liquidations plus their "
+                 "fees, as the run summary's liquidation_loss)")
     for name, report in reports.items():
         if not report["shocks"]:
             continue
@@ -492,7 +521,8 @@ def format_stress(table, reports: dict, folder=None) -> str:
             kind = "isolated" if liquidation["isolated"] else f"cross pool, policy {liquidation['policy']}"
             lines.append(f"    first liquidation: {liquidation['ts']} {liquidation['exchange']} "
                          f"{liquidation['instrument']} ({kind}; {liquidation['positions_closed']} position(s) closed, "
-                         f"loss {liquidation['loss']:,.2f}, fee {liquidation['fee']:,.2f})")
+                         f"loss {liquidation['loss']:,.2f} USD, fee {liquidation['fee']:,.2f} USD"
+                         f"{_in_coins(liquidation.get('assets', {}))})")
         else:
             lines.append("    first liquidation: none after the shock")
     if folder is not None:

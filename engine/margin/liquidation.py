@@ -88,31 +88,34 @@ def liquidation_events(ledger, catalog, breach, ts: int, last_partial_ns: int | 
         plan = close_isolated(breached, rules) if unit.isolated else POLICIES[rules.policy].plan(breached, rules)
     fills = triggers if plan.fill == "trigger" else _bankruptcy_prices(unit, triggers, equity, value.notional)
 
-    left = equity
+    left = equity  # in the unit's currency; a leg's money x its scale (its settle asset's price in it)
     remaining = {k: float(legs.quantity[k]) for k in range(unit.positions)}
-    entries, sizes = legs.entry.tolist(), legs.size.tolist()
+    entries, sizes, scales = legs.entry.tolist(), legs.size.tolist(), legs.scale.tolist()
     for k, quantity in plan.steps:
         key = unit.instruments[k]
         position = account.positions[key]
         fill = float(fills[k])
-        notional, realized = leg_value_one(quantity, entries[k], sizes[k], fill)
-        left += realized - leg_value_one(quantity, entries[k], sizes[k], float(triggers[k]))[1]
-        fee = min(rules.fee_rate * notional, max(left, 0.0))
-        left -= fee
+        notional, realized = leg_value_one(quantity, entries[k], sizes[k], fill)  # (settle asset)
+        left += (realized - leg_value_one(quantity, entries[k], sizes[k], float(triggers[k]))[1]) * scales[k]
+        fee = min(rules.fee_rate * notional, max(left, 0.0) / scales[k])
+        left -= fee * scales[k]
         released = position.isolated_margin * quantity / remaining[k] if remaining[k] else 0.0
         remaining[k] -= quantity
         events.append(ev.PositionLiquidated(ts, unit.exchange, key, -quantity, fill, float(triggers[k]), realized,
                                             fee, released, position.asset, unit.isolated, plan.label))
     # `left` is now what the unit is worth with the closed positions gone; when nothing is left at
-    # risk and it is negative, the insurance fund absorbs it (in the first closed position's asset).
+    # risk and it is negative, the insurance fund absorbs it (in the first closed position's asset:
+    # the unit's currency / that asset's price in it, e.g. USD / BTC's price in a multi-asset pool).
     closed_out = plan.steps and not any(abs(q) > 1e-12 for q in remaining.values())
+    first_leg = plan.steps[0][0] if plan.steps else 0
     if closed_out and left < -1e-9:
-        first = account.positions[unit.instruments[plan.steps[0][0]]]
-        events.append(ev.InsuranceFundUsed(ts, unit.exchange, first.instrument, first.asset, float(-left)))
+        first = account.positions[unit.instruments[first_leg]]
+        events.append(ev.InsuranceFundUsed(ts, unit.exchange, first.instrument, first.asset,
+                                           float(-left) / scales[first_leg]))
     elif closed_out and plan.label != "partial" and plan.fill == "bankruptcy" and equity < -1e-9:
         # a gap past the bankruptcy prices: the trader loses exactly what the unit held (filled at
         # bankruptcy), the fund unwinds at the market and loses the rest: recorded, not credited
-        first = account.positions[unit.instruments[plan.steps[0][0]]]
-        events.append(ev.InsuranceFundUsed(ts, unit.exchange, first.instrument, first.asset, float(-equity),
-                                           credited=False))
+        first = account.positions[unit.instruments[first_leg]]
+        events.append(ev.InsuranceFundUsed(ts, unit.exchange, first.instrument, first.asset,
+                                           float(-equity) / scales[first_leg], credited=False))
     return events
