@@ -1,0 +1,104 @@
+"""The margin watch's scan of a multi-asset (USD) pool holding a leg settled in its coin: the leg's
+scale (BTC's USD price) moves with BTC's mark along the path, as its PnL does.
+
+The set-up of tests/test_compare_usd.py's multi-asset case: ax on binance-usdm rules (no fees,
+multi-asset, partial policy: a single position closes whole at the trigger marks) buys 500 contracts of the inverse perp BTC/USD:BTC
+(100 USD each, settled in BTC; BTC's price on ax is this perp's mark) at the 01:00 open, 50,000; the
+bars are flat (open = high = low = close): 50,000 at 00:00 and 01:00, 40,000 at 02:00 and 03:00,
+50,000 after. `hold` does nothing more, so the watch's stretch runs from the fill (its units valued at
+the 01:00 close, BTC = 50,000) to the end. binance-usdm counts BTC at a collateral ratio of 0.95 and
+USDT at 0.9999 (engine/venues/rules/data/binance-usdm.json) and lists no BTCUSD brackets: the default
+(BLZUSDT's) 5 % x notional - 625.
+
+At a BTC price p the leg's PnL is 500 x 100 x (1/50,000 - 1/p) BTC, at p USD each: 50,000 x (p /
+50,000 - 1) = p - 50,000 USD; its notional 500 x 100 / p BTC is 50,000 USD whatever p, so its
+maintenance stays 5 % x 50,000 - 625 = 1,875 USD.
+
+On main the scan held the leg's scale at the stretch start's 50,000 while its mark moved: at p the
+PnL counted 50,000 x 50,000 x (1/50,000 - 1/p) USD (-33,333 at 30,000 instead of -20,000).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+
+import polars as pl
+import pytest
+from test_compare_usd import write_config
+
+from xmargin.analysis.stress import PriceGap, to_ns
+from xmargin.config import load_config
+from xmargin.ledger import events as ev
+from xmargin.sim.loop import Backtest
+
+INVERSE = "ax:BTC/USD:BTC"
+AT = "2024-01-01T03:00"
+
+
+def ax_events(config, shocks=()) -> list:
+    result = Backtest(config, shocks=shocks).run()
+    return [e for e in result.events if getattr(e, "exchange", "") == "ax"]
+
+
+def of(events, kind) -> list:
+    return [e for e in events if isinstance(e, kind)]
+
+
+@pytest.mark.parametrize("intrabar", ["path", "worst-case", "close"])
+def test_a_pool_whose_true_equity_covers_a_gap_is_not_liquidated(tmp_path, intrabar):
+    # 1 BTC + 1,000 USDT; BTC gaps 25 % from 40,000 to 30,000 at 03:00: collateral 999.9 + 0.95 x 30,000
+    # = 29,499.9, PnL 30,000 - 50,000 = -20,000: equity 9,499.9 against 1,875 (ratio 0.197, under the
+    # first warning at 0.7). Main: PnL 50,000 x 50,000 x (1/50,000 - 1/30,000) = -33,333 USD, equity
+    # -3,833: liquidated at 30,000 with a deficit.
+    path = write_config(tmp_path, "binance-usdm", "multi-asset", "BTC = 1.0, USDT = 1000")
+    path.write_text(path.read_text().replace("[run]\n", f'[run]\nintrabar = "{intrabar}"\n', 1))
+    events = ax_events(load_config(path), (PriceGap(to_ns(AT), (INVERSE,), -0.25),))
+    assert len(of(events, ev.OrderFilled)) == 1
+    assert not of(events, ev.PositionLiquidated) and not of(events, ev.InsuranceFundUsed)
+    assert not of(events, ev.MarginWarningRaised)
+
+
+def test_a_gap_past_bankruptcy_leaves_the_usd_deficit_at_the_gaps_coin_price(tmp_path):
+    # 20,000 USDT (19,998 USD counted); BTC gaps 50 % from 40,000 to 20,000 at the 03:00 open: equity
+    # 19,998 + 20,000 - 50,000 = -10,002 USD. The position closes at the trigger, the open's 20,000,
+    # realised 500 x 100 x (1/50,000 - 1/20,000) = -1.5 BTC, and the fund credits the 10,002 USD in BTC
+    # at 20,000: 0.5001 BTC. Main: the pool valued at BTC = 50,000 held 19,998 - 1.5 x 50,000 = -55,002
+    # USD: 55,002 / 50,000 = 1.10004 BTC credited.
+    path = write_config(tmp_path, "binance-usdm", "multi-asset", "USDT = 20000")
+    events = ax_events(load_config(path), (PriceGap(to_ns(AT), (INVERSE,), -0.5),))
+    (closed,) = of(events, ev.PositionLiquidated)
+    (fund,) = of(events, ev.InsuranceFundUsed)
+    assert closed.ts == to_ns(AT) and closed.quantity == -500
+    assert closed.price == closed.trigger_price == 20_000
+    assert closed.realized_pnl == pytest.approx(-1.5, rel=1e-12)
+    assert fund.asset == "BTC" and fund.credited and fund.amount == pytest.approx(10_002 / 20_000, rel=1e-9)
+
+
+def test_a_breach_inside_a_bar_triggers_where_the_moving_coin_price_meets_maintenance(tmp_path):
+    # 20,000 USDT, liquidation fee 5 % of the closed notional; the 03:00 bar opens at 40,000, dips to
+    # 20,000 (the path: open, high 40,000 (nearer), low, close) and closes at 40,000. Equity p - 30,002
+    # meets 1,875 at p = 31,877: linear in p, so the path's interpolation between 40,000 (equity 9,998)
+    # and 20,000 (-10,002) finds it exactly. The position closes at the trigger, 31,877 (realised
+    # 50,000 x (1/50,000 - 1/31,877) BTC), the pool valued at BTC = 31,877: its 1,875 USD of equity
+    # caps the fee (5 % x 50,000 / 31,877 BTC = 2,500 USD) at 1,875 / 31,877 BTC. Main: the pool held
+    # BTC at 50,000 (PnL 50,000 - 2.5e9 / p USD: -55,002 USD of equity at the low), and its one-position
+    # liquidation-price formula read the 19,998 USD as coins: trigger clamped to the low, 20,000.
+    path = write_config(tmp_path, "binance-usdm", "multi-asset", "USDT = 20000")
+    rules = tmp_path / "binance-usdm-no-fees.json"
+    data = json.loads(rules.read_text())
+    data["liquidation"]["fee_rate"] = 0.05
+    rules.write_text(json.dumps(data))
+    dip = datetime(2024, 1, 1, 3, tzinfo=timezone.utc)
+    for kind in ("bars", "mark"):
+        file = tmp_path / "data" / kind / "ax" / "perp" / "BTC_USD_BTC-1h.parquet"
+        table = pl.read_parquet(file)
+        table.with_columns(low=pl.when(pl.col("ts") == dip).then(20_000.0).otherwise(pl.col("low"))).write_parquet(file)
+    events = ax_events(load_config(path))
+    (closed,) = of(events, ev.PositionLiquidated)
+    assert closed.ts == to_ns(AT) + 2 * 3_600_000_000_000 // 4  # the path's third point (the low)
+    assert closed.trigger_price == pytest.approx(31_877, rel=1e-12) and closed.price == closed.trigger_price
+    assert closed.quantity == -500
+    assert closed.realized_pnl == pytest.approx(50_000 * (1 / 50_000 - 1 / 31_877), rel=1e-9)
+    assert closed.fee == pytest.approx(1_875 / 31_877, rel=1e-9)
+    assert not of(events, ev.InsuranceFundUsed)
