@@ -45,13 +45,16 @@ def of(events, kind) -> list:
     return [e for e in events if isinstance(e, kind)]
 
 
-@pytest.mark.parametrize("intrabar", ["path", "worst-case", "close"])
-def test_a_pool_whose_true_equity_covers_a_gap_is_not_liquidated(tmp_path, intrabar):
+@pytest.mark.parametrize("mode, intrabar", [("multi-asset", "path"), ("multi-asset", "worst-case"),
+                                            ("multi-asset", "close"), ("portfolio", "path")])
+def test_a_pool_whose_true_equity_covers_a_gap_is_not_liquidated(tmp_path, mode, intrabar):
     # 1 BTC + 1,000 USDT; BTC gaps 25 % from 40,000 to 30,000 at 03:00: collateral 999.9 + 0.95 x 30,000
     # = 29,499.9, PnL 30,000 - 50,000 = -20,000: equity 9,499.9 against 1,875 (ratio 0.197, under the
     # first warning at 0.7). Main: PnL 50,000 x 50,000 x (1/50,000 - 1/30,000) = -33,333 USD, equity
-    # -3,833: liquidated at 30,000 with a deficit.
-    path = write_config(tmp_path, "binance-usdm", "multi-asset", "BTC = 1.0, USDT = 1000")
+    # -3,833: liquidated at 30,000 with a deficit. The portfolio account (one USD unit too, its
+    # requirement from binance-usdm's portfolio method) holds the same equity: not liquidated either
+    # (main: liquidated at 30,000).
+    path = write_config(tmp_path, "binance-usdm", mode, "BTC = 1.0, USDT = 1000")
     path.write_text(path.read_text().replace("[run]\n", f'[run]\nintrabar = "{intrabar}"\n', 1))
     events = ax_events(load_config(path), (PriceGap(to_ns(AT), (INVERSE,), -0.25),))
     assert len(of(events, ev.OrderFilled)) == 1
