@@ -239,3 +239,34 @@ def test_auto_exchange_threshold_and_order_of_sources():
     # single-asset cross mode never converts
     cross = _catalog("cross", [perp("binance", "BTC"), spot("binance", "BTC"), spot("binance", "ETH")])
     assert conversion_events(account, cross, marks, ts=1) == []
+
+
+def test_auto_exchange_after_a_fill_at_the_open_sells_at_the_open_price():
+    """The run's auto-exchange at a bar's open prices the coin it sells at that open, not at the
+    bar's close (a look-ahead: the loop passed the close). Binance multi-asset, 2 BTC + 1,000 USDT;
+    short 100 ETH filled at 1,000 (bar 1's open), closed at bar 2's open at 1,200: realised
+    -20,000 USDT, fees 5 bps of 100,000 and 120,000 (50 + 60), so USDT = 1,000 - 110 - 20,000 =
+    -19,110, below the -10,000 threshold. BTC opens bar 2 at 50,000 and closes it at 40,000: the
+    conversion sells 19,110 / 0.975 / 50,000 BTC at 50,000 (the old code: at 40,000)."""
+    from helpers_feed import make_feed, run
+    from xmargin.ledger import events as ev
+    from xmargin.ledger.commands import PlaceOrder
+
+    venues = {"binance": VenueSpec(load_rules("binance-usdm"), margin_mode="multi-asset",
+                                   collateral={"BTC": 2.0, "USDT": 1_000.0})}
+    built = make_catalog(venues, [perp("binance", "ETH"), spot("binance", "BTC")])
+    catalog = Catalog.create(built.venues, built.tradables)
+    eth, btc = "binance:ETH/USDT:USDT", "binance:BTC/USDT"
+    close = np.array([[1_000.0, 50_000.0], [1_200.0, 50_000.0], [1_200.0, 40_000.0], [1_200.0, 40_000.0]])
+    opens = np.array([[1_000.0, 50_000.0], [1_000.0, 50_000.0], [1_200.0, 50_000.0], [1_200.0, 40_000.0]])
+    feed = make_feed([eth, btc], close, open=opens)
+    result, _ = run(catalog, feed, {0: [PlaceOrder.market(eth, -100.0)], 1: [PlaceOrder.market(eth, 100.0)]})
+    fills = [e for e in result.events if isinstance(e, ev.OrderFilled)]
+    assert [(f.price, f.realized_pnl) for f in fills] == [(1_000.0, 0.0), (1_200.0, pytest.approx(-20_000.0))]
+    (converted,) = [e for e in result.events if isinstance(e, ev.CollateralConverted)]
+    deficit = 1_000.0 - 0.0005 * 100_000 - 0.0005 * 120_000 - 20_000.0
+    assert deficit == pytest.approx(-19_110.0)
+    assert converted.ts == fills[1].ts  # at bar 2's open, with the fill
+    assert converted.price == 50_000.0
+    assert converted.from_asset == "BTC" and converted.to_asset == "USDT"
+    assert converted.from_amount == pytest.approx(19_110.0 / 0.975 / 50_000.0)

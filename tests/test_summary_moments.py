@@ -178,3 +178,27 @@ def test_a_summary_written_under_earlier_definitions_is_named_not_reported_as_a_
     _reseal(folder, older)
     result = CliRunner().invoke(main, ["verify", str(folder)])
     assert result.exit_code == 1 and "MISMATCH: summary.json exchanges.bx.peak_initial_margin" in result.output
+
+
+def test_the_lowest_headroom_can_be_a_fill_at_a_gapped_open_valued_there():
+    """Every snapshot is valued at its own moment, so the summary reads them all: the state after a
+    fill at a bar's open is a real moment. Long 10 BTC filled at 100 (bar 1's open); at bar 1's
+    close (100) one more BTC is bought, and it fills at bar 2's open, a gap to 97 (02:00); bar 2
+    closes at 100 again. At 02:00 after the fill: equity 250 + 10 x (97 - 100) = 220, maintenance
+    5 % x 11 x 97 = 53.35, ratio 0.2425 (no warning at 0.7). The closes read 50 / 250 = 0.2 (at
+    02:00, bar 1's close) and 55 / 253 (03:00). Liquidation from there where
+    250 + 10 (p - 100) + (p - 97) = 0.05 x 11 p: p = 847 / 10.45, a fall of 1 - p / 97. The old
+    summary skipped event rows and said 55 / 253 at 03:00."""
+    rs = rules(maker_fee=0.0, taker_fee=0.0, policy="full")
+    catalog = make_catalog({"bx": VenueSpec(rs, "cross", {"USDT": 250.0}, 5.0)}, [perp("bx", "BTC")],
+                           tables={BTC: flat_brackets(0.05, 50.0)})
+    feed = make_feed((BTC,), [100.0, 100.0, 100.0, 100.0], open=[100.0, 100.0, 97.0, 100.0])
+    strategy = Scripted({0: [cmd.PlaceOrder.market(BTC, 10.0)], 1: [cmd.PlaceOrder.market(BTC, 1.0)]})
+    result = Backtest(make_config(catalog, slippage_bps=0.0), feed=feed, catalog=catalog, strategy=strategy).run()
+    figures = summary_for(result)["exchanges"]["bx"]
+    low = figures["lowest_margin_headroom"]
+    assert low["margin_ratio"] == pytest.approx(53.35 / 220.0, rel=1e-12)
+    assert low["ts"] == AT_BAR_1_CLOSE  # 02:00: bar 2's open, after the fill
+    tight = figures["tightest_moment"]
+    assert tight["liquidation_distance"] == pytest.approx(1 - (847 / 10.45) / 97, rel=1e-9)
+    assert tight["ts"] == AT_BAR_1_CLOSE

@@ -144,10 +144,11 @@ class SnapshotFigures:
     """What the summary reads of the valuation tables (equity, collateral, positions), reduced to
     per-snapshot sums and the few rows its figures pick, so that the writer keeps no table's rows to
     the end (`SnapshotReduction`, fed with each chunk of the tables as it is made).
-    `snapshot_figures` builds the same from whole tables. The figures read the start (at the first
-    bar's open), the samples (at bar closes) and the end; of event snapshots (each valued at its own
-    moment, `valued_at`: a bar's open, an intrabar point or a close) only the committed margin and
-    the coins' prices, as in summary definitions 2."""
+    `snapshot_figures` builds the same from whole tables. Every snapshot is valued at its own
+    moment (`valued_at`: a bar's open, an intrabar point or a close), so the lowest headroom, the
+    tightest moment and the peak committed margin read them all (an event's state included: a fill
+    at a gapped open can be the tightest moment); the equity series (drawdown, statistics) stays the
+    regular one: the start, the samples at bar closes and the end."""
 
     exchanges: tuple  # the exchanges of the equity table
     equity_by_account: pl.DataFrame  # account_equity at the start, sample and final snapshots
@@ -191,27 +192,27 @@ class SnapshotReduction:
 
     def add(self, collateral: pl.DataFrame, positions: pl.DataFrame, equity: pl.DataFrame) -> None:
         """Take the tables' rows of some whole snapshots (every table's of the same snapshots)."""
-        own_time = pl.col("reason") != "event"
+        regular = pl.col("reason") != "event"  # the equity series: start, samples, end
         coins = collateral.filter(~pl.col("asset").is_in(list(STABLECOINS)))  # (stablecoins count at 1)
         sampled = positions.filter(pl.col("reason") == "sample")
         isolated_equity = pl.col("isolated_margin") + pl.col("unrealized_pnl")
-        isolated = positions.filter((pl.col("margin_mode") == "isolated") & own_time & (pl.col("maintenance_margin") > 0))
+        isolated = positions.filter((pl.col("margin_mode") == "isolated") & (pl.col("maintenance_margin") > 0))
         committed = _committed(equity, coins, _coin_marks(positions))
         parts = {
-            "balances": _balances(collateral.filter(own_time)),
+            "balances": _balances(collateral.filter(regular)),
             "sample_times": pl.concat([collateral.filter(pl.col("reason") == "sample").select("ts").unique(),
                                        sampled.select("ts").unique()]),
             "coins": coins,
-            "held": _held(positions.filter(own_time), coins),
+            "held": _held(positions.filter(regular), coins),
             "perps": position_exposure(sampled, coins.filter(pl.col("reason") == "sample"))
             .select("ts", "underlying", "usd"),
-            "headroom": _first_per_exchange(equity.filter(own_time & (pl.col("maintenance_margin") > 0))
+            "headroom": _first_per_exchange(equity.filter(pl.col("maintenance_margin") > 0)
                                             .select("exchange", "ts", "margin_ratio"), "margin_ratio", True),
             "isolated_headroom": _first_per_exchange(isolated.select(
                 "exchange", "ts", pl.when(isolated_equity > 0).then(pl.col("maintenance_margin") / isolated_equity)
                 .otherwise(1.0).alias("margin_ratio")), "margin_ratio", True),
             "tightest": _first_per_exchange(
-                equity.filter(own_time & pl.col("liquidation_distance").is_finite())
+                equity.filter(pl.col("liquidation_distance").is_finite())
                 .select("exchange", "ts", "asset", "liquidation_distance", "warning_distance"),
                 "liquidation_distance", False) if "liquidation_distance" in equity.columns else None,
             "peak_committed": committed.group_by("exchange", maintain_order=True).agg(pl.col("committed").max()),
@@ -251,7 +252,8 @@ def _headroom(moments: pl.DataFrame) -> dict | None:
 # warnings and liquidations, coin money in USD (peak initial margin, transfer fees, compare), a coin
 # transfer at its sent value on both sides; 3: every snapshot valued at its own moment (the start's
 # deposits at the first bar's open; an event's at the bar's open, its intrabar point or its close, the
-# tables' `valued_at`), so deposits, starting equity and peak initial margin read other prices.
+# tables' `valued_at`), so deposits, starting equity and peak initial margin read other prices, and
+# the lowest headroom and the tightest moment read every snapshot (event ones included).
 SUMMARY_VERSION = 3
 
 # The event types whose every row `summarize` reads (sums, counts, flows, rejections), with the columns
@@ -359,8 +361,8 @@ def summarize_figures(log: LogFigures, snapshots: SnapshotFigures, meta: dict, o
                 return _f(frame[column].sum())
             return _f(usd_values(frame.select("ts", "exchange", "asset", column), collateral, column)["usd"].sum())
 
-        # the moments whose marks are those of their own time (start, samples at bar closes, end) with the
-        # warnings and liquidations at their own time (`SnapshotFigures`)
+        # every snapshot at its own moment (`SnapshotFigures`), with the warnings (their ratio at the
+        # crossing) and liquidations (ratio 1)
         liquidated = by_type["PositionLiquidated"].filter(pl.col("exchange") == exchange)
         history = equity_by_account.filter(pl.col("exchange") == exchange)
         series = adjusted.filter(pl.col("exchange") == exchange)

@@ -104,6 +104,32 @@ def moment_prices(feed, rows: np.ndarray, columns: np.ndarray, moments: np.ndarr
     return out
 
 
+def _holdings(catalog, account, width: int) -> np.ndarray:
+    """Per feed column, the quantity `account` holds at that price (a coin's balance at its price
+    column, else a position's quantity; 1 where it holds nothing): what an adverse extreme reads."""
+    out = np.ones(width)
+    for key, position in account.positions.items():
+        out[catalog.tradable(key).column] = position.quantity
+    for asset, amount in account.balances.items():
+        column = catalog.asset_columns.get((account.exchange, asset))
+        if column is not None and amount:
+            out[column] = amount
+    return out
+
+
+def account_prices_at(feed, catalog, account, row: int, moment: int, lasts: bool = False) -> np.ndarray:
+    """Every feed column's mark (`lasts`: last price) at moment `moment` (a `VALUED_AT` index) of
+    bar `row`, as `account` sees it there (an adverse extreme: at its own holdings' adverse side,
+    `moment_prices`): what a snapshot, or an auto-exchange, at that moment values at."""
+    if moment == _CLOSE:
+        return (feed.close if lasts else feed.mark_close)[row]
+    if moment == _OPEN:
+        return (feed.open if lasts else feed.mark_open)[row]
+    width = len(feed.keys)
+    return moment_prices(feed, np.full(width, row), np.arange(width), np.full(width, moment),
+                         _holdings(catalog, account, width), lasts)
+
+
 def scale_path(unit: RiskUnit, feed, start: int, stop: int, mode: str) -> np.ndarray | None:
     """Every leg's scale along the intrabar path, shape (bars, points, legs) as `path_prices`: a
     `RiskUnit.scale_columns` leg's is its coin's mark on the same path (the worst-case mode's adverse

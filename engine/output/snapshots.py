@@ -39,7 +39,7 @@ from xmargin.margin import formulas as margin
 from xmargin.margin.accounting import CollateralMetrics, PoolMetrics, PositionMetrics
 from xmargin.margin.kernel import COLLATERAL, valuate
 from xmargin.margin.modes import account_units, venue_mode
-from xmargin.margin.risk import VALUED_AT, moment_prices
+from xmargin.margin.risk import VALUED_AT, account_prices_at, moment_prices
 from xmargin.margin.collateral import STABLECOINS
 from xmargin.margin.units import asset_price, distinct_objects, stack_repeated
 from xmargin.output.eventlog import TIMESTAMP, cast_to
@@ -65,7 +65,6 @@ class Snapshot:
 KEYS = ("ts", "reason", "exchange", "events_applied")
 _FLOAT = pl.Float64
 _MOMENT_CODE = {name: code for code, name in enumerate(VALUED_AT)}
-_OPEN, _CLOSE = _MOMENT_CODE["open"], _MOMENT_CODE["close"]
 
 
 def _moment_codes(names: list) -> np.ndarray:
@@ -77,29 +76,10 @@ def _moment_codes(names: list) -> np.ndarray:
                        "of the code that took the snapshot") from None
 
 
-def _holdings(catalog, account, width: int) -> np.ndarray:
-    """Per feed column, the quantity `account` holds at that price (a coin's balance at its price
-    column, else a position's quantity; 1 where it holds nothing): what an adverse extreme reads."""
-    out = np.ones(width)
-    for key, position in account.positions.items():
-        out[catalog.tradable(key).column] = position.quantity
-    for asset, amount in account.balances.items():
-        column = catalog.asset_columns.get((account.exchange, asset))
-        if column is not None and amount:
-            out[column] = amount
-    return out
-
-
 def moment_row(moments, n: int, catalog, feed, lasts: bool = False) -> np.ndarray:
     """Snapshot `n`'s prices of every feed column at its moment (`lasts`: last prices, else marks)."""
-    row, code = int(moments.row[n]), int(moments.moment[n])
-    if code == _CLOSE:
-        return (feed.close if lasts else feed.mark_close)[row]
-    if code == _OPEN:
-        return (feed.open if lasts else feed.mark_open)[row]
-    width = len(feed.keys)
-    holdings = _holdings(catalog, moments.accounts[moments.state[n]], width)
-    return moment_prices(feed, np.full(width, row), np.arange(width), np.full(width, code), holdings, lasts)
+    return account_prices_at(feed, catalog, moments.accounts[moments.state[n]], int(moments.row[n]),
+                             int(moments.moment[n]), lasts)
 
 
 def snapshot_units(snapshots, catalog, feed, moments=None) -> tuple[list, np.ndarray]:

@@ -34,7 +34,8 @@ from xmargin.dataset.tables import as_utc
 from xmargin.ledger.apply import applier_of
 from xmargin.margin.liquidation import cancelled_orders, liquidation_events
 from xmargin.margin.modes import account_units, venue_mode
-from xmargin.margin.risk import MOMENTS, POINTS, PlannedExtremes, breaches_at, risk_units, scan
+from xmargin.margin.risk import (MOMENTS, POINTS, VALUED_AT, PlannedExtremes, account_prices_at, breaches_at,
+                                risk_units, scan)
 from xmargin.venues.fees import market_fees
 from xmargin.venues.rules import load_rules
 from xmargin.output.snapshots import Snapshot
@@ -522,7 +523,7 @@ class Backtest:
             if liquidated and self.wakes.margin_warnings:
                 reasons.append("margin_warning")
                 wake_events.extend(liquidated)
-            changed.update(self._convert_negative_balances(row, ts, changed))
+            changed.update(self._convert_negative_balances(row, ts, changed, "open"))
             if changed:
                 self._snapshot(row, ts, "event", sorted(changed), "open")
             if self.ledger.stopped:  # (a liquidation at the open, run.on_liquidation = stop)
@@ -686,8 +687,9 @@ class Backtest:
                                                      threshold, breach.margin_ratio))
         self.emit(events)
         touched = {b.unit.exchange for b in breaches}
-        self._convert_negative_balances(at, ts, touched)
-        self._snapshot(at, ts, "event", sorted(touched), valued_at or self._moments[breaches[0].point])
+        moment = valued_at or self._moments[breaches[0].point]
+        self._convert_negative_balances(at, ts, touched, moment)
+        self._snapshot(at, ts, "event", sorted(touched), moment)
         if any(b.liquidation for b in breaches) and self.config.on_liquidation == "stop":
             self.emit([ev.RunStopped(ts, breaches[0].unit.exchange, "liquidation (run.on_liquidation = stop)")])
         return events
@@ -724,13 +726,18 @@ class Backtest:
         point = -(-(transfer.arrives_ts - int(feed.ts[row])) // step)
         return min(row * points + max(point, 0), (row + 1) * points), transfer
 
-    def _convert_negative_balances(self, row: int, ts: int, exchanges) -> set:
-        """Auto-exchange after events that moved balances (xmargin.margin.auto_exchange)."""
+    def _convert_negative_balances(self, row: int, ts: int, exchanges, moment: str) -> set:
+        """Auto-exchange after events that moved balances (xmargin.margin.auto_exchange), at the
+        prices of their moment `moment` of bar `row` (a name of `xmargin.margin.risk.VALUED_AT`:
+        "open" after the open's events, a path point after a breach inside the bar)."""
         converted = set()
         if not self._auto_exchange:
             return converted
+        code = VALUED_AT.index(moment)
         for exchange in sorted(exchanges):
-            events = conversion_events(self.ledger.accounts[exchange], self.catalog, self.feed.mark_close[row], ts)
+            account = self.ledger.accounts[exchange]
+            events = conversion_events(account, self.catalog,
+                                       account_prices_at(self.feed, self.catalog, account, row, code), ts)
             if events:
                 self.emit(events)
                 converted.add(exchange)
