@@ -105,3 +105,20 @@ def test_a_breach_inside_a_bar_triggers_where_the_moving_coin_price_meets_mainte
     assert closed.realized_pnl == pytest.approx(50_000 * (1 / 50_000 - 1 / 31_877), rel=1e-9)
     assert closed.fee == pytest.approx(1_875 / 31_877, rel=1e-9)
     assert not of(events, ev.InsuranceFundUsed)
+
+
+def test_a_short_coin_settled_leg_is_liquidated_when_its_coin_rises_past_its_equity(tmp_path):
+    # 20,000 USDT, short 500 contracts from 50,000; BTC gaps +87.5 % at 03:00, from 40,000 to 75,000
+    # (93,750 after). The short's PnL -500 x 100 x (1/50,000 - 1/p) BTC at p is 50,000 - p USD: equity
+    # 69,998 - p, below 1,875 from p = 68,123: liquidated at the 03:00 open, 75,000, the deficit 5,002
+    # USD credited as 5,002 / 75,000 BTC. Main valued the coin at the stretch start's 50,000 (equity
+    # -30,002 + 2.5e9 / p: 3,331 USD at 75,000, 1,042 of maintenance) and liquidated an hour later at
+    # 93,750 (its cheap quiet bound used the same stale price).
+    path = write_config(tmp_path, "binance-usdm", "multi-asset", "USDT = 20000")
+    path.write_text(path.read_text().replace('"ax:BTC/USD:BTC" = 50000', '"ax:BTC/USD:BTC" = -50000'))
+    events = ax_events(load_config(path), (PriceGap(to_ns(AT), (INVERSE,), 0.875),))
+    (closed,) = of(events, ev.PositionLiquidated)
+    (fund,) = of(events, ev.InsuranceFundUsed)
+    assert closed.ts == to_ns(AT) and closed.quantity == 500 and closed.price == closed.trigger_price == 75_000
+    assert closed.realized_pnl == pytest.approx(-50_000 * (1 / 50_000 - 1 / 75_000), rel=1e-12)
+    assert fund.asset == "BTC" and fund.amount == pytest.approx(5_002 / 75_000, rel=1e-9)
