@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 from datetime import datetime, timezone
 
+import numpy as np
 import polars as pl
 import pytest
 from test_compare_usd import write_config
@@ -30,6 +31,8 @@ from test_compare_usd import write_config
 from xmargin.analysis.stress import PriceGap, to_ns
 from xmargin.config import load_config
 from xmargin.ledger import events as ev
+from xmargin.margin.modes import account_units
+from xmargin.margin.risk import provably_quiet
 from xmargin.sim.loop import Backtest
 
 INVERSE = "ax:BTC/USD:BTC"
@@ -122,3 +125,25 @@ def test_a_short_coin_settled_leg_is_liquidated_when_its_coin_rises_past_its_equ
     assert closed.ts == to_ns(AT) and closed.quantity == 500 and closed.price == closed.trigger_price == 75_000
     assert closed.realized_pnl == pytest.approx(-50_000 * (1 / 50_000 - 1 / 75_000), rel=1e-12)
     assert fund.asset == "BTC" and fund.amount == pytest.approx(5_002 / 75_000, rel=1e-9)
+
+
+def test_the_quiet_bound_takes_the_coin_price_at_its_worst_end(tmp_path):
+    # The short pool of the test above, valued at BTC = 50,000 (the stretch's start), over a stretch whose
+    # BTC marks run from 50,000 to 68,000. At 68,000 its equity is 69,998 - 68,000 = 1,998 USD against
+    # 1,875: margin ratio 0.94, a warning at least: not quiet. The bound: the leg's BTC PnL at the high,
+    # -50,000 x (1/50,000 - 1/68,000) BTC, at BTC's high (68,000): equity 1,998; maintenance at the
+    # largest coin notional (1 BTC, at the low) x the high, 5 % x 68,000 - 625 = 2,775: False. Main held
+    # BTC at 50,000 in the bound: equity -30,002 + 2.5e9 / 68,000 = 6,762 against 1,213 (ratio 0.18):
+    # "provably quiet". Over 50,000 .. 52,000: equity 19,998 - 50,000 x (1/50,000 - 1/52,000) x 52,000 =
+    # 17,998, maintenance 5 % x 52,000 - 625 = 1,975: quiet (ratio 0.11 < 0.7).
+    path = write_config(tmp_path, "binance-usdm", "multi-asset", "USDT = 20000")
+    path.write_text(path.read_text().replace('"ax:BTC/USD:BTC" = 50000', '"ax:BTC/USD:BTC" = -50000'))
+    result = Backtest(load_config(path)).run()
+    account = result.ledger.accounts["ax"]
+    assert account.positions[INVERSE].quantity == -500
+    width = len(result.feed.keys)
+    (pool,) = account_units(result.catalog, account, np.full(width, 50_000.0), int(result.feed.ts[-1]))
+    assert pool.scale_columns == ((0, result.catalog.tradables[INVERSE].column),)
+    thresholds = np.array([0.7, 0.9])
+    assert not provably_quiet(pool, ([68_000.0] * width, [50_000.0] * width), thresholds)
+    assert provably_quiet(pool, ([52_000.0] * width, [50_000.0] * width), thresholds)
