@@ -20,7 +20,7 @@ import numpy as np
 
 from xmargin._arrays import sorted_unique
 from xmargin.margin import formulas as margin
-from xmargin.margin.kernel import equity_one, maintenance_one, valuate
+from xmargin.margin.kernel import equity_one, leg_value_one, maintenance_one, valuate
 from xmargin.margin.modes import account_units
 from xmargin.margin.units import RiskUnit
 
@@ -162,10 +162,10 @@ def provably_quiet(unit: RiskUnit, extremes: tuple[list, list], thresholds: np.n
     highest high; inverse: lowest low). The bound is looser than any intrabar path, so True is
     exact; False sends the unit to the full scan. Only used while the unit carries no warning (a
     warned unit must also be able to clear). Valued with the kernel's scalar path. `extremes`: the
-    stretch's (highest mark high, lowest mark low) per feed column (`stretch_extremes`). A unit whose
-    scales move with coin prices (`RiskUnit.scale_columns`) is not bounded here (its rows hold the
-    stretch start's coin prices): False."""
-    if unit.level or unit.requirement is not None or unit.scale_columns:  # a whole-unit model has no monotone bound
+    stretch's (highest mark high, lowest mark low) per feed column (`stretch_extremes`). A leg whose
+    scale moves with a coin's price (`RiskUnit.scale_columns`) takes the end of that coin's range
+    that is worst for it (`_bounding_scales`)."""
+    if unit.level or unit.requirement is not None:  # a whole-unit model has no monotone bound
         return False
     highs, lows = extremes
     worst, largest = [], []
@@ -173,10 +173,31 @@ def provably_quiet(unit: RiskUnit, extremes: tuple[list, list], thresholds: np.n
         low, high = lows[row[0]], highs[row[0]]
         worst.append(low if row[1] > 0 else high)
         largest.append(low if row[3] > 0 else high)  # an inverse (coin) notional is largest at the low
-    equity = equity_one(unit.rows, unit.base, worst)
-    maintenance = maintenance_one(unit.rows, largest)
+    rows = for_maintenance = unit.rows
+    if unit.scale_columns:
+        rows, for_maintenance = _bounding_scales(unit, worst, extremes)
+    equity = equity_one(rows, unit.base, worst)
+    maintenance = maintenance_one(for_maintenance, largest)
     limit = float(thresholds[0]) if len(thresholds) else 1.0
     return equity > 0 and maintenance < limit * equity  # False for nan prices: the full scan decides
+
+
+def _bounding_scales(unit: RiskUnit, worst: list, extremes: tuple[list, list]) -> tuple[tuple, tuple]:
+    """(rows for the equity bound, rows for the maintenance bound) of `provably_quiet`: each
+    `RiskUnit.scale_columns` leg with its scale (a coin's price, positive) at the end of the coin's
+    range over the stretch [lowest low, highest high] that is worst for it, whatever its own mark does:
+    for equity, with the leg's PnL (in its coin) at its worst mark `worst[leg]` (the low for a long,
+    the high for a short: its least over the stretch), the low when that PnL is a gain, else the high
+    (the least of PnL x price over the two ranges); for maintenance, the high (the largest coin
+    notional x the largest price). Nan prices stay nan (the bound then says False)."""
+    highs, lows = extremes
+    for_equity, for_maintenance = list(unit.rows), list(unit.rows)
+    for leg, column in unit.scale_columns:
+        row = unit.rows[leg]
+        pnl = leg_value_one(row[1], row[2], row[3], worst[leg])[1]
+        for_equity[leg] = (*row[:7], lows[column] if pnl >= 0 else highs[column])
+        for_maintenance[leg] = (*row[:7], highs[column])
+    return tuple(for_equity), tuple(for_maintenance)
 
 
 def stretch_extremes(feed, start: int, stop: int) -> tuple[list, list]:
