@@ -22,18 +22,23 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timezone
+from types import SimpleNamespace
 
 import numpy as np
 import polars as pl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_compare_usd import write_config
 
 from xmargin.analysis.stress import PriceGap, to_ns
 from xmargin.config import load_config
 from xmargin.ledger import events as ev
 from xmargin.margin.modes import account_units
-from xmargin.margin.risk import provably_quiet
+from xmargin.margin.risk import path_prices, provably_quiet, scale_path, stretch_extremes, unit_curves
+from xmargin.margin.units import RiskUnit
 from xmargin.sim.loop import Backtest
+from xmargin.venues.rules import load_rules
 
 INVERSE = "ax:BTC/USD:BTC"
 AT = "2024-01-01T03:00"
@@ -147,3 +152,35 @@ def test_the_quiet_bound_takes_the_coin_price_at_its_worst_end(tmp_path):
     thresholds = np.array([0.7, 0.9])
     assert not provably_quiet(pool, ([68_000.0] * width, [50_000.0] * width), thresholds)
     assert provably_quiet(pool, ([52_000.0] * width, [50_000.0] * width), thresholds)
+
+
+TABLE = load_rules("binance-usdm").brackets_for("BTCUSDT")
+bar = st.tuples(*[st.floats(min_value=1_000.0, max_value=100_000.0)] * 4)  # open, two extremes, close
+
+
+@settings(max_examples=60, deadline=None)
+@given(legs=st.lists(st.tuples(st.booleans(), st.floats(min_value=-5.0, max_value=5.0).filter(lambda q: abs(q) > 1e-3),
+                               st.floats(min_value=1_000.0, max_value=100_000.0), st.integers(0, 2)),
+                     min_size=1, max_size=3),
+       base=st.floats(min_value=0.0, max_value=500_000.0), bars=st.lists(st.tuples(bar, bar, bar), min_size=1, max_size=4),
+       mode=st.sampled_from(["path", "worst-case", "close"]))
+def test_the_quiet_bound_with_moving_scales_never_misses_a_path_point(legs, base, bars, mode):
+    # Legs (inverse or linear, quantity, entry, coin column) on marks of feed columns 0 .. 2; each
+    # leg's scale is the mark of its coin column (the leg's own or another) along the same path. When
+    # `provably_quiet` says so, every path point of the full scan is below the first warning.
+    rows = tuple((k % 3, q * (100 if inverse else 1), entry, 100.0 if inverse else 0.0, TABLE, 10.0, None, 1.0)
+                 for k, (inverse, q, entry, _) in enumerate(legs))
+    unit = RiskUnit("ax", "USD", "cross:USD", False, tuple(f"x{k}" for k in range(len(rows))), rows, base, 0,
+                    len(rows), scale_columns=tuple((k, coin) for k, (_, _, _, coin) in enumerate(legs)))
+    marks = np.array(bars)  # (bars, columns, open / extremes / close)
+    first, second = marks[:, :, 1], marks[:, :, 2]
+    feed = SimpleNamespace(mark_open=marks[:, :, 0], mark_high=np.maximum.reduce([first, second, marks[:, :, 0],
+                                                                                  marks[:, :, 3]]),
+                           mark_low=np.minimum.reduce([first, second, marks[:, :, 0], marks[:, :, 3]]),
+                           mark_close=marks[:, :, 3])
+    unit = unit.at_scales(feed.mark_close[0, [coin for _, coin in unit.scale_columns]])
+    thresholds = np.array([0.7, 0.9])
+    if provably_quiet(unit, stretch_extremes(feed, 0, len(bars)), thresholds):
+        prices = path_prices(feed, 0, len(bars), unit.columns, unit.quantities, mode)
+        equity, maintenance = unit_curves(unit, prices, scale_path(unit, feed, 0, len(bars), mode))
+        assert np.all(maintenance < 0.7 * equity * (1 + 1e-9))
