@@ -20,7 +20,7 @@ import numpy as np
 
 from xmargin._arrays import sorted_unique
 from xmargin.margin import formulas as margin
-from xmargin.margin.kernel import equity_one, maintenance_one, valuate
+from xmargin.margin.kernel import equity_one, leg_value_one, maintenance_one, valuate
 from xmargin.margin.modes import account_units
 from xmargin.margin.units import RiskUnit
 
@@ -130,9 +130,28 @@ def account_prices_at(feed, catalog, account, row: int, moment: int, lasts: bool
                          _holdings(catalog, account, width), lasts)
 
 
-def unit_curves(unit: RiskUnit, prices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(equity, maintenance margin) along flattened path points (the valuation kernel)."""
-    value = valuate(unit.legs, prices.reshape(-1, prices.shape[-1]))
+def scale_path(unit: RiskUnit, feed, start: int, stop: int, mode: str) -> np.ndarray | None:
+    """Every leg's scale along the intrabar path, shape (bars, points, legs) as `path_prices`: a
+    `RiskUnit.scale_columns` leg's is its coin's mark on the same path (the worst-case mode's adverse
+    extreme picked by the leg's own quantity: for a long inverse leg the coin falling is adverse too),
+    every other leg keeps its constant. None when the unit has no such leg (every scale constant)."""
+    if not unit.scale_columns:
+        return None
+    legs, columns = (np.array(v, dtype=np.int64) for v in zip(*unit.scale_columns))
+    coins = path_prices(feed, start, stop, columns, unit.quantities[legs], mode)
+    scales = np.empty((*coins.shape[:2], len(unit.rows)))
+    scales[...] = unit.legs.scale
+    scales[..., legs] = coins
+    return scales
+
+
+def unit_curves(unit: RiskUnit, prices: np.ndarray, scales: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(equity, maintenance margin) along flattened path points (the valuation kernel); `scales`
+    (shape of `prices`, `scale_path`): each leg's scale at each point (None: the unit's constants)."""
+    legs = unit.legs
+    if scales is not None:
+        legs = attrs.evolve(legs, scale=scales.reshape(-1, scales.shape[-1]))
+    value = valuate(legs, prices.reshape(-1, prices.shape[-1]))
     return value.equity[:, 0], value.maintenance_margin[:, 0]
 
 
@@ -143,7 +162,9 @@ def provably_quiet(unit: RiskUnit, extremes: tuple[list, list], thresholds: np.n
     highest high; inverse: lowest low). The bound is looser than any intrabar path, so True is
     exact; False sends the unit to the full scan. Only used while the unit carries no warning (a
     warned unit must also be able to clear). Valued with the kernel's scalar path. `extremes`: the
-    stretch's (highest mark high, lowest mark low) per feed column (`stretch_extremes`)."""
+    stretch's (highest mark high, lowest mark low) per feed column (`stretch_extremes`). A leg whose
+    scale moves with a coin's price (`RiskUnit.scale_columns`) takes the end of that coin's range
+    that is worst for it (`_bounding_scales`)."""
     if unit.level or unit.requirement is not None:  # a whole-unit model has no monotone bound
         return False
     highs, lows = extremes
@@ -152,10 +173,31 @@ def provably_quiet(unit: RiskUnit, extremes: tuple[list, list], thresholds: np.n
         low, high = lows[row[0]], highs[row[0]]
         worst.append(low if row[1] > 0 else high)
         largest.append(low if row[3] > 0 else high)  # an inverse (coin) notional is largest at the low
-    equity = equity_one(unit.rows, unit.base, worst)
-    maintenance = maintenance_one(unit.rows, largest)
+    rows = for_maintenance = unit.rows
+    if unit.scale_columns:
+        rows, for_maintenance = _bounding_scales(unit, worst, extremes)
+    equity = equity_one(rows, unit.base, worst)
+    maintenance = maintenance_one(for_maintenance, largest)
     limit = float(thresholds[0]) if len(thresholds) else 1.0
     return equity > 0 and maintenance < limit * equity  # False for nan prices: the full scan decides
+
+
+def _bounding_scales(unit: RiskUnit, worst: list, extremes: tuple[list, list]) -> tuple[tuple, tuple]:
+    """(rows for the equity bound, rows for the maintenance bound) of `provably_quiet`: each
+    `RiskUnit.scale_columns` leg with its scale (a coin's price, positive) at the end of the coin's
+    range over the stretch [lowest low, highest high] that is worst for it, whatever its own mark does:
+    for equity, with the leg's PnL (in its coin) at its worst mark `worst[leg]` (the low for a long,
+    the high for a short: its least over the stretch), the low when that PnL is a gain, else the high
+    (the least of PnL x price over the two ranges); for maintenance, the high (the largest coin
+    notional x the largest price). Nan prices stay nan (the bound then says False)."""
+    highs, lows = extremes
+    for_equity, for_maintenance = list(unit.rows), list(unit.rows)
+    for leg, column in unit.scale_columns:
+        row = unit.rows[leg]
+        pnl = leg_value_one(row[1], row[2], row[3], worst[leg])[1]
+        for_equity[leg] = (*row[:7], lows[column] if pnl >= 0 else highs[column])
+        for_maintenance[leg] = (*row[:7], highs[column])
+    return tuple(for_equity), tuple(for_maintenance)
 
 
 def stretch_extremes(feed, start: int, stop: int) -> tuple[list, list]:
@@ -239,7 +281,8 @@ def scan(units, feed, start: int, stop: int, first_point: int, mode: str, thresh
         if provably_quiet(unit, bound, thresholds):
             continue
         prices = path_prices(feed, start, stop, unit.columns, unit.quantities, mode)
-        equity, maintenance = unit_curves(unit, prices)
+        scales = scale_path(unit, feed, start, stop, mode)
+        equity, maintenance = unit_curves(unit, prices, scales)
         with np.errstate(divide="ignore", invalid="ignore"):
             ratio = np.where(equity > 0, maintenance / equity, np.inf)
         levels = np.searchsorted(thresholds, ratio, side="right")
@@ -249,17 +292,22 @@ def scan(units, feed, start: int, stop: int, first_point: int, mode: str, thresh
         if hits.size:
             point = int(hits[0])
             candidates.append((start * points + point, unit, bool(equity[point] <= maintenance[point]),
-                               int(levels[point]), float(ratio[point]), prices, (equity, maintenance, point)))
+                               int(levels[point]), float(ratio[point]), (prices, scales),
+                               (equity, maintenance, point)))
     if not candidates:
         return []
     earliest = min(c[0] for c in candidates)
     found = [c for c in candidates if c[0] == earliest]
     out = []
-    for flat_point, unit, liquidation, level, ratio, prices, curves in found:
+    for flat_point, unit, liquidation, level, ratio, paths, curves in found:
         row, point = divmod(flat_point, points)
         trigger = None
         if liquidation:
+            prices, scales = paths
             trigger = trigger_prices(unit, feed, prices, curves, row - start, point, points)
+            if scales is not None:  # the unit at the breach's coin prices, as its liquidation values it
+                legs = [leg for leg, _ in unit.scale_columns]
+                unit = unit.at_scales(_interpolated(scales, curves, row - start, point)[legs].tolist())
         out.append(Breach(unit, row, point, liquidation, level, ratio, trigger))
     return out
 
@@ -292,12 +340,12 @@ def breaches_at(units, marks: np.ndarray, row: int, thresholds: np.ndarray) -> l
 def trigger_prices(unit: RiskUnit, feed, prices, curves, bar: int, point: int, points: int) -> np.ndarray:
     """The marks at which the unit reached maintenance. A bar opening beyond it (a gap) triggers at
     the open; otherwise at the exact liquidation price for one position, and by linear
-    interpolation of (equity - maintenance) along the path for several."""
-    current = prices[bar, point]
+    interpolation of (equity - maintenance) along the path for several, or for a unit whose scales
+    move (`RiskUnit.scale_columns`: the one-position formulas hold the coin's price fixed)."""
     if point == 0:
-        return current.copy()
-    previous = prices[bar, point - 1]
-    if len(unit.columns) == 1 and unit.requirement is None:
+        return prices[bar, point].copy()
+    previous, current = prices[bar, point - 1], prices[bar, point]
+    if len(unit.columns) == 1 and unit.requirement is None and not unit.scale_columns:
         legs = unit.legs
         quantity, entry, table = float(legs.quantity[0]), float(legs.entry[0]), unit.tables[0]
         inverse = bool(legs.size[0] > 0)
@@ -312,6 +360,18 @@ def trigger_prices(unit: RiskUnit, feed, prices, curves, bar: int, point: int, p
         low, high = sorted((float(previous[0]), float(current[0])))
         if math.isfinite(exact) and exact > 0:
             return np.array([min(max(exact, low), high)])
+    return _interpolated(prices, curves, bar, point)
+
+
+def _interpolated(values: np.ndarray, curves, bar: int, point: int) -> np.ndarray:
+    """`values` (bars, points, legs: prices or scales along the path) where (equity - maintenance)
+    reaches 0 between path point `point` - 1 and `point` of `bar`, by linear interpolation of it
+    (`curves`: (equity, maintenance, flat index of the point)); at a bar's open (point 0: a gap) the
+    open's."""
+    current = values[bar, point]
+    if point == 0:
+        return current.copy()
+    previous = values[bar, point - 1]
     equity, maintenance, flat = curves
     gap_before = equity[flat - 1] - maintenance[flat - 1]
     gap_now = equity[flat] - maintenance[flat]

@@ -38,7 +38,14 @@ class RiskUnit:
     `rows` (column, quantity, entry, size, table, leverage, fixed maintenance, scale) per leg, its
     positions first, then collateral legs, on the constant `base` (open orders are not legs: their
     margin is the mode's `pool_order_margin`). The rows feed the kernel's scalar path directly
-    (`xmargin.margin.kernel.unit_one`); `legs` is the same unit as numpy `Legs` for `valuate`."""
+    (`xmargin.margin.kernel.unit_one`); `legs` is the same unit as numpy `Legs` for `valuate`.
+
+    `scale_columns`: (leg index, feed column) for every leg whose scale is a coin's price read from
+    the feed (a position settled in a coin, in a unit of another currency: a multi-asset or
+    portfolio USD pool), the price the rows hold being that column's mark when the unit was built.
+    The margin scan moves such a scale with that column's mark along the path
+    (`xmargin.margin.risk.scan`); empty when every scale is constant (stablecoins, a pool in its
+    own settlement asset)."""
 
     exchange: str
     asset: str
@@ -50,6 +57,7 @@ class RiskUnit:
     level: int
     positions: int
     requirement: object = None  # a whole-unit margin model (portfolio margin); None: per-leg brackets
+    scale_columns: tuple = ()  # (leg index, feed column of the coin price that is its scale)
     _views: dict = attrs.field(factory=dict, repr=False)  # legs / columns, built when first read
 
     @property
@@ -69,6 +77,14 @@ class RiskUnit:
         if columns is None:
             columns = self._views["columns"] = np.array([r[0] for r in self.rows], dtype=np.int64)
         return columns
+
+    def at_scales(self, scales) -> "RiskUnit":
+        """The same unit with the `scale_columns` legs' scales replaced by `scales` (one per
+        `scale_columns` entry, in its order): the unit valued at other coin prices (a breach point's)."""
+        rows = list(self.rows)
+        for (leg, _), scale in zip(self.scale_columns, scales):
+            rows[leg] = (*rows[leg][:7], float(scale))
+        return attrs.evolve(self, rows=tuple(rows), views={})
 
     @property
     def quantities(self) -> np.ndarray:
@@ -103,6 +119,12 @@ def asset_price(catalog, exchange: str, asset: str, prices) -> float:
         return 1.0
     column = catalog.asset_columns.get((exchange, asset))
     return float(prices[column]) if column is not None and prices is not None else math.nan
+
+
+def asset_price_column(catalog, exchange: str, asset: str) -> int | None:
+    """The feed column whose mark `asset_price` reads for `asset` on `exchange` (None: a stablecoin,
+    constant at 1, or an asset without a price in the feed)."""
+    return None if asset in STABLECOINS else catalog.asset_columns.get((exchange, asset))
 
 
 def leverage_for(account, catalog, instrument: str) -> float:
@@ -182,15 +204,18 @@ _ROW_MEMO_SIZE = 16_384
 
 
 def build_unit(account, catalog, *, asset: str, name: str, isolated: bool, positions, base: float,
-               collateral=(), scales=None) -> RiskUnit:
+               collateral=(), scales=None, scale_columns=None) -> RiskUnit:
     """A unit of `positions` (ledger Positions) plus collateral legs ((column, haircut coin
     amount) pairs) on the constant `base`. `scales`: per position, the settle asset's price in
-    the unit's currency (None: 1). Rows: `position_rows`."""
+    the unit's currency (None: 1); `scale_columns`: per position, the feed column that price was
+    read from (None: a constant scale), `RiskUnit.scale_columns`. Rows: `position_rows`."""
     rows = position_rows(account, catalog, positions, isolated, scales)
     for column, amount in collateral:
         rows.append((column, amount, 0.0, 0.0, None, math.inf, None, 1.0))
+    moving = () if scale_columns is None else tuple(
+        (leg, column) for leg, column in enumerate(scale_columns) if column is not None)
     return RiskUnit(account.exchange, asset, name, isolated, tuple([p.instrument for p in positions]), tuple(rows),
-                    float(base), account.warning_levels.get(name, 0), len(positions))
+                    float(base), account.warning_levels.get(name, 0), len(positions), scale_columns=moving)
 
 
 def position_rows(account, catalog, positions, isolated: bool, scales=None) -> list:

@@ -14,8 +14,8 @@ from __future__ import annotations
 import math
 
 from xmargin.margin.collateral import STABLECOINS, collateral_value, pooled_collateral, schedule_for
-from xmargin.margin.units import (CROSS, ISOLATED, RiskUnit, asset_price, build_unit, cross_unit_name,
-                                  isolated_units, order_margin)
+from xmargin.margin.units import (CROSS, ISOLATED, RiskUnit, asset_price, asset_price_column, build_unit,
+                                  cross_unit_name, isolated_units, order_margin)
 
 POOL = "USD"
 
@@ -34,8 +34,10 @@ def risk_units(account, catalog, prices=None) -> list[RiskUnit]:
     collateral = [(column, amount) for column, _, amount in legs]
     positions = [p for _, p in sorted(account.positions.items()) if p.margin_mode == CROSS]
     scales = [asset_price(catalog, account.exchange, p.asset, prices) for p in positions]
+    columns = [asset_price_column(catalog, account.exchange, p.asset) if prices is not None else None
+               for p in positions]
     pool = build_unit(account, catalog, asset=POOL, name=cross_unit_name(POOL), isolated=False, positions=positions,
-                      base=base, collateral=collateral, scales=scales)
+                      base=base, collateral=collateral, scales=scales, scale_columns=columns)
     return [pool] + isolated_units(account, catalog)
 
 

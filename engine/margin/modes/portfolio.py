@@ -23,7 +23,7 @@ from xmargin.errors import RulesError
 from xmargin.margin.modes.multi_asset import counted_collateral, wallet_value  # noqa: F401 (the mode API: the same one USD pool)
 from xmargin.margin.kernel import Legs, valuate
 from xmargin.margin.portfolio import COLLATERAL, BookRequirement, portfolio_book
-from xmargin.margin.units import CROSS, RiskUnit, asset_price, cross_unit_name
+from xmargin.margin.units import CROSS, RiskUnit, asset_price, asset_price_column, cross_unit_name
 
 POOL = "USD"
 DEFAULT_POSITION_MODE = CROSS
@@ -63,7 +63,7 @@ def variant_of(catalog, exchange: str):
 
 
 def _unit(account, catalog, book, prices) -> RiskUnit:
-    rows = []
+    rows, moving = [], []  # moving: `RiskUnit.scale_columns`
     for k in range(len(book.quantities)):
         if book.kinds[k] == COLLATERAL:
             rows.append((int(book.columns[k]), float(book.quantities[k]), 0.0, 0.0, None, math.inf, None, 1.0))
@@ -71,11 +71,15 @@ def _unit(account, catalog, book, prices) -> RiskUnit:
         key = book.instruments[len(rows)]
         position = account.positions[key]
         scale = asset_price(catalog, account.exchange, position.asset, prices) if prices is not None else 1.0
+        column = asset_price_column(catalog, account.exchange, position.asset)
+        if prices is not None and column is not None and math.isfinite(scale):
+            moving.append((len(rows), column))
         rows.append((int(book.columns[k]), float(book.quantities[k]), float(book.entries[k]), float(book.sizes[k]),
                      book.tables[k], float(book.leverages[k]), None, scale if math.isfinite(scale) else 1.0))
     name = cross_unit_name(POOL)
     return RiskUnit(account.exchange, POOL, name, False, book.instruments, tuple(rows), book.base,
-                    account.warning_levels.get(name, 0), len(book.instruments), BookRequirement(book))
+                    account.warning_levels.get(name, 0), len(book.instruments), BookRequirement(book),
+                    scale_columns=tuple(moving))
 
 
 @attrs.frozen
