@@ -270,3 +270,34 @@ def test_auto_exchange_after_a_fill_at_the_open_sells_at_the_open_price():
     assert converted.price == 50_000.0
     assert converted.from_asset == "BTC" and converted.to_asset == "USDT"
     assert converted.from_amount == pytest.approx(19_110.0 / 0.975 / 50_000.0)
+
+
+def test_the_watch_builds_a_stretch_s_units_at_its_first_point_not_the_bar_s_close():
+    """A multi-asset pool's USD-unit collateral tiers are linearised at the prices its units are
+    built at (`effective_quantity`). The margin watch scans a stretch from bar `start`'s open, so it
+    builds them at that open: it used the bar's close, a later price of the bar it scans. 1 BTC
+    under USD tiers [0, 45,000) at 1 and above at 0.5; bar 0 opens at 40,000 and closes at 60,000.
+    At the open the whole 40,000 counts: the leg holds 1 BTC; at the close 45,000 + 0.5 x 15,000 =
+    52,500, i.e. 0.875 BTC, which the old code scanned from the open on."""
+    from helpers_feed import Scripted, make_config, make_feed
+    from xmargin.margin.collateral import effective_quantity, schedule_from
+    from xmargin.sim.loop import Backtest
+
+    tiers = {"unit": "usd", "tiers": [{"from": 0, "to": 45_000, "ratio": 1.0}, {"from": 45_000, "to": None,
+                                                                                "ratio": 0.5}]}
+    rs = attrs.evolve(load_rules("binance-usdm"), collateral_ratios={"BTC": tiers})
+    venues = {"binance": VenueSpec(rs, margin_mode="multi-asset", collateral={"BTC": 1.0, "USDT": 0.0})}
+    built = make_catalog(venues, [perp("binance", "ETH"), spot("binance", "BTC")])
+    catalog = Catalog.create(built.venues, built.tradables)
+    feed = make_feed(["binance:ETH/USDT:USDT", "binance:BTC/USDT"],
+                     np.array([[1_000.0, 60_000.0], [1_000.0, 60_000.0]]),
+                     open=np.array([[1_000.0, 40_000.0], [1_000.0, 60_000.0]]))
+    backtest = Backtest(make_config(catalog), feed=feed, catalog=catalog, strategy=Scripted())
+    backtest.run()  # (nothing traded: the ledger holds the deposits)
+    schedule = schedule_from("BTC", tiers)
+    assert effective_quantity(1.0, 40_000.0, schedule) == 1.0
+    assert effective_quantity(1.0, 60_000.0, schedule) == pytest.approx(52_500.0 / 60_000.0)
+    (pool,) = backtest._risk_units(0, 0)
+    assert pool.legs.quantity.tolist() == [1.0]  # the BTC collateral leg, built at bar 0's open
+    (pool,) = backtest._risk_units(1, 0)
+    assert pool.legs.quantity.tolist() == [pytest.approx(0.875)]  # bar 1 opens at 60,000

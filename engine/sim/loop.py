@@ -34,8 +34,7 @@ from xmargin.dataset.tables import as_utc
 from xmargin.ledger.apply import applier_of
 from xmargin.margin.liquidation import cancelled_orders, liquidation_events
 from xmargin.margin.modes import account_units, venue_mode
-from xmargin.margin.risk import (MOMENTS, POINTS, VALUED_AT, PlannedExtremes, account_prices_at, breaches_at,
-                                risk_units, scan)
+from xmargin.margin.risk import MOMENTS, POINTS, VALUED_AT, PlannedExtremes, account_prices_at, breaches_at, scan
 from xmargin.venues.fees import market_fees
 from xmargin.venues.rules import load_rules
 from xmargin.output.snapshots import Snapshot
@@ -613,11 +612,17 @@ class Backtest:
                 out.extend(events)
         return out, liquidated
 
-    def _risk_units(self, start: int) -> list:
+    def _risk_units(self, start: int, first_point: int) -> list:
         """The risk units of the current ledger; reused while the ledger object is unchanged (it is
-        immutable) unless a margin mode values collateral at the stretch's prices (multi-asset)."""
+        immutable) unless a margin mode values collateral at the stretch's prices (multi-asset,
+        portfolio: then built at the prices of the stretch's first path point, `first_point` of bar
+        `start`: the open, or the point after a breach, never a later price of that bar)."""
         if self._units_ledger is not self.ledger or self._revalue_units:
-            self._units = risk_units(self.ledger, self.catalog, self.feed.mark_close[start], int(self.feed.ts[start]))
+            feed, catalog, accounts = self.feed, self.catalog, self.ledger.accounts
+            moment = VALUED_AT.index(self._moments[first_point])
+            now = int(feed.ts[start]) + first_point * feed.bar_ns // self._points
+            self._units = [unit for exchange in sorted(accounts) for unit in account_units(
+                catalog, accounts[exchange], account_prices_at(feed, catalog, accounts[exchange], start, moment), now)]
             self._units_ledger = self.ledger
         return self._units
 
@@ -628,7 +633,7 @@ class Backtest:
         raised = []
         start, first_point = row, 0
         while True:
-            units = self._risk_units(start)
+            units = self._risk_units(start, first_point)
             arrival = self._arrival_point()
             if arrival is not None and not start * points + first_point <= arrival[0] < stop * points:
                 arrival = None
