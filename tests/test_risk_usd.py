@@ -184,3 +184,26 @@ def test_the_quiet_bound_with_moving_scales_never_misses_a_path_point(legs, base
         prices = path_prices(feed, 0, len(bars), unit.columns, unit.quantities, mode)
         equity, maintenance = unit_curves(unit, prices, scale_path(unit, feed, 0, len(bars), mode))
         assert np.all(maintenance < 0.7 * equity * (1 + 1e-9))
+
+
+@pytest.mark.parametrize("intrabar", ["path", "worst-case"])
+def test_a_liquidated_pool_with_a_moving_scale_streams_the_same_bytes_as_kept(tmp_path, monkeypatch, intrabar):
+    # 0.3 BTC + 5,000 USDT under the long inverse leg; BTC gaps 30 % at 03:00 (40,000 -> 28,000): the pool
+    # is liquidated at the gap with its scale at the gap's coin price and the fund credits BTC. A
+    # command-line run (`keep_result=False`: the log and the valuation tables written a few rows at a
+    # time while the run goes on) writes the same files as a kept run written after it.
+    from xmargin.output import eventlog, writer
+    from xmargin.sim.runner import execute
+
+    monkeypatch.setattr(writer, "SNAPSHOT_ROWS", 3)
+    monkeypatch.setattr(eventlog, "EVENT_BATCH", 2)
+    path = write_config(tmp_path, "binance-usdm", "multi-asset", "BTC = 0.3, USDT = 5000")
+    path.write_text(path.read_text().replace("[run]\n", f'[run]\nintrabar = "{intrabar}"\n', 1))
+    config = load_config(path)
+    shocks = (PriceGap(to_ns(AT), (INVERSE,), -0.3),)
+    kept, streamed = (execute(config, out=tmp_path / "runs", run_id=str(keep), keep_result=keep, shocks=shocks).path
+                      for keep in (True, False))
+    events = pl.read_ipc(kept / "events.arrow")
+    assert set(events["type"]) >= {"PositionLiquidated", "InsuranceFundUsed"}
+    for name in ("events", "equity", "positions", "distance", "collateral"):
+        assert (kept / f"{name}.arrow").read_bytes() == (streamed / f"{name}.arrow").read_bytes(), name

@@ -9,10 +9,11 @@ at the asset's price at the nearest snapshot, both legs of a transfer at the val
 sending exchange; money still in flight at the end belongs to no exchange and is added to the
 total. Margin headroom = 1 - margin ratio (1: no maintenance needed; 0: liquidation); the cross
 pools' and the isolated positions' are reported apart (None where an exchange has none). Headroom
-and the tightest moment are read at the start (the deposits at the first bar's open), sample and
-end snapshots (bar closes) and at warnings and liquidations; event snapshots, each valued at its
-own moment (the tables' `valued_at`), count only for peak initial margin and prices. Peak initial
-margin is USD too (a coin-margined pool's margin at the coin's price).
+and the tightest moment read every snapshot, each valued at its own moment (the tables'
+`valued_at`: the start's deposits at the first bar's open, samples and the end at bar closes, an
+event's state at its bar's open, intrabar point or close), and the warnings and liquidations; the
+flow-adjusted series reads the start, sample and end snapshots only. Peak initial margin is USD too
+(a coin-margined pool's margin at the coin's price).
 
 Flow-adjusted figures (collateral consumed, drawdown, statistics: xmargin.analysis.performance)
 never count deposits or transfers as PnL; net exposure per underlying and the one-legged hedge
