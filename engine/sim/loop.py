@@ -618,11 +618,17 @@ class Backtest:
         portfolio: then built at the prices of the stretch's first path point, `first_point` of bar
         `start`: the open, or the point after a breach, never a later price of that bar)."""
         if self._units_ledger is not self.ledger or self._revalue_units:
-            feed, catalog, accounts = self.feed, self.catalog, self.ledger.accounts
-            moment = VALUED_AT.index(self._moments[first_point])
-            now = int(feed.ts[start]) + first_point * feed.bar_ns // self._points
-            self._units = [unit for exchange in sorted(accounts) for unit in account_units(
-                catalog, accounts[exchange], account_prices_at(feed, catalog, accounts[exchange], start, moment), now)]
+            feed, catalog, accounts, steady = self.feed, self.catalog, self.ledger.accounts, self._steady_units
+            if self._revalue_units:
+                moment = VALUED_AT.index(self._moments[first_point])
+                now = int(feed.ts[start]) + first_point * feed.bar_ns // self._points
+            units = []
+            for exchange in sorted(accounts):
+                account = accounts[exchange]
+                units.extend(account_units(catalog, account) if exchange in steady else  # (prices unused)
+                             account_units(catalog, account, account_prices_at(feed, catalog, account, start, moment),
+                                           now))
+            self._units = units
             self._units_ledger = self.ledger
         return self._units
 
