@@ -194,3 +194,29 @@ def test_a_run_counts_the_refused_order_and_changes_nothing():
     assert summary["exchanges"]["binance"]["rejected_orders"] == 1 and summary["total"]["rejected_orders"] == 1
     # the summary's rejections group it under its own kind, the instrument and numbers aside
     assert [(r["kind"], r["count"]) for r in summary["rejections"]] == [("position larger than the venue takes", 1)]
+
+
+def test_an_account_leverage_the_bracket_does_not_allow_is_lowered_and_the_summary_warns():
+    """`decide` lowers the account's leverage to the bracket's maximum where the venues refuse the
+    order (docs/rules.md): the run does it, but says so. Brackets: up to 1,000 notional 20x, above
+    it 5x; the account's leverage is 10x. A 5 BTC buy at 100 (500 notional) is margined at 10x; the
+    next 15 BTC take the position to 2,000, in the 5x bracket: accepted at 5x, one order lowered.
+    An order with its own leverage (4x, allowed) is not counted."""
+    from helpers_feed import brackets, rules
+
+    key = "bx:BTC/USDT:USDT"
+    catalog = make_catalog({"bx": VenueSpec(rules(), "cross", {"USDT": 10_000.0}, 10.0)}, [perp("bx", "BTC")],
+                           tables={key: brackets((0, 1_000, 20, 0.01, 0), (1_000, None, 5, 0.05, 40))})
+    feed = make_feed((key,), [100.0, 100.0, 100.0, 100.0])
+    result, _ = run(catalog, feed, {0: [cmd.PlaceOrder.market(key, 5.0)], 1: [cmd.PlaceOrder.market(key, 15.0)],
+                                    2: [cmd.PlaceOrder.market(key, 1.0, leverage=4.0)]})
+    accepted = of_type(result.events, ev.OrderAccepted)
+    assert [(a.quantity, a.leverage) for a in accepted] == [(5.0, 10.0), (15.0, 5.0), (1.0, 4.0)]
+    lowered = [w for w in result.warnings if "margined at the bracket's maximum" in w]
+    assert lowered == [
+        "exchanges.bx.leverage: 1 order(s) on bx:BTC/USDT:USDT took the position past what its bracket allows at "
+        "the account's 10x (first at 2024-10-01 02:00:00) and were margined at the bracket's maximum (down to 5x); "
+        "Binance (-2027), OKX and Hyperliquid refuse such an order at the account's leverage (docs/rules.md, "
+        "'The largest position'). Fix: a lower leverage for bx:BTC/USDT:USDT (exchanges.bx.leverage or "
+        "SetLeverage) or smaller orders"]
+    assert lowered[0] in summary_for(result)["warnings"]

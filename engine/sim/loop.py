@@ -34,6 +34,7 @@ from xmargin.dataset.tables import as_utc
 from xmargin.ledger.apply import applier_of
 from xmargin.margin.liquidation import cancelled_orders, liquidation_events
 from xmargin.margin.modes import account_units, venue_mode
+from xmargin.margin.units import leverage_for
 from xmargin.margin.risk import MOMENTS, POINTS, VALUED_AT, PlannedExtremes, account_prices_at, breaches_at, scan
 from xmargin.venues.fees import market_fees
 from xmargin.venues.rules import load_rules
@@ -350,7 +351,27 @@ class Backtest:
         self._units: list = []
         self._sample_rows: list = []
         self._last_partial: dict = {}  # (exchange, unit name) -> ts of its last partial liquidation step
+        self._lowered: dict = {}  # instrument -> [orders, first ts, account leverage, lowest used]: `_note_lowered`
         self.settlements = settlement_schedule(self.catalog, self.feed, getattr(config, "dataset", None))
+
+    def _note_lowered(self, event) -> None:
+        """Count an order accepted at a leverage below the account's for its instrument: its bracket
+        at the new notional allows less, and `decide` lowered it (the venues refuse such an order:
+        docs/rules.md, "The largest position"); the run's warnings say so (`_lowered_warnings`)."""
+        configured = leverage_for(self.ledger.accounts[event.exchange], self.catalog, event.instrument)
+        if event.leverage < configured:
+            seen = self._lowered.setdefault(event.instrument, [0, event.ts, configured, event.leverage])
+            seen[0] += 1
+            seen[3] = min(seen[3], event.leverage)
+
+    def _lowered_warnings(self) -> list[str]:
+        """A warning per instrument whose orders `decide` margined below the account's leverage."""
+        return [f"exchanges.{key.split(':', 1)[0]}.leverage: {orders:,} order(s) on {key} took the position past "
+                f"what its bracket allows at the account's {configured:g}x (first at {_iso(first)}) and were "
+                f"margined at the bracket's maximum (down to {lowest:g}x); Binance (-2027), OKX and Hyperliquid "
+                "refuse such an order at the account's leverage (docs/rules.md, 'The largest position'). Fix: a "
+                f"lower leverage for {key} (exchanges.{key.split(':', 1)[0]}.leverage or SetLeverage) or smaller "
+                "orders" for key, (orders, first, configured, lowest) in sorted(self._lowered.items())]
 
     def _warnings_that_apply(self) -> list[str]:
         """The input warnings about instruments this run traded or watched (and all general ones)."""
@@ -571,7 +592,7 @@ class Backtest:
                          snapshots=self.snapshots,
                          initial_ledger=self.initial_ledger, ledger=self.ledger,
                          timings=timings,
-                         intrabar=config.intrabar, warnings=self._warnings_that_apply(),
+                         intrabar=config.intrabar, warnings=self._warnings_that_apply() + self._lowered_warnings(),
                          settlements=tuple(self.settlements), event_file=self._event_file,
                          valuation_file=self._valuation_file,
                          events_written=self._event_file.written if self._event_file is not None else 0)
@@ -796,6 +817,8 @@ class Backtest:
             for event in events:
                 if type(event) is not ev.OrderAccepted:  # an accepted order changes no balance or position
                     changed.add(event.exchange)
+                elif type(command) is cmd.PlaceOrder and command.leverage is None and event.margin_mode != "spot":
+                    self._note_lowered(event)  # (the account's leverage, lowered to the bracket's?)
         if changed:
             self._snapshot(row, ts, "event", sorted(changed), "close")
 
